@@ -1,0 +1,147 @@
+"""Read YAML while keeping the line of every mapping key and sequence item.
+
+Error messages must name the line a problem sits on, so the loader returns
+plain dicts and lists whose positions are kept beside them (`LineMap`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from labkit.errors import InputError, Problem
+
+Path_ = tuple[str | int, ...]
+
+
+class _Lined(dict):
+    """A mapping that remembers the line of each key (1-based)."""
+
+    lines: dict[Any, int]
+    line: int
+
+
+class _LinedList(list):
+    lines: list[int]
+    line: int
+
+
+class _LineLoader(yaml.SafeLoader):
+    def construct_mapping(self, node, deep=False):
+        mapping = _Lined(super().construct_mapping(node, deep=True))
+        mapping.lines = {self.construct_object(k, deep=True): k.start_mark.line + 1 for k, _ in node.value}
+        mapping.line = node.start_mark.line + 1
+        return mapping
+
+    def construct_sequence(self, node, deep=False):
+        seq = _LinedList(super().construct_sequence(node, deep=True))
+        seq.lines = [item.start_mark.line + 1 for item in node.value]
+        seq.line = node.start_mark.line + 1
+        return seq
+
+    def construct_yaml_map(self, node):
+        yield self.construct_mapping(node, deep=True)
+
+    def construct_yaml_seq(self, node):
+        yield self.construct_sequence(node, deep=True)
+
+
+_LineLoader.add_constructor("tag:yaml.org,2002:map", _LineLoader.construct_yaml_map)
+_LineLoader.add_constructor("tag:yaml.org,2002:seq", _LineLoader.construct_yaml_seq)
+
+
+def _reject_duplicate_keys(node: yaml.MappingNode, file: str) -> None:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if not isinstance(key_node, yaml.ScalarNode):
+            continue
+        key = key_node.value
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise InputError(
+                Problem(file, line, str(key), f"duplicate key (first defined on line {seen[key]})")
+            )
+        seen[key] = line
+
+
+@dataclass
+class Document:
+    """One YAML document: its data and where each part of it came from."""
+
+    file: str
+    data: Any
+    root_line: int = 1
+
+    def line_of(self, path: Path_) -> int | None:
+        """The line of the deepest part of `path` that exists in the document."""
+        node: Any = self.data
+        line = getattr(node, "line", self.root_line)
+        for part in path:
+            if isinstance(node, _Lined) and part in node:
+                line = node.lines.get(part, line)
+                node = node[part]
+            elif isinstance(node, _LinedList) and isinstance(part, int) and 0 <= part < len(node):
+                line = node.lines[part]
+                node = node[part]
+            else:
+                break
+        return line
+
+
+def _walk_for_duplicates(node: yaml.Node, file: str) -> None:
+    if isinstance(node, yaml.MappingNode):
+        _reject_duplicate_keys(node, file)
+        for _, value in node.value:
+            _walk_for_duplicates(value, file)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _walk_for_duplicates(item, file)
+
+
+def parse_documents(text: str, file: str) -> list[Document]:
+    """Parse every YAML document in `text`; syntax errors become an InputError."""
+    try:
+        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        for node in nodes:
+            if node is not None:
+                _walk_for_duplicates(node, file)
+        docs = []
+        loader = _LineLoader(text)
+        try:
+            while loader.check_data():
+                data = loader.get_data()
+                if data is not None:
+                    docs.append(Document(file, data, getattr(data, "line", 1)))
+        finally:
+            loader.dispose()
+        return docs
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        what = exc.problem or exc.context or "invalid YAML"
+        raise InputError(Problem(file, line, "", f"YAML syntax error: {what}")) from None
+    except yaml.YAMLError as exc:
+        raise InputError(Problem(file, None, "", f"YAML syntax error: {exc}")) from None
+
+
+def read_documents(path: str | Path) -> list[Document]:
+    """Read a (possibly multi-document) YAML file."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(Problem(file, None, "", "no such file")) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(Problem(file, None, "", f"cannot read: {exc}")) from None
+    return parse_documents(text, file)
+
+
+def read_document(path: str | Path) -> Document:
+    """Read a single-document YAML file whose top level must be a mapping."""
+    docs = read_documents(path)
+    if len(docs) != 1 or not isinstance(docs[0].data, dict):
+        raise InputError(Problem(str(path), 1, "", "expected one YAML document holding a mapping"))
+    return docs[0]
