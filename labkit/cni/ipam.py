@@ -1,0 +1,177 @@
+"""host-local style IPAM: one lease file per IP, allocation under an flock.
+
+Layout of `dataDir` (default `/var/lib/cni/networks/<network name>`), the same
+as the reference `host-local` plugin:
+
+    lock                   flock()ed while allocating or releasing
+    last_reserved_ip.0     the last IP handed out (round robin starts after it)
+    10.244.1.7             a lease: "<container id>\\r\\n<ifname>"
+
+Standard library only: imported on the `labkit-cni` exec path.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from ipaddress import IPv4Address, IPv4Network
+
+from .errors import IO_FAILURE, POOL_EXHAUSTED, CNIError
+
+LINE_BREAK = "\r\n"
+LAST_RESERVED = "last_reserved_ip.0"
+DEFAULT_DATA_ROOT = "/var/lib/cni/networks"
+
+
+class Pool:
+    """The allocatable range: [start, end] inside `subnet`, minus the gateway.
+
+    (A plain class, not a dataclass: `dataclasses` imports `inspect`, ~6 ms.)
+    """
+
+    __slots__ = ("end", "gateway", "start", "subnet")
+
+    def __init__(self, subnet: IPv4Network, gateway: IPv4Address, start: IPv4Address,
+                 end: IPv4Address):
+        self.subnet, self.gateway, self.start, self.end = subnet, gateway, start, end
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Pool) and (self.subnet, self.gateway, self.start, self.end) == (
+            other.subnet, other.gateway, other.start, other.end)
+
+    def __repr__(self) -> str:
+        return f"Pool({self.subnet}, gw={self.gateway}, {self.start}-{self.end})"
+
+    @classmethod
+    def from_subnet(cls, subnet: IPv4Network, gateway: IPv4Address | None = None,
+                    start: IPv4Address | None = None, end: IPv4Address | None = None) -> Pool:
+        first = subnet.network_address + 1 if subnet.prefixlen < 31 else subnet.network_address
+        last = subnet.broadcast_address - 1 if subnet.prefixlen < 31 else subnet.broadcast_address
+        gw = gateway if gateway is not None else first
+        return cls(subnet, gw, start or first, end or last)
+
+    def candidates(self, after: IPv4Address | None):
+        """Every allocatable IP once, starting just after `after` (round robin)."""
+        lo, hi = int(self.start), int(self.end)
+        size = hi - lo + 1
+        first = lo
+        if after is not None and lo <= int(after) <= hi:
+            first = int(after) + 1
+        gw = int(self.gateway)
+        for i in range(size):
+            ip = lo + (first - lo + i) % size
+            if ip != gw:
+                yield IPv4Address(ip)
+
+    def size(self) -> int:
+        n = int(self.end) - int(self.start) + 1
+        return n - (1 if int(self.start) <= int(self.gateway) <= int(self.end) else 0)
+
+
+class Store:
+    """The lease directory of one network."""
+
+    def __init__(self, data_dir: str):
+        self.dir = data_dir
+        self._lock_fd: int | None = None
+
+    def __enter__(self) -> Store:  # noqa: PYI034
+        try:
+            os.makedirs(self.dir, mode=0o755, exist_ok=True)
+            fd = os.open(os.path.join(self.dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise CNIError(IO_FAILURE, f"cannot open IPAM data dir {self.dir}", str(e)) from e
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self._lock_fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- reading ---------------------------------------------------------
+    def leases(self) -> dict[str, tuple[str, str]]:
+        """{ip: (container id, ifname)} of every lease file."""
+        out = {}
+        try:
+            names = os.listdir(self.dir)
+        except FileNotFoundError:
+            return out
+        for name in names:
+            if not _is_ip(name):
+                continue
+            try:
+                with open(os.path.join(self.dir, name), newline="") as f:
+                    text = f.read()
+            except OSError:
+                continue
+            cid, _, ifname = text.partition(LINE_BREAK)
+            out[name] = (cid.strip(), ifname.strip())
+        return out
+
+    def find(self, container_id: str, ifname: str) -> list[str]:
+        return sorted(ip for ip, owner in self.leases().items() if owner == (container_id, ifname))
+
+    def last_reserved(self) -> IPv4Address | None:
+        try:
+            with open(os.path.join(self.dir, LAST_RESERVED)) as f:
+                return IPv4Address(f.read().strip())
+        except (OSError, ValueError):
+            return None
+
+    # -- writing (hold the lock) -----------------------------------------
+    def allocate(self, pool: Pool, container_id: str, ifname: str) -> IPv4Address:
+        """Reserve the next free IP for (container id, ifname); reuse its own lease."""
+        mine = self.find(container_id, ifname)
+        if mine:
+            return IPv4Address(mine[0])
+        for ip in pool.candidates(self.last_reserved()):
+            path = os.path.join(self.dir, str(ip))
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                continue
+            except OSError as e:
+                raise CNIError(IO_FAILURE, f"cannot write lease {path}", str(e)) from e
+            with os.fdopen(fd, "w", newline="") as f:
+                f.write(f"{container_id}{LINE_BREAK}{ifname}")
+            self._write_last(ip)
+            return ip
+        raise CNIError(POOL_EXHAUSTED, f"no IP addresses available in range {pool.start}-{pool.end}",
+                       f"subnet {pool.subnet}, {pool.size()} addresses, all leased")
+
+    def _write_last(self, ip: IPv4Address) -> None:
+        tmp = os.path.join(self.dir, f".{LAST_RESERVED}.tmp")
+        with open(tmp, "w") as f:
+            f.write(str(ip))
+        os.replace(tmp, os.path.join(self.dir, LAST_RESERVED))
+
+    def release(self, container_id: str, ifname: str) -> list[str]:
+        """Drop every lease of (container id, ifname); return the IPs released."""
+        gone = []
+        for ip in self.find(container_id, ifname):
+            try:
+                os.unlink(os.path.join(self.dir, ip))
+                gone.append(ip)
+            except FileNotFoundError:
+                pass
+        return gone
+
+    def gc(self, valid: set[tuple[str, str]]) -> list[tuple[str, str, str]]:
+        """Drop leases whose (container id, ifname) is not in `valid`."""
+        gone = []
+        for ip, owner in self.leases().items():
+            if owner not in valid:
+                try:
+                    os.unlink(os.path.join(self.dir, ip))
+                    gone.append((ip, *owner))
+                except FileNotFoundError:
+                    pass
+        return gone
+
+
+def _is_ip(name: str) -> bool:
+    parts = name.split(".")
+    return len(parts) == 4 and all(p.isdigit() for p in parts)

@@ -1,0 +1,429 @@
+"""labkit-cni: the routed pod network plugin (CNI spec 1.1.0) and its in-process API.
+
+Why routed (ptp-style) and not a bridge: every pod gets an `IP/32`, a link
+route to the node's gateway address and `default via` it; the node gets a
+`/32` route to the pod through the pod's veth. There is no bridge, so no L2
+broadcast domain, no ARP flooding between pods, no MAC learning; every hop is
+an L3 hop that shows up in `ip route` and is traced by `traceroute`, and the
+same node-to-node routing (host-gw routes or a vxlan device) works unchanged
+on top. This is what kindnet (kind's default CNI) and Calico do.
+
+What ADD does (the node is the namespace the plugin runs in):
+
+    node:  veth<8 hex>  up, alias "labkit-cni <network> <ifname> <container id>"
+           route <pod ip>/32 dev veth<8 hex> scope link
+           <gateway>/32 on lo (idempotent), lo up, net.ipv4.ip_forward=1
+    pod:   <ifname> <pod ip>/32 up, lo up
+           route <gateway> dev <ifname> scope link
+           route default via <gateway> dev <ifname>   (+ ipam.routes)
+
+Two call paths share this module: the `labkit-cni` executable
+(`labkit.cni.main`, exec'd per pod, standard library only) and the
+orchestrator's in-process `execute(...)`, which can work on a node that is
+itself a network namespace (`node_netns=`) from a thread that setns()es
+into it; setns(CLONE_NEWNET) only moves the calling thread, and netlink
+sockets stay bound to the namespace they were created in.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from . import config as cfg
+from .errors import (
+    CHECK_FAILED,
+    DECODE_FAILURE,
+    INTERFACE_EXISTS,
+    INVALID_CONFIG,
+    INVALID_ENV,
+    IO_FAILURE,
+    NETLINK_FAILURE,
+    NOT_AVAILABLE,
+    UNKNOWN_CONTAINER,
+    CNIError,
+)
+from .ipam import Store
+from .netlink import IFF_UP, RT_SCOPE_LINK, Netlink, NetlinkError
+
+COMMANDS = ("ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION")
+ALIAS_PREFIX = "labkit-cni"
+
+
+try:  # the builtin module: hashlib pulls in OpenSSL (~3 ms) on the exec path
+    from _sha256 import sha256 as _sha256
+except ImportError:  # pragma: no cover - other Pythons
+    from hashlib import sha256 as _sha256
+
+
+def host_veth_name(container_id: str, ifname: str) -> str:
+    """Node-side veth name: 'veth' + 8 hex of sha256(container id, ifname) (12 chars)."""
+    return "veth" + _sha256(f"{container_id}\0{ifname}".encode()).hexdigest()[:8]
+
+
+def host_veth_alias(network: str, container_id: str, ifname: str) -> str:
+    return f"{ALIAS_PREFIX} {network} {ifname} {container_id}"[:255]
+
+
+def version_info(cni_version: str = cfg.LATEST) -> dict:
+    return {"cniVersion": cni_version, "supportedVersions": list(cfg.SUPPORTED_VERSIONS)}
+
+
+# ---------------------------------------------------------------------------
+# the in-process API
+
+
+def execute(
+    command: str,
+    config: dict | bytes | str | None,
+    *,
+    container_id: str | None = None,
+    netns: str | None = None,
+    ifname: str | None = None,
+    args: str | dict | None = None,
+    node_netns: str | None = None,
+) -> dict:
+    """Run one CNI command; return the result dict ({} when the spec prints nothing).
+
+    `config` is the network configuration (a dict, or its JSON text/bytes).
+    `netns` is the pod's namespace path, `node_netns` the node's (a path like
+    /run/netns/<name>; None = the caller's own namespace). Raises CNIError.
+    """
+    if node_netns is None:
+        return _execute(command, config, container_id, netns, ifname, args)
+    return _in_netns_thread(node_netns, _execute, command, config, container_id, netns, ifname, args)
+
+
+def _in_netns_thread(path: str, fn, *a):
+    """Run fn(*a) on a fresh thread that first setns()es into `path`."""
+    import threading
+
+    from .netlink import setns
+
+    box: dict = {}
+
+    def run():
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            box["err"] = CNIError(IO_FAILURE, f"cannot open node namespace {path}", str(e))
+            return
+        try:
+            setns(fd)
+        except OSError as e:
+            box["err"] = CNIError(IO_FAILURE, f"cannot enter node namespace {path}", str(e))
+            return
+        finally:
+            os.close(fd)
+        try:
+            box["ok"] = fn(*a)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+            box["err"] = e
+
+    t = threading.Thread(target=run, name=f"labkit-cni:{os.path.basename(path)}")
+    t.start()
+    t.join()
+    if "err" in box:
+        raise box["err"]
+    return box["ok"]
+
+
+def _execute(command, config, container_id, netns, ifname, args) -> dict:
+    if command not in COMMANDS:
+        raise CNIError(INVALID_ENV, f"unknown CNI_COMMAND {command!r}",
+                       f"expected one of {', '.join(COMMANDS)}")
+    raw = decode_config(config, required=command != "VERSION")
+    if command == "VERSION":
+        v = raw.get("cniVersion") if isinstance(raw, dict) else None
+        return version_info(v if isinstance(v, str) and v else cfg.LATEST)
+    if isinstance(args, str):
+        cfg.parse_cni_args(args)
+    conf = cfg.parse(raw, need_ipam=command in ("ADD", "STATUS"))
+    if command == "ADD":
+        if not netns:
+            raise CNIError(INVALID_ENV, "CNI_NETNS is required for ADD")
+        return cmd_add(conf, cfg.check_container_id(container_id), netns, cfg.check_ifname(ifname))
+    if command == "DEL":
+        cmd_del(conf, cfg.check_container_id(container_id), netns or None,
+                cfg.check_ifname(ifname))
+        return {}
+    if command == "CHECK":
+        if cfg.version_tuple(conf.cni_version) < (0, 4, 0):
+            raise CNIError(cfg.INCOMPATIBLE_VERSION,
+                           f"CHECK is not supported by cniVersion {conf.cni_version}",
+                           "CHECK needs cniVersion 0.4.0 or later")
+        if not netns:
+            raise CNIError(INVALID_ENV, "CNI_NETNS is required for CHECK")
+        cmd_check(conf, cfg.check_container_id(container_id), netns, cfg.check_ifname(ifname))
+        return {}
+    if command == "STATUS":
+        cmd_status(conf)
+        return {}
+    cmd_gc(conf)
+    return {}
+
+
+def decode_config(config, *, required: bool = True):
+    if isinstance(config, dict):
+        return config
+    if config is None or (isinstance(config, (str, bytes)) and not config.strip()):
+        if required:
+            raise CNIError(DECODE_FAILURE, "no network configuration on stdin",
+                           "the runtime must pass the network configuration as JSON on stdin")
+        return {}
+    import json
+
+    try:
+        raw = json.loads(config)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CNIError(DECODE_FAILURE, "failed to decode network configuration JSON", str(e)) from None
+    if not isinstance(raw, dict):
+        raise CNIError(DECODE_FAILURE, "network configuration must be a JSON object",
+                       f"got {type(raw).__name__}")
+    return raw
+
+
+# ---------------------------------------------------------------------------
+# commands
+
+
+def _open_netns(netns: str, command: str) -> int:
+    try:
+        return os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise CNIError(UNKNOWN_CONTAINER, f"{command}: network namespace {netns} does not exist",
+                       "CNI_NETNS must name an existing network namespace") from None
+    except OSError as e:
+        raise CNIError(IO_FAILURE, f"{command}: cannot open network namespace {netns}", str(e)) from e
+
+
+def _pod_netlink(fd: int) -> Netlink:
+    return Netlink.in_netns(f"/proc/self/fd/{fd}")
+
+
+def _nl_error(e: OSError, what: str) -> CNIError:
+    return CNIError(NETLINK_FAILURE, f"{what}: {e.strerror or e}", str(e))
+
+
+def cmd_add(conf: cfg.NetConf, cid: str, netns: str, ifname: str) -> dict:
+    pool = conf.pool
+    gw = str(pool.gateway)
+    host = host_veth_name(cid, ifname)
+    podfd = _open_netns(netns, "ADD")
+    try:
+        node = Netlink()
+        try:
+            pod = _pod_netlink(podfd)
+        except OSError as e:
+            node.close()
+            raise CNIError(UNKNOWN_CONTAINER, f"ADD: {netns} is not a network namespace",
+                           str(e)) from e
+        try:
+            if pod.get_link(ifname) is not None:
+                raise CNIError(INTERFACE_EXISTS,
+                               f"interface {ifname} already exists in {netns}",
+                               "ADD on an existing attachment: DEL it first")
+            with Store(conf.data_dir) as store:
+                ip = store.allocate(pool, cid, ifname)
+            try:
+                result = _wire(conf, node, pod, podfd, host, cid, netns, ifname, str(ip), gw)
+            except BaseException:
+                with Store(conf.data_dir) as store:
+                    store.release(cid, ifname)
+                try:
+                    node.del_link(host)
+                except OSError:
+                    pass
+                raise
+        finally:
+            pod.close()
+            node.close()
+    finally:
+        os.close(podfd)
+    return _merge_prev(conf, result)
+
+
+def _wire(conf, node: Netlink, pod: Netlink, podfd: int, host: str, cid: str, netns: str,
+          ifname: str, ip: str, gw: str) -> dict:
+    alias = host_veth_alias(conf.name, cid, ifname)
+    try:
+        stale = node.get_link(host)
+        if stale is not None:  # left over from an attachment whose pod side is gone
+            if (stale.get("alias") or "").startswith(ALIAS_PREFIX + " "):
+                node.del_link(host)
+            else:
+                raise CNIError(INTERFACE_EXISTS, f"node interface {host} exists and is not ours",
+                               f"alias {stale.get('alias')!r}")
+        node.add_veth(host, ifname, peer_netns_fd=podfd, mtu=conf.mtu)
+        h = node.get_link(host)
+        node.set_link(h["index"], up=True, alias=alias)
+        node.add_route(ip, 32, oif=h["index"], scope=RT_SCOPE_LINK)
+        lo = node.get_link("lo")
+        if not lo["flags"] & IFF_UP:
+            node.set_link(lo["index"], up=True)
+        node.add_addr(lo["index"], gw, 32, exist_ok=True)
+        _enable_forwarding()
+
+        p = pod.get_link(ifname)
+        pod.add_addr(p["index"], ip, 32)
+        pod.set_link(p["index"], up=True)
+        plo = pod.get_link("lo")
+        if plo is not None and not plo["flags"] & IFF_UP:
+            pod.set_link(plo["index"], up=True)
+        pod.add_route(gw, 32, oif=p["index"], scope=RT_SCOPE_LINK)
+        pod.add_route("0.0.0.0", 0, gateway=gw, oif=p["index"])
+        for r in conf.routes:
+            pod.add_route(str(r.dst.network_address), r.dst.prefixlen,
+                          gateway=str(r.gw or gw), oif=p["index"])
+    except NetlinkError as e:
+        raise _nl_error(e, f"ADD {cid}/{ifname}") from e
+    iface_host = {"name": host, "mac": h["mac"]}
+    iface_pod = {"name": ifname, "mac": p["mac"], "sandbox": netns}
+    if conf.mtu and cfg.version_tuple(conf.cni_version) >= (1, 1, 0):
+        iface_host["mtu"] = conf.mtu
+        iface_pod["mtu"] = conf.mtu
+    ipc = {"address": f"{ip}/32", "gateway": gw, "interface": 1}
+    if cfg.version_tuple(conf.cni_version) < (1, 0, 0):
+        ipc = {"version": "4", **ipc}
+    routes = [{"dst": "0.0.0.0/0", "gw": gw}]
+    routes += [{"dst": str(r.dst), "gw": str(r.gw or gw)} for r in conf.routes]
+    result = {
+        "cniVersion": conf.cni_version,
+        "interfaces": [iface_host, iface_pod],
+        "ips": [ipc],
+        "routes": routes,
+        "dns": dict(conf.dns or {}),
+    }
+    return result
+
+
+def _merge_prev(conf: cfg.NetConf, result: dict) -> dict:
+    """Chained after another plugin: append ours to its prevResult (spec: pass it on)."""
+    prev = conf.prev_result
+    if not prev:
+        return result
+    base = len(prev.get("interfaces") or [])
+    out = {
+        "cniVersion": conf.cni_version,
+        "interfaces": list(prev.get("interfaces") or []) + result["interfaces"],
+        "ips": list(prev.get("ips") or []) + [dict(i, interface=i["interface"] + base)
+                                              for i in result["ips"]],
+        "routes": list(prev.get("routes") or []) + result["routes"],
+        "dns": prev.get("dns") or result["dns"],
+    }
+    return out
+
+
+def _enable_forwarding() -> None:
+    path = "/proc/sys/net/ipv4/ip_forward"
+    try:
+        with open(path) as f:
+            if f.read().strip() == "1":
+                return
+        with open(path, "w") as f:
+            f.write("1")
+    except OSError as e:
+        raise CNIError(IO_FAILURE, "cannot enable net.ipv4.ip_forward on the node", str(e)) from e
+
+
+def cmd_del(conf: cfg.NetConf, cid: str, netns: str | None, ifname: str) -> None:
+    """Release the lease and remove the veth pair; succeed if already gone."""
+    with Store(conf.data_dir) as store:
+        store.release(cid, ifname)
+    host = host_veth_name(cid, ifname)
+    try:
+        with Netlink() as node:
+            link = node.get_link(host)
+            if link is not None and (link.get("alias") or "").startswith(ALIAS_PREFIX + " "):
+                node.del_link(host)
+    except NetlinkError as e:
+        if e.errno not in (errno.ENODEV, errno.ENOENT):
+            raise _nl_error(e, f"DEL {cid}/{ifname}") from e
+
+
+def cmd_check(conf: cfg.NetConf, cid: str, netns: str, ifname: str) -> None:
+    prev = conf.prev_result
+    if not prev:
+        raise CNIError(INVALID_CONFIG, "CHECK needs prevResult",
+                       "the runtime passes the ADD result as prevResult")
+    ifaces = prev.get("interfaces") or []
+    idx = next((i for i, it in enumerate(ifaces)
+                if isinstance(it, dict) and it.get("name") == ifname and it.get("sandbox")), None)
+    if idx is None:
+        raise CHECK_ERR(f"prevResult has no interface {ifname} with a sandbox")
+    want = [str(i.get("address", "")).split("/")[0] for i in (prev.get("ips") or [])
+            if isinstance(i, dict) and i.get("interface") == idx]
+    if not want:
+        raise CHECK_ERR(f"prevResult has no IP for interface {ifname}")
+    podfd = _open_netns(netns, "CHECK")
+    try:
+        with _pod_netlink(podfd) as pod:
+            p = pod.get_link(ifname)
+            if p is None:
+                raise CHECK_ERR(f"interface {ifname} is missing in {netns}")
+            if not p["flags"] & IFF_UP:
+                raise CHECK_ERR(f"interface {ifname} in {netns} is down")
+            if ifaces[idx].get("mac") and ifaces[idx]["mac"].lower() != p["mac"]:
+                raise CHECK_ERR(f"interface {ifname} has MAC {p['mac']}, "
+                                f"prevResult says {ifaces[idx]['mac']}")
+            have = {a["address"] for a in pod.dump_addrs() if a["index"] == p["index"]}
+            for ip in want:
+                if ip not in have:
+                    raise CHECK_ERR(f"interface {ifname} lacks address {ip}")
+            routes = pod.dump_routes()
+            if not any(r["prefixlen"] == 0 and r["oif"] == p["index"] for r in routes):
+                raise CHECK_ERR(f"no default route via {ifname} in {netns}")
+    except NetlinkError as e:
+        raise _nl_error(e, "CHECK") from e
+    finally:
+        os.close(podfd)
+    host = host_veth_name(cid, ifname)
+    with Netlink() as node:
+        h = node.get_link(host)
+        if h is None:
+            raise CHECK_ERR(f"node-side interface {host} is missing")
+        routes = node.dump_routes()
+        for ip in want:
+            if not any(r["dst"] == ip and r["prefixlen"] == 32 and r["oif"] == h["index"]
+                       for r in routes):
+                raise CHECK_ERR(f"node has no route {ip}/32 dev {host}")
+    store = Store(conf.data_dir)
+    leases = store.find(cid, ifname)
+    for ip in want:
+        if ip not in leases:
+            raise CHECK_ERR(f"no IPAM lease for {ip} held by {cid}/{ifname} in {conf.data_dir}")
+
+
+def CHECK_ERR(msg: str) -> CNIError:
+    return CNIError(CHECK_FAILED, f"CHECK failed: {msg}")
+
+
+def cmd_status(conf: cfg.NetConf) -> None:
+    try:
+        with Store(conf.data_dir) as store:
+            used = len(store.leases())
+    except CNIError as e:
+        raise CNIError(NOT_AVAILABLE, f"plugin not available: {e.msg}", e.details) from None
+    if conf.pool is not None and used >= conf.pool.size():
+        raise CNIError(NOT_AVAILABLE, "plugin not available: IP address pool exhausted",
+                       f"{used} of {conf.pool.size()} addresses in {conf.pool.subnet} leased")
+
+
+def cmd_gc(conf: cfg.NetConf) -> None:
+    valid = set(conf.valid_attachments or [])
+    with Store(conf.data_dir) as store:
+        gone = store.gc(valid)
+    stale_names = {host_veth_name(cid, ifn) for _, cid, ifn in gone}
+    prefix = f"{ALIAS_PREFIX} {conf.name} "
+    try:
+        with Netlink() as node:
+            for link in node.dump_links():
+                alias = link.get("alias") or ""
+                if not alias.startswith(prefix):
+                    continue
+                parts = alias.split(" ")
+                owner = (parts[3], parts[2]) if len(parts) >= 4 else None
+                if link["name"] in stale_names or owner not in valid:
+                    node.del_link(link["name"])
+    except NetlinkError as e:
+        raise _nl_error(e, "GC") from e
