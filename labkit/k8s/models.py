@@ -1,0 +1,579 @@
+"""Typed, immutable Kubernetes objects: the subset of the API labkit realises.
+
+Field names are the API's own (camelCase), so a manifest reads straight into a
+model and an error path (`spec.ports[0].targetPort`) is the path in the YAML.
+Fields the API allows but labkit does not act on (probes, resources, volumes,
+annotations ...) are listed per model in `_ignored` and dropped; any other
+unknown field is an error. `null` is read as "not set", as the API server does.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from labkit.k8s import names
+
+
+def _check(rule):
+    def validate(value: str) -> str:
+        problem = rule(value)
+        if problem:
+            raise PydanticCustomError("k8s_value", problem)
+        return value
+
+    return AfterValidator(validate)
+
+
+def _in_range(low: int, high: int, what: str):
+    def validate(value: int) -> int:
+        if not low <= value <= high:
+            raise PydanticCustomError("k8s_value", f"{value} is out of range; valid: {what} {low}-{high}")
+        return value
+
+    return AfterValidator(validate)
+
+
+def _int_or_str(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise PydanticCustomError(
+            "k8s_type", "expected a number or a port name, got {got}", {"got": _describe(value)}
+        )
+    return value
+
+
+def _describe(value: Any) -> str:
+    kind = {dict: "a mapping", list: "a list", bool: "a boolean", int: "a number", float: "a number",
+            str: "a string"}.get(type(value))
+    for base, text in ((dict, "a mapping"), (list, "a list")):
+        if kind is None and isinstance(value, base):
+            kind = text
+    return f"{kind or type(value).__name__} ({value!r})" if not isinstance(value, (dict, list)) else kind
+
+
+def _labels(value: Mapping[str, str]) -> Mapping[str, str]:
+    for key, val in value.items():
+        problem = names.label_key(key) or names.label_value(val)
+        if problem:
+            raise PydanticCustomError("k8s_value", problem)
+    return value
+
+
+DNS1123Label = Annotated[StrictStr, _check(names.dns1123_label)]
+DNS1123Subdomain = Annotated[StrictStr, _check(names.dns1123_subdomain)]
+PortName = Annotated[StrictStr, _check(names.iana_svc_name)]
+PortNumber = Annotated[StrictInt, _in_range(1, 65535, "port numbers")]
+IntOrString = Annotated[int | str, BeforeValidator(_int_or_str)]
+Labels = Annotated[dict[StrictStr, StrictStr], AfterValidator(_labels)]
+Protocol = Literal["TCP", "UDP"]
+
+
+class K8sModel(BaseModel):
+    """Frozen, strict about unknown fields, lenient about the ones listed in `_ignored`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    _ignored: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_ignored(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            if data is None:
+                return {}
+            raise PydanticCustomError("k8s_type", "expected a mapping, got {got}", {"got": _describe(data)})
+        known = {f.alias or name for name, f in cls.model_fields.items()}
+        kept = {}
+        for key, value in data.items():
+            if value is None or key in cls._ignored:
+                continue
+            if key not in known:
+                raise PydanticCustomError(
+                    "k8s_unknown_field",
+                    "unknown field; valid: {valid}",
+                    {"field": key, "valid": ", ".join(sorted(known))},
+                )
+            kept[key] = value
+        return kept
+
+
+# ---------------------------------------------------------------- metadata, selectors
+
+
+class ObjectMeta(K8sModel):
+    _ignored = frozenset({
+        "annotations", "uid", "resourceVersion", "generation", "creationTimestamp",
+        "deletionTimestamp", "deletionGracePeriodSeconds", "ownerReferences", "finalizers",
+        "managedFields", "selfLink", "generateName",
+    })
+
+    name: StrictStr
+    namespace: DNS1123Label = "default"
+    labels: Labels = Field(default_factory=dict)
+
+
+class TemplateMeta(K8sModel):
+    """A pod template's metadata: labels only matter; a name or namespace is ignored there."""
+
+    _ignored = ObjectMeta._ignored | {"name", "namespace"}
+
+    labels: Labels = Field(default_factory=dict)
+
+
+class LabelSelectorRequirement(K8sModel):
+    key: StrictStr
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: tuple[StrictStr, ...] = ()
+
+    @model_validator(mode="after")
+    def _values_fit_operator(self) -> LabelSelectorRequirement:
+        if self.operator in ("In", "NotIn") and not self.values:
+            raise PydanticCustomError("k8s_value", f"operator {self.operator} needs at least one value")
+        if self.operator in ("Exists", "DoesNotExist") and self.values:
+            raise PydanticCustomError("k8s_value", f"operator {self.operator} takes no values")
+        return self
+
+
+class LabelSelector(K8sModel):
+    matchLabels: Labels = Field(default_factory=dict)
+    matchExpressions: tuple[LabelSelectorRequirement, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """An empty selector matches everything (as in NetworkPolicy and Deployments)."""
+        return names.matches_labels(self.matchLabels, labels) and all(
+            names.matches_expression(e.operator, e.key, e.values, labels) for e in self.matchExpressions
+        )
+
+
+# ---------------------------------------------------------------- pods
+
+
+class ContainerPort(K8sModel):
+    _ignored = frozenset({"hostIP"})
+
+    name: PortName | None = None
+    containerPort: PortNumber
+    protocol: Protocol = "TCP"
+    hostPort: PortNumber | None = None
+
+
+class EnvVar(K8sModel):
+    _ignored = frozenset({"valueFrom"})
+
+    name: Annotated[StrictStr, _check(names.env_var_name)]
+    value: StrictStr = ""
+
+
+class Container(K8sModel):
+    _ignored = frozenset({
+        "resources", "livenessProbe", "readinessProbe", "startupProbe", "volumeMounts",
+        "volumeDevices", "imagePullPolicy", "securityContext", "workingDir", "lifecycle",
+        "terminationMessagePath", "terminationMessagePolicy", "stdin", "stdinOnce", "tty",
+        "envFrom", "resizePolicy", "restartPolicy",
+    })
+
+    name: DNS1123Label
+    image: StrictStr | None = None
+    command: tuple[StrictStr, ...] = ()
+    args: tuple[StrictStr, ...] = ()
+    env: tuple[EnvVar, ...] = ()
+    ports: tuple[ContainerPort, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique_port_names(self) -> Container:
+        seen: set[str] = set()
+        for port in self.ports:
+            if port.name and port.name in seen:
+                raise PydanticCustomError("k8s_value", f"port name {port.name!r} is used twice")
+            if port.name:
+                seen.add(port.name)
+        return self
+
+
+class PodSpec(K8sModel):
+    _ignored = frozenset({
+        "volumes", "restartPolicy", "terminationGracePeriodSeconds", "activeDeadlineSeconds",
+        "dnsPolicy", "dnsConfig", "serviceAccountName", "serviceAccount",
+        "automountServiceAccountToken", "securityContext", "affinity", "tolerations",
+        "nodeSelector", "imagePullSecrets", "priorityClassName", "priority", "initContainers",
+        "enableServiceLinks", "schedulerName", "topologySpreadConstraints", "runtimeClassName",
+        "preemptionPolicy", "overhead", "readinessGates", "shareProcessNamespace",
+        "setHostnameAsFQDN", "os", "hostAliases",
+    })
+
+    containers: tuple[Container, ...] = Field(min_length=1)
+    nodeName: StrictStr | None = None
+    hostname: DNS1123Label | None = None
+    subdomain: DNS1123Label | None = None
+
+    @model_validator(mode="after")
+    def _unique_container_names(self) -> PodSpec:
+        seen: set[str] = set()
+        for container in self.containers:
+            if container.name in seen:
+                raise PydanticCustomError("k8s_value", f"container name {container.name!r} is used twice")
+            seen.add(container.name)
+        return self
+
+    def named_port(self, name: str, protocol: str) -> int | None:
+        """The container port a Service's named targetPort refers to, if this pod has it."""
+        for container in self.containers:
+            for port in container.ports:
+                if port.name == name and port.protocol == protocol:
+                    return port.containerPort
+        return None
+
+
+class PodTemplate(K8sModel):
+    metadata: TemplateMeta = Field(default_factory=TemplateMeta)
+    spec: PodSpec
+
+
+class _Object(K8sModel):
+    """Every top-level object: apiVersion, kind, metadata; `status` is ignored."""
+
+    _ignored = frozenset({"status"})
+    _name_rule: ClassVar = staticmethod(names.dns1123_subdomain)
+
+    apiVersion: StrictStr
+    kind: StrictStr
+    metadata: ObjectMeta
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace
+
+    @property
+    def key(self) -> str:
+        return f"{self.metadata.namespace}/{self.metadata.name}"
+
+    @property
+    def labels(self) -> Mapping[str, str]:
+        return self.metadata.labels
+
+
+class Pod(_Object):
+    """A pod; labkit assumes every pod is ready once its sandbox is up."""
+
+    apiVersion: Literal["v1"] = "v1"
+    kind: Literal["Pod"] = "Pod"
+    spec: PodSpec
+
+    @property
+    def hostname(self) -> str:
+        """The pod's own hostname, as the kubelet sets it."""
+        return self.spec.hostname or self.metadata.name[:63].rstrip("-.")
+
+
+class Namespace(_Object):
+    _name_rule = staticmethod(names.dns1123_label)
+    _ignored = frozenset({"status", "spec"})
+
+    apiVersion: Literal["v1"] = "v1"
+    kind: Literal["Namespace"] = "Namespace"
+
+    @model_validator(mode="after")
+    def _name_label(self) -> Namespace:
+        # The API server always sets this label, and NetworkPolicies select on it.
+        if self.metadata.labels.get("kubernetes.io/metadata.name") != self.metadata.name:
+            labels = {**self.metadata.labels, "kubernetes.io/metadata.name": self.metadata.name}
+            object.__setattr__(self, "metadata", self.metadata.model_copy(update={"labels": labels}))
+        return self
+
+
+# ---------------------------------------------------------------- controllers
+
+
+class _WorkloadSpec(K8sModel):
+    replicas: Annotated[StrictInt, _in_range(0, 1000, "replicas")] = 1
+    selector: LabelSelector
+    template: PodTemplate
+
+    @model_validator(mode="after")
+    def _selector_matches_template(self) -> _WorkloadSpec:
+        if not self.selector.matchLabels and not self.selector.matchExpressions:
+            raise PydanticCustomError("k8s_value", "selector: must not be empty")
+        if not self.selector.matches(self.template.metadata.labels):
+            raise PydanticCustomError(
+                "k8s_value", "selector does not match template labels (spec.template.metadata.labels)"
+            )
+        return self
+
+
+class DeploymentSpec(_WorkloadSpec):
+    _ignored = frozenset({
+        "strategy", "minReadySeconds", "revisionHistoryLimit", "progressDeadlineSeconds", "paused",
+    })
+
+
+class StatefulSetSpec(_WorkloadSpec):
+    _ignored = frozenset({
+        "volumeClaimTemplates", "podManagementPolicy", "updateStrategy", "revisionHistoryLimit",
+        "minReadySeconds", "persistentVolumeClaimRetentionPolicy", "ordinals",
+    })
+
+    serviceName: DNS1123Label | None = None
+
+
+class Deployment(_Object):
+    apiVersion: Literal["apps/v1"] = "apps/v1"
+    kind: Literal["Deployment"] = "Deployment"
+    spec: DeploymentSpec
+
+
+class StatefulSet(_Object):
+    apiVersion: Literal["apps/v1"] = "apps/v1"
+    kind: Literal["StatefulSet"] = "StatefulSet"
+    spec: StatefulSetSpec
+
+
+# ---------------------------------------------------------------- services
+
+
+def _cluster_ip(value: str) -> str:
+    if value in ("", "None"):
+        return value
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        raise PydanticCustomError(
+            "k8s_value", f"{value!r} is not valid; valid: an IPv4 address, 'None' (headless) or ''"
+        ) from None
+    return value
+
+
+class ServicePort(K8sModel):
+    _ignored = frozenset({"appProtocol"})
+
+    name: PortName | None = None
+    protocol: Protocol = "TCP"
+    port: PortNumber
+    targetPort: IntOrString | None = None
+    nodePort: Annotated[StrictInt, _in_range(30000, 32767, "node ports")] | None = None
+
+    @model_validator(mode="after")
+    def _target_port(self) -> ServicePort:
+        target = self.targetPort
+        if isinstance(target, int) and not 1 <= target <= 65535:
+            raise PydanticCustomError("k8s_value", f"targetPort {target} is out of range; valid: 1-65535")
+        if isinstance(target, str) and (problem := names.iana_svc_name(target)):
+            raise PydanticCustomError("k8s_value", f"targetPort: {problem}")
+        return self
+
+    @property
+    def target(self) -> int | str:
+        """targetPort, defaulting to port as the API server does."""
+        return self.port if self.targetPort is None else self.targetPort
+
+
+class ClientIPConfig(K8sModel):
+    timeoutSeconds: Annotated[StrictInt, _in_range(1, 86400, "seconds")] = 10800
+
+
+class SessionAffinityConfig(K8sModel):
+    clientIP: ClientIPConfig = Field(default_factory=ClientIPConfig)
+
+
+class ServiceSpec(K8sModel):
+    _ignored = frozenset({
+        "clusterIPs", "ipFamilies", "ipFamilyPolicy", "externalTrafficPolicy",
+        "internalTrafficPolicy", "publishNotReadyAddresses", "allocateLoadBalancerNodePorts",
+        "healthCheckNodePort", "trafficDistribution", "externalIPs", "loadBalancerIP",
+        "loadBalancerSourceRanges", "loadBalancerClass",
+    })
+
+    type: Literal["ClusterIP", "NodePort", "ExternalName"] = "ClusterIP"
+    clusterIP: Annotated[StrictStr, AfterValidator(_cluster_ip)] = ""
+    selector: Labels = Field(default_factory=dict)
+    ports: tuple[ServicePort, ...] = ()
+    sessionAffinity: Literal["None", "ClientIP"] = "None"
+    sessionAffinityConfig: SessionAffinityConfig = Field(default_factory=SessionAffinityConfig)
+    externalName: StrictStr | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ServiceSpec:
+        if self.type == "ExternalName":
+            if not self.externalName:
+                raise PydanticCustomError("k8s_value", "type ExternalName needs externalName")
+            if names.dns1123_subdomain(self.externalName.rstrip(".")):
+                raise PydanticCustomError(
+                    "k8s_value", f"externalName {self.externalName!r} is not a valid DNS name"
+                )
+            return self
+        if self.externalName:
+            raise PydanticCustomError("k8s_value", "externalName is only valid with type ExternalName")
+        if not self.ports and self.clusterIP != "None":
+            raise PydanticCustomError("k8s_value", "ports: at least one port is required")
+        if self.type == "NodePort" and self.clusterIP == "None":
+            raise PydanticCustomError("k8s_value", "a headless service (clusterIP: None) cannot be NodePort")
+        if len(self.ports) > 1 and any(p.name is None for p in self.ports):
+            raise PydanticCustomError("k8s_value", "ports: every port needs a name when there are several")
+        seen_names: set[str] = set()
+        seen_ports: set[tuple[int, str]] = set()
+        for port in self.ports:
+            if port.name in seen_names:
+                raise PydanticCustomError("k8s_value", f"ports: name {port.name!r} is used twice")
+            if (port.port, port.protocol) in seen_ports:
+                raise PydanticCustomError("k8s_value", f"ports: {port.protocol}/{port.port} is used twice")
+            if port.nodePort is not None and self.type != "NodePort":
+                raise PydanticCustomError("k8s_value", "nodePort is only valid with type NodePort")
+            if port.name:
+                seen_names.add(port.name)
+            seen_ports.add((port.port, port.protocol))
+        return self
+
+    @property
+    def headless(self) -> bool:
+        return self.clusterIP == "None"
+
+
+class Service(_Object):
+    _name_rule = staticmethod(names.dns1035_label)
+
+    apiVersion: Literal["v1"] = "v1"
+    kind: Literal["Service"] = "Service"
+    spec: ServiceSpec
+
+
+# ---------------------------------------------------------------- network policies
+
+
+def _cidr(value: str) -> str:
+    try:
+        ipaddress.IPv4Network(value, strict=True)
+    except ValueError as exc:
+        raise PydanticCustomError("k8s_value", f"{value!r} is not a valid IPv4 CIDR ({exc})") from None
+    return value
+
+
+Cidr = Annotated[StrictStr, AfterValidator(_cidr)]
+
+
+class IPBlock(K8sModel):
+    cidr: Cidr
+    except_: tuple[Cidr, ...] = Field(default=(), alias="except")
+
+    @model_validator(mode="after")
+    def _except_inside(self) -> IPBlock:
+        outer = ipaddress.IPv4Network(self.cidr)
+        for item in self.except_:
+            inner = ipaddress.IPv4Network(item)
+            if not inner.subnet_of(outer) or inner == outer:
+                raise PydanticCustomError(
+                    "k8s_value", f"except: {item} must be strictly inside cidr {self.cidr}"
+                )
+        return self
+
+
+class NetworkPolicyPeer(K8sModel):
+    podSelector: LabelSelector | None = None
+    namespaceSelector: LabelSelector | None = None
+    ipBlock: IPBlock | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_empty_selectors(cls, data: Any) -> Any:
+        # `podSelector: {}` means "all pods", unlike an absent selector: keep it set.
+        if isinstance(data, Mapping):
+            return {k: ({} if v is None and k.endswith("Selector") else v) for k, v in data.items()}
+        return data
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> NetworkPolicyPeer:
+        selectors = self.podSelector is not None or self.namespaceSelector is not None
+        if self.ipBlock is not None and selectors:
+            raise PydanticCustomError(
+                "k8s_value", "ipBlock cannot be combined with podSelector or namespaceSelector"
+            )
+        if self.ipBlock is None and not selectors:
+            raise PydanticCustomError(
+                "k8s_value", "a peer needs one of podSelector, namespaceSelector or ipBlock"
+            )
+        return self
+
+
+class NetworkPolicyPort(K8sModel):
+    protocol: Protocol = "TCP"
+    port: IntOrString | None = None
+    endPort: PortNumber | None = None
+
+    @model_validator(mode="after")
+    def _range(self) -> NetworkPolicyPort:
+        if isinstance(self.port, int) and not 1 <= self.port <= 65535:
+            raise PydanticCustomError("k8s_value", f"port {self.port} is out of range; valid: 1-65535")
+        if isinstance(self.port, str) and (problem := names.iana_svc_name(self.port)):
+            raise PydanticCustomError("k8s_value", f"port: {problem}")
+        if self.endPort is not None:
+            if not isinstance(self.port, int):
+                raise PydanticCustomError("k8s_value", "endPort needs a numeric port")
+            if self.endPort < self.port:
+                raise PydanticCustomError(
+                    "k8s_value", f"endPort {self.endPort} is below port {self.port}"
+                )
+        return self
+
+
+class NetworkPolicyIngressRule(K8sModel):
+    from_: tuple[NetworkPolicyPeer, ...] = Field(default=(), alias="from")
+    ports: tuple[NetworkPolicyPort, ...] = ()
+
+
+class NetworkPolicyEgressRule(K8sModel):
+    to: tuple[NetworkPolicyPeer, ...] = ()
+    ports: tuple[NetworkPolicyPort, ...] = ()
+
+
+class NetworkPolicySpec(K8sModel):
+    podSelector: LabelSelector
+    policyTypes: tuple[Literal["Ingress", "Egress"], ...] = ()
+    ingress: tuple[NetworkPolicyIngressRule, ...] = ()
+    egress: tuple[NetworkPolicyEgressRule, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_pod_selector(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "podSelector" in data and data["podSelector"] is None:
+            return {**data, "podSelector": {}}
+        return data
+
+    @model_validator(mode="after")
+    def _default_policy_types(self) -> NetworkPolicySpec:
+        if len(set(self.policyTypes)) != len(self.policyTypes):
+            raise PydanticCustomError("k8s_value", "policyTypes: a type is listed twice")
+        if not self.policyTypes:
+            # As the API server defaults it: Ingress always, Egress when egress rules exist.
+            types = ("Ingress", "Egress") if self.egress else ("Ingress",)
+            object.__setattr__(self, "policyTypes", types)
+        return self
+
+
+class NetworkPolicy(_Object):
+    apiVersion: Literal["networking.k8s.io/v1"] = "networking.k8s.io/v1"
+    kind: Literal["NetworkPolicy"] = "NetworkPolicy"
+    spec: NetworkPolicySpec
+
+
+KINDS: dict[str, type[_Object]] = {
+    "Namespace": Namespace,
+    "Pod": Pod,
+    "Deployment": Deployment,
+    "StatefulSet": StatefulSet,
+    "Service": Service,
+    "NetworkPolicy": NetworkPolicy,
+}
