@@ -1,0 +1,460 @@
+"""The docker runtime: every node and pod sandbox is a Docker container.
+
+Nodes are privileged containers with `network_mode: none` (a node manages its
+own network: sysctls, forwarding, nftables); labkit wires them through
+`/proc/<pid>/ns/net` like the netns runtime wires `/run/netns/<name>`. Pods are
+built the Kubernetes way: a pause container owns the pod's network namespace
+and the app containers join it with `network_mode: container:<pause>`.
+
+Everything carries the labels `labkit.lab`, `labkit.node`, `labkit.kind` and
+`labkit.role`, so `destroy` finds a lab's containers from the daemon alone
+(after a crash too) and never touches anything else. The engine's calls are
+slow (tens of ms) but independent, so batches run on a thread pool.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shutil
+import sys
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, TypeVar
+
+from labkit.errors import LabkitError
+from labkit.runtime import ContainerSpec, NodeSpec, PodSpec, Sandbox
+from labkit.runtime.image import DEFAULT_IMAGE, PAUSE_IMAGE, ensure_image
+
+if TYPE_CHECKING:
+    import docker
+
+LABEL_LAB = "labkit.lab"
+LABEL_NODE = "labkit.node"
+LABEL_KIND = "labkit.kind"
+LABEL_ROLE = "labkit.role"  # node | pause | container
+LABEL_POD = "labkit.pod"  # NS/NAME, on a pod's pause and app containers
+LABEL_CONTAINER = "labkit.container"  # the ContainerSpec name, on app containers
+LABEL_INDEX = "labkit.container-index"  # its position in the pod spec
+
+STATE_DIR = "/run/labkit"
+WORKERS = 8  # concurrent engine calls; dockerd on 2 cores gains little beyond this
+START_SCRIPT = "scripts/start-dockerd.sh"
+
+# Linux capabilities by number (capability.h), for privileged-like nodes.
+# fmt: off
+CAPABILITIES = (
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
+    "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW",
+    "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT",
+    "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD",
+    "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG",
+    "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
+)
+# fmt: on
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def connect(base_url: str | None = None, *, pool_size: int = WORKERS) -> docker.DockerClient:
+    """A client for the Docker engine (DOCKER_HOST or the local socket), checked with a ping."""
+    import docker
+    import docker.errors
+
+    where = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    try:
+        client = docker.DockerClient(base_url=where, max_pool_size=pool_size, timeout=120)
+        client.ping()
+    except docker.errors.DockerException as e:
+        raise LabkitError(
+            f"Docker engine not reachable at {where}: start it ({START_SCRIPT}) or use runtime: netns"
+            f" ({_first_line(e)})"
+        ) from None
+    return client
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def parallel(fn: Callable[[T], R], items: Iterable[T], workers: int = WORKERS) -> list[R]:
+    """fn over items on a thread pool, results in order; the first failure is raised
+    after every call has finished, so nothing is left half-started behind our back."""
+    items = list(items)
+    if len(items) <= 1:
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
+        futures = [pool.submit(fn, i) for i in items]
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        raise errors[0]
+    return [f.result() for f in futures]
+
+
+def node_privileges(status_path: str = "/proc/self/status") -> dict[str, object]:
+    """Container options that make a node privileged, as far as this host allows.
+
+    `privileged: true` asks runc for every capability; where the host's own
+    bounding set lacks some (some VMs drop CAP_SYS_RESOURCE), runc fails with
+    "unable to apply caps". Then a node gets every capability the host has,
+    no seccomp/AppArmor filter and writable /proc/sys instead - all a network
+    node needs.
+    """
+    try:
+        with open(status_path) as f:
+            bounding = next(int(line.split()[1], 16) for line in f if line.startswith("CapBnd:"))
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            last = int(f.read())
+    except (OSError, StopIteration, ValueError):
+        return {"privileged": True}
+    wanted = (1 << (last + 1)) - 1
+    if bounding & wanted == wanted:
+        return {"privileged": True}
+    caps = [name for i, name in enumerate(CAPABILITIES) if i <= last and bounding >> i & 1]
+    return {
+        "cap_add": caps,
+        "security_opt": ["seccomp=unconfined", "apparmor=unconfined"],
+        "MaskedPaths": [],  # = --security-opt systempaths=unconfined: /proc/sys writable
+        "ReadonlyPaths": [],
+    }
+
+
+class DockerRuntime:
+    """Sandboxes as Docker containers (see the module docstring)."""
+
+    name = "docker"
+
+    def __init__(
+        self,
+        client: docker.DockerClient | None = None,
+        *,
+        state_dir: str = STATE_DIR,
+        workers: int = WORKERS,
+    ) -> None:
+        self._client = client
+        self.state_dir = state_dir
+        self.workers = workers
+        self._images_checked: set[str] = set()
+        self._lock = threading.Lock()
+        self._privileges = node_privileges()
+
+    @property
+    def client(self) -> docker.DockerClient:
+        with self._lock:
+            if self._client is None:
+                self._client = connect(pool_size=max(self.workers, 10))
+            return self._client
+
+    # --- sandboxes ------------------------------------------------------------
+
+    def create_node(self, lab: str, node: NodeSpec) -> Sandbox:
+        image = node.image or DEFAULT_IMAGE
+        self._ensure_image(image)
+        labels = {
+            LABEL_LAB: lab,
+            LABEL_NODE: node.name,
+            LABEL_KIND: node.kind,
+            LABEL_ROLE: "node",
+        }
+        info = self._run(
+            name=node.netns,
+            image=image,
+            hostname=node.hostname or node.name,
+            labels=labels,
+            network_mode="none",
+            **copy.deepcopy(self._privileges),
+            mounts=self._etc_mounts(lab, node.netns, node.hosts, node.resolv_conf),
+        )
+        return self._sandbox(lab, node.name, info, labels)
+
+    def create_nodes(self, lab: str, nodes: Sequence[NodeSpec]) -> list[Sandbox]:
+        """create_node for many nodes at once (the engine's calls overlap)."""
+        for image in {n.image or DEFAULT_IMAGE for n in nodes}:
+            self._ensure_image(image)
+        return parallel(lambda n: self.create_node(lab, n), nodes, self.workers)
+
+    def create_pod(self, lab: str, pod: PodSpec) -> Sandbox:
+        self._ensure_image(PAUSE_IMAGE)
+        labels = {
+            LABEL_LAB: lab,
+            LABEL_NODE: pod.node,
+            LABEL_KIND: "pod",
+            LABEL_ROLE: "pause",
+            LABEL_POD: f"{pod.namespace}/{pod.name}",
+        }
+        info = self._run(
+            name=pod.netns,
+            image=PAUSE_IMAGE,
+            hostname=pod.hostname,
+            labels=labels,
+            network_mode="none",
+            mounts=self._etc_mounts(lab, pod.netns, pod.hosts, pod.resolv_conf),
+        )
+        return self._sandbox(lab, f"{pod.namespace}/{pod.name}", info, labels)
+
+    def start_containers(self, lab: str, pod: PodSpec, sandbox: Sandbox) -> None:
+        """Start the pod's app containers in the pause container's network namespace."""
+        pause = self._pause(lab, pod)
+        for image in {c.image or DEFAULT_IMAGE for c in pod.containers}:
+            self._ensure_image(image)
+        # The same hosts/resolv.conf as the pause container (Docker copies its hostname).
+        mounts = self._etc_mounts(lab, pod.netns, pod.hosts, pod.resolv_conf)
+
+        def start(item: tuple[int, ContainerSpec]) -> dict:
+            index, spec = item
+            return self._run(
+                name=f"{pod.netns}.{spec.name}",
+                image=spec.image or DEFAULT_IMAGE,
+                command=list(spec.argv) or None,
+                environment=dict(spec.env),
+                labels={
+                    LABEL_LAB: lab,
+                    LABEL_NODE: pod.node,
+                    LABEL_KIND: "pod",
+                    LABEL_ROLE: "container",
+                    LABEL_POD: f"{pod.namespace}/{pod.name}",
+                    LABEL_CONTAINER: spec.name,
+                    LABEL_INDEX: str(index),
+                },
+                network_mode=f"container:{pause['Id']}",
+                mounts=mounts,
+                inspect=False,
+            )
+
+        parallel(start, list(enumerate(pod.containers)), self.workers)
+
+    def exec(
+        self, sandbox: Sandbox, argv: Sequence[str], *, capture: bool = False
+    ) -> tuple[int, str]:
+        """Run argv in the node's container, or in a pod's first app container (else its pause)."""
+        import docker.errors
+
+        target = self._exec_target(sandbox)
+        api = self.client.api
+        try:
+            exec_id = api.exec_create(target["Id"], list(argv), stdout=True, stderr=True)["Id"]
+        except docker.errors.APIError as e:
+            raise LabkitError(
+                f"lab {sandbox.lab}: cannot exec in {sandbox.name}: {_explain(e)}"
+            ) from None
+        if capture:
+            output = api.exec_start(exec_id)
+            text = output.decode(errors="replace") if isinstance(output, bytes) else str(output)
+        else:
+            for out, err in api.exec_start(exec_id, stream=True, demux=True):
+                if out:
+                    sys.stdout.buffer.write(out)
+                    sys.stdout.flush()
+                if err:
+                    sys.stderr.buffer.write(err)
+                    sys.stderr.flush()
+            text = ""
+        code = api.exec_inspect(exec_id)["ExitCode"]
+        return (code if code is not None else 1), text
+
+    def destroy(self, lab: str) -> None:
+        """Remove every container labelled with `lab`, as the daemon sees them now."""
+        import docker.errors
+
+        api = self.client.api
+
+        def remove(c: dict) -> None:
+            try:
+                api.remove_container(c["Id"], force=True, v=True)
+            except docker.errors.NotFound:
+                pass  # gone already: removed by hand, or by an earlier destroy
+            except docker.errors.APIError as e:
+                if "already in progress" not in str(e):  # a concurrent destroy owns it
+                    raise
+
+        containers = self._lab_containers(lab)
+        # App containers and nodes first, then the pause containers whose netns they share.
+        parallel(remove, [c for c in containers if _role(c) != "pause"], self.workers)
+        parallel(remove, [c for c in containers if _role(c) == "pause"], self.workers)
+        left = [_name(c) for c in self._lab_containers(lab) if c.get("State") != "removing"]
+        if left:
+            raise LabkitError(f"lab {lab}: could not remove containers: {', '.join(sorted(left))}")
+        shutil.rmtree(self._lab_state(lab), ignore_errors=True)
+        try:
+            os.rmdir(os.path.join(self.state_dir, lab))  # only if nothing else lives there
+        except OSError:
+            pass
+
+    def labs(self) -> set[str]:
+        return {lab for c in self._containers(LABEL_LAB) if (lab := c["Labels"].get(LABEL_LAB))}
+
+    # --- helpers --------------------------------------------------------------
+
+    def _ensure_image(self, image: str) -> None:
+        if image not in self._images_checked:
+            ensure_image(self.client, image)
+            self._images_checked.add(image)
+
+    def _run(
+        self,
+        *,
+        name: str,
+        image: str,
+        labels: dict[str, str],
+        hostname: str | None = None,
+        command: list[str] | None = None,
+        environment: dict[str, str] | None = None,
+        inspect: bool = True,
+        **host: object,
+    ) -> dict:
+        """Create and start a container (low-level API: 3 engine calls, not 5); return its
+        inspect data (or just its Id). On failure the container is removed again."""
+        import docker.errors
+
+        api = self.client.api
+        raw = {k: host.pop(k) for k in ("MaskedPaths", "ReadonlyPaths") if k in host}
+        host_config = api.create_host_config(**host)
+        host_config.update(raw)  # settings docker-py has no keyword for
+        try:
+            created = api.create_container(
+                image,
+                command=command,
+                name=name,
+                hostname=hostname,
+                labels=labels,
+                environment=environment or None,
+                stop_signal="SIGTERM",
+                host_config=host_config,
+            )
+        except docker.errors.APIError as e:
+            unknown = _UNKNOWN_CAP.search(_explain(e))
+            caps = host.get("cap_add")
+            if unknown and isinstance(caps, list) and unknown.group(1) in caps:
+                # An engine older than the kernel: leave out what it cannot name.
+                with self._lock:
+                    self._privileges["cap_add"] = [c for c in caps if c != unknown.group(1)]
+                return self._run(
+                    name=name,
+                    image=image,
+                    labels=labels,
+                    hostname=hostname,
+                    command=command,
+                    environment=environment,
+                    inspect=inspect,
+                    **{**host, **raw, "cap_add": self._privileges["cap_add"]},
+                )
+            if e.status_code == 409:
+                raise LabkitError(
+                    f"container {name} exists already: remove the old lab first (labkit down)"
+                ) from None
+            raise LabkitError(f"cannot create container {name}: {_explain(e)}") from None
+        cid = created["Id"]
+        try:
+            api.start(cid)
+            return api.inspect_container(cid) if inspect else {"Id": cid, "Name": name}
+        except docker.errors.APIError as e:
+            try:
+                api.remove_container(cid, force=True)
+            except docker.errors.APIError:
+                pass
+            raise LabkitError(f"cannot start container {name}: {_explain(e)}") from None
+
+    def _sandbox(self, lab: str, name: str, info: dict, labels: dict[str, str]) -> Sandbox:
+        state = info["State"]
+        pid = state.get("Pid")
+        if not pid:
+            raise LabkitError(
+                f"container {info['Name'].lstrip('/')} is not running "
+                f"(state: {state.get('Status')}, exit code {state.get('ExitCode')})"
+            )
+        return Sandbox(
+            lab=lab,
+            name=name,
+            netns_path=f"/proc/{pid}/ns/net",
+            pid=pid,
+            labels={**labels, "labkit.container-id": info["Id"]},
+        )
+
+    def _lab_state(self, lab: str) -> str:
+        return os.path.join(self.state_dir, lab, "docker")
+
+    def _etc_mounts(self, lab: str, name: str, hosts: str, resolv_conf: str) -> list:
+        """Bind mounts of the sandbox's own /etc/hosts and /etc/resolv.conf (when given).
+
+        Docker leaves these paths alone when a mount covers them. The files live
+        under /run/labkit/<lab>/docker/<container>/ and go with `destroy`.
+        """
+        from docker.types import Mount
+
+        mounts = []
+        for target, text in (("/etc/hosts", hosts), ("/etc/resolv.conf", resolv_conf)):
+            if not text:
+                continue
+            directory = os.path.join(self._lab_state(lab), name)
+            os.makedirs(directory, exist_ok=True)
+            path = os.path.join(directory, os.path.basename(target))
+            tmp = f"{path}.tmp"
+            with open(tmp, "w") as f:
+                f.write(text if text.endswith("\n") else text + "\n")
+            os.replace(tmp, path)
+            mounts.append(Mount(target=target, source=path, type="bind", read_only=True))
+        return mounts
+
+    def _containers(self, *labels: str, running: bool = False) -> list[dict]:
+        """Containers carrying all `labels` (KEY or KEY=VALUE), as the engine lists them."""
+        return self.client.api.containers(all=not running, filters={"label": list(labels)})
+
+    def _lab_containers(self, lab: str) -> list[dict]:
+        return self._containers(f"{LABEL_LAB}={lab}")
+
+    def _pause(self, lab: str, pod: PodSpec) -> dict:
+        found = self._containers(
+            f"{LABEL_LAB}={lab}",
+            f"{LABEL_POD}={pod.namespace}/{pod.name}",
+            f"{LABEL_ROLE}=pause",
+            running=True,
+        )
+        if not found:
+            raise LabkitError(f"lab {lab}: pod {pod.namespace}/{pod.name} has no sandbox")
+        return found[0]
+
+    def _exec_target(self, sandbox: Sandbox) -> dict:
+        lab = sandbox.lab
+        if "/" in sandbox.name:
+            found = self._containers(
+                f"{LABEL_LAB}={lab}", f"{LABEL_POD}={sandbox.name}", running=True
+            )
+            apps = sorted(
+                (c for c in found if _role(c) == "container"),
+                key=lambda c: int(c["Labels"].get(LABEL_INDEX, "0")),
+            )
+            pauses = [c for c in found if _role(c) == "pause"]
+            candidates = apps or pauses
+            what = f"pod {sandbox.name}"
+        else:
+            candidates = self._containers(
+                f"{LABEL_LAB}={lab}",
+                f"{LABEL_NODE}={sandbox.name}",
+                f"{LABEL_ROLE}=node",
+                running=True,
+            )
+            what = f"node {sandbox.name}"
+        if not candidates:
+            raise LabkitError(f"lab {lab}: {what} has no running container")
+        return candidates[0]
+
+
+_UNKNOWN_CAP = re.compile(r'unknown capability: "?(?:CAP_)?([A-Z_]+)"?')
+
+
+def _role(c: dict) -> str:
+    return (c.get("Labels") or {}).get(LABEL_ROLE, "")
+
+
+def _name(c: dict) -> str:
+    names = c.get("Names") or [c["Id"][:12]]
+    return names[0].lstrip("/")
+
+
+def _explain(e: BaseException) -> str:
+    explanation = getattr(e, "explanation", None)
+    return str(explanation or e)
