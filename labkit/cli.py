@@ -1,0 +1,127 @@
+"""The `labkit` command: the verbs of DESIGN.md section 4, each a thin call into labkit.lab."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from labkit.errors import InputError, LabkitError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="labkit", description="Kubernetes cluster networks in network namespaces")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    up = sub.add_parser("up", help="build a lab from a topology file")
+    up.add_argument("topology")
+    up.add_argument("--runtime", choices=["netns", "docker"])
+    up.add_argument("--reconfigure", action="store_true", help="take the lab down first if it is up")
+    up.add_argument("--quiet", "-q", action="store_true")
+
+    down = sub.add_parser("down", help="remove everything a lab made")
+    down.add_argument("topology", nargs="?")
+    down.add_argument("--name", help="the lab's name (works without the topology file)")
+    down.add_argument("--all", action="store_true", help="every labkit lab on this machine")
+
+    status = sub.add_parser("status", help="nodes, addresses, pods and services of running labs")
+    status.add_argument("topology", nargs="?")
+    status.add_argument("--name")
+    status.add_argument("--format", choices=["table", "json"], default="table")
+
+    ex = sub.add_parser("exec", help="run a command in a node (NODE) or pod (NS/POD)")
+    ex.add_argument("lab")
+    ex.add_argument("target")
+    ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...")
+
+    val = sub.add_parser("validate", help="check a topology file; needs no root")
+    val.add_argument("topology")
+
+    sub.add_parser("list", help="names of the labs that are up")
+    return p
+
+
+def _lab_name(args: argparse.Namespace) -> str | None:
+    if getattr(args, "name", None):
+        return args.name
+    if getattr(args, "topology", None):
+        from labkit.topology import load_topology
+
+        return load_topology(args.topology)[0].name
+    return None
+
+
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        raise LabkitError("this command builds network namespaces and needs root: run it with sudo")
+
+
+def run(argv: Sequence[str]) -> int:
+    args = _parser().parse_args(argv)
+    from labkit import lab
+
+    if args.verb == "validate":
+        plan = lab.validate(args.topology)
+        print(f"{args.topology}: ok — lab {plan.lab}: {len(plan.nodes)} nodes, {len(plan.links)} links")
+        return 0
+    if args.verb == "list":
+        for name in sorted(lab.known_labs()):
+            print(name)
+        return 0
+    if args.verb == "status":
+        labs = lab.status(_lab_name(args))
+        if args.format == "json":
+            print(json.dumps(labs[0] if (args.name or args.topology) else labs, indent=2))
+        else:
+            from labkit.report import print_status
+
+            print_status(labs)
+        return 0
+    _need_root()
+    if args.verb == "up":
+        from labkit.progress import Progress
+
+        if args.reconfigure:
+            lab.down(_lab_name(args))
+        lab.up(args.topology, args.runtime, Progress(quiet=args.quiet))
+        return 0
+    if args.verb == "down":
+        if args.all:
+            for name in sorted(lab.known_labs()):
+                lab.down(name)
+                print(f"lab {name}: removed")
+            return 0
+        name = _lab_name(args)
+        if name is None:
+            raise LabkitError("name the lab: labkit down TOPOLOGY, --name LAB or --all")
+        existed = lab.down(name)
+        print(f"lab {name}: {'removed' if existed else 'was not up; nothing to remove'}")
+        return 0
+    if args.verb == "exec":
+        command = list(args.argv)
+        if command[:1] == ["--"]:
+            command = command[1:]
+        if not command:
+            raise LabkitError("no command given: labkit exec LAB TARGET -- CMD ...")
+        return lab.exec_in(args.lab, args.target, command)
+    raise AssertionError(args.verb)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return run(sys.argv[1:] if argv is None else argv)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except LabkitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

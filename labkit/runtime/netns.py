@@ -1,0 +1,120 @@
+"""The embedded runtime: every node is a named network namespace; no daemon needed.
+
+Names carry the lab's prefix (`lk-<lab>.`), so teardown finds everything from
+what exists: the namespaces under /run/netns, the processes living in them,
+and the per-namespace files under /etc/netns.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+
+from labkit.errors import LabkitError
+from labkit.net import netns
+from labkit.runtime import NodeSpec, PodSpec, Sandbox
+from labkit.topology.plan import netns_prefix
+
+ETC_NETNS = "/etc/netns"
+
+
+def _write_etc(ns: str, hosts: str, resolv_conf: str) -> None:
+    """/etc/netns/<ns>/ files replace /etc/* for `ip netns exec`, as iproute2 documents."""
+    if not hosts and not resolv_conf:
+        return
+    folder = os.path.join(ETC_NETNS, ns)
+    os.makedirs(folder, exist_ok=True)
+    for name, text in (("hosts", hosts), ("resolv.conf", resolv_conf)):
+        if text:
+            with open(os.path.join(folder, name), "w", encoding="utf-8") as fh:
+                fh.write(text)
+
+
+class NetnsRuntime:
+    name = "netns"
+
+    def create_nodes(self, lab: str, nodes: Sequence[NodeSpec]) -> list[Sandbox]:
+        try:
+            netns.create_namespaces(n.netns for n in nodes)
+        except FileExistsError as exc:
+            raise LabkitError(f"network namespace {exc.filename} already exists: "
+                              f"is lab {lab!r} already up? (labkit down --name {lab})") from None
+        for node in nodes:
+            _write_etc(node.netns, node.hosts, node.resolv_conf)
+        return [Sandbox(lab, n.name, netns.netns_path(n.netns), labels={"kind": n.kind}) for n in nodes]
+
+    def create_node(self, lab: str, node: NodeSpec) -> Sandbox:
+        return self.create_nodes(lab, [node])[0]
+
+    def create_pod(self, lab: str, pod: PodSpec) -> Sandbox:
+        raise LabkitError("pods are not supported by the netns runtime yet")
+
+    def start_containers(self, lab: str, pod: PodSpec, sandbox: Sandbox) -> None:
+        raise LabkitError("pods are not supported by the netns runtime yet")
+
+    def _argv(self, sandbox: Sandbox, argv: Sequence[str]) -> list[str]:
+        return ["ip", "netns", "exec", os.path.basename(sandbox.netns_path), *argv]
+
+    def exec(self, sandbox: Sandbox, argv: Sequence[str], *, capture: bool = False) -> tuple[int, str]:
+        try:
+            proc = subprocess.run(self._argv(sandbox, argv), capture_output=capture, text=True, check=False)
+        except FileNotFoundError as exc:
+            raise LabkitError(f"cannot run {argv[0]!r}: {exc.strerror}") from None
+        return proc.returncode, (proc.stdout + proc.stderr) if capture else ""
+
+    def start_process(self, sandbox: Sandbox, argv: Sequence[str], log_path: str) -> int:
+        """Start a long-running process in the sandbox; it is found again by its namespace."""
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(self._argv(sandbox, argv), stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        return proc.pid
+
+    def destroy(self, lab: str) -> None:
+        names = netns.list_namespaces(netns_prefix(lab))
+        stop_processes([netns.netns_path(n) for n in names])
+        for name in names:
+            netns.delete_namespace(name)
+            shutil.rmtree(os.path.join(ETC_NETNS, name), ignore_errors=True)
+        if os.path.isdir(ETC_NETNS):  # files of namespaces that never got made
+            for name in os.listdir(ETC_NETNS):
+                if name.startswith(netns_prefix(lab)):
+                    shutil.rmtree(os.path.join(ETC_NETNS, name), ignore_errors=True)
+
+    def labs(self) -> set[str]:
+        return {n[3:].split(".", 1)[0] for n in netns.list_namespaces("lk-") if "." in n}
+
+
+def stop_processes(netns_paths: Sequence[str], grace: float = 2.0) -> None:
+    """Stop every process living in these namespaces: TERM, then KILL after `grace` seconds."""
+    pids = netns.pids_in_namespaces(netns_paths)
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while pids and time.monotonic() < deadline:
+        pids = {p: n for p, n in pids.items() if _alive(p)}
+        if pids:
+            time.sleep(0.02)
+    for pid in pids:
+        _signal(pid, signal.SIGKILL)
+    for pid in pids:
+        while _alive(pid):
+            time.sleep(0.01)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
