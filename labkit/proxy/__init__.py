@@ -1,1 +1,57 @@
-"""labkit.proxy"""
+"""The service data plane: kube-proxy's nftables design, one table per node.
+
+    views = build_service_view(workloads, pod_ips, service_cidr=..., dns_ip=...)
+    apply_node_services(node_netns_path, views, pod_cidr=...)   # on every node, again on change
+    remove_node_services(node_netns_path)                       # on `down`
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from labkit.net import nft
+from labkit.proxy.allocate import (
+    Endpoint,
+    EndpointAddress,
+    ServicePortView,
+    ServiceView,
+    allocate_cluster_ips,
+    allocate_node_ports,
+    build_service_view,
+)
+from labkit.proxy.ruleset import DEFAULT_TABLE, plan_node_ruleset, render_node_ruleset
+
+
+def apply_node_services(
+    netns_path: str | None,
+    services: Sequence[ServiceView],
+    *,
+    pod_cidr: str,
+    node_ips: Sequence[str] = (),
+    table: str = DEFAULT_TABLE,
+) -> str:
+    """Render the node's rule set and replace its table atomically; returns the text applied."""
+    text = render_node_ruleset(services, pod_cidr=pod_cidr, node_ips=node_ips, table=table)
+    nft.apply_ruleset(netns_path, text)
+    return text
+
+
+def remove_node_services(netns_path: str | None, table: str = DEFAULT_TABLE) -> None:
+    """Delete the node's service table; idempotent."""
+    nft.delete_table(netns_path, table)
+
+
+__all__ = [
+    "DEFAULT_TABLE",
+    "Endpoint",
+    "EndpointAddress",
+    "ServicePortView",
+    "ServiceView",
+    "allocate_cluster_ips",
+    "allocate_node_ports",
+    "apply_node_services",
+    "build_service_view",
+    "plan_node_ruleset",
+    "remove_node_services",
+    "render_node_ruleset",
+]

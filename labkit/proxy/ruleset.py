@@ -1,0 +1,168 @@
+"""A node's service rule set in the shape of kube-proxy's nftables mode. Pure.
+
+One table per node. Packets to a ClusterIP (or to a NodePort on one of the
+node's own addresses) are looked up in a verdict map keyed on
+`daddr . proto . port` (`proto . port` for NodePorts) and sent to a chain per
+service port, which picks an endpoint chain with `numgen random`; the endpoint
+chain DNATs. Traffic that must be masqueraded (a pod reaching itself, clients
+from outside the pod network, all NodePort traffic) is marked on the way in and
+masqueraded in postrouting. Service ports without endpoints are rejected in a
+filter chain before NAT, so clients fail at once instead of timing out.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from labkit.proxy.allocate import ServicePortView, ServiceView
+
+DEFAULT_TABLE = "labkit-proxy"
+MASQUERADE_MARK = 0x4000  # kube-proxy's bit: the policy tables leave it alone
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+
+
+@dataclass(frozen=True)
+class EndpointChain:
+    name: str
+    ip: str
+    port: int
+    protocol: str  # "tcp" | "udp"
+    affinity_set: str | None = None
+
+
+@dataclass(frozen=True)
+class ServiceChain:
+    """The chain for one port of one service, and what leads to it."""
+
+    name: str
+    service: str  # "ns/name"
+    protocol: str
+    cluster_ip: str | None
+    port: int
+    node_port: int | None
+    external_chain: str | None
+    endpoints: tuple[EndpointChain, ...] = ()
+    affinity_timeout: int | None = None
+
+
+@dataclass(frozen=True)
+class NodeRuleset:
+    """What the template renders: chains and map elements, in a stable order."""
+
+    table: str
+    pod_cidr: str
+    node_ips: tuple[str, ...]
+    mark: int
+    chains: tuple[ServiceChain, ...] = ()
+    no_endpoint_ips: tuple[tuple[str, str, int], ...] = ()
+    no_endpoint_node_ports: tuple[tuple[str, int], ...] = ()
+
+
+def _chain_id(*parts: str) -> str:
+    digest = hashlib.sha256("/".join(parts).encode()).digest()
+    return base64.b32encode(digest).decode()[:8]
+
+
+def _port_label(port: ServicePortView) -> str:
+    return port.name or f"p{port.port}"
+
+
+def plan_node_ruleset(
+    services: Sequence[ServiceView],
+    *,
+    pod_cidr: str,
+    node_ips: Sequence[str] = (),
+    table: str = DEFAULT_TABLE,
+) -> NodeRuleset:
+    """Decide every chain, map element and set for one node (the data behind the text)."""
+    ipaddress.IPv4Network(pod_cidr)
+    chains: list[ServiceChain] = []
+    no_ep_ips: list[tuple[str, str, int]] = []
+    no_ep_nodeports: list[tuple[str, int]] = []
+    for svc in sorted(services, key=lambda s: (s.namespace, s.name)):
+        if svc.type == "ExternalName" or svc.headless or svc.cluster_ip is None:
+            continue
+        for port in svc.ports:
+            proto = port.protocol.lower()
+            ident = f"{svc.namespace}/{svc.name}/{proto}/{_port_label(port)}"
+            if not port.endpoints:
+                no_ep_ips.append((svc.cluster_ip, proto, port.port))
+                if port.node_port is not None:
+                    no_ep_nodeports.append((proto, port.node_port))
+                continue
+            affinity = svc.session_affinity == "ClientIP"
+            endpoints = []
+            for ep in port.endpoints:
+                ep_ident = f"{ident}__{ep.ip}/{ep.port}"
+                ep_id = _chain_id(ep_ident)
+                endpoints.append(EndpointChain(
+                    name=f"endpoint-{ep_id}-{ep_ident}",
+                    ip=ep.ip,
+                    port=ep.port,
+                    protocol=proto,
+                    affinity_set=f"affinity-{ep_id}-{ep_ident}" if affinity else None,
+                ))
+            chain_id = _chain_id(ident)
+            chains.append(ServiceChain(
+                name=f"service-{chain_id}-{ident}",
+                service=svc.key,
+                protocol=proto,
+                cluster_ip=svc.cluster_ip,
+                port=port.port,
+                node_port=port.node_port,
+                external_chain=f"external-{chain_id}-{ident}" if port.node_port is not None else None,
+                endpoints=tuple(endpoints),
+                affinity_timeout=svc.affinity_timeout if affinity else None,
+            ))
+    return NodeRuleset(
+        table=table,
+        pod_cidr=pod_cidr,
+        node_ips=tuple(node_ips),
+        mark=MASQUERADE_MARK,
+        chains=tuple(chains),
+        no_endpoint_ips=tuple(no_ep_ips),
+        no_endpoint_node_ports=tuple(no_ep_nodeports),
+    )
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def render_ruleset(plan: NodeRuleset) -> str:
+    return _environment().get_template("kube-proxy.nft.j2").render(plan=plan)
+
+
+def render_node_ruleset(
+    services: Sequence[ServiceView],
+    *,
+    pod_cidr: str,
+    node_ips: Sequence[str] = (),
+    table: str = DEFAULT_TABLE,
+) -> str:
+    """The `nft -f` text for one node: replaces `table ip <table>` as a whole, atomically.
+
+    `pod_cidr` is the cluster's pod network (clients outside it are masqueraded);
+    `node_ips`, when given, limits NodePorts to those addresses (kube-proxy's
+    --nodeport-addresses), otherwise any local address but loopback serves them.
+    """
+    return render_ruleset(plan_node_ruleset(services, pod_cidr=pod_cidr, node_ips=node_ips, table=table))
+
+
+def delete_table_text(table: str = DEFAULT_TABLE) -> str:
+    """Removes the table if it exists (idempotent): for `down`."""
+    return f"table ip {table} {{\n}}\ndelete table ip {table}\n"
