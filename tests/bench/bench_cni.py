@@ -1,0 +1,121 @@
+"""Benchmark: `labkit-cni` as an executable vs the reference bridge + host-local.
+
+`bench_cni_exec(pods)` builds one node namespace and `pods` pod namespaces,
+then for each plugin ADDs every pod and DELs every pod again, each call a
+fresh process run exactly as a runtime would (env vars + config on stdin,
+`nsenter --net=<node ns>` in front of both so the wrapper cost is equal).
+Returns milliseconds; `invoke bench` prints them. Needs root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+LABKIT_CNI = str(REPO / ".venv" / "bin" / "labkit-cni")
+REF_DIR = "/usr/lib/cni"
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return round(s[min(len(s) - 1, int(round(q * (len(s) - 1))))], 2)
+
+
+def _summary(adds: list[float], dels: list[float]) -> dict:
+    both = [a + d for a, d in zip(adds, dels, strict=False)]
+    return {
+        "add_p50": _pct(adds, 0.5), "add_p95": _pct(adds, 0.95),
+        "del_p50": _pct(dels, 0.5), "del_p95": _pct(dels, 0.95),
+        "add_del_p50": _pct(both, 0.5), "add_del_p95": _pct(both, 0.95),
+        "add_del_mean": round(statistics.fmean(both), 2) if both else float("nan"),
+    }
+
+
+def _run(argv: list[str], env: dict, conf: bytes) -> float:
+    t0 = time.perf_counter()
+    p = subprocess.run(argv, input=conf, env=env, capture_output=True, check=False)
+    dt = (time.perf_counter() - t0) * 1000
+    if p.returncode != 0:
+        raise RuntimeError(f"{argv[-1]} {env['CNI_COMMAND']} failed: {p.stdout!r} {p.stderr!r}")
+    return dt
+
+
+def _drive(plugin: str, conf: dict, node_ns: str, pod_ns: list[str], tag: str) -> dict:
+    raw = json.dumps(conf).encode()
+    base = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "CNI_PATH": REF_DIR,
+            "CNI_IFNAME": "eth0"}
+    argv = ["nsenter", f"--net=/run/netns/{node_ns}", plugin]
+    adds, dels = [], []
+    for i, ns in enumerate(pod_ns):
+        env = dict(base, CNI_COMMAND="ADD", CNI_CONTAINERID=f"{tag}{i}",
+                   CNI_NETNS=f"/run/netns/{ns}")
+        adds.append(_run(argv, env, raw))
+    for i, ns in enumerate(pod_ns):
+        env = dict(base, CNI_COMMAND="DEL", CNI_CONTAINERID=f"{tag}{i}",
+                   CNI_NETNS=f"/run/netns/{ns}")
+        dels.append(_run(argv, env, raw))
+    return _summary(adds, dels)
+
+
+def _python_floor(n: int = 30) -> float:
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-c", "pass"], check=True)
+        ts.append((time.perf_counter() - t0) * 1000)
+    return _pct(ts, 0.5)
+
+
+def bench_cni_exec(pods: int = 200) -> dict:
+    """Time ADD then DEL for `pods` pods: labkit-cni vs bridge+host-local (ms)."""
+    # Byte-compile like a wheel install would (the dev env may set PYTHONDONTWRITEBYTECODE).
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "labkit" / "cni"),
+                    str(REPO / "labkit" / "__init__.py")], check=False, capture_output=True)
+    tag = secrets.token_hex(3)
+    prefix = f"lkt-cni-b{tag}"
+    node = f"{prefix}-node"
+    pod_ns = [f"{prefix}-p{i}" for i in range(pods)]
+    tmp = tempfile.mkdtemp(prefix="lkt-cni-bench-")
+    created: list[str] = []
+    try:
+        for ns in [node, *pod_ns]:
+            subprocess.run(["ip", "netns", "add", ns], check=True)
+            created.append(ns)
+        lk_conf = {"cniVersion": "1.0.0", "name": f"lkb{tag}", "type": "labkit-cni",
+                   "ipam": {"subnet": "10.251.0.0/16", "dataDir": f"{tmp}/labkit"}}
+        br_conf = {"cniVersion": "1.0.0", "name": f"brb{tag}", "type": "bridge",
+                   "bridge": f"lkb{tag}", "isGateway": True, "ipMasq": False,
+                   "ipam": {"type": "host-local", "subnet": "10.252.0.0/16",
+                            "dataDir": f"{tmp}/bridge"}}
+        # warm both (page cache, pyc) before measuring
+        _drive(LABKIT_CNI, lk_conf, node, pod_ns[:3], "warm")
+        _drive(f"{REF_DIR}/bridge", br_conf, node, pod_ns[:3], "warm")
+        ref = _drive(f"{REF_DIR}/bridge", br_conf, node, pod_ns, "c")
+        ours = _drive(LABKIT_CNI, lk_conf, node, pod_ns, "c")
+        return {
+            "pods": pods,
+            "unit": "ms",
+            "labkit-cni": ours,
+            "bridge+host-local": ref,
+            "python_start_p50": _python_floor(),
+        }
+    finally:
+        for ns in reversed(created):
+            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+    print(json.dumps(bench_cni_exec(n), indent=2))
