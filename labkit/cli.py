@@ -18,6 +18,7 @@ def _parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="build a lab from a topology file")
     up.add_argument("topology")
     up.add_argument("--runtime", choices=["netns", "docker"])
+    up.add_argument("--name", help="run the topology under another lab name (side by side with itself)")
     up.add_argument("--reconfigure", action="store_true", help="take the lab down first if it is up")
     up.add_argument("--quiet", "-q", action="store_true")
 
@@ -85,7 +86,7 @@ def run(argv: Sequence[str]) -> int:
 
         if args.reconfigure:
             lab.down(_lab_name(args))
-        lab.up(args.topology, args.runtime, Progress(quiet=args.quiet))
+        lab.up(args.topology, args.runtime, Progress(quiet=args.quiet), name=args.name)
         return 0
     if args.verb == "down":
         if args.all:

@@ -49,10 +49,11 @@ class Build:
         self.sandboxes: dict[str, Sandbox] = {}
 
 
-def up(path: str, runtime: str | None = None, progress: Progress | None = None) -> dict[str, Any]:
-    """Build the lab in `path`; on any failure remove everything built and raise."""
+def up(path: str, runtime: str | None = None, progress: Progress | None = None,
+       name: str | None = None) -> dict[str, Any]:
+    """Build the lab in `path` (named `name` if given); on any failure remove everything built and raise."""
     progress = progress or Progress()
-    plan = load_plan(path, runtime)
+    plan = load_plan(path, runtime, name)
     rt = get_runtime(plan.runtime)
     if plan.lab in known_labs():
         raise LabkitError(f"lab {plan.lab!r} is already up; take it down first: labkit down --name {plan.lab}")

@@ -16,18 +16,22 @@ from labkit.topology.schema import Model, Topology
 __all__ = ["Plan", "load_plan", "load_topology"]
 
 
-def load_topology(path: str | Path) -> tuple[Topology, Document]:
-    """Parse and type-check a topology file; InputError names file, line and field."""
+def load_topology(path: str | Path, name: str | None = None) -> tuple[Topology, Document]:
+    """Parse and type-check a topology file; InputError names file, line and field.
+
+    `name` replaces the lab's name, so one file can run as several labs side by side.
+    """
     doc = read_document(path)
+    data = {**doc.data, "name": name} if name else doc.data
     try:
-        return Topology.model_validate(doc.data), doc
+        return Topology.model_validate(data), doc
     except pydantic.ValidationError as exc:
         raise InputError([_problem(doc, err) for err in exc.errors()]) from None
 
 
-def load_plan(path: str | Path, runtime: str | None = None) -> Plan:
+def load_plan(path: str | Path, runtime: str | None = None, name: str | None = None) -> Plan:
     """Everything `up` needs, fully resolved; raises InputError and creates nothing."""
-    topo, doc = load_topology(path)
+    topo, doc = load_topology(path, name)
     plan, problems = build_plan(topo, str(path), runtime)
     if problems:
         raise InputError([Problem(doc.file, doc.line_of(p.path), _dotted(p.path), p.message) for p in problems])
