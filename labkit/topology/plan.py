@@ -219,7 +219,7 @@ def build_plan(topo: Topology, source: str, runtime: str | None = None) -> tuple
             if len(nets) == 2:
                 out.add(lpath, f"the two ends are in different subnets ({' and '.join(map(str, sorted(nets)))})")
         bridges = {ep.node for ep, _, _ in ends if settings[ep.node].get("kind") == "bridge"}
-        for ep, address, epath in ends:
+        for _, address, epath in ends:
             if address is None:
                 continue
             if address.network.prefixlen < 31 and address.ip in (

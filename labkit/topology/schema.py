@@ -42,7 +42,7 @@ class Route(Model):
             try:
                 ipaddress.IPv4Network(value)
             except ValueError as exc:
-                raise ValueError(f"{value!r} is not an IPv4 prefix like 10.0.2.0/24 or 'default' ({exc})")
+                raise ValueError(f"{value!r} is not an IPv4 prefix like 10.0.2.0/24 or 'default' ({exc})") from None
         return value
 
 
