@@ -212,6 +212,8 @@ def _explain(exc: ValidationError, data: Any) -> list[tuple[Loc, str]]:
         ctx = error.get("ctx") or {}
         if error["type"] == "k8s_unknown_field":
             path = path + (ctx["field"],)
+        elif ctx.get("at"):
+            path = path + tuple(ctx["at"])
         out.append((path, _message(error)))
     return out
 

@@ -28,6 +28,11 @@ from pydantic_core import PydanticCustomError
 from labkit.k8s import names
 
 
+def _fail(message: str, *at: str | int) -> PydanticCustomError:
+    """A validation error; `at` is the path below the validated object it is about."""
+    return PydanticCustomError("k8s_value", message, {"at": at} if at else None)
+
+
 def _check(rule):
     def validate(value: str) -> str:
         problem = rule(value)
@@ -68,7 +73,7 @@ def _labels(value: Mapping[str, str]) -> Mapping[str, str]:
     for key, val in value.items():
         problem = names.label_key(key) or names.label_value(val)
         if problem:
-            raise PydanticCustomError("k8s_value", problem)
+            raise _fail(problem, key)
     return value
 
 
@@ -140,9 +145,9 @@ class LabelSelectorRequirement(K8sModel):
     @model_validator(mode="after")
     def _values_fit_operator(self) -> LabelSelectorRequirement:
         if self.operator in ("In", "NotIn") and not self.values:
-            raise PydanticCustomError("k8s_value", f"operator {self.operator} needs at least one value")
+            raise _fail(f"operator {self.operator} needs at least one value", "values")
         if self.operator in ("Exists", "DoesNotExist") and self.values:
-            raise PydanticCustomError("k8s_value", f"operator {self.operator} takes no values")
+            raise _fail(f"operator {self.operator} takes no values", "values")
         return self
 
 
@@ -194,9 +199,9 @@ class Container(K8sModel):
     @model_validator(mode="after")
     def _unique_port_names(self) -> Container:
         seen: set[str] = set()
-        for port in self.ports:
+        for i, port in enumerate(self.ports):
             if port.name and port.name in seen:
-                raise PydanticCustomError("k8s_value", f"port name {port.name!r} is used twice")
+                raise _fail(f"{port.name!r} is used by two ports", "ports", i, "name")
             if port.name:
                 seen.add(port.name)
         return self
@@ -221,9 +226,9 @@ class PodSpec(K8sModel):
     @model_validator(mode="after")
     def _unique_container_names(self) -> PodSpec:
         seen: set[str] = set()
-        for container in self.containers:
+        for i, container in enumerate(self.containers):
             if container.name in seen:
-                raise PydanticCustomError("k8s_value", f"container name {container.name!r} is used twice")
+                raise _fail(f"{container.name!r} is used by two containers", "containers", i, "name")
             seen.add(container.name)
         return self
 
@@ -308,11 +313,9 @@ class _WorkloadSpec(K8sModel):
     @model_validator(mode="after")
     def _selector_matches_template(self) -> _WorkloadSpec:
         if not self.selector.matchLabels and not self.selector.matchExpressions:
-            raise PydanticCustomError("k8s_value", "selector: must not be empty")
+            raise _fail("must not be empty", "selector")
         if not self.selector.matches(self.template.metadata.labels):
-            raise PydanticCustomError(
-                "k8s_value", "selector does not match template labels (spec.template.metadata.labels)"
-            )
+            raise _fail("does not match the template's labels (spec.template.metadata.labels)", "selector")
         return self
 
 
@@ -371,9 +374,9 @@ class ServicePort(K8sModel):
     def _target_port(self) -> ServicePort:
         target = self.targetPort
         if isinstance(target, int) and not 1 <= target <= 65535:
-            raise PydanticCustomError("k8s_value", f"targetPort {target} is out of range; valid: 1-65535")
+            raise _fail(f"{target} is out of range; valid: port numbers 1-65535", "targetPort")
         if isinstance(target, str) and (problem := names.iana_svc_name(target)):
-            raise PydanticCustomError("k8s_value", f"targetPort: {problem}")
+            raise _fail(problem, "targetPort")
         return self
 
     @property
@@ -410,29 +413,27 @@ class ServiceSpec(K8sModel):
     def _consistent(self) -> ServiceSpec:
         if self.type == "ExternalName":
             if not self.externalName:
-                raise PydanticCustomError("k8s_value", "type ExternalName needs externalName")
+                raise _fail("required with type ExternalName", "externalName")
             if names.dns1123_subdomain(self.externalName.rstrip(".")):
-                raise PydanticCustomError(
-                    "k8s_value", f"externalName {self.externalName!r} is not a valid DNS name"
-                )
+                raise _fail(f"{self.externalName!r} is not a valid DNS name", "externalName")
             return self
         if self.externalName:
-            raise PydanticCustomError("k8s_value", "externalName is only valid with type ExternalName")
+            raise _fail("only valid with type ExternalName", "externalName")
         if not self.ports and self.clusterIP != "None":
-            raise PydanticCustomError("k8s_value", "ports: at least one port is required")
+            raise _fail("at least one port is required", "ports")
         if self.type == "NodePort" and self.clusterIP == "None":
-            raise PydanticCustomError("k8s_value", "a headless service (clusterIP: None) cannot be NodePort")
+            raise _fail("a headless service (clusterIP: None) cannot be NodePort", "type")
         if len(self.ports) > 1 and any(p.name is None for p in self.ports):
-            raise PydanticCustomError("k8s_value", "ports: every port needs a name when there are several")
+            raise _fail("every port needs a name when there are several", "ports")
         seen_names: set[str] = set()
         seen_ports: set[tuple[int, str]] = set()
-        for port in self.ports:
+        for i, port in enumerate(self.ports):
             if port.name in seen_names:
-                raise PydanticCustomError("k8s_value", f"ports: name {port.name!r} is used twice")
+                raise _fail(f"{port.name!r} is used by two ports", "ports", i, "name")
             if (port.port, port.protocol) in seen_ports:
-                raise PydanticCustomError("k8s_value", f"ports: {port.protocol}/{port.port} is used twice")
+                raise _fail(f"{port.protocol}/{port.port} is used by two ports", "ports", i, "port")
             if port.nodePort is not None and self.type != "NodePort":
-                raise PydanticCustomError("k8s_value", "nodePort is only valid with type NodePort")
+                raise _fail("only valid with type NodePort", "ports", i, "nodePort")
             if port.name:
                 seen_names.add(port.name)
             seen_ports.add((port.port, port.protocol))
@@ -475,9 +476,7 @@ class IPBlock(K8sModel):
         for item in self.except_:
             inner = ipaddress.IPv4Network(item)
             if not inner.subnet_of(outer) or inner == outer:
-                raise PydanticCustomError(
-                    "k8s_value", f"except: {item} must be strictly inside cidr {self.cidr}"
-                )
+                raise _fail(f"{item} must be strictly inside cidr {self.cidr}", "except")
         return self
 
 
@@ -516,16 +515,14 @@ class NetworkPolicyPort(K8sModel):
     @model_validator(mode="after")
     def _range(self) -> NetworkPolicyPort:
         if isinstance(self.port, int) and not 1 <= self.port <= 65535:
-            raise PydanticCustomError("k8s_value", f"port {self.port} is out of range; valid: 1-65535")
+            raise _fail(f"{self.port} is out of range; valid: port numbers 1-65535", "port")
         if isinstance(self.port, str) and (problem := names.iana_svc_name(self.port)):
-            raise PydanticCustomError("k8s_value", f"port: {problem}")
+            raise _fail(problem, "port")
         if self.endPort is not None:
             if not isinstance(self.port, int):
-                raise PydanticCustomError("k8s_value", "endPort needs a numeric port")
+                raise _fail("needs a numeric port", "endPort")
             if self.endPort < self.port:
-                raise PydanticCustomError(
-                    "k8s_value", f"endPort {self.endPort} is below port {self.port}"
-                )
+                raise _fail(f"{self.endPort} is below port {self.port}", "endPort")
         return self
 
 
@@ -555,7 +552,7 @@ class NetworkPolicySpec(K8sModel):
     @model_validator(mode="after")
     def _default_policy_types(self) -> NetworkPolicySpec:
         if len(set(self.policyTypes)) != len(self.policyTypes):
-            raise PydanticCustomError("k8s_value", "policyTypes: a type is listed twice")
+            raise _fail("a type is listed twice", "policyTypes")
         if not self.policyTypes:
             # As the API server defaults it: Ingress always, Egress when egress rules exist.
             types = ("Ingress", "Egress") if self.egress else ("Ingress",)
