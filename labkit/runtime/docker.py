@@ -230,7 +230,10 @@ class DockerRuntime:
     def exec(
         self, sandbox: Sandbox, argv: Sequence[str], *, capture: bool = False
     ) -> tuple[int, str]:
-        """Run argv in the node's container, or in a pod's first app container (else its pause)."""
+        """Run argv in the node's container, or in a pod's first app container (else its pause).
+
+        Captured output is stdout followed by stderr; uncaptured, they go to ours.
+        """
         import docker.errors
 
         target = self._exec_target(sandbox)
@@ -242,8 +245,9 @@ class DockerRuntime:
                 f"lab {sandbox.lab}: cannot exec in {sandbox.name}: {_explain(e)}"
             ) from None
         if capture:
-            output = api.exec_start(exec_id)
-            text = output.decode(errors="replace") if isinstance(output, bytes) else str(output)
+            # stdout, then stderr: their interleaving is lost across two pipes anyway
+            out, err = api.exec_start(exec_id, demux=True)
+            text = ((out or b"") + (err or b"")).decode(errors="replace")
         else:
             for out, err in api.exec_start(exec_id, stream=True, demux=True):
                 if out:

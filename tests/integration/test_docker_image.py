@@ -1,0 +1,98 @@
+"""labkit's node and pause images, built locally and run in a real Docker engine."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from labkit.errors import LabkitError
+from labkit.runtime.docker import connect
+from labkit.runtime.image import DEFAULT_IMAGE, PAUSE_IMAGE, build_images, ensure_image
+
+pytestmark = pytest.mark.integration
+
+START_DOCKERD = Path(__file__).resolve().parents[2] / "scripts" / "start-dockerd.sh"
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A client for a running engine with labkit's images; fails (never skips) without one."""
+    proc = subprocess.run(
+        [str(START_DOCKERD)], check=False, capture_output=True, text=True, timeout=90
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"no Docker engine: {START_DOCKERD} failed:\n{proc.stdout}{proc.stderr}")
+    client = connect()
+    build_images()
+    yield client
+    client.close()
+
+
+def run(client, *argv: str, **kwargs) -> tuple[int, str]:
+    """Run argv in a throwaway container of the node image; (exit code, output)."""
+    name = f"lk-test-img-{secrets.token_hex(4)}"
+    container = client.containers.create(
+        DEFAULT_IMAGE, list(argv), name=name, network_mode="none", **kwargs
+    )
+    try:
+        container.start()
+        code = container.wait(timeout=30)["StatusCode"]
+        return code, container.logs().decode()
+    finally:
+        container.remove(force=True)
+
+
+def test_build_is_idempotent(client):
+    assert build_images() == []
+    for name in (DEFAULT_IMAGE, PAUSE_IMAGE):
+        image = client.images.get(name)
+        assert image.labels["labkit.version"]
+        assert image.attrs["Size"] < 30 * 1024 * 1024
+
+
+def test_iproute2_nft_and_busybox_run_inside(client):
+    code, out = run(client, "sh", "-c", "ip -V && nft -v && busybox | head -1 && command -v ip")
+    assert code == 0, out
+    assert "iproute2" in out and "nftables v" in out and "BusyBox" in out
+    assert out.strip().endswith("/usr/sbin/ip")  # the real one, not busybox's applet
+
+
+def test_ping_and_nft_work_with_net_admin(client):
+    script = (
+        "ip link set lo up && ping -c1 -W2 127.0.0.1 && "
+        "nft add table inet t && nft add chain inet t c && nft list ruleset"
+    )
+    code, out = run(client, "sh", "-c", script, cap_add=["NET_ADMIN", "NET_RAW"])
+    assert code == 0, out
+    assert "1 packets received" in out and "table inet t" in out
+
+
+def test_default_command_idles_and_stops_on_sigterm(client):
+    name = f"lk-test-img-{secrets.token_hex(4)}"
+    container = client.containers.run(PAUSE_IMAGE, name=name, network_mode="none", detach=True)
+    try:
+        container.reload()
+        assert container.status == "running"
+        container.stop(timeout=10)  # SIGTERM; the trap must end it long before the timeout
+        assert container.wait(timeout=5)["StatusCode"] == 0
+    finally:
+        container.remove(force=True)
+
+
+def test_missing_image_names_the_build_command(client):
+    with pytest.raises(LabkitError, match="invoke image"):
+        ensure_image(client, "labkit/node:0.0.0-never-built")
+
+
+def test_engine_not_reachable_is_a_clear_error():
+    sock = f"unix:///tmp/labkit-no-engine-{os.getpid()}.sock"
+    with pytest.raises(LabkitError) as e:
+        connect(sock)
+    assert str(e.value).startswith(
+        f"Docker engine not reachable at {sock}: start it (scripts/start-dockerd.sh) "
+        "or use runtime: netns"
+    )
