@@ -1,0 +1,168 @@
+"""The node rule set text: kube-proxy's nftables shape, checked piece by piece."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from labkit.proxy import ServicePortView, ServiceView, render_node_ruleset
+from labkit.proxy.allocate import Endpoint
+from labkit.proxy.ruleset import plan_node_ruleset
+
+POD_CIDR = "10.244.0.0/16"
+
+
+def view(name, ip, ports, **kw) -> ServiceView:
+    return ServiceView(namespace="default", name=name, type=kw.pop("type", "ClusterIP"), cluster_ip=ip,
+                       ports=tuple(ports), **kw)
+
+
+def port(number, endpoints, protocol="TCP", name=None, node_port=None) -> ServicePortView:
+    return ServicePortView(
+        name=name, protocol=protocol, port=number, target_port=number, node_port=node_port,
+        endpoints=tuple(Endpoint(ip=ip, port=p, pod=f"default/{ip}") for ip, p in endpoints),
+    )
+
+
+WEB = view("web", "10.96.0.20", [port(80, [("10.244.0.2", 8080), ("10.244.1.3", 8080), ("10.244.2.4", 8080)],
+                                      name="http", node_port=30080)], type="NodePort")
+DNS = view("dns", "10.96.0.10", [port(53, [("10.244.0.7", 53)], protocol="UDP", name="dns")])
+STICKY = view("sticky", "10.96.0.30", [port(80, [("10.244.0.2", 80), ("10.244.0.3", 80)])],
+              session_affinity="ClientIP", affinity_timeout=600)
+EMPTY = view("empty", "10.96.0.40", [port(80, [], node_port=30040)], type="NodePort")
+HEADLESS = view("db", None, [port(5432, [("10.244.0.9", 5432)])], headless=True)
+EXTERNAL = view("ext", None, [], type="ExternalName", external_name="example.com")
+ALL = [WEB, DNS, STICKY, EMPTY, HEADLESS, EXTERNAL]
+
+
+@pytest.fixture(scope="module")
+def text() -> str:
+    return render_node_ruleset(ALL, pod_cidr=POD_CIDR)
+
+
+def chain(text: str, name_prefix: str) -> str:
+    match = re.search(rf"\n\tchain ({re.escape(name_prefix)}[^ ]*) {{\n(.*?)\n\t}}\n", text, re.S)
+    assert match, f"no chain {name_prefix}"
+    return match.group(2)
+
+
+def elements(text: str, map_name: str) -> list[str]:
+    match = re.search(rf"\n\t(?:map|set) {map_name} {{\n(.*?)\n\t}}\n", text, re.S)
+    assert match, f"no map {map_name}"
+    body = re.search(r"elements = {(.*?)}", match.group(1), re.S)
+    return [e.strip() for e in body.group(1).split(",") if e.strip()] if body else []
+
+
+def test_replaces_its_table_atomically(text):
+    assert text.startswith("table ip labkit-proxy {\n}\ndelete table ip labkit-proxy\ntable ip labkit-proxy {\n")
+    assert text.count("delete table") == 1
+
+
+def test_service_ips_map_has_one_element_per_served_port(text):
+    items = elements(text, "service-ips")
+    assert [i.split(" : goto ")[0] for i in items] == [
+        "10.96.0.10 . udp . 53", "10.96.0.30 . tcp . 80", "10.96.0.20 . tcp . 80",
+    ]
+    for item in items:
+        target = item.split(" : goto ")[1]
+        assert f"\n\tchain {target} {{\n" in text
+    assert "10.244.0.9" not in text  # headless: DNS only, no rules
+    assert "example.com" not in text
+
+
+def test_hooks_and_masquerade(text):
+    assert "type nat hook prerouting priority dstnat; policy accept;\n\t\tjump services" in text
+    assert "type nat hook output priority -100; policy accept;\n\t\tjump services" in text
+    assert "type nat hook postrouting priority srcnat; policy accept;\n\t\tjump masquerading" in text
+    assert chain(text, "masquerading") == (
+        "\t\tmeta mark & 0x4000 == 0 return\n\t\tmeta mark set meta mark ^ 0x4000\n\t\tmasquerade fully-random"
+    )
+    assert chain(text, "services").splitlines()[1].strip() == (
+        "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports"
+    )
+
+
+def test_service_chain_spreads_over_endpoints(text):
+    body = chain(text, [c for c in re.findall(r"chain (service-\S+)", text) if "/web/" in c][0])
+    lines = [line.strip() for line in body.splitlines()]
+    assert lines[0] == (
+        "ip daddr 10.96.0.20 meta l4proto tcp th dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade"
+    )
+    numgen = lines[1]
+    assert numgen.startswith("numgen random mod 3 vmap { 0 : goto endpoint-")
+    targets = re.findall(r"goto (\S+?)[,} ]", numgen)
+    assert [t.rsplit("__", 1)[1] for t in targets] == ["10.244.0.2/8080", "10.244.1.3/8080", "10.244.2.4/8080"]
+    for target in targets:
+        ip = target.rsplit("__", 1)[1].split("/")[0]
+        assert [x.strip() for x in chain(text, target).splitlines()] == [
+            f"ip saddr {ip} jump mark-for-masquerade",  # hairpin
+            f"meta l4proto tcp dnat to {ip}:8080",
+        ]
+
+
+def test_node_ports_go_through_an_external_chain_that_masquerades(text):
+    (item,) = [i for i in elements(text, "service-nodeports")]
+    assert item.startswith("tcp . 30080 : goto external-")
+    external = item.split(" : goto ")[1]
+    assert [x.strip() for x in chain(text, external).splitlines()] == [
+        "jump mark-for-masquerade", f"goto {external.replace('external-', 'service-', 1)}",
+    ]
+
+
+def test_services_without_endpoints_are_rejected(text):
+    assert elements(text, "no-endpoint-services") == ["10.96.0.40 . tcp . 80 : goto reject-chain"]
+    assert elements(text, "no-endpoint-nodeports") == ["tcp . 30040 : goto reject-chain"]
+    assert "10.96.0.40 . tcp . 80 : goto service" not in text
+    assert [x.strip() for x in chain(text, "reject-chain").splitlines()] == [
+        "meta l4proto tcp reject with tcp reset", "reject with icmp type port-unreachable",
+    ]
+    assert "type filter hook prerouting priority dstnat - 10; policy accept;\n\t\tct state new jump " \
+        "service-endpoints-check" in text
+    assert "type filter hook output priority -110; policy accept;\n\t\tct state new jump " \
+        "service-endpoints-check" in text
+
+
+def test_client_ip_affinity(text):
+    name = [c for c in re.findall(r"chain (service-\S+)", text) if "/sticky/" in c][0]
+    lines = [x.strip() for x in chain(text, name).splitlines()]
+    endpoints = re.findall(r"goto (endpoint-\S+?)[,} ]", lines[-1])
+    assert len(endpoints) == 2
+    # Lookup first: a known client goes straight to its endpoint, before the random pick.
+    assert lines[1:3] == [
+        f"ip saddr @{e.replace('endpoint-', 'affinity-', 1)} goto {e}" for e in endpoints
+    ]
+    for e in endpoints:
+        affinity = e.replace("endpoint-", "affinity-", 1)
+        assert f"update @{affinity} {{ ip saddr }}" in chain(text, e)
+        assert f"\tset {affinity} {{\n\t\ttype ipv4_addr\n\t\tflags dynamic,timeout\n\t\ttimeout 600s\n\t}}" in text
+    assert text.count("flags dynamic,timeout") == 2
+
+
+def test_udp_service(text):
+    name = [c for c in re.findall(r"chain (endpoint-\S+)", text) if "/dns/" in c][0]
+    assert "meta l4proto udp dnat to 10.244.0.7:53" in chain(text, name)
+
+
+def test_node_ips_restrict_node_ports():
+    text = render_node_ruleset([WEB], pod_cidr=POD_CIDR, node_ips=["172.31.0.2", "192.168.7.1"])
+    assert elements(text, "nodeport-ips") == ["172.31.0.2", "192.168.7.1"]
+    assert "ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports" in text
+    assert "fib daddr" not in text
+
+
+def test_names_are_nft_identifiers_and_stable():
+    plan = plan_node_ruleset(ALL, pod_cidr=POD_CIDR)
+    for c in plan.chains:
+        for name in (c.name, c.external_chain, *(e.name for e in c.endpoints)):
+            if name:
+                assert re.fullmatch(r"[a-zA-Z][a-zA-Z0-9/_.\-]*", name) and len(name) < 256
+    assert render_node_ruleset(list(reversed(ALL)), pod_cidr=POD_CIDR) == render_node_ruleset(
+        ALL, pod_cidr=POD_CIDR
+    )
+
+
+def test_empty_cluster_renders_valid_skeleton():
+    text = render_node_ruleset([], pod_cidr=POD_CIDR, table="lkt-test")
+    assert "elements" not in text
+    assert text.count("table ip lkt-test {") == 2
