@@ -1,0 +1,675 @@
+"""labkit's cluster DNS server: serves a `records.RecordSet` over UDP and TCP.
+
+    python -m labkit.dns.server --config dns.json --listen 10.96.0.10 [--port 53]
+                                [--workers N] [--pidfile FILE]
+
+Process model: a supervisor binds the sockets (so a bad address fails at once, with a
+message and exit code 1; a bad config exits 2), then forks N workers (default: one per
+CPU). Each worker owns one UDP socket (SO_REUSEPORT, bound to the same address) and
+shares the TCP listening socket. SIGHUP: every worker re-reads the config file and
+swaps its tables (a bad file is logged and the old records kept). SIGTERM/SIGINT: the
+supervisor stops the workers and exits 0; workers also die with the supervisor
+(PR_SET_PDEATHSIG), so none is ever orphaned.
+
+Speed: responses for names in the zone are precomputed in wire format, keyed by the
+question's bytes (name lowercased, type, class). The UDP loop finds the end of the
+name, looks the key up and sends ID + header tail + the query's own question + body.
+Anything else (EDNS with options we must echo, DO bit, odd headers, names not yet
+cached, malformed packets, names outside the zone) takes the slow path, which parses
+properly and may cache what it computed.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+
+from labkit.dns import records as R
+from labkit.dns import wire as W
+
+# Precomputed at load for every name (what getaddrinfo asks); every other answer for a
+# name of the zone is computed on first use and kept.
+EAGER_QTYPES = (R.A, R.AAAA)
+MAX_DYNAMIC = 20000          # cached slow-path answers (NXDOMAIN, REFUSED...) before a flush
+MAX_TCP_CONNECTIONS = 128    # per worker
+TCP_IDLE_TIMEOUT = 10.0
+AXFR, IXFR = 252, 251
+_QD1 = b"\x00\x01\x00\x00\x00\x00"
+_OPT_HEAD = b"\x00\x00\x29"
+_FORWARD = object()
+
+_role = "supervisor"
+_supervisor_pid = 0
+
+
+def log(msg: str) -> None:
+    try:
+        sys.stderr.write(f"labkit-dns[{os.getpid()}]: {msg}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+# ----------------------------------------------------------------------- tables
+
+# An entry: what the hot path and the slow path glue a response from.
+# 0: UDP no-EDNS header tails (rd0, rd1)   1: its body (already truncated if > 512)
+# 2: EDNS header tails                      3: EDNS body (ends with our OPT RR)
+# 4: size of the full EDNS response         5: truncated EDNS header tails
+# 6: truncated EDNS body                    7: TCP header tails    8: TCP body
+
+
+def make_entry(qwire: bytes, answer: R.Answer, ra: bool, aa: bool = True,
+               memo: dict | None = None) -> tuple:
+    # Negative answers (only the SOA, compressed against the question) depend on the
+    # question's length alone: share them.
+    key = None
+    if memo is not None and not answer.answer and not answer.additional:
+        key = (answer.rcode, len(qwire), ra, aa, tuple(answer.authority))
+        hit = memo.get(key)
+        if hit is not None:
+            return hit
+    udp, edns, tc, full = W.make_variants(qwire, answer, ra=ra, aa=aa)
+    entry = (udp.hdr, udp.body, edns.hdr, edns.body, edns.size, tc.hdr, tc.body,
+             full.hdr, full.body)
+    if key is not None:
+        memo[key] = entry
+    return entry
+
+
+class State:
+    """The worker's current records and response table (swapped on reload)."""
+
+    def __init__(self, config_path: str):
+        self.config_path = config_path
+        self.rs: R.RecordSet | None = None
+        self.entries: dict[bytes, tuple] = {}
+        self.dynamic = 0
+        self.gen = 0
+        self.ra = False
+        self.memo: dict = {}
+
+    def load(self) -> None:
+        cfg = R.DnsConfig.load(self.config_path)
+        serial = cfg.serial or _file_serial(self.config_path)
+        rs = R.build_records(cfg, serial=serial)
+        ra = bool(rs.upstreams)
+        memo: dict = {}
+        new = build_entries(rs, ra, memo)
+        # In place: the UDP loop holds a reference to this very dict.
+        self.gen += 1
+        self.rs = rs
+        self.ra = ra
+        self.memo = memo
+        self.entries.clear()
+        self.entries.update(new)
+        self.dynamic = 0
+
+    def remember(self, key: bytes, entry: tuple, gen: int, dynamic: bool) -> None:
+        if gen != self.gen:
+            return
+        if dynamic:
+            self.dynamic += 1
+            if self.dynamic > MAX_DYNAMIC:
+                # Cheap bound: rebuild-free flush of everything cached on the side.
+                for k in [k for k, v in self.entries.items() if len(v) > 9]:
+                    del self.entries[k]
+                self.dynamic = 1
+            entry = entry + (True,)
+        self.entries[key] = entry
+
+
+def _file_serial(path: str) -> int:
+    try:
+        return int(os.stat(path).st_mtime) & 0xFFFFFFFF
+    except OSError:
+        return int(time.time()) & 0xFFFFFFFF
+
+
+def build_entries(rs: R.RecordSet, ra: bool, memo: dict) -> dict[bytes, tuple]:
+    entries: dict[bytes, tuple] = {}
+    tails = [(qtype, struct.pack("!HH", qtype, 1)) for qtype in EAGER_QTYPES]
+    for name in rs.nodes:
+        qwire = W.name_to_wire(name)
+        for qtype, tail in tails:
+            ans = rs.lookup(name, qtype)
+            if ans.chase is not None and rs.upstreams:
+                continue
+            entries[qwire + tail] = make_entry(qwire, ans, ra, memo=memo)
+    for name in rs.reverse:
+        qwire = W.name_to_wire(name)
+        entries[qwire + b"\x00\x0c\x00\x01"] = make_entry(qwire, rs.lookup(name, R.PTR), ra)
+    return entries
+
+
+# ----------------------------------------------------------------------- slow path
+
+
+def answer_query(state: State, data: bytes, tcp: bool):
+    """Bytes to send, None to drop, or (_FORWARD, Query)."""
+    try:
+        q = W.parse_query(data)
+    except W.FormatError as e:
+        q = e.args[1] if len(e.args) > 1 else None
+        if q is None:
+            return None
+        return W.error_response(q, R.FORMERR, with_question=False, ra=state.ra)
+    if q is None:
+        return None
+    if q.opcode != 0:
+        return W.error_response(q, R.NOTIMP, with_question=False, ra=state.ra)
+    if q.edns is not None and q.edns[2] != 0:
+        return W.error_response(q, W.BADVERS, with_question=True, ra=state.ra)
+    if q.qclass != 1 or q.qtype in (AXFR, IXFR) or q.qtype == R.OPT:
+        return W.error_response(q, R.REFUSED, with_question=True, ra=state.ra)
+    rs = state.rs
+    gen = state.gen
+    key = q.question.lower()
+    entry = state.entries.get(key) if key[-4:] == q.question[-4:] else None
+    if entry is None:
+        qwire = q.question[:-4]
+        ans = rs.lookup(q.qname, q.qtype)
+        if ans.outside:
+            if rs.upstreams:
+                return (_FORWARD, q)
+            entry = make_entry(qwire, R.Answer(R.REFUSED), state.ra, aa=False,
+                               memo=state.memo)
+            dynamic = True
+        else:
+            # TODO(chase): complete CNAMEs to outside names through the upstreams.
+            entry = make_entry(qwire, ans, state.ra, memo=state.memo)
+            dynamic = ans.rcode != R.NOERROR
+        if key[-4:] == q.question[-4:]:
+            state.remember(key, entry, gen, dynamic)
+    rd = q.rd
+    if q.edns is None:
+        hdr, body = (entry[7], entry[8]) if tcp else (entry[0], entry[1])
+    elif tcp or entry[4] <= q.edns[0]:
+        hdr, body = entry[2], entry[3]
+    else:
+        hdr, body = entry[5], entry[6]
+    if q.edns is not None and q.edns[3]:
+        body = body[:-11] + W.opt_rr(do=True)      # RFC 3225: copy the DO bit
+    return q.id + hdr[rd] + q.question + body
+
+
+def servfail(state: State, q: W.Query) -> bytes:
+    return W.error_response(q, R.SERVFAIL, with_question=True, ra=state.ra)
+
+
+# ----------------------------------------------------------------------- forwarding
+
+
+class Forwarder:
+    """Relays UDP queries for names outside the zone to the upstreams, in order, each
+    tried for upstream_timeout/len(upstreams); SERVFAIL when all stay silent."""
+
+    def __init__(self, state: State, reply_sock: socket.socket):
+        self.state = state
+        self.reply_sock = reply_sock
+        self.socks: dict[int, socket.socket] = {}
+        self.pending: dict[int, list] = {}
+        self.lock = threading.Lock()
+        self.next_id = int.from_bytes(os.urandom(2), "big")
+        self.thread: threading.Thread | None = None
+
+    def _sock(self, family: int) -> socket.socket:
+        s = self.socks.get(family)
+        if s is None:
+            s = socket.socket(family, socket.SOCK_DGRAM)
+            s.setblocking(False)
+            self.socks[family] = s
+        return s
+
+    def submit(self, q: W.Query, data: bytes, addr) -> None:
+        if self.thread is None:
+            self.thread = _start_thread(self._run)
+        self._send(q, data, addr, 0)
+
+    def _send(self, q: W.Query, data: bytes, addr, attempt: int) -> None:
+        rs = self.state.rs
+        ups = rs.upstreams
+        if attempt >= len(ups):
+            self._reply(servfail(self.state, q), addr)
+            return
+        host, port = ups[attempt]
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with self.lock:
+            for _ in range(65536):
+                self.next_id = (self.next_id + 1) & 0xFFFF
+                if self.next_id not in self.pending:
+                    break
+            fid = self.next_id
+            deadline = time.monotonic() + rs.upstream_timeout / len(ups)
+            self.pending[fid] = [q, data, addr, attempt, deadline, (host, port)]
+        try:
+            self._sock(family).sendto(fid.to_bytes(2, "big") + data[2:], (host, port))
+        except OSError:
+            with self.lock:
+                self.pending.pop(fid, None)
+            self._send(q, data, addr, attempt + 1)
+
+    def _reply(self, resp: bytes, addr) -> None:
+        try:
+            self.reply_sock.sendto(resp, addr)
+        except OSError:
+            pass
+
+    def _run(self) -> None:
+        while True:
+            socks = list(self.socks.values())
+            try:
+                ready, _, _ = select.select(socks, [], [], 0.05)
+            except (OSError, ValueError):
+                ready = []
+            for s in ready:
+                while True:
+                    try:
+                        resp, src = s.recvfrom(65535)
+                    except OSError:
+                        break
+                    if len(resp) < 12:
+                        continue
+                    fid = int.from_bytes(resp[:2], "big")
+                    with self.lock:
+                        p = self.pending.get(fid)
+                        if p is None or (src[0], src[1]) != p[5]:
+                            continue
+                        q = p[0]
+                        # The answer must be to our question (case-insensitively).
+                        qn = resp[12:12 + len(q.question)]
+                        if qn.lower() != q.question.lower():
+                            continue
+                        del self.pending[fid]
+                    self._reply(q.id + resp[2:], p[2])
+            now = time.monotonic()
+            with self.lock:
+                expired = [(k, p) for k, p in self.pending.items() if p[4] <= now]
+                for k, _ in expired:
+                    del self.pending[k]
+            for _, p in expired:
+                try:
+                    self._send(p[0], p[1], p[2], p[3] + 1)
+                except Exception as e:   # noqa: BLE001 - never let the relay die
+                    log(f"forward error: {e!r}")
+
+
+def forward_blocking(state: State, q: W.Query, data: bytes) -> bytes:
+    """For TCP clients: ask each upstream over UDP (TCP if the answer is truncated)."""
+    rs = state.rs
+    each = rs.upstream_timeout / max(1, len(rs.upstreams))
+    for host, port in rs.upstreams:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        fid = os.urandom(2)
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as s:
+                s.settimeout(each)
+                s.connect((host, port))
+                s.send(fid + data[2:])
+                deadline = time.monotonic() + each
+                while True:
+                    s.settimeout(max(0.001, deadline - time.monotonic()))
+                    resp = s.recv(65535)
+                    if resp[:2] == fid and len(resp) >= 12:
+                        break
+            if resp[2] & 0x02:
+                with socket.create_connection((host, port), timeout=each) as t:
+                    t.sendall(len(data).to_bytes(2, "big") + fid + data[2:])
+                    n = int.from_bytes(_recv_exact(t, 2), "big")
+                    resp = _recv_exact(t, n)
+            return q.id + resp[2:]
+        except (OSError, ValueError):
+            continue
+    return servfail(state, q)
+
+
+# ----------------------------------------------------------------------- serving
+
+
+def _start_thread(target, *args) -> threading.Thread:
+    """A daemon thread that never receives the process's signals (they must reach the
+    main thread, which then leaves its blocking recvfrom at once)."""
+    sigs = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    try:
+        t = threading.Thread(target=target, args=args, daemon=True)
+        t.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    return t
+
+
+def serve_udp(state: State, sock: socket.socket) -> None:
+    recvfrom = sock.recvfrom
+    sendto = sock.sendto
+    entries = state.entries
+    get = entries.get
+    forwarder = Forwarder(state, sock)
+    join = b"".join
+    while True:
+        try:
+            data, addr = recvfrom(65535)
+        except OSError:
+            continue
+        try:
+            end = data.find(b"\x00", 12)
+            q = data[12:end + 5]
+            ent = get(q.lower())
+            if ent is not None and data[4:10] == _QD1 and not data[2] & 0xF8:
+                n = len(data)
+                if n == end + 5:
+                    if data[10:12] == b"\x00\x00":
+                        sendto(join((data[:2], ent[0][data[2] & 1], q, ent[1])), addr)
+                        continue
+                elif (data[10:12] == b"\x00\x01" and data[end + 5:end + 8] == _OPT_HEAD
+                      and data[end + 10:end + 14] == b"\x00\x00\x00\x00"
+                      and n == end + 16 + (data[end + 14] << 8 | data[end + 15])):
+                    if ent[4] > 512 and ent[4] > (data[end + 8] << 8 | data[end + 9]):
+                        sendto(join((data[:2], ent[5][data[2] & 1], q, ent[6])), addr)
+                    else:
+                        sendto(join((data[:2], ent[2][data[2] & 1], q, ent[3])), addr)
+                    continue
+            resp = answer_query(state, data, tcp=False)
+            if resp is None:
+                continue
+            if type(resp) is tuple:
+                forwarder.submit(resp[1], data, addr)
+                continue
+            sendto(resp, addr)
+        except OSError:
+            pass
+        except Exception as e:  # noqa: BLE001 - the server never dies on input
+            log(f"error on query from {addr}: {e!r}")
+
+
+def _recv_exact(conn: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = conn.recv(n - len(buf))
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return buf
+
+
+def serve_tcp(state: State, lsock: socket.socket) -> None:
+    active = [0]
+    lock = threading.Lock()
+
+    def connection(conn: socket.socket) -> None:
+        try:
+            conn.settimeout(TCP_IDLE_TIMEOUT)
+            while True:
+                try:
+                    hdr = conn.recv(2)
+                    if not hdr:
+                        return
+                    if len(hdr) == 1:
+                        hdr += _recv_exact(conn, 1)
+                    msg = _recv_exact(conn, int.from_bytes(hdr, "big"))
+                except (OSError, EOFError):
+                    return
+                try:
+                    resp = answer_query(state, msg, tcp=True)
+                    if type(resp) is tuple:
+                        resp = forward_blocking(state, resp[1], msg)
+                except Exception as e:  # noqa: BLE001
+                    log(f"error on TCP query: {e!r}")
+                    return
+                if resp is None:
+                    return
+                conn.sendall(len(resp).to_bytes(2, "big") + resp)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+            with lock:
+                active[0] -= 1
+
+    while True:
+        try:
+            conn, _ = lsock.accept()
+        except OSError:
+            time.sleep(0.01)
+            continue
+        with lock:
+            if active[0] >= MAX_TCP_CONNECTIONS:
+                conn.close()
+                continue
+            active[0] += 1
+        try:
+            threading.Thread(target=connection, args=(conn,), daemon=True).start()
+        except RuntimeError:
+            conn.close()
+            with lock:
+                active[0] -= 1
+
+
+# ----------------------------------------------------------------------- processes
+
+_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
+
+
+def _die_with_parent() -> None:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != _supervisor_pid:
+        os._exit(0)
+
+
+def worker_main(state: State, udp: socket.socket, tcp: socket.socket) -> None:
+    global _role
+    _role = "worker"
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+    def on_hup(signum, frame) -> None:
+        try:
+            state.load()
+            log(f"reloaded {state.config_path}")
+        except R.ConfigError as e:
+            log(f"reload failed, keeping the previous records:\n{e}")
+        except Exception as e:  # noqa: BLE001
+            log(f"reload failed, keeping the previous records: {e!r}")
+
+    signal.signal(signal.SIGHUP, on_hup)
+    _die_with_parent()
+    _start_thread(serve_tcp, state, tcp)     # signals still blocked: inherited
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+    serve_udp(state, udp)
+
+
+def _bind(listen: str, port: int, workers: int) -> tuple[list[socket.socket], socket.socket]:
+    family = socket.AF_INET6 if ":" in listen else socket.AF_INET
+    udps = []
+    for _ in range(workers):
+        s = socket.socket(family, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        except OSError:
+            pass
+        s.bind((listen, port))
+        udps.append(s)
+    t = socket.socket(family, socket.SOCK_STREAM)
+    t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    t.bind((listen, port))
+    t.listen(256)
+    return udps, t
+
+
+def run(config: str, listen: str, port: int = 53, workers: int | None = None,
+        pidfile: str | None = None) -> int:
+    """The supervisor. Returns the exit code."""
+    global _supervisor_pid
+    _supervisor_pid = os.getpid()
+    workers = max(1, workers or os.cpu_count() or 1)
+    state = State(config)
+    try:
+        state.load()
+    except R.ConfigError as e:
+        log(f"invalid config:\n{e}")
+        return 2
+    try:
+        udps, tcp = _bind(listen, port, workers)
+    except OSError as e:
+        log(f"cannot listen on {listen} port {port}: {e.strerror or e}")
+        return 1
+    signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    children: dict[int, int] = {}
+
+    def spawn(i: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                worker_main(state, udps[i], tcp)
+            except BaseException:  # noqa: BLE001
+                code = 1
+            os._exit(code)
+        children[pid] = i
+
+    for i in range(workers):
+        spawn(i)
+    if pidfile:
+        with open(pidfile + ".tmp", "w") as f:
+            f.write(f"{os.getpid()}\n")
+        os.replace(pidfile + ".tmp", pidfile)
+    log(f"serving {state.rs.zone if state.rs else '?'} on {listen} port {port} "
+        f"(udp+tcp, {workers} workers)")
+    code = 0
+    stopping = False
+    respawns: list[float] = []
+    while not stopping:
+        info = signal.sigtimedwait(_SIGNALS, 1.0)
+        if info is not None and info.si_signo in (signal.SIGTERM, signal.SIGINT):
+            stopping = True
+            break
+        if info is not None and info.si_signo == signal.SIGHUP:
+            try:
+                R.DnsConfig.load(config)
+            except R.ConfigError as e:
+                log(f"SIGHUP: config invalid, workers keep their records:\n{e}")
+            for pid in children:
+                _kill(pid, signal.SIGHUP)
+        while children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            i = children.pop(pid, None)
+            if i is None:
+                continue
+            now = time.monotonic()
+            respawns = [t for t in respawns if now - t < 10] + [now]
+            if len(respawns) > 5:
+                log("workers keep dying; giving up")
+                stopping, code = True, 1
+                break
+            log(f"worker {pid} exited ({status}); restarting it")
+            spawn(i)
+    for pid in children:
+        _kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 3
+    while children and time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            time.sleep(0.01)
+            continue
+        children.pop(pid, None)
+    for pid in children:
+        _kill(pid, signal.SIGKILL)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+    if pidfile:
+        try:
+            os.unlink(pidfile)
+        except OSError:
+            pass
+    return code
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def command(config: str, listen: str, port: int = 53, workers: int | None = None,
+            pidfile: str | None = None, python: str | None = None) -> list[str]:
+    """The argv that starts the server (for the orchestrator: no shell strings)."""
+    argv = [python or sys.executable, "-m", "labkit.dns.server", "--config", config,
+            "--listen", listen, "--port", str(port)]
+    if workers:
+        argv += ["--workers", str(workers)]
+    if pidfile:
+        argv += ["--pidfile", pidfile]
+    return argv
+
+
+def reload(pid: int) -> None:
+    """Make the server at `pid` re-read its config file (write it with
+    `DnsConfig.dump`, which is atomic, first)."""
+    os.kill(pid, signal.SIGHUP)
+
+
+_USAGE = ("usage: python -m labkit.dns.server --config FILE --listen IP [--port N] "
+          "[--workers N] [--pidfile FILE]")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    opts: dict[str, str] = {}
+    known = ("--config", "--listen", "--port", "--workers", "--pidfile")
+    while args:
+        a = args.pop(0)
+        if a in ("-h", "--help"):
+            print(_USAGE)
+            return 0
+        key, eq, val = a.partition("=")
+        if key not in known:
+            print(f"{_USAGE}\nunknown argument {a!r}", file=sys.stderr)
+            return 2
+        if not eq:
+            if not args:
+                print(f"{_USAGE}\n{a} needs a value", file=sys.stderr)
+                return 2
+            val = args.pop(0)
+        opts[key] = val
+    if "--config" not in opts or "--listen" not in opts:
+        print(f"{_USAGE}\n--config and --listen are required", file=sys.stderr)
+        return 2
+    try:
+        port = int(opts.get("--port", "53"))
+        workers = int(opts["--workers"]) if "--workers" in opts else None
+        socket.inet_pton(socket.AF_INET6 if ":" in opts["--listen"] else socket.AF_INET,
+                         opts["--listen"])
+    except (ValueError, OSError):
+        print(f"{_USAGE}\n--port/--workers must be numbers, --listen an IP address",
+              file=sys.stderr)
+        return 2
+    return run(opts["--config"], opts["--listen"], port, workers, opts.get("--pidfile"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
