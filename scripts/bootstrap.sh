@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Set up everything labkit needs on a fresh Debian/Ubuntu machine, as root:
+#   scripts/bootstrap.sh          system packages + .venv with labkit
+#   scripts/bootstrap.sh --test   the same, plus what the test suite needs (Docker engine started, node image built)
+# Idempotent: running it again only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_tests=0
+[ "${1:-}" = "--test" ] && want_tests=1
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "bootstrap: run as root (labkit builds network namespaces)" >&2
+  exit 1
+fi
+
+packages=(iproute2 nftables iputils-ping procps util-linux python3 python3-venv python3-pip)
+if [ "$want_tests" = 1 ]; then
+  packages+=(containernetworking-plugins dnsutils dnsperf dnsmasq-base socat busybox-static docker.io)
+fi
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+python=python3
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+extra=""
+[ "$want_tests" = 1 ] && extra="[test]"
+.venv/bin/pip install -q --disable-pip-version-check -e ".${extra}"
+
+if [ "$want_tests" = 1 ]; then
+  if [ -x scripts/start-dockerd.sh ]; then scripts/start-dockerd.sh; fi
+  if .venv/bin/python -c "import labkit.runtime.image" 2>/dev/null; then
+    .venv/bin/python -m labkit.runtime.image >/dev/null 2>&1 || .venv/bin/invoke image
+  fi
+fi

@@ -1,0 +1,90 @@
+"""invoke tasks: the `lab` collection (same verbs as the `labkit` command) and dev tasks.
+
+Both this file and labkit/cli.py call labkit.lab; neither holds logic of its own.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+from invoke import Collection, task
+
+DEFAULT_TOPOLOGY = "topologies/routed-triangle.yaml"
+
+
+def _labkit(c, *args: str, pty: bool = True, warn: bool = False):
+    return c.run(shlex.join([sys.executable, "-m", "labkit.cli", *args]), pty=pty and sys.stdout.isatty(),
+                 warn=warn)
+
+
+@task(help={"topo": "topology file", "runtime": "netns or docker", "name": "run under another lab name"})
+def up(c, topo=DEFAULT_TOPOLOGY, runtime=None, name=None, reconfigure=False):
+    """Build a lab from a topology file."""
+    args = ["up", topo] + (["--runtime", runtime] if runtime else []) + (["--name", name] if name else [])
+    _labkit(c, *args, *(["--reconfigure"] if reconfigure else []))
+
+
+@task(help={"topo": "topology file", "name": "lab name", "all": "every lab"})
+def down(c, topo=None, name=None, all=False):  # noqa: A002 - the flag is --all
+    """Remove everything a lab made."""
+    args = ["down"] + ([topo] if topo else []) + (["--name", name] if name else []) + (["--all"] if all else [])
+    if not (topo or name or all):
+        args.append(DEFAULT_TOPOLOGY)
+    _labkit(c, *args)
+
+
+@task(help={"name": "lab name (all labs when omitted)", "format": "table or json"})
+def status(c, name=None, format="table"):  # noqa: A002 - the flag is --format
+    """Nodes, addresses, pods and services of running labs."""
+    _labkit(c, "status", *(["--name", name] if name else []), "--format", format)
+
+
+@task(name="exec", help={"lab": "lab name", "target": "NODE or NS/POD", "cmd": "the command"})
+def exec_(c, lab, target, cmd):
+    """Run a command in a node or pod; its exit code passes through."""
+    result = _labkit(c, "exec", lab, target, "--", *shlex.split(cmd), warn=True)
+    sys.exit(result.exited)
+
+
+@task(help={"topo": "topology file"})
+def validate(c, topo=DEFAULT_TOPOLOGY):
+    """Check a topology file (needs no root)."""
+    _labkit(c, "validate", topo)
+
+
+@task(name="list")
+def list_(c):
+    """Names of the labs that are up."""
+    _labkit(c, "list")
+
+
+@task(help={"k": "only tests matching this expression"})
+def test(c, k=None):
+    """The whole test suite (integration tests need root)."""
+    c.run(shlex.join([sys.executable, "-m", "pytest", "-q", *(["-k", k] if k else [])]), pty=sys.stdout.isatty())
+
+
+@task(help={"sizes": "chain sizes, comma separated", "repeat": "runs per size (best is kept)"})
+def bench(c, sizes="10,100,1000", repeat=3):
+    """Benchmarks against baselines measured in the same run; prints tables, writes nothing."""
+    from tests.bench.bench_lab import print_lab_bench
+
+    print_lab_bench([int(s) for s in sizes.split(",")], int(repeat))
+    for module, function in (("tests.bench.bench_cni", "print_cni_bench"),
+                             ("tests.bench.bench_dns", "print_dns_bench")):
+        try:
+            runner = getattr(__import__(module, fromlist=[function]), function)
+        except (ImportError, AttributeError):
+            continue
+        runner()
+
+
+@task
+def lint(c):
+    """ruff over the code and tests."""
+    c.run(f"{sys.executable} -m ruff check labkit tests tasks.py")
+
+
+lab = Collection("lab", up, down, status, exec_, validate, list_)
+ns = Collection(lab, test, bench, lint)
