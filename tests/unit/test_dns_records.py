@@ -1,0 +1,304 @@
+"""The DNS record builder against spec 1.1.0 and CoreDNS's NXDOMAIN/NODATA rules."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from labkit.dns.records import (
+    AAAA,
+    ANY,
+    CNAME,
+    NOERROR,
+    NS,
+    NXDOMAIN,
+    PTR,
+    SOA,
+    SRV,
+    TXT,
+    A,
+    ConfigError,
+    DnsConfig,
+    Endpoint,
+    Service,
+    ServicePort,
+    build_records,
+    parse_upstream,
+)
+
+Z = "cluster.local."
+
+
+def cfg() -> DnsConfig:
+    return DnsConfig(
+        zone="cluster.local",
+        nameservers=["10.96.0.10"],
+        namespaces=["empty"],
+        upstreams=["192.0.2.53"],
+        services=[
+            Service("default", "web", "ClusterIP", "10.96.0.20",
+                    ports=[ServicePort(80, "http"), ServicePort(443, None)],
+                    endpoints=[Endpoint("10.244.1.5", pod="web-1"),
+                               Endpoint("10.244.2.5", pod="web-2", ready=False)]),
+            Service("default", "np", "NodePort", "10.96.0.21",
+                    ports=[ServicePort(53, "dns", "UDP"), ServicePort(53, "dns-tcp", "TCP")]),
+            Service("prod", "db", "Headless",
+                    ports=[ServicePort(5432, "pg", target_port=15432)],
+                    endpoints=[Endpoint("10.244.1.6", hostname="db-0", pod="db-0"),
+                               Endpoint("10.244.2.6", hostname="db-1", pod="db-1"),
+                               Endpoint("10.244.3.6", pod="db-x"),
+                               Endpoint("10.244.3.7", hostname="db-2", ready=False)]),
+            Service("prod", "nobody", "Headless", ports=[ServicePort(80, "http")],
+                    endpoints=[Endpoint("10.244.3.9", ready=False)]),
+            Service("prod", "ext", "ExternalName", external_name="db.example.com"),
+            Service("prod", "alias", "ExternalName", external_name="web.default.svc.cluster.local"),
+            Service("v6", "web6", "ClusterIP", "fd00:96::20", ports=[ServicePort(80, "http")]),
+        ])
+
+
+@pytest.fixture(scope="module")
+def rs():
+    return build_records(cfg(), serial=42)
+
+
+def rdatas(ans):
+    return sorted(str(rr[3]) for rr in ans.answer)
+
+
+def is_nodata(ans):
+    return ans.rcode == NOERROR and not ans.answer and ans.authority[0][1] == SOA
+
+
+def is_nxdomain(ans):
+    return ans.rcode == NXDOMAIN and not ans.answer and ans.authority[0][1] == SOA
+
+
+def test_dns_version_txt(rs):
+    ans = rs.lookup("dns-version.cluster.local", TXT)
+    assert ans.answer == [(f"dns-version.{Z}", TXT, 28800, ("1.1.0",))]
+    assert is_nodata(rs.lookup("dns-version.cluster.local", A))
+
+
+def test_clusterip_a_and_aaaa_nodata(rs):
+    ans = rs.lookup("web.default.svc.cluster.local", A)
+    assert ans.rcode == NOERROR and rdatas(ans) == ["10.96.0.20"]
+    assert ans.answer[0][2] == 5
+    assert is_nodata(rs.lookup("web.default.svc.cluster.local", AAAA))
+    assert is_nodata(rs.lookup("web.default.svc.cluster.local", TXT))
+    assert rdatas(rs.lookup("np.default.svc.cluster.local", A)) == ["10.96.0.21"]
+
+
+def test_ipv6_service_is_aaaa(rs):
+    assert rdatas(rs.lookup("web6.v6.svc.cluster.local", AAAA)) == ["fd00:96::20"]
+    assert is_nodata(rs.lookup("web6.v6.svc.cluster.local", A))
+    ans = rs.lookup(
+        "0.2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.6.9.0.0.0.0.d.f.ip6.arpa", PTR)
+    assert rdatas(ans) == [f"web6.v6.svc.{Z}"]
+
+
+def test_lookup_is_case_insensitive(rs):
+    assert rdatas(rs.lookup("WEB.Default.SVC.cluster.LOCAL.", A)) == ["10.96.0.20"]
+
+
+def test_srv_named_ports_clusterip(rs):
+    ans = rs.lookup("_http._tcp.web.default.svc.cluster.local", SRV)
+    assert [rr[3] for rr in ans.answer] == [(0, 100, 80, f"web.default.svc.{Z}")]
+    assert [rr[3] for rr in ans.additional] == ["10.96.0.20"]
+    # The unnamed port 443 has no _port._proto name.
+    assert is_nxdomain(rs.lookup("_443._tcp.web.default.svc.cluster.local", SRV))
+    assert is_nxdomain(rs.lookup("_http._udp.web.default.svc.cluster.local", SRV))
+    udp = rs.lookup("_dns._udp.np.default.svc.cluster.local", SRV)
+    assert [rr[3][2] for rr in udp.answer] == [53]
+    # the SRV name exists with SRV only
+    assert is_nodata(rs.lookup("_http._tcp.web.default.svc.cluster.local", A))
+
+
+def test_srv_on_service_name_lists_all_ports_like_coredns(rs):
+    ans = rs.lookup("web.default.svc.cluster.local", SRV)
+    assert sorted(rr[3] for rr in ans.answer) == [(0, 50, 80, f"web.default.svc.{Z}"),
+                                                  (0, 50, 443, f"web.default.svc.{Z}")]
+
+
+def test_headless_a_per_ready_endpoint(rs):
+    ans = rs.lookup("db.prod.svc.cluster.local", A)
+    assert rdatas(ans) == ["10.244.1.6", "10.244.2.6", "10.244.3.6"]
+    assert rdatas(rs.lookup("db-0.db.prod.svc.cluster.local", A)) == ["10.244.1.6"]
+    # no hostname: CoreDNS's system-assigned id, the dashed IP
+    assert rdatas(rs.lookup("10-244-3-6.db.prod.svc.cluster.local", A)) == ["10.244.3.6"]
+    # not ready: no records at all
+    assert is_nxdomain(rs.lookup("db-2.db.prod.svc.cluster.local", A))
+
+
+def test_headless_srv_targets_endpoints_with_target_port(rs):
+    ans = rs.lookup("_pg._tcp.db.prod.svc.cluster.local", SRV)
+    assert sorted(rr[3] for rr in ans.answer) == [
+        (0, 33, 15432, f"10-244-3-6.db.prod.svc.{Z}"),
+        (0, 33, 15432, f"db-0.db.prod.svc.{Z}"),
+        (0, 33, 15432, f"db-1.db.prod.svc.{Z}"),
+    ]
+    assert sorted(rr[3] for rr in ans.additional) == ["10.244.1.6", "10.244.2.6", "10.244.3.6"]
+
+
+def test_headless_without_ready_endpoints_is_nxdomain_like_coredns(rs):
+    assert is_nxdomain(rs.lookup("nobody.prod.svc.cluster.local", A))
+    assert is_nxdomain(rs.lookup("_http._tcp.nobody.prod.svc.cluster.local", SRV))
+
+
+def test_publish_not_ready_addresses():
+    c = DnsConfig(services=[Service("a", "h", "Headless", endpoints=[
+        Endpoint("10.244.0.9", hostname="x", ready=False)], publish_not_ready_addresses=True)])
+    assert rdatas(build_records(c).lookup("x.h.a.svc.cluster.local", A)) == ["10.244.0.9"]
+
+
+def test_ptr_for_cluster_ips_and_headless_endpoints(rs):
+    assert rdatas(rs.lookup("20.0.96.10.in-addr.arpa", PTR)) == [f"web.default.svc.{Z}"]
+    assert rdatas(rs.lookup("6.1.244.10.in-addr.arpa.", PTR)) == [f"db-0.db.prod.svc.{Z}"]
+    assert rdatas(rs.lookup("6.3.244.10.in-addr.arpa.", PTR)) == [
+        f"10-244-3-6.db.prod.svc.{Z}"]
+    # not-ready headless endpoint, and endpoints of ClusterIP services: no PTR of ours
+    assert rs.lookup("7.3.244.10.in-addr.arpa.", PTR).outside
+    assert rs.lookup("5.1.244.10.in-addr.arpa.", PTR).outside
+    # other types on our reverse names fall through (forwarded), as in CoreDNS
+    assert rs.lookup("20.0.96.10.in-addr.arpa", A).outside
+
+
+def test_external_name_cname(rs):
+    ans = rs.lookup("ext.prod.svc.cluster.local", A)
+    assert ans.answer == [(f"ext.prod.svc.{Z}", CNAME, 5, "db.example.com.")]
+    assert ans.chase == "db.example.com."
+    assert rs.lookup("ext.prod.svc.cluster.local", CNAME).answer == ans.answer
+    assert rs.lookup("ext.prod.svc.cluster.local", CNAME).chase is None
+
+
+def test_external_name_to_cluster_name_is_followed(rs):
+    ans = rs.lookup("alias.prod.svc.cluster.local", A)
+    assert [rr[1] for rr in ans.answer] == [CNAME, A]
+    assert ans.answer[1][3] == "10.96.0.20" and ans.chase is None
+
+
+def test_nodata_for_names_with_children_and_coredns_specials(rs):
+    for name in ("cluster.local", "svc.cluster.local", "pod.cluster.local",
+                 "default.svc.cluster.local", "prod.svc.cluster.local",
+                 "empty.svc.cluster.local", "kube-system.svc.cluster.local",
+                 "_tcp.web.default.svc.cluster.local", "dns.cluster.local"):
+        assert is_nodata(rs.lookup(name, A)), name
+
+
+def test_nxdomain_for_unknown_names(rs):
+    for name in ("nope.default.svc.cluster.local", "web.nope.svc.cluster.local",
+                 "nope.svc.cluster.local", "x.web.default.svc.cluster.local",
+                 "foo.cluster.local", "web.default.cluster.local",
+                 "a.b._http._tcp.web.default.svc.cluster.local",
+                 "10-244-2-5.web.default.svc.cluster.local"):
+        for qtype in (A, AAAA, SRV, TXT):
+            assert is_nxdomain(rs.lookup(name, qtype)), (name, qtype)
+
+
+def test_soa_and_ns_at_apex(rs):
+    soa = rs.lookup("cluster.local", SOA).answer
+    assert soa == [(Z, SOA, 5, (f"ns.dns.{Z}", f"hostmaster.{Z}", 42, 7200, 1800, 86400, 5))]
+    ns = rs.lookup("cluster.local", NS)
+    assert rdatas(ns) == [f"ns.dns.{Z}"] and rdatas_add(ns) == ["10.96.0.10"]
+    assert rdatas(rs.lookup("ns.dns.cluster.local", A)) == ["10.96.0.10"]
+
+
+def rdatas_add(ans):
+    return sorted(str(rr[3]) for rr in ans.additional)
+
+
+def test_any_returns_every_rrset(rs):
+    ans = rs.lookup("web.default.svc.cluster.local", ANY)
+    assert {rr[1] for rr in ans.answer} == {A, SRV}
+
+
+def test_outside_zone(rs):
+    assert rs.lookup("example.com", A).outside
+    assert rs.lookup("local", A).outside
+    assert rs.lookup(".", NS).outside
+    assert rs.lookup("1.2.3.4.in-addr.arpa", PTR).outside
+    assert rs.upstreams == [("192.0.2.53", 53)]
+
+
+def test_json_round_trip(tmp_path):
+    c = cfg()
+    path = tmp_path / "dns.json"
+    c.dump(str(path))
+    assert DnsConfig.load(str(path)) == c
+    data = json.loads(path.read_text())
+    assert data["services"][0]["ports"][0] == {
+        "name": "http", "port": 80, "protocol": "TCP", "target_port": None}
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_minimal_json():
+    c = DnsConfig.from_json('{"services": [{"namespace": "a", "name": "b", '
+                            '"cluster_ip": "10.96.0.5"}]}')
+    assert c.zone == "cluster.local" and c.services[0].type == "ClusterIP"
+    assert rdatas(build_records(c).lookup("b.a.svc.cluster.local", A)) == ["10.96.0.5"]
+
+
+@pytest.mark.parametrize("data, needle", [
+    ({"zone": "bad_zone!"}, "zone:"),
+    ({"services": [{"namespace": "a", "name": "B", "cluster_ip": "10.0.0.1"}]},
+     "services[0].name"),
+    ({"services": [{"namespace": "a", "name": "b"}]}, "services[0].cluster_ip: required"),
+    ({"services": [{"namespace": "a", "name": "b", "cluster_ip": "10.0.0.300"}]},
+     "not an IP address"),
+    ({"services": [{"namespace": "a", "name": "b", "type": "Weird", "cluster_ip": "10.0.0.1"}]},
+     "services[0].type"),
+    ({"services": [{"namespace": "a", "name": "b", "type": "ExternalName"}]},
+     "external_name: required"),
+    ({"services": [{"namespace": "a", "name": "b", "cluster_ip": "10.0.0.1",
+                    "ports": [{"port": 80, "protocol": "ICMP"}]}]}, "ports[0].protocol"),
+    ({"services": [{"namespace": "a", "name": "b", "cluster_ip": "10.0.0.1",
+                    "ports": [{"port": 80, "name": "Has_Underscore"}]}]}, "ports[0].name"),
+    ({"services": [{"namespace": "a", "name": "b", "cluster_ip": "10.0.0.1",
+                    "endpoints": [{"ip": "10.0.0.2", "hostname": "a.b"}]}]}, "hostname"),
+    ({"upstreams": ["dns.google"]}, "upstreams[0]"),
+    ({"ttl": "5"}, "ttl: wrong type"),
+    ({"services": [{"namespace": "a", "name": "b", "cluster_ip": "10.0.0.1", "colour": 1}]},
+     "services[0].colour: unknown field"),
+    ([], "top level: must be an object"),
+])
+def test_bad_config_names_the_field(data, needle):
+    with pytest.raises(ConfigError) as e:
+        DnsConfig.from_dict(data, "dns.json")
+    assert needle in str(e.value)
+    assert str(e.value).startswith("dns.json: ")
+
+
+def test_all_problems_reported_at_once():
+    with pytest.raises(ConfigError) as e:
+        DnsConfig.from_dict({"zone": "!", "ttl": -1, "upstreams": ["x"]})
+    assert len(e.value.problems) == 3
+
+
+def test_bad_json_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        DnsConfig.from_json("{")
+    with pytest.raises(ConfigError, match="cannot read"):
+        DnsConfig.load(str(tmp_path / "missing.json"))
+
+
+def test_parse_upstream():
+    assert parse_upstream("10.0.0.1") == ("10.0.0.1", 53)
+    assert parse_upstream("10.0.0.1:5353") == ("10.0.0.1", 5353)
+    assert parse_upstream("fd00::1") == ("fd00::1", 53)
+    assert parse_upstream("[fd00::1]:5353") == ("fd00::1", 5353)
+    for bad in ("x", "10.0.0.1:0", "[fd00::1]x"):
+        with pytest.raises(ValueError):
+            parse_upstream(bad)
+
+
+def test_builder_is_fast_enough_for_big_clusters():
+    import time
+
+    services = [Service("ns%d" % (i % 10), f"s{i}", "ClusterIP", f"10.96.{i // 250}.{i % 250}",
+                        ports=[ServicePort(80, "http")],
+                        endpoints=[Endpoint(f"10.244.{i // 250}.{i % 250}")])
+                for i in range(2000)]
+    t = time.perf_counter()
+    rs = build_records(DnsConfig(services=services))
+    assert time.perf_counter() - t < 2.0
+    assert rdatas(rs.lookup("s1999.ns9.svc.cluster.local", A)) == ["10.96.7.249"]
