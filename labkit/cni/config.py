@@ -14,6 +14,7 @@ Standard library only: imported on the `labkit-cni` exec path.
         "rangeStart": "10.244.1.10",    # optional
         "rangeEnd": "10.244.1.250",     # optional
         "dataDir": "/var/lib/cni/networks/labkit",   # optional
+        "lockTimeout": 30,              # optional: seconds to wait for the IPAM lock (then code 11)
         "routes": [{"dst": "10.96.0.0/16"}]           # optional extra pod routes
       },
       "dns": {"nameservers": ["10.96.0.10"]},         # optional, passed to the result
@@ -65,7 +66,8 @@ class NetConf:
                  dns: dict | None = None, prev_result: dict | None = None,
                  runtime_config: dict | None = None,
                  valid_attachments: list[tuple[str, str]] | None = None,
-                 raw: dict | None = None):
+                 raw: dict | None = None, lock_timeout: float = 30.0):
+        self.lock_timeout = lock_timeout
         self.cni_version = cni_version
         self.name = name
         self.pool = pool
@@ -163,6 +165,11 @@ def parse(raw, *, need_ipam: bool = True) -> NetConf:
     if not isinstance(data_dir, str) or not data_dir.startswith("/"):
         raise _bad(f"invalid network configuration: ipam.dataDir {data_dir!r} must be an absolute path")
 
+    lock_timeout = ipam.get("lockTimeout", 30)
+    if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float)) \
+            or not 0 <= lock_timeout <= 3600:
+        raise _bad(f"invalid network configuration: ipam.lockTimeout {lock_timeout!r} must be "
+                   "a number of seconds in 0..3600")
     subnet_raw = ipam.get("subnet")
     if subnet_raw is None:
         ranges = ipam.get("ranges")
@@ -221,6 +228,7 @@ def parse(raw, *, need_ipam: bool = True) -> NetConf:
     return NetConf(
         cni_version=version, name=name, pool=pool, data_dir=data_dir, mtu=mtu, routes=routes,
         dns=dns, prev_result=prev, runtime_config=rc, valid_attachments=valid, raw=raw,
+        lock_timeout=float(lock_timeout),
     )
 
 

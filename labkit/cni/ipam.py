@@ -16,7 +16,7 @@ import fcntl
 import os
 from ipaddress import IPv4Address, IPv4Network
 
-from .errors import IO_FAILURE, POOL_EXHAUSTED, CNIError
+from .errors import IO_FAILURE, POOL_EXHAUSTED, TRY_AGAIN_LATER, CNIError
 
 LINE_BREAK = "\r\n"
 LAST_RESERVED = "last_reserved_ip.0"
@@ -71,8 +71,9 @@ class Pool:
 class Store:
     """The lease directory of one network."""
 
-    def __init__(self, data_dir: str):
+    def __init__(self, data_dir: str, lock_timeout: float = 30.0):
         self.dir = data_dir
+        self.lock_timeout = lock_timeout
         self._lock_fd: int | None = None
 
     def __enter__(self) -> Store:  # noqa: PYI034
@@ -81,9 +82,31 @@ class Store:
             fd = os.open(os.path.join(self.dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as e:
             raise CNIError(IO_FAILURE, f"cannot open IPAM data dir {self.dir}", str(e)) from e
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._wait_lock(fd)
         self._lock_fd = fd
         return self
+
+    def _wait_lock(self, fd: int) -> None:
+        """Poll for the lock (a thread cannot take SIGALRM); CNIError(11) after the timeout."""
+        import time
+
+        deadline = time.monotonic() + self.lock_timeout
+        pause = 0.0005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise CNIError(TRY_AGAIN_LATER,
+                                   f"IPAM store {self.dir} is locked by another process",
+                                   f"gave up after {self.lock_timeout:g}s; try again later") from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.01)
 
     def __exit__(self, *exc) -> None:
         if self._lock_fd is not None:

@@ -223,12 +223,12 @@ def cmd_add(conf: cfg.NetConf, cid: str, netns: str, ifname: str) -> dict:
                 raise CNIError(INTERFACE_EXISTS,
                                f"interface {ifname} already exists in {netns}",
                                "ADD on an existing attachment: DEL it first")
-            with Store(conf.data_dir) as store:
+            with Store(conf.data_dir, conf.lock_timeout) as store:
                 ip = store.allocate(pool, cid, ifname)
             try:
                 result = _wire(conf, node, pod, podfd, host, cid, netns, ifname, str(ip), gw)
             except BaseException:
-                with Store(conf.data_dir) as store:
+                with Store(conf.data_dir, conf.lock_timeout) as store:
                     store.release(cid, ifname)
                 try:
                     node.del_link(host)
@@ -328,7 +328,7 @@ def _enable_forwarding() -> None:
 
 def cmd_del(conf: cfg.NetConf, cid: str, netns: str | None, ifname: str) -> None:
     """Release the lease and remove the veth pair; succeed if already gone."""
-    with Store(conf.data_dir) as store:
+    with Store(conf.data_dir, conf.lock_timeout) as store:
         store.release(cid, ifname)
     host = host_veth_name(cid, ifname)
     try:
@@ -387,7 +387,7 @@ def cmd_check(conf: cfg.NetConf, cid: str, netns: str, ifname: str) -> None:
             if not any(r["dst"] == ip and r["prefixlen"] == 32 and r["oif"] == h["index"]
                        for r in routes):
                 raise CHECK_ERR(f"node has no route {ip}/32 dev {host}")
-    store = Store(conf.data_dir)
+    store = Store(conf.data_dir, conf.lock_timeout)
     leases = store.find(cid, ifname)
     for ip in want:
         if ip not in leases:
@@ -400,7 +400,7 @@ def CHECK_ERR(msg: str) -> CNIError:
 
 def cmd_status(conf: cfg.NetConf) -> None:
     try:
-        with Store(conf.data_dir) as store:
+        with Store(conf.data_dir, conf.lock_timeout) as store:
             used = len(store.leases())
     except CNIError as e:
         raise CNIError(NOT_AVAILABLE, f"plugin not available: {e.msg}", e.details) from None
@@ -411,7 +411,7 @@ def cmd_status(conf: cfg.NetConf) -> None:
 
 def cmd_gc(conf: cfg.NetConf) -> None:
     valid = set(conf.valid_attachments or [])
-    with Store(conf.data_dir) as store:
+    with Store(conf.data_dir, conf.lock_timeout) as store:
         gone = store.gc(valid)
     stale_names = {host_veth_name(cid, ifn) for _, cid, ifn in gone}
     prefix = f"{ALIAS_PREFIX} {conf.name} "

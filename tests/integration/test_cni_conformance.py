@@ -1,0 +1,408 @@
+"""CNI spec 1.1.0 conformance of the `labkit-cni` executable, driven as a runtime would:
+environment variables + config on stdin, results and errors parsed from stdout."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import fcntl
+import ipaddress
+import json
+import os
+import re
+import subprocess
+
+import pytest
+
+from labkit.cni import plugin
+from labkit.cni.errors import CNIError
+
+from .test_cni_helpers import Scratch, needs_root, node_with_pods, scratch_fixture
+
+pytestmark = [pytest.mark.integration, needs_root]
+
+MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+ERROR_KEYS = {"cniVersion", "code", "msg", "details"}
+
+scratch = pytest.fixture(scratch_fixture)
+
+
+def assert_error(rc, out, raw, err, code):
+    assert rc != 0, raw
+    assert isinstance(out, dict), raw
+    assert set(out) == ERROR_KEYS, out
+    assert out["code"] == code, out
+    assert isinstance(out["msg"], str) and out["msg"], out
+    assert isinstance(out["details"], str)
+    assert "Traceback" not in raw + err
+    assert raw.count("\n") == 1  # exactly one JSON document
+
+
+def link_json(s: Scratch, ns: str, name: str) -> dict | None:
+    r = s.sh(ns, "ip", "-j", "-d", "addr", "show", "dev", name, check=False)
+    return json.loads(r.stdout)[0] if r.returncode == 0 else None
+
+
+def leases(conf) -> dict[str, str]:
+    d = conf["ipam"]["dataDir"]
+    if not os.path.isdir(d):
+        return {}
+    return {n: open(os.path.join(d, n), newline="").read() for n in os.listdir(d)
+            if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", n)}
+
+
+# ---------------------------------------------------------------------------
+
+
+def test_version(scratch):
+    rc, out, raw, err = scratch.cni("VERSION", None, raw_stdin=b"", ifname=None, cni_path=None)
+    assert rc == 0, raw + err
+    assert out["cniVersion"] == "1.1.0"
+    assert "1.1.0" in out["supportedVersions"] and "1.0.0" in out["supportedVersions"]
+    assert set(out) == {"cniVersion", "supportedVersions"}
+    rc, out, raw, _ = scratch.cni("VERSION", {"cniVersion": "1.0.0"})
+    assert rc == 0 and out["cniVersion"] == "1.0.0"
+
+
+def test_add_check_del_lifecycle(scratch):
+    s = scratch
+    node, (pod,), conf = node_with_pods(s, 1)
+    conf["dns"] = {"nameservers": ["10.96.0.10"], "search": ["default.svc.cluster.local"]}
+    conf["mtu"] = 1400
+    rc, res, raw, err = s.cni("ADD", conf, node=node, container_id="ctr-a1", netns=pod)
+    assert rc == 0, raw + err
+    assert err == ""
+
+    # the result, field by field
+    assert set(res) == {"cniVersion", "interfaces", "ips", "routes", "dns"}
+    assert res["cniVersion"] == "1.1.0"
+    host, ctr = res["interfaces"]
+    assert set(host) == {"name", "mac", "mtu"} and "sandbox" not in host
+    assert re.fullmatch(r"veth[0-9a-f]{8}", host["name"])
+    assert host["name"] == plugin.host_veth_name("ctr-a1", "eth0")
+    assert MAC_RE.match(host["mac"]) and host["mtu"] == 1400
+    assert set(ctr) == {"name", "mac", "sandbox", "mtu"}
+    assert ctr["name"] == "eth0" and ctr["sandbox"] == pod and MAC_RE.match(ctr["mac"])
+    (ip,) = res["ips"]
+    assert set(ip) == {"address", "gateway", "interface"}
+    assert ip["interface"] == 1 and ip["gateway"] == "10.244.7.1"
+    addr = ipaddress.ip_interface(ip["address"])
+    assert addr.network.prefixlen == 32 and addr.ip in ipaddress.ip_network("10.244.7.0/24")
+    assert res["routes"] == [{"dst": "0.0.0.0/0", "gw": "10.244.7.1"}]
+    assert res["dns"] == conf["dns"]
+
+    # ... and against the kernel
+    pl = link_json(s, pod, "eth0")
+    assert pl["address"] == ctr["mac"] and pl["mtu"] == 1400 and "UP" in pl["flags"]
+    assert [(a["local"], a["prefixlen"]) for a in pl["addr_info"] if a["family"] == "inet"] == \
+        [(str(addr.ip), 32)]
+    routes = json.loads(s.sh(pod, "ip", "-j", "route").stdout)
+    assert {"dst": "default", "gateway": "10.244.7.1", "dev": "eth0"}.items() <= routes[0].items()
+    assert any(r["dst"] == "10.244.7.1" and r.get("scope") == "link" for r in routes)
+    hl = link_json(s, node, host["name"])
+    assert hl["address"] == host["mac"] and "UP" in hl["flags"]
+    assert hl["ifalias"].startswith("labkit-cni ")
+    nroutes = json.loads(s.sh(node, "ip", "-j", "route").stdout)
+    assert any(r["dst"] == str(addr.ip) and r["dev"] == host["name"] for r in nroutes)
+    lo = link_json(s, node, "lo")
+    assert ("10.244.7.1", 32) in [(a["local"], a["prefixlen"]) for a in lo["addr_info"]]
+    assert s.sh(node, "cat", "/proc/sys/net/ipv4/ip_forward").stdout.strip() == "1"
+    assert leases(conf) == {str(addr.ip): "ctr-a1\r\neth0"}
+    assert s.ping(pod, "10.244.7.1")
+
+    # CHECK with the ADD result as prevResult
+    rc, out, raw, err = s.cni("CHECK", {**conf, "prevResult": res}, node=node,
+                              container_id="ctr-a1", netns=pod)
+    assert (rc, out) == (0, None), raw + err
+    # CHECK without prevResult is a config error
+    rc, out, raw, err = s.cni("CHECK", conf, node=node, container_id="ctr-a1", netns=pod)
+    assert_error(rc, out, raw, err, 7)
+
+    # ADD on an existing attachment is an error and changes nothing
+    rc, out, raw, err = s.cni("ADD", conf, node=node, container_id="ctr-a1", netns=pod)
+    assert_error(rc, out, raw, err, 101)
+    assert len(leases(conf)) == 1 and s.ping(pod, "10.244.7.1")
+
+    # CHECK notices a broken attachment
+    s.sh(pod, "ip", "addr", "flush", "dev", "eth0")
+    rc, out, raw, err = s.cni("CHECK", {**conf, "prevResult": res}, node=node,
+                              container_id="ctr-a1", netns=pod)
+    assert_error(rc, out, raw, err, 104)
+
+    # DEL, DEL again, DEL without netns
+    for netns in (pod, pod, None):
+        rc, out, raw, err = s.cni("DEL", {**conf, "prevResult": res}, node=node,
+                                  container_id="ctr-a1", netns=netns)
+        assert (rc, out, err) == (0, None, ""), raw + err
+    assert leases(conf) == {}
+    assert link_json(s, node, host["name"]) is None
+    assert link_json(s, pod, "eth0") is None
+    # 10.244.7.1 stays on lo: other pods of the node still use it (idempotent ADD)
+    rc, res2, raw, err = s.cni("ADD", conf, node=node, container_id="ctr-a2", netns=pod)
+    assert rc == 0, raw + err
+    assert res2["ips"][0]["address"] != res["ips"][0]["address"]  # round robin, not reuse
+    rc, *_ = s.cni("DEL", conf, node=node, container_id="ctr-a2", netns=pod)
+    assert rc == 0
+
+
+def test_del_when_netns_is_gone(scratch):
+    s = scratch
+    node, (pod,), conf = node_with_pods(s, 1)
+    rc, res, raw, err = s.cni("ADD", conf, node=node, container_id="gone1", netns=pod)
+    assert rc == 0, raw + err
+    name = pod.rsplit("/", 1)[1]
+    subprocess.run(["ip", "netns", "del", name], check=True)
+    s.namespaces.remove(name)
+    for _ in range(2):
+        rc, out, raw, err = s.cni("DEL", conf, node=node, container_id="gone1", netns=pod)
+        assert (rc, out) == (0, None), raw + err
+    assert leases(conf) == {}
+    assert link_json(s, node, res["interfaces"][0]["name"]) is None
+
+
+def test_pods_ping_each_other_through_node(scratch):
+    s = scratch
+    node, pods, conf = node_with_pods(s, 2)
+    ips = []
+    for i, pod in enumerate(pods):
+        rc, res, raw, err = s.cni("ADD", conf, node=node, container_id=f"pp{i}", netns=pod)
+        assert rc == 0, raw + err
+        ips.append(res["ips"][0]["address"].split("/")[0])
+    assert ips[0] != ips[1]
+    assert s.ping(pods[0], ips[1]) and s.ping(pods[1], ips[0])
+    srv = s.tcp_server(pods[1], 7000)
+    assert s.tcp_client(pods[0], ips[1], 7000) == "hello"
+    assert srv.stdout.readline().strip() == ips[0]  # routed: the peer sees the pod's own IP
+    for i, pod in enumerate(pods):
+        assert s.cni("DEL", conf, node=node, container_id=f"pp{i}", netns=pod)[0] == 0
+    assert leases(conf) == {}
+
+
+def test_status(scratch):
+    s = scratch
+    node, (pod,), conf = node_with_pods(s, 1, subnet="10.244.7.0/29",
+                                        rangeStart="10.244.7.2", rangeEnd="10.244.7.2")
+    rc, out, raw, err = s.cni("STATUS", conf, container_id=None, ifname=None, cni_path=None)
+    assert (rc, out) == (0, None), raw + err
+    assert s.cni("ADD", conf, node=node, container_id="st1", netns=pod)[0] == 0
+    rc, out, raw, err = s.cni("STATUS", conf, container_id=None, ifname=None, cni_path=None)
+    assert_error(rc, out, raw, err, 50)
+    # the pool is full: the next ADD fails with our own code and leaves nothing behind
+    pod2 = s.netns("extra")
+    rc, out, raw, err = s.cni("ADD", conf, node=node, container_id="st2", netns=pod2)
+    assert_error(rc, out, raw, err, 102)
+    assert link_json(s, pod2, "eth0") is None
+    assert link_json(s, node, plugin.host_veth_name("st2", "eth0")) is None
+    assert s.cni("DEL", conf, node=node, container_id="st1", netns=pod)[0] == 0
+    assert s.cni("STATUS", conf, container_id=None, ifname=None, cni_path=None)[0] == 0
+
+
+def test_gc_removes_what_is_not_valid(scratch):
+    s = scratch
+    node, pods, conf = node_with_pods(s, 3)
+    results = []
+    for i, pod in enumerate(pods):
+        rc, res, raw, err = s.cni("ADD", conf, node=node, container_id=f"gc{i}", netns=pod)
+        assert rc == 0, raw + err
+        results.append(res)
+    gc_conf = {**conf, "cni.dev/valid-attachments": [{"containerID": "gc0", "ifname": "eth0"}]}
+    rc, out, raw, err = s.cni("GC", gc_conf, node=node, container_id=None, ifname=None)
+    assert (rc, out) == (0, None), raw + err
+    assert list(leases(conf).values()) == ["gc0\r\neth0"]
+    assert link_json(s, node, results[0]["interfaces"][0]["name"]) is not None
+    for res in results[1:]:
+        assert link_json(s, node, res["interfaces"][0]["name"]) is None
+    assert s.ping(pods[0], "10.244.7.1")
+    # GC with nothing valid clears the network
+    rc, *_ = s.cni("GC", {**conf, "cni.dev/valid-attachments": []}, node=node,
+                   container_id=None, ifname=None)
+    assert rc == 0 and leases(conf) == {}
+    assert link_json(s, node, results[0]["interfaces"][0]["name"]) is None
+
+
+def test_concurrent_adds_get_distinct_ips(scratch):
+    s = scratch
+    n = 20
+    node, pods, conf = node_with_pods(s, n)
+
+    def add(i):
+        return s.cni("ADD", conf, node=node, container_id=f"par{i}", netns=pods[i])
+
+    with concurrent.futures.ThreadPoolExecutor(n) as ex:
+        outs = list(ex.map(add, range(n)))
+    assert all(o[0] == 0 for o in outs), [o[2] + o[3] for o in outs if o[0]]
+    ips = {o[1]["ips"][0]["address"] for o in outs}
+    assert len(ips) == n
+    assert len(leases(conf)) == n
+
+    def delete(i):
+        return s.cni("DEL", conf, node=node, container_id=f"par{i}", netns=pods[i])
+
+    with concurrent.futures.ThreadPoolExecutor(n) as ex:
+        assert all(o[0] == 0 for o in ex.map(delete, range(n)))
+    assert leases(conf) == {}
+
+
+def test_lock_held_gives_try_again_later(scratch):
+    s = scratch
+    node, (pod,), conf = node_with_pods(s, 1, lockTimeout=0.3)
+    os.makedirs(conf["ipam"]["dataDir"], exist_ok=True)
+    with open(os.path.join(conf["ipam"]["dataDir"], "lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        rc, out, raw, err = s.cni("ADD", conf, node=node, container_id="lk1", netns=pod)
+    assert_error(rc, out, raw, err, 11)
+    assert link_json(s, pod, "eth0") is None
+
+
+def test_node_netns_env_and_in_process_api(scratch):
+    s = scratch
+    node, pods, conf = node_with_pods(s, 2)
+    # the executable entering the node namespace itself
+    rc, res, raw, err = s.cni("ADD", conf, container_id="env1", netns=pods[0],
+                              extra_env={"LABKIT_CNI_NODE_NETNS": node})
+    assert rc == 0, raw + err
+    host = res["interfaces"][0]["name"]
+    assert link_json(s, node, host) is not None
+    assert subprocess.run(["ip", "link", "show", host], capture_output=True).returncode != 0
+    # the in-process API, from this (host namespace) process
+    res2 = plugin.execute("ADD", conf, container_id="api1", netns=pods[1], ifname="eth0",
+                          node_netns=node)
+    host2 = res2["interfaces"][0]["name"]
+    assert link_json(s, node, host2) is not None
+    assert subprocess.run(["ip", "link", "show", host2], capture_output=True).returncode != 0
+    assert s.ping(pods[1], res["ips"][0]["address"].split("/")[0])
+    with pytest.raises(CNIError) as ei:
+        plugin.execute("ADD", conf, container_id="api1", netns=pods[1], ifname="eth0",
+                       node_netns=node)
+    assert ei.value.code == 101
+    assert plugin.execute("CHECK", {**conf, "prevResult": res2}, container_id="api1",
+                          netns=pods[1], ifname="eth0", node_netns=node) == {}
+    assert plugin.execute("DEL", conf, container_id="api1", netns=pods[1], ifname="eth0",
+                          node_netns=node) == {}
+    assert link_json(s, node, host2) is None
+    rc, *_ = s.cni("DEL", conf, container_id="env1", netns=pods[0],
+                   extra_env={"LABKIT_CNI_NODE_NETNS": node})
+    assert rc == 0 and leases(conf) == {}
+
+
+def test_older_cni_versions(scratch):
+    s = scratch
+    node, pods, conf = node_with_pods(s, 2)
+    rc, res, raw, err = s.cni("ADD", {**conf, "cniVersion": "0.4.0"}, node=node,
+                              container_id="old1", netns=pods[0])
+    assert rc == 0, raw + err
+    assert res["cniVersion"] == "0.4.0" and res["ips"][0]["version"] == "4"
+    rc, res, raw, err = s.cni("ADD", {**conf, "cniVersion": "1.0.0"}, node=node,
+                              container_id="old2", netns=pods[1])
+    assert rc == 0 and "version" not in res["ips"][0]
+    assert "mtu" not in res["interfaces"][1]
+    for i, pod in enumerate(pods):
+        assert s.cni("DEL", conf, node=node, container_id=f"old{i + 1}", netns=pod)[0] == 0
+
+
+# ---------------------------------------------------------------------------
+# every error path: right code, clear msg, never a traceback
+
+
+GOOD = {"cniVersion": "1.1.0", "name": "errs", "type": "labkit-cni",
+        "ipam": {"subnet": "10.244.9.0/24"}}
+
+
+def _cfg(**over):
+    conf = json.loads(json.dumps(GOOD))
+    ipam = over.pop("ipam", None)
+    conf.update(over)
+    if ipam is not None:
+        conf["ipam"].update(ipam)
+    return conf
+
+
+ENV_CASES = [
+    ("no CNI_COMMAND", None, {}, 4),
+    ("unknown command", "FROB", {}, 4),
+    ("ADD without CNI_CONTAINERID", "ADD", {"container_id": None}, 4),
+    ("ADD without CNI_NETNS", "ADD", {"netns": None}, 4),
+    ("ADD without CNI_IFNAME", "ADD", {"ifname": None}, 4),
+    ("ADD without CNI_PATH", "ADD", {"cni_path": None}, 4),
+    ("DEL without CNI_CONTAINERID", "DEL", {"container_id": None}, 4),
+    ("CHECK without CNI_NETNS", "CHECK", {"netns": None}, 4),
+    ("GC without CNI_PATH", "GC", {"cni_path": None}, 4),
+    ("bad container id", "ADD", {"container_id": "-bad id!"}, 4),
+    ("ifname too long", "ADD", {"ifname": "a-very-long-ifname0"}, 4),
+    ("ifname with slash", "ADD", {"ifname": "eth/0"}, 4),
+    ("bad CNI_ARGS", "ADD", {"extra_env": {"CNI_ARGS": "IgnoreUnknown"}}, 4),
+]
+
+
+@pytest.mark.parametrize(("what", "command", "over", "code"), ENV_CASES,
+                         ids=[c[0] for c in ENV_CASES])
+def test_environment_errors(scratch, what, command, over, code):
+    kw = {"container_id": "e1", "netns": "/run/netns/does-not-matter", "ifname": "eth0",
+          "cni_path": "/usr/lib/cni"}
+    kw.update(over)
+    conf = _cfg(ipam={"dataDir": f"{scratch.tmpdir()}/ipam"})
+    rc, out, raw, err = scratch.cni(command, conf, **kw)
+    assert_error(rc, out, raw, err, code)
+
+
+CONFIG_CASES = [
+    ("malformed JSON", b'{"cniVersion": "1.1.0", "name": ', 6),
+    ("empty stdin", b"", 6),
+    ("not an object", b'["cniVersion"]', 6),
+    ("binary garbage", b"\xff\xfe\x00garbage", 6),
+    ("unsupported version", _cfg(cniVersion="9.9.9"), 1),
+    ("missing version", {k: v for k, v in GOOD.items() if k != "cniVersion"}, 7),
+    ("bad name", _cfg(name="bad name!"), 7),
+    ("unsupported ipam type", _cfg(ipam={"type": "dhcp"}), 2),
+    ("unsupported mode", _cfg(mode="bridge"), 2),
+    ("bad subnet", _cfg(ipam={"subnet": "10.244.300.0/24"}), 7),
+    ("missing subnet", _cfg(ipam={"subnet": None}), 7),
+    ("subnet too small", _cfg(ipam={"subnet": "10.244.9.0/31"}), 7),
+    ("gateway outside subnet", _cfg(ipam={"gateway": "10.1.1.1"}), 7),
+    ("bad mtu", _cfg(mtu="big"), 7),
+    ("mtu out of range", _cfg(mtu=20), 7),
+    ("ipam not an object", _cfg(ipam=None) | {"ipam": "host-local"}, 7),
+    ("bad routes", _cfg(ipam={"routes": [{"gw": "10.244.9.1"}]}), 7),
+    ("bad dataDir", _cfg(ipam={"dataDir": "relative/dir"}), 7),
+    ("bad lockTimeout", _cfg(ipam={"lockTimeout": "soon"}), 7),
+    ("prevResult not an object", _cfg(prevResult=[1]), 7),
+]
+
+
+@pytest.mark.parametrize(("what", "conf", "code"), CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])
+def test_config_errors(scratch, what, conf, code):
+    s = scratch
+    node, (pod,), _ = node_with_pods(s, 1)
+    if isinstance(conf, dict):
+        rc, out, raw, err = s.cni("ADD", conf, node=node, container_id="c1", netns=pod)
+    else:
+        rc, out, raw, err = s.cni("ADD", None, raw_stdin=conf, node=node, container_id="c1",
+                                  netns=pod)
+    assert_error(rc, out, raw, err, code)
+    assert link_json(s, pod, "eth0") is None
+
+
+def test_runtime_errors(scratch):
+    s = scratch
+    node, (pod,), conf = node_with_pods(s, 1)
+    # the container's namespace does not exist
+    rc, out, raw, err = s.cni("ADD", conf, node=node, container_id="r1",
+                              netns=f"/run/netns/{s.prefix}-nope")
+    assert_error(rc, out, raw, err, 3)
+    # CHECK of a namespace that is gone
+    rc, out, raw, err = s.cni("CHECK", {**conf, "prevResult": {
+        "cniVersion": "1.1.0", "interfaces": [{"name": "eth0", "sandbox": "/x"}],
+        "ips": [{"address": "10.244.7.9/32", "interface": 0}]}}, node=node,
+        container_id="r1", netns=f"/run/netns/{s.prefix}-nope")
+    assert_error(rc, out, raw, err, 3)
+    # I/O failure: the IPAM dir cannot be created
+    blocker = os.path.join(s.tmpdir(), "file")
+    open(blocker, "w").close()
+    bad = {**conf, "ipam": {**conf["ipam"], "dataDir": f"{blocker}/ipam"}}
+    rc, out, raw, err = s.cni("ADD", bad, node=node, container_id="r1", netns=pod)
+    assert_error(rc, out, raw, err, 5)
+    assert link_json(s, pod, "eth0") is None
+    # the error JSON carries the config's cniVersion
+    rc, out, raw, err = s.cni("ADD", {**conf, "cniVersion": "1.0.0", "mtu": 1},
+                              node=node, container_id="r1", netns=pod)
+    assert_error(rc, out, raw, err, 7)
+    assert out["cniVersion"] == "1.0.0"
