@@ -232,15 +232,7 @@ def build_plan(topo: Topology, source: str, runtime: str | None = None) -> tuple
             addresses.setdefault(address.ip, epath)
             subnets.append((address.network, epath, bridges))
 
-    for i, (net_a, path_a, br_a) in enumerate(subnets):
-        for net_b, path_b, br_b in subnets[i + 1:]:
-            if path_a[:3] == path_b[:3]:
-                continue
-            if net_a == net_b and (br_a & br_b):
-                continue  # one L2 segment through a bridge
-            if net_a.overlaps(net_b):
-                out.add(path_b, f"subnet {net_b} overlaps {net_a} of {_fmt(path_a)}")
-                break
+    _check_overlaps(subnets, out)
 
     mgmt = None
     mgmt_ips: dict[str, IPv4Interface] = {}
@@ -310,6 +302,28 @@ def build_plan(topo: Topology, source: str, runtime: str | None = None) -> tuple
         links=tuple(links), mgmt=mgmt, cluster=cluster, expect=tuple(topo.expect),
     )
     return plan, []
+
+
+def _check_overlaps(subnets: list[tuple[ipaddress.IPv4Network, tuple, set[str]]], out: _Collector) -> None:
+    """Different subnets must not overlap; one subnet may span several links only through a bridge.
+
+    Sorted sweep, not all pairs: a chain of a thousand links has two thousand subnets.
+    """
+    first_use: dict[ipaddress.IPv4Network, tuple[tuple, set[str]]] = {}
+    for net, path, bridges in subnets:
+        if net not in first_use:
+            first_use[net] = (path, bridges)
+            continue
+        first_path, first_bridges = first_use[net]
+        if path[:3] != first_path[:3] and not (bridges & first_bridges):
+            out.add(path, f"subnet {net} is also used by {_fmt(first_path)}; one subnet spans several links "
+                          "only through a bridge node")
+    widest: tuple[ipaddress.IPv4Network, tuple] | None = None
+    for net in sorted(first_use, key=lambda n: (int(n.network_address), n.prefixlen)):
+        if widest and int(net.network_address) <= int(widest[0].broadcast_address):
+            out.add(first_use[net][0], f"subnet {net} overlaps {widest[0]} of {_fmt(widest[1])}")
+        if widest is None or int(net.broadcast_address) > int(widest[0].broadcast_address):
+            widest = (net, first_use[net][0])
 
 
 def _fmt(path: tuple) -> str:
