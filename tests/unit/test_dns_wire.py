@@ -1,0 +1,201 @@
+"""The server's answers as bytes, checked with dnspython (no sockets: the slow path
+that every query not taken by the UDP hot path goes through)."""
+
+from __future__ import annotations
+
+import random
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.opcode
+import dns.rcode
+import dns.rdatatype
+import pytest
+
+from labkit.dns import server, wire
+from labkit.dns.records import DnsConfig, Endpoint, Service, ServicePort
+
+
+def config(upstreams=()) -> DnsConfig:
+    many = [Endpoint(f"10.244.7.{i}", hostname=f"member-{i}") for i in range(1, 101)]
+    return DnsConfig(
+        nameservers=["10.96.0.10"], upstreams=list(upstreams),
+        services=[
+            Service("default", "web", "ClusterIP", "10.96.0.20",
+                    ports=[ServicePort(80, "http")], endpoints=[Endpoint("10.244.1.5")]),
+            Service("prod", "db", "Headless", ports=[ServicePort(5432, "pg")],
+                    endpoints=[Endpoint("10.244.1.6", hostname="db-0")]),
+            Service("prod", "ext", "ExternalName", external_name="db.example.com"),
+            Service("prod", "big", "Headless", ports=[ServicePort(80, "http")], endpoints=many),
+        ])
+
+
+@pytest.fixture()
+def state(tmp_path):
+    path = tmp_path / "dns.json"
+    config().dump(str(path))
+    s = server.State(str(path))
+    s.load()
+    return s
+
+
+def ask(state, name, rdtype="A", *, tcp=False, **kw) -> dns.message.Message:
+    q = dns.message.make_query(name, rdtype, **kw)
+    raw = server.answer_query(state, q.to_wire(), tcp=tcp)
+    assert isinstance(raw, bytes)
+    r = dns.message.from_wire(raw)
+    assert r.id == q.id and r.question[0].name.to_text() == q.question[0].name.to_text()
+    return r
+
+
+def test_a_answer_flags_and_case_echo(state):
+    r = ask(state, "WeB.Default.svc.CLUSTER.local.", "A", use_edns=0)
+    assert r.rcode() == dns.rcode.NOERROR
+    assert r.flags & dns.flags.QR and r.flags & dns.flags.AA and r.flags & dns.flags.RD
+    assert not r.flags & dns.flags.RA        # no upstreams: no recursion available
+    assert str(r.question[0].name) == "WeB.Default.svc.CLUSTER.local."
+    assert [rd.address for rd in r.answer[0]] == ["10.96.0.20"]
+    assert r.answer[0].ttl == 5
+    assert r.edns == 0 and r.payload == wire.EDNS_UDP_SIZE
+
+
+def test_rd_is_copied_and_edns_only_when_asked(state):
+    q = dns.message.make_query("web.default.svc.cluster.local.", "A", use_edns=False)
+    q.flags &= ~dns.flags.RD
+    r = dns.message.from_wire(server.answer_query(state, q.to_wire(), tcp=False))
+    assert not r.flags & dns.flags.RD and r.edns == -1
+
+
+def test_do_bit_is_copied(state):
+    r = ask(state, "web.default.svc.cluster.local.", "A", want_dnssec=True)
+    assert r.ednsflags & dns.flags.DO
+
+
+def test_badvers(state):
+    r = ask(state, "web.default.svc.cluster.local.", "A", use_edns=1)
+    assert r.rcode() == dns.rcode.BADVERS
+
+
+def test_nodata_and_nxdomain_carry_soa(state):
+    r = ask(state, "web.default.svc.cluster.local.", "AAAA")
+    assert r.rcode() == dns.rcode.NOERROR and not r.answer
+    assert r.authority[0].rdtype == dns.rdatatype.SOA
+    assert str(r.authority[0][0].mname) == "ns.dns.cluster.local."
+    r = ask(state, "nope.default.svc.cluster.local.", "A")
+    assert r.rcode() == dns.rcode.NXDOMAIN and r.authority[0].rdtype == dns.rdatatype.SOA
+
+
+def test_srv_ptr_txt_cname(state):
+    r = ask(state, "_pg._tcp.db.prod.svc.cluster.local.", "SRV")
+    srv = r.answer[0][0]
+    assert (srv.priority, srv.weight, srv.port, str(srv.target)) == (
+        0, 100, 5432, "db-0.db.prod.svc.cluster.local.")
+    assert r.additional[0][0].address == "10.244.1.6"
+    r = ask(state, "20.0.96.10.in-addr.arpa.", "PTR")
+    assert str(r.answer[0][0].target) == "web.default.svc.cluster.local."
+    r = ask(state, "dns-version.cluster.local.", "TXT")
+    assert r.answer[0][0].strings == (b"1.1.0",) and r.answer[0].ttl == 28800
+    r = ask(state, "ext.prod.svc.cluster.local.", "A")
+    assert str(r.answer[0][0].target) == "db.example.com."
+
+
+def test_outside_zone_refused_without_upstreams(state):
+    r = ask(state, "example.com.", "A")
+    assert r.rcode() == dns.rcode.REFUSED and not r.flags & dns.flags.AA
+
+
+def test_outside_zone_forwarded_with_upstreams(tmp_path):
+    path = tmp_path / "dns.json"
+    config(upstreams=["127.0.0.1:9"]).dump(str(path))
+    s = server.State(str(path))
+    s.load()
+    q = dns.message.make_query("example.com.", "A")
+    out = server.answer_query(s, q.to_wire(), tcp=False)
+    assert isinstance(out, tuple) and out[1].qname == "example.com."
+    r = dns.message.from_wire(server.answer_query(s, dns.message.make_query(
+        "web.default.svc.cluster.local.", "A").to_wire(), tcp=False))
+    assert r.flags & dns.flags.RA
+
+
+def test_truncation(state):
+    name = "big.prod.svc.cluster.local."
+    r = ask(state, name, "A", use_edns=False)
+    assert r.flags & dns.flags.TC and not r.answer
+    r = ask(state, name, "A", use_edns=0, payload=512)
+    assert r.flags & dns.flags.TC and r.edns == 0
+    r = ask(state, name, "A", use_edns=0, payload=4096)
+    assert not r.flags & dns.flags.TC and len(r.answer[0]) == 100
+    r = ask(state, name, "A", use_edns=False, tcp=True)
+    assert not r.flags & dns.flags.TC and len(r.answer[0]) == 100
+
+
+def test_other_classes_and_zone_transfers_refused(state):
+    r = ask(state, "web.default.svc.cluster.local.", "A", rdclass="CH")
+    assert r.rcode() == dns.rcode.REFUSED
+    r = ask(state, "cluster.local.", "AXFR")
+    assert r.rcode() == dns.rcode.REFUSED
+
+
+def test_unusual_types_in_zone(state):
+    r = ask(state, "web.default.svc.cluster.local.", "MX")
+    assert r.rcode() == dns.rcode.NOERROR and not r.answer      # NODATA
+    r = ask(state, "nope.default.svc.cluster.local.", "HTTPS")
+    assert r.rcode() == dns.rcode.NXDOMAIN
+    r = ask(state, "web.default.svc.cluster.local.", "ANY")
+    assert {rr.rdtype for rr in r.answer} == {dns.rdatatype.A, dns.rdatatype.SRV}
+
+
+def test_malformed(state):
+    q = dns.message.make_query("web.default.svc.cluster.local.", "A").to_wire()
+    assert server.answer_query(state, b"", tcp=False) is None
+    assert server.answer_query(state, q[:11], tcp=False) is None
+    response = bytes([q[0], q[1], q[2] | 0x80]) + q[3:]
+    assert server.answer_query(state, response, tcp=False) is None      # QR set: drop
+    notify = bytes([q[0], q[1], (q[2] & 0x87) | (4 << 3)]) + q[3:]
+    r = dns.message.from_wire(server.answer_query(state, notify, tcp=False),
+                              question_only=True)
+    assert r.rcode() == dns.rcode.NOTIMP and r.opcode() == dns.opcode.NOTIFY
+    two = q[:4] + b"\x00\x02" + q[6:]
+    raw = server.answer_query(state, two, tcp=False)
+    assert raw[:2] == q[:2] and raw[3] & 0xF == dns.rcode.FORMERR
+    raw = server.answer_query(state, q[:20], tcp=False)                 # truncated name
+    assert raw[3] & 0xF == dns.rcode.FORMERR
+
+
+def test_fuzz_never_raises(state):
+    rnd = random.Random(1234)
+    seeds = [dns.message.make_query(n, t, use_edns=e).to_wire()
+             for n in ("web.default.svc.cluster.local.", "_pg._tcp.db.prod.svc.cluster.local.",
+                       "example.com.", "20.0.96.10.in-addr.arpa.")
+             for t in ("A", "SRV", "PTR") for e in (False, 0)]
+    for i in range(20000):
+        kind = i % 4
+        if kind == 0:
+            pkt = rnd.randbytes(rnd.randrange(0, 80))
+        elif kind == 1:
+            s = rnd.choice(seeds)
+            pkt = s[:rnd.randrange(len(s) + 1)]
+        else:
+            pkt = bytearray(rnd.choice(seeds))
+            for _ in range(rnd.randrange(1, 6)):
+                pkt[rnd.randrange(len(pkt))] = rnd.randrange(256)
+            pkt = bytes(pkt)
+        out = server.answer_query(state, pkt, tcp=bool(i & 1))
+        if isinstance(out, bytes):
+            assert out[:2] == pkt[:2] and out[2] & 0x80
+    # still answers properly afterwards
+    assert ask(state, "web.default.svc.cluster.local.", "A").answer
+
+
+def test_dynamic_cache_is_bounded(state, monkeypatch):
+    monkeypatch.setattr(server, "MAX_DYNAMIC", 50)
+    for i in range(300):
+        ask(state, f"n{i}.default.svc.cluster.local.", "A")
+    assert sum(1 for v in state.entries.values() if len(v) > 9) <= 50
+
+
+def test_query_parser_reads_edns():
+    q = dns.message.make_query("x.", "A", use_edns=0, payload=1400, want_dnssec=True)
+    parsed = wire.parse_query(q.to_wire())
+    assert parsed.edns == (1400, 0, 0, True) and parsed.qname == "x." and parsed.qtype == 1
