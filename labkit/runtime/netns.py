@@ -22,16 +22,26 @@ from labkit.topology.plan import netns_prefix
 ETC_NETNS = "/etc/netns"
 
 
-def _write_etc(ns: str, hosts: str, resolv_conf: str) -> None:
-    """/etc/netns/<ns>/ files replace /etc/* for `ip netns exec`, as iproute2 documents."""
-    if not hosts and not resolv_conf:
-        return
-    folder = os.path.join(ETC_NETNS, ns)
-    os.makedirs(folder, exist_ok=True)
-    for name, text in (("hosts", hosts), ("resolv.conf", resolv_conf)):
-        if text:
-            with open(os.path.join(folder, name), "w", encoding="utf-8") as fh:
-                fh.write(text)
+def _write_etc(lab: str, nodes: Sequence[NodeSpec]) -> None:
+    """/etc/netns/<ns>/ files replace /etc/* for `ip netns exec`, as iproute2 documents.
+
+    Nodes usually share one hosts file (it names every node): it is written once,
+    as /etc/netns/.<prefix>hosts, and hard-linked into each node's folder, so a
+    thousand-node lab writes one file, not a thousand copies of a thousand lines.
+    """
+    shared: dict[str, str] = {}
+    for node in nodes:
+        folder = os.path.join(ETC_NETNS, node.netns)
+        for name, text in (("hosts", node.hosts), ("resolv.conf", node.resolv_conf)):
+            if not text:
+                continue
+            os.makedirs(folder, exist_ok=True)
+            key = f"{name}:{text}"
+            if key not in shared:
+                shared[key] = os.path.join(ETC_NETNS, f".{netns_prefix(lab)}{len(shared)}.{name}")
+                with open(shared[key], "w", encoding="utf-8") as fh:
+                    fh.write(text)
+            os.link(shared[key], os.path.join(folder, name))
 
 
 class NetnsRuntime:
@@ -43,8 +53,7 @@ class NetnsRuntime:
         except FileExistsError as exc:
             raise LabkitError(f"network namespace {exc.filename} already exists: "
                               f"is lab {lab!r} already up? (labkit down --name {lab})") from None
-        for node in nodes:
-            _write_etc(node.netns, node.hosts, node.resolv_conf)
+        _write_etc(lab, nodes)
         return [Sandbox(lab, n.name, netns.netns_path(n.netns), labels={"kind": n.kind}) for n in nodes]
 
     def create_node(self, lab: str, node: NodeSpec) -> Sandbox:
@@ -79,10 +88,14 @@ class NetnsRuntime:
         for name in names:
             netns.delete_namespace(name)
             shutil.rmtree(os.path.join(ETC_NETNS, name), ignore_errors=True)
-        if os.path.isdir(ETC_NETNS):  # files of namespaces that never got made
+        if os.path.isdir(ETC_NETNS):  # shared files, and files of namespaces that never got made
             for name in os.listdir(ETC_NETNS):
-                if name.startswith(netns_prefix(lab)):
-                    shutil.rmtree(os.path.join(ETC_NETNS, name), ignore_errors=True)
+                if name.startswith((netns_prefix(lab), f".{netns_prefix(lab)}")):
+                    path = os.path.join(ETC_NETNS, name)
+                    if os.path.isdir(path):
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        os.unlink(path)
 
     def labs(self) -> set[str]:
         return {n[3:].split(".", 1)[0] for n in netns.list_namespaces("lk-") if "." in n}

@@ -35,7 +35,7 @@ def leftovers(name: str) -> list[str]:
     """Everything of lab `name` that still exists; empty after a clean `down`."""
     found = [f"netns {n}" for n in netns.list_namespaces(netns_prefix(name))]
     if os.path.isdir("/etc/netns"):
-        found += [f"/etc/netns/{n}" for n in os.listdir("/etc/netns") if n.startswith(netns_prefix(name))]
+        found += [f"/etc/netns/{n}" for n in os.listdir("/etc/netns") if n.startswith((netns_prefix(name), f".{netns_prefix(name)}"))]
     if os.path.exists(state.lab_dir(name)):
         found.append(state.lab_dir(name))
     if os.path.exists(f"/sys/class/net/{host_link_name(name)}"):
