@@ -274,16 +274,16 @@ def execute_conflist(
     version = listconf["cniVersion"]
     cache = _cache_path(cache_dir, listconf["name"], container_id, ifname)
 
-    def run(plugin: Mapping, conf: dict) -> dict:
+    def run(plugin: Mapping, conf: dict, cmd: str = command) -> dict:
         if plugin["type"] == PLUGIN_TYPE and in_process:
             from . import plugin as lk
 
-            return lk.execute(command, conf, container_id=container_id, netns=netns,
+            return lk.execute(cmd, conf, container_id=container_id, netns=netns,
                               ifname=ifname, args=args, node_netns=node_netns)
         path = find_plugin(plugin["type"], cni_path)
         if path is None:
             raise CNIError(INTERNAL, f"failed to find plugin {plugin['type']!r} in path {cni_path}")
-        return exec_plugin(command, conf, plugin_path=path, container_id=container_id,
+        return exec_plugin(cmd, conf, plugin_path=path, container_id=container_id,
                            netns=netns, ifname=ifname, args=args, cni_path=cni_path,
                            node_netns=node_netns)
 
@@ -294,14 +294,13 @@ def execute_conflist(
                 prev = run(plugin, plugin_config(listconf, plugin, prev_result=prev,
                                                  capability_args=capability_args))
         except CNIError:
-            if cleanup_on_failure:
-                try:
-                    execute_conflist("DEL", listconf, container_id=container_id, netns=netns,
-                                     ifname=ifname, args=args, capability_args=capability_args,
-                                     cni_path=cni_path, node_netns=node_netns,
-                                     cache_dir=None, in_process=in_process)
-                except CNIError:
-                    pass
+            if cleanup_on_failure:  # best effort DEL of every plugin, in reverse
+                for plugin in reversed(plugins):
+                    try:
+                        run(plugin, plugin_config(listconf, plugin,
+                                                  capability_args=capability_args), "DEL")
+                    except CNIError:
+                        pass
             raise
         result = prev or {}
         if cache is not None:

@@ -1,0 +1,168 @@
+"""labkit-cni chained with the reference plugins (portmap, tuning) through the
+pure-Python conflist executor, exactly as libcni would run the list."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import pytest
+
+from labkit.cni import conflist as cl
+from labkit.cni.errors import CNIError
+
+from .test_cni_helpers import REF_CNI, needs_root, scratch_fixture
+
+pytestmark = [
+    pytest.mark.integration,
+    needs_root,
+    pytest.mark.skipif(not os.path.exists(f"{REF_CNI}/portmap"),
+                       reason="reference CNI plugins (containernetworking-plugins) not installed"),
+]
+
+scratch = pytest.fixture(scratch_fixture)
+
+PORTMAP = {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True}
+TUNING = {"type": "tuning", "sysctl": {"net.core.somaxconn": "777"}}
+
+
+def build(s):
+    """node + pod + client namespace; the client reaches the node on 192.168.77.1."""
+    node = s.netns("node")
+    pod = s.netns("pod")
+    client = s.netns("cli")
+    a, b = f"{s.prefix}-a", f"{s.prefix}-b"
+    s.veth(node, a, client, b)
+    s.sh(node, "ip", "addr", "add", "192.168.77.1/24", "dev", a)
+    s.sh(node, "ip", "link", "set", a, "up")
+    s.sh(client, "ip", "addr", "add", "192.168.77.2/24", "dev", b)
+    s.sh(client, "ip", "link", "set", b, "up")
+    return node, pod, client
+
+
+def http_get(s, ns, url):
+    code = ("import urllib.request,sys;"
+            "print(urllib.request.urlopen(sys.argv[1], timeout=5).status)")
+    return s.sh(ns, sys.executable, "-c", code, url, check=False)
+
+
+@pytest.mark.parametrize("in_process", [True, False], ids=["in-process", "exec"])
+def test_portmap_and_tuning_chain(scratch, in_process):
+    s = scratch
+    node, pod, client = build(s)
+    confdir = s.tmpdir()
+    path = cl.write_conflist(confdir, f"{s.prefix}-net", "10.244.5.0/24",
+                             data_dir=f"{s.tmpdir()}/ipam", plugins=[PORTMAP, TUNING], mtu=1450)
+    assert path.name == f"10-{s.prefix}-net.conflist" and path.exists()
+    assert not [p for p in os.listdir(confdir) if p.endswith(".tmp")]
+    listconf = json.loads(path.read_text())
+    assert [p["type"] for p in listconf["plugins"]] == ["labkit-cni", "portmap", "tuning"]
+    assert listconf["cniVersion"] == "1.0.0"
+    caps = {"portMappings": [{"hostPort": 18080, "containerPort": 8000, "protocol": "tcp"}]}
+    cache = s.tmpdir()
+    kw = dict(container_id="chain1", netns=pod, ifname="eth0", capability_args=caps,
+              cni_path=[REF_CNI], node_netns=node, cache_dir=cache, in_process=in_process)
+
+    res = cl.execute_conflist("ADD", path, **kw)
+    assert res["cniVersion"] == "1.0.0"
+    assert [i["name"] for i in res["interfaces"]][1] == "eth0"
+    pod_ip = res["ips"][0]["address"].split("/")[0]
+    assert res["interfaces"][res["ips"][0]["interface"]]["sandbox"] == pod
+    # tuning ran in the pod with our prevResult
+    assert s.sh(pod, "cat", "/proc/sys/net/core/somaxconn").stdout.strip() == "777"
+    # portmap's DNAT lives in the node namespace
+    nat = s.sh(node, "iptables-save", "-t", "nat").stdout
+    assert "18080" in nat and f"{pod_ip}:8000" in nat
+    assert os.listdir(cache)
+
+    # a web server in the pod, reached from the client through the node's host port
+    srv = s.spawn(pod, sys.executable, "-m", "http.server", "8000", "--bind", "0.0.0.0")
+    for _ in range(50):
+        r = http_get(s, client, "http://192.168.77.1:18080/")
+        if r.returncode == 0:
+            break
+        time.sleep(0.1)
+    assert r.stdout.strip() == "200", r.stderr
+    srv.kill()
+
+    # DEL runs in reverse with the cached result; twice is fine
+    cl.execute_conflist("DEL", path, **kw)
+    cl.execute_conflist("DEL", path, **kw)
+    assert "18080" not in s.sh(node, "iptables-save", "-t", "nat").stdout
+    assert not [n for n in os.listdir(f"{listconf['plugins'][0]['ipam']['dataDir']}")
+                if n[0].isdigit()]
+    assert s.sh(pod, "ip", "link", "show", "eth0", check=False).returncode != 0
+    assert not os.listdir(cache)
+
+
+def test_check_gc_status_on_lists(scratch):
+    s = scratch
+    node = s.netns("node")
+    pods = [s.netns("p0"), s.netns("p1")]
+    data = f"{s.tmpdir()}/ipam"
+    # labkit-cni + tuning at 1.0.0: CHECK goes through both plugins
+    text = cl.render_conflist(f"{s.prefix}-t", "10.244.6.0/24", data_dir=data, plugins=[TUNING])
+    res = cl.execute_conflist("ADD", text, container_id="ck0", netns=pods[0], node_netns=node,
+                              cni_path=[REF_CNI])
+    cl.execute_conflist("CHECK", text, container_id="ck0", netns=pods[0], node_netns=node,
+                        cni_path=[REF_CNI], prev_result=res)
+    s.sh(pods[0], "ip", "link", "set", "eth0", "down")
+    with pytest.raises(CNIError) as ei:
+        cl.execute_conflist("CHECK", text, container_id="ck0", netns=pods[0], node_netns=node,
+                            cni_path=[REF_CNI], prev_result=res)
+    assert ei.value.code == 104
+    cl.execute_conflist("DEL", text, container_id="ck0", netns=pods[0], node_netns=node,
+                        cni_path=[REF_CNI], prev_result=res)
+
+    # labkit-cni alone at 1.1.0: GC and STATUS reach the plugin
+    text = cl.render_conflist(f"{s.prefix}-g", "10.244.6.0/24", data_dir=data)
+    assert json.loads(text)["cniVersion"] == "1.1.0"
+    for i, pod in enumerate(pods):
+        cl.execute_conflist("ADD", text, container_id=f"g{i}", netns=pod, node_netns=node)
+    cl.execute_conflist("STATUS", text, node_netns=node)
+    cl.execute_conflist("GC", text, node_netns=node,
+                        valid_attachments=[{"containerID": "g1", "ifname": "eth0"}])
+    assert s.sh(pods[0], "ip", "link", "show", "eth0", check=False).returncode != 0
+    assert s.sh(pods[1], "ip", "link", "show", "eth0", check=False).returncode == 0
+    cl.execute_conflist("GC", text, node_netns=node, valid_attachments=[])
+    assert not [n for n in os.listdir(data) if n[0].isdigit()]
+
+
+def test_add_failure_rolls_back(scratch):
+    s = scratch
+    node = s.netns("node")
+    pod = s.netns("pod")
+    data = f"{s.tmpdir()}/ipam"
+    text = cl.render_conflist(f"{s.prefix}-f", "10.244.6.0/24", data_dir=data,
+                              plugins=[{"type": "no-such-plugin"}])
+    with pytest.raises(CNIError) as ei:
+        cl.execute_conflist("ADD", text, container_id="f1", netns=pod, node_netns=node,
+                            cni_path=[REF_CNI])
+    assert "no-such-plugin" in ei.value.msg
+    assert not [n for n in os.listdir(data) if n[0].isdigit()]
+    assert s.sh(pod, "ip", "link", "show", "eth0", check=False).returncode != 0
+    # an erroring reference plugin: its error JSON becomes a CNIError with its code
+    text = cl.render_conflist(f"{s.prefix}-f", "10.244.6.0/24", data_dir=data,
+                              plugins=[{"type": "tuning", "sysctl": {"net.nope.nope": "1"}}])
+    with pytest.raises(CNIError) as ei:
+        cl.execute_conflist("ADD", text, container_id="f2", netns=pod, node_netns=node,
+                            cni_path=[REF_CNI])
+    assert ei.value.msg.startswith("tuning:")
+    assert not [n for n in os.listdir(data) if n[0].isdigit()]
+
+
+def test_plugins_see_libcni_style_configs(scratch):
+    """Every plugin gets the list's name and cniVersion, runtimeConfig only for its
+    capabilities, prevResult from the previous plugin."""
+    listconf = cl.load_conflist(cl.render_conflist("n1", "10.244.1.0/24",
+                                                   plugins=[PORTMAP, TUNING]))
+    caps = {"portMappings": [{"hostPort": 1, "containerPort": 2}], "bandwidth": {}}
+    pm = cl.plugin_config(listconf, listconf["plugins"][1], prev_result={"x": 1},
+                          capability_args=caps)
+    assert pm["name"] == "n1" and pm["cniVersion"] == "1.0.0"
+    assert pm["runtimeConfig"] == {"portMappings": caps["portMappings"]}
+    assert pm["prevResult"] == {"x": 1}
+    tu = cl.plugin_config(listconf, listconf["plugins"][2], capability_args=caps)
+    assert "runtimeConfig" not in tu and "prevResult" not in tu
