@@ -42,6 +42,8 @@ LABEL_INDEX = "labkit.container-index"  # its position in the pod spec
 STATE_DIR = "/run/labkit"
 WORKERS = 8  # concurrent engine calls; dockerd on 2 cores gains little beyond this
 START_SCRIPT = "scripts/start-dockerd.sh"
+# Nodes and pause containers idle and print nothing: no log file, no log copier.
+QUIET_LOG = {"Type": "none", "Config": {}}
 
 # Linux capabilities by number (capability.h), for privileged-like nodes.
 # fmt: off
@@ -114,9 +116,10 @@ def node_privileges(status_path: str = "/proc/self/status") -> dict[str, object]
     wanted = (1 << (last + 1)) - 1
     if bounding & wanted == wanted:
         return {"privileged": True}
-    caps = [name for i, name in enumerate(CAPABILITIES) if i <= last and bounding >> i & 1]
+    missing = [name for i, name in enumerate(CAPABILITIES) if i <= last and not bounding >> i & 1]
     return {
-        "cap_add": caps,
+        "cap_add": ["ALL"],  # every capability the engine knows ...
+        "cap_drop": missing,  # ... but those runc could not grant
         "security_opt": ["seccomp=unconfined", "apparmor=unconfined"],
         "MaskedPaths": [],  # = --security-opt systempaths=unconfined: /proc/sys writable
         "ReadonlyPaths": [],
@@ -166,6 +169,7 @@ class DockerRuntime:
             hostname=node.hostname or node.name,
             labels=labels,
             network_mode="none",
+            log_config=QUIET_LOG,
             **copy.deepcopy(self._privileges),
             mounts=self._etc_mounts(lab, node.netns, node.hosts, node.resolv_conf),
         )
@@ -192,6 +196,7 @@ class DockerRuntime:
             hostname=pod.hostname,
             labels=labels,
             network_mode="none",
+            log_config=QUIET_LOG,
             mounts=self._etc_mounts(lab, pod.netns, pod.hosts, pod.resolv_conf),
         )
         return self._sandbox(lab, f"{pod.namespace}/{pod.name}", info, labels)
@@ -331,11 +336,11 @@ class DockerRuntime:
             )
         except docker.errors.APIError as e:
             unknown = _UNKNOWN_CAP.search(_explain(e))
-            caps = host.get("cap_add")
-            if unknown and isinstance(caps, list) and unknown.group(1) in caps:
-                # An engine older than the kernel: leave out what it cannot name.
+            drops = host.get("cap_drop")
+            if unknown and isinstance(drops, list) and unknown.group(1) in drops:
+                # A cap this engine cannot name is not in its "ALL" either: no need to drop it.
                 with self._lock:
-                    self._privileges["cap_add"] = [c for c in caps if c != unknown.group(1)]
+                    self._privileges["cap_drop"] = [c for c in drops if c != unknown.group(1)]
                 return self._run(
                     name=name,
                     image=image,
@@ -344,7 +349,7 @@ class DockerRuntime:
                     command=command,
                     environment=environment,
                     inspect=inspect,
-                    **{**host, **raw, "cap_add": self._privileges["cap_add"]},
+                    **{**host, **raw, "cap_drop": list(self._privileges["cap_drop"])},
                 )
             if e.status_code == 409:
                 raise LabkitError(

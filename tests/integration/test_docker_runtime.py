@@ -272,5 +272,5 @@ def test_node_privileges_follow_the_hosts_bounding_set(tmp_path):
     status.write_text(f"Name:\tx\nCapBnd:\t{full & ~(1 << 24):016x}\n")  # no CAP_SYS_RESOURCE
     limited = node_privileges(str(status))
     assert "privileged" not in limited
-    assert "NET_ADMIN" in limited["cap_add"] and "SYS_RESOURCE" not in limited["cap_add"]
+    assert limited["cap_add"] == ["ALL"] and limited["cap_drop"] == ["SYS_RESOURCE"]
     assert limited["MaskedPaths"] == [] and limited["ReadonlyPaths"] == []
