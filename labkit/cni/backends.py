@@ -171,13 +171,17 @@ def _apply_vxlan(local: ClusterNode, peers: Sequence[ClusterNode], *, mtu: int |
                      f"local {local.node_ip} dev {dev} dstport {VXLAN_PORT} nolearning")
     lines.append(f"link set {VXLAN_DEV} mtu {int(mtu)} up")
     lines.append(f"addr replace {local.vtep_ip}/32 dev {VXLAN_DEV}")
+    fdb = []
     for p in peers:
         lines += [
             f"neigh replace {p.vtep_ip} lladdr {p.mac} dev {VXLAN_DEV} nud permanent",
-            f"fdb replace {p.mac} dev {VXLAN_DEV} dst {p.node_ip} self permanent",
             f"route replace {p.pod_net} via {p.vtep_ip} dev {VXLAN_DEV} onlink",
         ]
+        fdb.append(f"fdb replace {p.mac} dev {VXLAN_DEV} dst {p.node_ip} self permanent")
     _ip_batch(ns, lines, f"vxlan on {local.name}")
+    if fdb:  # FDB entries are `bridge` commands, not `ip` ones
+        text = "".join(f"{line}\n" for line in fdb)
+        _run(ns, ["bridge", "-batch", "-"], stdin=text, what=f"vxlan FDB on {local.name}")
 
 
 def remove_backend(backend: str, local: ClusterNode, peers: Sequence[ClusterNode], *,
