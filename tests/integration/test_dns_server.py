@@ -1,0 +1,415 @@
+"""The real DNS server process on a loopback address, asked with dig and dnspython.
+
+Needs no root and no namespaces: every server listens on 127.0.x.y at a free high
+port, and all traffic stays on loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dns.flags
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import pytest
+
+from labkit.dns import server as dns_server
+from labkit.dns.records import DnsConfig, Endpoint, Service, ServicePort
+
+pytestmark = pytest.mark.integration
+
+DIG = shutil.which("dig")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_endpoint() -> tuple[str, int]:
+    """A loopback address and a port free for both UDP and TCP there."""
+    for _ in range(50):
+        addr = f"127.0.{random.randrange(60, 250)}.{random.randrange(2, 250)}"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind((addr, 0))
+            port = u.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind((addr, port))
+                except OSError:
+                    continue
+        return addr, port
+    raise RuntimeError("no free loopback port")
+
+
+def children_of(pid: int) -> set[int]:
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.add(int(entry))
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+class Server:
+    def __init__(self, tmp: Path, cfg: DnsConfig, workers: int = 2):
+        self.config = tmp / f"dns-{random.randrange(1 << 30)}.json"
+        cfg.dump(str(self.config))
+        self.addr, self.port = free_endpoint()
+        argv = dns_server.command(str(self.config), self.addr, self.port, workers=workers)
+        self.proc = subprocess.Popen(argv, cwd=REPO, stderr=subprocess.PIPE, text=True)
+        self.pid = self.proc.pid
+        self.workers: set[int] = set()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.proc.stderr.read()}")
+            try:
+                self.query("dns-version.cluster.local.", "TXT", timeout=0.2)
+                break
+            except dns.exception.Timeout:
+                continue
+        else:
+            raise RuntimeError("server did not answer")
+        while len(self.workers) < workers and time.monotonic() < deadline:
+            self.workers = children_of(self.pid)
+
+    def query(self, name, rdtype="A", *, tcp=False, timeout=2.0, **kw) -> dns.message.Message:
+        q = dns.message.make_query(name, rdtype, **kw)
+        if tcp:
+            return dns.query.tcp(q, self.addr, port=self.port, timeout=timeout)
+        return dns.query.udp(q, self.addr, port=self.port, timeout=timeout)
+
+    def dig(self, *args: str, tcp: bool = False) -> tuple[str, list[str]]:
+        out = subprocess.run(
+            [DIG, f"@{self.addr}", "-p", str(self.port), "+tcp" if tcp else "+notcp",
+             "+tries=1", "+time=3", "+noall", "+comments", "+answer", *args],
+            capture_output=True, text=True, timeout=20, check=True).stdout
+        status = out.split("status: ", 1)[1].split(",", 1)[0]
+        answers = sorted(
+            " ".join(line.split()[3:]) for line in out.splitlines()
+            if line and not line.startswith(";"))
+        return status, answers
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.stderr.close()
+        deadline = time.monotonic() + 5
+        while any(alive(p) for p in self.workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [p for p in self.workers if alive(p)], "orphaned workers"
+
+
+def cluster_config(**kw) -> DnsConfig:
+    return DnsConfig(
+        nameservers=["10.96.0.10"],
+        services=[
+            Service("default", "web", "ClusterIP", "10.96.0.20",
+                    ports=[ServicePort(80, "http")], endpoints=[Endpoint("10.244.1.5")]),
+            Service("default", "np", "NodePort", "10.96.0.21",
+                    ports=[ServicePort(53, "dns", "UDP")]),
+            Service("prod", "db", "Headless", ports=[ServicePort(5432, "pg")],
+                    endpoints=[Endpoint("10.244.1.6", hostname="db-0"),
+                               Endpoint("10.244.2.6", hostname="db-1"),
+                               Endpoint("10.244.3.6", hostname="db-2", ready=False)]),
+            Service("prod", "ext", "ExternalName", external_name="db.example.com"),
+        ], **kw)
+
+
+@pytest.fixture()
+def srv(tmp_path):
+    s = Server(tmp_path, cluster_config())
+    yield s
+    s.stop()
+
+
+# Every record kind, as dig shows it: (args, status, answers)
+DIG_CASES = [
+    (["dns-version.cluster.local", "TXT"], "NOERROR", ['TXT "1.1.0"']),
+    (["web.default.svc.cluster.local", "A"], "NOERROR", ["A 10.96.0.20"]),
+    (["WEB.default.svc.cluster.local", "A"], "NOERROR", ["A 10.96.0.20"]),
+    (["np.default.svc.cluster.local", "A"], "NOERROR", ["A 10.96.0.21"]),
+    (["web.default.svc.cluster.local", "AAAA"], "NOERROR", []),
+    (["_http._tcp.web.default.svc.cluster.local", "SRV"], "NOERROR",
+     ["SRV 0 100 80 web.default.svc.cluster.local."]),
+    (["_dns._udp.np.default.svc.cluster.local", "SRV"], "NOERROR",
+     ["SRV 0 100 53 np.default.svc.cluster.local."]),
+    (["db.prod.svc.cluster.local", "A"], "NOERROR", ["A 10.244.1.6", "A 10.244.2.6"]),
+    (["db-1.db.prod.svc.cluster.local", "A"], "NOERROR", ["A 10.244.2.6"]),
+    (["db-2.db.prod.svc.cluster.local", "A"], "NXDOMAIN", []),
+    (["_pg._tcp.db.prod.svc.cluster.local", "SRV"], "NOERROR",
+     ["SRV 0 50 5432 db-0.db.prod.svc.cluster.local.",
+      "SRV 0 50 5432 db-1.db.prod.svc.cluster.local."]),
+    (["-x", "10.96.0.20"], "NOERROR", ["PTR web.default.svc.cluster.local."]),
+    (["-x", "10.244.2.6"], "NOERROR", ["PTR db-1.db.prod.svc.cluster.local."]),
+    (["ext.prod.svc.cluster.local", "A"], "NOERROR", ["CNAME db.example.com."]),
+    (["ext.prod.svc.cluster.local", "CNAME"], "NOERROR", ["CNAME db.example.com."]),
+    (["nope.default.svc.cluster.local", "A"], "NXDOMAIN", []),
+    (["web.nope.svc.cluster.local", "A"], "NXDOMAIN", []),
+    (["default.svc.cluster.local", "A"], "NOERROR", []),
+    (["svc.cluster.local", "A"], "NOERROR", []),
+    (["cluster.local", "SOA"], "NOERROR",
+     ["SOA ns.dns.cluster.local. hostmaster.cluster.local."]),
+    (["cluster.local", "NS"], "NOERROR", ["NS ns.dns.cluster.local."]),
+    (["example.com", "A"], "REFUSED", []),
+]
+
+
+@pytest.mark.skipif(DIG is None, reason="dig not installed")
+@pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
+def test_dig_every_record_kind(srv, tcp):
+    for args, status, answers in DIG_CASES:
+        got_status, got = srv.dig(*args, tcp=tcp)
+        if answers and answers[0].startswith("SOA"):
+            got = [" ".join(a.split()[:3]) for a in got]
+        assert (got_status, got) == (status, answers), args
+
+
+@pytest.mark.skipif(DIG is None, reason="dig not installed")
+def test_dig_negative_answers_carry_soa(srv):
+    for name, qtype in (("nope.default.svc.cluster.local", "A"),
+                        ("web.default.svc.cluster.local", "AAAA")):
+        out = subprocess.run([DIG, f"@{srv.addr}", "-p", str(srv.port), name, qtype],
+                             capture_output=True, text=True, check=True).stdout
+        assert "AUTHORITY: 1" in out and "IN\tSOA\tns.dns.cluster.local." in out
+
+
+NAMES = [("web.default.svc.cluster.local.", "A"), ("web.default.svc.cluster.local.", "AAAA"),
+         ("_http._tcp.web.default.svc.cluster.local.", "SRV"),
+         ("db.prod.svc.cluster.local.", "A"), ("20.0.96.10.in-addr.arpa.", "PTR"),
+         ("ext.prod.svc.cluster.local.", "A"), ("nope.default.svc.cluster.local.", "A"),
+         ("dns-version.cluster.local.", "TXT"), ("default.svc.cluster.local.", "SRV"),
+         ("example.com.", "A")]
+
+
+def summary(r: dns.message.Message):
+    return (r.rcode(), sorted(rr.to_text() for rr in r.answer),
+            sorted(rr.to_text() for rr in r.authority))
+
+
+def test_hot_path_and_slow_path_agree(srv):
+    """Plain UDP and EDNS UDP go through the precomputed hot path; DO-bit queries and
+    TCP through the parser. All must give the same answers."""
+    for name, rdtype in NAMES:
+        ref = srv.query(name, rdtype, use_edns=False)
+        assert ref.edns == -1
+        for kw in ({"use_edns": 0}, {"use_edns": 0, "want_dnssec": True}):
+            r = srv.query(name, rdtype, **kw)
+            assert r.edns == 0 and summary(r) == summary(ref), (name, kw)
+        assert summary(srv.query(name, rdtype, tcp=True)) == summary(ref)
+        # twice: the second time from the cache filled by the first
+        assert summary(srv.query(name, rdtype, use_edns=False)) == summary(ref)
+
+
+def test_query_id_rd_and_case_are_echoed(srv):
+    q = dns.message.make_query("WeB.DeFault.svc.cluster.local.", "A")
+    q.flags &= ~dns.flags.RD
+    r = dns.query.udp(q, srv.addr, port=srv.port, timeout=2)
+    assert r.id == q.id and not r.flags & dns.flags.RD and r.flags & dns.flags.AA
+    assert r.question[0].name.to_text() == "WeB.DeFault.svc.cluster.local."
+
+
+def test_tcp_several_queries_per_connection(srv):
+    qs = [dns.message.make_query(n, t) for n, t in NAMES[:5]]
+    with socket.create_connection((srv.addr, srv.port), timeout=5) as c:
+        c.sendall(b"".join(struct.pack("!H", len(w)) + w for w in (q.to_wire() for q in qs)))
+        f = c.makefile("rb")
+        for q in qs:
+            (n,) = struct.unpack("!H", f.read(2))
+            r = dns.message.from_wire(f.read(n))
+            assert r.id == q.id and r.question == q.question
+
+
+def test_truncated_over_udp_full_over_tcp(tmp_path):
+    eps = [Endpoint(f"10.244.9.{i}", hostname=f"m{i}") for i in range(1, 61)]
+    s = Server(tmp_path, DnsConfig(services=[Service("a", "big", "Headless", endpoints=eps)]),
+               workers=1)
+    try:
+        r = s.query("big.a.svc.cluster.local.", "A", use_edns=False)
+        assert r.flags & dns.flags.TC
+        r = dns.query.udp_with_fallback(dns.message.make_query("big.a.svc.cluster.local.", "A"),
+                                        s.addr, port=s.port, timeout=2)[0]
+        assert len(r.answer[0]) == 60
+        if DIG:
+            status, answers = s.dig("big.a.svc.cluster.local", "A")   # dig retries on TCP
+            assert status == "NOERROR" and len(answers) == 60
+    finally:
+        s.stop()
+
+
+def test_fuzz_then_still_answers(srv):
+    rnd = random.Random(99)
+    seed = dns.message.make_query("web.default.svc.cluster.local.", "A", use_edns=0).to_wire()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        for i in range(6000):
+            if i % 3 == 0:
+                pkt = rnd.randbytes(rnd.randrange(0, 100))
+            elif i % 3 == 1:
+                pkt = seed[:rnd.randrange(len(seed))]
+            else:
+                b = bytearray(seed)
+                for _ in range(rnd.randrange(1, 5)):
+                    b[rnd.randrange(len(b))] = rnd.randrange(256)
+                pkt = bytes(b)
+            u.sendto(pkt, (srv.addr, srv.port))
+            if i % 200 == 0:
+                time.sleep(0.005)     # let the server keep up; loss is not the point
+    for i in range(30):
+        with socket.create_connection((srv.addr, srv.port), timeout=5) as c:
+            junk = rnd.randbytes(rnd.randrange(0, 60))
+            c.sendall(struct.pack("!H", len(junk)) + junk if i % 2 else junk)
+    for _ in range(10):
+        r = srv.query("web.default.svc.cluster.local.", "A")
+        assert r.answer[0][0].address == "10.96.0.20"
+    assert srv.query("web.default.svc.cluster.local.", "A", tcp=True).answer
+    assert srv.proc.poll() is None and children_of(srv.pid) == srv.workers
+
+
+def test_forwarding_to_upstream_instance(tmp_path):
+    up = Server(tmp_path, DnsConfig(zone="example.test", services=[
+        Service("default", "web", "ClusterIP", "10.1.2.3")]), workers=1)
+    try:
+        down = Server(tmp_path, cluster_config(upstreams=[f"{up.addr}:{up.port}"]))
+        try:
+            for tcp in (False, True):
+                r = down.query("WEB.default.svc.example.test.", "A", tcp=tcp)
+                assert r.rcode() == dns.rcode.NOERROR
+                assert r.answer[0][0].address == "10.1.2.3"
+                assert r.question[0].name.to_text() == "WEB.default.svc.example.test."
+                r = down.query("nope.default.svc.example.test.", "A", tcp=tcp)
+                assert r.rcode() == dns.rcode.NXDOMAIN
+            # our own names are still ours, with recursion available
+            r = down.query("web.default.svc.cluster.local.", "A")
+            assert r.answer[0][0].address == "10.96.0.20" and r.flags & dns.flags.RA
+            if DIG:
+                assert down.dig("web.default.svc.example.test", "A") == (
+                    "NOERROR", ["A 10.1.2.3"])
+        finally:
+            down.stop()
+    finally:
+        up.stop()
+
+
+def test_silent_upstream_gives_servfail(tmp_path):
+    addr, port = free_endpoint()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as black_hole:
+        black_hole.bind((addr, port))
+        s = Server(tmp_path, cluster_config(upstreams=[f"{addr}:{port}"],
+                                            upstream_timeout=0.5), workers=1)
+        try:
+            t = time.monotonic()
+            r = s.query("example.com.", "A", timeout=5)
+            assert r.rcode() == dns.rcode.SERVFAIL and time.monotonic() - t < 3
+            assert black_hole.recv(512)        # it was asked
+            r = s.query("example.com.", "A", tcp=True, timeout=5)
+            assert r.rcode() == dns.rcode.SERVFAIL
+        finally:
+            s.stop()
+
+
+def test_refused_without_upstream(srv):
+    for tcp in (False, True):
+        r = srv.query("example.com.", "A", tcp=tcp)
+        assert r.rcode() == dns.rcode.REFUSED and not r.answer
+
+
+def test_sighup_reloads_every_worker(srv):
+    cfg = cluster_config()
+    cfg.services.append(Service("default", "new", "ClusterIP", "10.96.0.99"))
+    cfg.services = [s for s in cfg.services if s.name != "web"]
+    assert srv.query("new.default.svc.cluster.local.", "A").rcode() == dns.rcode.NXDOMAIN
+    cfg.dump(str(srv.config))
+    dns_server.reload(srv.pid)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        # fresh source ports each time: spreads over the SO_REUSEPORT workers
+        results = [srv.query("new.default.svc.cluster.local.", "A").rcode() for _ in range(20)]
+        if all(r == dns.rcode.NOERROR for r in results):
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("not reloaded")
+    assert srv.query("web.default.svc.cluster.local.", "A").rcode() == dns.rcode.NXDOMAIN
+    # a broken file is refused; the server keeps serving the last good records
+    srv.config.write_text("{broken")
+    dns_server.reload(srv.pid)
+    time.sleep(0.3)
+    for _ in range(10):
+        assert srv.query("new.default.svc.cluster.local.", "A").answer
+    assert srv.proc.poll() is None and children_of(srv.pid) == srv.workers
+
+
+def test_sigterm_leaves_no_processes(tmp_path):
+    s = Server(tmp_path, cluster_config(), workers=2)
+    workers = set(s.workers)
+    assert len(workers) == 2
+    s.proc.send_signal(signal.SIGTERM)
+    assert s.proc.wait(10) == 0
+    time.sleep(0.1)
+    assert not [p for p in workers if alive(p)]
+    s.stop()
+
+
+def test_workers_die_with_a_killed_supervisor(tmp_path):
+    s = Server(tmp_path, cluster_config(), workers=2)
+    s.proc.kill()
+    s.proc.wait(5)
+    s.stop()   # asserts that the workers went away
+
+
+def test_bad_config_and_busy_address_exit_with_a_message(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"zone": "cluster.local", "services": [{"namespace": "a"}]}')
+    addr, port = free_endpoint()
+    p = subprocess.run(dns_server.command(str(bad), addr, port), cwd=REPO,
+                       capture_output=True, text=True, timeout=20)
+    assert p.returncode == 2 and "services[0].name: required" in p.stderr
+    s = Server(tmp_path, cluster_config(), workers=1)
+    try:
+        good = tmp_path / "good.json"
+        cluster_config().dump(str(good))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+            addr2, port2 = free_endpoint()
+            t.bind((addr2, port2))
+            t.listen(1)
+            p = subprocess.run(dns_server.command(str(good), addr2, port2), cwd=REPO,
+                               capture_output=True, text=True, timeout=20)
+        assert p.returncode == 1 and "cannot listen" in p.stderr
+        p = subprocess.run([sys.executable, "-m", "labkit.dns.server", "--listen", addr],
+                           cwd=REPO, capture_output=True, text=True, timeout=20)
+        assert p.returncode == 2 and "--config" in p.stderr
+    finally:
+        s.stop()
+
+
+def test_starts_fast(tmp_path):
+    t = time.monotonic()
+    s = Server(tmp_path, cluster_config(), workers=1)
+    elapsed = time.monotonic() - t
+    s.stop()
+    assert elapsed < 2.0
