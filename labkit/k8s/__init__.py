@@ -18,6 +18,7 @@ from labkit.k8s.models import (
     ServiceSpec,
     StatefulSet,
 )
+from labkit.k8s.schedule import schedule_pods
 
 __all__ = [
     "Container",
@@ -35,5 +36,6 @@ __all__ = [
     "Workloads",
     "load_workloads",
     "parse_manifests",
+    "schedule_pods",
     "template_hash",
 ]

@@ -57,7 +57,8 @@ class Origin:
     prefix: Loc = ()
 
     def problem(self, path: Loc, message: str) -> Problem:
-        return Problem(self.document.file, self.document.line_of(self.prefix + path), _dotted(path), message)
+        full = self.prefix + path
+        return Problem(self.document.file, self.document.line_of(full), _dotted(full), message)
 
 
 @dataclass(frozen=True)
