@@ -147,7 +147,9 @@ def parse(raw, *, need_ipam: bool = True) -> NetConf:
     prev = raw.get("prevResult")
     if prev is not None and not isinstance(prev, dict):
         raise _bad("invalid network configuration: prevResult must be an object")
-    rc = raw.get("runtimeConfig") or {}
+    rc = raw.get("runtimeConfig")
+    if rc is None:
+        rc = {}
     if not isinstance(rc, dict):
         raise _bad("invalid network configuration: runtimeConfig must be an object")
 

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from ipaddress import IPv4Network
 from pathlib import Path
 
-from .errors import INTERNAL, INVALID_CONFIG, CNIError
+from .errors import INTERNAL, INVALID_CONFIG, IO_FAILURE, CNIError
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 CONFLIST_TEMPLATE = "cni-conflist.json.j2"
@@ -142,8 +142,11 @@ def load_conflist(source: str | os.PathLike | Mapping) -> dict:
         raw = dict(source)
     else:
         text = str(source)
-        if isinstance(source, os.PathLike) or not text.lstrip().startswith("{"):
-            text = Path(source).read_text()
+        if isinstance(source, os.PathLike) or not text.lstrip().startswith(("{", "[")):
+            try:
+                text = Path(source).read_text()
+            except OSError as e:
+                raise CNIError(IO_FAILURE, f"cannot read conflist {source}", str(e)) from None
         try:
             raw = json.loads(text)
         except ValueError as e:

@@ -1,0 +1,170 @@
+"""labkit-cni configuration validation and CNI_* environment checks (no root needed)."""
+
+from __future__ import annotations
+
+import json
+from ipaddress import IPv4Address, IPv4Network
+
+import pytest
+
+from labkit.cni import config as cfg
+from labkit.cni.errors import CNIError
+from labkit.cni.main import run
+
+BASE = {"cniVersion": "1.1.0", "name": "net1", "type": "labkit-cni",
+        "ipam": {"subnet": "10.244.3.0/24"}}
+
+
+def conf(**over):
+    c = json.loads(json.dumps(BASE))
+    ipam = over.pop("ipam", None)
+    c.update(over)
+    if ipam:
+        c["ipam"].update(ipam)
+    return c
+
+
+def code_of(raw, **kw) -> int:
+    with pytest.raises(CNIError) as ei:
+        cfg.parse(raw, **kw)
+    assert ei.value.msg
+    return ei.value.code
+
+
+def test_defaults():
+    c = cfg.parse(conf())
+    assert c.cni_version == "1.1.0" and c.name == "net1" and c.mtu is None
+    assert c.pool.subnet == IPv4Network("10.244.3.0/24")
+    assert c.pool.gateway == IPv4Address("10.244.3.1")
+    assert (c.pool.start, c.pool.end) == (IPv4Address("10.244.3.1"), IPv4Address("10.244.3.254"))
+    assert c.data_dir == "/var/lib/cni/networks/net1"
+    assert c.routes == [] and c.valid_attachments is None and c.lock_timeout == 30
+
+
+def test_full_config():
+    c = cfg.parse(conf(mtu=1450, dns={"nameservers": ["10.96.0.10"]},
+                       ipam={"gateway": "10.244.3.254", "rangeStart": "10.244.3.10",
+                             "rangeEnd": "10.244.3.20", "dataDir": "/tmp/x",
+                             "routes": [{"dst": "10.96.0.0/12"}, {"dst": "1.2.3.0/24",
+                                                                  "gw": "10.244.3.254"}]}))
+    assert c.mtu == 1450 and c.data_dir == "/tmp/x"
+    assert c.pool.gateway == IPv4Address("10.244.3.254")
+    assert [str(r.dst) for r in c.routes] == ["10.96.0.0/12", "1.2.3.0/24"]
+    assert c.routes[1].gw == IPv4Address("10.244.3.254") and c.routes[0].gw is None
+
+
+def test_host_local_ranges_form():
+    raw = conf()
+    raw["ipam"] = {"type": "host-local", "ranges": [[{"subnet": "10.9.0.0/24",
+                                                       "gateway": "10.9.0.254"}]]}
+    c = cfg.parse(raw)
+    assert c.pool.subnet == IPv4Network("10.9.0.0/24")
+    assert c.pool.gateway == IPv4Address("10.9.0.254")
+
+
+@pytest.mark.parametrize(("raw", "code"), [
+    (conf(cniVersion="0.2.0"), 1),
+    (conf(cniVersion="2.0.0"), 1),
+    ({k: v for k, v in BASE.items() if k != "cniVersion"}, 7),
+    (conf(cniVersion=1), 7),
+    (conf(name=""), 7),
+    (conf(name="-x"), 7),
+    (conf(name=None), 7),
+    (conf(mode="bridge"), 2),
+    (conf(ipam={"type": "dhcp"}), 2),
+    (conf(mtu=True), 7),
+    (conf(mtu=70000), 7),
+    (conf(ipam={"subnet": "banana"}), 7),
+    (conf(ipam={"subnet": 10}), 7),
+    (conf(ipam={"subnet": "10.0.0.0/31"}), 7),
+    (conf(ipam={"gateway": "10.0.0.1"}), 7),
+    (conf(ipam={"rangeStart": "10.244.3.50", "rangeEnd": "10.244.3.40"}), 7),
+    (conf(ipam={"rangeEnd": "10.244.4.1"}), 7),
+    (conf(ipam={"dataDir": "x/y"}), 7),
+    (conf(ipam={"routes": {"dst": "0.0.0.0/0"}}), 7),
+    (conf(ipam={"routes": [{"dst": "nope"}]}), 7),
+    (conf(dns=["1.1.1.1"]), 7),
+    (conf(runtimeConfig=[]), 7),
+    (conf(**{"cni.dev/valid-attachments": {"containerID": "a"}}), 7),
+    (conf(**{"cni.dev/valid-attachments": [{"containerID": "a"}]}), 7),
+    ([], 7),
+])
+def test_invalid(raw, code):
+    assert code_of(raw) == code
+
+
+def test_subnet_only_needed_for_add():
+    raw = conf()
+    del raw["ipam"]["subnet"]
+    assert code_of(raw) == 7
+    c = cfg.parse(raw, need_ipam=False)
+    assert c.pool is None
+
+
+def test_valid_attachments():
+    c = cfg.parse(conf(**{"cni.dev/valid-attachments": [{"containerID": "a", "ifname": "eth0"},
+                                                        {"containerID": "b", "ifname": "net1"}]}))
+    assert c.valid_attachments == [("a", "eth0"), ("b", "net1")]
+
+
+@pytest.mark.parametrize("good", ["a", "0123abc", "k8s_pod.v1-x", "a" * 64])
+def test_container_id_ok(good):
+    assert cfg.check_container_id(good) == good
+
+
+@pytest.mark.parametrize("bad", ["", None, "-a", "a b", "a/b", "é"])
+def test_container_id_bad(bad):
+    with pytest.raises(CNIError) as ei:
+        cfg.check_container_id(bad)
+    assert ei.value.code == 4
+
+
+@pytest.mark.parametrize("bad", ["", ".", "..", "a" * 16, "eth 0", "eth/0", "eth:0"])
+def test_ifname_bad(bad):
+    with pytest.raises(CNIError) as ei:
+        cfg.check_ifname(bad)
+    assert ei.value.code == 4
+
+
+def test_cni_args():
+    assert cfg.parse_cni_args("IgnoreUnknown=1;K8S_POD_NAME=web;;") == {
+        "IgnoreUnknown": "1", "K8S_POD_NAME": "web"}
+    assert cfg.parse_cni_args(None) == {}
+    for bad in ("novalue", "=x"):
+        with pytest.raises(CNIError):
+            cfg.parse_cni_args(bad)
+
+
+# ---------------------------------------------------------------------------
+# the executable's front door, as a function
+
+
+def test_run_version_without_stdin():
+    rc, out = run({"CNI_COMMAND": "VERSION"}, b"")
+    assert rc == 0 and out == {"cniVersion": "1.1.0", "supportedVersions": cfg.SUPPORTED_VERSIONS}
+
+
+@pytest.mark.parametrize(("env", "stdin", "code"), [
+    ({}, b"{}", 4),
+    ({"CNI_COMMAND": "add"}, b"{}", 4),
+    ({"CNI_COMMAND": "ADD", "CNI_NETNS": "/x", "CNI_IFNAME": "eth0", "CNI_PATH": "/p"},
+     json.dumps(BASE).encode(), 4),
+    ({"CNI_COMMAND": "STATUS"}, b"{not json", 6),
+    ({"CNI_COMMAND": "STATUS"}, b"", 6),
+    ({"CNI_COMMAND": "STATUS"}, json.dumps(conf(cniVersion="0.0.1")).encode(), 1),
+])
+def test_run_errors(env, stdin, code):
+    rc, out = run(env, stdin)
+    assert rc == 1
+    assert set(out) == {"cniVersion", "code", "msg", "details"} and out["code"] == code
+
+
+def test_run_error_echoes_config_version():
+    rc, out = run({"CNI_COMMAND": "STATUS"}, json.dumps(conf(cniVersion="1.0.0", mtu=-1)).encode())
+    assert (rc, out["code"], out["cniVersion"]) == (1, 7, "1.0.0")
+
+
+def test_run_status_ok(tmp_path):
+    rc, out = run({"CNI_COMMAND": "STATUS"},
+                  json.dumps(conf(ipam={"dataDir": str(tmp_path / "d")})).encode())
+    assert (rc, out) == (0, None)

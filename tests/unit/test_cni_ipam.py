@@ -1,0 +1,108 @@
+"""host-local style IPAM: allocation order, round robin, release, GC, locking (no root)."""
+
+from __future__ import annotations
+
+import fcntl
+import multiprocessing
+import os
+from ipaddress import IPv4Address, IPv4Network
+
+import pytest
+
+from labkit.cni.errors import CNIError
+from labkit.cni.ipam import Pool, Store
+
+
+def pool(cidr="10.1.0.0/29", **kw) -> Pool:
+    return Pool.from_subnet(IPv4Network(cidr), **{k: IPv4Address(v) for k, v in kw.items()})
+
+
+def test_pool_bounds_and_gateway_excluded():
+    p = pool()
+    assert (str(p.start), str(p.end), str(p.gateway)) == ("10.1.0.1", "10.1.0.6", "10.1.0.1")
+    assert [str(ip) for ip in p.candidates(None)] == [f"10.1.0.{i}" for i in range(2, 7)]
+    assert p.size() == 5
+
+
+def test_round_robin_starts_after_last_reserved():
+    p = pool()
+    assert [str(ip) for ip in p.candidates(IPv4Address("10.1.0.4"))] == \
+        ["10.1.0.5", "10.1.0.6", "10.1.0.2", "10.1.0.3", "10.1.0.4"]
+    # a last-reserved outside the range starts from the beginning
+    assert str(next(p.candidates(IPv4Address("192.0.2.1")))) == "10.1.0.2"
+
+
+def test_range_start_end():
+    p = Pool.from_subnet(IPv4Network("10.1.0.0/24"), None, IPv4Address("10.1.0.100"),
+                         IPv4Address("10.1.0.102"))
+    assert [str(i) for i in p.candidates(None)] == ["10.1.0.100", "10.1.0.101", "10.1.0.102"]
+    assert p.size() == 3
+
+
+def test_allocate_in_order_release_and_round_robin(tmp_path):
+    st = Store(str(tmp_path / "net"))
+    p = pool()
+    with st:
+        got = [str(st.allocate(p, f"c{i}", "eth0")) for i in range(3)]
+    assert got == ["10.1.0.2", "10.1.0.3", "10.1.0.4"]
+    assert open(tmp_path / "net" / "10.1.0.3", newline="").read() == "c1\r\neth0"
+    assert (tmp_path / "net" / "last_reserved_ip.0").read_text() == "10.1.0.4"
+    with st:
+        assert st.release("c0", "eth0") == ["10.1.0.2"]
+        assert st.release("c0", "eth0") == []
+        # round robin: the freed .2 is not handed out next
+        assert str(st.allocate(p, "c3", "eth0")) == "10.1.0.5"
+        # the same attachment gets its own lease back
+        assert str(st.allocate(p, "c3", "eth0")) == "10.1.0.5"
+        assert str(st.allocate(p, "c3", "net1")) == "10.1.0.6"
+        assert str(st.allocate(p, "c4", "eth0")) == "10.1.0.2"
+        with pytest.raises(CNIError) as ei:
+            st.allocate(p, "c5", "eth0")
+    assert ei.value.code == 102 and "10.1.0.1-10.1.0.6" in ei.value.msg
+    assert st.find("c3", "net1") == ["10.1.0.6"]
+
+
+def test_gc(tmp_path):
+    st = Store(str(tmp_path))
+    p = pool("10.2.0.0/24")
+    with st:
+        for c in ("a", "b", "c"):
+            st.allocate(p, c, "eth0")
+        gone = st.gc({("b", "eth0")})
+    assert sorted(g[1] for g in gone) == ["a", "c"]
+    assert list(st.leases().values()) == [("b", "eth0")]
+
+
+def test_store_ignores_foreign_files(tmp_path):
+    (tmp_path / "README").write_text("x")
+    (tmp_path / "10.0.0.bad").write_text("x")
+    assert Store(str(tmp_path)).leases() == {}
+
+
+def test_lock_timeout_is_try_again_later(tmp_path):
+    st = Store(str(tmp_path), lock_timeout=0.05)
+    with open(tmp_path / "lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        with pytest.raises(CNIError) as ei, st:
+            pass
+    assert ei.value.code == 11
+
+
+def test_io_failure(tmp_path):
+    (tmp_path / "f").write_text("")
+    with pytest.raises(CNIError) as ei, Store(str(tmp_path / "f" / "sub")):
+        pass
+    assert ei.value.code == 5
+
+
+def _worker(args):
+    d, i = args
+    with Store(d) as st:
+        return str(st.allocate(Pool.from_subnet(IPv4Network("10.3.0.0/24")), f"p{i}", "eth0"))
+
+
+def test_parallel_processes_get_distinct_ips(tmp_path):
+    with multiprocessing.get_context("fork").Pool(8) as mp:
+        ips = mp.map(_worker, [(str(tmp_path), i) for i in range(40)])
+    assert len(set(ips)) == 40
+    assert len([n for n in os.listdir(tmp_path) if n[0].isdigit()]) == 40

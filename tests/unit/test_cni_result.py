@@ -1,0 +1,161 @@
+"""Result shapes, names, templates and the netlink encoder (no root)."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+
+import pytest
+
+from labkit.cni import backends as bk
+from labkit.cni import config as cfg
+from labkit.cni import conflist as cl
+from labkit.cni import netlink as nl
+from labkit.cni import plugin
+from labkit.cni.errors import CNIError
+
+
+def test_host_veth_name():
+    a = plugin.host_veth_name("abc", "eth0")
+    assert a == plugin.host_veth_name("abc", "eth0")
+    assert len(a) <= 15 and a.startswith("veth") and int(a[4:], 16) >= 0 and len(a) == 12
+    assert a != plugin.host_veth_name("abc", "eth1") != plugin.host_veth_name("abd", "eth0")
+
+
+def test_error_json_shape():
+    e = CNIError(7, "bad", "very bad")
+    assert e.to_dict("1.0.0") == {"cniVersion": "1.0.0", "code": 7, "msg": "bad",
+                                  "details": "very bad"}
+    assert CNIError(3, "x").to_dict()["details"] == ""
+
+
+def test_version_info():
+    v = plugin.execute("VERSION", None)
+    assert v["cniVersion"] == "1.1.0" and v["supportedVersions"][-1] == "1.1.0"
+    assert plugin.execute("VERSION", {"cniVersion": "0.4.0"})["cniVersion"] == "0.4.0"
+
+
+def test_merge_prev_result_offsets_interface_indices():
+    c = cfg.parse({"cniVersion": "1.0.0", "name": "n", "ipam": {"subnet": "10.0.0.0/24"},
+                   "prevResult": {"cniVersion": "1.0.0",
+                                  "interfaces": [{"name": "a"}, {"name": "b", "sandbox": "/x"}],
+                                  "ips": [{"address": "10.9.0.2/24", "interface": 1}],
+                                  "dns": {"nameservers": ["1.1.1.1"]}}})
+    ours = {"cniVersion": "1.0.0",
+            "interfaces": [{"name": "veth1"}, {"name": "net1", "sandbox": "/x"}],
+            "ips": [{"address": "10.0.0.2/32", "gateway": "10.0.0.1", "interface": 1}],
+            "routes": [{"dst": "0.0.0.0/0", "gw": "10.0.0.1"}], "dns": {}}
+    out = plugin._merge_prev(c, ours)
+    assert [i["name"] for i in out["interfaces"]] == ["a", "b", "veth1", "net1"]
+    assert [i["interface"] for i in out["ips"]] == [1, 3]
+    assert out["dns"] == {"nameservers": ["1.1.1.1"]}
+
+
+def test_unknown_command_and_bad_json():
+    with pytest.raises(CNIError) as ei:
+        plugin.execute("FROB", {})
+    assert ei.value.code == 4
+    with pytest.raises(CNIError) as ei:
+        plugin.execute("STATUS", b"{")
+    assert ei.value.code == 6
+
+
+def test_render_conflist_defaults_and_chain():
+    text = cl.render_conflist("lab-1", "10.244.2.0/24")
+    c = json.loads(text)
+    assert c["cniVersion"] == "1.1.0" and c["name"] == "lab-1"
+    (p,) = c["plugins"]
+    assert p == {"type": "labkit-cni", "mode": "routed",
+                 "ipam": {"subnet": "10.244.2.0/24", "gateway": "10.244.2.1",
+                          "dataDir": "/var/lib/cni/networks/lab-1"}}
+    assert cfg.parse({**p, "name": "lab-1", "cniVersion": "1.1.0"}).pool.size() == 253
+    c = json.loads(cl.render_conflist(
+        "lab-1", "10.244.2.0/24", mtu=1450, data_dir="/d", gateway="10.244.2.254",
+        plugins=[{"type": "portmap", "capabilities": {"portMappings": True}}],
+        routes=[{"dst": "10.96.0.0/12"}], dns={"nameservers": ["10.96.0.10"]},
+        range_start="10.244.2.10", range_end="10.244.2.200"))
+    assert c["cniVersion"] == "1.0.0"
+    assert [p["type"] for p in c["plugins"]] == ["labkit-cni", "portmap"]
+    p = c["plugins"][0]
+    assert p["mtu"] == 1450 and p["dns"] == {"nameservers": ["10.96.0.10"]}
+    assert p["ipam"] == {"subnet": "10.244.2.0/24", "gateway": "10.244.2.254",
+                         "rangeStart": "10.244.2.10", "rangeEnd": "10.244.2.200",
+                         "routes": [{"dst": "10.96.0.0/12"}], "dataDir": "/d"}
+
+
+@pytest.mark.parametrize("kw", [{"name": "bad name"}, {"pod_cidr": "x"},
+                                {"gateway": "10.0.0.1"}, {"mtu": 10},
+                                {"plugins": [{"name": "x"}]}])
+def test_render_conflist_rejects(kw):
+    args = {"name": "n", "pod_cidr": "10.244.2.0/24"} | kw
+    with pytest.raises(ValueError):
+        cl.render_conflist(args.pop("name"), args.pop("pod_cidr"), **args)
+
+
+def test_write_conflist_is_atomic(tmp_path):
+    p = cl.write_conflist(tmp_path, "n1", "10.244.1.0/24")
+    assert p == tmp_path / "10-n1.conflist"
+    first = p.stat().st_ino
+    p2 = cl.write_conflist(tmp_path, "n1", "10.244.1.0/24", mtu=1400, filename="x.conflist")
+    assert json.loads(p2.read_text())["plugins"][0]["mtu"] == 1400
+    cl.write_conflist(tmp_path, "n1", "10.244.1.0/24", mtu=1300)
+    assert p.stat().st_ino != first  # replaced by rename, never rewritten in place
+    assert sorted(os.listdir(tmp_path)) == ["10-n1.conflist", "x.conflist"]
+    assert cl.load_conflist(p)["plugins"][0]["mtu"] == 1300
+
+
+@pytest.mark.parametrize("bad", ['{"name": "n"}', '{"name": "n", "cniVersion": "1.0.0"}',
+                                 '{"name": "n", "cniVersion": "1.0.0", "plugins": [{}]}',
+                                 '{"name": "n", "cniVersion": "1.0.0", '
+                                 '"plugins": [{"type": "../x"}]}', "[1]", "{nope"])
+def test_load_conflist_rejects(bad):
+    with pytest.raises(CNIError) as ei:
+        cl.load_conflist(bad)
+    assert ei.value.code == 7
+
+
+def test_masquerade_script():
+    s = bk.render_masquerade("10.244.0.0/16", pod_cidr="10.244.1.0/24",
+                             exclude=["10.96.0.0/12", "10.244.3.0/24"])
+    assert s.startswith("table ip labkit-cni\ndelete table ip labkit-cni\n")
+    assert "ip saddr 10.244.1.0/24 ip daddr != @no-masquerade" in s
+    assert "elements = { 10.96.0.0/12, 10.244.0.0/16 }" in s
+    assert "masquerade" in s
+    with pytest.raises(ValueError):
+        bk.render_masquerade("10.244.0.0/16", table="bad;table")
+    with pytest.raises(ValueError):
+        bk.render_masquerade("10.244.0.0/16; flush ruleset")
+
+
+def test_backend_helpers():
+    n = bk.ClusterNode("n1", "/run/netns/x", "172.31.0.2", "10.244.1.0/24")
+    assert n.vtep_ip == "10.244.1.0" and n.mac == "0e:6c:ac:1f:00:02"
+    assert bk.pod_mtu("vxlan", 1500) == 1450 and bk.pod_mtu("host-gw", 1500) == 1500
+    with pytest.raises(ValueError):
+        bk.pod_mtu("weave")
+    with pytest.raises(ValueError):
+        bk.apply_backend("host-gw", n, [bk.ClusterNode("n2", "rel/path", "1.2.3.4",
+                                                       "10.244.2.0/24")])
+
+
+def test_netlink_attr_encoding():
+    a = nl.attr_str(nl.IFLA_IFNAME, "eth0")
+    assert len(a) == 12 and struct.unpack_from("=HH", a) == (9, nl.IFLA_IFNAME)
+    blob = a + nl.attr_u32(nl.IFLA_MTU, 1450)
+    parsed = nl.parse_attrs(blob)
+    assert parsed[nl.IFLA_IFNAME] == b"eth0\0"
+    assert struct.unpack("=I", parsed[nl.IFLA_MTU]) == (1450,)
+
+
+def test_exec_path_imports_only_stdlib():
+    import subprocess
+    import sys
+
+    code = ("import sys, labkit.cni.main, labkit.cni.plugin;"
+            "bad=[m for m in sys.modules if m.split('.')[0] in "
+            "('pyroute2','pydantic','jinja2','rich','yaml','dns','docker')];"
+            "print(','.join(bad))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == ""
