@@ -19,6 +19,7 @@ from labkit.proxy.allocate import (
     allocate_node_ports,
     build_service_view,
 )
+from labkit.proxy.conntrack import clear_udp_flows, stale_udp_endpoints
 from labkit.proxy.ruleset import DEFAULT_TABLE, plan_node_ruleset, render_node_ruleset
 
 
@@ -29,10 +30,17 @@ def apply_node_services(
     pod_cidr: str,
     node_ips: Sequence[str] = (),
     table: str = DEFAULT_TABLE,
+    previous: Sequence[ServiceView] | None = None,
 ) -> str:
-    """Render the node's rule set and replace its table atomically; returns the text applied."""
+    """Render the node's rule set and replace its table atomically; returns the text applied.
+
+    On a change, pass the views applied before as `previous`: UDP flows still
+    pinned to endpoints that are gone are then cleared from conntrack.
+    """
     text = render_node_ruleset(services, pod_cidr=pod_cidr, node_ips=node_ips, table=table)
     nft.apply_ruleset(netns_path, text)
+    if previous is not None:
+        clear_udp_flows(netns_path, stale_udp_endpoints(previous, services))
     return text
 
 
@@ -51,7 +59,9 @@ __all__ = [
     "allocate_node_ports",
     "apply_node_services",
     "build_service_view",
+    "clear_udp_flows",
     "plan_node_ruleset",
     "remove_node_services",
     "render_node_ruleset",
+    "stale_udp_endpoints",
 ]

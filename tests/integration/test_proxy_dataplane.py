@@ -108,6 +108,7 @@ while True:
 CLIENT = r"""
 import json, socket, sys, time
 proto, host, port, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+source_port = int(sys.argv[5]) if len(sys.argv) > 5 else 0
 out = []
 for _ in range(count):
     start = time.monotonic()
@@ -117,6 +118,7 @@ for _ in range(count):
             reply = s.makefile().readline().strip()
         else:
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", source_port))
             s.connect((host, port)); s.send(b"hi"); reply = s.recv(512).decode()
         s.close()
         out.append({"ok": True, "reply": reply, "elapsed": time.monotonic() - start})
@@ -166,10 +168,10 @@ class Cluster:
         self.processes.append(proc)
         assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
 
-    def run(self, short: str, proto: str, host: str, port: int, count: int = 1) -> list[dict]:
+    def run(self, short: str, proto: str, host: str, port: int, count: int = 1, source_port: int = 0) -> list[dict]:
         result = subprocess.run(
             ["ip", "netns", "exec", self.ns(short), sys.executable, "-c", CLIENT, proto, host, str(port),
-             str(count)],
+             str(count), str(source_port)],
             capture_output=True, text=True, timeout=60, check=True,
         )
         return json.loads(result.stdout)
@@ -323,6 +325,21 @@ def test_reapplying_after_endpoints_change_takes_effect(cluster, ips):
     finally:
         apply_node_services(node, views(), pod_cidr=POD_CIDR)
     assert len(names(cluster.run("client", "tcp", ips["web"], 80, count=30))) >= 2
+
+
+def test_udp_flows_to_removed_endpoints_are_cleared(cluster, ips):
+    node = cluster.path("node")
+    (first,) = cluster.run("client", "udp", ips["web"], 53, source_port=40053)
+    pinned = first["reply"].split()[0]
+    # The same source port keeps its conntrack entry, hence its endpoint.
+    assert names(cluster.run("client", "udp", ips["web"], 53, count=5, source_port=40053)) == Counter({pinned: 5})
+    remaining = {n: ip for n, ip in SERVERS.items() if n != pinned}
+    try:
+        apply_node_services(node, views(remaining), pod_cidr=POD_CIDR, previous=views())
+        hits = names(cluster.run("client", "udp", ips["web"], 53, count=5, source_port=40053))
+        assert pinned not in hits and len(hits) == 1, hits
+    finally:
+        apply_node_services(node, views(), pod_cidr=POD_CIDR, previous=views(remaining))
 
 
 def test_nft_errors_name_the_line(cluster):

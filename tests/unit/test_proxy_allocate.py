@@ -162,3 +162,19 @@ def test_headless_and_external_name_views():
     assert [(a.ip, a.hostname) for a in db.addresses] == [("10.244.0.2", "db-0"), ("10.244.0.3", "db-1")]
     assert db.as_status()["cluster_ip"] == "None"
     assert ext.cluster_ip is None and ext.external_name == "db.example.com" and ext.addresses == ()
+
+
+def test_stale_udp_endpoints_are_the_removed_udp_ones():
+    from labkit.proxy import stale_udp_endpoints
+
+    text = (
+        pod("a", "{app: dns}", "[{name: dns, containerPort: 53, protocol: UDP}]")
+        + pod("b", "{app: dns}", "[{name: dns, containerPort: 53, protocol: UDP}]")
+        + service("dns", "  selector: {app: dns}\n  ports: [{name: dns, port: 53, targetPort: dns, protocol: UDP},"
+                  " {name: tcp, port: 53}]\n")
+    )
+    w = parse_manifests(text)
+    before = build_service_view(w, {"default/a": "10.244.0.2", "default/b": "10.244.0.3"}, service_cidr=CIDR)
+    after = build_service_view(w, {"default/b": "10.244.0.3"}, service_cidr=CIDR)
+    assert stale_udp_endpoints(before, after) == {("10.244.0.2", 53)}
+    assert stale_udp_endpoints(after, before) == set()
