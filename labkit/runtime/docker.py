@@ -201,6 +201,11 @@ class DockerRuntime:
         )
         return self._sandbox(lab, f"{pod.namespace}/{pod.name}", info, labels)
 
+    def create_pods(self, lab: str, pods: Sequence[PodSpec]) -> list[Sandbox]:
+        """create_pod for many pods at once (the engine's calls overlap)."""
+        self._ensure_image(PAUSE_IMAGE)
+        return parallel(lambda p: self.create_pod(lab, p), pods, self.workers)
+
     def start_containers(self, lab: str, pod: PodSpec, sandbox: Sandbox) -> None:
         """Start the pod's app containers in the pause container's network namespace."""
         pause = self._pause(lab, pod)

@@ -199,6 +199,18 @@ def test_pod_exec_falls_back_to_pause(runtime, lab):
     assert ok(runtime, sandbox, "hostname").strip() == "empty"
 
 
+def test_many_pods_at_once(runtime, lab, client):
+    specs = [
+        pod(lab, "w1", f"p{i}", [ContainerSpec("app", None, ["sleep", "600"])]) for i in range(6)
+    ]
+    sandboxes = runtime.create_pods(lab, specs)
+    assert [s.name for s in sandboxes] == [f"default/p{i}" for i in range(6)]
+    assert len({os.readlink(s.netns_path) for s in sandboxes}) == 6
+    for spec, sandbox in zip(specs, sandboxes, strict=True):
+        runtime.start_containers(lab, spec, sandbox)
+    assert len(client.containers.list(filters={"label": f"{LABEL_LAB}={lab}"})) == 12
+
+
 def test_failed_app_container_is_removed_and_reported(runtime, lab, client):
     spec = pod(lab, "w1", "bad", containers=[ContainerSpec("app", None, ["/no/such/binary"])])
     sandbox = runtime.create_pod(lab, spec)
