@@ -29,7 +29,7 @@ from labkit.k8s.models import (
     Service,
     StatefulSet,
 )
-from labkit.topology.load import Document, read_documents
+from labkit.topology.load import Document, parse_documents, read_documents
 
 Loc = tuple[str | int, ...]
 
@@ -111,28 +111,22 @@ def load_workloads(
             except InputError as exc:
                 problems.extend(exc.problems)
         elif isinstance(source, Mapping):
-            line = getattr(source, "line", None)
-            documents.append((Document(origin, source, line or 1), ()))
+            # Inline manifests keep the topology file's lines when handed over as the loader made them.
+            documents.append((Document(origin, source, getattr(source, "line", None)), ()))
         else:
             problems.append(Problem(origin, None, f"workloads[{index}]",
                                     "expected a manifest file path or an inline manifest mapping"))
-    objects: list[tuple[models._Object, Origin]] = []
-    for doc, prefix in _flatten_lists(documents, problems):
-        obj = _parse_object(doc, prefix, problems)
-        if obj is not None:
-            objects.append((obj, Origin(doc, prefix)))
-    if problems:
-        raise InputError(problems)
-    return _assemble(objects)
+    return _from_documents(documents, problems)
 
 
 def parse_manifests(text: str, file: str = "<manifest>") -> Workloads:
-    """Parse manifests held in a string (tests, inline use)."""
-    from labkit.topology.load import parse_documents
+    """Parse manifests held in a string (tests, tools)."""
+    return _from_documents([(doc, ()) for doc in parse_documents(text, file)], [])
 
-    problems: list[Problem] = []
-    objects = []
-    for doc, prefix in _flatten_lists([(d, ()) for d in parse_documents(text, file)], problems):
+
+def _from_documents(documents: list[tuple[Document, Loc]], problems: list[Problem]) -> Workloads:
+    objects: list[tuple[models._Object, Origin]] = []
+    for doc, prefix in _flatten_lists(documents, problems):
         obj = _parse_object(doc, prefix, problems)
         if obj is not None:
             objects.append((obj, Origin(doc, prefix)))

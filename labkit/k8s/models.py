@@ -61,12 +61,16 @@ def _int_or_str(value: Any) -> Any:
 
 
 def _describe(value: Any) -> str:
-    kind = {dict: "a mapping", list: "a list", bool: "a boolean", int: "a number", float: "a number",
-            str: "a string"}.get(type(value))
-    for base, text in ((dict, "a mapping"), (list, "a list")):
-        if kind is None and isinstance(value, base):
-            kind = text
-    return f"{kind or type(value).__name__} ({value!r})" if not isinstance(value, (dict, list)) else kind
+    """How a wrong value reads in a message: "a string ('80')", "a list"."""
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    kinds = ((bool, "a boolean"), (int, "a number"), (float, "a number"), (str, "a string"))
+    kind = next((text for base, text in kinds if isinstance(value, base)), None)
+    if value is None:
+        return "nothing (null)"
+    return f"{kind or type(value).__name__} ({value!r})"
 
 
 def _labels(value: Mapping[str, str]) -> Mapping[str, str]:
