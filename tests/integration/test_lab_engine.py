@@ -131,6 +131,8 @@ def test_mgmt_network_and_host_access(lab_factory, tmp_path) -> None:
     assert subprocess.run(["ping", "-c1", "-W2", "172.30.99.2"], capture_output=True).returncode == 0
     hosts = running.exec("a", "cat", "/etc/hosts").stdout
     assert "172.30.99.2\ta" in hosts and "172.30.99.20\tb" in hosts
+    assert running.ping("a", "b"), "node names resolve through the lab's hosts file"
+    assert "there is no DNS server" in running.exec("b", "cat", "/etc/resolv.conf").stdout
 
 
 def test_sigkill_during_up_then_down_by_name_leaves_nothing(tmp_path) -> None:
