@@ -36,7 +36,7 @@ from labkit.dns import wire as W
 # Precomputed at load for every name (what getaddrinfo asks); every other answer for a
 # name of the zone is computed on first use and kept.
 EAGER_QTYPES = (R.A, R.AAAA)
-MAX_DYNAMIC = 20000          # cached slow-path answers (NXDOMAIN, REFUSED...) before a flush
+MAX_DYNAMIC = 200000         # cached slow-path keys (NXDOMAIN, REFUSED...) before a flush
 MAX_TCP_CONNECTIONS = 128    # per worker
 TCP_IDLE_TIMEOUT = 10.0
 AXFR, IXFR = 252, 251
@@ -83,14 +83,39 @@ def make_entry(qwire: bytes, answer: R.Answer, ra: bool, aa: bool = True,
     return entry
 
 
+# The queries stub resolvers send, whole but for the ID: flags with RD set or not and
+# AD set (dig) or not, one question, then nothing or a bare OPT (no options, DO clear).
+_EXACT_FLAGS = tuple(bytes((b2, b3)) for b2 in (0, 1) for b3 in (0, 0x20))
+_EXACT_OPTS = tuple(b"\x00\x00\x29" + size.to_bytes(2, "big") + b"\x00" * 6
+                    for size in (512, 1232, 4096))
+
+
+def exact_variants(question: bytes, entry: tuple) -> list[tuple[bytes, bytes]]:
+    """(query bytes after the ID, response bytes after the ID) for the common query
+    shapes of a lowercase `question`: the hot path's first and cheapest lookup."""
+    out = []
+    for flags in _EXACT_FLAGS:
+        rd = flags[0] & 1
+        out.append((flags + b"\x00\x01\x00\x00\x00\x00\x00\x00" + question,
+                    entry[0][rd] + question + entry[1]))
+        for opt in _EXACT_OPTS:
+            size = max(512, int.from_bytes(opt[3:5], "big"))
+            tail = (entry[2][rd] + question + entry[3] if entry[4] <= size
+                    else entry[5][rd] + question + entry[6])
+            out.append((flags + b"\x00\x01\x00\x00\x00\x00\x00\x01" + question + opt, tail))
+    return out
+
+
 class State:
-    """The worker's current records and response table (swapped on reload)."""
+    """The worker's current records and response tables (updated in place on reload:
+    the UDP loop holds references to these very dicts)."""
 
     def __init__(self, config_path: str):
         self.config_path = config_path
         self.rs: R.RecordSet | None = None
-        self.entries: dict[bytes, tuple] = {}
-        self.dynamic = 0
+        self.entries: dict[bytes, tuple] = {}     # lowercase question -> entry
+        self.exact: dict[bytes, bytes] = {}       # whole query but ID -> response but ID
+        self.dynamic: list[tuple[dict, bytes]] = []
         self.gen = 0
         self.ra = False
         self.memo: dict = {}
@@ -102,27 +127,34 @@ class State:
         ra = bool(rs.upstreams)
         memo: dict = {}
         new = build_entries(rs, ra, memo)
-        # In place: the UDP loop holds a reference to this very dict.
+        exact = {}
+        for question, entry in new.items():
+            exact.update(exact_variants(question, entry))
         self.gen += 1
         self.rs = rs
         self.ra = ra
         self.memo = memo
         self.entries.clear()
         self.entries.update(new)
-        self.dynamic = 0
+        self.exact.clear()
+        self.exact.update(exact)
+        self.dynamic = []
 
     def remember(self, key: bytes, entry: tuple, gen: int, dynamic: bool) -> None:
+        """Keep what the slow path computed. Answers for names of the zone are a finite
+        set; the rest (NXDOMAIN for search-path guesses, REFUSED) is bounded."""
         if gen != self.gen:
             return
+        variants = exact_variants(key, entry)
         if dynamic:
-            self.dynamic += 1
-            if self.dynamic > MAX_DYNAMIC:
-                # Cheap bound: rebuild-free flush of everything cached on the side.
-                for k in [k for k, v in self.entries.items() if len(v) > 9]:
-                    del self.entries[k]
-                self.dynamic = 1
-            entry = entry + (True,)
+            if len(self.dynamic) > MAX_DYNAMIC:
+                for table, k in self.dynamic:
+                    table.pop(k, None)
+                self.dynamic = []
+            self.dynamic.append((self.entries, key))
+            self.dynamic.extend((self.exact, k) for k, _ in variants)
         self.entries[key] = entry
+        self.exact.update(variants)
 
 
 def _file_serial(path: str) -> int:
@@ -348,16 +380,22 @@ def _start_thread(target, *args) -> threading.Thread:
 def serve_udp(state: State, sock: socket.socket) -> None:
     recvfrom = sock.recvfrom
     sendto = sock.sendto
-    entries = state.entries
-    get = entries.get
+    exact = state.exact.get
+    get = state.entries.get
     forwarder = Forwarder(state, sock)
     join = b"".join
     while True:
         try:
-            data, addr = recvfrom(65535)
+            data, addr = recvfrom(4096)
         except OSError:
             continue
         try:
+            # 1. the whole query (but its ID) is one we know: one lookup, one concat
+            tail = exact(data[2:])
+            if tail is not None:
+                sendto(data[:2] + tail, addr)
+                continue
+            # 2. a known question in another letter case, or with EDNS options
             end = data.find(b"\x00", 12)
             q = data[12:end + 5]
             ent = get(q.lower())
@@ -375,6 +413,7 @@ def serve_udp(state: State, sock: socket.socket) -> None:
                     else:
                         sendto(join((data[:2], ent[2][data[2] & 1], q, ent[3])), addr)
                     continue
+            # 3. everything else: parse
             resp = answer_query(state, data, tcp=False)
             if resp is None:
                 continue

@@ -190,9 +190,23 @@ def test_fuzz_never_raises(state):
 
 def test_dynamic_cache_is_bounded(state, monkeypatch):
     monkeypatch.setattr(server, "MAX_DYNAMIC", 50)
+    static = len(state.entries)
     for i in range(300):
-        ask(state, f"n{i}.default.svc.cluster.local.", "A")
-    assert sum(1 for v in state.entries.values() if len(v) > 9) <= 50
+        assert ask(state, f"n{i}.default.svc.cluster.local.", "A").rcode() == dns.rcode.NXDOMAIN
+    assert len(state.dynamic) <= 50 + 13
+    assert len(state.entries) <= static + 50
+    assert ask(state, "web.default.svc.cluster.local.", "A").answer
+
+
+def test_exact_variants_are_the_slow_path_answers(state):
+    for name, rdtype in (("web.default.svc.cluster.local.", "A"),
+                         ("big.prod.svc.cluster.local.", "A"),
+                         ("_pg._tcp.db.prod.svc.cluster.local.", "SRV")):
+        for kw in ({"use_edns": False}, {"use_edns": 0, "payload": 512},
+                   {"use_edns": 0, "payload": 1232}, {"use_edns": 0, "payload": 4096}):
+            q = dns.message.make_query(name, rdtype, **kw).to_wire()
+            slow = server.answer_query(state, q, tcp=False)
+            assert q[:2] + state.exact[q[2:]] == slow, (name, kw)
 
 
 def test_query_parser_reads_edns():
