@@ -83,7 +83,10 @@ def plan_node_ruleset(
     table: str = DEFAULT_TABLE,
 ) -> NodeRuleset:
     """Decide every chain, map element and set for one node (the data behind the text)."""
+    # Every value that reaches the nft text is checked here, so nothing but an address lands in it.
     ipaddress.IPv4Network(pod_cidr)
+    for ip in node_ips:
+        ipaddress.IPv4Address(ip)
     chains: list[ServiceChain] = []
     no_ep_ips: list[tuple[str, str, int]] = []
     no_ep_nodeports: list[tuple[str, int]] = []
@@ -99,8 +102,10 @@ def plan_node_ruleset(
                     no_ep_nodeports.append((proto, port.node_port))
                 continue
             affinity = svc.session_affinity == "ClientIP"
+            ipaddress.IPv4Address(svc.cluster_ip)
             endpoints = []
             for ep in port.endpoints:
+                ipaddress.IPv4Address(ep.ip)
                 ep_ident = f"{ident}__{ep.ip}/{ep.port}"
                 ep_id = _chain_id(ep_ident)
                 endpoints.append(EndpointChain(

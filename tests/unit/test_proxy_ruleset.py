@@ -166,3 +166,25 @@ def test_empty_cluster_renders_valid_skeleton():
     text = render_node_ruleset([], pod_cidr=POD_CIDR, table="lkt-test")
     assert "elements" not in text
     assert text.count("table ip lkt-test {") == 2
+
+
+def test_only_addresses_reach_the_text():
+    bad = view("web", "10.96.0.20", [port(80, [("10.244.0.2; flush ruleset", 80)])])
+    with pytest.raises(ValueError):
+        render_node_ruleset([bad], pod_cidr=POD_CIDR)
+    with pytest.raises(ValueError):
+        render_node_ruleset([WEB], pod_cidr="10.244.0.0/16 accept")
+
+
+def test_nft_error_names_the_offending_line():
+    from labkit.net.nft import explain_nft_error
+
+    text = "table ip t {\n\tchain c {\n\t\tip daddr 10.0.0.300 accept\n\t}\n}\n"
+    stderr = (
+        "/dev/stdin:3:12-21: Error: Could not resolve hostname: Name or service not known\n"
+        "\t\tip daddr 10.0.0.300 accept\n\t\t         ^^^^^^^^^^\n"
+    )
+    assert explain_nft_error(stderr, text) == (
+        "Could not resolve hostname: Name or service not known (line 3: ip daddr 10.0.0.300 accept)"
+    )
+    assert explain_nft_error("", text) == "nft failed without a message"
