@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
 import types
 import typing
 from pathlib import Path
@@ -9,7 +11,7 @@ from pathlib import Path
 import pydantic
 
 from labkit.errors import InputError, Problem
-from labkit.topology.load import Document, read_document
+from labkit.topology.load import Document, dotted, read_document
 from labkit.topology.plan import Plan, build_plan
 from labkit.topology.schema import Model, Topology
 
@@ -50,26 +52,61 @@ def _with_workloads(plan: Plan, workloads: object) -> Plan:
     return dataclasses.replace(plan, workloads=(workloads,))
 
 
-def _dotted(path: tuple) -> str:
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
+_dotted = dotted
+
+# pydantic's wording -> what a topology author needs to read (the value found is appended).
+_IP_EXAMPLES = {
+    "ip_v4_address": ("an IPv4 address", "10.0.0.1", ipaddress.IPv4Address),
+    "ip_v4_interface": ("an IPv4 address with prefix length", "10.0.0.1/24", ipaddress.IPv4Interface),
+    "ip_v4_network": ("an IPv4 network", "10.0.0.0/24", ipaddress.IPv4Network),
+}
+_TYPE_WORDS = {
+    "dict_type": "should be a mapping (key: value)",
+    "model_type": "should be a mapping (key: value)",
+    "model_attributes_type": "should be a mapping (key: value)",
+    "list_type": "should be a list",
+    "string_type": "should be a string",
+    "int_type": "should be an integer",
+    "int_parsing": "should be an integer",
+    "int_from_float": "should be an integer",
+    "bool_type": "should be true or false",
+    "bool_parsing": "should be true or false",
+}
 
 
 def _problem(doc: Document, err: dict) -> Problem:
     loc = tuple(err["loc"])
     kind = err["type"]
     value = err.get("input")
-    if kind == "extra_forbidden":
+    ctx = err.get("ctx") or {}
+    shown = "" if isinstance(value, (dict, list)) else f" (got {value!r})"
+    if loc[-1:] == ("[key]",):  # a mapping key of the wrong type, e.g. a node named 1
+        loc = loc[:-1]
+        message = f"this key must be a string; quote it{shown}"
+    elif kind == "extra_forbidden":
         valid = _valid_keys(loc[:-1])
-        message = "unknown key" + (f"; valid keys: {', '.join(valid)}" if valid else "")
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+        message = "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
+        message += f"; valid keys: {', '.join(valid)}" if valid else ""
     elif kind == "missing":
         message = "required key is missing"
+    elif kind in _IP_EXAMPLES:
+        what, example, parse = _IP_EXAMPLES[kind]
+        try:
+            parse(value)
+            reason = ""
+        except (ValueError, TypeError) as exc:
+            reason = f": {exc}"
+        message = f"{value!r} is not {what} like {example}{reason}"
+    elif kind in ("too_short", "too_long") and "actual_length" in ctx:
+        bound = f"at least {ctx['min_length']}" if kind == "too_short" else f"at most {ctx['max_length']}"
+        message = f"needs {bound} item(s), got {ctx['actual_length']}"
+    elif kind in _TYPE_WORDS:
+        message = _TYPE_WORDS[kind] + shown
     else:
-        message = err["msg"].removeprefix("Value error, ")
-        if kind not in ("value_error",) and not isinstance(value, (dict, list)):
-            message += f" (got {value!r})"
+        message = err["msg"].removeprefix("Value error, ").removeprefix("Input ")
+        if kind not in ("value_error",):
+            message += shown
     return Problem(doc.file, doc.line_of(loc), _dotted(loc), message)
 
 

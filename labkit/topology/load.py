@@ -6,6 +6,7 @@ plain dicts and lists whose positions are kept beside them (`LineMap`).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import yaml
 from labkit.errors import InputError, Problem
 
 Path_ = tuple[str | int, ...]
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 class _Lined(dict):
@@ -53,7 +55,20 @@ _LineLoader.add_constructor("tag:yaml.org,2002:map", _LineLoader.construct_yaml_
 _LineLoader.add_constructor("tag:yaml.org,2002:seq", _LineLoader.construct_yaml_seq)
 
 
-def _reject_duplicate_keys(node: yaml.MappingNode, file: str) -> None:
+def dotted(path: Path_) -> str:
+    """`("topology", "links", 0, "ipv4")` -> `topology.links[0].ipv4`; odd keys are quoted."""
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif not _PLAIN_KEY.match(str(part)):
+            text += f"[{str(part)!r}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def _reject_duplicate_keys(node: yaml.MappingNode, file: str, path: Path_) -> None:
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
         if not isinstance(key_node, yaml.ScalarNode):
@@ -61,9 +76,10 @@ def _reject_duplicate_keys(node: yaml.MappingNode, file: str) -> None:
         key = key_node.value
         line = key_node.start_mark.line + 1
         if key in seen:
-            raise InputError(
-                Problem(file, line, str(key), f"duplicate key (first defined on line {seen[key]})")
-            )
+            raise InputError(Problem(
+                file, line, dotted(path + (key,)),
+                f"duplicate key (first defined on line {seen[key]}); a key may appear only once in a mapping",
+            ))
         seen[key] = line
 
 
@@ -91,14 +107,14 @@ class Document:
         return line
 
 
-def _walk_for_duplicates(node: yaml.Node, file: str) -> None:
+def _walk_for_duplicates(node: yaml.Node, file: str, path: Path_ = ()) -> None:
     if isinstance(node, yaml.MappingNode):
-        _reject_duplicate_keys(node, file)
-        for _, value in node.value:
-            _walk_for_duplicates(value, file)
+        _reject_duplicate_keys(node, file, path)
+        for key, value in node.value:
+            _walk_for_duplicates(value, file, path + (key.value if isinstance(key, yaml.ScalarNode) else "?",))
     elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            _walk_for_duplicates(item, file)
+        for i, item in enumerate(node.value):
+            _walk_for_duplicates(item, file, path + (i,))
 
 
 def parse_documents(text: str, file: str) -> list[Document]:
@@ -122,6 +138,9 @@ def parse_documents(text: str, file: str) -> list[Document]:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         what = exc.problem or exc.context or "invalid YAML"
+        if exc.problem and exc.context and exc.context_mark and exc.context_mark.line + 1 != line:
+            # e.g. a '{' never closed: the parser notices lines later; name where it began
+            what += f" ({exc.context} that starts on line {exc.context_mark.line + 1})"
         raise InputError(Problem(file, line, "", f"YAML syntax error: {what}")) from None
     except yaml.YAMLError as exc:
         raise InputError(Problem(file, None, "", f"YAML syntax error: {exc}")) from None
@@ -143,5 +162,17 @@ def read_document(path: str | Path) -> Document:
     """Read a single-document YAML file whose top level must be a mapping."""
     docs = read_documents(path)
     if len(docs) != 1 or not isinstance(docs[0].data, dict):
-        raise InputError(Problem(str(path), 1, "", "expected one YAML document holding a mapping"))
+        if not docs:
+            found = "the file is empty"
+        elif len(docs) > 1:
+            found = f"found {len(docs)} documents"
+        else:
+            found = f"found a {_yaml_kind(docs[0].data)}"
+        line = docs[1].root_line if len(docs) > 1 else 1
+        raise InputError(Problem(str(path), line, "", f"expected one YAML document holding a mapping "
+                                                      f"(name:, topology:, ...); {found}"))
     return docs[0]
+
+
+def _yaml_kind(data: Any) -> str:
+    return "list" if isinstance(data, list) else "mapping" if isinstance(data, dict) else "scalar"

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labkit.topology.expand import effective_settings
+from labkit.topology.load import dotted
 from labkit.topology.schema import IFNAME, NODE_KINDS, NODE_NAME, Topology
 
 IPv4Interface = ipaddress.IPv4Interface
@@ -161,13 +162,15 @@ def build_plan(topo: Topology, source: str, runtime: str | None = None) -> tuple
         if not NODE_NAME.match(name):
             out.add(path, f"{name!r} is not a node name: use 1-15 lowercase letters, digits or '-', "
                           "starting and ending with a letter or digit")
-        if node.group and node.group not in body.groups:
+        unknown_group = bool(node.group) and node.group not in body.groups
+        if unknown_group:
             valid = ", ".join(body.groups) or "none defined"
             out.add(path + ("group",), f"unknown group {node.group!r}; defined groups: {valid}")
         merged = effective_settings(body, node)
         kind = merged.get("kind")
         if kind is None:
-            out.add(path, f"no kind given (here, in its group or in defaults); valid: {', '.join(NODE_KINDS)}")
+            if not unknown_group:  # else the group is the one thing to fix
+                out.add(path, f"no kind given (here, in its group or in defaults); valid: {', '.join(NODE_KINDS)}")
         elif kind not in NODE_KINDS:
             out.add(path + ("kind",), f"unknown kind {kind!r}; valid: {', '.join(NODE_KINDS)}")
         settings[name] = merged
@@ -194,8 +197,8 @@ def build_plan(topo: Topology, source: str, runtime: str | None = None) -> tuple
                 out.add(epath, f"link to unknown node {ep.node!r}; nodes: {', '.join(names)}")
                 continue
             if not IFNAME.match(ep.interface):
-                out.add(epath, f"interface name {ep.interface!r} is invalid: 1-15 characters of "
-                               "letters, digits, '_', '.', '-'")
+                out.add(epath, f"interface name {ep.interface!r} ({len(ep.interface)} characters) is invalid: "
+                               "use 1-15 letters, digits, '_', '.' or '-', starting with a letter or digit")
                 continue
             if has_mgmt and ep.interface == MGMT_IFNAME and settings[ep.node].get("kind") != "bridge":
                 out.add(epath, f"interface {MGMT_IFNAME} of node {ep.node!r} is the mgmt interface; "
@@ -236,6 +239,12 @@ def build_plan(topo: Topology, source: str, runtime: str | None = None) -> tuple
 
     mgmt = None
     mgmt_ips: dict[str, IPv4Interface] = {}
+    if not has_mgmt:
+        for name, node in body.nodes.items():
+            if node.mgmt_ipv4 is not None:
+                out.add(("topology", "nodes", name, "mgmt-ipv4"),
+                        "there is no mgmt network for this address: add a 'mgmt:' section "
+                        "(e.g. mgmt: {ipv4-subnet: 172.31.0.0/24}) or remove mgmt-ipv4")
     if has_mgmt:
         mgmt, mgmt_ips = _mgmt_plan(topo, settings, out)
         for net, path, _ in subnets:
@@ -327,7 +336,7 @@ def _check_overlaps(subnets: list[tuple[ipaddress.IPv4Network, tuple, set[str]]]
 
 
 def _fmt(path: tuple) -> str:
-    return ".".join(str(p) for p in path)
+    return dotted(path)  # the same spelling as the field of a message: topology.links[0].endpoints[1]
 
 
 def _cluster_plan(topo: Topology, out: _Collector) -> ClusterPlan | None:
@@ -365,10 +374,17 @@ def _mgmt_plan(topo: Topology, settings: dict[str, dict], out: _Collector
         if node.mgmt_ipv4 is None:
             continue
         path = ("topology", "nodes", name, "mgmt-ipv4")
-        if node.mgmt_ipv4 not in subnet or node.mgmt_ipv4 in (subnet.network_address, subnet.broadcast_address):
-            out.add(path, f"address {node.mgmt_ipv4} is outside the mgmt subnet {subnet} (or not a host address)")
+        first_free = f"use a host address of {subnet} from {gateway_ip + 1} up"
+        if node.mgmt_ipv4 not in subnet:
+            out.add(path, f"address {node.mgmt_ipv4} is outside the mgmt subnet {subnet}; {first_free}")
+        elif node.mgmt_ipv4 in (subnet.network_address, subnet.broadcast_address):
+            which = "network" if node.mgmt_ipv4 == subnet.network_address else "broadcast"
+            out.add(path, f"address {node.mgmt_ipv4} is the {which} address of the mgmt subnet; {first_free}")
+        elif node.mgmt_ipv4 == gateway_ip:
+            out.add(path, f"address {node.mgmt_ipv4} is the mgmt gateway's; {first_free}")
         elif node.mgmt_ipv4 in taken:
-            out.add(path, f"address {node.mgmt_ipv4} is already taken on the mgmt network")
+            owner = next(n for n, ip in explicit.items() if ip == node.mgmt_ipv4)
+            out.add(path, f"address {node.mgmt_ipv4} is already the mgmt address of node {owner!r}")
         taken.add(node.mgmt_ipv4)
         explicit[name] = node.mgmt_ipv4
     ips: dict[str, IPv4Interface] = {}

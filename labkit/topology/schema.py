@@ -10,7 +10,7 @@ import ipaddress
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 LAB_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?$")
 NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
@@ -83,6 +83,17 @@ class Endpoint(Model):
     mtu: int | None = Field(default=None, ge=68, le=65535)
     mac: str | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _brief(cls, value: Any) -> Any:
+        """containerlab's brief form 'node:interface'; checked here so the error names the item."""
+        if isinstance(value, str):
+            node, sep, ifname = value.partition(":")
+            if not sep or not node or not ifname:
+                raise ValueError(f"{value!r} is not 'node:interface' (e.g. 'r1:eth1')")
+            return {"node": node, "interface": ifname}
+        return value
+
 
 class Link(Model):
     """A veth link, brief (`endpoints: ["a:eth1", "b:eth1"]`) or extended form."""
@@ -94,19 +105,13 @@ class Link(Model):
 
     @field_validator("endpoints", mode="before")
     @classmethod
-    def _brief_endpoints(cls, value: Any) -> Any:
+    def _two_endpoints(cls, value: Any) -> Any:
         if not isinstance(value, list):
             return value
-        out = []
-        for item in value:
-            if isinstance(item, str):
-                node, sep, ifname = item.partition(":")
-                if not sep or not node or not ifname:
-                    raise ValueError(f"{item!r} is not 'node:interface' (e.g. 'r1:eth1')")
-                out.append({"node": node, "interface": ifname})
-            else:
-                out.append(item)
-        return out
+        if len(value) != 2:
+            raise ValueError(f"a veth link joins exactly 2 endpoints, got {len(value)}; "
+                             "use a bridge node to join more")
+        return value
 
 
 class Mgmt(Model):
@@ -144,6 +149,8 @@ class TopologyBody(Model):
     @field_validator("nodes", mode="before")
     @classmethod
     def _empty_node_is_default(cls, value: Any) -> Any:
+        if isinstance(value, dict) and not value:
+            raise ValueError("no nodes defined: give at least one, e.g. 'h1: {kind: linux}'")
         if isinstance(value, dict):
             return {name: {} if node is None else node for name, node in value.items()}
         return value
