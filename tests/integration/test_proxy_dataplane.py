@@ -31,6 +31,10 @@ NODE_OUTSIDE_IP = "192.168.77.1"
 OUTSIDE_IP = "192.168.77.2"
 SERVERS = {"p1": "10.244.0.11", "p2": "10.244.0.12", "p3": "10.244.0.13"}
 CLIENT_IP = "10.244.0.20"
+# A second node with its own podCIDR and one pod, routed host-gw style over a node-to-node link.
+REMOTE_IP = "10.244.1.14"
+NODE2_GATEWAY = "10.244.1.1"
+NODE_LINK = ("192.168.78.1", "192.168.78.2")
 
 MANIFESTS = """
 apiVersion: v1
@@ -61,6 +65,14 @@ spec:
 ---
 apiVersion: v1
 kind: Service
+metadata: {name: remote}
+spec:
+  type: NodePort
+  selector: {app: remote}
+  ports: [{port: 80, targetPort: 8080, nodePort: 30081}]
+---
+apiVersion: v1
+kind: Service
 metadata: {name: self}
 spec:
   selector: {statefulset.kubernetes.io/pod-name: p1}
@@ -79,6 +91,12 @@ spec:
       ports: [{{name: http, containerPort: 8080}}, {{name: dns, containerPort: 5353, protocol: UDP}}]
 """
 MANIFESTS += """---
+apiVersion: v1
+kind: Pod
+metadata: {name: p4, labels: {app: remote}}
+spec:
+  containers: [{name: server, ports: [{containerPort: 8080}]}]
+---
 apiVersion: v1
 kind: Pod
 metadata: {name: client}
@@ -149,14 +167,14 @@ class Cluster:
         self.namespaces.append(self.ns(short))
         sh("ip", "-n", self.ns(short), "link", "set", "lo", "up")
 
-    def add_pod(self, short: str, ip: str, veth: str) -> None:
+    def add_pod(self, short: str, ip: str, veth: str, node: str = "node", gateway: str = GATEWAY) -> None:
         self.add_ns(short)
-        node, pod = self.ns("node"), self.ns(short)
+        node, pod = self.ns(node), self.ns(short)
         sh("ip", "link", "add", veth, "netns", node, "type", "veth", "peer", "name", "eth0", "netns", pod)
         sh("ip", "-n", pod, "addr", "add", f"{ip}/32", "dev", "eth0")
         sh("ip", "-n", pod, "link", "set", "eth0", "up")
-        sh("ip", "-n", pod, "route", "add", GATEWAY, "dev", "eth0", "scope", "link")
-        sh("ip", "-n", pod, "route", "add", "default", "via", GATEWAY, "dev", "eth0")
+        sh("ip", "-n", pod, "route", "add", gateway, "dev", "eth0", "scope", "link")
+        sh("ip", "-n", pod, "route", "add", "default", "via", gateway, "dev", "eth0")
         sh("ip", "-n", node, "link", "set", veth, "up")
         sh("ip", "-n", node, "route", "add", f"{ip}/32", "dev", veth)
 
@@ -205,12 +223,24 @@ def build(cluster: Cluster) -> None:
     sh("ip", "-n", outside, "link", "set", "eth0", "up")
     # The node's own default route (its "uplink"), so node processes can route to ClusterIPs.
     sh("ip", "-n", node, "route", "add", "default", "via", OUTSIDE_IP)
-    for name in SERVERS:
+    cluster.add_ns("node2")
+    node2 = cluster.ns("node2")
+    sh("ip", "netns", "exec", node2, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+    sh("ip", "-n", node2, "addr", "add", f"{NODE2_GATEWAY}/32", "dev", "lo")
+    sh("ip", "link", "add", "peer0", "netns", node, "type", "veth", "peer", "name", "peer0", "netns", node2)
+    for ns, address in ((node, NODE_LINK[0]), (node2, NODE_LINK[1])):
+        sh("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", "peer0")
+        sh("ip", "-n", ns, "link", "set", "peer0", "up")
+    sh("ip", "-n", node, "route", "add", "10.244.1.0/24", "via", NODE_LINK[1])
+    sh("ip", "-n", node2, "route", "add", "default", "via", NODE_LINK[0])
+    cluster.add_pod("p4", REMOTE_IP, "veth4", node="node2", gateway=NODE2_GATEWAY)
+    for name in (*SERVERS, "p4"):
         cluster.start_server(name)
 
 
 def pod_ips(servers: dict[str, str]) -> dict[str, str]:
-    return {f"default/{name}": ip for name, ip in servers.items()} | {"default/client": CLIENT_IP}
+    fixed = {"default/client": CLIENT_IP, "default/p4": REMOTE_IP}
+    return {f"default/{name}": ip for name, ip in servers.items()} | fixed
 
 
 def views(servers: dict[str, str] = SERVERS):
@@ -223,7 +253,8 @@ def cluster() -> Iterator[Cluster]:
     c = Cluster(f"lkt-px-{secrets.token_hex(3)}")
     try:
         build(c)
-        apply_node_services(c.path("node"), views(), pod_cidr=POD_CIDR)
+        for node in ("node", "node2"):
+            apply_node_services(c.path(node), views(), pod_cidr=POD_CIDR)
         yield c
     finally:
         c.teardown()
@@ -340,6 +371,21 @@ def test_udp_flows_to_removed_endpoints_are_cleared(cluster, ips):
         assert pinned not in hits and len(hits) == 1, hits
     finally:
         apply_node_services(node, views(), pod_cidr=POD_CIDR, previous=views(remaining))
+
+
+def test_endpoint_on_another_node_sees_the_client_address(cluster, ips):
+    results = cluster.run("client", "tcp", ips["remote"], 80, count=3)
+    assert names(results) == Counter({"p4": 3})
+    assert {r["reply"].split()[1] for r in results} == {CLIENT_IP}  # routed, not NATed
+    # And the other way: a pod on node2 reaches a service whose endpoint is on node1.
+    results = cluster.run("p4", "tcp", ips["self"], 80, count=3)
+    assert names(results) == Counter({"p1": 3})
+    assert {r["reply"].split()[1] for r in results} == {REMOTE_IP}
+
+
+def test_node_port_forwards_to_an_endpoint_on_another_node(cluster):
+    results = cluster.run("outside", "tcp", NODE_OUTSIDE_IP, 30081, count=3)
+    assert names(results) == Counter({"p4": 3})
 
 
 def test_nft_errors_name_the_line(cluster):
