@@ -1,5 +1,6 @@
-"""The service data plane on a hand-built routed cluster: one node, three server pods, a client
-pod and an outside host, each in its own namespace, all named `lkt-px-<random>-*`.
+"""The service data plane on a hand-built routed cluster: a node with three server pods and a
+client pod, a second node with one pod (routed host-gw style), and an outside host; each in its
+own namespace, all named `lkt-px-<random>-*`.
 
 Pods are wired as DESIGN.md section 7 describes (pod `/32`, link route to the node's gateway
 address, node `/32` route per pod). The node gets the rule set built from real manifests by

@@ -175,3 +175,14 @@ def test_bad_manifest(path, monkeypatch):
         load_workloads([path.name], ".")
     assert str(exc.value) == expected
     assert exc.value.exit_code == 2
+
+
+def test_documentation_examples_load_with_their_extra_fields():
+    w = load_workloads(["upstream-examples.yaml"], MANIFESTS)
+    assert len(w.pods) == 3 and all(p.labels["app"] == "nginx" for p in w.pods)
+    (container,) = w.pods[0].spec.containers
+    assert [(e.name, e.value) for e in container.env] == [("POD_IP", "")]  # valueFrom is not modelled
+    assert w.services[0].spec.ports[0].target == 9376
+    assert w.services[0].spec.selector == {"app.kubernetes.io/name": "MyApp"}
+    deny = w.network_policies[1]
+    assert deny.spec.policyTypes == ("Ingress", "Egress") and deny.spec.ingress == ()
