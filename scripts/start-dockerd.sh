@@ -32,19 +32,26 @@ fi
 
 pidfile=/var/run/docker.pid
 if [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-    echo "start-dockerd: dockerd (pid $(cat "$pidfile")) is running but not answering yet; waiting"
+    pid=$(cat "$pidfile")
+    echo "start-dockerd: dockerd (pid $pid) is running but not answering yet; waiting"
 else
     mkdir -p "$(dirname "$LOG")"
     echo "start-dockerd: starting dockerd $ARGS (log: $LOG)"
     # shellcheck disable=SC2086  # ARGS is a list of flags
     nohup dockerd $ARGS >>"$LOG" 2>&1 </dev/null &
+    pid=$!
 fi
 
 i=0
 while [ "$i" -lt "$TIMEOUT" ]; do
     if docker info >/dev/null 2>&1; then
-        echo "start-dockerd: Docker engine ready after ${i}s"
+        echo "start-dockerd: Docker engine ready after ${i}s (dockerd pid $pid)"
         exit 0
+    fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+        echo "start-dockerd: dockerd exited; last lines of $LOG:" >&2
+        tail -n 20 "$LOG" >&2 || true
+        exit 1
     fi
     sleep 1
     i=$((i + 1))
