@@ -26,8 +26,6 @@ Standard library only: imported on the `labkit-cni` exec path.
 from __future__ import annotations
 
 import os
-import re
-from ipaddress import IPv4Address, IPv4Network
 
 from .errors import (
     INCOMPATIBLE_VERSION,
@@ -37,6 +35,7 @@ from .errors import (
     CNIError,
 )
 from .ipam import DEFAULT_DATA_ROOT, Pool
+from .lite import Addr, Net
 
 SUPPORTED_VERSIONS = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
 LATEST = "1.1.0"
@@ -44,14 +43,19 @@ PLUGIN_TYPE = "labkit-cni"
 IPAM_TYPES = (None, "", "host-local", "labkit-cni")
 MODES = ("routed",)
 
-_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
-_CID_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
+_FIRST = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_REST = _FIRST | frozenset("_.-")
+
+
+def valid_name(s) -> bool:
+    """^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$ (the spec's network name / container id), without `re`."""
+    return isinstance(s, str) and bool(s) and s[0] in _FIRST and all(c in _REST for c in s)
 
 
 class Route:
     __slots__ = ("dst", "gw")
 
-    def __init__(self, dst: IPv4Network, gw: IPv4Address | None = None):
+    def __init__(self, dst: Net, gw: Addr | None = None):
         self.dst, self.gw = dst, gw
 
     def __repr__(self) -> str:
@@ -102,21 +106,21 @@ def check_version(raw: dict) -> str:
     return v
 
 
-def _ip(value, where: str) -> IPv4Address:
+def _ip(value, where: str) -> Addr:
     if not isinstance(value, str):
         raise _bad(f"invalid network configuration: {where} must be an IPv4 address string")
     try:
-        return IPv4Address(value)
+        return Addr(value)
     except ValueError as e:
         raise _bad(f"invalid network configuration: {where}: {value!r} is not an IPv4 address",
                    str(e)) from None
 
 
-def _net(value, where: str) -> IPv4Network:
+def _net(value, where: str) -> Net:
     if not isinstance(value, str):
         raise _bad(f"invalid network configuration: {where} must be a CIDR string like 10.244.1.0/24")
     try:
-        return IPv4Network(value, strict=False)
+        return Net(value)
     except ValueError as e:
         raise _bad(f"invalid network configuration: {where}: {value!r} is not an IPv4 CIDR",
                    str(e)) from None
@@ -128,7 +132,7 @@ def parse(raw, *, need_ipam: bool = True) -> NetConf:
         raise _bad("invalid network configuration: expected a JSON object")
     version = check_version(raw)
     name = raw.get("name")
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not valid_name(name):
         raise _bad(f"invalid network configuration: name {name!r} is not a valid network name",
                    "start with a letter or digit, then letters, digits, '_', '.', '-'")
     ptype = raw.get("type")
@@ -237,7 +241,7 @@ def parse(raw, *, need_ipam: bool = True) -> NetConf:
 def check_container_id(cid) -> str:
     if not cid or not isinstance(cid, str):
         raise CNIError(INVALID_ENV, "CNI_CONTAINERID is required")
-    if not _CID_RE.match(cid):
+    if not valid_name(cid):
         raise CNIError(INVALID_ENV, f"invalid CNI_CONTAINERID {cid!r}",
                        "letters, digits, '_', '.', '-'; starting with a letter or digit")
     return cid

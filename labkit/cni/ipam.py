@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import fcntl
 import os
-from ipaddress import IPv4Address, IPv4Network
 
 from .errors import IO_FAILURE, POOL_EXHAUSTED, TRY_AGAIN_LATER, CNIError
+from .lite import Addr, Net
 
 LINE_BREAK = "\r\n"
 LAST_RESERVED = "last_reserved_ip.0"
@@ -31,8 +31,8 @@ class Pool:
 
     __slots__ = ("end", "gateway", "start", "subnet")
 
-    def __init__(self, subnet: IPv4Network, gateway: IPv4Address, start: IPv4Address,
-                 end: IPv4Address):
+    def __init__(self, subnet: Net, gateway: Addr, start: Addr,
+                 end: Addr):
         self.subnet, self.gateway, self.start, self.end = subnet, gateway, start, end
 
     def __eq__(self, other) -> bool:
@@ -43,14 +43,16 @@ class Pool:
         return f"Pool({self.subnet}, gw={self.gateway}, {self.start}-{self.end})"
 
     @classmethod
-    def from_subnet(cls, subnet: IPv4Network, gateway: IPv4Address | None = None,
-                    start: IPv4Address | None = None, end: IPv4Address | None = None) -> Pool:
-        first = subnet.network_address + 1 if subnet.prefixlen < 31 else subnet.network_address
-        last = subnet.broadcast_address - 1 if subnet.prefixlen < 31 else subnet.broadcast_address
+    def from_subnet(cls, subnet: Net, gateway: Addr | None = None,
+                    start: Addr | None = None, end: Addr | None = None) -> Pool:
+        first = Addr(subnet.network + 1 if subnet.prefixlen < 31 else subnet.network)
+        last = subnet.broadcast_address
+        last = Addr(last - 1 if subnet.prefixlen < 31 else last)
         gw = gateway if gateway is not None else first
-        return cls(subnet, gw, start or first, end or last)
+        return cls(subnet, gw, start if start is not None else first,
+                   end if end is not None else last)
 
-    def candidates(self, after: IPv4Address | None):
+    def candidates(self, after: Addr | None):
         """Every allocatable IP once, starting just after `after` (round robin)."""
         lo, hi = int(self.start), int(self.end)
         size = hi - lo + 1
@@ -61,7 +63,7 @@ class Pool:
         for i in range(size):
             ip = lo + (first - lo + i) % size
             if ip != gw:
-                yield IPv4Address(ip)
+                yield Addr(ip)
 
     def size(self) -> int:
         n = int(self.end) - int(self.start) + 1
@@ -137,19 +139,19 @@ class Store:
     def find(self, container_id: str, ifname: str) -> list[str]:
         return sorted(ip for ip, owner in self.leases().items() if owner == (container_id, ifname))
 
-    def last_reserved(self) -> IPv4Address | None:
+    def last_reserved(self) -> Addr | None:
         try:
             with open(os.path.join(self.dir, LAST_RESERVED)) as f:
-                return IPv4Address(f.read().strip())
+                return Addr(f.read().strip())
         except (OSError, ValueError):
             return None
 
     # -- writing (hold the lock) -----------------------------------------
-    def allocate(self, pool: Pool, container_id: str, ifname: str) -> IPv4Address:
+    def allocate(self, pool: Pool, container_id: str, ifname: str) -> Addr:
         """Reserve the next free IP for (container id, ifname); reuse its own lease."""
         mine = self.find(container_id, ifname)
         if mine:
-            return IPv4Address(mine[0])
+            return Addr(mine[0])
         for ip in pool.candidates(self.last_reserved()):
             path = os.path.join(self.dir, str(ip))
             try:
@@ -165,7 +167,7 @@ class Store:
         raise CNIError(POOL_EXHAUSTED, f"no IP addresses available in range {pool.start}-{pool.end}",
                        f"subnet {pool.subnet}, {pool.size()} addresses, all leased")
 
-    def _write_last(self, ip: IPv4Address) -> None:
+    def _write_last(self, ip: Addr) -> None:
         tmp = os.path.join(self.dir, f".{LAST_RESERVED}.tmp")
         with open(tmp, "w") as f:
             f.write(str(ip))

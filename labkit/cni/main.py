@@ -27,22 +27,22 @@ NEEDS = {
 
 
 def _emit(obj: dict) -> None:
-    import json
+    from .lite import dumps
 
-    sys.stdout.write(json.dumps(obj))
+    sys.stdout.write(dumps(obj))
     sys.stdout.write("\n")
     sys.stdout.flush()
 
 
 def _version_of(stdin: bytes) -> str:
     """Best effort cniVersion of the config, for error replies."""
-    import json
+    from .lite import loads
 
     try:
-        v = json.loads(stdin).get("cniVersion")
+        v = loads(stdin).get("cniVersion")
         if isinstance(v, str) and v:
             return v
-    except (ValueError, AttributeError, UnicodeDecodeError):
+    except (ValueError, AttributeError):
         pass
     return "1.1.0"
 

@@ -171,11 +171,11 @@ def decode_config(config, *, required: bool = True):
             raise CNIError(DECODE_FAILURE, "no network configuration on stdin",
                            "the runtime must pass the network configuration as JSON on stdin")
         return {}
-    import json
+    from .lite import loads
 
     try:
-        raw = json.loads(config)
-    except (ValueError, UnicodeDecodeError) as e:
+        raw = loads(config)
+    except ValueError as e:
         raise CNIError(DECODE_FAILURE, "failed to decode network configuration JSON", str(e)) from None
     if not isinstance(raw, dict):
         raise CNIError(DECODE_FAILURE, "network configuration must be a JSON object",
@@ -273,7 +273,7 @@ def _wire(conf, node: Netlink, pod: Netlink, podfd: int, host: str, cid: str, ne
         pod.add_route(gw, 32, oif=p["index"], scope=RT_SCOPE_LINK)
         pod.add_route("0.0.0.0", 0, gateway=gw, oif=p["index"])
         for r in conf.routes:
-            pod.add_route(str(r.dst.network_address), r.dst.prefixlen,
+            pod.add_route(str(r.dst.network), r.dst.prefixlen,
                           gateway=str(r.gw or gw), oif=p["index"])
     except NetlinkError as e:
         raise _nl_error(e, f"ADD {cid}/{ifname}") from e

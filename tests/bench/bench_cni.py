@@ -4,6 +4,9 @@
 then for each plugin ADDs every pod and DELs every pod again, each call a
 fresh process run exactly as a runtime would (env vars + config on stdin,
 `nsenter --net=<node ns>` in front of both so the wrapper cost is equal).
+Rows: the reference `bridge` (+ its `host-local` IPAM exec), the pip console
+script `.venv/bin/labkit-cni`, and the lean launcher from
+`labkit.cni.install` (`python -IS`, what labkit puts in its CNI bin dir).
 Returns milliseconds; `invoke bench` prints them. Needs root.
 """
 
@@ -68,11 +71,12 @@ def _drive(plugin: str, conf: dict, node_ns: str, pod_ns: list[str], tag: str) -
     return _summary(adds, dels)
 
 
-def _python_floor(n: int = 30) -> float:
+def _python_floor(flags: list[str] | None = None, n: int = 30) -> float:
     ts = []
     for _ in range(n):
         t0 = time.perf_counter()
-        subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-c", "pass"], check=True)
+        subprocess.run([str(REPO / ".venv" / "bin" / "python"), *(flags or []), "-c", "pass"],
+                       check=True)
         ts.append((time.perf_counter() - t0) * 1000)
     return _pct(ts, 0.5)
 
@@ -98,17 +102,21 @@ def bench_cni_exec(pods: int = 200) -> dict:
                    "bridge": f"lkb{tag}", "isGateway": True, "ipMasq": False,
                    "ipam": {"type": "host-local", "subnet": "10.252.0.0/16",
                             "dataDir": f"{tmp}/bridge"}}
-        # warm both (page cache, pyc) before measuring
-        _drive(LABKIT_CNI, lk_conf, node, pod_ns[:3], "warm")
-        _drive(f"{REF_DIR}/bridge", br_conf, node, pod_ns[:3], "warm")
-        ref = _drive(f"{REF_DIR}/bridge", br_conf, node, pod_ns, "c")
-        ours = _drive(LABKIT_CNI, lk_conf, node, pod_ns, "c")
+        from labkit.cni.install import install_launcher
+
+        lean = str(install_launcher(f"{tmp}/bin"))
+        plugins = [(f"{REF_DIR}/bridge", br_conf), (LABKIT_CNI, lk_conf), (lean, lk_conf)]
+        for path, conf in plugins:  # warm page cache and bytecode before measuring
+            _drive(path, conf, node, pod_ns[:3], "warm")
+        ref, ours, ours_lean = (_drive(path, conf, node, pod_ns, "c") for path, conf in plugins)
         return {
             "pods": pods,
             "unit": "ms",
-            "labkit-cni": ours,
             "bridge+host-local": ref,
+            "labkit-cni": ours,  # the pip console script in .venv/bin
+            "labkit-cni (lean launcher)": ours_lean,  # labkit.cni.install: python -IS
             "python_start_p50": _python_floor(),
+            "python_IS_start_p50": _python_floor(["-I", "-S"]),
         }
     finally:
         for ns in reversed(created):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
 from labkit.cni import config as cfg
 from labkit.cni.errors import CNIError
+from labkit.cni.lite import Addr as IPv4Address
+from labkit.cni.lite import Net as IPv4Network
 from labkit.cni.main import run
 
 BASE = {"cniVersion": "1.1.0", "name": "net1", "type": "labkit-cni",

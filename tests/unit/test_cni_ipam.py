@@ -5,12 +5,13 @@ from __future__ import annotations
 import fcntl
 import multiprocessing
 import os
-from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
 from labkit.cni.errors import CNIError
 from labkit.cni.ipam import Pool, Store
+from labkit.cni.lite import Addr as IPv4Address
+from labkit.cni.lite import Net as IPv4Network
 
 
 def pool(cidr="10.1.0.0/29", **kw) -> Pool:

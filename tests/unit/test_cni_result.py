@@ -159,3 +159,29 @@ def test_exec_path_imports_only_stdlib():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == ""
+
+
+def test_lite_json_and_ip_match_stdlib():
+    import ipaddress
+
+    from labkit.cni import lite
+
+    for text in ['{"a": [1, -2.5e3, null, true, false, "x\\u00e9\\n"], "b": {}}', " [] ", '"s"']:
+        assert lite.loads(text) == json.loads(text)
+        assert lite.loads(text.encode()) == json.loads(text)
+    for bad in ["{", "", "[1] x", '{"a" 1}', b"\xff", "{'a': 1}"]:
+        with pytest.raises(ValueError):
+            lite.loads(bad)
+    obj = {"a": [1, 2.5, None, True, "é\n"], "b": {"c": "d"}, "e": []}
+    assert lite.dumps(obj) == json.dumps(obj)
+    with pytest.raises(TypeError):
+        lite.dumps({"a": object()})
+    for cidr in ["10.1.2.3/24", "0.0.0.0/0", "255.255.255.255/32", "10.0.0.0/8"]:
+        n, ref = lite.Net(cidr), ipaddress.ip_network(cidr, strict=False)
+        assert str(n) == str(ref) and str(n.broadcast_address) == str(ref.broadcast_address)
+    for bad in ["10.1.2/24", "10.1.2.3/33", "1.2.3.256", "01.2.3.4", "a.b.c.d", "1.2.3.4/", ""]:
+        with pytest.raises(ValueError):
+            lite.Net(bad)
+    a = lite.Addr("10.1.2.3")
+    assert str(a) == f"{a}" == "10.1.2.3" and a in lite.Net("10.1.0.0/16")
+    assert a not in lite.Net("10.2.0.0/16")

@@ -1,0 +1,208 @@
+"""IPv4 and JSON helpers for the exec path, without `re`, `ipaddress` or `json`.
+
+Under `python -S` (the lean launcher) `import re` alone costs ~12 ms (it drags in
+enum), `ipaddress` ~2 ms and `json` pulls in `re`; the C accelerators `_json`
+and `_socket` do the real work here. Strict like `ipaddress`: dotted quads only,
+no leading zeros.
+"""
+
+from __future__ import annotations
+
+import _json
+
+# ---------------------------------------------------------------------------
+# IPv4
+
+
+def _octets(s: str) -> int:
+    if not isinstance(s, str):
+        raise ValueError(f"{s!r} is not a string")
+    parts = s.split(".")
+    if len(parts) != 4:
+        raise ValueError(f"expected 4 octets in {s!r}")
+    n = 0
+    for p in parts:
+        if not p or len(p) > 3 or not p.isascii() or not p.isdigit() or (len(p) > 1 and p[0] == "0"):
+            raise ValueError(f"bad octet {p!r} in {s!r}")
+        v = int(p)
+        if v > 255:
+            raise ValueError(f"octet {v} > 255 in {s!r}")
+        n = (n << 8) | v
+    return n
+
+
+def fmt(n: int) -> str:
+    return f"{(n >> 24) & 255}.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"
+
+
+class Addr(int):
+    """An IPv4 address: an int that prints as a dotted quad."""
+
+    __slots__ = ()
+
+    def __new__(cls, value) -> Addr:
+        if isinstance(value, str):
+            value = _octets(value)
+        value = int(value)
+        if not 0 <= value <= 0xFFFFFFFF:
+            raise ValueError(f"{value} is not an IPv4 address")
+        return super().__new__(cls, value)
+
+    def __str__(self) -> str:
+        return fmt(self)
+
+    def __repr__(self) -> str:
+        return f"Addr('{fmt(self)}')"
+
+    def __format__(self, spec: str) -> str:  # f-strings print the dotted quad
+        return format(fmt(self), spec)
+
+
+class Net:
+    """An IPv4 network 'a.b.c.d/len' (host bits are masked off, like strict=False)."""
+
+    __slots__ = ("network", "prefixlen")
+
+    def __init__(self, cidr: str):
+        if not isinstance(cidr, str):
+            raise ValueError(f"{cidr!r} is not a CIDR string")
+        addr, sep, plen = cidr.partition("/")
+        if not sep:
+            plen = "32"
+        if not plen.isascii() or not plen.isdigit() or int(plen) > 32 or (len(plen) > 1 and plen[0] == "0"):
+            raise ValueError(f"bad prefix length in {cidr!r}")
+        self.prefixlen = int(plen)
+        self.network = Addr(_octets(addr) & self.netmask)
+
+    @property
+    def netmask(self) -> int:
+        return (0xFFFFFFFF << (32 - self.prefixlen)) & 0xFFFFFFFF
+
+    @property
+    def network_address(self) -> Addr:
+        return self.network
+
+    @property
+    def broadcast_address(self) -> Addr:
+        return Addr(self.network | (~self.netmask & 0xFFFFFFFF))
+
+    def __contains__(self, ip) -> bool:
+        if isinstance(ip, str):
+            ip = _octets(ip)
+        return (int(ip) & self.netmask) == self.network
+
+    def __str__(self) -> str:
+        return f"{fmt(self.network)}/{self.prefixlen}"
+
+    def __repr__(self) -> str:
+        return f"Net('{self}')"
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, str):
+            try:
+                other = Net(other)
+            except ValueError:
+                return False
+        return isinstance(other, Net) and (self.network, self.prefixlen) == (
+            other.network, other.prefixlen)
+
+    def __hash__(self) -> int:
+        return hash((int(self.network), self.prefixlen))
+
+
+# ---------------------------------------------------------------------------
+# JSON
+
+
+class JSONError(ValueError):
+    pass
+
+
+_CONSTANTS = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+
+
+class _Ctx:
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = _CONSTANTS.__getitem__
+    memo: dict = {}
+
+
+_scan = _json.make_scanner(_Ctx())
+_WS = " \t\n\r"
+
+
+def loads(data: str | bytes):
+    """json.loads for the exec path; JSONError (a ValueError) on bad input."""
+    if isinstance(data, (bytes, bytearray)):
+        try:
+            data = bytes(data).decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise JSONError(f"not UTF-8: {e}") from None
+    n = len(data)
+    i = 0
+    while i < n and data[i] in _WS:
+        i += 1
+    try:
+        obj, end = _scan(data, i)
+    except StopIteration as e:
+        raise JSONError(f"expecting a value at char {e.value}") from None
+    except ValueError as e:  # json.decoder.JSONDecodeError is a ValueError
+        raise JSONError(str(e)) from None
+    while end < n and data[end] in _WS:
+        end += 1
+    if end != n:
+        raise JSONError(f"extra data at char {end}")
+    return obj
+
+
+_esc = _json.encode_basestring_ascii
+
+
+def dumps(obj) -> str:
+    """Compact-ish json.dumps for results (', ' and ': ' separators like json's default)."""
+    out: list[str] = []
+    _enc(obj, out.append)
+    return "".join(out)
+
+
+def _enc(o, w) -> None:
+    if isinstance(o, str):
+        w(_esc(o))
+    elif o is None:
+        w("null")
+    elif o is True:
+        w("true")
+    elif o is False:
+        w("false")
+    elif isinstance(o, int):
+        w(int.__repr__(o))
+    elif isinstance(o, float):
+        if o != o or o in (float("inf"), float("-inf")):
+            raise ValueError("out of range float values are not JSON compliant")
+        w(float.__repr__(o))
+    elif isinstance(o, dict):
+        w("{")
+        first = True
+        for k, v in o.items():
+            if not first:
+                w(", ")
+            first = False
+            if not isinstance(k, str):
+                raise TypeError(f"keys must be str, not {type(k).__name__}")
+            w(_esc(k))
+            w(": ")
+            _enc(v, w)
+        w("}")
+    elif isinstance(o, (list, tuple)):
+        w("[")
+        for i, v in enumerate(o):
+            if i:
+                w(", ")
+            _enc(v, w)
+        w("]")
+    else:
+        raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
