@@ -36,13 +36,12 @@ from labkit.dns import wire as W
 # Precomputed at load for every name (what getaddrinfo asks); every other answer for a
 # name of the zone is computed on first use and kept.
 EAGER_QTYPES = (R.A, R.AAAA)
-MAX_DYNAMIC = 200000         # cached slow-path keys (NXDOMAIN, REFUSED...) before a flush
+MAX_DYNAMIC = 100000         # cached slow-path keys (NXDOMAIN, REFUSED...) before a flush
 MAX_TCP_CONNECTIONS = 128    # per worker
 TCP_IDLE_TIMEOUT = 10.0
 AXFR, IXFR = 252, 251
 _QD1 = b"\x00\x01\x00\x00\x00\x00"
 _OPT_HEAD = b"\x00\x00\x29"
-_FORWARD = object()
 
 _role = "supervisor"
 _supervisor_pid = 0
@@ -183,8 +182,22 @@ def build_entries(rs: R.RecordSet, ra: bool, memo: dict) -> dict[bytes, tuple]:
 # ----------------------------------------------------------------------- slow path
 
 
+class Upstream:
+    """A question the slow path cannot answer alone: `wire` is the query to send to the
+    upstreams (the client's own, or for a CNAME `chase`, ours for the target name)."""
+
+    __slots__ = ("q", "wire", "question", "chase")
+
+    def __init__(self, q: W.Query, wire: bytes, chase: R.Answer | None = None):
+        self.q = q
+        self.wire = wire
+        self.chase = chase
+        end = wire.find(b"\x00", 12)
+        self.question = wire[12:end + 5].lower()
+
+
 def answer_query(state: State, data: bytes, tcp: bool):
-    """Bytes to send, None to drop, or (_FORWARD, Query)."""
+    """Bytes to send, None to drop, or an `Upstream` to ask."""
     try:
         q = W.parse_query(data)
     except W.FormatError as e:
@@ -209,16 +222,23 @@ def answer_query(state: State, data: bytes, tcp: bool):
         ans = rs.lookup(q.qname, q.qtype)
         if ans.outside:
             if rs.upstreams:
-                return (_FORWARD, q)
+                return Upstream(q, data)
             entry = make_entry(qwire, R.Answer(R.REFUSED), state.ra, aa=False,
                                memo=state.memo)
             dynamic = True
+        elif ans.chase is not None and rs.upstreams:
+            # An ExternalName: like CoreDNS, complete the CNAME with the target's
+            # records from upstream (stub resolvers do not chase CNAMEs themselves).
+            return Upstream(q, W.make_query(ans.chase, q.qtype), ans)
         else:
-            # TODO(chase): complete CNAMEs to outside names through the upstreams.
             entry = make_entry(qwire, ans, state.ra, memo=state.memo)
             dynamic = ans.rcode != R.NOERROR
         if key[-4:] == q.question[-4:]:
             state.remember(key, entry, gen, dynamic)
+    return assemble(q, entry, tcp)
+
+
+def assemble(q: W.Query, entry: tuple, tcp: bool) -> bytes:
     rd = q.rd
     if q.edns is None:
         hdr, body = (entry[7], entry[8]) if tcp else (entry[0], entry[1])
@@ -231,8 +251,28 @@ def answer_query(state: State, data: bytes, tcp: bool):
     return q.id + hdr[rd] + q.question + body
 
 
-def servfail(state: State, q: W.Query) -> bytes:
-    return W.error_response(q, R.SERVFAIL, with_question=True, ra=state.ra)
+def upstream_reply(state: State, up: Upstream, resp: bytes | None, tcp: bool) -> bytes:
+    """The client's response from the upstream's (`resp` with any ID; None: no upstream
+    answered)."""
+    q = up.q
+    if up.chase is None:
+        if resp is None:
+            return W.error_response(q, R.SERVFAIL, with_question=True, ra=state.ra)
+        return q.id + resp[2:]
+    rcode, rrs = R.NOERROR, []
+    if resp is not None:
+        try:
+            rcode, rrs = W.parse_answer(resp)
+        except (W.FormatError, struct.error, ValueError):
+            rcode, rrs = R.NOERROR, []
+    if rcode not in (R.NOERROR, R.NXDOMAIN):
+        rcode, rrs = R.NOERROR, []
+    full = R.Answer(rcode, up.chase.answer + rrs)
+    try:
+        entry = make_entry(q.question[:-4], full, state.ra)
+    except (ValueError, UnicodeError):
+        entry = make_entry(q.question[:-4], up.chase, state.ra)
+    return assemble(q, entry, tcp)
 
 
 # ----------------------------------------------------------------------- forwarding
@@ -259,16 +299,16 @@ class Forwarder:
             self.socks[family] = s
         return s
 
-    def submit(self, q: W.Query, data: bytes, addr) -> None:
+    def submit(self, up: Upstream, addr) -> None:
         if self.thread is None:
             self.thread = _start_thread(self._run)
-        self._send(q, data, addr, 0)
+        self._send(up, addr, 0)
 
-    def _send(self, q: W.Query, data: bytes, addr, attempt: int) -> None:
+    def _send(self, up: Upstream, addr, attempt: int) -> None:
         rs = self.state.rs
         ups = rs.upstreams
         if attempt >= len(ups):
-            self._reply(servfail(self.state, q), addr)
+            self._reply(upstream_reply(self.state, up, None, tcp=False), addr)
             return
         host, port = ups[attempt]
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -279,13 +319,13 @@ class Forwarder:
                     break
             fid = self.next_id
             deadline = time.monotonic() + rs.upstream_timeout / len(ups)
-            self.pending[fid] = [q, data, addr, attempt, deadline, (host, port)]
+            self.pending[fid] = [up, addr, attempt, deadline, (host, port)]
         try:
-            self._sock(family).sendto(fid.to_bytes(2, "big") + data[2:], (host, port))
+            self._sock(family).sendto(fid.to_bytes(2, "big") + up.wire[2:], (host, port))
         except OSError:
             with self.lock:
                 self.pending.pop(fid, None)
-            self._send(q, data, addr, attempt + 1)
+            self._send(up, addr, attempt + 1)
 
     def _reply(self, resp: bytes, addr) -> None:
         try:
@@ -295,70 +335,74 @@ class Forwarder:
 
     def _run(self) -> None:
         while True:
-            socks = list(self.socks.values())
             try:
-                ready, _, _ = select.select(socks, [], [], 0.05)
-            except (OSError, ValueError):
-                ready = []
-            for s in ready:
-                while True:
-                    try:
-                        resp, src = s.recvfrom(65535)
-                    except OSError:
-                        break
-                    if len(resp) < 12:
-                        continue
-                    fid = int.from_bytes(resp[:2], "big")
-                    with self.lock:
-                        p = self.pending.get(fid)
-                        if p is None or (src[0], src[1]) != p[5]:
-                            continue
-                        q = p[0]
-                        # The answer must be to our question (case-insensitively).
-                        qn = resp[12:12 + len(q.question)]
-                        if qn.lower() != q.question.lower():
-                            continue
-                        del self.pending[fid]
-                    self._reply(q.id + resp[2:], p[2])
-            now = time.monotonic()
-            with self.lock:
-                expired = [(k, p) for k, p in self.pending.items() if p[4] <= now]
-                for k, _ in expired:
-                    del self.pending[k]
-            for _, p in expired:
+                self._step()
+            except Exception as e:   # noqa: BLE001 - never let the relay die
+                log(f"forward error: {e!r}")
+
+    def _step(self) -> None:
+        socks = list(self.socks.values())
+        try:
+            ready, _, _ = select.select(socks, [], [], 0.05)
+        except (OSError, ValueError):
+            ready = []
+        for s in ready:
+            while True:
                 try:
-                    self._send(p[0], p[1], p[2], p[3] + 1)
-                except Exception as e:   # noqa: BLE001 - never let the relay die
-                    log(f"forward error: {e!r}")
+                    resp, src = s.recvfrom(65535)
+                except OSError:
+                    break
+                if len(resp) < 12:
+                    continue
+                fid = int.from_bytes(resp[:2], "big")
+                with self.lock:
+                    p = self.pending.get(fid)
+                    if p is None or (src[0], src[1]) != p[4]:
+                        continue
+                    up = p[0]
+                    # The answer must be to our question (case-insensitively).
+                    if resp[12:12 + len(up.question)].lower() != up.question:
+                        continue
+                    del self.pending[fid]
+                self._reply(upstream_reply(self.state, up, resp, tcp=False), p[1])
+        now = time.monotonic()
+        with self.lock:
+            expired = [(k, p) for k, p in self.pending.items() if p[3] <= now]
+            for k, _ in expired:
+                del self.pending[k]
+        for _, p in expired:
+            self._send(p[0], p[1], p[2] + 1)
 
 
-def forward_blocking(state: State, q: W.Query, data: bytes) -> bytes:
-    """For TCP clients: ask each upstream over UDP (TCP if the answer is truncated)."""
+def ask_upstreams(state: State, up: Upstream) -> bytes | None:
+    """For TCP clients: ask each upstream in turn over UDP (over TCP if the answer is
+    truncated); None if none answers."""
     rs = state.rs
     each = rs.upstream_timeout / max(1, len(rs.upstreams))
+    data = up.wire
     for host, port in rs.upstreams:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         fid = os.urandom(2)
         try:
             with socket.socket(family, socket.SOCK_DGRAM) as s:
-                s.settimeout(each)
                 s.connect((host, port))
                 s.send(fid + data[2:])
                 deadline = time.monotonic() + each
                 while True:
                     s.settimeout(max(0.001, deadline - time.monotonic()))
                     resp = s.recv(65535)
-                    if resp[:2] == fid and len(resp) >= 12:
+                    if (resp[:2] == fid and len(resp) >= 12
+                            and resp[12:12 + len(up.question)].lower() == up.question):
                         break
             if resp[2] & 0x02:
                 with socket.create_connection((host, port), timeout=each) as t:
                     t.sendall(len(data).to_bytes(2, "big") + fid + data[2:])
                     n = int.from_bytes(_recv_exact(t, 2), "big")
                     resp = _recv_exact(t, n)
-            return q.id + resp[2:]
-        except (OSError, ValueError):
+            return resp
+        except (OSError, ValueError, EOFError):
             continue
-    return servfail(state, q)
+    return None
 
 
 # ----------------------------------------------------------------------- serving
@@ -417,8 +461,8 @@ def serve_udp(state: State, sock: socket.socket) -> None:
             resp = answer_query(state, data, tcp=False)
             if resp is None:
                 continue
-            if type(resp) is tuple:
-                forwarder.submit(resp[1], data, addr)
+            if type(resp) is Upstream:
+                forwarder.submit(resp, addr)
                 continue
             sendto(resp, addr)
         except OSError:
@@ -456,8 +500,8 @@ def serve_tcp(state: State, lsock: socket.socket) -> None:
                     return
                 try:
                     resp = answer_query(state, msg, tcp=True)
-                    if type(resp) is tuple:
-                        resp = forward_blocking(state, resp[1], msg)
+                    if type(resp) is Upstream:
+                        resp = upstream_reply(state, resp, ask_upstreams(state, resp), True)
                 except Exception as e:  # noqa: BLE001
                     log(f"error on TCP query: {e!r}")
                     return

@@ -58,7 +58,7 @@ def _encode_name(buf: bytearray, comp: dict[str, int], name: str, compress: bool
             return
         if len(buf) < 0x3FFF and suffix not in comp:
             comp[suffix] = len(buf)
-        raw = labels[i].encode("ascii")
+        raw = labels[i].encode("latin-1")
         buf.append(len(raw))
         buf += raw
     buf.append(0)
@@ -287,5 +287,42 @@ def error_response(q: Query, rcode: int, *, with_question: bool, ra: bool) -> by
             + question + body)
 
 
+def make_query(name: str, qtype: int) -> bytes:
+    """A recursive query (RD, EDNS 1232) with ID 0, for asking an upstream."""
+    return (_HDR.pack(0, 0x0100, 1, 0, 0, 1) + name_to_wire(name) + struct.pack("!HH", qtype, 1)
+            + opt_rr())
+
+
+def parse_answer(data: bytes) -> tuple[int, list[tuple]]:
+    """(rcode, the answer section's A/AAAA/CNAME RRs) of an upstream's response."""
+    if len(data) < 12:
+        raise FormatError("short response")
+    _, flags, qd, an, _, _ = _HDR.unpack_from(data)
+    pos = 12
+    for _ in range(qd):
+        _, pos = _read_name(data, pos, allow_pointers=True)
+        pos += 4
+    out: list[tuple] = []
+    for _ in range(an):
+        owner, pos = _read_name(data, pos, allow_pointers=True)
+        rtype, rclass, ttl, rdlen = _RR.unpack_from(data, pos)
+        pos += 10
+        rdata = data[pos:pos + rdlen]
+        if len(rdata) != rdlen:
+            raise FormatError("rdata truncated")
+        if rclass == 1 and "\\" not in owner:
+            if rtype == A and rdlen == 4:
+                out.append((owner, A, ttl, socket.inet_ntop(socket.AF_INET, rdata)))
+            elif rtype == AAAA and rdlen == 16:
+                out.append((owner, AAAA, ttl, socket.inet_ntop(socket.AF_INET6, rdata)))
+            elif rtype == CNAME:
+                target, _ = _read_name(data, pos, allow_pointers=True)
+                if "\\" not in target:
+                    out.append((owner, CNAME, ttl, target))
+        pos += rdlen
+    return flags & 0xF, out
+
+
 __all__ = ["FORMERR", "NOTIMP", "BADVERS", "Query", "Variant", "FormatError", "parse_query",
-           "encode_sections", "make_variants", "error_response", "name_to_wire", "opt_rr"]
+           "encode_sections", "make_variants", "error_response", "name_to_wire", "opt_rr",
+           "make_query", "parse_answer"]

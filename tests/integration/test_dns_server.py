@@ -294,7 +294,10 @@ def test_forwarding_to_upstream_instance(tmp_path):
     up = Server(tmp_path, DnsConfig(zone="example.test", services=[
         Service("default", "web", "ClusterIP", "10.1.2.3")]), workers=1)
     try:
-        down = Server(tmp_path, cluster_config(upstreams=[f"{up.addr}:{up.port}"]))
+        cfg = cluster_config(upstreams=[f"{up.addr}:{up.port}"])
+        cfg.services.append(Service("prod", "fwd", "ExternalName",
+                                    external_name="web.default.svc.example.test"))
+        down = Server(tmp_path, cfg)
         try:
             for tcp in (False, True):
                 r = down.query("WEB.default.svc.example.test.", "A", tcp=tcp)
@@ -303,6 +306,12 @@ def test_forwarding_to_upstream_instance(tmp_path):
                 assert r.question[0].name.to_text() == "WEB.default.svc.example.test."
                 r = down.query("nope.default.svc.example.test.", "A", tcp=tcp)
                 assert r.rcode() == dns.rcode.NXDOMAIN
+            # an ExternalName to a name upstream is completed, like CoreDNS does
+            for tcp in (False, True):
+                r = down.query("fwd.prod.svc.cluster.local.", "A", tcp=tcp)
+                assert [rr.rdtype for rr in r.answer] == [dns.rdatatype.CNAME,
+                                                         dns.rdatatype.A]
+                assert r.answer[1][0].address == "10.1.2.3"
             # our own names are still ours, with recursion available
             r = down.query("web.default.svc.cluster.local.", "A")
             assert r.answer[0][0].address == "10.96.0.20" and r.flags & dns.flags.RA

@@ -11,6 +11,7 @@ import dns.message
 import dns.opcode
 import dns.rcode
 import dns.rdatatype
+import dns.rrset
 import pytest
 
 from labkit.dns import server, wire
@@ -112,10 +113,42 @@ def test_outside_zone_forwarded_with_upstreams(tmp_path):
     s.load()
     q = dns.message.make_query("example.com.", "A")
     out = server.answer_query(s, q.to_wire(), tcp=False)
-    assert isinstance(out, tuple) and out[1].qname == "example.com."
+    assert isinstance(out, server.Upstream) and out.q.qname == "example.com."
+    assert out.wire == q.to_wire() and out.chase is None
     r = dns.message.from_wire(server.answer_query(s, dns.message.make_query(
         "web.default.svc.cluster.local.", "A").to_wire(), tcp=False))
     assert r.flags & dns.flags.RA
+
+
+def test_external_name_is_chased_through_upstreams(tmp_path):
+    path = tmp_path / "dns.json"
+    config(upstreams=["127.0.0.1:9"]).dump(str(path))
+    s = server.State(str(path))
+    s.load()
+    q = dns.message.make_query("Ext.prod.svc.cluster.local.", "A", use_edns=0)
+    up = server.answer_query(s, q.to_wire(), tcp=False)
+    assert isinstance(up, server.Upstream) and up.chase is not None
+    ask_up = dns.message.from_wire(up.wire)
+    assert str(ask_up.question[0].name) == "db.example.com." and ask_up.flags & dns.flags.RD
+    reply = dns.message.make_response(ask_up)
+    reply.answer.append(dns.rrset.from_text("db.example.com.", 60, "IN", "CNAME",
+                                            "real.example.com."))
+    reply.answer.append(dns.rrset.from_text("real.example.com.", 60, "IN", "A", "192.0.2.7"))
+    r = dns.message.from_wire(server.upstream_reply(s, up, reply.to_wire(), tcp=False))
+    assert r.id == q.id and r.rcode() == dns.rcode.NOERROR and r.edns == 0
+    assert [(str(rr.name), rr.rdtype) for rr in r.answer] == [
+        ("Ext.prod.svc.cluster.local.", dns.rdatatype.CNAME),
+        ("db.example.com.", dns.rdatatype.CNAME), ("real.example.com.", dns.rdatatype.A)]
+    assert r.answer[-1][0].address == "192.0.2.7"
+    # NXDOMAIN upstream: the CNAME and NXDOMAIN (RFC 6604); silence: just the CNAME
+    reply = dns.message.make_response(ask_up)
+    reply.set_rcode(dns.rcode.NXDOMAIN)
+    r = dns.message.from_wire(server.upstream_reply(s, up, reply.to_wire(), tcp=False))
+    assert r.rcode() == dns.rcode.NXDOMAIN and len(r.answer) == 1
+    r = dns.message.from_wire(server.upstream_reply(s, up, None, tcp=False))
+    assert r.rcode() == dns.rcode.NOERROR and len(r.answer) == 1
+    r = dns.message.from_wire(server.upstream_reply(s, up, b"garbage", tcp=False))
+    assert r.rcode() == dns.rcode.NOERROR and len(r.answer) == 1
 
 
 def test_truncation(state):
