@@ -138,12 +138,19 @@ def parse_documents(text: str, file: str) -> list[Document]:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         what = exc.problem or exc.context or "invalid YAML"
+        if mark and _char_at(text, mark.line, mark.column) == "\t":
+            what += " (a tab: YAML indents with spaces only)"
         if exc.problem and exc.context and exc.context_mark and exc.context_mark.line + 1 != line:
             # e.g. a '{' never closed: the parser notices lines later; name where it began
             what += f" ({exc.context} that starts on line {exc.context_mark.line + 1})"
         raise InputError(Problem(file, line, "", f"YAML syntax error: {what}")) from None
     except yaml.YAMLError as exc:
         raise InputError(Problem(file, None, "", f"YAML syntax error: {exc}")) from None
+
+
+def _char_at(text: str, line: int, column: int) -> str:
+    lines = text.splitlines()
+    return lines[line][column:column + 1] if 0 <= line < len(lines) else ""
 
 
 def read_documents(path: str | Path) -> list[Document]:

@@ -205,7 +205,10 @@ def build_plan(topo: Topology, source: str, runtime: str | None = None) -> tuple
                                "use eth1 and up for links")
                 continue
             if ep.interface in ifaces[ep.node]:
-                out.add(epath, f"interface {ep.node}:{ep.interface} is already used by another link")
+                other = ifaces[ep.node][ep.interface]["path"]
+                where = "the other end of this link" if other[:3] == lpath else f"{_fmt(other)}"
+                out.add(epath, f"interface {ep.node}:{ep.interface} is already used by {where}; "
+                               "every link end needs its own interface")
                 continue
             address = ep.ipv4 or (link.ipv4[ei] if link.ipv4 else None)
             if address is not None and settings[ep.node].get("kind") == "bridge":
@@ -220,7 +223,9 @@ def build_plan(topo: Topology, source: str, runtime: str | None = None) -> tuple
             links.append(LinkPlan(LinkEnd(ea.node, ea.interface), LinkEnd(eb.node, eb.interface), link.mtu))
             nets = {a.network for _, a, _ in ends if a is not None}
             if len(nets) == 2:
-                out.add(lpath, f"the two ends are in different subnets ({' and '.join(map(str, sorted(nets)))})")
+                out.add(lpath + (("ipv4",) if link.ipv4 else ()),
+                        f"the two ends are in different subnets ({' and '.join(map(str, sorted(nets)))}); "
+                        "a veth link is one subnet: give both ends addresses in it")
         bridges = {ep.node for ep, _, _ in ends if settings[ep.node].get("kind") == "bridge"}
         for _, address, epath in ends:
             if address is None:
@@ -245,16 +250,19 @@ def build_plan(topo: Topology, source: str, runtime: str | None = None) -> tuple
                 out.add(("topology", "nodes", name, "mgmt-ipv4"),
                         "there is no mgmt network for this address: add a 'mgmt:' section "
                         "(e.g. mgmt: {ipv4-subnet: 172.31.0.0/24}) or remove mgmt-ipv4")
+    link_subnets: dict[tuple, tuple] = {}  # (subnet, link) -> its first endpoint: one message per link
+    for net, path, _ in subnets:
+        link_subnets.setdefault((net, path[:3]), path)
     if has_mgmt:
         mgmt, mgmt_ips = _mgmt_plan(topo, settings, out)
-        for net, path, _ in subnets:
+        for (net, _), path in link_subnets.items():
             if mgmt and net.overlaps(mgmt.subnet):
-                out.add(path, f"subnet {net} overlaps the mgmt subnet {mgmt.subnet}")
+                out.add(path, f"subnet {net} overlaps the mgmt subnet {mgmt.subnet}; use a subnet outside it")
     if cluster is not None:
-        for net, path, _ in subnets:
+        for (net, _), path in link_subnets.items():
             for what, cidr in (("pod-cidr", cluster.pod_cidr), ("service-cidr", cluster.service_cidr)):
                 if net.overlaps(cidr):
-                    out.add(path, f"subnet {net} overlaps the cluster {what} {cidr}")
+                    out.add(path, f"subnet {net} overlaps the cluster {what} {cidr}; use a subnet outside it")
         if mgmt:
             for what, cidr in (("pod-cidr", cluster.pod_cidr), ("service-cidr", cluster.service_cidr)):
                 if mgmt.subnet.overlaps(cidr):
@@ -381,7 +389,7 @@ def _mgmt_plan(topo: Topology, settings: dict[str, dict], out: _Collector
             which = "network" if node.mgmt_ipv4 == subnet.network_address else "broadcast"
             out.add(path, f"address {node.mgmt_ipv4} is the {which} address of the mgmt subnet; {first_free}")
         elif node.mgmt_ipv4 == gateway_ip:
-            out.add(path, f"address {node.mgmt_ipv4} is the mgmt gateway's; {first_free}")
+            out.add(path, f"address {node.mgmt_ipv4} is the mgmt gateway (the bridge's own address); {first_free}")
         elif node.mgmt_ipv4 in taken:
             owner = next(n for n, ip in explicit.items() if ip == node.mgmt_ipv4)
             out.add(path, f"address {node.mgmt_ipv4} is already the mgmt address of node {owner!r}")
