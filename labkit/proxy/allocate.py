@@ -15,8 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from labkit.errors import InputError, Problem
-from labkit.k8s import Service, Workloads
-from labkit.k8s.names import matches_labels
+from labkit.k8s import Pod, Service, Workloads
 
 NODE_PORT_RANGE = range(30000, 32768)
 
@@ -118,13 +117,15 @@ def build_service_view(
     cluster_ips = allocate_cluster_ips(workloads, service_cidr=service_cidr, dns_ip=dns_ip)
     node_ports = allocate_node_ports(workloads)
     pod_nodes = pod_nodes or {}
+    labelled = _LabelIndex([p for p in workloads.pods if p.key in pod_ips])
     views = []
     for svc in workloads.services:
         spec = svc.spec
-        addresses = _selected_addresses(workloads, svc, pod_ips, pod_nodes)
+        selected = _selected(svc, labelled, pod_ips)
+        addresses = _addresses(svc, selected, pod_ips, pod_nodes)
         ports = []
         for index, port in enumerate(spec.ports):
-            endpoints = () if spec.type == "ExternalName" else _endpoints(workloads, svc, port, pod_ips, pod_nodes)
+            endpoints = () if spec.type == "ExternalName" else _endpoints(selected, port, pod_ips, pod_nodes)
             ports.append(ServicePortView(
                 name=port.name,
                 protocol=port.protocol,
@@ -268,18 +269,31 @@ def allocate_node_ports(workloads: Workloads) -> dict[tuple[str, str, int], int]
 # ---------------------------------------------------------------- endpoints
 
 
-def _selected(workloads: Workloads, svc: Service, pod_ips: Mapping[str, str]):
+class _LabelIndex:
+    """Pods by (namespace, label, value): a selector is an intersection, not a scan of every pod."""
+
+    def __init__(self, pods: Sequence[Pod]):
+        self.pods = list(pods)
+        self.by_label: dict[tuple[str, str, str], set[int]] = {}
+        for i, pod in enumerate(self.pods):
+            for key, value in pod.labels.items():
+                self.by_label.setdefault((pod.namespace, key, value), set()).add(i)
+
+    def select(self, namespace: str, selector: Mapping[str, str]) -> list[Pod]:
+        sets = [self.by_label.get((namespace, k, v), set()) for k, v in selector.items()]
+        found = set.intersection(*sets) if sets else set()
+        return [self.pods[i] for i in sorted(found)]
+
+
+def _selected(svc: Service, index: _LabelIndex, pod_ips: Mapping[str, str]) -> list[Pod]:
     """Ready pods (labkit treats every running pod as ready) the selector picks, by IP."""
     if not svc.spec.selector:
         return []  # as in Kubernetes: no selector, no managed endpoints
-    pods = [
-        p for p in workloads.pods_in(svc.namespace)
-        if matches_labels(svc.spec.selector, p.labels) and p.key in pod_ips
-    ]
+    pods = index.select(svc.namespace, svc.spec.selector)
     return sorted(pods, key=lambda p: (ipaddress.IPv4Address(pod_ips[p.key]), p.name))
 
 
-def _selected_addresses(workloads, svc, pod_ips, pod_nodes) -> tuple[EndpointAddress, ...]:
+def _addresses(svc, selected, pod_ips, pod_nodes) -> tuple[EndpointAddress, ...]:
     return tuple(
         EndpointAddress(
             ip=pod_ips[p.key],
@@ -287,13 +301,13 @@ def _selected_addresses(workloads, svc, pod_ips, pod_nodes) -> tuple[EndpointAdd
             node=pod_nodes.get(p.key) or p.spec.nodeName,
             hostname=p.spec.hostname if p.spec.hostname and p.spec.subdomain == svc.name else None,
         )
-        for p in _selected(workloads, svc, pod_ips)
+        for p in selected
     )
 
 
-def _endpoints(workloads, svc, port, pod_ips, pod_nodes) -> tuple[Endpoint, ...]:
+def _endpoints(selected, port, pod_ips, pod_nodes) -> tuple[Endpoint, ...]:
     endpoints = []
-    for pod in _selected(workloads, svc, pod_ips):
+    for pod in selected:
         target = port.target
         number = pod.spec.named_port(target, port.protocol) if isinstance(target, str) else target
         if number is None:
