@@ -307,15 +307,14 @@ def execute_conflist(
             raise
         result = prev or {}
         if cache is not None:
-            _write_cache(cache, result)
+            _write_cache(cache, {"kind": "cniCacheV1", "containerId": container_id,
+                                 "ifName": ifname, "networkName": listconf["name"],
+                                 "netns": netns, "result": result})
         return result
 
     if command in ("DEL", "CHECK"):
-        if prev_result is None and cache is not None and cache.exists():
-            try:
-                prev_result = json.loads(cache.read_text())
-            except ValueError:
-                prev_result = None
+        if prev_result is None and cache is not None:
+            prev_result = (_read_cache(cache) or {}).get("result")
         if command == "CHECK":
             if not _version_ge(version, (0, 4, 0)):
                 raise CNIError(INVALID_CONFIG, f"CHECK is not supported by cniVersion {version}")
@@ -343,6 +342,19 @@ def execute_conflist(
             return {}
         valid = [{"containerID": a["containerID"], "ifname": a["ifname"]}
                  for a in (valid_attachments or [])]
+        if cache_dir is not None:  # like libcni: DEL every cached attachment not still valid
+            keep = {(a["containerID"], a["ifname"]) for a in valid}
+            for entry in _cached_attachments(cache_dir, listconf["name"]):
+                if (entry["containerId"], entry["ifName"]) in keep:
+                    continue
+                try:
+                    execute_conflist("DEL", listconf, container_id=entry["containerId"],
+                                     netns=entry.get("netns"), ifname=entry["ifName"],
+                                     args=args, capability_args=capability_args,
+                                     cni_path=cni_path, node_netns=node_netns,
+                                     cache_dir=cache_dir, in_process=in_process)
+                except CNIError:
+                    pass  # GC below still reclaims what the plugins track
         for plugin in plugins:
             run(plugin, plugin_config(listconf, plugin,
                                       extra={"cni.dev/valid-attachments": valid}))
@@ -360,9 +372,33 @@ def execute_conflist(
 
 
 def _cache_path(cache_dir, name, cid, ifname) -> Path | None:
+    """libcni's result cache layout: <cache dir>/<network>-<container id>-<ifname>."""
     if cache_dir is None or not cid or not ifname:
         return None
-    return Path(cache_dir) / f"{name}-{cid}-{ifname}.json"
+    return Path(cache_dir) / f"{name}-{cid}-{ifname}"
+
+
+def _read_cache(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("kind") == "cniCacheV1" else None
+
+
+def _cached_attachments(cache_dir, name: str) -> list[dict]:
+    d = Path(cache_dir)
+    if not d.is_dir():
+        return []
+    out = []
+    for p in sorted(d.iterdir()):
+        if p.name.startswith(".") or not p.name.startswith(f"{name}-"):
+            continue
+        data = _read_cache(p)
+        if data and data.get("networkName") == name and data.get("containerId") \
+                and data.get("ifName"):
+            out.append(data)
+    return out
 
 
 def _write_cache(path: Path, result: Mapping) -> None:

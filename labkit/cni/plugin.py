@@ -135,7 +135,7 @@ def _execute(command, config, container_id, netns, ifname, args) -> dict:
     raw = decode_config(config, required=command != "VERSION")
     if command == "VERSION":
         v = raw.get("cniVersion") if isinstance(raw, dict) else None
-        return version_info(v if isinstance(v, str) and v else cfg.LATEST)
+        return version_info(v if v in cfg.SUPPORTED_VERSIONS else cfg.LATEST)
     if isinstance(args, str):
         cfg.parse_cni_args(args)
     conf = cfg.parse(raw, need_ipam=command in ("ADD", "STATUS"))

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -128,6 +129,52 @@ def test_check_gc_status_on_lists(scratch):
     assert s.sh(pods[1], "ip", "link", "show", "eth0", check=False).returncode == 0
     cl.execute_conflist("GC", text, node_netns=node, valid_attachments=[])
     assert not [n for n in os.listdir(data) if n[0].isdigit()]
+
+
+def test_gc_dels_stale_cached_attachments(scratch):
+    """With a result cache, GC first DELs cached attachments that are no longer valid
+    (as libcni does, so every plugin of the list cleans up), then GCs every plugin."""
+    s = scratch
+    node = s.netns("node")
+    pods = [s.netns("p0"), s.netns("p1")]
+    cache = s.tmpdir()
+    text = cl.render_conflist(f"{s.prefix}-c", "10.244.4.0/24", data_dir=f"{s.tmpdir()}/ipam")
+    for cid, pod in zip(("old", "live"), pods, strict=True):
+        cl.execute_conflist("ADD", text, container_id=cid, netns=pod, node_netns=node,
+                            cache_dir=cache)
+    assert sorted(os.listdir(cache)) == [f"{s.prefix}-c-live-eth0", f"{s.prefix}-c-old-eth0"]
+    cached = json.loads((Path(cache) / f"{s.prefix}-c-old-eth0").read_text())
+    assert cached["kind"] == "cniCacheV1" and cached["netns"] == pods[0]
+    cl.execute_conflist("GC", text, node_netns=node, cache_dir=cache,
+                        valid_attachments=[{"containerID": "live", "ifname": "eth0"}])
+    assert os.listdir(cache) == [f"{s.prefix}-c-live-eth0"]
+    assert s.sh(pods[0], "ip", "link", "show", "eth0", check=False).returncode != 0
+    assert s.sh(pods[1], "ip", "link", "show", "eth0", check=False).returncode == 0
+    cl.execute_conflist("DEL", text, container_id="live", netns=pods[1], node_netns=node,
+                        cache_dir=cache)
+    assert os.listdir(cache) == []
+
+
+def test_lean_launcher_in_a_cni_bin_dir(scratch):
+    from labkit.cni.install import install_launcher
+
+    s = scratch
+    node, pod, client = build(s)
+    bindir = s.tmpdir()
+    launcher = install_launcher(bindir)
+    assert os.access(launcher, os.X_OK)
+    assert launcher.read_text().splitlines()[0].endswith(" -IS")
+    text = cl.render_conflist(f"{s.prefix}-l", "10.244.3.0/24", data_dir=f"{s.tmpdir()}/ipam",
+                              plugins=[TUNING])
+    res = cl.execute_conflist("ADD", text, container_id="lean1", netns=pod, node_netns=node,
+                              cni_path=[bindir, REF_CNI], in_process=False)
+    ip = res["ips"][0]["address"].split("/")[0]
+    assert s.ping(pod, "10.244.3.1")
+    s.sh(client, "ip", "route", "add", "10.244.3.0/24", "via", "192.168.77.1")
+    assert s.ping(client, ip)
+    cl.execute_conflist("DEL", text, container_id="lean1", netns=pod, node_netns=node,
+                        cni_path=[bindir, REF_CNI], in_process=False, prev_result=res)
+    assert s.sh(pod, "ip", "link", "show", "eth0", check=False).returncode != 0
 
 
 def test_add_failure_rolls_back(scratch):
