@@ -242,6 +242,31 @@ def test_concurrent_adds_get_distinct_ips(scratch):
     assert leases(conf) == {}
 
 
+def test_concurrent_in_process_adds(scratch):
+    s = scratch
+    n = 20
+    node, pods, conf = node_with_pods(s, n)
+
+    def add(i):
+        return plugin.execute("ADD", conf, container_id=f"ip{i}", netns=pods[i], ifname="eth0",
+                              node_netns=node)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        results = list(ex.map(add, range(n)))
+    assert len({r["ips"][0]["address"] for r in results}) == n
+    assert s.ping(pods[0], results[-1]["ips"][0]["address"].split("/")[0])
+
+    def delete(i):
+        return plugin.execute("DEL", conf, container_id=f"ip{i}", netns=pods[i], ifname="eth0",
+                              node_netns=node)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        assert list(ex.map(delete, range(n))) == [{}] * n
+    assert leases(conf) == {}
+    links = s.sh(node, "ip", "-o", "link").stdout
+    assert "labkit-cni" not in links and "veth" not in links
+
+
 def test_lock_held_gives_try_again_later(scratch):
     s = scratch
     node, (pod,), conf = node_with_pods(s, 1, lockTimeout=0.3)

@@ -185,3 +185,23 @@ def test_lite_json_and_ip_match_stdlib():
     a = lite.Addr("10.1.2.3")
     assert str(a) == f"{a}" == "10.1.2.3" and a in lite.Net("10.1.0.0/16")
     assert a not in lite.Net("10.2.0.0/16")
+
+
+def test_lean_launcher_imports(tmp_path):
+    """Under the launcher's `python -IS`, the exec path loads no re/json/ipaddress/ctypes."""
+    import subprocess
+    import sys
+
+    from labkit.cni.install import PACKAGE_PARENT, install_launcher, launcher_text
+
+    assert launcher_text("/usr/bin/python3").startswith("#!/usr/bin/python3 -IS\n")
+    path = install_launcher(tmp_path, compile_bytecode=False)
+    assert oct(path.stat().st_mode & 0o777) == "0o755"
+    code = (f"import sys; sys.path.insert(0, {str(PACKAGE_PARENT)!r});"
+            "import labkit.cni.main, labkit.cni.plugin;"
+            "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('re', 'json', 'ipaddress', 'ctypes', 'dataclasses', 'inspect', 'hashlib', "
+            "'socket', 'enum', 'typing', 'pathlib'))))")
+    out = subprocess.run([sys.executable, "-IS", "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == ""
