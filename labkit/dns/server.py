@@ -11,12 +11,17 @@ swaps its tables (a bad file is logged and the old records kept). SIGTERM/SIGINT
 supervisor stops the workers and exits 0; workers also die with the supervisor
 (PR_SET_PDEATHSIG), so none is ever orphaned.
 
-Speed: responses for names in the zone are precomputed in wire format, keyed by the
-question's bytes (name lowercased, type, class). The UDP loop finds the end of the
-name, looks the key up and sends ID + header tail + the query's own question + body.
-Anything else (EDNS with options we must echo, DO bit, odd headers, names not yet
-cached, malformed packets, names outside the zone) takes the slow path, which parses
-properly and may cache what it computed.
+Speed: responses are precomputed in wire format. The UDP loop first looks the whole
+query but its ID up (the shapes stub resolvers send: RD or not, AD or not, no EDNS or a
+bare OPT) and sends ID + stored response. Failing that, it finds the end of the name,
+looks up the question's bytes (name lowercased, type, class) and glues ID + header tail
++ the query's own question (echoing its case) + body. Anything else (DO bit, EDNS
+options, odd headers, names not yet cached, malformed packets, names outside the zone)
+takes the slow path, which parses properly and caches what it computed.
+
+Names outside the zone go to the upstreams (UDP; SERVFAIL when none answers in
+`upstream_timeout`), or are REFUSED when there are none. ExternalName CNAMEs to outside
+names are completed through the upstreams, as CoreDNS does.
 """
 
 from __future__ import annotations
@@ -43,7 +48,6 @@ AXFR, IXFR = 252, 251
 _QD1 = b"\x00\x01\x00\x00\x00\x00"
 _OPT_HEAD = b"\x00\x00\x29"
 
-_role = "supervisor"
 _supervisor_pid = 0
 
 
@@ -82,27 +86,19 @@ def make_entry(qwire: bytes, answer: R.Answer, ra: bool, aa: bool = True,
     return entry
 
 
-# The queries stub resolvers send, whole but for the ID: flags with RD set or not and
-# AD set (dig) or not, one question, then nothing or a bare OPT (no options, DO clear).
-_EXACT_FLAGS = tuple(bytes((b2, b3)) for b2 in (0, 1) for b3 in (0, 0x20))
-_EXACT_OPTS = tuple(b"\x00\x00\x29" + size.to_bytes(2, "big") + b"\x00" * 6
-                    for size in (512, 1232, 4096))
+# The query shapes stub resolvers send most, whole but for the ID: RD set, AD clear
+# (glibc, musl, dnsperf) or set (dig), one question, no EDNS. Other clean shapes (a bare
+# OPT, RD clear) are learnt by the hot path on first use.
+_EXACT_HEADS = (b"\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00",
+                b"\x01\x20\x00\x01\x00\x00\x00\x00\x00\x00")
+MAX_LEARNT = 50000           # learnt whole-query shapes before the table is reset
 
 
 def exact_variants(question: bytes, entry: tuple) -> list[tuple[bytes, bytes]]:
-    """(query bytes after the ID, response bytes after the ID) for the common query
+    """(query bytes after the ID, response bytes after the ID) for the commonest query
     shapes of a lowercase `question`: the hot path's first and cheapest lookup."""
-    out = []
-    for flags in _EXACT_FLAGS:
-        rd = flags[0] & 1
-        out.append((flags + b"\x00\x01\x00\x00\x00\x00\x00\x00" + question,
-                    entry[0][rd] + question + entry[1]))
-        for opt in _EXACT_OPTS:
-            size = max(512, int.from_bytes(opt[3:5], "big"))
-            tail = (entry[2][rd] + question + entry[3] if entry[4] <= size
-                    else entry[5][rd] + question + entry[6])
-            out.append((flags + b"\x00\x01\x00\x00\x00\x00\x00\x01" + question + opt, tail))
-    return out
+    tail = entry[0][1] + question + entry[1]
+    return [(head + question, tail) for head in _EXACT_HEADS]
 
 
 class State:
@@ -114,7 +110,8 @@ class State:
         self.rs: R.RecordSet | None = None
         self.entries: dict[bytes, tuple] = {}     # lowercase question -> entry
         self.exact: dict[bytes, bytes] = {}       # whole query but ID -> response but ID
-        self.dynamic: list[tuple[dict, bytes]] = []
+        self.exact_base: dict[bytes, bytes] = {}  # what `exact` is reset to
+        self.dynamic: list[bytes] = []
         self.gen = 0
         self.ra = False
         self.memo: dict = {}
@@ -129,31 +126,34 @@ class State:
         exact = {}
         for question, entry in new.items():
             exact.update(exact_variants(question, entry))
-        self.gen += 1
+        # rs before gen: a thread that sees the new gen also sees the new records.
         self.rs = rs
         self.ra = ra
+        self.gen += 1
         self.memo = memo
         self.entries.clear()
         self.entries.update(new)
-        self.exact.clear()
-        self.exact.update(exact)
+        self.exact_base = exact
+        self.reset_exact()
         self.dynamic = []
+
+    def reset_exact(self) -> None:
+        self.exact.clear()
+        self.exact.update(self.exact_base)
 
     def remember(self, key: bytes, entry: tuple, gen: int, dynamic: bool) -> None:
         """Keep what the slow path computed. Answers for names of the zone are a finite
         set; the rest (NXDOMAIN for search-path guesses, REFUSED) is bounded."""
         if gen != self.gen:
             return
-        variants = exact_variants(key, entry)
         if dynamic:
-            if len(self.dynamic) > MAX_DYNAMIC:
-                for table, k in self.dynamic:
-                    table.pop(k, None)
+            if len(self.dynamic) >= MAX_DYNAMIC:
+                for k in self.dynamic:
+                    self.entries.pop(k, None)
                 self.dynamic = []
-            self.dynamic.append((self.entries, key))
-            self.dynamic.extend((self.exact, k) for k, _ in variants)
+                self.reset_exact()
+            self.dynamic.append(key)
         self.entries[key] = entry
-        self.exact.update(variants)
 
 
 def _file_serial(path: str) -> int:
@@ -164,9 +164,13 @@ def _file_serial(path: str) -> int:
 
 
 def build_entries(rs: R.RecordSet, ra: bool, memo: dict) -> dict[bytes, tuple]:
+    """A and AAAA for every name that has addresses or is an alias, PTR for every
+    reverse name; the rest is computed on first use."""
     entries: dict[bytes, tuple] = {}
     tails = [(qtype, struct.pack("!HH", qtype, 1)) for qtype in EAGER_QTYPES]
-    for name in rs.nodes:
+    for name, node in rs.nodes.items():
+        if not (R.A in node or R.AAAA in node or R.CNAME in node):
+            continue
         qwire = W.name_to_wire(name)
         for qtype, tail in tails:
             ans = rs.lookup(name, qtype)
@@ -213,8 +217,8 @@ def answer_query(state: State, data: bytes, tcp: bool):
         return W.error_response(q, W.BADVERS, with_question=True, ra=state.ra)
     if q.qclass != 1 or q.qtype in (AXFR, IXFR) or q.qtype == R.OPT:
         return W.error_response(q, R.REFUSED, with_question=True, ra=state.ra)
-    rs = state.rs
     gen = state.gen
+    rs = state.rs
     key = q.question.lower()
     entry = state.entries.get(key) if key[-4:] == q.question[-4:] else None
     if entry is None:
@@ -424,7 +428,8 @@ def _start_thread(target, *args) -> threading.Thread:
 def serve_udp(state: State, sock: socket.socket) -> None:
     recvfrom = sock.recvfrom
     sendto = sock.sendto
-    exact = state.exact.get
+    exact_table = state.exact
+    exact = exact_table.get
     get = state.entries.get
     forwarder = Forwarder(state, sock)
     join = b"".join
@@ -439,23 +444,32 @@ def serve_udp(state: State, sock: socket.socket) -> None:
             if tail is not None:
                 sendto(data[:2] + tail, addr)
                 continue
-            # 2. a known question in another letter case, or with EDNS options
+            # 2. a known question, with another header, letter case or EDNS
             end = data.find(b"\x00", 12)
             q = data[12:end + 5]
             ent = get(q.lower())
             if ent is not None and data[4:10] == _QD1 and not data[2] & 0xF8:
                 n = len(data)
+                out = None
                 if n == end + 5:
                     if data[10:12] == b"\x00\x00":
-                        sendto(join((data[:2], ent[0][data[2] & 1], q, ent[1])), addr)
-                        continue
+                        out = join((data[:2], ent[0][data[2] & 1], q, ent[1]))
                 elif (data[10:12] == b"\x00\x01" and data[end + 5:end + 8] == _OPT_HEAD
                       and data[end + 10:end + 14] == b"\x00\x00\x00\x00"
                       and n == end + 16 + (data[end + 14] << 8 | data[end + 15])):
                     if ent[4] > 512 and ent[4] > (data[end + 8] << 8 | data[end + 9]):
-                        sendto(join((data[:2], ent[5][data[2] & 1], q, ent[6])), addr)
+                        out = join((data[:2], ent[5][data[2] & 1], q, ent[6]))
                     else:
-                        sendto(join((data[:2], ent[2][data[2] & 1], q, ent[3])), addr)
+                        out = join((data[:2], ent[2][data[2] & 1], q, ent[3]))
+                    if n != end + 16:
+                        sendto(out, addr)          # EDNS options: not worth learning
+                        continue
+                if out is not None:
+                    sendto(out, addr)
+                    # learn this shape for step 1 (bounded)
+                    if len(exact_table) >= MAX_LEARNT + len(state.exact_base):
+                        state.reset_exact()
+                    exact_table[data[2:]] = out[2:]
                     continue
             # 3. everything else: parse
             resp = answer_query(state, data, tcp=False)
@@ -552,8 +566,6 @@ def _die_with_parent() -> None:
 
 
 def worker_main(state: State, udp: socket.socket, tcp: socket.socket) -> None:
-    global _role
-    _role = "worker"
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -598,7 +610,7 @@ def run(config: str, listen: str, port: int = 53, workers: int | None = None,
     """The supervisor. Returns the exit code."""
     global _supervisor_pid
     _supervisor_pid = os.getpid()
-    workers = max(1, workers or os.cpu_count() or 1)
+    workers = max(1, workers or len(os.sched_getaffinity(0)) or 1)
     state = State(config)
     try:
         state.load()
