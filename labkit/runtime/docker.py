@@ -18,6 +18,7 @@ import copy
 import os
 import re
 import shutil
+import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -61,12 +62,16 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+def engine_url(base_url: str | None = None) -> str:
+    return base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
 def connect(base_url: str | None = None, *, pool_size: int = WORKERS) -> docker.DockerClient:
     """A client for the Docker engine (DOCKER_HOST or the local socket), checked with a ping."""
     import docker
     import docker.errors
 
-    where = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    where = engine_url(base_url)
     try:
         client = docker.DockerClient(base_url=where, max_pool_size=pool_size, timeout=120)
         client.ping()
@@ -135,10 +140,12 @@ class DockerRuntime:
         self,
         client: docker.DockerClient | None = None,
         *,
+        base_url: str | None = None,
         state_dir: str = STATE_DIR,
         workers: int = WORKERS,
     ) -> None:
         self._client = client
+        self.base_url = engine_url(base_url)
         self.state_dir = state_dir
         self.workers = workers
         self._images_checked: set[str] = set()
@@ -149,7 +156,7 @@ class DockerRuntime:
     def client(self) -> docker.DockerClient:
         with self._lock:
             if self._client is None:
-                self._client = connect(pool_size=max(self.workers, 10))
+                self._client = connect(self.base_url, pool_size=max(self.workers, 10))
             return self._client
 
     # --- sandboxes ------------------------------------------------------------
@@ -248,6 +255,14 @@ class DockerRuntime:
 
         target = self._exec_target(sandbox)
         api = self.client.api
+        cli = None if capture else shutil.which("docker")
+        if cli:
+            # Uncaptured is for people (`labkit exec`): with the CLI, stdin and a terminal work
+            # as they do with the netns runtime's `ip netns exec`.
+            flags = ["-i", "-t"] if sys.stdin.isatty() and sys.stdout.isatty() else ["-i"]
+            env = {**os.environ, "DOCKER_HOST": self.base_url}
+            proc = subprocess.run([cli, "exec", *flags, target["Id"], *argv], env=env, check=False)
+            return proc.returncode, ""
         try:
             exec_id = api.exec_create(target["Id"], list(argv), stdout=True, stderr=True)["Id"]
         except docker.errors.APIError as e:
@@ -258,7 +273,7 @@ class DockerRuntime:
             # stdout, then stderr: their interleaving is lost across two pipes anyway
             out, err = api.exec_start(exec_id, demux=True)
             text = ((out or b"") + (err or b"")).decode(errors="replace")
-        else:
+        else:  # no docker CLI: stream the output, without stdin
             for out, err in api.exec_start(exec_id, stream=True, demux=True):
                 if out:
                     sys.stdout.buffer.write(out)

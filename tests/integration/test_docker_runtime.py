@@ -149,6 +149,31 @@ def test_exec_passes_the_exit_code_through(runtime, lab, capfd):
     assert code in (126, 127)
 
 
+def test_uncaptured_exec_reads_our_stdin(runtime, lab, capfd):
+    a = runtime.create_node(lab, node(lab, "a"))
+    read, write = os.pipe()
+    os.write(write, b"typed by a person\n")
+    os.close(write)
+    saved = os.dup(0)
+    try:
+        os.dup2(read, 0)
+        code, _ = runtime.exec(a, ["sh", "-c", "cat; exit 4"])
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
+        os.close(read)
+    assert code == 4
+    assert "typed by a person" in capfd.readouterr().out
+
+
+def test_uncaptured_exec_without_the_docker_cli_streams(runtime, lab, capfd, monkeypatch):
+    a = runtime.create_node(lab, node(lab, "a"))
+    monkeypatch.setattr("labkit.runtime.docker.shutil.which", lambda name: None)
+    assert runtime.exec(a, ["sh", "-c", "echo out; echo err >&2; exit 5"]) == (5, "")
+    captured = capfd.readouterr()
+    assert captured.out == "out\n" and captured.err == "err\n"
+
+
 def test_pod_is_a_pause_container_and_app_containers_in_its_netns(runtime, lab, client):
     n = runtime.create_node(lab, node(lab, "w1"))
     spec = pod(
