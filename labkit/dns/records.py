@@ -140,16 +140,20 @@ class DnsConfig(_Model):
     empty means such queries are REFUSED. `nameservers`: the DNS service IP(s), the
     address of `ns.dns.<zone>` (the zone's NS). `namespaces`: namespaces that exist
     besides those of the services and the built-in ones (their `<ns>.svc.<zone>` is
-    NODATA, not NXDOMAIN). `serial`: SOA serial (0: the server uses the load time).
+    NODATA, not NXDOMAIN). `serial`: SOA serial (0: the server uses the config file's
+    modification time). `pods`: "insecure" answers `<a>-<b>-<c>-<d>.<ns>.pod.<zone>` with
+    that address for any existing namespace, as the Corefile of kubeadm and kind does
+    (`pods insecure`); "disabled" does not (CoreDNS's plugin default).
     """
 
     __slots__ = ("zone", "ttl", "upstreams", "upstream_timeout", "nameservers",
-                 "namespaces", "serial", "services")
+                 "namespaces", "serial", "pods", "services")
 
     def __init__(self, zone: str = "cluster.local", services: list[Service] | None = None,
                  upstreams: list[str] | None = None, ttl: int = DEFAULT_TTL,
                  upstream_timeout: float = 2.0, nameservers: list[str] | None = None,
-                 namespaces: list[str] | None = None, serial: int = 0):
+                 namespaces: list[str] | None = None, serial: int = 0,
+                 pods: str = "insecure"):
         self.zone = zone
         self.ttl = ttl
         self.upstreams = list(upstreams or [])
@@ -157,6 +161,7 @@ class DnsConfig(_Model):
         self.nameservers = list(nameservers or [])
         self.namespaces = list(namespaces or [])
         self.serial = serial
+        self.pods = pods
         self.services = list(services or [])
 
     # -- JSON ------------------------------------------------------------------
@@ -223,7 +228,8 @@ def parse_upstream(text: str) -> tuple[str, int]:
 
 _FIELDS = {
     "config": {"zone": str, "ttl": int, "upstreams": list, "upstream_timeout": (int, float),
-               "nameservers": list, "namespaces": list, "serial": int, "services": list},
+               "nameservers": list, "namespaces": list, "serial": int, "pods": str,
+               "services": list},
     "service": {"namespace": str, "name": str, "type": str, "cluster_ip": (str, type(None)),
                 "ports": list, "endpoints": list, "external_name": (str, type(None)),
                 "publish_not_ready_addresses": bool},
@@ -304,6 +310,8 @@ def _check_config(cfg: DnsConfig, problems: list[str]) -> None:
         problems.append("ttl: must be 0..2147483647")
     if not 0 <= cfg.serial <= 2**32 - 1:
         problems.append("serial: must be 0..4294967295")
+    if cfg.pods not in ("insecure", "disabled"):
+        problems.append(f"pods: {cfg.pods!r}; valid: insecure, disabled")
     if not 0 < cfg.upstream_timeout <= 60:
         problems.append("upstream_timeout: seconds, > 0 and <= 60")
     for j, up in enumerate(cfg.upstreams):
@@ -408,8 +416,9 @@ class RecordSet:
 
     def __init__(self, zone: str, ttl: int, nodes: dict[str, dict[int, list[RR]]],
                  reverse: dict[str, list[RR]], soa: RR, upstreams: list[tuple[str, int]],
-                 upstream_timeout: float):
+                 upstream_timeout: float, pod_namespaces: frozenset[str] = frozenset()):
         self.zone = zone
+        self.pod_namespaces = pod_namespaces   # "insecure" pod records for these
         self.ttl = ttl
         self.nodes = nodes
         self.reverse = reverse
@@ -437,6 +446,8 @@ class RecordSet:
         while True:
             node = self.nodes.get(name)
             if node is None:
+                node = self._pod_node(name)
+            if node is None:
                 return Answer(NXDOMAIN, answer, [self.soa])
             if qtype == ANY:
                 rrs = [rr for rrset in node.values() for rr in rrset]
@@ -458,6 +469,26 @@ class RecordSet:
                 continue
             # The name exists (records of other types, or children): NODATA.
             return Answer(NOERROR, answer, [self.soa] if not answer else [])
+
+    def _pod_node(self, name: str) -> dict[int, list[RR]] | None:
+        """`<dashed ip>.<ns>.pod.<zone>` in `pods insecure` mode (CoreDNS: any address,
+        in a namespace that exists)."""
+        if not self.pod_namespaces:
+            return None
+        parts = name[:-len(self.zone) - 1].split(".")
+        if len(parts) != 3 or parts[2] != "pod" or parts[1] not in self.pod_namespaces:
+            return None
+        label = parts[0]
+        if label.count("-") == 3 and "--" not in label:
+            text = label.replace("-", ".")
+        else:
+            text = label.replace("-", ":")
+        try:
+            ip = ipaddress.ip_address(text)
+        except ValueError:
+            return None
+        rtype = AAAA if ip.version == 6 else A
+        return {rtype: [(name, rtype, self.ttl, str(ip))]}
 
     def _additional(self, rrs: list[RR]) -> list[RR]:
         extra: list[RR] = []
@@ -526,8 +557,12 @@ def build_records(cfg: DnsConfig, serial: int | None = None) -> RecordSet:
     # namespace's <ns>.svc.<zone>.
     nodes.setdefault(f"svc.{zone}", {})
     nodes.setdefault(f"pod.{zone}", {})
-    for ns in (*BUILTIN_NAMESPACES, *cfg.namespaces, *(s.namespace for s in cfg.services)):
-        nodes.setdefault(f"{ns.lower()}.svc.{zone}", {})
+    namespaces = {ns.lower() for ns in (*BUILTIN_NAMESPACES, *cfg.namespaces,
+                                         *(s.namespace for s in cfg.services))}
+    for ns in namespaces:
+        nodes.setdefault(f"{ns}.svc.{zone}", {})
+        if cfg.pods == "insecure":
+            nodes.setdefault(f"{ns}.pod.{zone}", {})
 
     for s in cfg.services:
         base = f"{s.name.lower()}.{s.namespace.lower()}.svc.{zone}"
@@ -574,4 +609,6 @@ def build_records(cfg: DnsConfig, serial: int | None = None) -> RecordSet:
                 break
             nodes[name] = {}
     upstreams = [parse_upstream(u) for u in cfg.upstreams]
-    return RecordSet(zone, ttl, nodes, reverse, soa, upstreams, cfg.upstream_timeout)
+    pod_namespaces = frozenset(namespaces) if cfg.pods == "insecure" else frozenset()
+    return RecordSet(zone, ttl, nodes, reverse, soa, upstreams, cfg.upstream_timeout,
+                     pod_namespaces)

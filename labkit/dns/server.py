@@ -236,7 +236,8 @@ def answer_query(state: State, data: bytes, tcp: bool):
             return Upstream(q, W.make_query(ans.chase, q.qtype), ans)
         else:
             entry = make_entry(qwire, ans, state.ra, memo=state.memo)
-            dynamic = ans.rcode != R.NOERROR
+            # Negative answers and pod names are an unbounded set; the rest is not.
+            dynamic = ans.rcode != R.NOERROR or q.qname not in rs.nodes
         if key[-4:] == q.question[-4:]:
             state.remember(key, entry, gen, dynamic)
     return assemble(q, entry, tcp)

@@ -176,6 +176,7 @@ DIG_CASES = [
     (["cluster.local", "SOA"], "NOERROR",
      ["SOA ns.dns.cluster.local. hostmaster.cluster.local."]),
     (["cluster.local", "NS"], "NOERROR", ["NS ns.dns.cluster.local."]),
+    (["10-244-9-9.default.pod.cluster.local", "A"], "NOERROR", ["A 10.244.9.9"]),
     (["example.com", "A"], "REFUSED", []),
 ]
 

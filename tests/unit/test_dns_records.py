@@ -302,3 +302,23 @@ def test_builder_is_fast_enough_for_big_clusters():
     rs = build_records(DnsConfig(services=services))
     assert time.perf_counter() - t < 2.0
     assert rdatas(rs.lookup("s1999.ns9.svc.cluster.local", A)) == ["10.96.7.249"]
+
+
+def test_pod_records_insecure_like_kubeadm_corefile(rs):
+    ans = rs.lookup("10-244-1-9.default.pod.cluster.local", A)
+    assert ans.answer == [(f"10-244-1-9.default.pod.{Z}", A, 5, "10.244.1.9")]
+    assert is_nodata(rs.lookup("10-244-1-9.default.pod.cluster.local", AAAA))
+    assert rdatas(rs.lookup("fd00--1.prod.pod.cluster.local", AAAA)) == ["fd00::1"]
+    assert is_nodata(rs.lookup("default.pod.cluster.local", A))
+    assert is_nxdomain(rs.lookup("10-244-1-9.nope.pod.cluster.local", A))
+    assert is_nxdomain(rs.lookup("not-an-ip.default.pod.cluster.local", A))
+    assert is_nxdomain(rs.lookup("x.10-244-1-9.default.pod.cluster.local", A))
+
+
+def test_pod_records_disabled():
+    c = cfg()
+    c.pods = "disabled"
+    r = build_records(c)
+    assert is_nxdomain(r.lookup("10-244-1-9.default.pod.cluster.local", A))
+    assert is_nxdomain(r.lookup("default.pod.cluster.local", A))
+    assert is_nodata(r.lookup("pod.cluster.local", A))
