@@ -15,6 +15,7 @@ slow (tens of ms) but independent, so batches run on a thread pool.
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 import re
 import shutil
@@ -178,7 +179,7 @@ class DockerRuntime:
             network_mode="none",
             log_config=QUIET_LOG,
             **copy.deepcopy(self._privileges),
-            mounts=self._etc_mounts(lab, node.netns, node.hosts, node.resolv_conf),
+            mounts=self._etc_mounts(lab, node.hosts, node.resolv_conf),
         )
         return self._sandbox(lab, node.name, info, labels)
 
@@ -204,7 +205,7 @@ class DockerRuntime:
             labels=labels,
             network_mode="none",
             log_config=QUIET_LOG,
-            mounts=self._etc_mounts(lab, pod.netns, pod.hosts, pod.resolv_conf),
+            mounts=self._etc_mounts(lab, pod.hosts, pod.resolv_conf),
         )
         return self._sandbox(lab, f"{pod.namespace}/{pod.name}", info, labels)
 
@@ -219,7 +220,7 @@ class DockerRuntime:
         for image in {c.image or DEFAULT_IMAGE for c in pod.containers}:
             self._ensure_image(image)
         # The same hosts/resolv.conf as the pause container (Docker copies its hostname).
-        mounts = self._etc_mounts(lab, pod.netns, pod.hosts, pod.resolv_conf)
+        mounts = self._etc_mounts(lab, pod.hosts, pod.resolv_conf)
 
         def start(item: tuple[int, ContainerSpec]) -> dict:
             index, spec = item
@@ -406,11 +407,12 @@ class DockerRuntime:
     def _lab_state(self, lab: str) -> str:
         return os.path.join(self.state_dir, lab, "docker")
 
-    def _etc_mounts(self, lab: str, name: str, hosts: str, resolv_conf: str) -> list:
+    def _etc_mounts(self, lab: str, hosts: str, resolv_conf: str) -> list:
         """Bind mounts of the sandbox's own /etc/hosts and /etc/resolv.conf (when given).
 
-        Docker leaves these paths alone when a mount covers them. The files live
-        under /run/labkit/<lab>/docker/<container>/ and go with `destroy`.
+        Docker leaves these paths alone when a mount covers them. Files are named
+        by their content, so the nodes of a lab, which share one hosts file, share
+        one file on disk too; they live in /run/labkit/<lab>/docker/ until `destroy`.
         """
         from docker.types import Mount
 
@@ -418,13 +420,15 @@ class DockerRuntime:
         for target, text in (("/etc/hosts", hosts), ("/etc/resolv.conf", resolv_conf)):
             if not text:
                 continue
-            directory = os.path.join(self._lab_state(lab), name)
-            os.makedirs(directory, exist_ok=True)
-            path = os.path.join(directory, os.path.basename(target))
-            tmp = f"{path}.tmp"
-            with open(tmp, "w") as f:
-                f.write(text if text.endswith("\n") else text + "\n")
-            os.replace(tmp, path)
+            text = text if text.endswith("\n") else text + "\n"
+            digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+            path = os.path.join(self._lab_state(lab), f"{os.path.basename(target)}.{digest}")
+            if not os.path.exists(path):
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+                with open(tmp, "w") as f:
+                    f.write(text)
+                os.replace(tmp, path)
             mounts.append(Mount(target=target, source=path, type="bind", read_only=True))
         return mounts
 

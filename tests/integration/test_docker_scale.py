@@ -63,6 +63,8 @@ def test_fifty_nodes_up_and_down(lab, client, capsys, record_property):
     created = time.perf_counter() - t0
     assert len({s.netns_path for s in sandboxes}) == NODES
     assert all(Path(s.netns_path).exists() for s in sandboxes)
+    # One resolv.conf and one hosts file per distinct content, not per node.
+    assert len(list((Path(runtime.state_dir) / name / "docker").iterdir())) == NODES + 1
 
     t0 = time.perf_counter()
     runtime.destroy(name)
