@@ -15,6 +15,7 @@ Build them with `python -m labkit.runtime.image` (or `invoke image`,
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import subprocess
@@ -76,8 +77,6 @@ RECIPES = (ImageRecipe(DEFAULT_IMAGE, "node"), ImageRecipe(PAUSE_IMAGE, "pause")
 
 
 def _json_list(items: Iterable[str]) -> str:
-    import json
-
     return json.dumps(list(items))
 
 
