@@ -520,10 +520,10 @@ def serve_tcp(state: State, lsock: socket.socket) -> None:
                 except Exception as e:  # noqa: BLE001
                     log(f"error on TCP query: {e!r}")
                     return
-                if resp is None:
+                if resp is None or len(resp) > 0xFFFF:
                     return
                 conn.sendall(len(resp).to_bytes(2, "big") + resp)
-        except OSError:
+        except Exception:  # noqa: BLE001 - a connection's trouble ends only it
             pass
         finally:
             conn.close()
@@ -654,10 +654,13 @@ def run(config: str, listen: str, port: int = 53, workers: int | None = None,
             stopping = True
             break
         if info is not None and info.si_signo == signal.SIGHUP:
+            # Our own copy too: it is what a restarted worker starts from.
             try:
-                R.DnsConfig.load(config)
+                state.load()
             except R.ConfigError as e:
                 log(f"SIGHUP: config invalid, workers keep their records:\n{e}")
+            except Exception as e:  # noqa: BLE001
+                log(f"SIGHUP: reload failed: {e!r}")
             for pid in children:
                 _kill(pid, signal.SIGHUP)
         while children:

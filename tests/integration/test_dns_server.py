@@ -382,6 +382,28 @@ def test_sighup_reloads_every_worker(srv):
     assert srv.proc.poll() is None and children_of(srv.pid) == srv.workers
 
 
+def test_dead_worker_is_replaced_with_current_records(srv):
+    cfg = cluster_config()
+    cfg.services.append(Service("default", "late", "ClusterIP", "10.96.0.77"))
+    cfg.dump(str(srv.config))
+    dns_server.reload(srv.pid)
+    time.sleep(0.5)
+    victim = sorted(srv.workers)[0]
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        now = children_of(srv.pid)
+        if victim not in now and len(now) == 2:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("worker not replaced")
+    srv.workers = now
+    for _ in range(20):
+        assert srv.query("late.default.svc.cluster.local.", "A").answer[0][0].address == \
+            "10.96.0.77"
+
+
 def test_sigterm_leaves_no_processes(tmp_path):
     s = Server(tmp_path, cluster_config(), workers=2)
     workers = set(s.workers)
