@@ -5,8 +5,10 @@ then for each plugin ADDs every pod and DELs every pod again, each call a
 fresh process run exactly as a runtime would (env vars + config on stdin,
 `nsenter --net=<node ns>` in front of both so the wrapper cost is equal).
 Rows: the reference `bridge` (+ its `host-local` IPAM exec), the pip console
-script `.venv/bin/labkit-cni`, and the lean launcher from
-`labkit.cni.install` (`python -IS`, what labkit puts in its CNI bin dir).
+script `.venv/bin/labkit-cni` (an editable install's `site` costs ~15 ms per
+start), and the lean launcher from `labkit.cni.install` (`python -IS`, what
+labkit puts in its CNI bin dir). Calls are interleaved so the rows share
+whatever else the machine is doing.
 Returns milliseconds; `invoke bench` prints them. Needs root.
 """
 
@@ -54,21 +56,23 @@ def _run(argv: list[str], env: dict, conf: bytes) -> float:
     return dt
 
 
-def _drive(plugin: str, conf: dict, node_ns: str, pod_ns: list[str], tag: str) -> dict:
-    raw = json.dumps(conf).encode()
-    base = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "CNI_PATH": REF_DIR,
-            "CNI_IFNAME": "eth0"}
-    argv = ["nsenter", f"--net=/run/netns/{node_ns}", plugin]
-    adds, dels = [], []
-    for i, ns in enumerate(pod_ns):
-        env = dict(base, CNI_COMMAND="ADD", CNI_CONTAINERID=f"{tag}{i}",
-                   CNI_NETNS=f"/run/netns/{ns}")
-        adds.append(_run(argv, env, raw))
-    for i, ns in enumerate(pod_ns):
-        env = dict(base, CNI_COMMAND="DEL", CNI_CONTAINERID=f"{tag}{i}",
-                   CNI_NETNS=f"/run/netns/{ns}")
-        dels.append(_run(argv, env, raw))
-    return _summary(adds, dels)
+def _drive(plugins: list[tuple[str, str, dict, str]], node_ns: str, pod_ns: list[str],
+           tag: str) -> dict:
+    """ADD every pod with every plugin, then DEL them all; calls are interleaved
+    (plugin order rotating per pod) so load from elsewhere hits every row alike."""
+    base = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "CNI_PATH": REF_DIR}
+    raw = {label: json.dumps(conf).encode() for label, _, conf, _ in plugins}
+    adds: dict[str, list[float]] = {label: [] for label, *_ in plugins}
+    dels: dict[str, list[float]] = {label: [] for label, *_ in plugins}
+    for command, bucket in (("ADD", adds), ("DEL", dels)):
+        for i, ns in enumerate(pod_ns):
+            k = i % len(plugins)
+            for label, path, _, ifname in plugins[k:] + plugins[:k]:
+                env = dict(base, CNI_COMMAND=command, CNI_CONTAINERID=f"{tag}{i}",
+                           CNI_NETNS=f"/run/netns/{ns}", CNI_IFNAME=ifname)
+                argv = ["nsenter", f"--net=/run/netns/{node_ns}", path]
+                bucket[label].append(_run(argv, env, raw[label]))
+    return {label: _summary(adds[label], dels[label]) for label, *_ in plugins}
 
 
 def _python_floor(flags: list[str] | None = None, n: int = 30) -> float:
@@ -96,25 +100,30 @@ def bench_cni_exec(pods: int = 200) -> dict:
         for ns in [node, *pod_ns]:
             subprocess.run(["ip", "netns", "add", ns], check=True)
             created.append(ns)
-        lk_conf = {"cniVersion": "1.0.0", "name": f"lkb{tag}", "type": "labkit-cni",
-                   "ipam": {"subnet": "10.251.0.0/16", "dataDir": f"{tmp}/labkit"}}
         br_conf = {"cniVersion": "1.0.0", "name": f"brb{tag}", "type": "bridge",
                    "bridge": f"lkb{tag}", "isGateway": True, "ipMasq": False,
                    "ipam": {"type": "host-local", "subnet": "10.252.0.0/16",
                             "dataDir": f"{tmp}/bridge"}}
+
+        def lk_conf(net: str, subnet: str) -> dict:
+            return {"cniVersion": "1.0.0", "name": f"{net}{tag}", "type": "labkit-cni",
+                    "ipam": {"subnet": subnet, "dataDir": f"{tmp}/{net}"}}
+
         from labkit.cni.install import install_launcher
 
         lean = str(install_launcher(f"{tmp}/bin"))
-        plugins = [(f"{REF_DIR}/bridge", br_conf), (LABKIT_CNI, lk_conf), (lean, lk_conf)]
-        for path, conf in plugins:  # warm page cache and bytecode before measuring
-            _drive(path, conf, node, pod_ns[:3], "warm")
-        ref, ours, ours_lean = (_drive(path, conf, node, pod_ns, "c") for path, conf in plugins)
+        # (row label, executable, config, ifname): one pod namespace holds all three
+        plugins = [
+            ("bridge+host-local", f"{REF_DIR}/bridge", br_conf, "eth0"),
+            ("labkit-cni", LABKIT_CNI, lk_conf("lkc", "10.251.0.0/16"), "eth1"),
+            ("labkit-cni (lean launcher)", lean, lk_conf("lkl", "10.253.0.0/16"), "eth2"),
+        ]
+        _drive(plugins, node, pod_ns[:3], "warm")  # page cache and bytecode
+        rows = _drive(plugins, node, pod_ns, "c")
         return {
             "pods": pods,
             "unit": "ms",
-            "bridge+host-local": ref,
-            "labkit-cni": ours,  # the pip console script in .venv/bin
-            "labkit-cni (lean launcher)": ours_lean,  # labkit.cni.install: python -IS
+            **rows,
             "python_start_p50": _python_floor(),
             "python_IS_start_p50": _python_floor(["-I", "-S"]),
         }
