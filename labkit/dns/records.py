@@ -110,7 +110,8 @@ class Endpoint(_Model):
 
 
 class Service(_Model):
-    """A Service as DNS sees it. `type` Headless means `clusterIP: None`."""
+    """A Service as DNS sees it. Headless: `type` "Headless", or "ClusterIP" with
+    `cluster_ip` null or "None"."""
 
     __slots__ = ("namespace", "name", "type", "cluster_ip", "ports", "endpoints",
                  "external_name", "publish_not_ready_addresses")
@@ -130,7 +131,9 @@ class Service(_Model):
 
     @property
     def headless(self) -> bool:
-        return self.type == "Headless"
+        """Type Headless, or ClusterIP with no cluster IP (Kubernetes' `clusterIP: None`)."""
+        return self.type == "Headless" or (
+            self.type == "ClusterIP" and self.cluster_ip in (None, "None"))
 
 
 class DnsConfig(_Model):
@@ -197,9 +200,14 @@ class DnsConfig(_Model):
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
 
+    def validate(self) -> None:
+        """Raise ConfigError unless this would load (types, names, addresses)."""
+        DnsConfig.from_dict(self.to_dict())
+
     def dump(self, path: str) -> None:
-        """Write atomically (temp file + rename): a server reloading on SIGHUP never
-        reads half a file."""
+        """Validate, then write atomically (temp file + rename): a server reloading on
+        SIGHUP never reads half a file, nor one it would refuse."""
+        self.validate()
         tmp = f"{path}.tmp.{os.getpid()}"
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(self.to_json())
@@ -346,10 +354,9 @@ def _check_config(cfg: DnsConfig, problems: list[str]) -> None:
         elif s.type == "Headless":
             if s.cluster_ip not in (None, "None"):
                 problems.append(f"{path}.cluster_ip: must be null for type Headless")
-        elif s.type in SERVICE_TYPES:
+        elif s.type in SERVICE_TYPES and not s.headless:
             if s.cluster_ip in (None, "None"):
-                problems.append(f"{path}.cluster_ip: required for type {s.type} "
-                                "(use type Headless for clusterIP: None)")
+                problems.append(f"{path}.cluster_ip: required for type {s.type}")
             else:
                 _check_ip(s.cluster_ip, f"{path}.cluster_ip", problems)
         for j, p in enumerate(s.ports):

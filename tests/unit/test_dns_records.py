@@ -145,6 +145,21 @@ def test_headless_without_ready_endpoints_is_nxdomain_like_coredns(rs):
     assert is_nxdomain(rs.lookup("_http._tcp.nobody.prod.svc.cluster.local", SRV))
 
 
+def test_clusterip_none_is_headless():
+    for ip in (None, "None"):
+        c = DnsConfig(services=[Service("a", "h", "ClusterIP", ip,
+                                        endpoints=[Endpoint("10.244.0.9", hostname="x")])])
+        c.validate()
+        assert rdatas(build_records(c).lookup("h.a.svc.cluster.local", A)) == ["10.244.0.9"]
+
+
+def test_dump_refuses_an_invalid_config(tmp_path):
+    c = DnsConfig(services=[Service("a", "B_ad", "ClusterIP", "10.0.0.1")])
+    with pytest.raises(ConfigError, match="services\\[0\\].name"):
+        c.dump(str(tmp_path / "x.json"))
+    assert not list(tmp_path.iterdir())
+
+
 def test_publish_not_ready_addresses():
     c = DnsConfig(services=[Service("a", "h", "Headless", endpoints=[
         Endpoint("10.244.0.9", hostname="x", ready=False)], publish_not_ready_addresses=True)])
@@ -242,7 +257,10 @@ def test_minimal_json():
     ({"zone": "bad_zone!"}, "zone:"),
     ({"services": [{"namespace": "a", "name": "B", "cluster_ip": "10.0.0.1"}]},
      "services[0].name"),
-    ({"services": [{"namespace": "a", "name": "b"}]}, "services[0].cluster_ip: required"),
+    ({"services": [{"namespace": "a", "name": "b", "type": "NodePort"}]},
+     "services[0].cluster_ip: required"),
+    ({"services": [{"namespace": "a", "name": "b", "type": "Headless",
+                    "cluster_ip": "10.0.0.1"}]}, "must be null for type Headless"),
     ({"services": [{"namespace": "a", "name": "b", "cluster_ip": "10.0.0.300"}]},
      "not an IP address"),
     ({"services": [{"namespace": "a", "name": "b", "type": "Weird", "cluster_ip": "10.0.0.1"}]},
