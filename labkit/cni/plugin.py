@@ -36,6 +36,7 @@ from .errors import (
     DECODE_FAILURE,
     INTERFACE_EXISTS,
     INVALID_CONFIG,
+    INTERNAL,
     INVALID_ENV,
     IO_FAILURE,
     NETLINK_FAILURE,
@@ -90,8 +91,24 @@ def execute(
     /run/netns/<name>; None = the caller's own namespace). Raises CNIError.
     """
     if node_netns is None:
+        return _guarded(command, config, container_id, netns, ifname, args)
+    return _in_netns_thread(node_netns, _guarded, command, config, container_id, netns, ifname,
+                            args)
+
+
+def _guarded(command, config, container_id, netns, ifname, args) -> dict:
+    """_execute, with every failure turned into a CNIError (the API's one exception type)."""
+    try:
         return _execute(command, config, container_id, netns, ifname, args)
-    return _in_netns_thread(node_netns, _execute, command, config, container_id, netns, ifname, args)
+    except CNIError:
+        raise
+    except NetlinkError as e:
+        raise _nl_error(e, f"{command} {container_id or ''}/{ifname or ''}") from e
+    except OSError as e:
+        raise CNIError(IO_FAILURE, f"{command}: {e.strerror or e}", str(e)) from e
+    except Exception as e:  # noqa: BLE001 - the API promises CNIError only
+        raise CNIError(INTERNAL, f"{command}: internal error: {type(e).__name__}: {e}",
+                       repr(e)) from e
 
 
 def _in_netns_thread(path: str, fn, *a):
@@ -412,18 +429,13 @@ def cmd_status(conf: cfg.NetConf) -> None:
 def cmd_gc(conf: cfg.NetConf) -> None:
     valid = set(conf.valid_attachments or [])
     with Store(conf.data_dir, conf.lock_timeout) as store:
-        gone = store.gc(valid)
-    stale_names = {host_veth_name(cid, ifn) for _, cid, ifn in gone}
+        store.gc(valid)
+    keep = {host_veth_name(cid, ifn) for cid, ifn in valid}
     prefix = f"{ALIAS_PREFIX} {conf.name} "
     try:
         with Netlink() as node:
             for link in node.dump_links():
-                alias = link.get("alias") or ""
-                if not alias.startswith(prefix):
-                    continue
-                parts = alias.split(" ")
-                owner = (parts[3], parts[2]) if len(parts) >= 4 else None
-                if link["name"] in stale_names or owner not in valid:
+                if (link.get("alias") or "").startswith(prefix) and link["name"] not in keep:
                     node.del_link(link["name"])
     except NetlinkError as e:
         raise _nl_error(e, "GC") from e
