@@ -43,6 +43,7 @@ from labkit.dns import wire as W
 EAGER_QTYPES = (R.A, R.AAAA)
 MAX_DYNAMIC = 100000         # cached slow-path keys (NXDOMAIN, REFUSED...) before a flush
 MAX_TCP_CONNECTIONS = 128    # per worker
+MAX_PENDING = 8192           # queries waiting for an upstream, per worker
 TCP_IDLE_TIMEOUT = 10.0
 AXFR, IXFR = 252, 251
 _QD1 = b"\x00\x01\x00\x00\x00\x00"
@@ -318,13 +319,19 @@ class Forwarder:
         host, port = ups[attempt]
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         with self.lock:
-            for _ in range(65536):
-                self.next_id = (self.next_id + 1) & 0xFFFF
-                if self.next_id not in self.pending:
-                    break
-            fid = self.next_id
-            deadline = time.monotonic() + rs.upstream_timeout / len(ups)
-            self.pending[fid] = [up, addr, attempt, deadline, (host, port)]
+            full = len(self.pending) >= MAX_PENDING
+            if not full:
+                while True:
+                    self.next_id = (self.next_id + 1) & 0xFFFF
+                    if self.next_id not in self.pending:
+                        break
+                fid = self.next_id
+                deadline = time.monotonic() + rs.upstream_timeout / len(ups)
+                self.pending[fid] = [up, addr, attempt, deadline, (host, port)]
+        if full:
+            # Overloaded: fail fast rather than queue what the upstreams cannot take.
+            self._reply(upstream_reply(self.state, up, None, tcp=False), addr)
+            return
         try:
             self._sock(family).sendto(fid.to_bytes(2, "big") + up.wire[2:], (host, port))
         except OSError:
