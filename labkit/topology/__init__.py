@@ -28,7 +28,12 @@ def load_topology(path: str | Path, name: str | None = None) -> tuple[Topology, 
     try:
         return Topology.model_validate(data), doc
     except pydantic.ValidationError as exc:
-        raise InputError([_problem(doc, err) for err in exc.errors()]) from None
+        errors = exc.errors()
+        # `topolgy:` is reported as an unknown key "did you mean 'topology'?"; that 'topology'
+        # is then missing too says the same thing twice, so leave that out.
+        meant = {tuple(e["loc"][:-1]) + (_close_key(e),) for e in errors if e["type"] == "extra_forbidden"}
+        errors = [e for e in errors if not (e["type"] == "missing" and tuple(e["loc"]) in meant)]
+        raise InputError([_problem(doc, err) for err in errors]) from None
 
 
 def load_plan(path: str | Path, runtime: str | None = None, name: str | None = None) -> Plan:
@@ -82,11 +87,11 @@ def _problem(doc: Document, err: dict) -> Problem:
     shown = "" if isinstance(value, (dict, list)) else f" (got {value!r})"
     if loc[-1:] == ("[key]",):  # a mapping key of the wrong type, e.g. a node named 1
         loc = loc[:-1]
-        message = f"this key must be a string; quote it{shown}"
+        message = f"this key must be a string{shown}; quote it"
     elif kind == "extra_forbidden":
         valid = _valid_keys(loc[:-1])
-        close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
-        message = "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
+        close = _close_key(err)
+        message = "unknown key" + (f" (did you mean {close!r}?)" if close else "")
         message += f"; valid keys: {', '.join(valid)}" if valid else ""
     elif kind == "missing":
         message = "required key is missing"
@@ -108,6 +113,13 @@ def _problem(doc: Document, err: dict) -> Problem:
         if kind not in ("value_error",):
             message += shown
     return Problem(doc.file, doc.line_of(loc), _dotted(loc), message)
+
+
+def _close_key(err: dict) -> str | None:
+    """For an unknown key, the valid key it is most likely a typo of."""
+    loc = tuple(err["loc"])
+    close = difflib.get_close_matches(str(loc[-1]), _valid_keys(loc[:-1]), n=1)
+    return close[0] if close else None
 
 
 def _valid_keys(loc: tuple) -> list[str]:

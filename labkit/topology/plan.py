@@ -178,7 +178,8 @@ def build_plan(topo: Topology, source: str, runtime: str | None = None) -> tuple
     cluster = _cluster_plan(topo, out)
     if cluster is None and any(s.get("kind") == "k8s-node" for s in settings.values()):
         first = next(n for n, s in settings.items() if s.get("kind") == "k8s-node")
-        out.add(("topology", "nodes", first, "kind"), "kind k8s-node needs a 'cluster:' section")
+        out.add(("topology", "nodes", first, "kind"), "kind k8s-node needs a 'cluster:' section "
+                                                       "(e.g. cluster: {pod-cidr: 10.244.0.0/16}); or use kind linux")
     has_mgmt = topo.mgmt is not None or cluster is not None
 
     # Interfaces from links, with per-endpoint addresses.
@@ -206,13 +207,14 @@ def build_plan(topo: Topology, source: str, runtime: str | None = None) -> tuple
                 continue
             if ep.interface in ifaces[ep.node]:
                 other = ifaces[ep.node][ep.interface]["path"]
-                where = "the other end of this link" if other[:3] == lpath else f"{_fmt(other)}"
+                where = "the other end of this link" if other[:3] == lpath else _fmt(other)
                 out.add(epath, f"interface {ep.node}:{ep.interface} is already used by {where}; "
                                "every link end needs its own interface")
                 continue
             address = ep.ipv4 or (link.ipv4[ei] if link.ipv4 else None)
             if address is not None and settings[ep.node].get("kind") == "bridge":
-                out.add(epath, f"node {ep.node!r} is a bridge: its ports carry no address")
+                out.add(epath, f"node {ep.node!r} is a bridge: its ports carry no address; "
+                               "remove ipv4 here and address the node on the other end")
                 address = None
             ifaces[ep.node][ep.interface] = {"address": address, "mtu": ep.mtu or link.mtu, "path": epath}
             ends.append((ep, address, epath))
@@ -236,7 +238,8 @@ def build_plan(topo: Topology, source: str, runtime: str | None = None) -> tuple
                 out.add(epath, f"{address} is the {'network' if address.ip == address.network.network_address else 'broadcast'} "
                                f"address of its subnet; use a host address inside {address.network}")
             if address.ip in addresses:
-                out.add(epath, f"address {address.ip} is already used at {_fmt(addresses[address.ip])}")
+                out.add(epath, f"address {address.ip} is already used at {_fmt(addresses[address.ip])}; "
+                               "every address must be unique")
             addresses.setdefault(address.ip, epath)
             subnets.append((address.network, epath, bridges))
 
@@ -292,7 +295,9 @@ def build_plan(topo: Topology, source: str, runtime: str | None = None) -> tuple
                 out.add(path + ("routes", ri, "via"),
                         f"gateway {via} is outside every subnet of node {name!r} (its subnets: {where})")
             if r.get("dev") is not None and r["dev"] not in {i.name for i in interfaces}:
-                out.add(path + ("routes", ri, "dev"), f"node {name!r} has no interface {r['dev']!r}")
+                have = ", ".join(i.name for i in interfaces) or "none"
+                out.add(path + ("routes", ri, "dev"), f"node {name!r} has no interface {r['dev']!r} "
+                                                      f"(its interfaces: {have})")
             routes.append(Route(r["dst"], via, r.get("dev")))
         sysctls = []
         for key, value in s.get("sysctls", {}).items():
@@ -352,12 +357,14 @@ def _cluster_plan(topo: Topology, out: _Collector) -> ClusterPlan | None:
     if c is None:
         return None
     if c.pod_cidr.overlaps(c.service_cidr):
-        out.add(("cluster", "service-cidr"), f"service-cidr {c.service_cidr} overlaps pod-cidr {c.pod_cidr}")
+        out.add(("cluster", "service-cidr"), f"service-cidr {c.service_cidr} overlaps pod-cidr {c.pod_cidr}; "
+                                             "they must not overlap (e.g. 10.96.0.0/16 and 10.244.0.0/16)")
     if c.pod_cidr.prefixlen > 24:
         out.add(("cluster", "pod-cidr"), f"pod-cidr {c.pod_cidr} is too small: each node takes a /24, "
                                          "so use /24 or larger (e.g. 10.244.0.0/16)")
     if c.dns.ip not in c.service_cidr:
-        out.add(("cluster", "dns", "ip"), f"dns ip {c.dns.ip} is outside service-cidr {c.service_cidr}")
+        out.add(("cluster", "dns", "ip"), f"dns ip {c.dns.ip} is outside service-cidr {c.service_cidr}; "
+                                          f"use an address inside it (e.g. {c.service_cidr.network_address + 10})")
     return ClusterPlan(
         domain=c.domain, pod_cidr=c.pod_cidr, service_cidr=c.service_cidr, backend=c.cni.backend,
         mtu=c.cni.mtu, dns_ip=c.dns.ip, dns_replicas=c.dns.replicas,
