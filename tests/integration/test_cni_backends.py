@@ -84,6 +84,11 @@ def test_cross_node_pods_no_nat_and_masquerade(scratch, backend):
         assert "10.244.2.0" in neigh and "PERMANENT" in neigh
         fdb = s.sh(nodes[0].netns_path, "bridge", "fdb", "show", "dev", "flannel.1").stdout
         assert f"dst {nodes[1].node_ip}" in fdb
+        # re-applying keeps the device (no flap): same ifindex
+        bk.apply_cluster(backend, nodes)
+        again = json.loads(s.sh(nodes[0].netns_path, "ip", "-j", "link", "show",
+                                "flannel.1").stdout)[0]
+        assert again["ifindex"] == link["ifindex"]
     else:
         assert mtu == 1500
         routes = s.sh(nodes[0].netns_path, "ip", "route", "show", "10.244.2.0/24").stdout
