@@ -213,3 +213,22 @@ def test_plugins_see_libcni_style_configs(scratch):
     assert pm["prevResult"] == {"x": 1}
     tu = cl.plugin_config(listconf, listconf["plugins"][2], capability_args=caps)
     assert "runtimeConfig" not in tu and "prevResult" not in tu
+
+
+def test_bandwidth_chain(scratch):
+    """The reference `bandwidth` plugin finds our host-side veth in prevResult."""
+    s = scratch
+    node = s.netns("node")
+    pod = s.netns("pod")
+    text = cl.render_conflist(f"{s.prefix}-bw", "10.244.8.0/24", data_dir=f"{s.tmpdir()}/ipam",
+                              plugins=[{"type": "bandwidth", "capabilities": {"bandwidth": True}}])
+    caps = {"bandwidth": {"ingressRate": 1_000_000, "ingressBurst": 100_000,
+                          "egressRate": 2_000_000, "egressBurst": 100_000}}
+    kw = dict(container_id="bw1", netns=pod, node_netns=node, cni_path=[REF_CNI],
+              capability_args=caps)
+    res = cl.execute_conflist("ADD", text, **kw)
+    host = res["interfaces"][0]["name"]
+    qdiscs = s.sh(node, "tc", "qdisc", "show", "dev", host).stdout
+    assert "tbf" in qdiscs and "rate 1Mbit" in qdiscs
+    cl.execute_conflist("DEL", text, prev_result=res, **kw)
+    assert s.sh(node, "ip", "-o", "link").stdout.count("\n") == 1  # only lo is left
