@@ -22,7 +22,6 @@ import ipaddress
 import json
 import os
 import re
-from typing import Any
 
 SPEC_VERSION = "1.1.0"
 
@@ -72,8 +71,8 @@ class _Model:
         body = ", ".join(f"{f}={getattr(self, f)!r}" for f in self.__slots__)
         return f"{type(self).__name__}({body})"
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+    def to_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {}
         for f in self.__slots__:
             v = getattr(self, f)
             if isinstance(v, list):
@@ -170,7 +169,7 @@ class DnsConfig(_Model):
     # -- JSON ------------------------------------------------------------------
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "") -> DnsConfig:
+    def from_dict(cls, data: object, source: str = "") -> DnsConfig:
         """Validate and build; raises ConfigError listing every problem."""
         problems: list[str] = []
         cfg = _parse_config(data, problems)
@@ -250,12 +249,12 @@ _REQUIRED = {"config": (), "service": ("namespace", "name"), "port": ("port",),
              "endpoint": ("ip",)}
 
 
-def _fields(kind: str, data: Any, path: str, problems: list[str]) -> dict[str, Any] | None:
+def _fields(kind: str, data: object, path: str, problems: list[str]) -> dict[str, object] | None:
     if not isinstance(data, dict):
         problems.append(f"{path or 'top level'}: must be an object")
         return None
     spec = _FIELDS[kind]
-    out: dict[str, Any] = {}
+    out: dict[str, object] = {}
     for key, value in data.items():
         where = f"{path}.{key}" if path else key
         if key not in spec:
@@ -273,7 +272,7 @@ def _fields(kind: str, data: Any, path: str, problems: list[str]) -> dict[str, A
     return out
 
 
-def _parse_config(data: Any, problems: list[str]) -> DnsConfig | None:
+def _parse_config(data: object, problems: list[str]) -> DnsConfig | None:
     top = _fields("config", data, "", problems)
     if top is None:
         return None
@@ -537,7 +536,7 @@ def build_records(cfg: DnsConfig, serial: int | None = None) -> RecordSet:
     nodes: dict[str, dict[int, list[RR]]] = {}
     reverse: dict[str, list[RR]] = {}
 
-    def add(owner: str, rtype: int, rdata: Any, rr_ttl: int = ttl) -> None:
+    def add(owner: str, rtype: int, rdata: object, rr_ttl: int = ttl) -> None:
         rrset = nodes.setdefault(owner, {}).setdefault(rtype, [])
         rr = (owner, rtype, rr_ttl, rdata)
         if rr not in rrset:
