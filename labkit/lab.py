@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from labkit import state
+from labkit import cluster, state
 from labkit.errors import LabkitError
 from labkit.net import netns
 from labkit.net.netlink import Batch, NetlinkError, link_indexes
@@ -47,6 +47,7 @@ class Build:
         self.runtime = runtime
         self.progress = progress
         self.sandboxes: dict[str, Sandbox] = {}
+        self.pods: list[cluster.PodRecord] = []
 
 
 def up(path: str, runtime: str | None = None, progress: Progress | None = None,
@@ -65,6 +66,8 @@ def up(path: str, runtime: str | None = None, progress: Progress | None = None,
         ("links", create_links),
         ("addresses and routes", configure_nodes),
         ("host access", connect_host),
+        ("pod network", cluster.setup_pod_network),
+        ("pods", cluster.start_pods),
         ("exec", run_exec),
     ]
     for name, phase in phases:
@@ -81,7 +84,8 @@ def up(path: str, runtime: str | None = None, progress: Progress | None = None,
             raise
     summary = summarize(plan, build)
     state.write(plan.lab, {**state.read(plan.lab), "phase": "up", "summary": summary})
-    progress.note(f"lab {plan.lab} is up: {len(plan.nodes)} nodes, {len(plan.links)} links")
+    progress.note(f"lab {plan.lab} is up: {len(plan.nodes)} nodes, {len(plan.links)} links"
+                  + (f", {len(build.pods)} pods" if build.pods else ""))
     return summary
 
 
@@ -251,7 +255,7 @@ def summarize(plan: Plan, build: Build | None = None) -> dict[str, Any]:
                   for link in plan.links],
         "mgmt": {"netns": plan.mgmt.netns, "subnet": str(plan.mgmt.subnet),
                  "host_access": plan.mgmt.host_access} if plan.mgmt else None,
-        "pods": [], "services": [],
+        "pods": [p.as_status() for p in build.pods] if build else [], "services": [],
         "dns": {"ip": str(plan.cluster.dns_ip)} if plan.cluster else None,
     }
 
@@ -320,11 +324,17 @@ def sandbox_of(lab: str, target: str) -> tuple[Runtime, Sandbox]:
     if recorded is None or "summary" not in recorded:
         raise LabkitError(f"no lab named {lab!r} is up (labs: {', '.join(sorted(known_labs())) or 'none'})")
     summary = recorded["summary"]
+    rt = get_runtime(summary["runtime"])
+    if "/" in target:
+        pod = next((p for p in summary["pods"] if f"{p['namespace']}/{p['name']}" == target), None)
+        if pod is None:
+            names = ", ".join(f"{p['namespace']}/{p['name']}" for p in summary["pods"]) or "none"
+            raise LabkitError(f"lab {lab!r} has no pod {target!r} (pods: {names})")
+        return rt, Sandbox(lab, target, pod["netns_path"], pid=pod["pid"])
     node = next((n for n in summary["nodes"] if n["name"] == target), None)
     if node is None:
         names = ", ".join(n["name"] for n in summary["nodes"])
         raise LabkitError(f"lab {lab!r} has no node {target!r} (nodes: {names})")
-    rt = get_runtime(summary["runtime"])
     return rt, Sandbox(lab, target, node["netns_path"] or netns.netns_path(node["netns"]))
 
 

@@ -7,6 +7,7 @@ and the per-namespace files under /etc/netns.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -14,8 +15,10 @@ import subprocess
 import time
 from collections.abc import Sequence
 
+from labkit import state
 from labkit.errors import LabkitError
 from labkit.net import netns
+from labkit.runtime import podproc
 from labkit.runtime import NodeSpec, PodSpec, Sandbox
 from labkit.topology.plan import netns_prefix
 
@@ -60,12 +63,34 @@ class NetnsRuntime:
         return self.create_nodes(lab, [node])[0]
 
     def create_pod(self, lab: str, pod: PodSpec) -> Sandbox:
-        raise LabkitError("pods are not supported by the netns runtime yet")
+        """The pod's network namespace; its holder and containers start once it is wired."""
+        try:
+            netns.create_namespaces([pod.netns])
+        except FileExistsError:
+            raise LabkitError(f"network namespace {pod.netns} already exists") from None
+        return Sandbox(lab, f"{pod.namespace}/{pod.name}", netns.netns_path(pod.netns),
+                       labels={"node": pod.node})
 
-    def start_containers(self, lab: str, pod: PodSpec, sandbox: Sandbox) -> None:
-        raise LabkitError("pods are not supported by the netns runtime yet")
+    def start_containers(self, lab: str, pod: PodSpec, sandbox: Sandbox) -> Sandbox:
+        """Holder first (own hostname, hosts, resolv.conf), then each container's command in it."""
+        folder = os.path.join(state.lab_dir(lab), "pods", f"{pod.namespace}.{pod.name}")
+        os.makedirs(folder, exist_ok=True)
+        binds = {}
+        for name, text in (("hosts", pod.hosts), ("resolv.conf", pod.resolv_conf)):
+            path = os.path.join(folder, name)
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            binds[f"/etc/{name}"] = path
+        holder = podproc.spawn_holder(sandbox.netns_path, binds, pod.hostname, os.path.join(folder, "holder.log"))
+        for container in pod.containers:
+            if container.argv:
+                podproc.spawn_in_pod(holder, container.argv, container.env,
+                                     os.path.join(folder, f"{container.name}.log"))
+        return dataclasses.replace(sandbox, pid=holder)
 
     def _argv(self, sandbox: Sandbox, argv: Sequence[str]) -> list[str]:
+        if sandbox.pid:  # a pod: its holder's mount, UTS and network namespaces
+            return podproc.nsenter_argv(sandbox.pid, argv)
         return ["ip", "netns", "exec", os.path.basename(sandbox.netns_path), *argv]
 
     def exec(self, sandbox: Sandbox, argv: Sequence[str], *, capture: bool = False) -> tuple[int, str]:
@@ -104,6 +129,7 @@ class NetnsRuntime:
 def stop_processes(netns_paths: Sequence[str], grace: float = 2.0) -> None:
     """Stop every process living in these namespaces: TERM, then KILL after `grace` seconds."""
     pids = netns.pids_in_namespaces(netns_paths)
+    targets = list(pids)
     for pid in pids:
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
@@ -116,6 +142,16 @@ def stop_processes(netns_paths: Sequence[str], grace: float = 2.0) -> None:
     for pid in pids:
         while _alive(pid):
             time.sleep(0.01)
+    _reap(targets)
+
+
+def _reap(pids: Sequence[int]) -> None:
+    """Collect the exit status of those we forked ourselves (pod processes), so no zombies remain."""
+    for pid in pids:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -300,7 +300,8 @@ def build_plan(topo: Topology, source: str, runtime: str | None = None) -> tuple
                                                       f"(its interfaces: {have})")
             routes.append(Route(r["dst"], via, r.get("dev")))
         sysctls = []
-        for key, value in s.get("sysctls", {}).items():
+        defaults = {"net.ipv4.ip_forward": 1} if s.get("kind") == "k8s-node" else {}
+        for key, value in {**defaults, **s.get("sysctls", {})}.items():
             if not SYSCTL_KEY.match(key) or ".." in key:
                 out.add(path + ("sysctls", key), f"{key!r} is not a sysctl name like net.ipv4.ip_forward")
             sysctls.append((key, str(value)))

@@ -1,0 +1,160 @@
+"""The cluster phases of `up`: node pod networks (CNI), pods, and what they need.
+
+Each function takes the `Build` of labkit.lab and does one phase; side effects
+go through the components (labkit.cni, the runtime), never hand-rolled here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from labkit import state
+from labkit.cni import backends
+from labkit.cni.conflist import execute_conflist, write_conflist
+from labkit.cni.errors import CNIError
+from labkit.errors import LabkitError
+from labkit.runtime import ContainerSpec, PodSpec, Sandbox
+from labkit.topology.plan import ClusterPlan, Plan, netns_prefix
+
+if TYPE_CHECKING:
+    from labkit.k8s import Pod, Workloads
+    from labkit.lab import Build
+
+CNI_NETWORK = "labkit"
+POD_IFNAME = "eth0"
+
+
+@dataclass
+class PodRecord:
+    """A running pod, as status and exec see it."""
+
+    namespace: str
+    name: str
+    node: str
+    ip: str | None
+    netns: str
+    netns_path: str
+    pid: int | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def as_status(self) -> dict[str, Any]:
+        return {"namespace": self.namespace, "name": self.name, "node": self.node, "ip": self.ip,
+                "netns": self.netns, "netns_path": self.netns_path, "pid": self.pid, "labels": self.labels}
+
+
+def workloads_of(plan: Plan) -> Workloads | None:
+    return plan.workloads[0] if plan.workloads else None
+
+
+def k8s_nodes(plan: Plan) -> list:
+    return [n for n in plan.nodes if n.kind == "k8s-node"]
+
+
+def conflist_path(lab: str, node: str) -> str:
+    return os.path.join(state.lab_dir(lab), "cni", node, f"10-{CNI_NETWORK}.conflist")
+
+
+def pod_netns(lab: str, namespace: str, pod: str) -> str:
+    """Pods: `lk-<lab>.<ns>.<pod>`; nodes have one dot after the prefix, pods two."""
+    return f"{netns_prefix(lab)}{namespace}.{pod}"
+
+
+def pod_mtu(cluster: ClusterPlan) -> int | None:
+    if cluster.mtu:
+        return cluster.mtu
+    return backends.pod_mtu(cluster.backend) if cluster.backend == "vxlan" else None
+
+
+# ---------------------------------------------------------------- phase: pod network
+
+
+def setup_pod_network(b: Build) -> None:
+    """Per k8s-node: its CNI conflist, routes to every peer's podCIDR, masquerade for egress."""
+    plan, cluster = b.plan, b.plan.cluster
+    if cluster is None:
+        return
+    nodes = [backends.ClusterNode(n.name, b.sandboxes[n.name].netns_path, str(n.mgmt_ipv4.ip), str(n.pod_cidr))
+             for n in k8s_nodes(plan)]
+    for node in nodes:
+        write_conflist(os.path.dirname(conflist_path(plan.lab, node.name)), CNI_NETWORK, node.pod_cidr,
+                       mtu=pod_mtu(cluster),
+                       data_dir=os.path.join(state.lab_dir(plan.lab), "ipam", node.name))
+    try:
+        backends.apply_cluster(cluster.backend, nodes)
+        for node in nodes:
+            backends.apply_masquerade(node.netns_path, str(cluster.pod_cidr), pod_cidr=node.pod_cidr)
+    except backends.BackendError as exc:
+        raise LabkitError(str(exc)) from None
+
+
+# ---------------------------------------------------------------- phase: pods
+
+
+def kubelet_resolv_conf(cluster: ClusterPlan, namespace: str) -> str:
+    """What the kubelet writes for dnsPolicy ClusterFirst."""
+    zone = cluster.domain
+    return (f"nameserver {cluster.dns_ip}\n"
+            f"search {namespace}.svc.{zone} svc.{zone} {zone}\n"
+            "options ndots:5\n")
+
+
+def kubelet_hosts(pod: Pod, ip: str, cluster: ClusterPlan) -> str:
+    """What the kubelet writes into a pod's /etc/hosts."""
+    names = [pod.hostname]
+    if pod.spec.subdomain:
+        names.insert(0, f"{pod.hostname}.{pod.spec.subdomain}.{pod.namespace}.svc.{cluster.domain}")
+    return ("# Kubernetes-managed hosts file (labkit).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n"
+            f"{ip}\t{' '.join(names)}\n")
+
+
+def pod_spec(plan: Plan, pod: Pod, node: str, ip: str) -> PodSpec:
+    cluster = plan.cluster
+    assert cluster is not None
+    containers = tuple(
+        ContainerSpec(name=c.name, image=c.image, argv=tuple(c.command) + tuple(c.args),
+                      env={e.name: e.value or "" for e in c.env})
+        for c in pod.spec.containers
+    )
+    return PodSpec(namespace=pod.namespace, name=pod.name, node=node,
+                   netns=pod_netns(plan.lab, pod.namespace, pod.name), hostname=pod.hostname,
+                   hosts=kubelet_hosts(pod, ip, cluster), resolv_conf=kubelet_resolv_conf(cluster, pod.namespace),
+                   containers=containers)
+
+
+def start_pod(b: Build, pod: Pod, node: str) -> PodRecord:
+    """Sandbox, then CNI ADD from the node, then the pod's own files and containers."""
+    plan = b.plan
+    spec = pod_spec(plan, pod, node, ip="0.0.0.0")
+    sandbox = b.runtime.create_pod(plan.lab, spec)
+    record = PodRecord(pod.namespace, pod.name, node, None, spec.netns, sandbox.netns_path,
+                       labels=dict(pod.labels))
+    b.pods.append(record)
+    try:
+        result = execute_conflist("ADD", conflist_path(plan.lab, node), container_id=container_id(plan.lab, pod),
+                                  netns=sandbox.netns_path, ifname=POD_IFNAME,
+                                  node_netns=b.sandboxes[node].netns_path)
+    except CNIError as exc:
+        raise LabkitError(f"pod {pod.key} on {node}: CNI ADD failed: {exc}") from None
+    record.ip = result["ips"][0]["address"].split("/")[0]
+    spec = pod_spec(plan, pod, node, record.ip)
+    started = b.runtime.start_containers(plan.lab, spec, sandbox)
+    if isinstance(started, Sandbox):
+        record.pid = started.pid
+    return record
+
+
+def container_id(lab: str, pod: Pod) -> str:
+    return f"{lab}.{pod.namespace}.{pod.name}"
+
+
+def start_pods(b: Build) -> None:
+    from labkit.k8s import schedule_pods
+
+    workloads = workloads_of(b.plan)
+    if workloads is None or not workloads.pods:
+        return
+    placement = schedule_pods(workloads, [n.name for n in k8s_nodes(b.plan)])
+    for pod in workloads.pods:
+        start_pod(b, pod, placement[pod.key])
