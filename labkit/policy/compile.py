@@ -1,0 +1,345 @@
+"""NetworkPolicy (networking.k8s.io/v1) compiled into what one node must enforce. Pure.
+
+The result answers, for every pod on the node that some policy isolates: which
+peers may talk to it (ingress) or which destinations it may reach (egress), on
+which protocols and ports. Everything is resolved to addresses and port ranges
+here, so the rule set renderer only has to write them down:
+
+- a policy selects pods of its own namespace by `spec.podSelector` (empty: all);
+- a pod selected by any policy listing `Ingress` (or `Egress`) in its policyTypes
+  is isolated in that direction; the allowed traffic is the union of the rules of
+  every such policy (policies only add);
+- a peer is `podSelector` alone (pods of the policy's namespace),
+  `namespaceSelector` alone (every pod of the matching namespaces), both (pods
+  matching both, AND) or an `ipBlock` (`cidr` minus `except`); an empty peer list
+  means every address;
+- a rule without ports allows every protocol and port; a numeric port may carry
+  `endPort`; a named port is resolved against the destination pod's
+  containerPorts (the isolated pod itself for ingress, each peer pod for egress),
+  so a named egress port only ever matches pod destinations.
+
+What is not here but in the rule set: replies of allowed connections pass, and
+the node a pod runs on may always reach it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from labkit.k8s.load import Workloads
+from labkit.k8s.models import (
+    LabelSelector,
+    NetworkPolicy,
+    NetworkPolicyPeer,
+    NetworkPolicyPort,
+    Pod,
+)
+
+Direction = Literal["ingress", "egress"]
+DIRECTIONS: tuple[Direction, ...] = ("ingress", "egress")
+_POLICY_TYPE: dict[Direction, str] = {"ingress": "Ingress", "egress": "Egress"}
+
+
+def selects(selector: LabelSelector, labels: Mapping[str, str]) -> bool:
+    """matchLabels AND every matchExpressions term (In, NotIn, Exists, DoesNotExist).
+
+    An empty selector selects everything, as NetworkPolicy defines it.
+    """
+    if any(labels.get(key) != value for key, value in selector.matchLabels.items()):
+        return False
+    for term in selector.matchExpressions:
+        present = term.key in labels
+        if term.operator == "In":
+            ok = present and labels[term.key] in term.values
+        elif term.operator == "NotIn":
+            ok = not present or labels[term.key] not in term.values
+        elif term.operator == "Exists":
+            ok = present
+        elif term.operator == "DoesNotExist":
+            ok = not present
+        else:  # the model only admits the four operators; fail closed on anything else
+            ok = False
+        if not ok:
+            return False
+    return True
+
+
+@dataclass(frozen=True, order=True)
+class PortRange:
+    """`protocol` ports `first`..`last` (one port when equal); protocol is "tcp" or "udp"."""
+
+    protocol: str
+    first: int
+    last: int
+
+    def __contains__(self, probe: tuple[str, int]) -> bool:
+        protocol, port = probe
+        return protocol == self.protocol and self.first <= port <= self.last
+
+    def __str__(self) -> str:
+        span = str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
+        return f"{self.protocol} . {span}"
+
+
+@dataclass(frozen=True)
+class NamedDestination:
+    """An egress named port resolved on one destination pod: that pod's address and port."""
+
+    ip: str
+    port: PortRange
+
+    def __str__(self) -> str:
+        return f"{self.ip} . {self.port}"
+
+
+@dataclass(frozen=True)
+class RuleRef:
+    """Which rule of which policy: `x/allow-web` ingress rule 0."""
+
+    policy: str  # "ns/name"
+    direction: Direction
+    index: int
+
+    def __str__(self) -> str:
+        return f"{self.policy} {self.direction}[{self.index}]"
+
+
+@dataclass(frozen=True)
+class Allow:
+    """One rule of one policy as it applies to one isolated pod.
+
+    Traffic matches when the peer address is in `peers` (None: any address) and
+    (protocol, port) is in `ports` (None: any protocol and port), or, for egress
+    named ports, when (destination, protocol, port) is one of `destinations`.
+    """
+
+    rule: RuleRef
+    peers: tuple[ipaddress.IPv4Network, ...] | None
+    ports: tuple[PortRange, ...] | None
+    destinations: tuple[NamedDestination, ...] = ()
+
+    @property
+    def matches_nothing(self) -> bool:
+        return self.ports == () and not self.destinations or self.peers == ()
+
+    def allows(self, peer: str, protocol: str, port: int) -> bool:
+        address = ipaddress.IPv4Address(peer)
+        if any(d.ip == peer and (protocol, port) in d.port for d in self.destinations):
+            return True
+        if self.peers is not None and not any(address in net for net in self.peers):
+            return False
+        return self.ports is None or any((protocol, port) in r for r in self.ports)
+
+
+@dataclass(frozen=True)
+class IsolatedPod:
+    """A pod on this node that policies isolate in `direction`, and what they allow."""
+
+    pod: str  # "ns/name"
+    ip: str
+    direction: Direction
+    policies: tuple[str, ...]
+    allows: tuple[Allow, ...]
+
+    def allowed(self, peer: str, protocol: str, port: int) -> bool:
+        return any(a.allows(peer, protocol, port) for a in self.allows)
+
+
+@dataclass(frozen=True)
+class NodePolicy:
+    """Everything one node enforces: its isolated pods, per direction."""
+
+    node: str
+    node_ips: tuple[str, ...]
+    ingress: tuple[IsolatedPod, ...] = ()
+    egress: tuple[IsolatedPod, ...] = ()
+    by_ip: Mapping[tuple[Direction, str], IsolatedPod] = field(default_factory=dict, compare=False, repr=False)
+
+    def isolated(self, direction: Direction, ip: str) -> IsolatedPod | None:
+        return self.by_ip.get((direction, ip))
+
+    def allows(self, direction: Direction, pod_ip: str, peer_ip: str, protocol: str, port: int) -> bool:
+        """Would this node let `peer_ip` reach the local pod (ingress) or the pod reach it (egress)?
+
+        A reference evaluator of the compiled model, for tests and explanations;
+        `protocol` is "tcp" or "udp".
+        """
+        guard = self.isolated(direction, pod_ip)
+        return guard is None or guard.allowed(peer_ip, protocol, port)
+
+
+# ---------------------------------------------------------------- the compiler
+
+
+@dataclass(frozen=True)
+class _Cluster:
+    """The selectable world: pods with addresses, and namespace labels."""
+
+    pods: tuple[tuple[Pod, str], ...]  # (pod, ip), only pods with an address
+    namespace_labels: Mapping[str, Mapping[str, str]]
+
+    def pods_matching(self, policy_ns: str, peer: NetworkPolicyPeer) -> list[tuple[Pod, str]]:
+        found = []
+        for pod, ip in self.pods:
+            if peer.namespaceSelector is None:
+                in_scope = pod.namespace == policy_ns
+            else:
+                in_scope = selects(peer.namespaceSelector, self.namespace_labels.get(pod.namespace, {}))
+            if in_scope and (peer.podSelector is None or selects(peer.podSelector, pod.labels)):
+                found.append((pod, ip))
+        return found
+
+
+def _ip_block(cidr: str, excepted: Iterable[str]) -> list[ipaddress.IPv4Network]:
+    parts = [ipaddress.IPv4Network(cidr)]
+    for hole in map(ipaddress.IPv4Network, excepted):
+        kept = []
+        for part in parts:
+            if hole.subnet_of(part):
+                kept.extend(part.address_exclude(hole))
+            elif not part.subnet_of(hole):
+                kept.append(part)
+        parts = kept
+    return parts
+
+
+def _peers(
+    cluster: _Cluster, policy_ns: str, peers: Sequence[NetworkPolicyPeer]
+) -> tuple[tuple[ipaddress.IPv4Network, ...] | None, list[tuple[Pod, str]] | None]:
+    """(addresses, pods among them) of a rule's peers; (None, None) for "everyone"."""
+    if not peers:
+        return None, None
+    networks: list[ipaddress.IPv4Network] = []
+    pods: dict[str, tuple[Pod, str]] = {}
+    for peer in peers:
+        if peer.ipBlock is not None:
+            block = _ip_block(peer.ipBlock.cidr, peer.ipBlock.except_)
+            networks.extend(block)
+            for pod, ip in cluster.pods:
+                if any(ipaddress.IPv4Address(ip) in net for net in block):
+                    pods[pod.key] = (pod, ip)
+        else:
+            for pod, ip in cluster.pods_matching(policy_ns, peer):
+                pods[pod.key] = (pod, ip)
+                networks.append(ipaddress.IPv4Network(ip))
+    return tuple(ipaddress.collapse_addresses(networks)), sorted(pods.values(), key=lambda p: p[0].key)
+
+
+def merge_ranges(ranges: Iterable[PortRange]) -> tuple[PortRange, ...]:
+    """Sorted, with overlapping or touching ranges of a protocol joined (nft interval sets need it)."""
+    merged: list[PortRange] = []
+    for item in sorted(set(ranges)):
+        last = merged[-1] if merged else None
+        if last and last.protocol == item.protocol and item.first <= last.last + 1:
+            merged[-1] = PortRange(last.protocol, last.first, max(last.last, item.last))
+        else:
+            merged.append(item)
+    return tuple(merged)
+
+
+def _numeric(ports: Sequence[NetworkPolicyPort]) -> list[PortRange]:
+    out = []
+    for p in ports:
+        protocol = p.protocol.lower()
+        if p.port is None:  # a protocol without a port: every port of it
+            out.append(PortRange(protocol, 0, 65535))
+        elif isinstance(p.port, int):
+            out.append(PortRange(protocol, p.port, p.endPort or p.port))
+    return out
+
+
+def _named_on(pod: Pod, ports: Sequence[NetworkPolicyPort]) -> list[PortRange]:
+    out = []
+    for p in ports:
+        if isinstance(p.port, str):
+            number = pod.spec.named_port(p.port, p.protocol)
+            if number is not None:
+                out.append(PortRange(p.protocol.lower(), number, number))
+    return out
+
+
+def _isolates(policy: NetworkPolicy, direction: Direction) -> bool:
+    return _POLICY_TYPE[direction] in policy.spec.policyTypes
+
+
+def _rules(policy: NetworkPolicy, direction: Direction):
+    if direction == "ingress":
+        return [(rule.from_, rule.ports) for rule in policy.spec.ingress]
+    return [(rule.to, rule.ports) for rule in policy.spec.egress]
+
+
+def compile_node_policy(
+    workloads: Workloads,
+    pod_ips: Mapping[str, str],
+    *,
+    node_name: str,
+    pod_nodes: Mapping[str, str],
+    node_ips: Sequence[str] = (),
+) -> NodePolicy:
+    """What node `node_name` enforces for the pods `pod_nodes` places on it.
+
+    `pod_ips` maps "ns/pod" to its address (pods without one are neither guarded
+    nor selectable as peers); `node_ips` are the node's own addresses. Raises
+    ValueError on an address that is not IPv4, so nothing else reaches the rule set.
+    """
+    ips = {key: str(ipaddress.IPv4Address(ip)) for key, ip in pod_ips.items()}
+    own_ips = tuple(str(ipaddress.IPv4Address(ip)) for ip in node_ips)
+    cluster = _Cluster(
+        pods=tuple((pod, ips[pod.key]) for pod in workloads.pods if pod.key in ips),
+        namespace_labels={ns.name: ns.labels for ns in workloads.namespaces},
+    )
+    local = [(pod, ip) for pod, ip in cluster.pods if pod_nodes.get(pod.key) == node_name]
+    policies = sorted(workloads.network_policies, key=lambda p: p.key)
+
+    # A rule's peers do not depend on the pod it guards: resolve each rule once.
+    resolved: dict[RuleRef, tuple] = {}
+    result: dict[Direction, list[IsolatedPod]] = {"ingress": [], "egress": []}
+    for direction in DIRECTIONS:
+        for pod, ip in local:
+            selecting = [
+                p for p in policies
+                if p.namespace == pod.namespace and _isolates(p, direction)
+                and selects(p.spec.podSelector, pod.labels)
+            ]
+            if not selecting:
+                continue
+            allows: list[Allow] = []
+            for policy in selecting:
+                for index, (peers, ports) in enumerate(_rules(policy, direction)):
+                    ref = RuleRef(policy.key, direction, index)
+                    if ref not in resolved:
+                        resolved[ref] = _peers(cluster, policy.namespace, peers)
+                    networks, peer_pods = resolved[ref]
+                    allows.append(_allow(ref, networks, peer_pods, ports, pod, cluster, direction))
+            result[direction].append(IsolatedPod(
+                pod=pod.key, ip=ip, direction=direction,
+                policies=tuple(p.key for p in selecting), allows=tuple(allows),
+            ))
+    by_ip = {(d, guard.ip): guard for d in DIRECTIONS for guard in result[d]}
+    return NodePolicy(node=node_name, node_ips=own_ips, ingress=tuple(result["ingress"]),
+                      egress=tuple(result["egress"]), by_ip=by_ip)
+
+
+def _allow(
+    ref: RuleRef,
+    networks: tuple[ipaddress.IPv4Network, ...] | None,
+    peer_pods: list[tuple[Pod, str]] | None,
+    ports: Sequence[NetworkPolicyPort],
+    pod: Pod,
+    cluster: _Cluster,
+    direction: Direction,
+) -> Allow:
+    if not ports:
+        return Allow(ref, networks, None)
+    numeric = _numeric(ports)
+    if direction == "ingress":
+        # The destination is the guarded pod: its own containerPorts name the ports.
+        return Allow(ref, networks, merge_ranges([*numeric, *_named_on(pod, ports)]))
+    destinations = []
+    if any(isinstance(p.port, str) for p in ports):
+        for peer, ip in peer_pods if peer_pods is not None else cluster.pods:
+            destinations.extend(NamedDestination(ip, r) for r in merge_ranges(_named_on(peer, ports)))
+    return Allow(ref, networks, merge_ranges(numeric), tuple(destinations))
