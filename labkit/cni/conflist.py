@@ -168,6 +168,16 @@ def load_conflist(source: str | os.PathLike | Mapping) -> dict:
     return raw
 
 
+def labkit_plugin_config(conflist: str | os.PathLike | Mapping) -> dict:
+    """The labkit-cni entry of a conflist as a standalone network config, with the
+    list's name and cniVersion in it: what `labkit.cni.plugin.execute` takes."""
+    listconf = load_conflist(conflist)
+    for plugin in listconf["plugins"]:
+        if plugin["type"] == PLUGIN_TYPE:
+            return plugin_config(listconf, plugin)
+    raise CNIError(INVALID_CONFIG, f"conflist {listconf['name']!r} has no {PLUGIN_TYPE} plugin")
+
+
 # ---------------------------------------------------------------------------
 # executing
 

@@ -205,3 +205,13 @@ def test_lean_launcher_imports(tmp_path):
     out = subprocess.run([sys.executable, "-IS", "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == ""
+
+
+def test_labkit_plugin_config_from_conflist():
+    text = cl.render_conflist("n9", "10.244.9.0/24", mtu=1450,
+                              plugins=[{"type": "portmap", "capabilities": {"portMappings": True}}])
+    conf = cl.labkit_plugin_config(text)
+    assert conf["name"] == "n9" and conf["cniVersion"] == "1.0.0" and conf["mtu"] == 1450
+    assert cfg.parse(conf).pool.size() == 253
+    with pytest.raises(CNIError):
+        cl.labkit_plugin_config('{"name": "x", "cniVersion": "1.0.0", "plugins": [{"type": "a"}]}')
