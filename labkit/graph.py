@@ -1,0 +1,666 @@
+"""`labkit graph`: a picture of a lab — nodes, links with interface names and addresses,
+pods on their nodes, services — as Mermaid, Graphviz DOT or one self-contained HTML page.
+
+The input is the lab summary `labkit.lab.summarize(plan)` returns (the shape `labkit status
+--format json` prints), so a graph can be drawn from a topology file without root and without
+the lab being up, or from a running lab's status with its pods and services:
+
+    render_graph(summarize(load_plan("topologies/routed-triangle.yaml")), "html")
+    render_graph(status("triangle")[0], "mermaid")
+
+The HTML page draws with inline SVG laid out here, deterministically: no scripts, fonts or
+styles are fetched from anywhere, so the file can be mailed, archived, or opened offline.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from labkit.errors import LabkitError
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+FORMATS = ("mermaid", "dot", "html")
+_TEMPLATE_FILES = {"mermaid": "graph.mmd.j2", "dot": "graph.dot.j2", "html": "graph.html.j2"}
+
+
+def render_graph(summary: dict[str, Any], fmt: str) -> str:
+    """The lab `summary` drawn in `fmt` (one of FORMATS); LabkitError for any other format."""
+    if fmt not in FORMATS:
+        raise LabkitError(f"unknown graph format {fmt!r}; valid formats: {', '.join(FORMATS)}")
+    model = build_model(summary)
+    if fmt == "html":
+        template = _environment(html=True).get_template(_TEMPLATE_FILES[fmt])
+        return template.render(lab=model, layout=layout(model))
+    return _environment(html=False).get_template(_TEMPLATE_FILES[fmt]).render(lab=model)
+
+
+# ---------------------------------------------------------------- model
+
+
+@dataclass
+class Interface:
+    name: str
+    addresses: list[str]
+    peer: str | None
+
+
+@dataclass
+class Pod:
+    namespace: str
+    name: str
+    node: str | None
+    ip: str | None
+    key: str  # "namespace/name"
+    slug: str
+
+
+@dataclass
+class Node:
+    name: str
+    kind: str
+    slug: str
+    mgmt_ipv4: str | None = None
+    mgmt_ifname: str | None = None
+    mgmt_addresses: list[str] = field(default_factory=list)
+    pod_cidr: str | None = None
+    running: bool | None = None
+    interfaces: dict[str, Interface] = field(default_factory=dict)
+    pods: list[Pod] = field(default_factory=list)
+
+
+@dataclass
+class End:
+    node: str
+    ifname: str
+    addresses: list[str]
+
+    @property
+    def ref(self) -> str:
+        return f"{self.node}:{self.ifname}"
+
+
+@dataclass
+class Link:
+    a: End
+    b: End
+    key: str  # "a-node:a-if--b-node:b-if"
+    slug: str
+
+
+@dataclass
+class Endpoint:
+    text: str
+    ip: str | None
+    pod: Pod | None
+
+
+@dataclass
+class Service:
+    namespace: str
+    name: str
+    type: str
+    cluster_ip: str | None
+    ports: list[str]
+    endpoints: list[Endpoint]
+    key: str
+    slug: str
+
+
+@dataclass
+class Model:
+    name: str
+    runtime: str | None
+    source: str | None
+    phase: str | None
+    nodes: list[Node]
+    links: list[Link]
+    mgmt: dict[str, Any] | None
+    pods: list[Pod]
+    unplaced_pods: list[Pod]
+    services: list[Service]
+    dns_ip: str | None
+
+    def node(self, name: str) -> Node:
+        return next(n for n in self.nodes if n.name == name)
+
+
+class _Slugs:
+    """Identifiers safe in HTML ids, Mermaid ids and file names, unique, and stable: the same
+    name gets the same slug in every render of the same lab."""
+
+    def __init__(self) -> None:
+        self.used: set[str] = set()
+
+    def __call__(self, prefix: str, name: str) -> str:
+        base = f"{prefix}{re.sub(r'[^A-Za-z0-9_-]', '_', name)}"
+        slug, n = base, 1
+        while slug in self.used:
+            n += 1
+            slug = f"{base}_{n}"
+        self.used.add(slug)
+        return slug
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def build_model(summary: dict[str, Any]) -> Model:
+    """Normalise a summary (from a plan or from `status`, possibly partial) for the templates."""
+    if not isinstance(summary, dict):
+        raise LabkitError(f"cannot draw a lab from {type(summary).__name__}: expected the lab summary "
+                          "(labkit status --format json)")
+    slugs = _Slugs()
+    mgmt = summary.get("mgmt") or None
+    nodes: dict[str, Node] = {}
+    for raw in summary.get("nodes") or []:
+        name = _text(raw.get("name"))
+        node = Node(name=name, kind=_text(raw.get("kind")) or "?", slug=slugs("node-", name),
+                    mgmt_ipv4=raw.get("mgmt_ipv4") or None, pod_cidr=raw.get("pod_cidr") or None,
+                    running=raw.get("running"))
+        for iface in raw.get("interfaces") or []:
+            ifname = _text(iface.get("name"))
+            node.interfaces[ifname] = Interface(ifname, [_text(a) for a in iface.get("ipv4") or []],
+                                                iface.get("peer") or None)
+        # the mgmt interface: the one without a peer holding the mgmt address (eth0)
+        for iface in node.interfaces.values():
+            if iface.peer is None and node.mgmt_ipv4 and any(
+                    a.split("/")[0] == node.mgmt_ipv4 for a in iface.addresses):
+                node.mgmt_ifname, node.mgmt_addresses = iface.name, iface.addresses
+                break
+        else:
+            if node.mgmt_ipv4:
+                node.mgmt_ifname, node.mgmt_addresses = "eth0", [node.mgmt_ipv4]
+        nodes[name] = node
+
+    def end(ref: Any) -> End:
+        text = _text(ref)
+        node_name, _, ifname = text.rpartition(":") if ":" in text else (text, "", "")
+        if node_name not in nodes:  # a link to a node the summary does not list: still draw it
+            nodes[node_name] = Node(name=node_name, kind="?", slug=slugs("node-", node_name))
+        iface = nodes[node_name].interfaces.get(ifname)
+        return End(node_name, ifname, list(iface.addresses) if iface else [])
+
+    links: list[Link] = []
+    raw_links = summary.get("links")
+    if raw_links is None:  # older status records: rebuild the links from the interfaces' peers
+        seen: set[frozenset[str]] = set()
+        raw_links = []
+        for node in list(nodes.values()):
+            for iface in node.interfaces.values():
+                if iface.peer:
+                    pair = frozenset((f"{node.name}:{iface.name}", iface.peer))
+                    if pair not in seen:
+                        seen.add(pair)
+                        raw_links.append({"a": f"{node.name}:{iface.name}", "b": iface.peer})
+    for raw in raw_links:
+        a, b = end(raw.get("a")), end(raw.get("b"))
+        key = f"{a.ref}--{b.ref}"
+        links.append(Link(a, b, key, slugs("link-", key)))
+
+    pods: list[Pod] = []
+    unplaced: list[Pod] = []
+    by_ip: dict[str, Pod] = {}
+    for raw in summary.get("pods") or []:
+        ns, name = _text(raw.get("namespace")) or "default", _text(raw.get("name"))
+        key = f"{ns}/{name}"
+        pod = Pod(ns, name, raw.get("node") or None, raw.get("ip") or None, key, slugs("pod-", key))
+        pods.append(pod)
+        if pod.node in nodes:
+            nodes[pod.node].pods.append(pod)
+        else:
+            unplaced.append(pod)
+        if pod.ip:
+            by_ip.setdefault(pod.ip.split("/")[0], pod)
+
+    services: list[Service] = []
+    for raw in summary.get("services") or []:
+        ns, name = _text(raw.get("namespace")) or "default", _text(raw.get("name"))
+        key = f"{ns}/{name}"
+        endpoints = [_endpoint(e, by_ip) for e in raw.get("endpoints") or []]
+        services.append(Service(ns, name, _text(raw.get("type")) or "ClusterIP", raw.get("cluster_ip") or None,
+                                [_port(p) for p in raw.get("ports") or []], endpoints, key,
+                                slugs("svc-", key)))
+
+    dns = summary.get("dns") or None
+    return Model(name=_text(summary.get("name")) or "lab", runtime=summary.get("runtime"),
+                 source=summary.get("source"), phase=summary.get("phase"), nodes=list(nodes.values()),
+                 links=links, mgmt=mgmt, pods=pods, unplaced_pods=unplaced, services=services,
+                 dns_ip=_text(dns.get("ip")) or None if isinstance(dns, dict) else None)
+
+
+def _port(port: Any) -> str:
+    if not isinstance(port, dict):
+        return _text(port)
+    text = f"{_text(port.get('port'))}/{_text(port.get('protocol') or 'TCP')}"
+    if port.get("name"):
+        text = f"{port['name']} {text}"
+    target = port.get("targetPort", port.get("target_port"))
+    if target not in (None, "", port.get("port")):
+        text += f" → {target}"
+    node_port = port.get("nodePort", port.get("node_port"))
+    if node_port:
+        text += f" (node {node_port})"
+    return text
+
+
+def _endpoint(raw: Any, by_ip: dict[str, Pod]) -> Endpoint:
+    """An endpoint as `status` gives it: "ip", "ip:port", or {ip/address, port, ...}."""
+    if isinstance(raw, dict):
+        ip = _text(raw.get("ip") or raw.get("address")) or None
+        port = raw.get("port")
+        text = f"{ip}:{port}" if ip and port else (ip or _text(raw.get("pod") or raw))
+        if raw.get("ready") is False:
+            text += " (not ready)"
+    else:
+        text = _text(raw)
+        ip = text
+        if text.count(":") == 1:  # ipv4:port
+            ip = text.split(":")[0]
+        elif text.startswith("[") and "]" in text:  # [ipv6]:port
+            ip = text[1:text.index("]")]
+    if ip:
+        try:
+            ip = str(ipaddress.ip_address(ip.split("/")[0]))
+        except ValueError:
+            ip = None
+    return Endpoint(text, ip, by_ip.get(ip) if ip else None)
+
+
+# ---------------------------------------------------------------- text formats
+
+
+def _dot_escape(value: Any) -> str:
+    """A DOT double-quoted string's content (escString: backslash, quote and newline escaped)."""
+    return (_text(value).replace("\\", "\\\\").replace('"', '\\"')
+            .replace("\r", "").replace("\n", "\\n"))
+
+
+def dot_quote(value: Any) -> str:
+    return f'"{_dot_escape(value)}"'
+
+
+def dot_label(lines: Iterable[Any]) -> str:
+    """Several lines as one quoted DOT label, centred."""
+    return '"' + "\\n".join(_dot_escape(line) for line in lines if _text(line)) + '"'
+
+
+_MERMAID_ENTITIES = {"&": "#amp;", "#": "#35;", '"': "#quot;", "<": "#lt;", ">": "#gt;",
+                     "|": "#124;", "`": "#96;", "\n": " ", "\r": ""}
+
+
+def mermaid_escape(value: Any) -> str:
+    """Text safe inside a quoted Mermaid label: entity codes for what Mermaid would parse."""
+    return "".join(_MERMAID_ENTITIES.get(ch, ch) for ch in _text(value))
+
+
+def mermaid_label(lines: Iterable[Any]) -> str:
+    return '"' + "<br/>".join(mermaid_escape(line) for line in lines if _text(line)) + '"'
+
+
+def mermaid_id(slug: str) -> str:
+    """Mermaid ids: letters, digits, '_' (never a keyword such as `end`, thanks to the prefix)."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", slug)
+
+
+def _environment(html: bool) -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=html,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                             keep_trailing_newline=True)
+    env.filters.update(dot=dot_quote, dot_label=dot_label, mmd=mermaid_label, mmd_id=mermaid_id,
+                       addrs=lambda addrs: " ".join(addrs))
+    return env
+
+
+# ---------------------------------------------------------------- HTML layout
+#
+# Nodes go on a grid, placed greedily in breadth-first order: each at the free cell closest
+# to its already placed neighbours, so chains snake across rows, stars gather around their hub
+# and small meshes stay planar. Links between neighbouring cells are straight; longer ones bow.
+# Pods are small boxes inside their node's box; the mgmt network is a bus: a trunk on the left
+# with a branch above every row and a stub down to each node's eth0.
+
+CHAR = 0.62  # width of a monospace character, in ems (DejaVu Sans Mono 0.602, with room)
+NAME_PX, TEXT_PX, LABEL_PX, POD_PX = 14, 11, 11, 10.5
+LINE = 1.3  # line height, in ems
+MARGIN = 28
+MAX_WIDTH = 1800  # natural width the grid aims to stay within (the page scrolls beyond)
+BOX_MAX = 340
+
+
+def _w(text: str, px: float) -> float:
+    return len(text) * px * CHAR
+
+
+@dataclass
+class Label:
+    x: float
+    y: float
+    w: float
+    h: float
+    lines: list[str]
+
+
+@dataclass
+class PodBox:
+    pod: Pod
+    x: float
+    y: float
+    w: float
+    h: float
+    text: str
+    ip: str
+
+
+@dataclass
+class NodeBox:
+    node: Node
+    x: float = 0
+    y: float = 0
+    w: float = 0
+    h: float = 0
+    col: int = 0
+    row: int = 0
+    lines: list[tuple[str, str]] = field(default_factory=list)  # (css class, text)
+    pods: list[PodBox] = field(default_factory=list)
+    stub: dict[str, Any] | None = None
+
+    @property
+    def cx(self) -> float:
+        return self.x + self.w / 2
+
+    @property
+    def cy(self) -> float:
+        return self.y + self.h / 2
+
+
+@dataclass
+class LinkShape:
+    link: Link
+    path: str
+    a: Label
+    b: Label
+
+
+@dataclass
+class Layout:
+    width: float
+    height: float
+    nodes: list[NodeBox]
+    links: list[LinkShape]
+    bus: dict[str, Any] | None
+    columns: int
+
+
+def _label(lines: list[str]) -> tuple[float, float]:
+    return (max((_w(t, LABEL_PX) for t in lines), default=0) + 10,
+            len(lines) * LABEL_PX * LINE + 6)
+
+
+def _link_lines(end: End) -> list[str]:
+    return [end.ifname or "?", *end.addresses]
+
+
+def layout(model: Model) -> Layout:
+    boxes = {n.name: NodeBox(n) for n in model.nodes}
+    # ---- box contents and sizes: one width for all, heights per node
+    for box in boxes.values():
+        node = box.node
+        box.lines.append(("name", node.name))
+        kind = node.kind if node.running is not False else f"{node.kind} (not running)"
+        box.lines.append(("kind", kind))
+        if node.pod_cidr:
+            box.lines.append(("info", f"pods {node.pod_cidr}"))
+    text_w = max([_w(t, NAME_PX if c == "name" else TEXT_PX) for b in boxes.values() for c, t in b.lines]
+                 + [_w(f"{p.name}  {p.ip or ''}", POD_PX) + 16 for p in model.pods if p.node in boxes]
+                 + [0])
+    box_w = min(BOX_MAX, max(130.0, text_w + 24))
+    pod_h = POD_PX * LINE + 6
+    for box in boxes.values():
+        box.w = box_w
+        head = 10 + NAME_PX * LINE + (len(box.lines) - 1) * TEXT_PX * LINE
+        box.h = head + 8 + (len(box.node.pods) * (pod_h + 4) + 4 if box.node.pods else 0)
+
+    # ---- label sizes decide the gaps between cells
+    label_w, label_h = 40.0, 0.0
+    for link in model.links:
+        for end in (link.a, link.b):
+            w, h = _label(_link_lines(end))
+            label_w, label_h = max(label_w, w), max(label_h, h)
+    has_bus = model.mgmt is not None and any(n.mgmt_ifname for n in model.nodes)
+    gap_x = max(90.0, 2 * label_w + 44) if model.links else 70.0
+    gap_y = max(64.0, 2 * label_h + 40) if model.links else 48.0
+    bus_gap = 30.0 if has_bus else 0.0
+    gap_y += bus_gap
+
+    n = len(boxes)
+    pitch_x = box_w + gap_x
+    columns = max(1, min(n, math.ceil(math.sqrt(1.6 * n)), int((MAX_WIDTH - 2 * MARGIN + gap_x) // pitch_x)))
+    cells = _place(model, columns)
+    for name, (col, row) in cells.items():
+        boxes[name].col, boxes[name].row = col, row
+
+    rows = max((r for _, r in cells.values()), default=-1) + 1
+    row_h = [max((b.h for b in boxes.values() if b.row == r), default=0) for r in range(rows)]
+    left = MARGIN + (34 if has_bus else 0)
+    top = MARGIN + (44 if has_bus else 0) + bus_gap
+    row_y = []
+    y = top
+    for r in range(rows):
+        row_y.append(y)
+        y += row_h[r] + gap_y
+    for box in boxes.values():
+        box.x = left + box.col * pitch_x
+        box.y = row_y[box.row]
+        _fill_pods(box, pod_h)
+    used_cols = max((b.col for b in boxes.values()), default=0) + 1
+    width = left + used_cols * pitch_x - gap_x + MARGIN
+    height = (y - gap_y + MARGIN) if rows else top + MARGIN
+
+    shapes = _link_shapes(model.links, boxes)
+    bus = _bus(model, boxes, row_y, bus_gap, left) if has_bus else None
+    if bus:
+        width = max(width, bus["title_x"] + bus["title_w"] + MARGIN)
+    width = max(width, 320.0)
+    return Layout(round(width), round(height), [boxes[n.name] for n in model.nodes], shapes, bus, columns)
+
+
+def _fill_pods(box: NodeBox, pod_h: float) -> None:
+    head = 10 + NAME_PX * LINE + (len(box.lines) - 1) * TEXT_PX * LINE + 8
+    y = box.y + head
+    for pod in box.node.pods:
+        name = pod.name if pod.namespace == "default" else pod.key
+        box.pods.append(PodBox(pod, box.x + 8, y, box.w - 16, pod_h, name, pod.ip or ""))
+        y += pod_h + 4
+
+
+# neighbour preference, relative to the node that reached this one: right, left, down, diagonals
+_PREFER = [(1, 0), (-1, 0), (0, 1), (1, 1), (-1, 1), (0, -1), (1, -1), (-1, -1)]
+
+
+def _place(model: Model, columns: int) -> dict[str, tuple[int, int]]:
+    """Grid cells (col, row) for every node: components one after another, greedy inside each."""
+    order = [n.name for n in model.nodes]
+    adjacency: dict[str, list[str]] = {name: [] for name in order}
+    for link in model.links:
+        a, b = link.a.node, link.b.node
+        if a != b:
+            if b not in adjacency[a]:
+                adjacency[a].append(b)
+            if a not in adjacency[b]:
+                adjacency[b].append(a)
+    components: list[list[str]] = []
+    seen: set[str] = set()
+    for name in order:
+        if name in seen:
+            continue
+        comp, stack = [], [name]
+        seen.add(name)
+        while stack:
+            current = stack.pop()
+            comp.append(current)
+            for other in adjacency[current]:
+                if other not in seen:
+                    seen.add(other)
+                    stack.append(other)
+        components.append(sorted(comp, key=order.index))
+
+    taken: dict[tuple[int, int], str] = {}
+    cells: dict[str, tuple[int, int]] = {}
+
+    def next_row() -> int:
+        return max((r for _, r in taken), default=-1) + 1
+
+    for comp in (c for c in components if len(c) > 1):
+        degree = {name: len(adjacency[name]) for name in comp}
+        pathlike = max(degree.values()) <= 2
+        ends = [name for name in comp if degree[name] == 1]
+        start = ends[0] if pathlike and ends else max(comp, key=lambda nm: (degree[nm], -order.index(nm)))
+        row0 = next_row()
+        start_col = 0 if pathlike else columns // 2
+        taken[(start_col, row0)] = start
+        cells[start] = (start_col, row0)
+        queue, parent = [start], {start: start}
+        while queue:
+            current = queue.pop(0)
+            for other in adjacency[current]:
+                if other in parent:
+                    continue
+                parent[other] = current
+                placed = [cells[x] for x in adjacency[other] if x in cells]
+                cell = _best_cell(placed, cells[current], taken, columns, row0)
+                taken[cell] = other
+                cells[other] = cell
+                queue.append(other)
+    # nodes without links fill the rest of the last row, then rows of their own
+    row = max((r for _, r in taken), default=0)
+    col = max((c for c, r in taken if r == row), default=-1) + 1
+    for comp in (c for c in components if len(c) == 1):
+        if col >= columns:
+            row, col = row + 1, 0
+        taken[(col, row)] = comp[0]
+        cells[comp[0]] = (col, row)
+        col += 1
+    return cells
+
+
+def _best_cell(placed: list[tuple[int, int]], parent: tuple[int, int], taken: dict[tuple[int, int], str],
+               columns: int, row0: int) -> tuple[int, int]:
+    bottom = max(r for _, r in taken) + 2
+    best: tuple[Any, ...] | None = None
+    for row in range(row0, bottom + 1):
+        for col in range(columns):
+            if (col, row) in taken:
+                continue
+            cost = round(sum(math.hypot(col - c, row - r) for c, r in placed), 6)
+            rel = (col - parent[0], row - parent[1])
+            prefer = _PREFER.index(rel) if rel in _PREFER else len(_PREFER)
+            key = (cost, prefer, row, col)
+            if best is None or key < best:
+                best = key
+    assert best is not None
+    return best[3], best[2]
+
+
+def _exit(box: NodeBox, cx: float, cy: float, ux: float, uy: float) -> tuple[float, float]:
+    """Where a ray from (cx, cy) inside `box` in direction u leaves it."""
+    tx = (box.w / 2) / abs(ux) if ux else math.inf
+    ty = (box.h / 2) / abs(uy) if uy else math.inf
+    t = min(tx, ty)
+    return cx + ux * t, cy + uy * t
+
+
+def _end_label(box: NodeBox, cx: float, cy: float, ux: float, uy: float, lines: list[str]) -> Label:
+    w, h = _label(lines)
+    ex, ey = _exit(box, cx, cy, ux, uy)
+    s = abs(ux) * w / 2 + abs(uy) * h / 2 + 5
+    return Label(ex + ux * s - w / 2, ey + uy * s - h / 2, w, h, lines)
+
+
+def _link_shapes(links: list[Link], boxes: dict[str, NodeBox]) -> list[LinkShape]:
+    pairs: dict[frozenset[str], list[Link]] = {}
+    for link in links:
+        pairs.setdefault(frozenset((link.a.node, link.b.node)), []).append(link)
+    shapes = []
+    for link in links:
+        a, b = boxes[link.a.node], boxes[link.b.node]
+        siblings = pairs[frozenset((link.a.node, link.b.node))]
+        index, count = siblings.index(link), len(siblings)
+        la, lb = _link_lines(link.a), _link_lines(link.b)
+        if a is b:  # a loop on one node: a bow off its right side
+            k = 18 * (index + 1)
+            x0, y0, y1 = a.x + a.w, a.y + a.h * 0.3, a.y + a.h * 0.7
+            path = f"M{x0:.1f},{y0:.1f} C{x0 + 40 + k:.1f},{y0 - 10:.1f} {x0 + 40 + k:.1f},{y1 + 10:.1f} {x0:.1f},{y1:.1f}"
+            shapes.append(LinkShape(link, path, _end_label(a, a.cx, y0, 1, 0, la),
+                                    _end_label(a, a.cx, y1 + 20 + 30, 1, 0, lb)))
+            continue
+        # keep the drawing direction canonical (top-left to bottom-right) for the offsets
+        dx, dy = b.cx - a.cx, b.cy - a.cy
+        dist = math.hypot(dx, dy) or 1
+        ux, uy = dx / dist, dy / dist
+        px, py = -uy, ux  # perpendicular
+        if (a.row, a.col) > (b.row, b.col):
+            px, py = -px, -py
+        offset = (index - (count - 1) / 2) * 26
+        adjacent = abs(a.col - b.col) <= 1 and abs(a.row - b.row) <= 1
+        ax, ay = a.cx + px * offset, a.cy + py * offset
+        bx, by = b.cx + px * offset, b.cy + py * offset
+        if adjacent:
+            sa, sb = _exit(a, ax, ay, ux, uy), _exit(b, bx, by, -ux, -uy)
+            path = f"M{sa[0]:.1f},{sa[1]:.1f} L{sb[0]:.1f},{sb[1]:.1f}"
+            shapes.append(LinkShape(link, path, _end_label(a, ax, ay, ux, uy, la),
+                                    _end_label(b, bx, by, -ux, -uy, lb)))
+            continue
+        # far apart: a quadratic bow, so it does not run through the boxes between
+        bow = 0.22 * dist + abs(offset) * 2
+        sign = 1 if offset >= 0 else -1
+        qx, qy = (ax + bx) / 2 + px * bow * sign, (ay + by) / 2 + py * bow * sign
+        ua = _unit(qx - ax, qy - ay)
+        ub = _unit(qx - bx, qy - by)
+        sa, sb = _exit(a, ax, ay, *ua), _exit(b, bx, by, *ub)
+        path = f"M{sa[0]:.1f},{sa[1]:.1f} Q{qx:.1f},{qy:.1f} {sb[0]:.1f},{sb[1]:.1f}"
+        shapes.append(LinkShape(link, path, _end_label(a, ax, ay, *ua, la), _end_label(b, bx, by, *ub, lb)))
+    return shapes
+
+
+def _unit(x: float, y: float) -> tuple[float, float]:
+    d = math.hypot(x, y) or 1
+    return x / d, y / d
+
+
+def _bus(model: Model, boxes: dict[str, NodeBox], row_y: list[float], bus_gap: float,
+         left: float) -> dict[str, Any]:
+    mgmt = model.mgmt or {}
+    title = f"mgmt {mgmt.get('subnet') or ''}".strip()
+    extra = []
+    if mgmt.get("host_access"):
+        extra.append("host access")
+    if mgmt.get("netns"):
+        extra.append(f"bridge in {mgmt['netns']}")
+    trunk_x = left - 18
+    title_y = MARGIN
+    branches = []
+    attached = [b for b in boxes.values() if b.node.mgmt_ifname]
+    for row, y in enumerate(row_y):
+        in_row = [b for b in attached if b.row == row]
+        if not in_row:
+            continue
+        by = y - bus_gap + 8
+        for box in in_row:
+            sx = box.x + 14
+            label = f"{box.node.mgmt_ifname} {' '.join(box.node.mgmt_addresses)}".strip()
+            box.stub = {"x": sx, "y1": by, "y2": box.y, "label": label, "lx": sx + 5, "ly": box.y - 5}
+        branches.append({"y": by, "x1": trunk_x, "x2": max(b.x + 14 for b in in_row)})
+    bottom = max(b["y"] for b in branches)
+    return {"title": title, "extra": " · ".join(extra), "title_x": trunk_x - 8, "title_y": title_y,
+            "title_w": _w(title, TEXT_PX + 1) + _w(" · ".join(extra), TEXT_PX) + 40,
+            "title_h": 26, "trunk_x": trunk_x, "trunk_y1": title_y + 26, "trunk_y2": bottom,
+            "branches": branches}
