@@ -48,6 +48,7 @@ class Build:
         self.progress = progress
         self.sandboxes: dict[str, Sandbox] = {}
         self.pods: list[cluster.PodRecord] = []
+        self.timings: dict[str, float] = {}
 
 
 def up(path: str, runtime: str | None = None, progress: Progress | None = None,
@@ -71,9 +72,11 @@ def up(path: str, runtime: str | None = None, progress: Progress | None = None,
         ("exec", run_exec),
     ]
     for name, phase in phases:
+        started = time.perf_counter()
         try:
             with progress.phase(name):
                 phase(build)
+            build.timings[name] = round(time.perf_counter() - started, 4)
         except BaseException as exc:
             progress.note(f"{name} failed; removing what was built")
             down(plan.lab, runtimes=(rt,))
@@ -257,6 +260,7 @@ def summarize(plan: Plan, build: Build | None = None) -> dict[str, Any]:
                  "host_access": plan.mgmt.host_access} if plan.mgmt else None,
         "pods": [p.as_status() for p in build.pods] if build else [], "services": [],
         "dns": {"ip": str(plan.cluster.dns_ip)} if plan.cluster else None,
+        "timings": dict(build.timings) if build else {},
     }
 
 

@@ -2,9 +2,9 @@
 
 A pod is its own network namespace plus a mount and a UTS namespace, so it
 sees its own hostname, /etc/hosts and /etc/resolv.conf (DESIGN.md section 7).
-The holder is forked from here rather than run through `unshare`/`nsenter`
-commands: a fork and a few syscalls cost well under a millisecond, three
-extra processes per pod would cost ~10 ms.
+The holder is forked from here rather than run through `unshare`, `mount` and
+`hostname` commands: one fork and a few syscalls cost less than the six
+processes those would take.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import os
 import shutil
+import subprocess
 from collections.abc import Mapping, Sequence
 
 from labkit.errors import LabkitError
@@ -94,26 +95,19 @@ def spawn_holder(netns_path: str, binds: Mapping[str, str], hostname: str, log_p
 
 
 def spawn_in_pod(holder_pid: int, argv: Sequence[str], env: Mapping[str, str], log_path: str) -> int:
-    """Start argv inside the holder's mount, UTS and network namespaces (like `nsenter -t PID -m -u -n`)."""
-    program = argv[0] if "/" in argv[0] else shutil.which(argv[0])
-    if program is None:
+    """Start argv inside the holder's mount, UTS and network namespaces.
+
+    Through `nsenter`, spawned with vfork by subprocess: 3 ms, where forking
+    this (large) Python process costs 7.
+    """
+    if "/" not in argv[0] and shutil.which(argv[0]) is None:
         raise LabkitError(f"command {argv[0]!r} not found on this machine (the netns runtime runs pod "
                           "commands from the host's filesystem)")
-
-    def child(_: int) -> None:
-        os.setsid()
-        for kind, name in ((CLONE_NEWNS, "mnt"), (CLONE_NEWUTS, "uts"), (CLONE_NEWNET, "net")):
-            _setns_path(f"/proc/{holder_pid}/ns/{name}", kind, f"enter pod {name} namespace")
-        os.chdir("/")
-        log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.dup2(log, 1)
-        os.dup2(log, 2)
-        os.execve(program, list(argv), {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-                                        **env})
-
-    return _fork_checked(child, f"start {' '.join(argv)!r} in pod")
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(nsenter_argv(holder_pid, argv), stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, cwd="/", start_new_session=True,
+                                env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), **env})
+    return proc.pid
 
 
 def nsenter_argv(holder_pid: int, argv: Sequence[str]) -> list[str]:
