@@ -1,0 +1,148 @@
+"""The NetworkPolicy truth tables of tests/manifests/policy, checked on the compiled model (no root).
+
+The integration suite (tests/integration/test_policy_matrix.py) probes the same tables on real
+namespaces; this module owns the case files and their matrix format, and evaluates each case the
+way the nodes do: egress on the source pod's node, ingress on the destination pod's node, after
+DNAT, with the own node and loopback always allowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from labkit.k8s import Workloads, parse_manifests
+from labkit.policy import NodePolicy, compile_node_policy
+
+HERE = Path(__file__).resolve().parents[1] / "manifests" / "policy"
+CLUSTER_FILE = HERE / "cluster.yaml"
+CASES_FILE = HERE / "cases.yaml"
+SERVICE = "svc"
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """Sources x destinations -> "." (allowed), "X" (blocked) or "-" (not checked)."""
+
+    sources: tuple[str, ...]
+    targets: tuple[str, ...]
+    cells: Mapping[tuple[str, str], str]
+
+    @classmethod
+    def parse(cls, text: str) -> Matrix:
+        lines = [line.split() for line in text.strip().splitlines() if line.strip()]
+        targets = tuple(lines[0][1:])  # after the "from" corner
+        cells = {}
+        for row in lines[1:]:
+            source, marks = row[0], row[1:]
+            assert len(marks) == len(targets), f"row {source}: {len(marks)} marks for {len(targets)} columns"
+            assert all(m in ".X-" for m in marks), f"row {source}: marks must be . X or -"
+            cells.update({(source, t): m for t, m in zip(targets, marks, strict=True)})
+        return cls(tuple(r[0] for r in lines[1:]), targets, cells)
+
+    @classmethod
+    def of(cls, like: Matrix, judge: Callable[[str, str], str]) -> Matrix:
+        return cls(like.sources, like.targets,
+                   {(s, t): "-" if like.cells[s, t] == "-" else judge(s, t)
+                    for s in like.sources for t in like.targets})
+
+    def render(self) -> str:
+        width = max(len(s) for s in self.sources) + 2
+        head = f"{'from':<{width}}" + " ".join(f"{t:>3}" for t in self.targets)
+        rows = [f"{s:<{width}}" + " ".join(f"{self.cells[s, t]:>3}" for t in self.targets)
+                for s in self.sources]
+        return "\n".join([head, *rows])
+
+    def differences(self, other: Matrix) -> list[tuple[str, str]]:
+        return [key for key, mark in self.cells.items() if mark != "-" and other.cells[key] != mark]
+
+
+def explain(case: str, probe: str, expected: Matrix, observed: Matrix) -> str:
+    wrong = ", ".join(f"{s}->{t}" for s, t in expected.differences(observed))
+    return (f"case {case}, {probe}: {len(expected.differences(observed))} wrong ({wrong})\n"
+            f"expected:\n{expected.render()}\nobserved:\n{observed.render()}")
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    policies: str
+    expect: Mapping[str, Matrix]  # "tcp/80" -> matrix
+
+
+def _load() -> tuple[dict, list[Case]]:
+    data = yaml.safe_load(CASES_FILE.read_text())
+    cases = [Case(c["name"], c["policies"], {probe: Matrix.parse(text) for probe, text in c["expect"].items()})
+             for c in data["cases"]]
+    return data["layout"], cases
+
+
+LAYOUT, CASES = _load()
+POD_IPS: dict[str, str] = LAYOUT["pod_ips"]
+NODES: dict[str, dict] = LAYOUT["nodes"]
+
+
+def workloads(policies: str = "") -> Workloads:
+    text = CLUSTER_FILE.read_text() + ("\n---\n" + policies if policies else "")
+    return parse_manifests(text, "policy-case.yaml")
+
+
+def pod_nodes(w: Workloads) -> dict[str, str]:
+    return {pod.key: pod.spec.nodeName for pod in w.pods}
+
+
+def node_ips(node: str) -> list[str]:
+    return [NODES[node]["gateway"], NODES[node]["link_ip"]]
+
+
+def compile_all(w: Workloads) -> dict[str, NodePolicy]:
+    placement = pod_nodes(w)
+    return {node: compile_node_policy(w, POD_IPS, node_name=node, pod_nodes=placement, node_ips=node_ips(node))
+            for node in NODES}
+
+
+def predict(models: Mapping[str, NodePolicy], placement: Mapping[str, str], probe: str,
+            source: str, target: str) -> str:
+    """What the compiled model says of one probe, as the two nodes would enforce it."""
+    protocol, port_text = probe.split("/")
+    port = int(port_text)
+    if target == SERVICE:
+        target = LAYOUT["service"]["endpoint"]  # judged after DNAT
+    if source == target:
+        return "."  # loopback inside the pod
+    target_ip, target_node = POD_IPS[target], placement[target]
+    if source in NODES:
+        if source == target_node:
+            return "."
+        source_ip = NODES[source]["link_ip"]
+    else:
+        source_ip = POD_IPS[source]
+        if not models[placement[source]].allows("egress", source_ip, target_ip, protocol, port):
+            return "X"
+    ok = models[target_node].allows("ingress", target_ip, source_ip, protocol, port)
+    return "." if ok else "X"
+
+
+def test_case_names_are_unique_and_enough():
+    names = [c.name for c in CASES]
+    assert len(set(names)) == len(names)
+    assert len(CASES) >= 12
+
+
+def test_matrix_round_trips():
+    matrix = next(iter(CASES[0].expect.values()))
+    assert Matrix.parse(matrix.render()) == matrix
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_compiled_model_gives_the_truth_table(case: Case):
+    w = workloads(case.policies)
+    models = compile_all(w)
+    placement = pod_nodes(w)
+    for probe, expected in case.expect.items():
+        observed = Matrix.of(expected, lambda s, t, probe=probe: predict(models, placement, probe, s, t))
+        assert not expected.differences(observed), explain(case.name, probe, expected, observed)
