@@ -594,6 +594,24 @@ def worker_main(state: State, udp: socket.socket, tcp: socket.socket) -> None:
     serve_udp(state, udp)
 
 
+def _spread_evenly(sock: socket.socket, n: int) -> None:
+    """Pick the worker of each datagram at random rather than by the 4-tuple hash, so
+    that one busy client (one source port) still uses every worker. A classic BPF
+    program on the SO_REUSEPORT group: `ld rand; mod #n; ret a`. Best effort: without
+    it the kernel's hash is used."""
+    try:
+        import ctypes
+
+        insns = struct.pack("=HBBI", 0x20, 0, 0, (0xFFFFF000 + 56) & 0xFFFFFFFF)  # ld rand
+        insns += struct.pack("=HBBI", 0x94, 0, 0, n)                               # mod #n
+        insns += struct.pack("=HBBI", 0x16, 0, 0, 0)                               # ret a
+        buf = ctypes.create_string_buffer(insns, len(insns))
+        prog = struct.pack("@HP", 3, ctypes.addressof(buf))
+        sock.setsockopt(socket.SOL_SOCKET, 51, prog)   # SO_ATTACH_REUSEPORT_CBPF
+    except (OSError, ImportError, struct.error) as e:
+        log(f"SO_ATTACH_REUSEPORT_CBPF unavailable ({e}); spreading by address hash")
+
+
 def _bind(listen: str, port: int, workers: int) -> tuple[list[socket.socket], socket.socket]:
     family = socket.AF_INET6 if ":" in listen else socket.AF_INET
     udps = []
@@ -606,6 +624,8 @@ def _bind(listen: str, port: int, workers: int) -> tuple[list[socket.socket], so
             pass
         s.bind((listen, port))
         udps.append(s)
+    if workers > 1:
+        _spread_evenly(udps[0], workers)
     t = socket.socket(family, socket.SOCK_STREAM)
     t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     t.bind((listen, port))
