@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 CNI_NETWORK = "labkit"
 POD_IFNAME = "eth0"
+DNS_APP = "kube-dns"
+DNS_DEPLOYMENT = "labkit-dns"
 
 
 @dataclass
@@ -65,6 +67,43 @@ def pod_mtu(cluster: ClusterPlan) -> int | None:
     if cluster.mtu:
         return cluster.mtu
     return backends.pod_mtu(cluster.backend) if cluster.backend == "vxlan" else None
+
+
+def system_manifests(plan: Plan) -> list[dict[str, Any]]:
+    """What every cluster runs besides the user's workloads: the cluster DNS, as kubeadm sets it up
+    (a kube-system Deployment behind the Service kube-system/kube-dns at `cluster.dns.ip`).
+
+    Its pods' container runs nothing of the image: labkit starts the DNS server from the host
+    into each pod's network namespace, so no image needs Python.
+    """
+    cluster = plan.cluster
+    assert cluster is not None
+    ports = [{"name": "dns", "port": 53, "protocol": "UDP"}, {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]
+    labels = {"k8s-app": DNS_APP}
+    return [
+        {"apiVersion": "apps/v1", "kind": "Deployment",
+         "metadata": {"name": DNS_DEPLOYMENT, "namespace": "kube-system", "labels": labels},
+         "spec": {"replicas": cluster.dns_replicas, "selector": {"matchLabels": labels},
+                  "template": {"metadata": {"labels": labels}, "spec": {"containers": [{
+                      "name": "dns", "image": "labkit/node",
+                      "ports": [{"name": p["name"], "containerPort": 53, "protocol": p["protocol"]}
+                                for p in ports]}]}}}},
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": labels},
+         "spec": {"clusterIP": str(cluster.dns_ip), "selector": labels,
+                  "ports": [{**p, "targetPort": 53} for p in ports]}},
+    ]
+
+
+def check_workloads(plan: Plan) -> None:
+    """What can be checked without building anything: scheduling, ClusterIPs, NodePorts."""
+    from labkit.k8s import schedule_pods
+    from labkit.proxy import build_service_view
+
+    workloads = workloads_of(plan)
+    assert workloads is not None and plan.cluster is not None
+    schedule_pods(workloads, [n.name for n in k8s_nodes(plan)])
+    build_service_view(workloads, {}, service_cidr=str(plan.cluster.service_cidr), dns_ip=str(plan.cluster.dns_ip))
 
 
 # ---------------------------------------------------------------- phase: pod network
@@ -147,6 +186,22 @@ def start_pod(b: Build, pod: Pod, node: str) -> PodRecord:
 
 def container_id(lab: str, pod: Pod) -> str:
     return f"{lab}.{pod.namespace}.{pod.name}"
+
+
+def apply_services(b: Build) -> None:
+    """Service views from the running pods, then the same kube-proxy table in every k8s-node."""
+    from labkit.proxy import apply_node_services, build_service_view
+
+    plan, workloads = b.plan, workloads_of(b.plan)
+    if workloads is None or plan.cluster is None:
+        return
+    pod_ips = {f"{p.namespace}/{p.name}": p.ip for p in b.pods if p.ip}
+    pod_nodes = {f"{p.namespace}/{p.name}": p.node for p in b.pods}
+    b.services = list(build_service_view(workloads, pod_ips, service_cidr=str(plan.cluster.service_cidr),
+                                         dns_ip=str(plan.cluster.dns_ip), pod_nodes=pod_nodes))
+    for node in k8s_nodes(plan):
+        apply_node_services(b.sandboxes[node.name].netns_path, b.services, pod_cidr=str(plan.cluster.pod_cidr),
+                            node_ips=[str(node.mgmt_ipv4.ip)])
 
 
 def start_pods(b: Build) -> None:

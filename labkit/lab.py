@@ -49,6 +49,7 @@ class Build:
         self.sandboxes: dict[str, Sandbox] = {}
         self.pods: list[cluster.PodRecord] = []
         self.timings: dict[str, float] = {}
+        self.services: list = []
 
 
 def up(path: str, runtime: str | None = None, progress: Progress | None = None,
@@ -69,6 +70,7 @@ def up(path: str, runtime: str | None = None, progress: Progress | None = None,
         ("host access", connect_host),
         ("pod network", cluster.setup_pod_network),
         ("pods", cluster.start_pods),
+        ("services", cluster.apply_services),
         ("exec", run_exec),
     ]
     for name, phase in phases:
@@ -258,7 +260,8 @@ def summarize(plan: Plan, build: Build | None = None) -> dict[str, Any]:
                   for link in plan.links],
         "mgmt": {"netns": plan.mgmt.netns, "subnet": str(plan.mgmt.subnet),
                  "host_access": plan.mgmt.host_access} if plan.mgmt else None,
-        "pods": [p.as_status() for p in build.pods] if build else [], "services": [],
+        "pods": [p.as_status() for p in build.pods] if build else [],
+        "services": [s.as_status() for s in build.services] if build else [],
         "dns": {"ip": str(plan.cluster.dns_ip)} if plan.cluster else None,
         "timings": dict(build.timings) if build else {},
     }

@@ -33,7 +33,10 @@ def print_status(labs: list[dict[str, Any]], console: Console | None = None) -> 
             for column in ("namespace", "name", "type", "cluster ip", "ports", "endpoints"):
                 services.add_column(column)
             for svc in lab["services"]:
-                ports = ", ".join(str(p.get("port")) + "/" + str(p.get("protocol", "TCP")) for p in svc["ports"])
+                ports = ", ".join(
+                    f"{p['port']}/{p['protocol']}" + (f" (node {p['node_port']})" if p.get("node_port") else "")
+                    for p in svc["ports"])
+                target = svc.get("external_name") or ", ".join(e["ip"] for e in svc.get("endpoints", []))
                 services.add_row(svc["namespace"], svc["name"], svc["type"], str(svc.get("cluster_ip") or ""),
-                                 ports, ", ".join(map(str, svc.get("endpoints", []))))
+                                 ports, target)
             console.print(services)

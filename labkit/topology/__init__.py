@@ -43,11 +43,15 @@ def load_plan(path: str | Path, runtime: str | None = None, name: str | None = N
     if problems:
         raise InputError([Problem(doc.file, doc.line_of(p.path), _dotted(p.path), p.message) for p in problems])
     assert plan is not None
-    if plan.cluster is not None and topo.workloads:
-        from labkit.k8s import load_workloads  # only clusters pay for manifest parsing
+    if plan.cluster is not None:
+        # Only clusters pay for manifest parsing. The raw items keep their line numbers.
+        from labkit.cluster import check_workloads, system_manifests
+        from labkit.k8s import load_workloads
 
-        workloads = load_workloads(topo.workloads, Path(path).resolve().parent)
+        sources = list(doc.data.get("workloads") or []) + system_manifests(plan)
+        workloads = load_workloads(sources, Path(path).resolve().parent, origin=str(path))
         plan = _with_workloads(plan, workloads)
+        check_workloads(plan)
     return plan
 
 
