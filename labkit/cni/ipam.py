@@ -6,6 +6,9 @@ as the reference `host-local` plugin:
     lock                   flock()ed while allocating or releasing
     last_reserved_ip.0     the last IP handed out (round robin starts after it)
     10.244.1.7             a lease: "<container id>\\r\\n<ifname>"
+    attachments/<cid>:<ifname>   labkit's index: the IP of that attachment's lease, so
+                           ADD and DEL need not read every lease (a missing or stale
+                           index entry falls back to the scan host-local does)
 
 Standard library only: imported on the `labkit-cni` exec path.
 """
@@ -20,6 +23,7 @@ from .lite import Addr, Net
 
 LINE_BREAK = "\r\n"
 LAST_RESERVED = "last_reserved_ip.0"
+INDEX_DIR = "attachments"
 DEFAULT_DATA_ROOT = "/var/lib/cni/networks"
 
 
@@ -136,7 +140,38 @@ class Store:
             out[name] = (cid.strip(), ifname.strip())
         return out
 
+    def _owner(self, ip: str) -> tuple[str, str] | None:
+        try:
+            with open(os.path.join(self.dir, ip), newline="") as f:
+                cid, _, ifname = f.read().partition(LINE_BREAK)
+        except OSError:
+            return None
+        return cid.strip(), ifname.strip()
+
+    def _index(self, container_id: str, ifname: str) -> str | None:
+        name = f"{container_id}:{ifname}"
+        if "/" in name or len(name) > 250 or name.startswith("."):
+            return None
+        return os.path.join(self.dir, INDEX_DIR, name)
+
+    def _indexed(self, container_id: str, ifname: str) -> str | None:
+        """The IP the index names for this attachment, if its lease agrees."""
+        path = self._index(container_id, ifname)
+        if path is None:
+            return None
+        try:
+            with open(path) as f:
+                ip = f.read().strip()
+        except OSError:
+            return None
+        if _is_ip(ip) and self._owner(ip) == (container_id, ifname):
+            return ip
+        return None
+
     def find(self, container_id: str, ifname: str) -> list[str]:
+        ip = self._indexed(container_id, ifname)
+        if ip is not None:
+            return [ip]
         return sorted(ip for ip, owner in self.leases().items() if owner == (container_id, ifname))
 
     def last_reserved(self) -> Addr | None:
@@ -149,9 +184,9 @@ class Store:
     # -- writing (hold the lock) -----------------------------------------
     def allocate(self, pool: Pool, container_id: str, ifname: str) -> Addr:
         """Reserve the next free IP for (container id, ifname); reuse its own lease."""
-        mine = self.find(container_id, ifname)
-        if mine:
-            return Addr(mine[0])
+        mine = self._indexed(container_id, ifname)  # index only: no scan on the ADD path
+        if mine is not None:
+            return Addr(mine)
         for ip in pool.candidates(self.last_reserved()):
             path = os.path.join(self.dir, str(ip))
             try:
@@ -163,6 +198,7 @@ class Store:
             with os.fdopen(fd, "w", newline="") as f:
                 f.write(f"{container_id}{LINE_BREAK}{ifname}")
             self._write_last(ip)
+            self._write_index(container_id, ifname, ip)
             return ip
         raise CNIError(POOL_EXHAUSTED, f"no IP addresses available in range {pool.start}-{pool.end}",
                        f"subnet {pool.subnet}, {pool.size()} addresses, all leased")
@@ -173,6 +209,25 @@ class Store:
             f.write(str(ip))
         os.replace(tmp, os.path.join(self.dir, LAST_RESERVED))
 
+    def _write_index(self, container_id: str, ifname: str, ip: Addr) -> None:
+        path = self._index(container_id, ifname)
+        if path is None:
+            return
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(str(ip))
+        except OSError:
+            pass  # the index is an accelerator; the lease file is the truth
+
+    def _drop_index(self, container_id: str, ifname: str) -> None:
+        path = self._index(container_id, ifname)
+        if path is not None:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
     def release(self, container_id: str, ifname: str) -> list[str]:
         """Drop every lease of (container id, ifname); return the IPs released."""
         gone = []
@@ -182,6 +237,7 @@ class Store:
                 gone.append(ip)
             except FileNotFoundError:
                 pass
+        self._drop_index(container_id, ifname)
         return gone
 
     def gc(self, valid: set[tuple[str, str]]) -> list[tuple[str, str, str]]:
@@ -194,6 +250,14 @@ class Store:
                     gone.append((ip, *owner))
                 except FileNotFoundError:
                     pass
+        try:
+            names = os.listdir(os.path.join(self.dir, INDEX_DIR))
+        except OSError:
+            names = []
+        for name in names:
+            cid, _, ifname = name.partition(":")
+            if (cid, ifname) not in valid:
+                self._drop_index(cid, ifname)
         return gone
 
 

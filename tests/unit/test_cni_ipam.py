@@ -107,3 +107,29 @@ def test_parallel_processes_get_distinct_ips(tmp_path):
         ips = mp.map(_worker, [(str(tmp_path), i) for i in range(40)])
     assert len(set(ips)) == 40
     assert len([n for n in os.listdir(tmp_path) if n[0].isdigit()]) == 40
+
+
+def test_attachment_index(tmp_path):
+    st = Store(str(tmp_path))
+    p = pool("10.4.0.0/24")
+    with st:
+        ip = st.allocate(p, "a", "eth0")
+    assert (tmp_path / "attachments" / "a:eth0").read_text() == str(ip)
+    assert st.find("a", "eth0") == [str(ip)]
+    # a stale index entry is ignored: the lease file is the truth
+    (tmp_path / "attachments" / "a:eth0").write_text("10.4.0.99")
+    assert st.find("a", "eth0") == [str(ip)]
+    with st:
+        ip2 = st.allocate(p, "a", "eth0")  # ADD does not scan: a fresh lease
+        assert ip2 != ip
+        assert st.release("a", "eth0") == [str(ip2)]  # DEL goes by the index
+        assert st.release("a", "eth0") == [str(ip)]  # no index: DEL scans, like host-local
+    assert not (tmp_path / "attachments" / "a:eth0").exists()
+    # a lease written without an index (host-local, or a crash) is still released
+    (tmp_path / "10.4.0.50").write_bytes(b"b\r\neth0")
+    with st:
+        assert st.release("b", "eth0") == ["10.4.0.50"]
+        st.allocate(p, "c", "eth0")
+        st.allocate(p, "d", "eth0")
+        st.gc({("d", "eth0")})
+    assert os.listdir(tmp_path / "attachments") == ["d:eth0"]
