@@ -91,9 +91,9 @@ def run(env: dict, stdin: bytes) -> tuple[int, dict | None]:
 
 
 def main() -> int:
-    try:
-        stdin = sys.stdin.buffer.read() if sys.stdin is not None else b""
-    except OSError:
+    try:  # a terminal is no config (VERSION typed by hand must not wait for ^D)
+        stdin = b"" if sys.stdin is None or os.isatty(0) else sys.stdin.buffer.read()
+    except (OSError, ValueError):
         stdin = b""
     code, out = run(os.environ, stdin)
     if out is not None:
