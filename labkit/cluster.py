@@ -204,6 +204,69 @@ def apply_services(b: Build) -> None:
                             node_ips=[str(node.mgmt_ipv4.ip)])
 
 
+def dns_config(plan: Plan, services: list, workloads: Workloads):
+    """What the DNS server serves, from the service views (the same ones the data plane uses)."""
+    from labkit.dns import records
+
+    cluster = plan.cluster
+    assert cluster is not None
+    entries = []
+    for view in services:
+        ports = []
+        for port in view.ports:
+            target = port.endpoints[0].port if port.endpoints else port.target_port
+            ports.append(records.ServicePort(port=port.port, name=port.name, protocol=port.protocol,
+                                             target_port=target if isinstance(target, int) else None))
+        entries.append(records.Service(
+            namespace=view.namespace, name=view.name,
+            type="Headless" if view.headless else view.type, cluster_ip=view.cluster_ip, ports=ports,
+            endpoints=[records.Endpoint(ip=a.ip, hostname=a.hostname, pod=a.pod, node=a.node)
+                       for a in view.addresses],
+            external_name=view.external_name))
+    return records.DnsConfig(zone=cluster.domain, services=entries, upstreams=list(cluster.dns_upstreams),
+                             nameservers=[str(cluster.dns_ip)], namespaces=[n.name for n in workloads.namespaces])
+
+
+def dns_dir(lab: str) -> str:
+    return os.path.join(state.lab_dir(lab), "dns")
+
+
+def start_dns(b: Build) -> None:
+    """Write the DNS config, then start the server in each kube-dns pod's network namespace, from the host."""
+    import subprocess
+    import time
+
+    from labkit.dns.server import command
+
+    plan, workloads = b.plan, workloads_of(b.plan)
+    if workloads is None or plan.cluster is None:
+        return
+    folder = dns_dir(plan.lab)
+    os.makedirs(folder, exist_ok=True)
+    config = os.path.join(folder, "config.json")
+    dns_config(plan, b.services, workloads).dump(config)
+    waiting = []
+    for pod in b.pods:
+        if pod.namespace != "kube-system" or pod.labels.get("k8s-app") != DNS_APP:
+            continue
+        pidfile = os.path.join(folder, f"{pod.name}.pid")
+        log = os.path.join(folder, f"{pod.name}.log")
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(["nsenter", f"--net={pod.netns_path}", "--",
+                                     *command(config, pod.ip, 53, workers=1, pidfile=pidfile)],
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        waiting.append((pod, proc, pidfile, log))
+    deadline = time.monotonic() + 10
+    for pod, proc, pidfile, log in waiting:
+        while not os.path.exists(pidfile):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                with open(log, encoding="utf-8", errors="replace") as fh:
+                    tail = fh.read()[-500:].strip()
+                raise LabkitError(f"DNS server in pod kube-system/{pod.name} did not start: {tail}")
+            time.sleep(0.005)
+
+
 def start_pods(b: Build) -> None:
     from labkit.k8s import schedule_pods
 

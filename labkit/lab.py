@@ -71,6 +71,7 @@ def up(path: str, runtime: str | None = None, progress: Progress | None = None,
         ("pod network", cluster.setup_pod_network),
         ("pods", cluster.start_pods),
         ("services", cluster.apply_services),
+        ("dns", cluster.start_dns),
         ("exec", run_exec),
     ]
     for name, phase in phases:
