@@ -9,7 +9,7 @@ DNAT, with the own node and loopback always allowed.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -30,7 +30,7 @@ class Matrix:
 
     sources: tuple[str, ...]
     targets: tuple[str, ...]
-    cells: Mapping[tuple[str, str], str]
+    cells: Mapping[tuple[str, str], str] = field(repr=False)
 
     @classmethod
     def parse(cls, text: str) -> Matrix:
@@ -70,8 +70,8 @@ def explain(case: str, probe: str, expected: Matrix, observed: Matrix) -> str:
 @dataclass(frozen=True)
 class Case:
     name: str
-    policies: str
-    expect: Mapping[str, Matrix]  # "tcp/80" -> matrix
+    policies: str = field(repr=False)
+    expect: Mapping[str, Matrix] = field(repr=False)  # "tcp/80" -> matrix
 
 
 def _load() -> tuple[dict, list[Case]]:

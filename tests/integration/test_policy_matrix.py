@@ -1,0 +1,285 @@
+"""NetworkPolicy truth tables on a hand-built two-node routed cluster.
+
+The upstream network-policy e2e layout: namespaces x, y, z with pods a, b, c each, spread over two
+nodes routed host-gw style (DESIGN.md section 7), every pod serving TCP 80/81 and UDP 80/81/53.
+Every namespace is `lkt-np-<random>-*`. Each case of tests/manifests/policy/cases.yaml is applied
+to both nodes with `apply_node_policies` (replacing the previous case's table) and probed from
+every pod (and node, where the case asks) to every pod with a short timeout, in parallel: one agent
+process per namespace serves and probes. A probe expected open that failed is tried once more
+with a long timeout before it counts, so a loaded machine does not fail the suite.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+
+import pytest
+
+from labkit.net import nft
+from labkit.policy import DEFAULT_TABLE, FAMILY, apply_node_policies, remove_node_policies
+from tests.unit.test_policy_cases import (
+    CASES,
+    LAYOUT,
+    NODES,
+    POD_IPS,
+    SERVICE,
+    Case,
+    Matrix,
+    explain,
+    node_ips,
+    pod_nodes,
+    workloads,
+)
+
+pytestmark = pytest.mark.integration
+
+FAST = 0.5  # seconds a probe waits before it counts as blocked
+SLOW = 3.0  # the second chance of a probe expected open
+SERVED = ("tcp/80", "tcp/81", "udp/80", "udp/81", "udp/53")
+
+# Serves the ports named in argv (answering "ok"), and probes: each stdin line is a JSON list of
+# [protocol, host, port, timeout]; the answer is one JSON line of booleans, probed in parallel.
+AGENT = r"""
+import json, socket, sys, threading
+from concurrent.futures import ThreadPoolExecutor
+
+def tcp_server(port):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port)); s.listen(512)
+    while True:
+        conn, _ = s.accept()
+        try:
+            conn.sendall(b"ok")
+        except OSError:
+            pass
+        conn.close()
+
+def udp_server(port):
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", port))
+    while True:
+        _, peer = u.recvfrom(64)
+        u.sendto(b"ok", peer)
+
+for item in sys.argv[1:]:
+    proto, port = item.split("/")
+    serve = tcp_server if proto == "tcp" else udp_server
+    threading.Thread(target=serve, args=(int(port),), daemon=True).start()
+
+def probe(proto, host, port, timeout):
+    try:
+        if proto == "tcp":
+            with socket.create_connection((host, port), timeout=timeout) as s:
+                return s.recv(2) == b"ok"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(timeout); s.connect((host, port)); s.send(b"hi")
+            return s.recv(2) == b"ok"
+    except OSError:
+        return False
+
+pool = ThreadPoolExecutor(64)
+print("ready", flush=True)
+for line in sys.stdin:
+    batch = json.loads(line)
+    print(json.dumps(list(pool.map(lambda p: probe(*p), batch))), flush=True)
+"""
+
+
+def sh(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True, text=True, timeout=30)
+
+
+class PolicyCluster:
+    """Two node namespaces, nine pod namespaces, one agent per namespace; torn down whatever happens."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+        self.namespaces: list[str] = []
+        self.agents: dict[str, subprocess.Popen] = {}
+        self.placement: dict[str, str] = {}
+
+    def ns(self, short: str) -> str:
+        return f"{self.prefix}-{short.replace('/', '-')}"
+
+    def path(self, short: str) -> str:
+        return f"/run/netns/{self.ns(short)}"
+
+    def add_ns(self, short: str) -> str:
+        name = self.ns(short)
+        sh("ip", "netns", "add", name)
+        self.namespaces.append(name)
+        sh("ip", "-n", name, "link", "set", "lo", "up")
+        return name
+
+    def build(self) -> None:
+        for node, spec in NODES.items():
+            ns = self.add_ns(node)
+            sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+            sh("ip", "-n", ns, "addr", "add", f"{spec['gateway']}/32", "dev", "lo")
+        (node1, spec1), (node2, spec2) = NODES.items()
+        sh("ip", "link", "add", "peer0", "netns", self.ns(node1), "type", "veth",
+           "peer", "name", "peer0", "netns", self.ns(node2))
+        for node, spec, other in ((node1, spec1, spec2), (node2, spec2, spec1)):
+            ns = self.ns(node)
+            sh("ip", "-n", ns, "addr", "add", f"{spec['link_ip']}/24", "dev", "peer0")
+            sh("ip", "-n", ns, "link", "set", "peer0", "up")
+            sh("ip", "-n", ns, "route", "add", other["pod_cidr"], "via", other["link_ip"])
+        self.placement = pod_nodes(workloads())
+        for pod, ip in POD_IPS.items():
+            self.add_pod(pod, ip, self.placement[pod])
+        service = LAYOUT["service"]
+        endpoint = POD_IPS[service["endpoint"]]
+        # A ClusterIP as kube-proxy would make it, on every node: DNAT before the policy sees it.
+        for node in NODES:
+            nft.apply_ruleset(self.path(node), (
+                "table ip svc-emulation {\n"
+                "\tchain prerouting {\n"
+                "\t\ttype nat hook prerouting priority dstnat; policy accept;\n"
+                f"\t\tip daddr {service['ip']} tcp dport {service['port']} dnat to {endpoint}:80\n"
+                "\t}\n}\n"
+            ))
+        for pod in POD_IPS:
+            self.start_agent(pod, SERVED)
+        for node in NODES:
+            self.start_agent(node, ())
+
+    def add_pod(self, pod: str, ip: str, node: str) -> None:
+        ns, node_ns = self.add_ns(pod), self.ns(node)
+        gateway, veth = NODES[node]["gateway"], f"v-{pod.replace('/', '-')}"
+        sh("ip", "link", "add", veth, "netns", node_ns, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        sh("ip", "-n", ns, "addr", "add", f"{ip}/32", "dev", "eth0")
+        sh("ip", "-n", ns, "link", "set", "eth0", "up")
+        sh("ip", "-n", ns, "route", "add", gateway, "dev", "eth0", "scope", "link")
+        sh("ip", "-n", ns, "route", "add", "default", "via", gateway, "dev", "eth0")
+        sh("ip", "-n", node_ns, "link", "set", veth, "up")
+        sh("ip", "-n", node_ns, "route", "add", f"{ip}/32", "dev", veth)
+
+    def start_agent(self, short: str, serve: tuple[str, ...]) -> None:
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns(short), sys.executable, "-c", AGENT, *serve],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        self.agents[short] = proc
+        line = proc.stdout.readline().strip()
+        assert line == "ready", f"agent in {short} did not start: {line} {proc.stderr.read()}"
+
+    def apply(self, policies: str) -> None:
+        w = workloads(policies)
+        for node in NODES:
+            apply_node_policies(self.path(node), w, POD_IPS, node_name=node, pod_nodes=self.placement,
+                                node_ips=node_ips(node))
+
+    def address(self, target: str, port: int) -> tuple[str, int]:
+        if target == SERVICE:
+            return LAYOUT["service"]["ip"], LAYOUT["service"]["port"]
+        return POD_IPS[target], port
+
+    def probe(self, probe: str, cells: list[tuple[str, str]], timeout: float) -> dict[tuple[str, str], bool]:
+        """Every (source, target) cell at once: one batch per source agent, all agents in parallel."""
+        protocol, port = probe.split("/")
+        batches: dict[str, list[tuple[str, str]]] = {}
+        for source, target in cells:
+            batches.setdefault(source, []).append((source, target))
+        for source, batch in batches.items():
+            lines = [[protocol, *self.address(target, int(port)), timeout] for _, target in batch]
+            self.agents[source].stdin.write(json.dumps(lines) + "\n")
+            self.agents[source].stdin.flush()
+        results = {}
+        for source, batch in batches.items():
+            answer = json.loads(self.agents[source].stdout.readline())
+            results.update(zip(batch, answer, strict=True))
+        return results
+
+    def observe(self, probe: str, expected: Matrix) -> Matrix:
+        cells = [key for key, mark in expected.cells.items() if mark != "-"]
+        seen = self.probe(probe, cells, FAST)
+        retry = [key for key in cells if not seen[key] and expected.cells[key] == "."]
+        if retry:
+            seen.update(self.probe(probe, retry, SLOW))
+        marks = {key: "-" if key not in seen else ("." if seen[key] else "X") for key in expected.cells}
+        return Matrix(expected.sources, expected.targets, marks)
+
+    def teardown(self) -> None:
+        for proc in self.agents.values():
+            proc.kill()
+        for proc in self.agents.values():
+            proc.wait(timeout=10)
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
+                stream.close()
+        for name in reversed(self.namespaces):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+    def leftovers(self) -> list[str]:
+        listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        return [line.split()[0] for line in listing.splitlines() if line.startswith(self.prefix)]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[PolicyCluster]:
+    c = PolicyCluster(f"lkt-np-{secrets.token_hex(3)}")
+    try:
+        c.build()
+        yield c
+    finally:
+        c.teardown()
+    assert c.leftovers() == []
+
+
+def everything_open(like: Matrix) -> Matrix:
+    return Matrix.of(like, lambda s, t: ".")
+
+
+def check(cluster: PolicyCluster, name: str, expectations: Mapping[str, Matrix]) -> None:
+    failures = []
+    for probe, expected in expectations.items():
+        observed = cluster.observe(probe, expected)
+        if expected.differences(observed):
+            failures.append(explain(name, probe, expected, observed))
+    assert not failures, "\n\n".join(failures)
+
+
+SERVICE_CASE = next(c for c in CASES if any(SERVICE in m.targets for m in c.expect.values()))
+NODE_CASE = next(c for c in CASES if any("node1" in m.sources for m in c.expect.values()))
+
+
+def test_without_policies_everything_is_open(cluster):
+    remove_node_policies(cluster.path("node1"))
+    remove_node_policies(cluster.path("node2"))
+    shape = {"tcp/80": SERVICE_CASE.expect["tcp/80"], "udp/81": NODE_CASE.expect["tcp/80"]}
+    expected = {probe: everything_open(m) for probe, m in shape.items()}
+    expected["tcp/80"] = Matrix.of(expected["tcp/80"],
+                                   lambda s, t: "-" if SERVICE_CASE.expect["tcp/80"].cells[s, t] == "-" else ".")
+    check(cluster, "no policies", expected)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_truth_table(cluster, case: Case):
+    cluster.apply(case.policies)
+    check(cluster, case.name, case.expect)
+
+
+def test_reapplying_replaces_the_table_atomically(cluster):
+    case = next(c for c in CASES if c.name == "two-policies-add-up")
+    cluster.apply(case.policies)
+    first = nft.list_ruleset(cluster.path("node1"), DEFAULT_TABLE, family=FAMILY)
+    cluster.apply(case.policies)
+    again = nft.list_ruleset(cluster.path("node1"), DEFAULT_TABLE, family=FAMILY)
+    assert first == again
+    whole = nft.list_ruleset(cluster.path("node1"))
+    assert whole.count(f"table {FAMILY} {DEFAULT_TABLE}") == 1
+    assert "chain ingress-" in first and "set peers-" in first
+    # node2 guards none of x/a's traffic: x/a lives on node1, so node2 has no pod chains at all.
+    assert "chain ingress-" not in nft.list_ruleset(cluster.path("node2"), DEFAULT_TABLE, family=FAMILY)
+    check(cluster, case.name, case.expect)
+
+
+def test_remove_is_idempotent_and_opens_everything(cluster):
+    cluster.apply(next(c for c in CASES if c.name == "own-node-always-allowed").policies)
+    for node in NODES:
+        remove_node_policies(cluster.path(node))
+        remove_node_policies(cluster.path(node))
+        assert f"{FAMILY} {DEFAULT_TABLE}" not in nft.list_ruleset(cluster.path(node))
+    check(cluster, "removed", {"tcp/80": everything_open(NODE_CASE.expect["tcp/80"])})
