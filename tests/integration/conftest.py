@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from labkit.runtime.podproc import nsenter_argv
+
 from labkit import lab, state
 from labkit.net import netns
 from labkit.progress import Progress
@@ -91,3 +93,47 @@ def lab_factory() -> Iterator:
         lab.down(running.name)
     for running in started:
         assert leftovers(running.name) == [], f"lab {running.name} left things behind"
+
+
+CLUSTER_TOPOLOGIES = {"host-gw": "kube-3node.yaml", "vxlan": "kube-vxlan.yaml"}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _dns_pids(name: str) -> list[int]:
+    folder = os.path.join(state.lab_dir(name), "dns")
+    pids = []
+    for entry in os.listdir(folder) if os.path.isdir(folder) else []:
+        if entry.endswith(".pid"):
+            with open(os.path.join(folder, entry)) as fh:
+                pids.append(int(fh.read()))
+    return pids
+
+
+@pytest.fixture(scope="session", params=sorted(CLUSTER_TOPOLOGIES))
+def kube_lab(request) -> Iterator[RunningLab]:
+    """kube-3node (host-gw) and kube-vxlan, shared by every test that only reads them."""
+    running = start_lab(TOPOLOGIES / CLUSTER_TOPOLOGIES[request.param])
+    processes = [p["pid"] for p in running.summary["pods"]] + _dns_pids(running.name)
+    assert _dns_pids(running.name), "no DNS server started"
+    yield running
+    lab.down(running.name)
+    assert leftovers(running.name) == []
+    assert [pid for pid in processes if _alive(pid)] == [], "pod or DNS processes survived down"
+
+
+def pods(running: RunningLab) -> dict[str, dict]:
+    """"ns/name" -> the pod's status entry."""
+    return {f"{p['namespace']}/{p['name']}": p for p in running.summary["pods"]}
+
+
+def in_pod(running: RunningLab, pod: str, *argv: str, timeout: float = 20) -> subprocess.CompletedProcess:
+    """Run argv in a pod's namespaces (its own hostname, hosts and resolv.conf)."""
+    return subprocess.run(nsenter_argv(pods(running)[pod]["pid"], argv), capture_output=True, text=True,
+                          timeout=timeout, check=False)

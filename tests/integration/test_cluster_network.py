@@ -11,42 +11,11 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 
-from labkit import lab
 from labkit.runtime.podproc import nsenter_argv
 
-from .conftest import TOPOLOGIES, RunningLab, labkit, leftovers, start_lab
+from .conftest import RunningLab, in_pod, labkit, pods
 
-BACKENDS = {"host-gw": "kube-3node.yaml", "vxlan": "kube-vxlan.yaml"}
-
-
-@pytest.fixture(scope="module", params=sorted(BACKENDS))
-def kube(request) -> RunningLab:
-    running = start_lab(TOPOLOGIES / BACKENDS[request.param])
-    yield running
-    pids = [p["pid"] for p in running.summary["pods"]]
-    lab.down(running.name)
-    assert leftovers(running.name) == []
-    for pid in pids:
-        assert not _alive(pid), f"pod holder {pid} survived down"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def pods(running: RunningLab) -> dict[str, dict]:
-    return {f"{p['namespace']}/{p['name']}": p for p in running.summary["pods"]}
-
-
-def in_pod(running: RunningLab, pod: str, *argv: str, timeout: float = 20) -> subprocess.CompletedProcess:
-    return subprocess.run(nsenter_argv(pods(running)[pod]["pid"], argv), capture_output=True, text=True,
-                          timeout=timeout, check=False)
 
 
 def serve_peer_address(argv_prefix: list[str], port: int) -> subprocess.Popen:
@@ -57,75 +26,75 @@ def serve_peer_address(argv_prefix: list[str], port: int) -> subprocess.Popen:
     return server
 
 
-def test_every_pod_pings_every_other_pod(kube: RunningLab) -> None:
-    everyone = pods(kube)
+def test_every_pod_pings_every_other_pod(kube_lab: RunningLab) -> None:
+    everyone = pods(kube_lab)
     pairs = list(itertools.permutations(everyone, 2))
 
     def ping(pair: tuple[str, str]) -> tuple[str, str, bool]:
         src, dst = pair
-        ok = in_pod(kube, src, "ping", "-c1", "-W2", everyone[dst]["ip"]).returncode == 0
+        ok = in_pod(kube_lab, src, "ping", "-c1", "-W2", everyone[dst]["ip"]).returncode == 0
         return src, dst, ok
 
     with ThreadPoolExecutor(8) as pool:
         failed = [(s, d) for s, d, ok in pool.map(ping, pairs) if not ok]
-    assert len(pairs) == 20 and failed == []
+    assert len(everyone) >= 5 and failed == []
 
 
-def test_pods_are_spread_and_addressed_from_their_node_cidr(kube: RunningLab) -> None:
-    nodes = {n["name"]: n for n in kube.summary["nodes"]}
-    for pod in kube.summary["pods"]:
+def test_pods_are_spread_and_addressed_from_their_node_cidr(kube_lab: RunningLab) -> None:
+    nodes = {n["name"]: n for n in kube_lab.summary["nodes"]}
+    for pod in kube_lab.summary["pods"]:
         assert ipaddress.IPv4Address(pod["ip"]) in ipaddress.IPv4Network(nodes[pod["node"]]["pod_cidr"])
-    assert pods(kube)["default/client"]["node"] == "cp" and pods(kube)["team-a/probe"]["node"] == "w2"
-    replicas = [p for p in pods(kube) if p.startswith("default/echo-")]
+    assert pods(kube_lab)["default/client"]["node"] == "cp" and pods(kube_lab)["team-a/probe"]["node"] == "w2"
+    replicas = [p for p in pods(kube_lab) if p.startswith("default/echo-")]
     assert len(replicas) == 3
     assert all(re.fullmatch(r"default/echo-[a-z0-9]{10}-[a-z0-9]{5}", name) for name in replicas)
 
 
-def test_pod_sees_its_own_hostname_hosts_and_resolv_conf(kube: RunningLab) -> None:
-    probe = pods(kube)["team-a/probe"]
-    assert in_pod(kube, "team-a/probe", "hostname").stdout.strip() == "probe"
-    assert f"{probe['ip']}\tprobe" in in_pod(kube, "team-a/probe", "cat", "/etc/hosts").stdout
-    resolv = in_pod(kube, "team-a/probe", "cat", "/etc/resolv.conf").stdout
+def test_pod_sees_its_own_hostname_hosts_and_resolv_conf(kube_lab: RunningLab) -> None:
+    probe = pods(kube_lab)["team-a/probe"]
+    assert in_pod(kube_lab, "team-a/probe", "hostname").stdout.strip() == "probe"
+    assert f"{probe['ip']}\tprobe" in in_pod(kube_lab, "team-a/probe", "cat", "/etc/hosts").stdout
+    resolv = in_pod(kube_lab, "team-a/probe", "cat", "/etc/resolv.conf").stdout
     assert "nameserver 10.96.0.10" in resolv
     assert "search team-a.svc.cluster.local svc.cluster.local cluster.local" in resolv
     assert "options ndots:5" in resolv
 
 
-def test_pod_to_pod_across_nodes_keeps_the_source_address(kube: RunningLab) -> None:
-    client, server_pod = pods(kube)["default/client"], pods(kube)["team-a/probe"]
+def test_pod_to_pod_across_nodes_keeps_the_source_address(kube_lab: RunningLab) -> None:
+    client, server_pod = pods(kube_lab)["default/client"], pods(kube_lab)["team-a/probe"]
     assert client["node"] != server_pod["node"]
     server = serve_peer_address(nsenter_argv(server_pod["pid"], []), 9000)
     try:
-        seen = in_pod(kube, "default/client", "socat", "-T3", "-", f"TCP:{server_pod['ip']}:9000").stdout.strip()
+        seen = in_pod(kube_lab, "default/client", "socat", "-T3", "-", f"TCP:{server_pod['ip']}:9000").stdout.strip()
     finally:
         server.kill()
         server.wait()
     assert seen == client["ip"], "pod-to-pod traffic was NATed"
 
 
-def test_pod_to_outside_is_masqueraded_to_the_node_address(kube: RunningLab) -> None:
-    nodes = {n["name"]: n for n in kube.summary["nodes"]}
-    probe = pods(kube)["team-a/probe"]
+def test_pod_to_outside_is_masqueraded_to_the_node_address(kube_lab: RunningLab) -> None:
+    nodes = {n["name"]: n for n in kube_lab.summary["nodes"]}
+    probe = pods(kube_lab)["team-a/probe"]
     server = serve_peer_address(["ip", "netns", "exec", nodes["ext"]["netns"]], 9001)
     try:
-        seen = in_pod(kube, "team-a/probe", "socat", "-T3", "-", f"TCP:{nodes['ext']['mgmt_ipv4']}:9001").stdout
+        seen = in_pod(kube_lab, "team-a/probe", "socat", "-T3", "-", f"TCP:{nodes['ext']['mgmt_ipv4']}:9001").stdout
     finally:
         server.kill()
         server.wait()
     assert seen.strip() == nodes[probe["node"]]["mgmt_ipv4"]
 
 
-def test_deployment_replicas_serve(kube: RunningLab) -> None:
-    for name, pod in pods(kube).items():
+def test_deployment_replicas_serve(kube_lab: RunningLab) -> None:
+    for name, pod in pods(kube_lab).items():
         if name.startswith("default/echo-"):
-            answer = in_pod(kube, "default/client", "socat", "-T3", "-", f"TCP:{pod['ip']}:8080").stdout
+            answer = in_pod(kube_lab, "default/client", "socat", "-T3", "-", f"TCP:{pod['ip']}:8080").stdout
             assert answer.strip() == name.split("/")[1]
 
 
-def test_exec_into_a_pod_and_status_json(kube: RunningLab) -> None:
-    assert labkit("exec", kube.name, "team-a/probe", "--", "sh", "-c", "exit 3", check=False).returncode == 3
-    status = json.loads(labkit("status", "--name", kube.name, "--format", "json").stdout)
+def test_exec_into_a_pod_and_status_json(kube_lab: RunningLab) -> None:
+    assert labkit("exec", kube_lab.name, "team-a/probe", "--", "sh", "-c", "exit 3", check=False).returncode == 3
+    status = json.loads(labkit("status", "--name", kube_lab.name, "--format", "json").stdout)
     assert {(p["namespace"], p["name"]) for p in status["pods"]} == {
-        (p["namespace"], p["name"]) for p in kube.summary["pods"]}
+        (p["namespace"], p["name"]) for p in kube_lab.summary["pods"]}
     assert all({"namespace", "name", "node", "ip"} <= set(p) for p in status["pods"])
     assert status["dns"] == {"ip": "10.96.0.10"}

@@ -1,0 +1,131 @@
+"""Services and cluster DNS on the shipped cluster labs, from inside pods, as a workload would use them."""
+
+from __future__ import annotations
+
+import collections
+import json
+import time
+
+import pytest
+
+from .conftest import RunningLab, in_pod, labkit, pods
+
+ZONE = "cluster.local"
+
+
+def service(running: RunningLab, namespace: str, name: str) -> dict:
+    return next(s for s in running.summary["services"] if (s["namespace"], s["name"]) == (namespace, name))
+
+
+def fetch(running: RunningLab, pod: str, target: str) -> str:
+    """Connect from `pod` to target (host:port); the server answers with its pod's hostname."""
+    result = in_pod(running, pod, "socat", "-T3", "-", f"TCP:{target}")
+    return result.stdout.strip() if result.returncode == 0 else f"FAILED: {result.stderr.strip()}"
+
+
+def web_pods(running: RunningLab) -> set[str]:
+    return {p.split("/")[1] for p in pods(running) if p.startswith("default/web-")}
+
+
+def test_cluster_ip_by_address_and_by_name_through_the_search_list(kube_lab: RunningLab) -> None:
+    web = service(kube_lab, "default", "web")
+    for target in (web["cluster_ip"], "web", "web.default", f"web.default.svc.{ZONE}"):
+        assert fetch(kube_lab, "default/client", f"{target}:80") in web_pods(kube_lab), target
+    # from another namespace the short name is not ours, the namespaced one is
+    assert fetch(kube_lab, "team-a/probe", "web.default:80") in web_pods(kube_lab)
+
+
+def test_connections_spread_over_every_endpoint(kube_lab: RunningLab) -> None:
+    web = service(kube_lab, "default", "web")
+    counts = collections.Counter(fetch(kube_lab, "default/client", f"{web['cluster_ip']}:80") for _ in range(60))
+    assert set(counts) == web_pods(kube_lab), counts
+    assert max(counts.values()) <= 2 * 60 / len(web_pods(kube_lab)), counts
+
+
+def test_client_ip_affinity_pins_each_client(kube_lab: RunningLab) -> None:
+    sticky = service(kube_lab, "default", "web-sticky")
+    for client in ("default/client", "team-a/probe"):
+        answers = {fetch(kube_lab, client, f"{sticky['cluster_ip']}:80") for _ in range(12)}
+        assert len(answers) == 1 and answers <= web_pods(kube_lab), answers
+
+
+def test_node_port_on_every_node_from_a_pod_and_from_outside(kube_lab: RunningLab) -> None:
+    nodes = [n for n in kube_lab.summary["nodes"] if n["kind"] == "k8s-node"]
+    ext = next(n for n in kube_lab.summary["nodes"] if n["name"] == "ext")
+    for node in nodes:
+        assert fetch(kube_lab, "default/client", f"{node['mgmt_ipv4']}:30080") in web_pods(kube_lab)
+        outside = kube_lab.exec(ext["name"], "socat", "-T3", "-", f"TCP:{node['mgmt_ipv4']}:30080")
+        assert outside.stdout.strip() in web_pods(kube_lab), outside.stderr
+
+
+def test_service_without_endpoints_is_refused_at_once(kube_lab: RunningLab) -> None:
+    nobody = service(kube_lab, "default", "nobody")
+    assert nobody["endpoints"] == []
+    started = time.monotonic()
+    result = in_pod(kube_lab, "default/client", "socat", "-T5", "-", f"TCP:{nobody['cluster_ip']}:80")
+    assert result.returncode != 0 and "refused" in result.stderr.lower()
+    assert time.monotonic() - started < 1.0
+
+
+def test_hairpin_a_pod_reaches_itself_through_its_service(kube_lab: RunningLab) -> None:
+    web = service(kube_lab, "default", "web")
+    me = sorted(web_pods(kube_lab))[0]
+    answers = [fetch(kube_lab, f"default/{me}", f"{web['cluster_ip']}:80") for _ in range(30)]
+    assert all(a in web_pods(kube_lab) for a in answers), answers
+    assert me in answers, "never reached itself through the ClusterIP"
+
+
+def dig(running: RunningLab, *args: str) -> str:
+    result = in_pod(running, "team-a/probe", "dig", "+time=2", "+tries=1", *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def answers(output: str) -> list[str]:
+    section, lines = False, []
+    for line in output.splitlines():
+        if line.startswith(";; ANSWER SECTION"):
+            section = True
+        elif section and not line.strip():
+            break
+        elif section:
+            lines.append(" ".join(line.split()[3:]))
+    return lines
+
+
+def status_of(output: str) -> str:
+    return output.split("status: ", 1)[1].split(",", 1)[0]
+
+
+@pytest.mark.parametrize("transport", ["+notcp", "+tcp"])
+def test_dns_records_of_the_spec(kube_lab: RunningLab, transport: str) -> None:
+    web = service(kube_lab, "default", "web")
+    db = {p["name"]: p["ip"] for p in kube_lab.summary["pods"] if p["name"].startswith("db-")}
+    q = lambda *a: dig(kube_lab, transport, *a)  # noqa: E731 - a short alias reads best here
+
+    assert answers(q("TXT", f"dns-version.{ZONE}")) == ['TXT "1.1.0"']
+    assert answers(q("A", f"web.default.svc.{ZONE}")) == [f"A {web['cluster_ip']}"]
+    aaaa = q("AAAA", f"web.default.svc.{ZONE}")
+    assert status_of(aaaa) == "NOERROR" and answers(aaaa) == []  # NODATA
+    assert answers(q("SRV", f"_http._tcp.web.default.svc.{ZONE}")) == [f"SRV 0 100 80 web.default.svc.{ZONE}."]
+    assert answers(q("-x", web["cluster_ip"])) == [f"PTR web.default.svc.{ZONE}."]
+    assert sorted(answers(q("A", f"db.team-a.svc.{ZONE}"))) == sorted(f"A {ip}" for ip in db.values())
+    assert answers(q("A", f"db-0.db.team-a.svc.{ZONE}")) == [f"A {db['db-0']}"]
+    srv = sorted(answers(q("SRV", f"_postgres._tcp.db.team-a.svc.{ZONE}")))
+    assert srv == [f"SRV 0 50 5432 db-0.db.team-a.svc.{ZONE}.", f"SRV 0 50 5432 db-1.db.team-a.svc.{ZONE}."]
+    assert answers(q("A", f"search.default.svc.{ZONE}"))[0] == "CNAME search.example.org."
+    assert status_of(q("A", f"nope.default.svc.{ZONE}")) == "NXDOMAIN"
+    assert status_of(q("A", f"team-a.svc.{ZONE}")) == "NOERROR"  # an existing namespace: NODATA
+    assert status_of(q("A", "example.org")) == "REFUSED"  # no upstreams configured
+
+
+def test_status_json_lists_services(kube_lab: RunningLab) -> None:
+    status = json.loads(labkit("status", "--name", kube_lab.name, "--format", "json").stdout)
+    by_name = {(s["namespace"], s["name"]): s for s in status["services"]}
+    web = by_name[("default", "web")]
+    assert web["type"] == "ClusterIP" and web["cluster_ip"].startswith("10.96.")
+    assert [p["port"] for p in web["ports"]] == [80] and len(web["endpoints"]) == 3
+    assert by_name[("default", "web-nodeport")]["ports"][0]["node_port"] == 30080
+    assert by_name[("team-a", "db")]["cluster_ip"] == "None"
+    assert by_name[("kube-system", "kube-dns")]["cluster_ip"] == "10.96.0.10"
+    assert status["dns"] == {"ip": "10.96.0.10"}
