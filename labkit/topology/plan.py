@@ -379,7 +379,7 @@ def _mgmt_plan(topo: Topology, settings: dict[str, dict], out: _Collector
 
     m = topo.mgmt or Mgmt()
     subnet = m.ipv4_subnet
-    hosts = subnet.hosts()
+    hosts = iter(subnet.hosts())  # a list, not an iterator, for /31 and /32
     gateway_ip = next(hosts, None)
     if gateway_ip is None:
         out.add(("mgmt", "ipv4-subnet"), f"mgmt subnet {subnet} has no room for addresses")
@@ -411,7 +411,11 @@ def _mgmt_plan(topo: Topology, settings: dict[str, dict], out: _Collector
         if ip is None:
             ip = next((h for h in hosts if h not in taken), None)
             if ip is None:
-                out.add(("mgmt", "ipv4-subnet"), f"mgmt subnet {subnet} is too small for {len(settings)} nodes")
+                need = sum(1 for v in settings.values() if v.get("kind") != "bridge")
+                room = subnet.num_addresses - (2 if subnet.prefixlen < 31 else 0) - 1  # less the gateway
+                out.add(("mgmt", "ipv4-subnet"), f"mgmt subnet {subnet} has room for {room} node address(es) "
+                                                 f"besides the gateway, but {need} nodes need one; "
+                                                 "use a larger subnet (e.g. a /24)")
                 break
             taken.add(ip)
         ips[name] = IPv4Interface(f"{ip}/{subnet.prefixlen}")
