@@ -123,7 +123,7 @@ class Allow:
 
     @property
     def matches_nothing(self) -> bool:
-        return self.ports == () and not self.destinations or self.peers == ()
+        return (self.ports == () and not self.destinations) or self.peers == ()
 
     def allows(self, peer: str, protocol: str, port: int) -> bool:
         address = ipaddress.IPv4Address(peer)

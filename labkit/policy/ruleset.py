@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from labkit.policy.compile import Allow, Direction, IsolatedPod, NodePolicy, Rul
 DEFAULT_TABLE = "labkit-policy"
 FAMILY = "inet"
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+_SAFE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,62}")
 _READABLE = 80  # characters of the ns/name kept in a set or chain name; the hash keeps it unique
 
 
@@ -70,7 +72,7 @@ class PolicyTable:
     """What the template renders, in a stable order."""
 
     table: str
-    node: str
+    comment: str
     node_ips: tuple[str, ...]
     peer_sets: tuple[AddressSet, ...]
     destination_sets: tuple[AddressSet, ...]
@@ -100,9 +102,12 @@ def plan_policy_table(model: NodePolicy, table: str = DEFAULT_TABLE) -> PolicyTa
             comment=_comment(f"{guard.direction} of {guard.pod}; policies {', '.join(guard.policies)}"),
             rules=tuple(rules),
         ))
+    for name, value in (("table", table), ("node name", model.node)):
+        if not _SAFE_NAME.fullmatch(value):
+            raise ValueError(f"{name} {value!r} is not valid here; valid: letters, digits, '.', '_', '-'")
     return PolicyTable(
         table=table,
-        node=model.node,
+        comment=_comment(f"labkit network policies of node {model.node}: generated, replaced as a whole"),
         node_ips=model.node_ips,
         peer_sets=tuple(peer_sets.values()),
         destination_sets=tuple(destination_sets.values()),
@@ -118,20 +123,21 @@ def _chain_rules(
     if allow.matches_nothing:
         return []
     out = []
-    peer_set = None
-    if allow.peers is not None:
-        if ref not in peer_sets:
-            peer_sets[ref] = AddressSet(_ident("peers", *_rule_name(ref)), comment,
-                                        tuple(str(net) for net in allow.peers))
-        peer_set = peer_sets[ref].name
     if allow.ports is None or allow.ports:
+        peer_set = None
+        if allow.peers is not None:
+            if ref not in peer_sets:
+                peer_sets[ref] = AddressSet(_ident("peers", *_rule_name(ref)), _comment(f"peers of {ref}"),
+                                            tuple(str(net) for net in allow.peers))
+            peer_set = peer_sets[ref].name
         ports = None if allow.ports is None else tuple(str(p) for p in allow.ports)
         out.append(ChainRule(comment, peer_set=peer_set, ports=ports))
     if allow.destinations:
+        named = _comment(f"{ref} named ports")
         if ref not in destination_sets:
-            destination_sets[ref] = AddressSet(_ident("named", *_rule_name(ref)), f"{comment} named ports",
+            destination_sets[ref] = AddressSet(_ident("named", *_rule_name(ref)), named,
                                                tuple(sorted({str(d) for d in allow.destinations})))
-        out.append(ChainRule(f"{comment} named ports", destination_set=destination_sets[ref].name))
+        out.append(ChainRule(named, destination_set=destination_sets[ref].name))
     return out
 
 

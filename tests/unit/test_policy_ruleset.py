@@ -1,0 +1,176 @@
+"""The node's policy table as nft text: its shape, what is shared, and that it stays small. Pure.
+
+When nft is at hand and we are root, the texts are also checked with `nft -c` (nothing changes).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+
+import pytest
+
+from labkit.k8s import parse_manifests
+from labkit.net import nft
+from labkit.policy import compile_node_policy, plan_policy_table, render_node_policies
+from labkit.policy.ruleset import delete_table_text
+
+
+def cluster(pod_count: int, policies: str) -> str:
+    docs = ["apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {ns: shop}}\n"]
+    for i in range(pod_count):
+        role = "front" if i % 2 else "back"
+        docs.append(f"""apiVersion: v1
+kind: Pod
+metadata: {{name: pod-{i}, namespace: shop, labels: {{role: {role}, i: "{i}"}}}}
+spec: {{containers: [{{name: c, ports: [{{name: http, containerPort: {8000 + i}}}]}}]}}
+""")
+    return "---\n".join(docs) + "---\n" + policies
+
+
+POLICIES = """apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: backends, namespace: shop}
+spec:
+  podSelector: {matchLabels: {role: back}}
+  ingress:
+    - from: [{podSelector: {matchLabels: {role: front}}}, {ipBlock: {cidr: 172.16.0.0/12, except: [172.16.5.0/24]}}]
+      ports: [{port: http}, {port: 9000, endPort: 9100}, {port: 53, protocol: UDP}]
+    - {}
+  egress:
+    - to: [{podSelector: {}}]
+      ports: [{port: http}]
+    - to: [{namespaceSelector: {matchLabels: {ns: shop}}}]
+    - ports: [{port: 53, protocol: UDP}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-fronts, namespace: shop}
+spec: {podSelector: {matchLabels: {role: front}}, policyTypes: [Ingress, Egress]}
+"""
+
+
+def render(pod_count: int = 6, policies: str = POLICIES, node: str = "n1", table: str = "labkit-policy"):
+    w = parse_manifests(cluster(pod_count, policies), "t.yaml")
+    ips = {f"shop/pod-{i}": f"10.244.{i % 2}.{10 + i}" for i in range(pod_count)}
+    placement = {f"shop/pod-{i}": "n1" if i % 3 else "n2" for i in range(pod_count)}
+    model = compile_node_policy(w, ips, node_name=node, pod_nodes=placement, node_ips=["192.168.0.1"])
+    return model, render_node_policies(model, table)
+
+
+def chain_body(text: str, prefix: str, pod: str = "") -> list[str]:
+    name = rf"{re.escape(prefix)}[^ ]*{re.escape(pod)}" if pod else rf"{re.escape(prefix)}[^ ]*"
+    match = re.search(rf"\tchain {name} {{\n(.*?)\n\t}}", text, re.S)
+    assert match, f"no chain {prefix}"
+    return [line.strip() for line in match.group(1).splitlines()]
+
+
+def test_replaces_one_inet_table_atomically():
+    _, text = render()
+    assert text.startswith("table inet labkit-policy {\n}\ndelete table inet labkit-policy\n"
+                           "table inet labkit-policy {\n")
+    assert text.count("table inet labkit-policy {") == 2
+    assert delete_table_text() == "table inet labkit-policy {\n}\ndelete table inet labkit-policy\n"
+    assert "table inet lab1-policy {" in render(table="lab1-policy")[1]
+
+
+def test_base_chains_hook_forward_and_input_not_output():
+    _, text = render()
+    assert chain_body(text, "forward") == [
+        "type filter hook forward priority filter; policy accept;",
+        "ct state established,related accept",
+        "ip saddr vmap @egress-pods",
+        "ip saddr @node-ips accept",
+        "ip daddr vmap @ingress-pods",
+    ]
+    assert chain_body(text, "input")[-1] == "ip saddr vmap @egress-pods"
+    assert "hook output" not in text
+    assert "elements = { 192.168.0.1 }" in text
+
+
+def test_a_chain_per_local_isolated_pod_and_direction_in_the_maps():
+    model, text = render()
+    local = ["shop/pod-1", "shop/pod-2", "shop/pod-4", "shop/pod-5"]  # i % 3 != 0
+    assert [g.pod for g in model.ingress] == local
+    assert [g.pod for g in model.egress] == local
+    for guard in (*model.ingress, *model.egress):
+        assert re.search(rf"\t\t\t{re.escape(guard.ip)} : jump {guard.direction}-\w+-{re.escape(guard.pod)},",
+                         text)
+    assert "shop/pod-0" not in text.split("chain forward")[1]  # pod-0 lives on n2
+
+
+def test_peer_sets_are_per_rule_and_shared_by_the_pods_it_guards():
+    _, text = render(pod_count=40)
+    plan = plan_policy_table(render(pod_count=40)[0])
+    # backends ingress[0] + egress[0] + egress[1]: one set each, whatever the number of pods
+    assert [s.name.split("-", 2)[2] for s in plan.peer_sets] == [
+        "shop/backends-ingress0", "shop/backends-egress1"]
+    assert len(plan.destination_sets) == 1  # egress[0]'s named port, resolved per destination pod
+    back_chains = [c for c in plan.chains if c.comment.startswith("ingress") and "backends" in c.comment]
+    assert len(back_chains) == 13  # even pods on n1
+    peer_set = plan.peer_sets[0].name
+    assert text.count(f"@{peer_set} ") == 13
+    # front pods collapse with the ipBlock minus its except into a handful of intervals
+    assert "172.16.0.0/22, 172.16.4.0/24, 172.16.6.0/23" in text
+
+
+def test_pod_chain_lines_follow_the_rules():
+    _, text = render()
+    back = chain_body(text, "ingress-", "/pod-2")
+    assert back[0] == 'comment "ingress of shop/pod-2; policies shop/backends"'
+    assert re.fullmatch(r"ip saddr @peers-\w+-shop/backends-ingress0 meta l4proto \. th dport "
+                        r"\{ tcp \. 8002, tcp \. 9000-9100, udp \. 53 \} return comment \"shop/backends ingress\[0\]\"",
+                        back[1]), back[1]
+    assert back[2] == 'return comment "shop/backends ingress[1]"'
+    assert back[-1] == 'counter drop comment "nothing above allows it"'
+    egress = chain_body(text, "egress-", "/pod-1")
+    assert egress[0].startswith('comment "egress of shop/pod-1; policies shop/deny-fronts"')
+    assert egress[1:] == ['counter drop comment "nothing above allows it"']
+
+
+def test_egress_named_ports_become_a_destination_set():
+    plan = plan_policy_table(render()[0])
+    (named,) = plan.destination_sets
+    assert named.elements == tuple(sorted(f"10.244.{i % 2}.{10 + i} . tcp . {8000 + i}" for i in range(6)))
+    _, text = render()
+    assert f"ip daddr . meta l4proto . th dport @{named.name} return" in text
+
+
+def test_no_policy_for_the_node_gives_an_empty_table():
+    model, text = render(policies=POLICIES.replace("role: back}}\n  ingress", "role: none}}\n  ingress")
+                         .replace("role: front}}, policyTypes", "role: none}}, policyTypes"))
+    assert model.ingress == () and model.egress == ()
+    assert "chain ingress-" not in text and "elements" not in text.split("set node-ips")[1].split("}")[1]
+
+
+def test_long_names_stay_within_nft_limits():
+    long_name = "p" * 200 + ".x" * 20
+    text = POLICIES.replace("name: backends", f"name: {long_name}")
+    plan = plan_policy_table(render(policies=text)[0])
+    names = [s.name for s in plan.peer_sets] + [c.name for c in plan.chains]
+    assert max(len(n) for n in names) < 100
+    assert len({*names}) == len(names)
+    assert all(len(c.comment) <= 120 for c in plan.chains)
+
+
+needs_nft = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft"), reason="nft -c needs root")
+
+
+@needs_nft
+@pytest.mark.parametrize("variant", ["full", "long-names", "empty"])
+def test_nft_accepts_the_text(variant):
+    policies = {
+        "full": POLICIES,
+        "long-names": POLICIES.replace("name: backends", "name: " + "p" * 200 + ".x" * 20),
+        "empty": POLICIES.replace("role: back}}\n  ingress", "role: none}}\n  ingress"),
+    }[variant]
+    nft.check_ruleset(None, render(pod_count=30, policies=policies, table="lkt-policy-check")[1])
+
+
+def test_table_and_node_names_are_checked():
+    model, _ = render()
+    with pytest.raises(ValueError, match="table"):
+        render_node_policies(model, 'x" drop')
+    with pytest.raises(ValueError, match="node name"):
+        plan_policy_table(render(node="n1")[0].__class__(node='n1"', node_ips=()))
