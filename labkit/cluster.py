@@ -162,26 +162,48 @@ def pod_spec(plan: Plan, pod: Pod, node: str, ip: str) -> PodSpec:
                    containers=containers)
 
 
-def start_pod(b: Build, pod: Pod, node: str) -> PodRecord:
-    """Sandbox, then CNI ADD from the node, then the pod's own files and containers."""
-    plan = b.plan
-    spec = pod_spec(plan, pod, node, ip="0.0.0.0")
-    sandbox = b.runtime.create_pod(plan.lab, spec)
-    record = PodRecord(pod.namespace, pod.name, node, None, spec.netns, sandbox.netns_path,
-                       labels=dict(pod.labels))
-    b.pods.append(record)
-    try:
-        result = execute_conflist("ADD", conflist_path(plan.lab, node), container_id=container_id(plan.lab, pod),
-                                  netns=sandbox.netns_path, ifname=POD_IFNAME,
-                                  node_netns=b.sandboxes[node].netns_path)
-    except CNIError as exc:
-        raise LabkitError(f"pod {pod.key} on {node}: CNI ADD failed: {exc}") from None
-    record.ip = result["ips"][0]["address"].split("/")[0]
-    spec = pod_spec(plan, pod, node, record.ip)
-    started = b.runtime.start_containers(plan.lab, spec, sandbox)
-    if isinstance(started, Sandbox):
-        record.pid = started.pid
-    return record
+def start_pods(b: Build) -> None:
+    """Sandboxes (all at once where the runtime can), CNI ADD from each pod's node in a fixed
+    order (so every run of a lab gives the same addresses), then the pods' own files and containers."""
+    from labkit.k8s import schedule_pods
+
+    plan, workloads = b.plan, workloads_of(b.plan)
+    if workloads is None or not workloads.pods:
+        return
+    placement = schedule_pods(workloads, [n.name for n in k8s_nodes(plan)])
+    todo = [(pod, placement[pod.key]) for pod in workloads.pods]
+    first_specs = [pod_spec(plan, pod, node, ip="0.0.0.0") for pod, node in todo]
+    create_many = getattr(b.runtime, "create_pods", None)
+    sandboxes = (create_many(plan.lab, first_specs) if create_many
+                 else [b.runtime.create_pod(plan.lab, spec) for spec in first_specs])
+    for (pod, node), spec, sandbox in zip(todo, first_specs, sandboxes, strict=True):
+        b.pods.append(PodRecord(pod.namespace, pod.name, node, None, spec.netns, sandbox.netns_path,
+                                labels=dict(pod.labels)))
+    for (pod, node), sandbox, record in zip(todo, sandboxes, b.pods, strict=True):
+        try:
+            result = execute_conflist("ADD", conflist_path(plan.lab, node), container_id=container_id(plan.lab, pod),
+                                      netns=sandbox.netns_path, ifname=POD_IFNAME,
+                                      node_netns=b.sandboxes[node].netns_path)
+        except CNIError as exc:
+            raise LabkitError(f"pod {pod.key} on {node}: CNI ADD failed: {exc}") from None
+        record.ip = result["ips"][0]["address"].split("/")[0]
+
+    def start(item: tuple) -> None:
+        (pod, node), sandbox, record = item
+        started = b.runtime.start_containers(plan.lab, pod_spec(plan, pod, node, record.ip), sandbox)
+        if isinstance(started, Sandbox):
+            record.pid = started.pid
+
+    items = list(zip(todo, sandboxes, b.pods, strict=True))
+    workers = getattr(b.runtime, "workers", 1)
+    if workers > 1:  # a container engine overlaps its calls; forks of this process would not gain
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(start, items))
+    else:
+        for item in items:
+            start(item)
 
 
 def container_id(lab: str, pod: Pod) -> str:
@@ -265,14 +287,3 @@ def start_dns(b: Build) -> None:
                     tail = fh.read()[-500:].strip()
                 raise LabkitError(f"DNS server in pod kube-system/{pod.name} did not start: {tail}")
             time.sleep(0.005)
-
-
-def start_pods(b: Build) -> None:
-    from labkit.k8s import schedule_pods
-
-    workloads = workloads_of(b.plan)
-    if workloads is None or not workloads.pods:
-        return
-    placement = schedule_pods(workloads, [n.name for n in k8s_nodes(b.plan)])
-    for pod in workloads.pods:
-        start_pod(b, pod, placement[pod.key])

@@ -82,7 +82,10 @@ def up(path: str, runtime: str | None = None, progress: Progress | None = None,
             build.timings[name] = round(time.perf_counter() - started, 4)
         except BaseException as exc:
             progress.note(f"{name} failed; removing what was built")
-            down(plan.lab, runtimes=(rt,))
+            try:
+                down(plan.lab, runtimes=(rt,))
+            except LabkitError as undo_failure:  # report the cause, not the undo's own trouble
+                progress.note(f"undo incomplete ({undo_failure}); run: labkit down --name {plan.lab}")
             if isinstance(exc, LabkitError):
                 raise LabkitError(f"up failed at phase '{name}': {exc}") from exc
             if isinstance(exc, (OSError, NetlinkError)):
@@ -278,6 +281,7 @@ def down(lab: str, runtimes: Sequence[Runtime] | None = None) -> bool:
     if runtimes is None:
         names = {"netns", recorded.get("runtime", "netns")}
         runtimes = [get_runtime(n) for n in sorted(names)]
+    stop_recorded_processes(lab)
     for rt in runtimes:
         rt.destroy(lab)
     # the lab's own namespaces (mgmt, pods) whatever the node runtime
@@ -287,6 +291,28 @@ def down(lab: str, runtimes: Sequence[Runtime] | None = None) -> bool:
     _remove_host_link(lab)
     state.remove(lab)
     return existed
+
+
+def stop_recorded_processes(lab: str) -> None:
+    """Processes labkit started from the host into a sandbox (the DNS servers) leave pid files in
+    the lab's state folder. A namespace scan finds them on the netns runtime; in a container's
+    namespace only the pid file does, and the container's removal would not stop them."""
+    from labkit.runtime.netns import stop_pids
+
+    pids = []
+    for folder, _, files in os.walk(state.lab_dir(lab)):
+        for name in files:
+            if not name.endswith(".pid"):
+                continue
+            try:
+                with open(os.path.join(folder, name), encoding="ascii") as fh:
+                    pid = int(fh.read().strip())
+                with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                    if b"labkit" in fh.read():  # still ours, not a reused pid
+                        pids.append(pid)
+            except (OSError, ValueError):
+                continue
+    stop_pids(pids)
 
 
 def _remove_host_link(lab: str) -> None:

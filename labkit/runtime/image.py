@@ -43,7 +43,9 @@ BUSYBOX = "/bin/busybox"
 # Host binaries the labs need beyond busybox, and where they go in the image.
 # dash is /bin/sh because Debian's busybox shell runs its own applets before
 # PATH, so `sh -c "ip ..."` would get busybox's small `ip`, not iproute2's.
-HOST_TOOLS = {"ip": "/usr/sbin/ip", "nft": "/usr/sbin/nft", "dash": "/bin/sh"}
+# socat, dig and getent let a lab's checks run the same commands in a pod on either runtime.
+HOST_TOOLS = {"ip": "/usr/sbin/ip", "nft": "/usr/sbin/nft", "dash": "/bin/sh", "socat": "/usr/bin/socat",
+              "dig": "/usr/bin/dig", "getent": "/usr/bin/getent"}
 # Small host files the tools read (protocol/service names, iproute2 tables).
 HOST_FILES = ("/etc/protocols", "/etc/services", "/etc/ethertypes")
 HOST_DIRS = ("/etc/iproute2",)
@@ -119,7 +121,7 @@ def _find_tool(name: str) -> str:
         candidate = os.path.join(d, name)
         if os.access(candidate, os.X_OK):
             return os.path.realpath(candidate)
-    package = {"ip": "iproute2", "nft": "nftables"}.get(name, name)
+    package = {"ip": "iproute2", "nft": "nftables", "dig": "dnsutils", "getent": "libc-bin"}.get(name, name)
     raise LabkitError(
         f"cannot build the labkit image: `{name}` not found on this host (install {package})"
     )
@@ -285,6 +287,8 @@ def build_images(force: bool = False, client: docker.DockerClient | None = None)
         _import(client, tar, recipe)
         if old and old != _image_id(client, recipe.name):
             _remove_quietly(client, old)  # the replaced image, unless a container still uses it
+        # Manifests say `image: labkit/node`, which Docker reads as :latest.
+        client.images.get(recipe.name).tag(recipe.name.split(":")[0], "latest")
         built.append(recipe.name)
     return built
 

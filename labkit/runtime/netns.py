@@ -128,8 +128,14 @@ class NetnsRuntime:
 
 def stop_processes(netns_paths: Sequence[str], grace: float = 2.0) -> None:
     """Stop every process living in these namespaces: TERM, then KILL after `grace` seconds."""
-    pids = netns.pids_in_namespaces(netns_paths)
-    targets = list(pids)
+    stop_pids(list(netns.pids_in_namespaces(netns_paths)), grace)
+    for pid in netns.pids_in_namespaces(netns_paths):  # started while we were stopping the others
+        _signal(pid, signal.SIGKILL)
+
+
+def stop_pids(targets: Sequence[int], grace: float = 2.0) -> None:
+    """TERM, then KILL after `grace` seconds; returns once all are gone."""
+    pids = dict.fromkeys(targets)
     for pid in pids:
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
