@@ -40,7 +40,6 @@ DEFAULT_TTL = 5           # CoreDNS kubernetes plugin default
 VERSION_TTL = 28800       # CoreDNS answers dns-version with this TTL
 
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_PORT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")   # IANA_SVC_NAME
 _HOSTNAME = re.compile(r"^(?=.{1,253}\.?$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)*"
                        r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.?$", re.IGNORECASE)
 
@@ -360,9 +359,10 @@ def _check_config(cfg: DnsConfig, problems: list[str]) -> None:
                 _check_ip(s.cluster_ip, f"{path}.cluster_ip", problems)
         for j, p in enumerate(s.ports):
             ppath = f"{path}.ports[{j}]"
-            if p.name is not None and not _PORT_NAME.match(p.name):
-                problems.append(f"{ppath}.name: {p.name!r} is not a port name "
-                                "(lowercase letters, digits, '-', <= 15 chars)")
+            # Service port names are DNS labels (container ports: IANA_SVC_NAME).
+            if p.name is not None and p.name != "" and not _LABEL.match(p.name):
+                problems.append(f"{ppath}.name: {p.name!r} is not a DNS label "
+                                "(lowercase letters, digits, '-', <= 63 chars)")
             if p.protocol not in PROTOCOLS:
                 problems.append(f"{ppath}.protocol: {p.protocol!r}; valid: {', '.join(PROTOCOLS)}")
             if not 0 < p.port < 65536:

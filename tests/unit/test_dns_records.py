@@ -340,3 +340,13 @@ def test_pod_records_disabled():
     assert is_nxdomain(r.lookup("10-244-1-9.default.pod.cluster.local", A))
     assert is_nxdomain(r.lookup("default.pod.cluster.local", A))
     assert is_nodata(r.lookup("pod.cluster.local", A))
+
+
+def test_service_port_names_are_dns_labels():
+    c = DnsConfig.from_dict({"services": [{
+        "namespace": "a", "name": "b", "cluster_ip": "10.96.0.5",
+        "ports": [{"name": "http-metrics-endpoint", "port": 9100}, {"name": "", "port": 80}]}]})
+    rs = build_records(c)
+    ans = rs.lookup("_http-metrics-endpoint._tcp.b.a.svc.cluster.local", SRV)
+    assert [rr[3][2] for rr in ans.answer] == [9100]
+    assert sorted(rr[3][2] for rr in rs.lookup("b.a.svc.cluster.local", SRV).answer) == [80, 9100]
