@@ -1,7 +1,7 @@
 """NetworkPolicy truth tables on a hand-built two-node routed cluster.
 
 The upstream network-policy e2e layout: namespaces x, y, z with pods a, b, c each, spread over two
-nodes routed host-gw style (DESIGN.md section 7), every pod serving TCP 80/81 and UDP 80/81/53.
+nodes routed host-gw style (DESIGN.md section 7), every pod serving TCP 80/81 and UDP 80/81/53, every node TCP 80.
 Every namespace is `lkt-np-<random>-*`. Each case of tests/manifests/policy/cases.yaml is applied
 to both nodes with `apply_node_policies` (replacing the previous case's table) and probed from
 every pod (and node, where the case asks) to every pod with a short timeout, in parallel: one agent
@@ -144,7 +144,7 @@ class PolicyCluster:
         for pod in POD_IPS:
             self.start_agent(pod, SERVED)
         for node in NODES:
-            self.start_agent(node, ())
+            self.start_agent(node, ("tcp/80",))
 
     def add_pod(self, pod: str, ip: str, node: str) -> None:
         ns, node_ns = self.add_ns(pod), self.ns(node)
@@ -175,16 +175,20 @@ class PolicyCluster:
     def address(self, target: str, port: int) -> tuple[str, int]:
         if target == SERVICE:
             return LAYOUT["service"]["ip"], LAYOUT["service"]["port"]
+        if target in NODES:
+            return NODES[target]["gateway"], port
         return POD_IPS[target], port
 
-    def probe(self, probe: str, cells: list[tuple[str, str]], timeout: float) -> dict[tuple[str, str], bool]:
-        """Every (source, target) cell at once: one batch per source agent, all agents in parallel."""
-        protocol, port = probe.split("/")
-        batches: dict[str, list[tuple[str, str]]] = {}
-        for source, target in cells:
-            batches.setdefault(source, []).append((source, target))
+    def probe(self, cells: list[tuple[str, str, str]], timeout: float) -> dict[tuple[str, str, str], bool]:
+        """Every (probe, source, target) at once: one batch per source agent, all agents in parallel."""
+        batches: dict[str, list[tuple[str, str, str]]] = {}
+        for cell in cells:
+            batches.setdefault(cell[1], []).append(cell)
         for source, batch in batches.items():
-            lines = [[protocol, *self.address(target, int(port)), timeout] for _, target in batch]
+            lines = []
+            for probe, _, target in batch:
+                protocol, port = probe.split("/")
+                lines.append([protocol, *self.address(target, int(port)), timeout])
             self.agents[source].stdin.write(json.dumps(lines) + "\n")
             self.agents[source].stdin.flush()
         results = {}
@@ -193,14 +197,18 @@ class PolicyCluster:
             results.update(zip(batch, answer, strict=True))
         return results
 
-    def observe(self, probe: str, expected: Matrix) -> Matrix:
-        cells = [key for key, mark in expected.cells.items() if mark != "-"]
-        seen = self.probe(probe, cells, FAST)
-        retry = [key for key in cells if not seen[key] and expected.cells[key] == "."]
+    def observe(self, expectations: Mapping[str, Matrix]) -> dict[str, Matrix]:
+        """Every matrix of a case probed at once; probes expected open get a second, slow chance."""
+        cells = [(probe, s, t) for probe, m in expectations.items() for (s, t), mark in m.cells.items()
+                 if mark != "-"]
+        seen = self.probe(cells, FAST)
+        retry = [c for c in cells if not seen[c] and expectations[c[0]].cells[c[1], c[2]] == "."]
         if retry:
-            seen.update(self.probe(probe, retry, SLOW))
-        marks = {key: "-" if key not in seen else ("." if seen[key] else "X") for key in expected.cells}
-        return Matrix(expected.sources, expected.targets, marks)
+            seen.update(self.probe(retry, SLOW))
+        return {
+            probe: Matrix.of(m, lambda s, t, probe=probe: "." if seen[probe, s, t] else "X")
+            for probe, m in expectations.items()
+        }
 
     def teardown(self) -> None:
         for proc in self.agents.values():
@@ -233,11 +241,9 @@ def everything_open(like: Matrix) -> Matrix:
 
 
 def check(cluster: PolicyCluster, name: str, expectations: Mapping[str, Matrix]) -> None:
-    failures = []
-    for probe, expected in expectations.items():
-        observed = cluster.observe(probe, expected)
-        if expected.differences(observed):
-            failures.append(explain(name, probe, expected, observed))
+    observed = cluster.observe(expectations)
+    failures = [explain(name, probe, expected, observed[probe])
+                for probe, expected in expectations.items() if expected.differences(observed[probe])]
     assert not failures, "\n\n".join(failures)
 
 
