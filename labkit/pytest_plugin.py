@@ -1,0 +1,391 @@
+"""pytest plugin: a labkit lab as a fixture, always torn down and checked for leftovers.
+
+Loaded through the `pytest11` entry point `labkit` (or `-p labkit.pytest_plugin`). It gives:
+
+- the marker `@pytest.mark.labkit_topology(PATH, runtime=None, check_leftovers=True)`, on a test,
+  its class or its module, naming the topology of the function-scoped `labkit_lab` fixture;
+- the fixture `labkit_lab`: the lab of the marker, brought up for one test;
+- the fixture `labkit_lab_factory`: `make(path, runtime=None, name=None)` for tests that want
+  several labs, all torn down after the test;
+- `labkit_fixture(path, scope="module")`: declares a module- or session-scoped lab; assign its
+  result to a name in a conftest or test module and that name is the fixture.
+
+Every lab gets a unique name (the topology's name cut to 5 characters, '-', 6 random hex digits)
+so that parallel runs never collide; `down` is registered as a finalizer before `up` starts, so
+it runs whatever happens; afterwards nothing of the lab may be left (namespaces, /etc/netns
+files, state, host link, containers), unless that check is turned off.
+
+Relative topology paths resolve against the directory of the test file (for `labkit_fixture`:
+of the file that calls it), then against pytest's rootdir.
+"""
+
+from __future__ import annotations
+
+import inspect
+import ipaddress
+import os
+import re
+import secrets
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labkit import lab, state
+from labkit.errors import LabkitError
+from labkit.net import netns
+from labkit.progress import Progress
+from labkit.topology.plan import host_link_name, netns_prefix
+
+MARKER = "labkit_topology"
+LIVE_LABS = pytest.StashKey[set[str]]()
+# a DNS name or an IPv4/IPv6 address: nothing a probe's address string could be confused by
+_HOST = re.compile(r"^(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_-]{1,63})*\.?|[0-9a-fA-F:.]+)$")
+
+
+# ---------------------------------------------------------------- pytest hooks
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("labkit", "labkit labs as fixtures")
+    group.addoption("--labkit-runtime", default=None, choices=("netns", "docker"),
+                    help="bring every lab up with this runtime, whatever its topology says")
+    group.addoption("--labkit-no-leftover-check", action="store_true", default=False,
+                    help="do not fail a test whose lab left something behind after down")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{MARKER}(path, runtime=None, check_leftovers=True): the topology the labkit_lab fixture "
+        "brings up (relative to the test file, then rootdir)",
+    )
+    config.stash[LIVE_LABS] = set()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A safety net for interrupted runs (Ctrl-C): labs whose finalizers never ran go down here."""
+    for name in sorted(config.stash.get(LIVE_LABS, set())):
+        lab.down(name)
+
+
+# ---------------------------------------------------------------- names, paths, leftovers
+
+
+def unique_lab_name(topology_name: str) -> str:
+    """`<first 5 chars of the topology's name>-<6 hex digits>`: a valid lab name of <= 12 chars."""
+    stem = re.sub(r"[^a-z0-9-]", "", topology_name.lower())[:5].strip("-") or "lab"
+    return f"{stem}-{secrets.token_hex(3)}"
+
+
+def resolve_topology(path: str | os.PathLike[str], bases: Sequence[Path], what: str) -> Path:
+    """An absolute topology path: `path` itself if absolute, else the first base it exists under."""
+    given = Path(path)
+    candidates = [given] if given.is_absolute() else list(dict.fromkeys(Path(b) / given for b in bases))
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    tried = ", ".join(str(c) for c in candidates)
+    pytest.fail(f"{what}: topology file {str(path)!r} not found (tried: {tried})", pytrace=False)
+
+
+def leftovers(name: str, runtime: str = "netns") -> list[str]:
+    """Everything of lab `name` that still exists; empty after a clean `down`."""
+    prefix = netns_prefix(name)
+    found = [f"netns {n}" for n in netns.list_namespaces(prefix)]
+    if os.path.isdir("/etc/netns"):
+        found += [f"/etc/netns/{n}" for n in sorted(os.listdir("/etc/netns"))
+                  if n.startswith((prefix, f".{prefix}"))]
+    if os.path.exists(state.lab_dir(name)):
+        found.append(state.lab_dir(name))
+    if os.path.exists(f"/sys/class/net/{host_link_name(name)}"):
+        found.append(f"host link {host_link_name(name)}")
+    if runtime == "docker" and name in lab.get_runtime("docker").labs():
+        found.append(f"docker containers labelled labkit.lab={name}")
+    return found
+
+
+# ---------------------------------------------------------------- the lab handed to tests
+
+
+class ExecFailed(AssertionError):
+    """`RunningLab.exec(..., check=True)` of a command that exited non-zero."""
+
+
+class RunningLab:
+    """A lab that is up: its summary, and ways to run things in and check reachability between its
+    nodes (`NODE`) and pods (`NS/POD`)."""
+
+    def __init__(self, name: str, summary: dict[str, Any], topology: Path | None = None):
+        self.name = name
+        self.summary = summary
+        self.topology = topology
+
+    def __repr__(self) -> str:
+        return f"<RunningLab {self.name} from {self.topology}>"
+
+    # ---- facts from the summary
+
+    def nodes(self) -> dict[str, dict[str, Any]]:
+        """Node name -> its status entry."""
+        return {n["name"]: n for n in self.summary["nodes"]}
+
+    def pods(self) -> dict[str, dict[str, Any]]:
+        """"ns/name" -> the pod's status entry (node, ip, pid, netns_path, labels)."""
+        return {f"{p['namespace']}/{p['name']}": p for p in self.summary["pods"]}
+
+    def pod_ip(self, pod: str) -> str:
+        return self._lookup(self.pods(), pod, "pod")["ip"]
+
+    def services(self) -> dict[str, dict[str, Any]]:
+        """"ns/name" -> the Service's status entry (type, cluster_ip, ports, endpoints)."""
+        return {f"{s['namespace']}/{s['name']}": s for s in self.summary["services"]}
+
+    def service(self, service: str) -> dict[str, Any]:
+        return self._lookup(self.services(), service, "service")
+
+    def _lookup(self, table: dict[str, dict[str, Any]], key: str, what: str) -> dict[str, Any]:
+        if key not in table:
+            known = ", ".join(table) or "none"
+            raise KeyError(f"lab {self.name} has no {what} {key!r} ({what}s: {known})")
+        return table[key]
+
+    # ---- running things
+
+    def exec(self, target: str, *argv: str, check: bool = False,
+             timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+        """Run argv in a node or pod (its network, and for pods mount and UTS, namespaces).
+
+        `stdout` holds the command's stdout followed by its stderr. With `timeout`, the command
+        runs under coreutils `timeout`, which exits 124 when it expires.
+        """
+        if not argv:
+            raise ValueError("exec needs a command: lab.exec(target, 'ping', '-c1', '10.0.0.2')")
+        command = [str(a) for a in argv]
+        run = ["timeout", f"{timeout:g}", *command] if timeout else command
+        rt, sandbox = lab.sandbox_of(self.name, target)
+        code, output = rt.exec(sandbox, run, capture=True)
+        result = subprocess.CompletedProcess(command, code, output, "")
+        if check and code != 0:
+            raise ExecFailed(f"in {target} of lab {self.name}: {_quote(command)} exited {code}:\n"
+                             f"{output.rstrip()}")
+        return result
+
+    def resolve(self, source: str, name: str, timeout: float = 10) -> list[str]:
+        """The addresses `name` resolves to in `source`, as its programs would see them.
+
+        This is getaddrinfo() (`getent ahosts`) in the node or pod, so the search path and
+        ndots of its resolv.conf and its hosts file apply. Empty when the name does not resolve.
+        """
+        _check_host(name)
+        result = self.exec(source, "getent", "ahosts", name, timeout=timeout)
+        if result.returncode != 0:
+            return []
+        addresses: list[str] = []
+        for line in result.stdout.splitlines():
+            field = line.split(maxsplit=1)[0] if line.strip() else ""
+            if _is_ip(field) and field not in addresses:
+                addresses.append(field)
+        return addresses
+
+    # ---- reachability
+
+    def probe(self, source: str, destination: str, port: int | None = None, proto: str = "tcp",
+              timeout: float = 2) -> tuple[bool, list[str], subprocess.CompletedProcess[str]]:
+        """One attempt to reach `destination` from `source`: (reached, command tried, its result).
+
+        Without a port: one ping. TCP: a connect with socat. UDP: a datagram sent with socat;
+        it counts as reached only if something answers within the timeout.
+        """
+        _check_host(destination)
+        wait = f"{timeout:g}"
+        if port is None:
+            command = ["ping", "-c1", f"-W{wait}", destination]
+        else:
+            if not 0 < int(port) < 65536:
+                raise ValueError(f"port {port!r} is not in 1-65535")
+            host = f"[{destination}]" if ":" in destination else destination
+            if proto == "tcp":
+                command = ["socat", f"-T{wait}", "-u", "OPEN:/dev/null",
+                           f"TCP:{host}:{int(port)},connect-timeout={wait}"]
+            elif proto == "udp":
+                # a constant script; the address comes in as positional parameters, never as text
+                command = ["sh", "-c", 'echo labkit-probe | socat -T"$0" - "UDP:$1:$2"',
+                           wait, host, str(int(port))]
+            else:
+                raise ValueError(f"proto {proto!r}: use 'tcp' or 'udp'")
+        result = self.exec(source, *command, timeout=timeout + 3)
+        reached = result.returncode == 0
+        if port is not None and proto == "udp":
+            reached = reached and bool(result.stdout.strip())
+        return reached, command, result
+
+    def assert_reachable(self, source: str, destination: str, port: int | None = None,
+                         proto: str = "tcp", timeout: float = 2, within: float = 5) -> None:
+        """Fail unless `source` reaches `destination` (retried for up to `within` seconds)."""
+        deadline = time.monotonic() + within
+        while True:
+            reached, command, result = self.probe(source, destination, port, proto, timeout)
+            if reached or time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+        if not reached:
+            raise AssertionError(self._explain(source, destination, port, proto, command, result,
+                                               expected="reach", within=within))
+
+    def assert_unreachable(self, source: str, destination: str, port: int | None = None,
+                           proto: str = "tcp", timeout: float = 2) -> None:
+        """Fail if `source` reaches `destination`, or if the name `destination` does not resolve
+        in `source` (that would pass without testing the network: give an address instead)."""
+        if not _is_ip(destination) and not self.resolve(source, destination):
+            raise AssertionError(
+                f"{source} -> {destination}: the name does not resolve in {source}, so "
+                "unreachability proves nothing; check the name, or pass an IP address")
+        reached, command, result = self.probe(source, destination, port, proto, timeout)
+        if reached:
+            raise AssertionError(self._explain(source, destination, port, proto, command, result,
+                                               expected="not reach"))
+
+    def _explain(self, source: str, destination: str, port: int | None, proto: str,
+                 command: list[str], result: subprocess.CompletedProcess[str], expected: str,
+                 within: float | None = None) -> str:
+        what = f"{destination}:{port}/{proto}" if port else f"{destination} (ping)"
+        lines = [f"expected {source} to {expected} {what} in lab {self.name}",
+                 f"  tried in {source}: {_quote(command)}"
+                 + (f" (retried for {within:g}s)" if within else ""),
+                 f"  exit code {result.returncode}" + (": " if result.stdout.strip() else "")
+                 + result.stdout.strip().replace("\n", "\n    ")]
+        if not _is_ip(destination):
+            lines.append(f"  {destination} resolves in {source} to: "
+                         f"{', '.join(self.resolve(source, destination)) or 'nothing'}")
+        cluster_ips = {s["cluster_ip"] for s in self.summary.get("services", [])}
+        if port is None and destination in cluster_ips:
+            lines.append("  note: a ClusterIP answers only on its service ports; pass port=")
+        return "\n".join(lines)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_host(host: str) -> None:
+    if not _HOST.match(host):
+        raise ValueError(f"{host!r} is neither an IP address nor a DNS name")
+
+
+def _quote(argv: Sequence[str]) -> str:
+    import shlex
+
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+# ---------------------------------------------------------------- bringing labs up and down
+
+
+def _require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        pytest.fail(f"{what}: labkit builds network namespaces and needs root "
+                    "(run pytest as root, e.g. sudo .venv/bin/pytest)", pytrace=False)
+
+
+def _option(config: pytest.Config, name: str, default: Any) -> Any:
+    """A plugin option; the defaults when the plugin's hooks are not registered (labkit_fixture alone)."""
+    try:
+        return config.getoption(name)
+    except ValueError:
+        return default
+
+
+def start_lab(request: pytest.FixtureRequest, path: Path, runtime: str | None = None,
+              name: str | None = None, check_leftovers: bool = True) -> RunningLab:
+    """Bring the lab in `path` up with a unique name; down (and the leftover check) is already a
+    finalizer of `request` when `up` starts, so a failing test or a half-built lab is removed."""
+    what = f"lab from {path}"
+    _require_root(what)
+    try:
+        plan = lab.validate(str(path))
+    except LabkitError as exc:
+        pytest.fail(f"{what}: invalid topology:\n{exc}", pytrace=False)
+    if name and name in lab.known_labs():
+        pytest.fail(f"{what}: a lab named {name!r} is already up; it is not this test's to take down",
+                    pytrace=False)
+    name = name or unique_lab_name(plan.lab)
+    runtime = runtime or _option(request.config, "labkit_runtime", None)
+    check = check_leftovers and not _option(request.config, "labkit_no_leftover_check", False)
+    live = request.config.stash.get(LIVE_LABS, set())
+    used_runtime = runtime or plan.runtime
+
+    def teardown() -> None:
+        lab.down(name)
+        live.discard(name)
+        left = leftovers(name, used_runtime) if check else []
+        if left:
+            pytest.fail(f"lab {name} ({path}) left things behind after down: {', '.join(left)}",
+                        pytrace=False)
+
+    request.addfinalizer(teardown)
+    live.add(name)
+    try:
+        summary = lab.up(str(path), runtime=runtime, progress=Progress(quiet=True), name=name)
+    except LabkitError as exc:
+        pytest.fail(f"lab {name} from {path} did not come up: {exc}", pytrace=False)
+    return RunningLab(name, summary, path)
+
+
+def _test_dirs(request: pytest.FixtureRequest) -> list[Path]:
+    return [Path(request.path).parent, Path(request.config.rootpath)]
+
+
+@pytest.fixture
+def labkit_lab(request: pytest.FixtureRequest) -> RunningLab:
+    """The lab named by the test's `@pytest.mark.labkit_topology(path)`, up for this test only."""
+    marker = request.node.get_closest_marker(MARKER)
+    if marker is None or not marker.args:
+        pytest.fail(
+            f"{request.node.nodeid} uses the labkit_lab fixture but names no topology: add "
+            f"@pytest.mark.{MARKER}('topologies/two-hosts.yaml') to the test, its class or its module "
+            "(pytestmark), or declare a lab with labkit.pytest_plugin.labkit_fixture(path)",
+            pytrace=False)
+    path = resolve_topology(marker.args[0], _test_dirs(request), f"@pytest.mark.{MARKER}")
+    return start_lab(request, path, runtime=marker.kwargs.get("runtime"),
+                     check_leftovers=marker.kwargs.get("check_leftovers", True))
+
+
+@pytest.fixture
+def labkit_lab_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., RunningLab]]:
+    """`make(path, runtime=None, name=None)` -> a RunningLab, torn down after the test."""
+
+    def make(path: str | os.PathLike[str], runtime: str | None = None,
+             name: str | None = None) -> RunningLab:
+        found = resolve_topology(path, _test_dirs(request), "labkit_lab_factory")
+        return start_lab(request, found, runtime=runtime, name=name)
+
+    yield make
+
+
+def labkit_fixture(path: str | os.PathLike[str], scope: str = "module", name: str | None = None,
+                   runtime: str | None = None, check_leftovers: bool = True,
+                   autouse: bool = False) -> Any:
+    """Declare a lab fixture of any scope; the variable it is assigned to names the fixture:
+
+        kube = labkit_fixture("topologies/kube-3node.yaml", scope="session")
+
+    A relative `path` resolves against the directory of the calling file, then rootdir.
+    `name` fixes the lab's name (runs sharing it cannot run in parallel); by default it is unique.
+    """
+    caller = inspect.currentframe()
+    base = Path(caller.f_back.f_code.co_filename if caller and caller.f_back else ".").resolve().parent
+
+    def lab_fixture(request: pytest.FixtureRequest) -> RunningLab:
+        found = resolve_topology(path, [base, Path(request.config.rootpath)], "labkit_fixture")
+        return start_lab(request, found, runtime=runtime, name=name, check_leftovers=check_leftovers)
+
+    lab_fixture.__doc__ = f"the lab of {path}, up for the {scope}"
+    return pytest.fixture(scope=scope, autouse=autouse)(lab_fixture)  # type: ignore[call-overload]
