@@ -38,7 +38,8 @@ def render_graph(summary: dict[str, Any], fmt: str) -> str:
     model = build_model(summary)
     if fmt == "html":
         template = _environment(html=True).get_template(_TEMPLATE_FILES[fmt])
-        return template.render(lab=model, layout=layout(model))
+        return template.render(lab=model, layout=layout(model),
+                               layout_px={"name": NAME_PX, "text": TEXT_PX, "label": LABEL_PX, "pod": POD_PX})
     return _environment(html=False).get_template(_TEMPLATE_FILES[fmt]).render(lab=model)
 
 
@@ -112,6 +113,14 @@ class Service:
     endpoints: list[Endpoint]
     key: str
     slug: str
+    external_name: str | None = None
+
+    @property
+    def address(self) -> str:
+        """What the service's name resolves to: its ClusterIP, a CNAME, or the pods (headless)."""
+        if self.external_name:
+            return f"CNAME {self.external_name}"
+        return self.cluster_ip or "no cluster IP"
 
 
 @dataclass
@@ -142,10 +151,10 @@ class _Slugs:
     def __call__(self, prefix: str, name: str) -> str:
         base = f"{prefix}{re.sub(r'[^A-Za-z0-9_-]', '_', name)}"
         slug, n = base, 1
-        while slug in self.used:
+        while slug.replace("-", "_") in self.used:
             n += 1
             slug = f"{base}_{n}"
-        self.used.add(slug)
+        self.used.add(slug.replace("-", "_"))
         return slug
 
 
@@ -209,6 +218,7 @@ def build_model(summary: dict[str, Any]) -> Model:
     pods: list[Pod] = []
     unplaced: list[Pod] = []
     by_ip: dict[str, Pod] = {}
+    by_key: dict[str, Pod] = {}
     for raw in summary.get("pods") or []:
         ns, name = _text(raw.get("namespace")) or "default", _text(raw.get("name"))
         key = f"{ns}/{name}"
@@ -218,6 +228,7 @@ def build_model(summary: dict[str, Any]) -> Model:
             nodes[pod.node].pods.append(pod)
         else:
             unplaced.append(pod)
+        by_key[key] = pod
         if pod.ip:
             by_ip.setdefault(pod.ip.split("/")[0], pod)
 
@@ -225,10 +236,13 @@ def build_model(summary: dict[str, Any]) -> Model:
     for raw in summary.get("services") or []:
         ns, name = _text(raw.get("namespace")) or "default", _text(raw.get("name"))
         key = f"{ns}/{name}"
-        endpoints = [_endpoint(e, by_ip) for e in raw.get("endpoints") or []]
-        services.append(Service(ns, name, _text(raw.get("type")) or "ClusterIP", raw.get("cluster_ip") or None,
-                                [_port(p) for p in raw.get("ports") or []], endpoints, key,
-                                slugs("svc-", key)))
+        endpoints = [_endpoint(e, ns, by_ip, by_key) for e in raw.get("endpoints") or []]
+        cluster_ip = _text(raw.get("cluster_ip")) or None
+        kind = _text(raw.get("type")) or "ClusterIP"
+        if cluster_ip == "None":
+            cluster_ip, kind = None, f"{kind}, headless"
+        services.append(Service(ns, name, kind, cluster_ip, [_port(p) for p in raw.get("ports") or []],
+                                endpoints, key, slugs("svc-", key), _text(raw.get("external_name")) or None))
 
     dns = summary.get("dns") or None
     return Model(name=_text(summary.get("name")) or "lab", runtime=summary.get("runtime"),
@@ -252,14 +266,21 @@ def _port(port: Any) -> str:
     return text
 
 
-def _endpoint(raw: Any, by_ip: dict[str, Pod]) -> Endpoint:
-    """An endpoint as `status` gives it: "ip", "ip:port", or {ip/address, port, ...}."""
+def _endpoint(raw: Any, namespace: str, by_ip: dict[str, Pod], by_key: dict[str, Pod]) -> Endpoint:
+    """An endpoint as `status` gives it: {ip, pod, node, hostname}, "ip" or "ip:port"."""
     if isinstance(raw, dict):
         ip = _text(raw.get("ip") or raw.get("address")) or None
         port = raw.get("port")
         text = f"{ip}:{port}" if ip and port else (ip or _text(raw.get("pod") or raw))
+        if raw.get("hostname"):
+            text += f" ({raw['hostname']})"
         if raw.get("ready") is False:
             text += " (not ready)"
+        pod_name = _text(raw.get("pod"))
+        if pod_name:
+            pod = by_key.get(pod_name if "/" in pod_name else f"{namespace}/{pod_name}")
+            if pod is not None:
+                return Endpoint(text, ip, pod)
     else:
         text = _text(raw)
         ip = text
@@ -280,7 +301,8 @@ def _endpoint(raw: Any, by_ip: dict[str, Pod]) -> Endpoint:
 
 def _dot_escape(value: Any) -> str:
     """A DOT double-quoted string's content (escString: backslash, quote and newline escaped)."""
-    return (_text(value).replace("\\", "\\\\").replace('"', '\\"')
+    # graphviz decodes HTML entities in strings: '&' is written '&amp;' so names show as they are
+    return (_text(value).replace("&", "&amp;").replace("\\", "\\\\").replace('"', '\\"')
             .replace("\r", "").replace("\n", "\\n"))
 
 
@@ -379,7 +401,13 @@ class NodeBox:
 
     @property
     def cy(self) -> float:
-        return self.y + self.h / 2
+        """Links aim at the middle of the header (name and kind), so links along a row are
+        level whatever the pods below make of the boxes' heights."""
+        return self.y + min(self.h, self.head) / 2
+
+    @property
+    def head(self) -> float:
+        return 10 + NAME_PX * LINE + (len(self.lines) - 1) * TEXT_PX * LINE + 8
 
 
 @dataclass
@@ -388,6 +416,7 @@ class LinkShape:
     path: str
     a: Label
     b: Label
+    extent: list[tuple[float, float]] = field(default_factory=list)  # points the drawing reaches
 
 
 @dataclass
@@ -420,14 +449,13 @@ def layout(model: Model) -> Layout:
         if node.pod_cidr:
             box.lines.append(("info", f"pods {node.pod_cidr}"))
     text_w = max([_w(t, NAME_PX if c == "name" else TEXT_PX) for b in boxes.values() for c, t in b.lines]
-                 + [_w(f"{p.name}  {p.ip or ''}", POD_PX) + 16 for p in model.pods if p.node in boxes]
+                 + [_w(f"{_pod_text(p)}  {p.ip or ''}", POD_PX) + 16 for p in model.pods if p.node in boxes]
                  + [0])
     box_w = min(BOX_MAX, max(130.0, text_w + 24))
     pod_h = POD_PX * LINE + 6
     for box in boxes.values():
         box.w = box_w
-        head = 10 + NAME_PX * LINE + (len(box.lines) - 1) * TEXT_PX * LINE
-        box.h = head + 8 + (len(box.node.pods) * (pod_h + 4) + 4 if box.node.pods else 0)
+        box.h = box.head + (len(box.node.pods) * (pod_h + 4) + 4 if box.node.pods else 0)
 
     # ---- label sizes decide the gaps between cells
     label_w, label_h = 40.0, 0.0
@@ -451,21 +479,41 @@ def layout(model: Model) -> Layout:
     rows = max((r for _, r in cells.values()), default=-1) + 1
     row_h = [max((b.h for b in boxes.values() if b.row == r), default=0) for r in range(rows)]
     left = MARGIN + (34 if has_bus else 0)
-    top = MARGIN + (44 if has_bus else 0) + bus_gap
+    loops = any(link.a.node == link.b.node for link in model.links)
+    top = MARGIN + (44 if has_bus else 0) + bus_gap + (label_h + 12 if loops else 0)
     row_y = []
     y = top
     for r in range(rows):
         row_y.append(y)
         y += row_h[r] + gap_y
-    for box in boxes.values():
-        box.x = left + box.col * pitch_x
-        box.y = row_y[box.row]
-        _fill_pods(box, pod_h)
     used_cols = max((b.col for b in boxes.values()), default=0) + 1
     width = left + used_cols * pitch_x - gap_x + MARGIN
     height = (y - gap_y + MARGIN) if rows else top + MARGIN
 
-    shapes = _link_shapes(model.links, boxes)
+    # links may bow and their labels reach beyond the grid: if they would leave the drawing at
+    # the top or left, move everything down/right and draw them again
+    dx = dy = 0.0
+    for _ in range(3):
+        for box in boxes.values():
+            box.x = left + dx + box.col * pitch_x
+            box.y = row_y[box.row] + dy
+            _fill_pods(box, pod_h)
+        shapes = _link_shapes(model.links, boxes, label_h)
+        points = [p for shape in shapes for p in shape.extent]
+        points += [(lbl.x, lbl.y) for shape in shapes for lbl in (shape.a, shape.b)]
+        min_x, min_y = min((p[0] for p in points), default=MARGIN), min((p[1] for p in points), default=MARGIN)
+        if min_x >= MARGIN / 2 - 0.5 and min_y >= MARGIN / 2 - 0.5:
+            break
+        dx += max(0.0, MARGIN / 2 - min_x)
+        dy += max(0.0, MARGIN / 2 - min_y)
+    right = max([p[0] for p in points] + [lbl.x + lbl.w for shape in shapes for lbl in (shape.a, shape.b)],
+                default=0)
+    bottom = max([p[1] for p in points] + [lbl.y + lbl.h for shape in shapes for lbl in (shape.a, shape.b)],
+                 default=0)
+    width = max(width + dx, right + MARGIN / 2)
+    height = max(height + dy, bottom + MARGIN / 2)
+    row_y = [y + dy for y in row_y]
+    left += dx
     bus = _bus(model, boxes, row_y, bus_gap, left) if has_bus else None
     if bus:
         width = max(width, bus["title_x"] + bus["title_w"] + MARGIN)
@@ -474,12 +522,15 @@ def layout(model: Model) -> Layout:
 
 
 def _fill_pods(box: NodeBox, pod_h: float) -> None:
-    head = 10 + NAME_PX * LINE + (len(box.lines) - 1) * TEXT_PX * LINE + 8
-    y = box.y + head
+    box.pods = []
+    y = box.y + box.head
     for pod in box.node.pods:
-        name = pod.name if pod.namespace == "default" else pod.key
-        box.pods.append(PodBox(pod, box.x + 8, y, box.w - 16, pod_h, name, pod.ip or ""))
+        box.pods.append(PodBox(pod, box.x + 8, y, box.w - 16, pod_h, _pod_text(pod), pod.ip or ""))
         y += pod_h + 4
+
+
+def _pod_text(pod: Pod) -> str:
+    return pod.name if pod.namespace == "default" else pod.key
 
 
 # neighbour preference, relative to the node that reached this one: right, left, down, diagonals
@@ -572,9 +623,9 @@ def _best_cell(placed: list[tuple[int, int]], parent: tuple[int, int], taken: di
 
 def _exit(box: NodeBox, cx: float, cy: float, ux: float, uy: float) -> tuple[float, float]:
     """Where a ray from (cx, cy) inside `box` in direction u leaves it."""
-    tx = (box.w / 2) / abs(ux) if ux else math.inf
-    ty = (box.h / 2) / abs(uy) if uy else math.inf
-    t = min(tx, ty)
+    tx = ((box.x + box.w - cx) if ux > 0 else (cx - box.x)) / abs(ux) if ux else math.inf
+    ty = ((box.y + box.h - cy) if uy > 0 else (cy - box.y)) / abs(uy) if uy else math.inf
+    t = max(0.0, min(tx, ty))
     return cx + ux * t, cy + uy * t
 
 
@@ -585,7 +636,7 @@ def _end_label(box: NodeBox, cx: float, cy: float, ux: float, uy: float, lines: 
     return Label(ex + ux * s - w / 2, ey + uy * s - h / 2, w, h, lines)
 
 
-def _link_shapes(links: list[Link], boxes: dict[str, NodeBox]) -> list[LinkShape]:
+def _link_shapes(links: list[Link], boxes: dict[str, NodeBox], label_h: float) -> list[LinkShape]:
     pairs: dict[frozenset[str], list[Link]] = {}
     for link in links:
         pairs.setdefault(frozenset((link.a.node, link.b.node)), []).append(link)
@@ -595,39 +646,56 @@ def _link_shapes(links: list[Link], boxes: dict[str, NodeBox]) -> list[LinkShape
         siblings = pairs[frozenset((link.a.node, link.b.node))]
         index, count = siblings.index(link), len(siblings)
         la, lb = _link_lines(link.a), _link_lines(link.b)
-        if a is b:  # a loop on one node: a bow off its right side
-            k = 18 * (index + 1)
-            x0, y0, y1 = a.x + a.w, a.y + a.h * 0.3, a.y + a.h * 0.7
-            path = f"M{x0:.1f},{y0:.1f} C{x0 + 40 + k:.1f},{y0 - 10:.1f} {x0 + 40 + k:.1f},{y1 + 10:.1f} {x0:.1f},{y1:.1f}"
-            shapes.append(LinkShape(link, path, _end_label(a, a.cx, y0, 1, 0, la),
-                                    _end_label(a, a.cx, y1 + 20 + 30, 1, 0, lb)))
+        if a is b:  # a loop on one node: a bow up from its top edge, a label either side
+            wa, ha = _label(la)
+            wb, hb = _label(lb)
+            sx = a.x + wa + 12 + index * (wa + wb + 50)
+            ex = sx + 30
+            path = f"M{sx:.1f},{a.y:.1f} C{sx - 12:.1f},{a.y - 44:.1f} {ex + 12:.1f},{a.y - 44:.1f} {ex:.1f},{a.y:.1f}"
+            shapes.append(LinkShape(link, path, Label(sx - 6 - wa, a.y - 4 - ha, wa, ha, la),
+                                    Label(ex + 6, a.y - 4 - hb, wb, hb, lb),
+                                    [(sx - 9, a.y), (ex + 9, a.y), ((sx + ex) / 2, a.y - 33)]))
             continue
-        # keep the drawing direction canonical (top-left to bottom-right) for the offsets
         dx, dy = b.cx - a.cx, b.cy - a.cy
         dist = math.hypot(dx, dy) or 1
         ux, uy = dx / dist, dy / dist
-        px, py = -uy, ux  # perpendicular
-        if (a.row, a.col) > (b.row, b.col):
+        px, py = -uy, ux  # perpendicular; the same side for a->b and b->a, so siblings fan out
+        if (a.row, a.col, link.a.node) > (b.row, b.col, link.b.node):
             px, py = -px, -py
-        offset = (index - (count - 1) / 2) * 26
+        spread = index - (count - 1) / 2
         adjacent = abs(a.col - b.col) <= 1 and abs(a.row - b.row) <= 1
-        ax, ay = a.cx + px * offset, a.cy + py * offset
-        bx, by = b.cx + px * offset, b.cy + py * offset
-        if adjacent:
-            sa, sb = _exit(a, ax, ay, ux, uy), _exit(b, bx, by, -ux, -uy)
+        base = 0.0 if adjacent else 0.22 * dist  # far links bow, so they miss the boxes between
+        if count == 1 and base == 0:
+            sa, sb = _exit(a, a.cx, a.cy, ux, uy), _exit(b, b.cx, b.cy, -ux, -uy)
             path = f"M{sa[0]:.1f},{sa[1]:.1f} L{sb[0]:.1f},{sb[1]:.1f}"
-            shapes.append(LinkShape(link, path, _end_label(a, ax, ay, ux, uy, la),
-                                    _end_label(b, bx, by, -ux, -uy, lb)))
+            shapes.append(LinkShape(link, path, _end_label(a, a.cx, a.cy, ux, uy, la),
+                                    _end_label(b, b.cx, b.cy, -ux, -uy, lb), [sa, sb]))
             continue
-        # far apart: a quadratic bow, so it does not run through the boxes between
-        bow = 0.22 * dist + abs(offset) * 2
-        sign = 1 if offset >= 0 else -1
-        qx, qy = (ax + bx) / 2 + px * bow * sign, (ay + by) / 2 + py * bow * sign
-        ua = _unit(qx - ax, qy - ay)
-        ub = _unit(qx - bx, qy - by)
-        sa, sb = _exit(a, ax, ay, *ua), _exit(b, bx, by, *ub)
+        if count == 1:
+            qx, qy = (a.cx + b.cx) / 2 + px * base, (a.cy + b.cy) / 2 + py * base
+            ua, ub = _unit(qx - a.cx, qy - a.cy), _unit(qx - b.cx, qy - b.cy)
+            sa, sb = _exit(a, a.cx, a.cy, *ua), _exit(b, b.cx, b.cy, *ub)
+            label_a, label_b = _end_label(a, a.cx, a.cy, *ua, la), _end_label(b, b.cx, b.cy, *ub, lb)
+        else:
+            # siblings between the same two nodes: their end labels stack across the links, in
+            # the same order at both ends, and each link bows through its own labels
+            off = spread * (label_h + 6)
+            label_a = _end_label(a, a.cx, a.cy, ux, uy, la)
+            label_b = _end_label(b, b.cx, b.cy, -ux, -uy, lb)
+            t0 = (math.hypot(label_a.x + label_a.w / 2 - a.cx, label_a.y + label_a.h / 2 - a.cy)) / dist
+            t0 = min(0.45, max(0.08, t0))
+            bow = base + off / (2 * t0 * (1 - t0))
+            for label in (label_a, label_b):
+                label.x += px * (off + base * 2 * t0 * (1 - t0))
+                label.y += py * (off + base * 2 * t0 * (1 - t0))
+            shift = spread * min(10.0, min(a.head, b.head) * 0.6 / max(1, count - 1))
+            ax, ay = a.cx + px * shift, a.cy + py * shift
+            bx, by = b.cx + px * shift, b.cy + py * shift
+            qx, qy = (ax + bx) / 2 + px * bow, (ay + by) / 2 + py * bow
+            sa, sb = _exit(a, ax, ay, *_unit(qx - ax, qy - ay)), _exit(b, bx, by, *_unit(qx - bx, qy - by))
         path = f"M{sa[0]:.1f},{sa[1]:.1f} Q{qx:.1f},{qy:.1f} {sb[0]:.1f},{sb[1]:.1f}"
-        shapes.append(LinkShape(link, path, _end_label(a, ax, ay, *ua, la), _end_label(b, bx, by, *ub, lb)))
+        mid = (0.25 * sa[0] + 0.5 * qx + 0.25 * sb[0], 0.25 * sa[1] + 0.5 * qy + 0.25 * sb[1])
+        shapes.append(LinkShape(link, path, label_a, label_b, [sa, sb, mid]))
     return shapes
 
 
