@@ -60,6 +60,20 @@ def log(msg: str) -> None:
         pass
 
 
+_last_error = [0.0, 0]
+
+
+def log_query_error(msg: str) -> None:
+    """At most one line a second: a flood of bad input must not flood the log."""
+    now = time.monotonic()
+    if now - _last_error[0] >= 1.0:
+        more = f" (+{_last_error[1]} more)" if _last_error[1] else ""
+        _last_error[:] = [now, 0]
+        log(msg + more)
+    else:
+        _last_error[1] += 1
+
+
 # ----------------------------------------------------------------------- tables
 
 # An entry: what the hot path and the slow path glue a response from.
@@ -490,7 +504,7 @@ def serve_udp(state: State, sock: socket.socket) -> None:
         except OSError:
             pass
         except Exception as e:  # noqa: BLE001 - the server never dies on input
-            log(f"error on query from {addr}: {e!r}")
+            log_query_error(f"error on query from {addr}: {e!r}")
 
 
 def _recv_exact(conn: socket.socket, n: int) -> bytes:
@@ -525,7 +539,7 @@ def serve_tcp(state: State, lsock: socket.socket) -> None:
                     if type(resp) is Upstream:
                         resp = upstream_reply(state, resp, ask_upstreams(state, resp), True)
                 except Exception as e:  # noqa: BLE001
-                    log(f"error on TCP query: {e!r}")
+                    log_query_error(f"error on TCP query: {e!r}")
                     return
                 if resp is None or len(resp) > 0xFFFF:
                     return
