@@ -176,34 +176,53 @@ class NodePolicy:
 
 @dataclass(frozen=True)
 class _Cluster:
-    """The selectable world: pods with addresses, and namespace labels."""
+    """The selectable world: pods with addresses (as numbers too, for range tests), namespace labels."""
 
     pods: tuple[tuple[Pod, str], ...]  # (pod, ip), only pods with an address
     namespace_labels: Mapping[str, Mapping[str, str]]
+    numbers: Mapping[str, int] = field(default_factory=dict)  # "ns/pod" -> its address as an int
 
     def pods_matching(self, policy_ns: str, peer: NetworkPolicyPeer) -> list[tuple[Pod, str]]:
-        found = []
-        for pod, ip in self.pods:
-            if peer.namespaceSelector is None:
-                in_scope = pod.namespace == policy_ns
-            else:
-                in_scope = selects(peer.namespaceSelector, self.namespace_labels.get(pod.namespace, {}))
-            if in_scope and (peer.podSelector is None or selects(peer.podSelector, pod.labels)):
-                found.append((pod, ip))
-        return found
+        if peer.namespaceSelector is None:
+            namespaces = {policy_ns}
+        else:  # judged once per namespace, not once per pod
+            namespaces = {ns for ns, labels in self.namespace_labels.items()
+                          if selects(peer.namespaceSelector, labels)}
+        return [(pod, ip) for pod, ip in self.pods if pod.namespace in namespaces
+                and (peer.podSelector is None or selects(peer.podSelector, pod.labels))]
 
 
-def _ip_block(cidr: str, excepted: Iterable[str]) -> list[ipaddress.IPv4Network]:
-    parts = [ipaddress.IPv4Network(cidr)]
-    for hole in map(ipaddress.IPv4Network, excepted):
+def _ip_block(cidr: str, excepted: Iterable[str]) -> list[tuple[int, int]]:
+    """`cidr` minus `except`, as sorted (first, last) address ranges."""
+    net = ipaddress.IPv4Network(cidr)
+    ranges = [(int(net.network_address), int(net.broadcast_address))]
+    for hole in sorted(map(ipaddress.IPv4Network, excepted)):
+        low, high = int(hole.network_address), int(hole.broadcast_address)
         kept = []
-        for part in parts:
-            if hole.subnet_of(part):
-                kept.extend(part.address_exclude(hole))
-            elif not part.subnet_of(hole):
-                kept.append(part)
-        parts = kept
-    return parts
+        for first, last in ranges:
+            if high < first or low > last:
+                kept.append((first, last))
+                continue
+            if first < low:
+                kept.append((first, low - 1))
+            if high < last:
+                kept.append((high + 1, last))
+        ranges = kept
+    return ranges
+
+
+def _networks(ranges: Iterable[tuple[int, int]]) -> tuple[ipaddress.IPv4Network, ...]:
+    """Address ranges joined where they overlap or touch, written as the fewest CIDRs."""
+    merged: list[list[int]] = []
+    for first, last in sorted(ranges):
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], last)
+        else:
+            merged.append([first, last])
+    out: list[ipaddress.IPv4Network] = []
+    for first, last in merged:
+        out.extend(ipaddress.summarize_address_range(ipaddress.IPv4Address(first), ipaddress.IPv4Address(last)))
+    return tuple(out)
 
 
 def _peers(
@@ -212,20 +231,22 @@ def _peers(
     """(addresses, pods among them) of a rule's peers; (None, None) for "everyone"."""
     if not peers:
         return None, None
-    networks: list[ipaddress.IPv4Network] = []
+    ranges: list[tuple[int, int]] = []
     pods: dict[str, tuple[Pod, str]] = {}
     for peer in peers:
         if peer.ipBlock is not None:
             block = _ip_block(peer.ipBlock.cidr, peer.ipBlock.except_)
-            networks.extend(block)
+            ranges.extend(block)
             for pod, ip in cluster.pods:
-                if any(ipaddress.IPv4Address(ip) in net for net in block):
+                number = cluster.numbers[pod.key]
+                if any(first <= number <= last for first, last in block):
                     pods[pod.key] = (pod, ip)
         else:
             for pod, ip in cluster.pods_matching(policy_ns, peer):
                 pods[pod.key] = (pod, ip)
-                networks.append(ipaddress.IPv4Network(ip))
-    return tuple(ipaddress.collapse_addresses(networks)), sorted(pods.values(), key=lambda p: p[0].key)
+                number = cluster.numbers[pod.key]
+                ranges.append((number, number))
+    return _networks(ranges), sorted(pods.values(), key=lambda p: p[0].key)
 
 
 def merge_ranges(ranges: Iterable[PortRange]) -> tuple[PortRange, ...]:
@@ -290,12 +311,15 @@ def compile_node_policy(
     cluster = _Cluster(
         pods=tuple((pod, ips[pod.key]) for pod in workloads.pods if pod.key in ips),
         namespace_labels={ns.name: ns.labels for ns in workloads.namespaces},
+        numbers={key: int(ipaddress.IPv4Address(ip)) for key, ip in ips.items()},
     )
     local = [(pod, ip) for pod, ip in cluster.pods if pod_nodes.get(pod.key) == node_name]
     policies = sorted(workloads.network_policies, key=lambda p: p.key)
 
-    # A rule's peers do not depend on the pod it guards: resolve each rule once.
+    # A rule's peers do not depend on the pod it guards, nor its ports unless they are named
+    # ingress ports (resolved on the guarded pod): resolve each rule once where that holds.
     resolved: dict[RuleRef, tuple] = {}
+    shared: dict[RuleRef, Allow] = {}
     result: dict[Direction, list[IsolatedPod]] = {"ingress": [], "egress": []}
     for direction in DIRECTIONS:
         for pod, ip in local:
@@ -310,10 +334,16 @@ def compile_node_policy(
             for policy in selecting:
                 for index, (peers, ports) in enumerate(_rules(policy, direction)):
                     ref = RuleRef(policy.key, direction, index)
+                    if ref in shared:
+                        allows.append(shared[ref])
+                        continue
                     if ref not in resolved:
                         resolved[ref] = _peers(cluster, policy.namespace, peers)
                     networks, peer_pods = resolved[ref]
-                    allows.append(_allow(ref, networks, peer_pods, ports, pod, cluster, direction))
+                    allow = _allow(ref, networks, peer_pods, ports, pod, cluster, direction)
+                    if direction == "egress" or not any(isinstance(p.port, str) for p in ports):
+                        shared[ref] = allow
+                    allows.append(allow)
             result[direction].append(IsolatedPod(
                 pod=pod.key, ip=ip, direction=direction,
                 policies=tuple(p.key for p in selecting), allows=tuple(allows),
