@@ -369,6 +369,8 @@ class Label:
     w: float
     h: float
     lines: list[str]
+    ux: float = 0.0  # the way it may move to get clear of others: away from its node
+    uy: float = -1.0
 
 
 @dataclass
@@ -633,7 +635,7 @@ def _end_label(box: NodeBox, cx: float, cy: float, ux: float, uy: float, lines: 
     w, h = _label(lines)
     ex, ey = _exit(box, cx, cy, ux, uy)
     s = abs(ux) * w / 2 + abs(uy) * h / 2 + 5
-    return Label(ex + ux * s - w / 2, ey + uy * s - h / 2, w, h, lines)
+    return Label(ex + ux * s - w / 2, ey + uy * s - h / 2, w, h, lines, ux, uy)
 
 
 def _link_shapes(links: list[Link], boxes: dict[str, NodeBox], label_h: float) -> list[LinkShape]:
@@ -652,8 +654,8 @@ def _link_shapes(links: list[Link], boxes: dict[str, NodeBox], label_h: float) -
             sx = a.x + wa + 12 + index * (wa + wb + 50)
             ex = sx + 30
             path = f"M{sx:.1f},{a.y:.1f} C{sx - 12:.1f},{a.y - 44:.1f} {ex + 12:.1f},{a.y - 44:.1f} {ex:.1f},{a.y:.1f}"
-            shapes.append(LinkShape(link, path, Label(sx - 6 - wa, a.y - 4 - ha, wa, ha, la),
-                                    Label(ex + 6, a.y - 4 - hb, wb, hb, lb),
+            shapes.append(LinkShape(link, path, Label(sx - 6 - wa, a.y - 4 - ha, wa, ha, la, -0.6, -0.8),
+                                    Label(ex + 6, a.y - 4 - hb, wb, hb, lb, 0.6, -0.8),
                                     [(sx - 9, a.y), (ex + 9, a.y), ((sx + ex) / 2, a.y - 33)]))
             continue
         dx, dy = b.cx - a.cx, b.cy - a.cy
@@ -678,25 +680,53 @@ def _link_shapes(links: list[Link], boxes: dict[str, NodeBox], label_h: float) -
             label_a, label_b = _end_label(a, a.cx, a.cy, *ua, la), _end_label(b, b.cx, b.cy, *ub, lb)
         else:
             # siblings between the same two nodes: their end labels stack across the links, in
-            # the same order at both ends, and each link bows through its own labels
+            # the same order at both ends; each link runs in its own lane through its labels
             off = spread * (label_h + 6)
+            offset = off + base * 0.5  # a far pair's lanes bow out together
             label_a = _end_label(a, a.cx, a.cy, ux, uy, la)
             label_b = _end_label(b, b.cx, b.cy, -ux, -uy, lb)
-            t0 = (math.hypot(label_a.x + label_a.w / 2 - a.cx, label_a.y + label_a.h / 2 - a.cy)) / dist
-            t0 = min(0.45, max(0.08, t0))
-            bow = base + off / (2 * t0 * (1 - t0))
             for label in (label_a, label_b):
-                label.x += px * (off + base * 2 * t0 * (1 - t0))
-                label.y += py * (off + base * 2 * t0 * (1 - t0))
+                label.x += px * offset
+                label.y += py * offset
             shift = spread * min(10.0, min(a.head, b.head) * 0.6 / max(1, count - 1))
+            ca = (label_a.x + label_a.w / 2, label_a.y + label_a.h / 2)
+            cb = (label_b.x + label_b.w / 2, label_b.y + label_b.h / 2)
             ax, ay = a.cx + px * shift, a.cy + py * shift
             bx, by = b.cx + px * shift, b.cy + py * shift
-            qx, qy = (ax + bx) / 2 + px * bow, (ay + by) / 2 + py * bow
-            sa, sb = _exit(a, ax, ay, *_unit(qx - ax, qy - ay)), _exit(b, bx, by, *_unit(qx - bx, qy - by))
+            sa = _exit(a, ax, ay, *_unit(ca[0] - ax, ca[1] - ay))
+            sb = _exit(b, bx, by, *_unit(cb[0] - bx, cb[1] - by))
+            path = (f"M{sa[0]:.1f},{sa[1]:.1f} L{ca[0]:.1f},{ca[1]:.1f} L{cb[0]:.1f},{cb[1]:.1f} "
+                    f"L{sb[0]:.1f},{sb[1]:.1f}")
+            shapes.append(LinkShape(link, path, label_a, label_b, [sa, ca, cb, sb]))
+            continue
         path = f"M{sa[0]:.1f},{sa[1]:.1f} Q{qx:.1f},{qy:.1f} {sb[0]:.1f},{sb[1]:.1f}"
         mid = (0.25 * sa[0] + 0.5 * qx + 0.25 * sb[0], 0.25 * sa[1] + 0.5 * qy + 0.25 * sb[1])
         shapes.append(LinkShape(link, path, label_a, label_b, [sa, sb, mid]))
+    _declutter(shapes, boxes)
     return shapes
+
+
+def _overlaps(a: Label, x: float, y: float, w: float, h: float, pad: float = 2) -> bool:
+    return a.x < x + w + pad and x < a.x + a.w + pad and a.y < y + h + pad and y < a.y + a.h + pad
+
+
+def _declutter(shapes: list[LinkShape], boxes: dict[str, NodeBox]) -> None:
+    """Move a label that covers a node or an earlier label away from its node, step by step,
+    until it is clear (loops' labels last: they give way)."""
+    labels = [lbl for s in shapes if s.link.a.node != s.link.b.node for lbl in (s.a, s.b)]
+    labels += [lbl for s in shapes if s.link.a.node == s.link.b.node for lbl in (s.a, s.b)]
+    rects = [(b.x, b.y, b.w, b.h) for b in boxes.values()]
+    placed: list[Label] = []
+    for label in labels:
+        x0, y0 = label.x, label.y
+        for step in range(0, 31):
+            label.x, label.y = x0 + label.ux * step * 6, y0 + label.uy * step * 6
+            if not any(_overlaps(label, *r, pad=0) for r in rects) and not any(
+                    _overlaps(label, p.x, p.y, p.w, p.h, pad=1) for p in placed):
+                break
+        else:
+            label.x, label.y = x0, y0
+        placed.append(label)
 
 
 def _unit(x: float, y: float) -> tuple[float, float]:
