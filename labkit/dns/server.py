@@ -48,6 +48,8 @@ TCP_IDLE_TIMEOUT = 10.0
 AXFR, IXFR = 252, 251
 _QD1 = b"\x00\x01\x00\x00\x00\x00"
 _OPT_HEAD = b"\x00\x00\x29"
+_OPT_TTLS = (b"\x00\x00\x00\x00", b"\x00\x00\x80\x00")    # EDNS version 0, DO clear/set
+_OPT_DO = W.opt_rr(do=True)
 
 _supervisor_pid = 0
 
@@ -477,12 +479,15 @@ def serve_udp(state: State, sock: socket.socket) -> None:
                     if data[10:12] == b"\x00\x00":
                         out = join((data[:2], ent[0][data[2] & 1], q, ent[1]))
                 elif (data[10:12] == b"\x00\x01" and data[end + 5:end + 8] == _OPT_HEAD
-                      and data[end + 10:end + 14] == b"\x00\x00\x00\x00"
+                      and data[end + 10:end + 14] in _OPT_TTLS
                       and n == end + 16 + (data[end + 14] << 8 | data[end + 15])):
                     if ent[4] > 512 and ent[4] > (data[end + 8] << 8 | data[end + 9]):
-                        out = join((data[:2], ent[5][data[2] & 1], q, ent[6]))
+                        hdr, body = ent[5], ent[6]
                     else:
-                        out = join((data[:2], ent[2][data[2] & 1], q, ent[3]))
+                        hdr, body = ent[2], ent[3]
+                    if data[end + 12]:
+                        body = body[:-11] + _OPT_DO     # RFC 3225: copy the DO bit
+                    out = join((data[:2], hdr[data[2] & 1], q, body))
                     if n != end + 16:
                         sendto(out, addr)          # EDNS options: not worth learning
                         continue
