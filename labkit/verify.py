@@ -1,0 +1,832 @@
+"""Declarative reachability and DNS checks (`expect:` in a topology) and their matrix.
+
+    expect:
+      - {from: default/client, to: web.default.svc.cluster.local:80, result: open}
+      - {from: default/client, to: db.prod:5432, result: closed}
+      - {from: ext, to: cp:30080, result: open}
+      - {from: default/client, to: kube-dns.kube-system:53, protocol: udp, result: open}
+      - {from: default/client, resolve: web, result: 10.96.0.0/16}
+      - {from: default/client, resolve: nope.default, result: NXDOMAIN}
+
+`from` is a pod (`NS/POD`) or a node (`NODE`). `to` is `NS/POD:PORT` (the pod's
+IP), `NODE:PORT` (the node's mgmt IP), `IP:PORT`, or a DNS name with a port. A
+name is resolved inside the source, as the source would: a pod asks the cluster
+DNS with its namespace's search list (`<ns>.svc.<zone> svc.<zone> <zone>`,
+ndots 5), so DNS is part of what is checked; a node asks the same way as a pod
+in `default` would (ClusterFirstWithHostNet). A single label that is the name of
+a node of the lab means that node. A name that does not resolve counts as closed.
+
+Every probe runs in the source's network namespace through `labkit.agent`
+(`nsenter --net=<netns path> <host python> -m labkit.agent probe-many`): one
+agent process per source, all sources at once, all of a source's probes at once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from labkit.errors import InputError, LabkitError, Problem
+
+DEFAULT_TIMEOUT = 1.0
+DEFAULT_DOMAIN = "cluster.local"
+POD_NDOTS = 5
+KEYS = ("from", "to", "resolve", "result", "protocol")
+EXAMPLE = "{from: default/client, to: web:80, result: open}"
+TARGET_FORMS = "e.g. web.default:80, default/web-0:8080, cp:30080 or 10.96.0.10:53"
+
+_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_NODE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
+_POD_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
+
+
+# ---------------------------------------------------------------- targets and sources
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a connection check goes. kind: pod (namespace/pod), ip, or name (DNS name or node)."""
+
+    kind: Literal["pod", "ip", "name"]
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def _fail(message: str) -> PydanticCustomError:
+    return PydanticCustomError("expect", "{message}", {"message": message})
+
+
+def _check_dns_name(name: str, what: str) -> str:
+    """A DNS name of lowercase labels (a trailing dot allowed); returns it lowercased."""
+    text = name.lower()
+    bare = text[:-1] if text.endswith(".") else text
+    if not bare:
+        raise ValueError(f"{what} {name!r} is empty")
+    if len(bare) > 253:
+        raise ValueError(f"{what} {name!r} is longer than 253 characters")
+    for label in bare.split("."):
+        if not _LABEL.match(label):
+            raise ValueError(f"{what} {name!r} is not a DNS name: label {label!r} must be 1-63 of a-z, 0-9, "
+                             "'-', starting and ending with a letter or digit")
+    return text
+
+
+def _check_pod(ref: str) -> str:
+    ns, _, pod = ref.partition("/")
+    if "/" in pod or not _LABEL.match(ns) or not _POD_NAME.match(pod):
+        raise ValueError(f"{ref!r} is not NS/POD: a namespace and a pod name of a-z, 0-9, '-' "
+                         "(pod names also '.'), e.g. default/client")
+    return ref
+
+
+def parse_target(text: str) -> Target:
+    """`ns/pod:port`, `NODE:port`, `IP:port` or `dns.name:port` -> Target; ValueError says what is wrong."""
+    if not isinstance(text, str):
+        raise ValueError(f"expected TARGET:PORT as a string, got {text!r}; {TARGET_FORMS}")
+    host, sep, port = text.strip().rpartition(":")
+    if not sep:
+        raise ValueError(f"{text!r} has no port; write TARGET:PORT, {TARGET_FORMS}")
+    if not host:
+        raise ValueError(f"{text!r} has no host before the port; write TARGET:PORT, {TARGET_FORMS}")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"port {port!r} in {text!r} is not a number 1-65535")
+    if ":" in host or "[" in host:
+        raise ValueError(f"{text!r}: IPv6 targets are not supported; {TARGET_FORMS}")
+    if "/" in host:
+        return Target("pod", _check_pod(host), int(port))
+    if _IPV4.match(host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} in {text!r} is not an IPv4 address") from None
+        return Target("ip", host, int(port))
+    return Target("name", _check_dns_name(host, "host"), int(port))
+
+
+def parse_source(text: str) -> str:
+    """`NS/POD` or `NODE`; ValueError otherwise."""
+    if not isinstance(text, str):
+        raise ValueError(f"expected NS/POD or NODE as a string, got {text!r}")
+    if "/" in text:
+        return _check_pod(text)
+    if not _NODE.match(text):
+        raise ValueError(f"{text!r} is not a source: write NS/POD (default/client) or NODE (cp)")
+    return text
+
+
+# ---------------------------------------------------------------- the expect model
+
+
+class Expect(BaseModel):
+    """One `expect:` entry: a connection check (`to`) or a DNS check (`resolve`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str = Field(alias="from")
+    to: Target | None = None
+    resolve: str | None = None
+    protocol: Literal["tcp", "udp"] | None = None
+    result: str
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _source(cls, value: Any) -> str:
+        try:
+            return parse_source(value)
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _to(cls, value: Any) -> Target | None:
+        if value is None or isinstance(value, Target):
+            return value
+        try:
+            return parse_target(value)
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+
+    @field_validator("resolve", mode="before")
+    @classmethod
+    def _resolve(cls, value: Any) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise _fail(f"expected a DNS name as a string, got {value!r}")
+        try:
+            return _check_dns_name(value, "name")
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+
+    @field_validator("result", mode="before")
+    @classmethod
+    def _result_text(cls, value: Any) -> str:
+        if not isinstance(value, str):
+            raise _fail(f"expected open, closed, a CIDR, an IP or NXDOMAIN, got {value!r}")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _kind(self) -> Expect:
+        if self.to is not None and self.resolve is not None:
+            raise _field_fail("resolve", "give either 'to' (a connection check) or 'resolve' (a DNS check), "
+                                         "not both")
+        if self.to is None and self.resolve is None:
+            raise _field_fail("to", f"missing: give 'to' (a connection check) or 'resolve' (a DNS check), "
+                                    f"e.g. {EXAMPLE}")
+        if self.to is not None:
+            if self.result not in ("open", "closed"):
+                raise _field_fail("result", f"{self.result!r} is not valid for a 'to' check; valid: open, closed")
+            return self
+        if self.protocol is not None:
+            raise _field_fail("protocol", "only a 'to' check has a protocol; 'resolve' asks the cluster DNS")
+        canonical = _resolve_result(self.result)
+        if canonical != self.result:
+            object.__setattr__(self, "result", canonical)
+        return self
+
+    # ---- derived
+
+    @property
+    def kind(self) -> Literal["connect", "resolve"]:
+        return "connect" if self.to is not None else "resolve"
+
+    @property
+    def proto(self) -> str:
+        return self.protocol or "tcp"
+
+    @property
+    def destination(self) -> str:
+        """The matrix column: the target as written (with /udp), or `resolve NAME`."""
+        if self.to is not None:
+            return f"{self.to}/udp" if self.proto == "udp" else str(self.to)
+        return f"resolve {self.resolve}"
+
+    def describe(self) -> str:
+        if self.to is not None:
+            return f"{self.source} -> {self.destination}"
+        return f"{self.source} resolve {self.resolve}"
+
+
+def _field_fail(field_name: str, message: str) -> PydanticCustomError:
+    return PydanticCustomError("expect", "{message}", {"message": message, "field": field_name})
+
+
+def _resolve_result(text: str) -> str:
+    if text.upper() == "NXDOMAIN":
+        return "NXDOMAIN"
+    valid = "valid: a CIDR (10.96.0.0/16), an IP (10.96.0.10) or NXDOMAIN"
+    try:
+        if "/" in text:
+            return str(ipaddress.ip_network(text, strict=True))
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        if "/" in text:
+            try:
+                net = ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                pass
+            else:
+                raise _field_fail("result", f"{text!r} has host bits set; did you mean {net}?") from None
+        raise _field_fail("result", f"{text!r} is not valid for a 'resolve' check; {valid}") from None
+
+
+# ---------------------------------------------------------------- validation with positions
+
+
+@dataclass(frozen=True)
+class ExpectProblem:
+    """What is wrong with entry `index` (-1: the list itself), at `field` ('' for the entry itself)."""
+
+    index: int
+    field: str
+    message: str
+
+    @property
+    def path(self) -> tuple[str | int, ...]:
+        """The path in the topology document: ("expect", index[, field])."""
+        if self.index < 0:
+            return ("expect",)
+        return ("expect", self.index, self.field) if self.field else ("expect", self.index)
+
+    @property
+    def dotted(self) -> str:
+        if self.index < 0:
+            return "expect"
+        return f"expect[{self.index}]" + (f".{self.field}" if self.field else "")
+
+    def __str__(self) -> str:
+        return f"{self.dotted}: {self.message}"
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if isinstance(value, str):
+        return f"a string ({value!r})"
+    if isinstance(value, (int, float)):
+        return f"a number ({value!r})"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _problems_of(index: int, error: ValidationError) -> list[ExpectProblem]:
+    problems = []
+    for err in error.errors():
+        loc = [str(p) for p in err["loc"]]
+        ctx = err.get("ctx") or {}
+        name = loc[0] if loc else ctx.get("field", "")
+        name = "from" if name == "source" else name
+        kind = err["type"]
+        if kind == "missing":
+            message = {
+                "from": "missing; name the source: NS/POD (default/client) or NODE (cp)",
+                "result": "missing; valid: open or closed for 'to', a CIDR, an IP or NXDOMAIN for 'resolve'",
+            }.get(name, "missing")
+        elif kind == "extra_forbidden":
+            message = f"unknown key; valid keys: {', '.join(KEYS)}"
+        elif kind == "literal_error" and name == "protocol":
+            message = f"{err.get('input')!r} is not valid; valid: tcp, udp"
+        elif kind == "expect":
+            message = ctx.get("message", err["msg"])
+        else:
+            message = err["msg"]
+        problems.append(ExpectProblem(index, name, message))
+    return problems
+
+
+def expect_problems(entries: Any) -> tuple[list[Expect], list[ExpectProblem]]:
+    """Validate `expect:` entries: (the valid ones, every problem found). Never raises."""
+    if entries is None:
+        return [], []
+    if not isinstance(entries, list | tuple):
+        return [], [ExpectProblem(-1, "", f"expected a list of checks such as [{EXAMPLE}], got "
+                                          f"{_describe(entries)}")]
+    parsed: list[Expect] = []
+    problems: list[ExpectProblem] = []
+    for i, entry in enumerate(entries):
+        if isinstance(entry, Expect):
+            parsed.append(entry)
+            continue
+        if not isinstance(entry, Mapping):
+            problems.append(ExpectProblem(i, "", f"expected a mapping such as {EXAMPLE}, got {_describe(entry)}"))
+            continue
+        bad_keys = [k for k in entry if not isinstance(k, str)]
+        if bad_keys:
+            problems.append(ExpectProblem(i, "", f"key {bad_keys[0]!r} is not valid; valid keys: {', '.join(KEYS)}"))
+            continue
+        try:
+            parsed.append(Expect.model_validate(dict(entry)))
+        except ValidationError as exc:
+            problems.extend(_problems_of(i, exc))
+    return parsed, problems
+
+
+def parse_expects(entries: Any, file: str = "expect",
+                  line_of: Callable[[tuple], int | None] | None = None) -> list[Expect]:
+    """Validated checks, or InputError with one Problem per fault naming file, line and field.
+
+    `line_of`: the topology loader's `Document.line_of`, called with ("expect", index, field).
+    """
+    parsed, problems = expect_problems(entries)
+    if problems:
+        raise InputError([Problem(file, line_of(p.path) if line_of else None, p.dotted, p.message)
+                          for p in problems])
+    return parsed
+
+
+# ---------------------------------------------------------------- the lab as seen by verify
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A source: where its agent runs and how it resolves names."""
+
+    name: str
+    netns_path: str
+    namespace: str          # the pod's namespace; "default" for nodes
+    is_pod: bool
+
+
+class LabView:
+    """The parts of `labkit.lab.status(name)[0]` that verify needs."""
+
+    def __init__(self, lab_status: Mapping[str, Any], domain: str | None = None):
+        self.name = lab_status.get("name", "?")
+        self.pods = {f"{p['namespace']}/{p['name']}": p for p in lab_status.get("pods") or []}
+        self.nodes = {n["name"]: n for n in lab_status.get("nodes") or []}
+        dns = lab_status.get("dns") or {}
+        self.dns_ip: str | None = dns.get("ip")
+        self.domain = (domain or dns.get("domain") or DEFAULT_DOMAIN).strip(".")
+
+    def source(self, ref: str) -> Endpoint:
+        if "/" in ref:
+            pod = self.pods.get(ref)
+            if pod is None:
+                raise LabkitError(f"lab {self.name!r} has no pod {ref!r} (pods: {', '.join(self.pods) or 'none'})")
+            path = pod.get("netns_path") or (f"/run/netns/{pod['netns']}" if pod.get("netns") else None)
+            if not path:
+                raise LabkitError(f"pod {ref!r} has no network namespace")
+            return Endpoint(ref, path, pod["namespace"], True)
+        node = self.nodes.get(ref)
+        if node is None:
+            raise LabkitError(f"lab {self.name!r} has no node or pod {ref!r} "
+                              f"(nodes: {', '.join(self.nodes) or 'none'}; pods are NS/POD)")
+        path = node.get("netns_path") or (f"/run/netns/{node['netns']}" if node.get("netns") else None)
+        if not path:
+            raise LabkitError(f"node {ref!r} has no network namespace")
+        return Endpoint(ref, path, "default", False)
+
+    def dns_config(self, source: Endpoint) -> dict | None:
+        if not self.dns_ip:
+            return None
+        z = self.domain
+        return {"nameserver": self.dns_ip, "search": [f"{source.namespace}.svc.{z}", f"svc.{z}", z],
+                "ndots": POD_NDOTS}
+
+    def target_host(self, target: Target) -> str:
+        """The IP to probe, or the name for the agent to resolve."""
+        if target.kind == "ip":
+            return target.host
+        if target.kind == "pod":
+            pod = self.pods.get(target.host)
+            if pod is None:
+                raise LabkitError(f"lab {self.name!r} has no pod {target.host!r} "
+                                  f"(pods: {', '.join(self.pods) or 'none'})")
+            if not pod.get("ip"):
+                raise LabkitError(f"pod {target.host!r} has no IP")
+            return str(pod["ip"]).split("/")[0]
+        node = self.nodes.get(target.host)
+        if node is not None:
+            if not node.get("mgmt_ipv4"):
+                raise LabkitError(f"node {target.host!r} has no mgmt address to connect to")
+            return str(node["mgmt_ipv4"]).split("/")[0]
+        return target.host
+
+
+# ---------------------------------------------------------------- results and report
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    index: int
+    expect: Expect
+    actual: str                  # open | closed | NXDOMAIN | NODATA | addresses (comma-joined) | error
+    ok: bool
+    reason: str
+    addresses: tuple[str, ...] = ()   # what the name resolved to (DNS targets, resolve checks)
+    address: str | None = None        # the address probed last
+
+    @property
+    def expected(self) -> str:
+        return self.expect.result
+
+    def line(self) -> str:
+        """`default/client -> web.default:80 expected open, got closed (connection refused)`."""
+        return f"{self.expect.describe()} expected {self.expected}, got {self.actual} ({self.reason})"
+
+    def as_dict(self) -> dict[str, Any]:
+        e = self.expect
+        return {"index": self.index, "from": e.source, "kind": e.kind,
+                "to": str(e.to) if e.to else None, "protocol": e.proto if e.to else None,
+                "resolve": e.resolve, "expected": self.expected, "actual": self.actual, "ok": self.ok,
+                "reason": self.reason, "addresses": list(self.addresses), "address": self.address}
+
+
+CELL_OPEN, CELL_CLOSED, CELL_MISMATCH, CELL_NONE = ".", "X", "!", ""
+
+
+@dataclass
+class Report:
+    lab: str
+    results: list[CheckResult] = field(default_factory=list)
+    elapsed: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.results)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+    @property
+    def mismatches(self) -> list[CheckResult]:
+        return [r for r in self.results if not r.ok]
+
+    def grid(self) -> tuple[list[str], list[str], dict[tuple[str, str], str]]:
+        """Rows (sources), columns (connection destinations) in first-seen order, and the cells.
+
+        A cell is `.` (open), `X` (closed), with `!` appended when that differs from what was
+        expected; several checks in one cell (rare) show the worst.
+        """
+        rows: list[str] = []
+        cols: list[str] = []
+        cells: dict[tuple[str, str], str] = {}
+        for r in self.results:
+            if r.expect.kind != "connect":
+                continue
+            row, col = r.expect.source, r.expect.destination
+            if row not in rows:
+                rows.append(row)
+            if col not in cols:
+                cols.append(col)
+            cell = (CELL_OPEN if r.actual == "open" else CELL_CLOSED) + ("" if r.ok else CELL_MISMATCH)
+            if (row, col) not in cells or not r.ok:
+                cells[(row, col)] = cell
+        return rows, cols, cells
+
+    def matrix(self) -> str:
+        """Plain text: rows = sources, columns = destinations; `.` open, `X` closed, `!` not as expected."""
+        rows, cols, cells = self.grid()
+        if not rows:
+            return ""
+        left = max(len("from \\ to"), *(len(r) for r in rows))
+        widths = [max(len(c), 2) for c in cols]
+        lines = ["from \\ to".ljust(left) + "  " + "  ".join(c.center(w) for c, w in zip(cols, widths, strict=True))]
+        for row in rows:
+            lines.append(row.ljust(left) + "  " + "  ".join(
+                cells.get((row, c), CELL_NONE).center(w) for c, w in zip(cols, widths, strict=True)).rstrip())
+        return "\n".join(line.rstrip() for line in lines)
+
+    def resolutions(self) -> list[CheckResult]:
+        return [r for r in self.results if r.expect.kind == "resolve"]
+
+    def summary(self) -> str:
+        passed = sum(r.ok for r in self.results)
+        return (f"lab {self.lab}: {passed}/{len(self.results)} checks as expected "
+                f"in {self.elapsed:.2f}s")
+
+    def as_dict(self) -> dict[str, Any]:
+        rows, cols, cells = self.grid()
+        return {"lab": self.lab, "ok": self.ok, "elapsed": round(self.elapsed, 3),
+                "checks": [r.as_dict() for r in self.results],
+                "matrix": {"rows": rows, "columns": cols,
+                           "cells": [[cells.get((r, c), CELL_NONE) for c in cols] for r in rows]},
+                "mismatches": [r.line() for r in self.mismatches]}
+
+    def as_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.as_dict(), indent=indent)
+
+    def text(self) -> str:
+        """The whole report as plain text (what print_report prints off a terminal)."""
+        parts = []
+        if self.matrix():
+            parts.append(self.matrix())
+            parts.append("legend: . open   X closed   ! not as expected")
+        for r in self.resolutions():
+            mark = "ok " if r.ok else "!! "
+            parts.append(f"{mark}{r.expect.source} resolve {r.expect.resolve}: {r.actual} "
+                         f"(expected {r.expected})")
+        parts.append(self.summary())
+        if self.mismatches:
+            parts.append("not as expected:")
+            parts.extend(f"  {r.line()}" for r in self.mismatches)
+        return "\n".join(parts)
+
+
+def print_report(report: Report, console: Any = None, file: Any = None) -> int:
+    """Print the matrix (coloured with rich on a terminal) and what differed; return the exit code."""
+    stream = file or sys.stdout
+    if console is None:
+        if not (hasattr(stream, "isatty") and stream.isatty()):
+            print(report.text(), file=stream, flush=True)
+            return report.exit_code
+        from rich.console import Console
+
+        console = Console(file=stream)
+    _print_rich(report, console)
+    return report.exit_code
+
+
+def _print_rich(report: Report, console: Any) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    rows, cols, cells = report.grid()
+    if rows:
+        table = Table(title=f"lab {report.lab}: from \\ to", title_justify="left", show_lines=False)
+        table.add_column("from \\ to", style="bold")
+        for c in cols:
+            table.add_column(c, justify="center")
+        for row in rows:
+            rendered = []
+            for c in cols:
+                cell = cells.get((row, c), CELL_NONE)
+                style = "bold white on red" if CELL_MISMATCH in cell else "green" if cell == CELL_OPEN else "yellow"
+                rendered.append(Text(cell, style=style))
+            table.add_row(row, *rendered)
+        console.print(table)
+        console.print("[dim]legend: [green].[/green] open   [yellow]X[/yellow] closed   "
+                      "[bold white on red]![/bold white on red] not as expected[/dim]")
+    for r in report.resolutions():
+        mark = "[green]ok[/green]" if r.ok else "[bold red]!![/bold red]"
+        console.print(f"{mark} {r.expect.source} resolve {r.expect.resolve}: {r.actual} "
+                      f"[dim](expected {r.expected})[/dim]", highlight=False)
+    colour = "green" if report.ok else "red"
+    console.print(f"[{colour}]{report.summary()}[/{colour}]", highlight=False)
+    if report.mismatches:
+        console.print("[bold red]not as expected:[/bold red]")
+        for r in report.mismatches:
+            console.print(f"  {r.line()}", highlight=False, markup=False)
+
+
+# ---------------------------------------------------------------- running the agent
+
+
+def _agent_env() -> dict[str, str]:
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def agent_argv(netns_path: str, *args: str) -> list[str]:
+    """The command that runs `labkit.agent` with the host's Python inside a network namespace."""
+    return ["nsenter", f"--net={netns_path}", "--", sys.executable, "-m", "labkit.agent", *args]
+
+
+def _run_agent(netns_path: str, requests: list[dict], timeout: float) -> dict[Any, dict]:
+    payload = "".join(json.dumps(r) + "\n" for r in requests)
+    budget = 10 + timeout * (4 + len(requests))
+    try:
+        proc = subprocess.run(agent_argv(netns_path, "probe-many"), input=payload, capture_output=True,
+                              text=True, timeout=budget, env=_agent_env())
+    except subprocess.TimeoutExpired:
+        return {r["id"]: {"id": r["id"], "open": False, "status": "ERROR",
+                          "reason": f"agent did not finish in {budget:g}s"} for r in requests}
+    except OSError as exc:
+        return {r["id"]: {"id": r["id"], "open": False, "status": "ERROR",
+                          "reason": f"cannot start the agent: {exc}"} for r in requests}
+    results: dict[Any, dict] = {}
+    for line in proc.stdout.splitlines():
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue
+        results[item.get("id")] = item
+    if len(results) < len(requests):
+        why = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        for r in requests:
+            results.setdefault(r["id"], {"id": r["id"], "open": False, "status": "ERROR",
+                                         "reason": f"agent failed in {netns_path}: {why}"})
+    return results
+
+
+def _judge(index: int, expect: Expect, raw: dict) -> CheckResult:
+    if expect.kind == "connect":
+        if raw.get("status") == "ERROR":
+            actual = "error"
+        else:
+            actual = "open" if raw.get("open") else "closed"
+        resolved = raw.get("resolved") or {}
+        return CheckResult(index, expect, actual, actual == expect.result, raw.get("reason", ""),
+                           tuple(resolved.get("addresses") or ()), raw.get("address"))
+    status = raw.get("status", "ERROR")
+    addresses = tuple(raw.get("addresses") or ())
+    if status == "NOERROR":
+        actual = ", ".join(addresses)
+    elif status in ("NXDOMAIN", "NODATA"):
+        actual = status
+    else:
+        actual = "error"
+    want = expect.result
+    if want == "NXDOMAIN":
+        ok = status == "NXDOMAIN"
+    elif status != "NOERROR" or not addresses:
+        ok = False
+    elif "/" in want:
+        net = ipaddress.ip_network(want)
+        ok = all(ipaddress.ip_address(a) in net for a in addresses)
+    else:
+        ok = all(a == want for a in addresses)
+    return CheckResult(index, expect, actual, ok, raw.get("reason", ""), addresses)
+
+
+def run_checks(lab_status: Mapping[str, Any], expects: Iterable[Expect | Mapping[str, Any]],
+               timeout: float = DEFAULT_TIMEOUT, domain: str | None = None) -> Report:
+    """Run every check from its source's network namespace; one agent per source, all at once.
+
+    `lab_status`: `labkit.lab.status(name)[0]`. Dict entries are validated first (InputError).
+    Names that the lab does not have (a source, a pod or node target) make that check fail
+    with actual `error` and the reason; the other checks still run.
+    """
+    started = time.perf_counter()
+    checks = parse_expects(list(expects))
+    view = LabView(lab_status, domain)
+    results: dict[int, CheckResult] = {}
+    per_source: dict[str, list[dict]] = {}
+    paths: dict[str, str] = {}
+    for i, check in enumerate(checks):
+        try:
+            src = view.source(check.source)
+            dns = view.dns_config(src)
+            if check.kind == "connect":
+                assert check.to is not None
+                host = view.target_host(check.to)
+                if dns is None and not _IPV4.match(host):
+                    raise LabkitError(f"cannot resolve {host!r}: lab {view.name!r} has no cluster DNS")
+                req = {"id": i, "op": "connect", "protocol": check.proto, "host": host,
+                       "port": check.to.port, "timeout": timeout, "dns": dns}
+            else:
+                if dns is None:
+                    raise LabkitError(f"lab {view.name!r} has no cluster DNS to ask")
+                req = {"id": i, "op": "resolve", "name": check.resolve, "timeout": timeout, "dns": dns}
+        except LabkitError as exc:
+            results[i] = CheckResult(i, check, "error", False, str(exc))
+            continue
+        per_source.setdefault(src.name, []).append(req)
+        paths[src.name] = src.netns_path
+    if per_source:
+        with ThreadPoolExecutor(max_workers=min(32, len(per_source))) as pool:
+            futures = {name: pool.submit(_run_agent, paths[name], reqs, timeout)
+                       for name, reqs in per_source.items()}
+            for _name, fut in futures.items():
+                for item_id, raw in fut.result().items():
+                    if isinstance(item_id, int) and 0 <= item_id < len(checks) and item_id not in results:
+                        results[item_id] = _judge(item_id, checks[item_id], raw)
+    ordered = [results[i] for i in sorted(results)]
+    return Report(view.name, ordered, time.perf_counter() - started)
+
+
+def verify_lab(name: str, expects: Sequence[Expect | Mapping[str, Any]] | None = None,
+               timeout: float = DEFAULT_TIMEOUT) -> Report:
+    """Check a running lab: `expects`, or the `expect:` of the topology it was brought up from."""
+    from labkit import lab
+
+    status = lab.status(name)[0]
+    if expects is None:
+        source = status.get("source")
+        if not source or not os.path.exists(source):
+            raise LabkitError(f"lab {name!r}: its topology file is unknown; give the checks to verify")
+        expects = load_expects(source)
+    return run_checks(status, expects, timeout)
+
+
+def load_expects(path: str) -> list[Expect]:
+    """The `expect:` of a topology file, validated with file:line in every message."""
+    from labkit.topology.load import read_document
+
+    doc = read_document(path)
+    data = doc.data if isinstance(doc.data, Mapping) else {}
+    return parse_expects(data.get("expect") or [], file=str(path), line_of=doc.line_of)
+
+
+def verify_topology(path: str, name: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> Report:
+    """`labkit verify TOPO`: the topology's checks against its running lab (`name` overrides its name)."""
+    from labkit.topology import load_plan
+
+    expects = load_expects(path)
+    lab_name = name or load_plan(path).lab
+    from labkit import lab
+
+    return run_checks(lab.status(lab_name)[0], expects, timeout)
+
+
+# ---------------------------------------------------------------- serving ports for tests and demos
+
+
+class Servers:
+    """`agent serve` processes started by `serve_ports`; stop() (or leave the `with`) ends them."""
+
+    def __init__(self) -> None:
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.ports: dict[str, dict[str, list[int]]] = {}
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            for stream in (proc.stdout, proc.stderr):
+                if stream:
+                    stream.close()
+        self.procs.clear()
+
+    def __enter__(self) -> Servers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _split_ports(where: str, ports: Iterable[int | str]) -> tuple[list[int], list[int]]:
+    tcp: list[int] = []
+    udp: list[int] = []
+    for p in ports:
+        text = str(p).lower()
+        number, _, proto = text.partition("/")
+        if not number.isdigit() or not 0 <= int(number) <= 65535 or proto not in ("", "tcp", "udp"):
+            raise LabkitError(f"serve_ports: {where}: {p!r} is not PORT, PORT/tcp or PORT/udp")
+        (udp if proto == "udp" else tcp).append(int(number))
+    return tcp, udp
+
+
+def serve_ports(lab_status: Mapping[str, Any], targets: Mapping[str, Iterable[int | str]],
+                ready_timeout: float = 10.0) -> Servers:
+    """Start `agent serve` in each pod or node of `targets` ({"ns/pod": [80, "53/udp"], "cp": [9000]}).
+
+    Each answers with its pod's or node's name. Returns once all are listening; on any
+    failure the ones started are stopped and LabkitError says why.
+    """
+    view = LabView(lab_status)
+    servers = Servers()
+    try:
+        for where, ports in targets.items():
+            src = view.source(where)
+            tcp, udp = _split_ports(where, ports)
+            args = ["serve", "--reply", where.split("/")[-1]]
+            if tcp:
+                args += ["--tcp", ",".join(map(str, tcp))]
+            if udp:
+                args += ["--udp", ",".join(map(str, udp))]
+            servers.procs[where] = subprocess.Popen(agent_argv(src.netns_path, *args), stdin=subprocess.DEVNULL,
+                                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                                    env=_agent_env(), start_new_session=True)
+        deadline = time.monotonic() + ready_timeout
+        for where, proc in servers.procs.items():
+            line = _read_line(proc, deadline)
+            if not line:
+                err = proc.stderr.read().strip() if proc.poll() is not None and proc.stderr else ""
+                raise LabkitError(f"serve_ports: agent in {where} did not start: {err or 'no ready line'}")
+            info = json.loads(line)
+            servers.ports[where] = {"tcp": info.get("tcp", []), "udp": info.get("udp", [])}
+    except BaseException:
+        servers.stop()
+        raise
+    return servers
+
+
+def _read_line(proc: subprocess.Popen, deadline: float) -> str:
+    import selectors
+
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not sel.select(remaining):
+            return ""
+    return proc.stdout.readline().strip()
