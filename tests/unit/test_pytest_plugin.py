@@ -158,12 +158,35 @@ def test_tcp_connect_with_socat_and_ipv6_in_brackets() -> None:
 
 
 def test_udp_counts_only_an_answer() -> None:
-    silent = FakeLab({"sh": (0, "")})
+    silent = FakeLab({"sh": (1, "no answer within 2s\n")})
     assert silent.probe("h1", "10.0.0.2", 53, "udp")[0] is False
-    answered = FakeLab({"sh": (0, "reply\n")})
+    answered = FakeLab({"sh": (0, " 6c 61 e0\n")})
     assert answered.probe("h1", "10.0.0.2", 53, "udp")[0] is True
     script, *params = answered.ran[0][2:]
     assert "10.0.0.2" not in script and params == ["2", "10.0.0.2", "53"]
+
+
+def test_udp_probe_script_shows_answers_as_hex_and_fails_on_silence(tmp_path: Path) -> None:
+    """The script itself, run here against a local UDP echo server and a closed port."""
+    import socket
+    import threading
+
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def echo() -> None:
+        data, peer = server.recvfrom(100)
+        server.sendto(b"\xe0" + data, peer)
+
+    threading.Thread(target=echo, daemon=True).start()
+    answered = subprocess.run(["sh", "-c", pytest_plugin.UDP_PROBE, "2", "127.0.0.1", str(port)],
+                              capture_output=True, text=True, timeout=10)
+    server.close()
+    assert answered.returncode == 0 and answered.stdout.split()[:2] == ["e0", "6c"]
+    closed = subprocess.run(["sh", "-c", pytest_plugin.UDP_PROBE, "1", "127.0.0.1", str(port)],
+                            capture_output=True, text=True, timeout=10)
+    assert closed.returncode == 1 and "no answer within 1s" in closed.stderr
 
 
 def test_reachable_failure_says_what_was_tried() -> None:

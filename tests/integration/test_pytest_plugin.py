@@ -1,0 +1,186 @@
+"""The pytest plugin on real labs: fixtures that always tear down, and the helpers tests call."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from labkit import state
+from labkit.pytest_plugin import ExecFailed, RunningLab, labkit_fixture, leftovers
+
+pytest_plugins = ["pytester"]
+
+ROOT = Path(__file__).resolve().parents[2]
+TWO_HOSTS = ROOT / "topologies" / "two-hosts.yaml"
+KUBE = ROOT / "topologies" / "kube-3node.yaml"
+
+
+def namespaces_of(prefix: str) -> list[str]:
+    """Entries of /run/netns belonging to labs whose names start with `prefix`."""
+    return [n for n in os.listdir("/run/netns") if n.startswith(f"lk-{prefix}")] \
+        if os.path.isdir("/run/netns") else []
+
+
+@pytest.fixture
+def inner(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """A pytester whose runs load the plugin by -p alone, with or without the entry point installed;
+    its tests write the names of their labs to names.txt."""
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    pytester.makeconftest(f"""
+        from pathlib import Path
+        TWO_HOSTS = {str(TWO_HOSTS)!r}
+
+        def record(name):
+            with open(Path(__file__).parent / "names.txt", "a") as fh:
+                fh.write(name + "\\n")
+    """)
+    return pytester
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest("-p", "labkit.pytest_plugin", *args)
+
+
+def names(pytester: pytest.Pytester) -> list[str]:
+    return (pytester.path / "names.txt").read_text().split()
+
+
+def assert_gone(name: str) -> None:
+    assert not [n for n in os.listdir("/run/netns") if n.startswith(f"lk-{name}.")]
+    assert leftovers(name) == []
+
+
+# ---------------------------------------------------------------- the fixtures, from outside
+
+
+def test_passing_and_failing_tests_both_tear_their_labs_down(inner: pytest.Pytester) -> None:
+    inner.makepyfile("""
+        import os
+        import pytest
+        from conftest import TWO_HOSTS, record
+
+        pytestmark = pytest.mark.labkit_topology(TWO_HOSTS)
+
+        def test_passes(labkit_lab):
+            record(labkit_lab.name)
+            assert os.path.exists(f"/run/netns/lk-{labkit_lab.name}.h1")
+            labkit_lab.assert_reachable("h1", "10.0.0.2")
+
+        def test_fails(labkit_lab):
+            record(labkit_lab.name)
+            assert os.path.exists(f"/run/netns/lk-{labkit_lab.name}.h2")
+            labkit_lab.assert_reachable("h1", "10.0.0.99", within=0, timeout=1)
+    """)
+    result = run(inner)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*expected h1 to reach 10.0.0.99 (ping) in lab two-h-*",
+                                 "*tried in h1: ping -c1 -W1 10.0.0.99*"])
+    first, second = names(inner)
+    assert first != second and first.startswith("two-h-") and len(first) <= 12
+    assert_gone(first)
+    assert_gone(second)
+
+
+def test_module_lab_is_brought_up_once_for_its_tests(inner: pytest.Pytester) -> None:
+    inner.makepyfile(test_shared="""
+        import os
+        from conftest import TWO_HOSTS, record
+        from labkit.pytest_plugin import labkit_fixture
+
+        two = labkit_fixture(TWO_HOSTS, scope="module")
+
+        def test_one(two):
+            record(two.name)
+            two.exec("h1", "ip", "link", "set", "eth1", "mtu", "1400", check=True)
+
+        def test_two(two):
+            record(two.name)
+            assert "mtu 1400" in two.exec("h1", "ip", "link", "show", "eth1").stdout
+    """)
+    result = run(inner)
+    result.assert_outcomes(passed=2)
+    first, second = names(inner)
+    assert first == second
+    assert_gone(first)
+
+
+def test_setup_failing_halfway_leaves_nothing(inner: pytest.Pytester) -> None:
+    inner.makefile(".yaml", broken="""
+        name: pfail
+        topology:
+          nodes:
+            h1: {kind: linux, exec: ["false"]}
+            h2: {kind: linux}
+          links:
+            - endpoints: ["h1:eth1", "h2:eth1"]
+    """)
+    inner.makepyfile("""
+        import pytest
+
+        @pytest.mark.labkit_topology("broken.yaml")
+        def test_never_runs(labkit_lab):
+            raise AssertionError("unreachable")
+    """)
+    result = run(inner)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*lab pfail-* from *broken.yaml did not come up: up failed at phase 'exec'*"])
+    assert namespaces_of("pfail-") == []
+    assert not [n for n in state.labs() if n.startswith("pfail-")]
+
+
+def test_session_lab_declared_in_conftest_serves_two_modules(inner: pytest.Pytester) -> None:
+    (inner.path / "conftest.py").write_text(
+        (inner.path / "conftest.py").read_text()
+        + "\nfrom labkit.pytest_plugin import labkit_fixture\n"
+        + "net = labkit_fixture('" + os.path.relpath(TWO_HOSTS, inner.path) + "', scope='session')\n")
+    test = """
+        from conftest import record
+
+        def test_it(net):
+            record(net.name)
+            assert net.resolve("h1", "h2") == ["10.0.0.2"]
+    """
+    inner.makepyfile(test_a=test, test_b=test)
+    result = run(inner)
+    result.assert_outcomes(passed=2)
+    first, second = names(inner)
+    assert first == second
+    assert_gone(first)
+
+
+# ---------------------------------------------------------------- the helpers, on real labs
+
+two_hosts = labkit_fixture(TWO_HOSTS, scope="module")
+kube = labkit_fixture(KUBE, scope="module")
+
+
+def test_two_hosts_reachability(two_hosts: RunningLab) -> None:
+    two_hosts.assert_reachable("h1", "10.0.0.2")
+    two_hosts.assert_reachable("h2", "h1")
+    two_hosts.assert_unreachable("h1", "10.0.0.3", timeout=1)
+    two_hosts.assert_unreachable("h1", "10.0.0.2", port=80)  # nothing listens: refused at once
+
+
+def test_two_hosts_exec(two_hosts: RunningLab) -> None:
+    result = two_hosts.exec("h1", "ip", "-br", "addr", "show", "eth1")
+    assert result.returncode == 0 and "10.0.0.1/24" in result.stdout
+    assert two_hosts.exec("h1", "sleep", "5", timeout=0.2).returncode == 124
+    with pytest.raises(ExecFailed, match=r"in h2 of lab two-h-\w+: ls /nonexistent exited 2"):
+        two_hosts.exec("h2", "ls", "/nonexistent", check=True)
+
+
+def test_kube_resolve_gives_the_cluster_ip(kube: RunningLab) -> None:
+    web = kube.service("default/web")
+    assert kube.resolve("default/client", "web") == [web["cluster_ip"]]
+    assert kube.resolve("default/client", "no-such-service") == []
+
+
+def test_kube_services_and_pods(kube: RunningLab) -> None:
+    kube.assert_reachable("default/client", "web", port=80)
+    kube.assert_reachable("default/client", "web.default.svc.cluster.local", port=80)
+    kube.assert_unreachable("default/client", "nobody", port=80)  # no endpoints: rejected
+    kube.assert_reachable("default/client", kube.pod_ip("team-a/probe"))
+    kube.assert_reachable("default/client", kube.summary["dns"]["ip"], port=53, proto="udp")
+    assert {p.split("/")[1].split("-")[0] for p in kube.pods()} >= {"client", "web", "echo"}
