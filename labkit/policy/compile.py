@@ -307,7 +307,12 @@ def compile_node_policy(
     ValueError on an address that is not IPv4, so nothing else reaches the rule set.
     """
     ips = {key: str(ipaddress.IPv4Address(ip)) for key, ip in pod_ips.items()}
-    own_ips = tuple(str(ipaddress.IPv4Address(ip)) for ip in node_ips)
+    own_ips = tuple(dict.fromkeys(str(ipaddress.IPv4Address(ip)) for ip in node_ips))
+    owners: dict[str, str] = {}
+    for key, ip in sorted(ips.items()):
+        if ip in owners:
+            raise ValueError(f"pods {owners[ip]} and {key} have the same address {ip}")
+        owners[ip] = key
     cluster = _Cluster(
         pods=tuple((pod, ips[pod.key]) for pod in workloads.pods if pod.key in ips),
         namespace_labels={ns.name: ns.labels for ns in workloads.namespaces},

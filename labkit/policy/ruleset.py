@@ -26,7 +26,7 @@ from pathlib import Path
 
 import jinja2
 
-from labkit.policy.compile import Allow, Direction, IsolatedPod, NodePolicy, RuleRef
+from labkit.policy.compile import Allow, Direction, NodePolicy, RuleRef
 
 DEFAULT_TABLE = "labkit-policy"
 FAMILY = "inet"
@@ -174,7 +174,6 @@ __all__ = [
     "DEFAULT_TABLE",
     "AddressSet",
     "ChainRule",
-    "IsolatedPod",
     "PodChain",
     "PolicyTable",
     "delete_table_text",

@@ -296,3 +296,7 @@ def test_addresses_are_checked():
     w = parse_manifests(manifests(""), "t.yaml")
     with pytest.raises(ValueError):
         compile_node_policy(w, IPS, node_name="n1", pod_nodes=NODE_OF, node_ips=["not-an-ip"])
+    with pytest.raises(ValueError, match="prod/api and prod/web have the same address"):
+        node_model("", ips={**IPS, "prod/api": IPS["prod/web"]})
+    twice = compile_node_policy(w, IPS, node_name="n1", pod_nodes=NODE_OF, node_ips=["10.0.0.1", "10.0.0.1"])
+    assert twice.node_ips == ("10.0.0.1",)
