@@ -87,11 +87,16 @@ def log_query_error(msg: str) -> None:
 
 def make_entry(qwire: bytes, answer: R.Answer, ra: bool, aa: bool = True,
                memo: dict | None = None) -> tuple:
-    # Negative answers (only the SOA, compressed against the question) depend on the
-    # question's length alone: share them.
+    # Negative answers (nothing, or only the SOA) are the same bytes for every question
+    # of the same length whose last labels, as many as the SOA's longest name has, are
+    # the same: compression can only point into those. Share them.
     key = None
-    if memo is not None and not answer.answer and not answer.additional:
-        key = (answer.rcode, len(qwire), ra, aa, tuple(answer.authority))
+    if memo is not None and not answer.answer and not answer.additional and all(
+            rr[1] == R.SOA for rr in answer.authority):
+        depth = max((name.count(".") for rr in answer.authority
+                     for name in (rr[0], rr[3][0], rr[3][1])), default=0)
+        suffix = tuple(W.wire_labels(qwire)[-depth:]) if depth else ()
+        key = (answer.rcode, len(qwire), ra, aa, tuple(answer.authority), suffix)
         hit = memo.get(key)
         if hit is not None:
             return hit

@@ -120,6 +120,17 @@ def _label_text(raw: bytes) -> str:
     return raw.decode("latin-1").lower().replace(".", "\\.")
 
 
+def wire_labels(qwire: bytes) -> list[str]:
+    """The labels of an uncompressed wire name, lowercase, as compression sees them."""
+    labels = []
+    pos = 0
+    while pos < len(qwire) and qwire[pos]:
+        ln = qwire[pos]
+        labels.append(_label_text(qwire[pos + 1:pos + 1 + ln]))
+        pos += 1 + ln
+    return labels
+
+
 def encode_sections(qwire: bytes, answer: Answer) -> tuple[bytes, tuple[int, int, int]]:
     """The answer, authority and additional sections of a response to a question whose
     name is `qwire` (uncompressed wire form, any case: only its length and labels
@@ -324,5 +335,5 @@ def parse_answer(data: bytes) -> tuple[int, list[tuple]]:
 
 
 __all__ = ["FORMERR", "NOTIMP", "BADVERS", "Query", "Variant", "FormatError", "parse_query",
-           "encode_sections", "make_variants", "error_response", "name_to_wire", "opt_rr",
+           "encode_sections", "make_variants", "error_response", "name_to_wire", "opt_rr", "wire_labels",
            "make_query", "parse_answer"]

@@ -250,3 +250,14 @@ def test_query_parser_reads_edns():
     q = dns.message.make_query("x.", "A", use_edns=0, payload=1400, want_dnssec=True)
     parsed = wire.parse_query(q.to_wire())
     assert parsed.edns == (1400, 0, 0, True) and parsed.qname == "x." and parsed.qtype == 1
+
+
+def test_negative_answers_shared_only_when_identical(state):
+    # Same length, but only the first has a suffix the SOA's names compress against.
+    for name in ("x.dns.cluster.local.", "x.abc.cluster.local.", "a.hostmaster.cluster.local.",
+                 "a.hostmastex.cluster.local.", "ns.dns.cluster.local.", "nx.dns.cluster.local."):
+        for rdtype in ("TXT", "SRV"):
+            r = ask(state, name, rdtype)
+            soa = r.authority[0][0]
+            assert (str(soa.mname), str(soa.rname)) == (
+                "ns.dns.cluster.local.", "hostmaster.cluster.local."), (name, rdtype)
