@@ -353,6 +353,12 @@ def labkit_lab(request: pytest.FixtureRequest) -> RunningLab:
             f"@pytest.mark.{MARKER}('topologies/two-hosts.yaml') to the test, its class or its module "
             "(pytestmark), or declare a lab with labkit.pytest_plugin.labkit_fixture(path)",
             pytrace=False)
+    unknown = sorted(set(marker.kwargs) - {"runtime", "check_leftovers"})
+    if unknown or len(marker.args) > 1:
+        pytest.fail(
+            f"@pytest.mark.{MARKER} takes one path and runtime=, check_leftovers= "
+            f"(got {', '.join(unknown) or 'more than one path'}); for a lab shared by a module or a "
+            "session, use labkit.pytest_plugin.labkit_fixture(path, scope=...)", pytrace=False)
     path = resolve_topology(marker.args[0], _test_dirs(request), f"@pytest.mark.{MARKER}")
     return start_lab(request, path, runtime=marker.kwargs.get("runtime"),
                      check_leftovers=marker.kwargs.get("check_leftovers", True))

@@ -72,15 +72,38 @@ def test_passing_and_failing_tests_both_tear_their_labs_down(inner: pytest.Pytes
             record(labkit_lab.name)
             assert os.path.exists(f"/run/netns/lk-{labkit_lab.name}.h2")
             labkit_lab.assert_reachable("h1", "10.0.0.99", within=0, timeout=1)
+
+        def test_factory_labs(labkit_lab_factory):
+            a, b = labkit_lab_factory(TWO_HOSTS), labkit_lab_factory(TWO_HOSTS)
+            record(a.name)
+            record(b.name)
+            b.assert_reachable("h2", "10.0.0.1")
     """)
     result = run(inner)
-    result.assert_outcomes(passed=1, failed=1)
+    result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(["*expected h1 to reach 10.0.0.99 (ping) in lab two-h-*",
                                  "*tried in h1: ping -c1 -W1 10.0.0.99*"])
-    first, second = names(inner)
-    assert first != second and first.startswith("two-h-") and len(first) <= 12
-    assert_gone(first)
-    assert_gone(second)
+    labs = names(inner)
+    assert len(set(labs)) == 4 and all(n.startswith("two-h-") and len(n) <= 12 for n in labs)
+    for name in labs:
+        assert_gone(name)
+
+
+def test_interrupted_run_still_takes_its_lab_down(inner: pytest.Pytester) -> None:
+    inner.makepyfile("""
+        from conftest import TWO_HOSTS, record
+        from labkit.pytest_plugin import labkit_fixture
+
+        net = labkit_fixture(TWO_HOSTS, scope="session")
+
+        def test_interrupted(net):
+            record(net.name)
+            raise KeyboardInterrupt
+    """)
+    # in a subprocess: in-process, pytester hands the interrupt on to this run
+    result = inner.runpytest_subprocess("-p", "labkit.pytest_plugin")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    assert_gone(names(inner)[0])
 
 
 def test_module_lab_is_brought_up_once_for_its_tests(inner: pytest.Pytester) -> None:

@@ -92,6 +92,35 @@ def test_missing_topology_file_is_a_clear_error(inner: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*labkit_topology: topology file 'topologies/nope.yaml' not found (tried: *)"])
 
 
+def test_marker_arguments_are_checked(inner: pytest.Pytester) -> None:
+    inner.makepyfile(f"""
+        import pytest
+
+        @pytest.mark.labkit_topology({str(TWO_HOSTS)!r}, scope="module")
+        def test_uses_lab(labkit_lab):
+            pass
+    """)
+    result = run(inner)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*labkit_topology takes one path and runtime=, check_leftovers= (got scope)*"
+                                 "use labkit.pytest_plugin.labkit_fixture(path, scope=...)"])
+
+
+def test_entry_point_loads_the_plugin(pytester: pytest.Pytester) -> None:
+    from importlib.metadata import entry_points
+
+    if not entry_points(group="pytest11", name="labkit"):
+        pytest.skip('entry point not installed yet: [project.entry-points.pytest11] labkit = '
+                    '"labkit.pytest_plugin" in pyproject.toml, then pip install -e .')
+    pytester.makepyfile("""
+        def test_uses_lab(labkit_lab):
+            pass
+    """)
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*names no topology*"])
+
+
 def test_invalid_topology_is_a_clear_error(inner: pytest.Pytester) -> None:
     inner.makefile(".yaml", bad="name: Not_Valid\ntopology: {nodes: {h1: {kind: linux}}}\n")
     inner.makepyfile("""
