@@ -33,6 +33,7 @@ def load_topology(path: str | Path, name: str | None = None) -> tuple[Topology, 
         # is then missing too says the same thing twice, so leave that out.
         meant = {tuple(e["loc"][:-1]) + (_close_key(e),) for e in errors if e["type"] == "extra_forbidden"}
         errors = [e for e in errors if not (e["type"] == "missing" and tuple(e["loc"]) in meant)]
+        errors = _merge_union_errors(errors)
         raise InputError([_problem(doc, err) for err in errors]) from None
 
 
@@ -117,6 +118,31 @@ def _problem(doc: Document, err: dict) -> Problem:
         if kind not in ("value_error",):
             message += shown
     return Problem(doc.file, doc.line_of(loc), _dotted(loc), message)
+
+
+_UNION_TAGS = {"str": "a string", "int": "an integer", "dict[str,any]": "a mapping"}
+
+
+def _merge_union_errors(errors: list[dict]) -> list[dict]:
+    """A value matching no member of `str | int` gets one error per member, each with the
+    member's name appended to its location (`sysctls.x.str`, `sysctls.x.int`): make it one."""
+    groups: dict[tuple, list[dict]] = {}
+    for err in errors:
+        loc = tuple(err["loc"])
+        if loc and loc[-1] in _UNION_TAGS:
+            groups.setdefault(loc[:-1], []).append(err)
+    merged, done = [], set()
+    for err in errors:
+        loc = tuple(err["loc"])
+        members = groups.get(loc[:-1], []) if loc and loc[-1] in _UNION_TAGS else []
+        if len(members) < 2:
+            merged.append(err)
+        elif loc[:-1] not in done:
+            done.add(loc[:-1])
+            wanted = " or ".join(_UNION_TAGS[m["loc"][-1]] for m in members)
+            merged.append({**err, "loc": loc[:-1], "type": "value_error", "msg": f"should be {wanted}"
+                           + ("" if isinstance(err.get("input"), (dict, list)) else f" (got {err.get('input')!r})")})
+    return merged
 
 
 def _close_key(err: dict) -> str | None:

@@ -16,6 +16,7 @@ LAB_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?$")
 NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
 IFNAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,14}$")
 NODE_KINDS = ("linux", "bridge", "k8s-node")
+IMAGE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")  # lenient: no spaces, no shell, no leading '-'
 
 
 def _kebab(name: str) -> str:
@@ -68,6 +69,13 @@ class NodeSettings(Model):
         for cmd in value or []:
             if not cmd.strip():
                 raise ValueError("an exec command is empty")
+        return value
+
+    @field_validator("image")
+    @classmethod
+    def _image_reference(cls, value: str | None) -> str | None:
+        if value is not None and not IMAGE_REF.match(value):
+            raise ValueError(f"{value!r} is not an image reference like alpine:3.20 or ghcr.io/org/name:tag")
         return value
 
 
