@@ -302,6 +302,7 @@ class DockerRuntime:
                     raise
 
         containers = self._lab_containers(lab)
+        self._stop_host_processes(containers)
         # App containers and nodes first, then the pause containers whose netns they share.
         parallel(remove, [c for c in containers if _role(c) != "pause"], self.workers)
         parallel(remove, [c for c in containers if _role(c) == "pause"], self.workers)
@@ -313,6 +314,24 @@ class DockerRuntime:
             os.rmdir(os.path.join(self.state_dir, lab))  # only if nothing else lives there
         except OSError:
             pass
+
+    def _stop_host_processes(self, containers: list[dict]) -> None:
+        """Processes started from the host into a container's network namespace (agents, DNS
+        servers, a user's nsenter) are not the engine's: stop them, or they outlive the lab."""
+        from labkit.runtime.netns import stop_processes
+
+        paths = []
+        for c in containers:
+            if c.get("State") != "running":
+                continue
+            try:
+                pid = self.client.api.inspect_container(c["Id"])["State"]["Pid"]
+            except Exception:  # noqa: BLE001 - gone meanwhile: nothing of it to stop
+                continue
+            if pid:
+                paths.append(f"/proc/{pid}/ns/net")
+        if paths:
+            stop_processes(paths)
 
     def labs(self) -> set[str]:
         return {lab for c in self._containers(LABEL_LAB) if (lab := c["Labels"].get(LABEL_LAB))}

@@ -152,8 +152,9 @@ def stop_pids(targets: Sequence[int], grace: float = 2.0) -> None:
 
 
 def _reap(pids: Sequence[int]) -> None:
-    """Collect the exit status of those we forked ourselves (pod processes), so no zombies remain."""
-    for pid in pids:
+    """Collect the exit status of pod holders we forked ourselves, so no zombies remain."""
+    for pid in set(pids) & podproc.forked:
+        podproc.forked.discard(pid)
         try:
             os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:

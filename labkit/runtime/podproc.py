@@ -25,6 +25,8 @@ _MS_REC = 16384
 _MS_PRIVATE = 1 << 18
 _MNT_DETACH = 2
 _libc = ctypes.CDLL(None, use_errno=True)
+# Holders this process forked: only these may be reaped here (others' children are theirs to wait for).
+forked: set[int] = set()
 
 
 def _ok(result: int, what: str) -> None:
@@ -91,7 +93,9 @@ def spawn_holder(netns_path: str, binds: Mapping[str, str], hostname: str, log_p
         os.dup2(log, 2)
         os.execv(sleep, ["sleep", "infinity"])
 
-    return _fork_checked(child, f"start pod holder in {netns_path}")
+    pid = _fork_checked(child, f"start pod holder in {netns_path}")
+    forked.add(pid)
+    return pid
 
 
 def spawn_in_pod(holder_pid: int, argv: Sequence[str], env: Mapping[str, str], log_path: str) -> int:

@@ -1,4 +1,9 @@
-"""Integration fixtures: real labs in real namespaces, always torn down, leftovers checked."""
+"""Integration fixtures: real labs in real namespaces or containers, always torn down, leftovers checked.
+
+Every lab test runs under both runtimes: `runtime` is "netns" or "docker", and
+everything a test does in a lab goes through labkit's own exec, so the same
+assertions hold for both.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from labkit.runtime.podproc import nsenter_argv
-
 from labkit import lab, state
 from labkit.net import netns
 from labkit.progress import Progress
@@ -20,6 +23,8 @@ from labkit.topology.plan import host_link_name, netns_prefix
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPOLOGIES = ROOT / "topologies"
+RUNTIMES = ("netns", "docker")
+CLUSTER_TOPOLOGIES = {"host-gw": "kube-3node.yaml", "vxlan": "kube-vxlan.yaml"}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -28,27 +33,59 @@ def _root() -> None:
         pytest.fail("integration tests build network namespaces: run them as root")
 
 
+_engine_ready = False
+
+
+def ensure_docker_engine() -> None:
+    """Start the engine and build labkit's images, once; fail (never skip) when that is impossible."""
+    global _engine_ready
+    if _engine_ready:
+        return
+    proc = subprocess.run([str(ROOT / "scripts" / "start-dockerd.sh")], capture_output=True, text=True,
+                          timeout=120, check=False)
+    if proc.returncode != 0:
+        pytest.fail(f"the docker runtime's tests need a Docker engine:\n{proc.stdout}{proc.stderr}")
+    from labkit.runtime.image import build_images
+
+    build_images()
+    _engine_ready = True
+
+
 def unique_name(stem: str = "t") -> str:
     """A lab name no other test or user lab will have (<= 12 chars)."""
     return f"{stem[:5]}-{secrets.token_hex(3)}"
+
+
+def lab_containers(name: str) -> list[str]:
+    if not _engine_ready:
+        return []
+    import docker
+
+    client = docker.from_env()
+    try:
+        return [c.name for c in client.containers.list(all=True, filters={"label": f"labkit.lab={name}"})]
+    finally:
+        client.close()
 
 
 def leftovers(name: str) -> list[str]:
     """Everything of lab `name` that still exists; empty after a clean `down`."""
     found = [f"netns {n}" for n in netns.list_namespaces(netns_prefix(name))]
     if os.path.isdir("/etc/netns"):
-        found += [f"/etc/netns/{n}" for n in os.listdir("/etc/netns") if n.startswith((netns_prefix(name), f".{netns_prefix(name)}"))]
+        found += [f"/etc/netns/{n}" for n in os.listdir("/etc/netns")
+                  if n.startswith((netns_prefix(name), f".{netns_prefix(name)}"))]
     if os.path.exists(state.lab_dir(name)):
         found.append(state.lab_dir(name))
     if os.path.exists(f"/sys/class/net/{host_link_name(name)}"):
         found.append(f"host link {host_link_name(name)}")
+    found += [f"container {c}" for c in lab_containers(name)]
     return found
 
 
 def labkit(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run the real `labkit` command, as a user would."""
     proc = subprocess.run([sys.executable, "-m", "labkit.cli", *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=timeout)
+                          cwd=ROOT, timeout=timeout, check=False)
     if check and proc.returncode != 0:
         raise AssertionError(f"labkit {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}")
     return proc
@@ -58,18 +95,26 @@ class RunningLab:
     def __init__(self, name: str, summary: dict):
         self.name = name
         self.summary = summary
+        self.runtime = summary["runtime"]
 
     def exec(self, target: str, *argv: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["ip", "netns", "exec", f"{netns_prefix(self.name)}{target}", *argv],
-                              capture_output=True, text=True, timeout=60)
+        """Run argv in a node (NODE) or pod (NS/POD) through labkit's runtime; output is stdout+stderr."""
+        runtime, sandbox = lab.sandbox_of(self.name, target)
+        code, output = runtime.exec(sandbox, argv, capture=True)
+        return subprocess.CompletedProcess(argv, code, output, output)
 
     def ping(self, target: str, address: str) -> bool:
         return self.exec(target, "ping", "-c1", "-W2", address).returncode == 0
 
+    def netns_path(self, target: str) -> str:
+        return lab.sandbox_of(self.name, target)[1].netns_path
 
-def start_lab(topology: Path | str, name: str | None = None) -> RunningLab:
+
+def start_lab(topology: Path | str, name: str | None = None, runtime: str = "netns") -> RunningLab:
+    if runtime == "docker":
+        ensure_docker_engine()
     name = name or unique_name(Path(topology).stem)
-    summary = lab.up(str(topology), progress=Progress(quiet=True), name=name)
+    summary = lab.up(str(topology), runtime=runtime, progress=Progress(quiet=True), name=name)
     return RunningLab(name, summary)
 
 
@@ -81,21 +126,18 @@ def stop_lab(running: RunningLab) -> None:
 @pytest.fixture
 def lab_factory() -> Iterator:
     """Bring labs up for one test; they are always torn down, and checked, afterwards."""
-    started: list[RunningLab] = []
+    started: list[str] = []
 
-    def make(topology: Path | str, name: str | None = None) -> RunningLab:
-        running = start_lab(topology, name)
-        started.append(running)
-        return running
+    def make(topology: Path | str, name: str | None = None, runtime: str = "netns") -> RunningLab:
+        name = name or unique_name(Path(topology).stem)
+        started.append(name)
+        return start_lab(topology, name, runtime)
 
     yield make
-    for running in started:
-        lab.down(running.name)
-    for running in started:
-        assert leftovers(running.name) == [], f"lab {running.name} left things behind"
-
-
-CLUSTER_TOPOLOGIES = {"host-gw": "kube-3node.yaml", "vxlan": "kube-vxlan.yaml"}
+    for name in started:
+        lab.down(name)
+    for name in started:
+        assert leftovers(name) == [], f"lab {name} left things behind"
 
 
 def _alive(pid: int) -> bool:
@@ -116,11 +158,13 @@ def _dns_pids(name: str) -> list[int]:
     return pids
 
 
-@pytest.fixture(scope="session", params=sorted(CLUSTER_TOPOLOGIES))
+@pytest.fixture(scope="session", params=[(r, b) for r in RUNTIMES for b in sorted(CLUSTER_TOPOLOGIES)],
+                ids=lambda p: f"{p[0]}-{p[1]}")
 def kube_lab(request) -> Iterator[RunningLab]:
-    """kube-3node (host-gw) and kube-vxlan, shared by every test that only reads them."""
-    running = start_lab(TOPOLOGIES / CLUSTER_TOPOLOGIES[request.param])
-    processes = [p["pid"] for p in running.summary["pods"]] + _dns_pids(running.name)
+    """kube-3node (host-gw) and kube-vxlan under each runtime, shared by every test that only reads them."""
+    runtime, backend = request.param
+    running = start_lab(TOPOLOGIES / CLUSTER_TOPOLOGIES[backend], runtime=runtime)
+    processes = [p["pid"] for p in running.summary["pods"] if p["pid"]] + _dns_pids(running.name)
     assert _dns_pids(running.name), "no DNS server started"
     yield running
     lab.down(running.name)
@@ -133,7 +177,6 @@ def pods(running: RunningLab) -> dict[str, dict]:
     return {f"{p['namespace']}/{p['name']}": p for p in running.summary["pods"]}
 
 
-def in_pod(running: RunningLab, pod: str, *argv: str, timeout: float = 20) -> subprocess.CompletedProcess:
-    """Run argv in a pod's namespaces (its own hostname, hosts and resolv.conf)."""
-    return subprocess.run(nsenter_argv(pods(running)[pod]["pid"], argv), capture_output=True, text=True,
-                          timeout=timeout, check=False)
+def in_pod(running: RunningLab, pod: str, *argv: str) -> subprocess.CompletedProcess:
+    """Run argv in a pod (its own hostname, hosts and resolv.conf); output is stdout+stderr."""
+    return running.exec(pod, *argv)

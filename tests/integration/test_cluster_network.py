@@ -12,15 +12,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 
-from labkit.runtime.podproc import nsenter_argv
-
 from .conftest import RunningLab, in_pod, labkit, pods
 
 
 
-def serve_peer_address(argv_prefix: list[str], port: int) -> subprocess.Popen:
-    """A one-shot TCP server that answers with the address it sees the client connect from."""
-    server = subprocess.Popen([*argv_prefix, "socat", f"TCP-LISTEN:{port},reuseaddr",
+def serve_peer_address(netns_path: str, port: int) -> subprocess.Popen:
+    """A one-shot TCP server in a network namespace (run from the host, so the same for both
+    runtimes) that answers with the address it sees the client connect from."""
+    server = subprocess.Popen(["nsenter", f"--net={netns_path}", "socat", f"TCP-LISTEN:{port},reuseaddr",
                                "SYSTEM:echo $SOCAT_PEERADDR"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(0.3)
     return server
@@ -63,7 +62,7 @@ def test_pod_sees_its_own_hostname_hosts_and_resolv_conf(kube_lab: RunningLab) -
 def test_pod_to_pod_across_nodes_keeps_the_source_address(kube_lab: RunningLab) -> None:
     client, server_pod = pods(kube_lab)["default/client"], pods(kube_lab)["team-a/probe"]
     assert client["node"] != server_pod["node"]
-    server = serve_peer_address(nsenter_argv(server_pod["pid"], []), 9000)
+    server = serve_peer_address(server_pod["netns_path"], 9000)
     try:
         seen = in_pod(kube_lab, "default/client", "socat", "-T3", "-", f"TCP:{server_pod['ip']}:9000").stdout.strip()
     finally:
@@ -75,7 +74,7 @@ def test_pod_to_pod_across_nodes_keeps_the_source_address(kube_lab: RunningLab) 
 def test_pod_to_outside_is_masqueraded_to_the_node_address(kube_lab: RunningLab) -> None:
     nodes = {n["name"]: n for n in kube_lab.summary["nodes"]}
     probe = pods(kube_lab)["team-a/probe"]
-    server = serve_peer_address(["ip", "netns", "exec", nodes["ext"]["netns"]], 9001)
+    server = serve_peer_address(kube_lab.netns_path("ext"), 9001)
     try:
         seen = in_pod(kube_lab, "team-a/probe", "socat", "-T3", "-", f"TCP:{nodes['ext']['mgmt_ipv4']}:9001").stdout
     finally:

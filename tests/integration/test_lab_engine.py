@@ -15,7 +15,17 @@ from labkit import lab
 from labkit.net import netns
 from labkit.topology.plan import netns_prefix
 
-from .conftest import ROOT, TOPOLOGIES, labkit, leftovers, start_lab, stop_lab, unique_name
+from .conftest import (
+    ROOT,
+    RUNTIMES,
+    TOPOLOGIES,
+    lab_containers,
+    labkit,
+    leftovers,
+    start_lab,
+    stop_lab,
+    unique_name,
+)
 
 # The hosts of each shipped topology and the address each is reached at.
 HOSTS = {
@@ -25,15 +35,19 @@ HOSTS = {
 }
 
 
+@pytest.mark.parametrize("runtime", RUNTIMES)
 @pytest.mark.parametrize("topology", sorted(HOSTS))
-def test_shipped_topology_connects_every_host_and_leaves_nothing(topology: str) -> None:
-    running = start_lab(TOPOLOGIES / f"{topology}.yaml")
+def test_shipped_topology_connects_every_host_and_leaves_nothing(topology: str, runtime: str) -> None:
+    running = start_lab(TOPOLOGIES / f"{topology}.yaml", runtime=runtime)
     try:
-        namespaces = netns.list_namespaces(netns_prefix(running.name))
-        assert len(namespaces) == len(running.summary["nodes"])
+        if runtime == "netns":
+            assert len(netns.list_namespaces(netns_prefix(running.name))) == len(running.summary["nodes"])
+        else:
+            assert len(lab_containers(running.name)) == len(running.summary["nodes"])
         for (src, _), (_, address) in itertools.permutations(HOSTS[topology].items(), 2):
             assert running.ping(src, address), f"{src} cannot reach {address}"
-        holder = subprocess.Popen(["ip", "netns", "exec", namespaces[0], "sleep", "600"])
+        first = running.summary["nodes"][0]["name"]
+        holder = subprocess.Popen(["nsenter", f"--net={running.netns_path(first)}", "sleep", "600"])
         time.sleep(0.2)
     finally:
         stop_lab(running)
@@ -41,8 +55,9 @@ def test_shipped_topology_connects_every_host_and_leaves_nothing(topology: str) 
     assert holder.returncode != 0, "a process living in the lab survived down"
 
 
-def test_routed_triangle_takes_the_static_path() -> None:
-    running = start_lab(TOPOLOGIES / "routed-triangle.yaml")
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_routed_triangle_takes_the_static_path(runtime: str) -> None:
+    running = start_lab(TOPOLOGIES / "routed-triangle.yaml", runtime=runtime)
     try:
         out = running.exec("h1", "ip", "route", "get", "192.168.2.10").stdout
         assert "via 192.168.1.1" in out
@@ -54,8 +69,9 @@ def test_routed_triangle_takes_the_static_path() -> None:
         stop_lab(running)
 
 
-def test_switch_mtu_and_bridge_ports() -> None:
-    running = start_lab(TOPOLOGIES / "switch.yaml")
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_switch_mtu_and_bridge_ports(runtime: str) -> None:
+    running = start_lab(TOPOLOGIES / "switch.yaml", runtime=runtime)
     try:
         assert "mtu 1400" in running.exec("h4", "ip", "link", "show", "eth1").stdout
         ports = running.exec("sw", "ip", "-o", "link", "show", "master", "br0").stdout
@@ -65,14 +81,34 @@ def test_switch_mtu_and_bridge_ports() -> None:
         stop_lab(running)
 
 
-def test_two_labs_side_by_side_do_not_touch_each_other(lab_factory) -> None:
-    first = lab_factory(TOPOLOGIES / "two-hosts.yaml")
-    second = lab_factory(TOPOLOGIES / "two-hosts.yaml")
+@pytest.mark.parametrize("runtimes", [("netns", "netns"), ("docker", "netns"), ("netns", "docker")],
+                         ids=lambda r: "+".join(r))
+def test_two_labs_side_by_side_do_not_touch_each_other(lab_factory, runtimes) -> None:
+    first = lab_factory(TOPOLOGIES / "two-hosts.yaml", runtime=runtimes[0])
+    second = lab_factory(TOPOLOGIES / "two-hosts.yaml", runtime=runtimes[1])
     assert first.ping("h1", "10.0.0.2") and second.ping("h1", "10.0.0.2")
     lab.down(first.name)
     assert leftovers(first.name) == []
     assert second.ping("h1", "10.0.0.2"), "taking one lab down broke the other"
-    assert len(netns.list_namespaces(netns_prefix(second.name))) == 2
+    assert second.exec("h2", "ip", "-br", "addr", "show", "eth1").stdout.split()[2] == "10.0.0.2/24"
+
+
+def test_container_killed_behind_labkits_back_then_down_leaves_nothing(lab_factory) -> None:
+    import docker
+
+    running = lab_factory(TOPOLOGIES / "kube-3node.yaml", runtime="docker")
+    client = docker.from_env()
+    try:
+        victims = [c for c in client.containers.list(filters={"label": f"labkit.lab={running.name}"})
+                   if c.labels.get("labkit.node") in ("w1", "cp")][:3]
+        assert victims
+        for container in victims:
+            container.kill()
+        client.containers.get(f"{netns_prefix(running.name)}w2").remove(force=True)
+    finally:
+        client.close()
+    labkit("down", "--name", running.name)
+    assert leftovers(running.name) == []
 
 
 def test_down_twice_and_by_name_only() -> None:
