@@ -164,6 +164,7 @@ class RunningLab:
         `stdout` holds the command's stdout followed by its stderr. With `timeout`, the command
         runs under coreutils `timeout`, which exits 124 when it expires.
         """
+        __tracebackhide__ = True  # a failure points at the test's line, not at the plugin
         if not argv:
             raise ValueError("exec needs a command: lab.exec(target, 'ping', '-c1', '10.0.0.2')")
         command = [str(a) for a in argv]
@@ -226,6 +227,7 @@ class RunningLab:
     def assert_reachable(self, source: str, destination: str, port: int | None = None,
                          proto: str = "tcp", timeout: float = 2, within: float = 5) -> None:
         """Fail unless `source` reaches `destination` (retried for up to `within` seconds)."""
+        __tracebackhide__ = True  # a failure points at the test's line, not at the plugin
         deadline = time.monotonic() + within
         while True:
             reached, command, result = self.probe(source, destination, port, proto, timeout)
@@ -240,6 +242,7 @@ class RunningLab:
                            proto: str = "tcp", timeout: float = 2) -> None:
         """Fail if `source` reaches `destination`, or if the name `destination` does not resolve
         in `source` (that would pass without testing the network: give an address instead)."""
+        __tracebackhide__ = True  # a failure points at the test's line, not at the plugin
         if not _is_ip(destination) and not self.resolve(source, destination):
             raise AssertionError(
                 f"{source} -> {destination}: the name does not resolve in {source}, so "
