@@ -80,6 +80,12 @@ def bench(c, sizes="10,100,1000", repeat=3):
         runner()
 
 
+@task(help={"force": "rebuild even if present"})
+def image(c, force=False):
+    """Build labkit's Docker images (labkit/node, labkit/pause) from this machine's packages."""
+    _labkit(c, "image", "build", *(["--force"] if force else []))
+
+
 @task
 def lint(c):
     """ruff over the code and tests."""
@@ -87,4 +93,4 @@ def lint(c):
 
 
 lab = Collection("lab", up, down, status, exec_, validate, list_)
-ns = Collection(lab, test, bench, lint)
+ns = Collection(lab, test, bench, image, lint)

@@ -41,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("topology")
 
     sub.add_parser("list", help="names of the labs that are up")
+
+    image = sub.add_parser("image", help="labkit's Docker images (built locally; nothing is pulled)")
+    image_sub = image.add_subparsers(dest="image_verb", required=True, metavar="ACTION")
+    build = image_sub.add_parser("build", help="build labkit/node and labkit/pause from this machine's packages")
+    build.add_argument("--force", action="store_true", help="rebuild even if present")
     return p
 
 
@@ -79,6 +84,12 @@ def run(argv: Sequence[str]) -> int:
             from labkit.report import print_status
 
             print_status(labs)
+        return 0
+    if args.verb == "image":
+        from labkit.runtime.image import build_images
+
+        built = build_images(force=args.force)
+        print("built: " + ", ".join(built) if built else "images already present (--force rebuilds)")
         return 0
     _need_root()
     if args.verb == "up":
