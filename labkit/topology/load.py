@@ -160,7 +160,12 @@ def read_documents(path: str | Path) -> list[Document]:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InputError(Problem(file, None, "", "no such file")) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except IsADirectoryError:
+        raise InputError(Problem(file, None, "", "is a directory; give the path of a YAML file")) from None
+    except UnicodeDecodeError as exc:
+        raise InputError(Problem(file, None, "", f"is not UTF-8 text (byte {exc.object[exc.start]:#04x} "
+                                                 f"at offset {exc.start}); expected a YAML file")) from None
+    except OSError as exc:
         raise InputError(Problem(file, None, "", f"cannot read: {exc}")) from None
     return parse_documents(text, file)
 
