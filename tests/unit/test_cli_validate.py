@@ -1,0 +1,115 @@
+"""`labkit validate`: in-process through labkit.cli.main, and once through the console script."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from labkit import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = sorted((ROOT / "topologies").glob("*.yaml"))
+
+
+def _validate(capsys: pytest.CaptureFixture[str], path: str | Path) -> tuple[int, str, str]:
+    code = cli.main(["validate", str(path)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_topologies_are_ok(capsys: pytest.CaptureFixture[str], path: Path) -> None:
+    code, out, err = _validate(capsys, path)
+    assert (code, err) == (0, "")
+    assert out.startswith(f"{path}: ok — lab ")
+    assert out.endswith(" links\n")
+
+
+def test_ok_line_counts_nodes_and_links(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        "name: counts\ntopology:\n  nodes:\n    h1: {kind: linux}\n    h2: {kind: linux}\n"
+        "    h3: {kind: linux}\n  links:\n    - endpoints: [h1:eth1, h2:eth1]\n"
+    )
+    assert _validate(capsys, path) == (0, f"{path}: ok — lab counts: 3 nodes, 1 links\n", "")
+
+
+def test_containerlab_file_is_ok(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _validate(capsys, ROOT / "tests/topologies/good/srl-free.clab.yml")
+    assert code == 0
+    assert "lab srl-free: 5 nodes, 4 links" in out
+
+
+def test_validate_needs_no_root(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    code, _, err = _validate(capsys, SHIPPED[0])
+    assert (code, err) == (0, "")
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d / "absent.yaml", "no such file"),
+        (lambda d: d, "is a directory; give the path of a YAML file"),
+    ],
+    ids=["missing", "directory"],
+)
+def test_unreadable_path(capsys: pytest.CaptureFixture[str], tmp_path: Path, make, message: str) -> None:
+    path = make(tmp_path)
+    assert _validate(capsys, path) == (2, "", f"error: {path}: {message}\n")
+
+
+def test_binary_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "blob.yaml"
+    path.write_bytes(b"name: x\n\xff\xfe\x00")
+    code, out, err = _validate(capsys, path)
+    assert (code, out) == (2, "")
+    assert err == f"error: {path}: is not UTF-8 text (byte 0xff at offset 8); expected a YAML file\n"
+
+
+def test_several_problems_one_per_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        "name: many\ntopology:\n  nodes:\n    h1: {kind: router}\n    h2: {kind: linux}\n"
+        "  links:\n    - endpoints: [h1:eth1, h9:eth1]\n"
+    )
+    code, out, err = _validate(capsys, path)
+    assert (code, out) == (2, "")
+    assert err.splitlines() == [
+        f"error: {path}:4: topology.nodes.h1.kind: unknown kind 'router'; valid: linux, bridge, k8s-node",
+        f"{path}:7: topology.links[0].endpoints[1]: link to unknown node 'h9'; nodes: h1, h2",
+    ]
+
+
+def test_the_message_names_the_path_as_given(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "t.yaml").write_text("name: Bad\ntopology:\n  nodes:\n    h1: {kind: linux}\n")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _validate(capsys, "sub/t.yaml")
+    assert code == 2
+    assert err.startswith("error: sub/t.yaml:1: name: 'Bad' is not a lab name")
+
+
+def test_missing_argument_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["validate"])
+    assert info.value.code == 2
+    assert "usage: labkit validate" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("labkit", path=str(Path(sys.executable).parent)) is None,
+                    reason="console script not installed")
+def test_console_script(tmp_path: Path) -> None:
+    script = shutil.which("labkit", path=str(Path(sys.executable).parent))
+    bad = tmp_path / "t.yaml"
+    bad.write_text("name: x\ntopology:\n  nodes: {}\n")
+    result = subprocess.run([script, "validate", str(bad)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr == f"error: {bad}:3: topology.nodes: no nodes defined: give at least one, e.g. 'h1: {{kind: linux}}'\n"
+    assert "Traceback" not in result.stderr
