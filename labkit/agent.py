@@ -192,11 +192,16 @@ def resolve(name: str, nameserver: str, search: list[str] | None = None, ndots: 
             timeout: float = 1.0) -> dict:
     """Resolve like glibc: try each candidate; go on after NXDOMAIN, NODATA and SERVFAIL.
 
+    One deliberate difference: REFUSED (what the cluster DNS answers for a name outside its
+    zone when it has no upstream) also goes on, and when some candidate was NXDOMAIN the
+    outcome is NXDOMAIN: `nope.default` does not exist, whatever the root servers would say.
+
     {"status": NOERROR | NXDOMAIN | NODATA | SERVFAIL | REFUSED | TIMEOUT | ERROR,
      "addresses": [...], "name": the name that answered, "tried": [...], "reason": str}
     """
     tried: list[str] = []
-    nodata = servfail = False
+    nodata = servfail = nxdomain = False
+    refused: list[str] = []
     for qname in candidates(name, search or [], ndots):
         tried.append(qname)
         try:
@@ -215,12 +220,18 @@ def resolve(name: str, nameserver: str, search: list[str] | None = None, ndots: 
             nodata = True
         elif rcode == "SERVFAIL":
             servfail = True
-        elif rcode != "NXDOMAIN":
+        elif rcode == "NXDOMAIN":
+            nxdomain = True
+        elif rcode == "REFUSED":
+            refused.append(qname)
+        else:
             return {"status": rcode, "addresses": [], "name": qname, "tried": tried,
                     "reason": f"{qname}: {rcode}"}
-    status = "NODATA" if nodata else "SERVFAIL" if servfail else "NXDOMAIN"
+    status = ("NODATA" if nodata else "NXDOMAIN" if nxdomain else "SERVFAIL" if servfail
+              else "REFUSED" if refused else "NXDOMAIN")
+    note = f"; refused: {', '.join(refused)}" if refused and status != "REFUSED" else ""
     return {"status": status, "addresses": [], "name": None, "tried": tried,
-            "reason": f"{name}: {status} (tried {', '.join(tried)})"}
+            "reason": f"{status} (tried {', '.join(tried)}{note})"}
 
 
 def read_resolv_conf(path: str = "/etc/resolv.conf") -> dict:

@@ -501,10 +501,12 @@ class Report:
             return ""
         left = max(len("from \\ to"), *(len(r) for r in rows))
         widths = [max(len(c), 2) for c in cols]
-        lines = ["from \\ to".ljust(left) + "  " + "  ".join(c.center(w) for c, w in zip(cols, widths, strict=True))]
+        lines = ["from \\ to".ljust(left) + "  " + "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
         for row in rows:
+            # the symbol sits in the middle of its column; a `!` follows it
             lines.append(row.ljust(left) + "  " + "  ".join(
-                cells.get((row, c), CELL_NONE).center(w) for c, w in zip(cols, widths, strict=True)).rstrip())
+                (" " * ((w - 1) // 2) + cells.get((row, c), CELL_NONE)).ljust(w)
+                for c, w in zip(cols, widths, strict=True)))
         return "\n".join(line.rstrip() for line in lines)
 
     def resolutions(self) -> list[CheckResult]:
