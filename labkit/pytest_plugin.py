@@ -34,11 +34,11 @@ from typing import Any
 
 import pytest
 
-from labkit import lab, state
+from labkit import state
 from labkit.errors import LabkitError
-from labkit.net import netns
-from labkit.progress import Progress
-from labkit.topology.plan import host_link_name, netns_prefix
+
+# labkit.lab (pyroute2, pydantic, the topology loader) is imported where it is used: with the
+# entry point installed this module loads in every pytest run, most of which build no lab.
 
 MARKER = "labkit_topology"
 LIVE_LABS = pytest.StashKey[set[str]]()
@@ -71,6 +71,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     """A safety net for interrupted runs (Ctrl-C): labs whose finalizers never ran go down here."""
     for name in sorted(config.stash.get(LIVE_LABS, set())):
+        from labkit import lab
+
         lab.down(name)
 
 
@@ -96,6 +98,10 @@ def resolve_topology(path: str | os.PathLike[str], bases: Sequence[Path], what: 
 
 def leftovers(name: str, runtime: str = "netns") -> list[str]:
     """Everything of lab `name` that still exists; empty after a clean `down`."""
+    from labkit import lab
+    from labkit.net import netns
+    from labkit.topology.plan import host_link_name, netns_prefix
+
     prefix = netns_prefix(name)
     found = [f"netns {n}" for n in netns.list_namespaces(prefix)]
     if os.path.isdir("/etc/netns"):
@@ -169,6 +175,8 @@ class RunningLab:
             raise ValueError("exec needs a command: lab.exec(target, 'ping', '-c1', '10.0.0.2')")
         command = [str(a) for a in argv]
         run = ["timeout", f"{timeout:g}", *command] if timeout else command
+        from labkit import lab
+
         rt, sandbox = lab.sandbox_of(self.name, target)
         code, output = rt.exec(sandbox, run, capture=True)
         result = subprocess.CompletedProcess(command, code, output, "")
@@ -310,6 +318,9 @@ def start_lab(request: pytest.FixtureRequest, path: Path, runtime: str | None = 
               name: str | None = None, check_leftovers: bool = True) -> RunningLab:
     """Bring the lab in `path` up with a unique name; down (and the leftover check) is already a
     finalizer of `request` when `up` starts, so a failing test or a half-built lab is removed."""
+    from labkit import lab
+    from labkit.progress import Progress
+
     what = f"lab from {path}"
     _require_root(what)
     try:
