@@ -370,9 +370,14 @@ def serve(tcp: list[int], udp: list[int], reply: str | None = None, bind: str = 
         while True:
             try:
                 _, peer = s.recvfrom(65535)
-                s.sendto(text, peer)
             except OSError:
                 return
+            if peer is None:  # the socket was shut down
+                return
+            try:
+                s.sendto(text, peer)
+            except OSError:
+                pass
 
     for s in tcp_socks:
         threading.Thread(target=answer_tcp, args=(s,), daemon=True).start()
