@@ -43,6 +43,30 @@ def render_graph(summary: dict[str, Any], fmt: str) -> str:
     return _environment(html=False).get_template(_TEMPLATE_FILES[fmt]).render(lab=model)
 
 
+def lab_summary(topology: str | Path | None = None, name: str | None = None) -> dict[str, Any]:
+    """What `labkit graph` draws: the running lab's status when that lab is up (with its pods
+    and services), else the plan of the topology file (no root needed, nothing created).
+
+    `name` is the lab's name (`--name`); without it, the name in the topology file.
+    """
+    from labkit import lab
+    from labkit.topology import load_plan
+
+    plan = load_plan(topology, name=name) if topology else None
+    lab_name = name or (plan.lab if plan else None)
+    if not lab_name:
+        raise LabkitError("name a topology file, or a lab that is up with --name")
+    try:
+        running = lab.status(lab_name)[0] if lab_name in lab.known_labs() else None
+    except (LabkitError, OSError):
+        running = None
+    if running and running.get("nodes"):
+        return running
+    if plan is None:
+        raise LabkitError(f"no lab named {lab_name!r} is up; name its topology file to draw it from the file")
+    return lab.summarize(plan)
+
+
 # ---------------------------------------------------------------- model
 
 
@@ -315,8 +339,8 @@ def dot_label(lines: Iterable[Any]) -> str:
     return '"' + "\\n".join(_dot_escape(line) for line in lines if _text(line)) + '"'
 
 
-_MERMAID_ENTITIES = {"&": "#amp;", "#": "#35;", '"': "#quot;", "<": "#lt;", ">": "#gt;",
-                     "|": "#124;", "`": "#96;", "\n": " ", "\r": ""}
+_MERMAID_ENTITIES = {"&": "#amp;", "#": "#35;", '"': "#quot;", "<": "#lt;", ">": "#gt;", "|": "#124;",
+                     "`": "#96;", "%": "#37;", "*": "#42;", "\n": " ", "\r": ""}
 
 
 def mermaid_escape(value: Any) -> str:
@@ -467,7 +491,7 @@ def layout(model: Model) -> Layout:
             label_w, label_h = max(label_w, w), max(label_h, h)
     has_bus = model.mgmt is not None and any(n.mgmt_ifname for n in model.nodes)
     gap_x = max(90.0, 2 * label_w + 44) if model.links else 70.0
-    gap_y = max(64.0, 2 * label_h + 40) if model.links else 48.0
+    gap_y = max(64.0, 2 * label_h + 56) if model.links else 48.0
     bus_gap = 30.0 if has_bus else 0.0
     gap_y += bus_gap
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from labkit.errors import LabkitError
-from labkit.graph import FORMATS, build_model, layout, render_graph
+from labkit.graph import FORMATS, build_model, lab_summary, layout, render_graph
 from labkit.lab import summarize
 from labkit.topology import load_plan
 
@@ -92,7 +92,8 @@ def status_sample() -> dict:
     }
 
 
-ODD = ['a"b', "c-d", "end", "<script>alert(1)</script>", "back\\slash {x}|y #1; `z`", "new\nline", "x&amp;y"]
+ODD = ['a"b', "c-d", "end", "<script>alert(1)</script>", "back\\slash {x}|y #1; `z`", "new\nline", "x&amp;y",
+       "50% *bold*"]
 
 
 def odd_summary() -> dict:
@@ -244,7 +245,8 @@ def parse_mermaid(text: str) -> tuple[dict[str, str], list[tuple[str, str, str]]
 
 def mermaid_unescape(label: str) -> list[str]:
     body = label.strip('"')
-    entities = {"#amp;": "&", "#35;": "#", "#quot;": '"', "#lt;": "<", "#gt;": ">", "#124;": "|", "#96;": "`"}
+    entities = {"#amp;": "&", "#35;": "#", "#quot;": '"', "#lt;": "<", "#gt;": ">", "#124;": "|", "#96;": "`",
+                "#37;": "%", "#42;": "*"}
     return [re.sub(r"#\w+;", lambda m: entities[m.group(0)], part) for part in body.split("<br/>")]
 
 
@@ -447,7 +449,7 @@ def test_odd_names_mermaid():
     for name in ODD:
         assert [name.replace("\n", " ")] == [lines[0] for lines in labels if lines[0] == name.replace("\n", " ")]
     for label in nodes.values():
-        assert not re.search(r"[<>|`]", label.replace("<br/>", "")), label
+        assert not re.search(r"[<>|`%*]", label.replace("<br/>", "")), label
     assert len(edges) >= len(summary["links"])
 
 
@@ -553,3 +555,21 @@ def test_layout_loop_on_one_node():
     assert sorted(html_attr_values(page, "data-link")) == sorted(link_keys(summary))
     for fmt in ("dot", "mermaid"):
         assert "r1:lo1" in render_graph(summary, fmt)
+
+
+# ---------------------------------------------------------------- what `labkit graph TOPO` draws
+
+
+def test_lab_summary_from_file_when_not_up():
+    path = ROOT / "topologies" / "routed-triangle.yaml"
+    name = "graph-nx"  # a name no lab that is up has
+    summary = lab_summary(path, name=name)
+    assert summary == summarize(load_plan(path, name=name))
+    assert "<svg" in render_graph(summary, "html")
+
+
+def test_lab_summary_needs_a_file_or_a_running_lab():
+    with pytest.raises(LabkitError, match="is up"):
+        lab_summary(name="graph-nx")
+    with pytest.raises(LabkitError):
+        lab_summary()
