@@ -17,16 +17,13 @@ import hashlib
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-import jinja2
-
+from labkit import templating
 from labkit.proxy.allocate import ServicePortView, ServiceView
 
 DEFAULT_TABLE = "labkit-proxy"
 MASQUERADE_MARK = 0x4000  # kube-proxy's bit: the policy tables leave it alone
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
 
 @dataclass(frozen=True)
@@ -138,18 +135,8 @@ def plan_node_ruleset(
     )
 
 
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-
-
 def render_ruleset(plan: NodeRuleset) -> str:
-    return _environment().get_template("kube-proxy.nft.j2").render(plan=plan)
+    return templating.render("kube-proxy.nft.j2", trim=True, plan=plan)
 
 
 def render_node_ruleset(
