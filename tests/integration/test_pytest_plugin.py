@@ -44,7 +44,8 @@ def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
 
 
 def names(pytester: pytest.Pytester) -> list[str]:
-    return (pytester.path / "names.txt").read_text().split()
+    path = pytester.path / "names.txt"
+    return path.read_text().split() if path.exists() else []
 
 
 def assert_gone(name: str) -> None:
@@ -127,6 +128,31 @@ def test_module_lab_is_brought_up_once_for_its_tests(inner: pytest.Pytester) -> 
     first, second = names(inner)
     assert first == second
     assert_gone(first)
+
+
+def test_a_lab_left_behind_fails_the_test(inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    from labkit import lab
+
+    real_down = lab.down
+    monkeypatch.setattr(lab, "down", lambda name, runtimes=None: False)  # a down that forgets everything
+    inner.makepyfile("""
+        import pytest
+        from conftest import TWO_HOSTS, record
+
+        @pytest.mark.labkit_topology(TWO_HOSTS)
+        def test_passes(labkit_lab):
+            record(labkit_lab.name)
+    """)
+    try:
+        result = run(inner)
+    finally:
+        for name in names(inner):
+            real_down(name)
+    result.assert_outcomes(passed=1, errors=1)
+    (name,) = names(inner)
+    result.stdout.fnmatch_lines([f"*lab {name} (*two-hosts.yaml) left things behind after down: "
+                                 f"netns lk-{name}.h1, netns lk-{name}.h2, *"])
+    assert_gone(name)
 
 
 def test_setup_failing_halfway_leaves_nothing(inner: pytest.Pytester) -> None:
