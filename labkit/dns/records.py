@@ -439,6 +439,17 @@ class RecordSet:
         return list(self.nodes) + list(self.reverse)
 
     def lookup(self, qname: str, qtype: int) -> Answer:
+        """The answer to (qname, qtype), case-insensitively.
+
+        A name exists if it has records or children (empty non-terminals, RFC 8020):
+        other types get NODATA, names that do not exist NXDOMAIN, both with the SOA.
+        This is CoreDNS's answer everywhere the spec's names are concerned (apex,
+        svc/pod, namespaces, services, endpoints, SRV names, headless services with no
+        ready endpoint: NXDOMAIN). Where CoreDNS's parser has quirks we answer by the
+        rule instead: `_tcp.<svc>...` (an empty non-terminal) and `dns.<zone>` are
+        NODATA, not NXDOMAIN; SOA for a missing name is NXDOMAIN, not NODATA; ANY lists
+        the records; A at an SRV name is NODATA, not the service's address.
+        """
         name = fqdn(qname)
         if name in self.reverse:
             if qtype in (PTR, ANY):
