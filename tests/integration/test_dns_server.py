@@ -302,8 +302,10 @@ def test_fuzz_then_still_answers(srv):
 
 
 def test_forwarding_to_upstream_instance(tmp_path):
+    many = [Endpoint(f"10.1.9.{i}", hostname=f"m{i}") for i in range(1, 61)]
     up = Server(tmp_path, DnsConfig(zone="example.test", services=[
-        Service("default", "web", "ClusterIP", "10.1.2.3")]), workers=1)
+        Service("default", "web", "ClusterIP", "10.1.2.3"),
+        Service("default", "big", "Headless", endpoints=many)]), workers=1)
     try:
         cfg = cluster_config(upstreams=[f"{up.addr}:{up.port}"])
         cfg.services.append(Service("prod", "fwd", "ExternalName",
@@ -317,6 +319,12 @@ def test_forwarding_to_upstream_instance(tmp_path):
                 assert r.question[0].name.to_text() == "WEB.default.svc.example.test."
                 r = down.query("nope.default.svc.example.test.", "A", tcp=tcp)
                 assert r.rcode() == dns.rcode.NXDOMAIN
+            # big answers: truncated over plain UDP, whole with EDNS or over TCP (which
+            # the server asks upstream over TCP after a truncated UDP answer)
+            big = "big.default.svc.example.test."
+            assert down.query(big, "A", use_edns=False).flags & dns.flags.TC
+            assert len(down.query(big, "A", use_edns=0, payload=4096).answer[0]) == 60
+            assert len(down.query(big, "A", use_edns=False, tcp=True).answer[0]) == 60
             # an ExternalName to a name upstream is completed, like CoreDNS does
             for tcp in (False, True):
                 r = down.query("fwd.prod.svc.cluster.local.", "A", tcp=tcp)
