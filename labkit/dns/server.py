@@ -705,6 +705,8 @@ def run(config: str, listen: str, port: int = 53, workers: int | None = None,
             stopping = True
             break
         if info is not None and info.si_signo == signal.SIGHUP:
+            for pid in children:
+                _kill(pid, signal.SIGHUP)
             # Our own copy too: it is what a restarted worker starts from.
             try:
                 state.load()
@@ -712,8 +714,6 @@ def run(config: str, listen: str, port: int = 53, workers: int | None = None,
                 log(f"SIGHUP: config invalid, workers keep their records:\n{e}")
             except Exception as e:  # noqa: BLE001
                 log(f"SIGHUP: reload failed: {e!r}")
-            for pid in children:
-                _kill(pid, signal.SIGHUP)
         while children:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
