@@ -66,7 +66,7 @@ def test_closed_ports_are_reported_fast() -> None:
     udp = agent.probe("udp", "127.0.0.1", free_port(socket.SOCK_DGRAM), 1)
     assert tcp == {"open": False, "reason": "connection refused", "reply": None}
     assert udp == {"open": False, "reason": "port unreachable", "reply": None}
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 0.9    # no waiting for the 1 s timeout
 
 
 def test_udp_silence_is_closed_after_the_timeout() -> None:
@@ -279,9 +279,9 @@ def test_probe_many_runs_everything_at_once(server: dict, cluster_dns: FakeDNS) 
             {"id": 3, "op": "connect", "protocol": "tcp", "host": "nope", "port": 80, "timeout": 1, "dns": dns_conf},
             {"id": 4, "op": "resolve", "name": "db.prod", "timeout": 1, "dns": dns_conf},
             {"id": 5, "op": "connect", "protocol": "udp", "host": "127.0.0.1", "port": mute.getsockname()[1],
-             "timeout": 0.3},
+             "timeout": 0.6},
             {"id": 6, "op": "connect", "protocol": "udp", "host": "127.0.0.1", "port": mute.getsockname()[1],
-             "timeout": 0.3},
+             "timeout": 0.6},
             {"id": 7, "op": "connect", "host": "127.0.0.1"},
         ]
         out = io.StringIO()
@@ -289,14 +289,14 @@ def test_probe_many_runs_everything_at_once(server: dict, cluster_dns: FakeDNS) 
         agent.probe_many(io.StringIO("".join(json.dumps(r) + "\n" for r in requests) + "\n"), out)
         elapsed = time.monotonic() - started
     results = {r["id"]: r for r in map(json.loads, out.getvalue().splitlines())}
-    assert elapsed < 0.55     # the two 0.3 s silences overlap
+    assert elapsed < 1.1      # the two 0.6 s silences overlap
     assert results[0]["open"] and results[0]["reply"] == "pod-a"
     assert results[1]["open"] and results[1]["reason"] == "reply (pod-a)"
     assert results[2]["open"] and results[2]["addresses"] == ["127.0.0.1"]
     assert results[2]["resolved"]["name"] == "local.default.svc.cluster.local."
     assert not results[3]["open"] and results[3]["reason"].startswith("name not resolved: NXDOMAIN (tried ")
     assert (results[4]["status"], results[4]["addresses"]) == ("NOERROR", ["10.96.0.30"])
-    assert results[5]["reason"] == results[6]["reason"] == "no reply in 0.3s"
+    assert results[5]["reason"] == results[6]["reason"] == "no reply in 0.6s"
     assert results[7]["status"] == "ERROR" and results[7]["reason"].startswith("agent error: KeyError")
 
 
