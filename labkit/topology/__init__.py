@@ -34,7 +34,7 @@ def load_topology(path: str | Path, name: str | None = None) -> tuple[Topology, 
         meant = {tuple(e["loc"][:-1]) + (_close_key(e),) for e in errors if e["type"] == "extra_forbidden"}
         errors = [e for e in errors if not (e["type"] == "missing" and tuple(e["loc"]) in meant)]
         errors = _merge_union_errors(errors)
-        raise InputError([_problem(doc, err) for err in errors]) from None
+        raise InputError(_by_line([_problem(doc, err) for err in errors])) from None
 
 
 def load_plan(path: str | Path, runtime: str | None = None, name: str | None = None) -> Plan:
@@ -42,7 +42,8 @@ def load_plan(path: str | Path, runtime: str | None = None, name: str | None = N
     topo, doc = load_topology(path, name)
     plan, problems = build_plan(topo, str(path), runtime)
     if problems:
-        raise InputError([Problem(doc.file, doc.line_of(p.path), _dotted(p.path), p.message) for p in problems])
+        raise InputError(_by_line([Problem(doc.file, doc.line_of(p.path), _dotted(p.path), p.message)
+                                   for p in problems]))
     assert plan is not None
     if plan.cluster is not None:
         # Only clusters pay for manifest parsing. The raw items keep their line numbers.
@@ -63,6 +64,11 @@ def _with_workloads(plan: Plan, workloads: object) -> Plan:
 
 
 _dotted = dotted
+
+
+def _by_line(problems: list[Problem]) -> list[Problem]:
+    """Top to bottom, as the reader goes through the file (stable: same line keeps its order)."""
+    return sorted(problems, key=lambda p: p.line or 0)
 
 # pydantic's wording -> what a topology author needs to read (the value found is appended).
 _IP_EXAMPLES = {

@@ -157,6 +157,7 @@ def build_plan(topo: Topology, source: str, runtime: str | None = None) -> tuple
             out.add(("topology", "kinds", kind), f"unknown kind {kind!r}; valid: {', '.join(NODE_KINDS)}")
 
     settings: dict[str, dict[str, Any]] = {}
+    bad_kind_sources: set[tuple] = set()
     for name, node in body.nodes.items():
         path = ("topology", "nodes", name)
         if not NODE_NAME.match(name):
@@ -172,7 +173,13 @@ def build_plan(topo: Topology, source: str, runtime: str | None = None) -> tuple
             if not unknown_group:  # else the group is the one thing to fix
                 out.add(path, f"no kind given (here, in its group or in defaults); valid: {', '.join(NODE_KINDS)}")
         elif kind not in NODE_KINDS:
-            out.add(path + ("kind",), f"unknown kind {kind!r}; valid: {', '.join(NODE_KINDS)}")
+            # name the level the kind came from, once: a bad kind in defaults is one mistake, not one per node
+            group = body.groups.get(node.group or "")
+            source = (path if node.kind else ("topology", "groups", node.group) if group and group.kind
+                      else ("topology", "defaults")) + ("kind",)
+            if source not in bad_kind_sources:
+                bad_kind_sources.add(source)
+                out.add(source, f"unknown kind {kind!r}; valid: {', '.join(NODE_KINDS)}")
         settings[name] = merged
 
     cluster = _cluster_plan(topo, out)
@@ -225,7 +232,7 @@ def build_plan(topo: Topology, source: str, runtime: str | None = None) -> tuple
             links.append(LinkPlan(LinkEnd(ea.node, ea.interface), LinkEnd(eb.node, eb.interface), link.mtu))
             nets = {a.network for _, a, _ in ends if a is not None}
             if len(nets) == 2:
-                out.add(lpath + (("ipv4",) if link.ipv4 else ()),
+                out.add(lpath + (("ipv4",) if link.ipv4 else ("endpoints", 1)),
                         f"the two ends are in different subnets ({' and '.join(map(str, sorted(nets)))}); "
                         "a veth link is one subnet: give both ends addresses in it")
         bridges = {ep.node for ep, _, _ in ends if settings[ep.node].get("kind") == "bridge"}
@@ -333,18 +340,21 @@ def _check_overlaps(subnets: list[tuple[ipaddress.IPv4Network, tuple, set[str]]]
     Sorted sweep, not all pairs: a chain of a thousand links has two thousand subnets.
     """
     first_use: dict[ipaddress.IPv4Network, tuple[tuple, set[str]]] = {}
+    reported: set[tuple] = set()  # (subnet, link): one message per link, not one per end
     for net, path, bridges in subnets:
         if net not in first_use:
             first_use[net] = (path, bridges)
             continue
         first_path, first_bridges = first_use[net]
-        if path[:3] != first_path[:3] and not (bridges & first_bridges):
+        if path[:3] != first_path[:3] and not (bridges & first_bridges) and (net, path[:3]) not in reported:
+            reported.add((net, path[:3]))
             out.add(path, f"subnet {net} is also used by {_fmt(first_path)}; one subnet spans several links "
                           "only through a bridge node")
     widest: tuple[ipaddress.IPv4Network, tuple] | None = None
     for net in sorted(first_use, key=lambda n: (int(n.network_address), n.prefixlen)):
         if widest and int(net.network_address) <= int(widest[0].broadcast_address):
-            out.add(first_use[net][0], f"subnet {net} overlaps {widest[0]} of {_fmt(widest[1])}")
+            out.add(first_use[net][0], f"subnet {net} overlaps {widest[0]} of {_fmt(widest[1])}; "
+                                       "subnets of different links must not overlap")
         if widest is None or int(net.broadcast_address) > int(widest[0].broadcast_address):
             widest = (net, first_use[net][0])
 
@@ -390,6 +400,9 @@ def _mgmt_plan(topo: Topology, settings: dict[str, dict], out: _Collector
         if node.mgmt_ipv4 is None:
             continue
         path = ("topology", "nodes", name, "mgmt-ipv4")
+        if settings[name].get("kind") == "bridge":
+            out.add(path, f"node {name!r} is a bridge: it has no mgmt interface; remove mgmt-ipv4")
+            continue
         first_free = f"use a host address of {subnet} from {gateway_ip + 1} up"
         if node.mgmt_ipv4 not in subnet:
             out.add(path, f"address {node.mgmt_ipv4} is outside the mgmt subnet {subnet}; {first_free}")
