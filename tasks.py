@@ -65,19 +65,61 @@ def test(c, k=None):
     c.run(shlex.join([sys.executable, "-m", "pytest", "-q", *(["-k", k] if k else [])]), pty=sys.stdout.isatty())
 
 
-@task(help={"sizes": "chain sizes, comma separated", "repeat": "runs per size (best is kept)"})
-def bench(c, sizes="10,100,1000", repeat=3):
-    """Benchmarks against baselines measured in the same run; prints tables, writes nothing."""
-    from tests.bench.bench_lab import print_lab_bench
+BENCHES = ("lab", "cni", "pods", "dns", "runtimes")
 
-    print_lab_bench([int(s) for s in sizes.split(",")], int(repeat))
-    for module, function in (("tests.bench.bench_cni", "print_cni_bench"),
-                             ("tests.bench.bench_dns", "print_dns_bench")):
-        try:
-            runner = getattr(__import__(module, fromlist=[function]), function)
-        except (ImportError, AttributeError):
-            continue
-        runner()
+
+@task(help={"only": f"comma-separated subset of {','.join(BENCHES)}", "sizes": "chain sizes for the lab bench",
+            "repeat": "runs per size (best is kept)"})
+def bench(c, only="lab,cni,pods,dns,runtimes", sizes="10,100,1000", repeat=3):
+    """Benchmarks against baselines measured in the same run; prints tables, writes nothing."""
+    chosen = [b.strip() for b in only.split(",") if b.strip()]
+    unknown = set(chosen) - set(BENCHES)
+    if unknown:
+        sys.exit(f"unknown benchmark(s): {', '.join(sorted(unknown))}; valid: {', '.join(BENCHES)}")
+    if "lab" in chosen:
+        from tests.bench.bench_lab import print_lab_bench
+
+        print_lab_bench([int(s) for s in sizes.split(",")], int(repeat))
+    if "cni" in chosen:
+        from tests.bench.bench_cni import bench_cni_exec
+
+        _print_rows("CNI ADD+DEL as an executable, 200 pods (ms)", bench_cni_exec(200))
+    if "pods" in chosen:
+        from tests.bench.bench_pods import print_pods_bench
+
+        print_pods_bench(300)
+    if "dns" in chosen:
+        from tests.bench.bench_dns import bench_dns
+
+        result = bench_dns(10)
+        _print_rows("DNS queries/s under dnsperf", {
+            "labkit": {"qps": result["labkit_qps"]}, "dnsmasq": {"qps": result["dnsmasq_qps"]},
+            "labkit/dnsmasq": {"qps": result["ratio"]}})
+    if "runtimes" in chosen:
+        from tests.bench.bench_runtimes import print_runtime_bench
+
+        print_runtime_bench(50)
+
+
+def _print_rows(title: str, rows: dict) -> None:
+    """A table from {row: {column: value}} (nested dicts of numbers, as the bench modules return)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    first = next(v for v in rows.values() if isinstance(v, dict))
+    columns = [k for k, v in first.items() if not isinstance(v, dict)]
+    table.add_column("")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for name, values in rows.items():
+        if isinstance(values, dict):
+            table.add_row(name, *(f"{values.get(c, ''):.2f}" if isinstance(values.get(c), float)
+                                  else str(values.get(c, "")) for c in columns))
+    Console().print(table)
+    notes = ", ".join(f"{k}: {v}" for k, v in rows.items() if not isinstance(v, dict))
+    if notes:
+        Console().print(notes)
 
 
 @task(help={"force": "rebuild even if present"})
