@@ -425,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--udp", default="", help="comma-separated UDP ports")
     p_serve.add_argument("--reply", default=None, help="the line to answer with (default: hostname)")
     p_serve.add_argument("--bind", default="0.0.0.0")
+    p_serve.add_argument("--until-eof", action="store_true",
+                         help="stop when stdin closes (so the agent dies with whoever started it)")
     p_probe = sub.add_parser("probe", help="is HOST PORT open? exit 0 open, 1 closed")
     proto = p_probe.add_mutually_exclusive_group()
     proto.add_argument("--tcp", dest="protocol", action="store_const", const="tcp")
@@ -445,7 +447,15 @@ def main(argv: list[str] | None = None) -> int:
         tcp, udp = _ports(args.tcp), _ports(args.udp)
         if not tcp and not udp:
             parser.error("serve: give --tcp and/or --udp ports")
-        return serve(tcp, udp, args.reply, args.bind)
+        stop = threading.Event()
+        if args.until_eof:
+            def watch() -> None:
+                while sys.stdin.buffer.read(4096):
+                    pass
+                stop.set()
+
+            threading.Thread(target=watch, daemon=True).start()
+        return serve(tcp, udp, args.reply, args.bind, stop=stop)
     if args.cmd == "probe":
         host = args.host
         if not _ipv4(host):

@@ -757,13 +757,18 @@ class Servers:
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.terminate()
+            if proc.stdin:
+                try:
+                    proc.stdin.close()
+                except OSError:
+                    pass
         for proc in self.procs.values():
             try:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-            for stream in (proc.stdout, proc.stderr):
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
                 if stream:
                     stream.close()
         self.procs.clear()
@@ -800,12 +805,13 @@ def serve_ports(lab_status: Mapping[str, Any], targets: Mapping[str, Iterable[in
         for where, ports in targets.items():
             src = view.source(where)
             tcp, udp = _split_ports(where, ports)
-            args = ["serve", "--reply", where.split("/")[-1]]
+            args = ["serve", "--until-eof", "--reply", where.split("/")[-1]]
             if tcp:
                 args += ["--tcp", ",".join(map(str, tcp))]
             if udp:
                 args += ["--udp", ",".join(map(str, udp))]
-            servers.procs[where] = subprocess.Popen(agent_argv(src.netns_path, *args), stdin=subprocess.DEVNULL,
+            # stdin stays open while we live: the agent stops when it closes, even if we crash
+            servers.procs[where] = subprocess.Popen(agent_argv(src.netns_path, *args), stdin=subprocess.PIPE,
                                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                                     env=_agent_env(), start_new_session=True)
         deadline = time.monotonic() + ready_timeout

@@ -346,3 +346,16 @@ def test_probe_path_imports_nothing_heavy() -> None:
             "'yaml', 'labkit')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "['labkit', 'labkit.agent']"
+
+
+def test_serve_until_eof_stops_when_its_parent_goes() -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "labkit.agent", "serve", "--until-eof", "--tcp", "0",
+                             "--bind", "127.0.0.1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            cwd=ROOT)
+    assert proc.stdout is not None and proc.stdin is not None
+    port = json.loads(proc.stdout.readline())["tcp"][0]
+    assert agent.probe_tcp("127.0.0.1", port, 1)["open"]
+    proc.stdin.close()
+    assert proc.wait(5) == 0
+    proc.stdout.close()
+    assert agent.probe_tcp("127.0.0.1", port, 1)["reason"] == "connection refused"
