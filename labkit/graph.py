@@ -491,7 +491,12 @@ def layout(model: Model) -> Layout:
             label_w, label_h = max(label_w, w), max(label_h, h)
     has_bus = model.mgmt is not None and any(n.mgmt_ifname for n in model.nodes)
     gap_x = max(90.0, 2 * label_w + 44) if model.links else 70.0
-    gap_y = max(64.0, 2 * label_h + 56) if model.links else 48.0
+    degree: dict[str, int] = {}
+    for link in model.links:
+        for end in (link.a, link.b):
+            degree[end.node] = degree.get(end.node, 0) + 1
+    crowd = max(0, max(degree.values(), default=0) - 3)  # busy nodes: more room for labels
+    gap_y = max(64.0, 2 * label_h + 56 + 24 * min(crowd, 4)) if model.links else 48.0
     bus_gap = 30.0 if has_bus else 0.0
     gap_y += bus_gap
 
@@ -559,13 +564,10 @@ def _pod_text(pod: Pod) -> str:
     return pod.name if pod.namespace == "default" else pod.key
 
 
-# neighbour preference, relative to the node that reached this one: right, left, down, diagonals
-_PREFER = [(1, 0), (-1, 0), (0, 1), (1, 1), (-1, 1), (0, -1), (1, -1), (-1, -1)]
-
-
 def _place(model: Model, columns: int) -> dict[str, tuple[int, int]]:
-    """Grid cells (col, row) for every node: components one after another, greedy inside each."""
-    order = [n.name for n in model.nodes]
+    """Grid cells (col, row) for every node: components in bands of rows one below the other,
+    greedy inside each; nodes without links fill up the last row, then rows of their own."""
+    order = {n.name: i for i, n in enumerate(model.nodes)}
     adjacency: dict[str, list[str]] = {name: [] for name in order}
     for link in model.links:
         a, b = link.a.node, link.b.node
@@ -588,52 +590,55 @@ def _place(model: Model, columns: int) -> dict[str, tuple[int, int]]:
                 if other not in seen:
                     seen.add(other)
                     stack.append(other)
-        components.append(sorted(comp, key=order.index))
+        components.append(sorted(comp, key=order.__getitem__))
 
-    taken: dict[tuple[int, int], str] = {}
     cells: dict[str, tuple[int, int]] = {}
-
-    def next_row() -> int:
-        return max((r for _, r in taken), default=-1) + 1
-
+    band = 0  # the first row below everything placed so far
     for comp in (c for c in components if len(c) > 1):
         degree = {name: len(adjacency[name]) for name in comp}
         pathlike = max(degree.values()) <= 2
         ends = [name for name in comp if degree[name] == 1]
-        start = ends[0] if pathlike and ends else max(comp, key=lambda nm: (degree[nm], -order.index(nm)))
-        row0 = next_row()
-        start_col = 0 if pathlike else columns // 2
-        taken[(start_col, row0)] = start
-        cells[start] = (start_col, row0)
-        queue, parent = [start], {start: start}
+        # a path starts at an end in the first column and snakes; anything else grows around
+        # its best connected node, in the middle, upwards as well as downwards
+        start = ends[0] if pathlike and ends else max(comp, key=lambda nm: (degree[nm], -order[nm]))
+        taken: dict[tuple[int, int], str] = {(0 if pathlike else columns // 2, 0): start}
+        local = {start: next(iter(taken))}
+        queue, parent = [start], {start}
         while queue:
             current = queue.pop(0)
             for other in adjacency[current]:
                 if other in parent:
                     continue
-                parent[other] = current
-                placed = [cells[x] for x in adjacency[other] if x in cells]
-                cell = _best_cell(placed, cells[current], taken, columns, row0)
+                parent.add(other)
+                placed = [local[x] for x in adjacency[other] if x in local]
+                cell = _best_cell(placed, local[current], taken, columns, upwards=not pathlike)
                 taken[cell] = other
-                cells[other] = cell
+                local[other] = cell
                 queue.append(other)
-    # nodes without links fill the rest of the last row, then rows of their own
-    row = max((r for _, r in taken), default=0)
-    col = max((c for c, r in taken if r == row), default=-1) + 1
+        top = min(r for _, r in local.values())
+        for name, (col, row) in local.items():
+            cells[name] = (col, row - top + band)
+        band = max(r for _, r in cells.values()) + 1
+    row = band - 1 if cells else 0
+    col = max((c for c, r in cells.values() if r == row), default=-1) + 1
     for comp in (c for c in components if len(c) == 1):
         if col >= columns:
             row, col = row + 1, 0
-        taken[(col, row)] = comp[0]
         cells[comp[0]] = (col, row)
         col += 1
     return cells
 
 
+# neighbour preference, relative to the node that reached this one: right, left, down, diagonals
+_PREFER = [(1, 0), (-1, 0), (0, 1), (1, 1), (-1, 1), (0, -1), (1, -1), (-1, -1)]
+
+
 def _best_cell(placed: list[tuple[int, int]], parent: tuple[int, int], taken: dict[tuple[int, int], str],
-               columns: int, row0: int) -> tuple[int, int]:
-    bottom = max(r for _, r in taken) + 2
+               columns: int, upwards: bool) -> tuple[int, int]:
+    """The free cell nearest (in summed distance) to the placed neighbours; ties go by _PREFER."""
+    rows = [r for _, r in taken]
     best: tuple[Any, ...] | None = None
-    for row in range(row0, bottom + 1):
+    for row in range(min(rows) - 2 if upwards else min(rows), max(rows) + 3):
         for col in range(columns):
             if (col, row) in taken:
                 continue
@@ -730,10 +735,6 @@ def _link_shapes(links: list[Link], boxes: dict[str, NodeBox], label_h: float) -
     return shapes
 
 
-def _overlaps(a: Label, x: float, y: float, w: float, h: float, pad: float = 2) -> bool:
-    return a.x < x + w + pad and x < a.x + a.w + pad and a.y < y + h + pad and y < a.y + a.h + pad
-
-
 def _declutter(shapes: list[LinkShape], boxes: dict[str, NodeBox]) -> None:
     """Move a label that covers a node or an earlier label away from its node, step by step,
     until it is clear (loops' labels last: they give way)."""
@@ -741,16 +742,33 @@ def _declutter(shapes: list[LinkShape], boxes: dict[str, NodeBox]) -> None:
     labels += [lbl for s in shapes if s.link.a.node == s.link.b.node for lbl in (s.a, s.b)]
     rects = [(b.x, b.y, b.w, b.h) for b in boxes.values()]
     placed: list[Label] = []
+    # candidates nearest first: out along the link, then sideways as well
+    moves = sorted({(a, c) for a in range(0, 31) for c in range(-12, 13)},
+                   key=lambda m: (m[0] ** 2 + 2 * m[1] ** 2, m[0], m[1]))
     for label in labels:
         x0, y0 = label.x, label.y
-        for step in range(0, 31):
-            label.x, label.y = x0 + label.ux * step * 6, y0 + label.uy * step * 6
-            if not any(_overlaps(label, *r, pad=0) for r in rects) and not any(
-                    _overlaps(label, p.x, p.y, p.w, p.h, pad=1) for p in placed):
+        px, py = -label.uy, label.ux
+        best: tuple[float, float, float] | None = None  # (covered area, x, y): the least bad
+        for along, across in moves:
+            label.x = x0 + (label.ux * along + px * across) * 6
+            label.y = y0 + (label.uy * along + py * across) * 6
+            covered = sum(_area(label, *r) for r in rects) * 4 + sum(
+                _area(label, p.x - 1, p.y - 1, p.w + 2, p.h + 2) for p in placed)
+            if covered == 0:
                 break
+            if best is None or covered < best[0]:
+                best = (covered, label.x, label.y)
         else:
-            label.x, label.y = x0, y0
+            if best is not None:
+                label.x, label.y = best[1], best[2]
         placed.append(label)
+
+
+def _area(a: Label, x: float, y: float, w: float, h: float) -> float:
+    """How much of the rectangle (x, y, w, h) the label covers."""
+    dx = min(a.x + a.w, x + w) - max(a.x, x)
+    dy = min(a.y + a.h, y + h) - max(a.y, y)
+    return dx * dy if dx > 0 and dy > 0 else 0.0
 
 
 def _unit(x: float, y: float) -> tuple[float, float]:

@@ -10,6 +10,7 @@ layout keeps boxes and labels apart, also for a 50-node chain.
 from __future__ import annotations
 
 import copy
+import itertools
 import html.parser
 import re
 import shutil
@@ -573,3 +574,45 @@ def test_lab_summary_needs_a_file_or_a_running_lab():
         lab_summary(name="graph-nx")
     with pytest.raises(LabkitError):
         lab_summary()
+
+
+def shape_summary(name: str, nodes: list[str], pairs: list[tuple[str, str]], kinds: dict | None = None) -> dict:
+    """A lab of linux nodes joined as `pairs` says, an address at every end."""
+    ifaces: dict[str, list] = {n: [] for n in nodes}
+    links = []
+    for i, (a, b) in enumerate(pairs):
+        ia, ib = f"eth{len(ifaces[a]) + 1}", f"eth{len(ifaces[b]) + 1}"
+        ifaces[a].append({"name": ia, "ipv4": [f"10.{i}.0.1/30"], "peer": f"{b}:{ib}"})
+        ifaces[b].append({"name": ib, "ipv4": [f"10.{i}.0.2/30"], "peer": f"{a}:{ia}"})
+        links.append({"a": f"{a}:{ia}", "b": f"{b}:{ib}"})
+    return {"name": name, "runtime": "netns", "links": links, "pods": [], "services": [], "mgmt": None,
+            "nodes": [{"name": n, "kind": (kinds or {}).get(n, "linux"), "interfaces": ifaces[n]} for n in nodes]}
+
+
+SHAPES = {
+    "star": shape_summary("star", ["sw", *(f"h{i}" for i in range(10))], [("sw", f"h{i}") for i in range(10)],
+                          {"sw": "bridge"}),
+    "mesh": shape_summary("mesh", [f"r{i}" for i in range(6)], list(itertools.combinations(
+        [f"r{i}" for i in range(6)], 2))),
+    "ring": shape_summary("ring", [f"r{i}" for i in range(12)], [(f"r{i}", f"r{(i + 1) % 12}") for i in range(12)]),
+    "tree": shape_summary("tree", ["core", *(f"agg{i}" for i in range(3)),
+                                   *(f"leaf{i}{j}" for i in range(3) for j in range(3))],
+                          [("core", f"agg{i}") for i in range(3)]
+                          + [(f"agg{i}", f"leaf{i}{j}") for i in range(3) for j in range(3)]),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_layout_common_shapes_readable(shape):
+    summary = SHAPES[shape]
+    assert_readable(summary, max_width=1900)
+    page = render_graph(summary, "html")
+    assert sorted(html_attr_values(page, "data-link")) == sorted(link_keys(summary))
+
+
+def test_layout_tree_keeps_leaves_by_their_parent():
+    drawn = layout(build_model(SHAPES["tree"]))
+    cells = {b.node.name: (b.col, b.row) for b in drawn.nodes}
+    for link in SHAPES["tree"]["links"]:
+        (ca, ra), (cb, rb) = cells[link["a"].split(":")[0]], cells[link["b"].split(":")[0]]
+        assert max(abs(ca - cb), abs(ra - rb)) == 1, "every link of the tree joins neighbouring cells"
