@@ -137,9 +137,20 @@ class State:
         self.gen = 0
         self.ra = False
         self.memo: dict = {}
+        self.text: str | None = None
 
-    def load(self) -> None:
-        cfg = R.DnsConfig.load(self.config_path)
+    def load(self) -> bool:
+        """(Re)read the config file; False if its content is what is loaded already
+        (a burst of SIGHUPs costs one rebuild). Raises ConfigError, keeping the old
+        records, if the file is bad."""
+        try:
+            with open(self.config_path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise R.ConfigError([f"cannot read: {e.strerror}"], self.config_path) from None
+        if text == self.text:
+            return False
+        cfg = R.DnsConfig.from_json(text, self.config_path)
         serial = cfg.serial or _file_serial(self.config_path)
         rs = R.build_records(cfg, serial=serial)
         ra = bool(rs.upstreams)
@@ -158,6 +169,8 @@ class State:
         self.exact_base = exact
         self.reset_exact()
         self.dynamic = []
+        self.text = text
+        return True
 
     def reset_exact(self) -> None:
         self.exact.clear()
@@ -604,8 +617,8 @@ def worker_main(state: State, udp: socket.socket, tcp: socket.socket) -> None:
 
     def on_hup(signum, frame) -> None:
         try:
-            state.load()
-            log(f"reloaded {state.config_path}")
+            if state.load():
+                log(f"reloaded {state.config_path}")
         except R.ConfigError as e:
             log(f"reload failed, keeping the previous records:\n{e}")
         except Exception as e:  # noqa: BLE001

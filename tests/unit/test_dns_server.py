@@ -81,3 +81,14 @@ def test_reload_replaces_learnt_and_cached_answers(tmp_path):
     assert state.exact[q[2:]].endswith(bytes([10, 96, 0, 6]))
     r = dns.message.from_wire(server.answer_query(state, q, tcp=False))
     assert r.answer[0][0].address == "10.96.0.6"
+
+
+def test_reload_of_unchanged_content_is_free(tmp_path):
+    path = tmp_path / "dns.json"
+    DnsConfig(services=[Service("a", "b", "ClusterIP", "10.96.0.5")]).dump(str(path))
+    state = server.State(str(path))
+    assert state.load() is True
+    table = dict(state.entries)
+    assert state.load() is False and state.entries == table
+    DnsConfig(services=[Service("a", "b", "ClusterIP", "10.96.0.6")]).dump(str(path))
+    assert state.load() is True and state.entries != table
