@@ -105,7 +105,7 @@ def _problem(doc: Document, err: dict) -> Problem:
         message = "unknown key" + (f" (did you mean {close!r}?)" if close else "")
         message += f"; valid keys: {', '.join(valid)}" if valid else ""
     elif kind == "missing":
-        message = "required key is missing"
+        message = "required key is missing" + (f", e.g. {_EXAMPLES[loc[-1]]}" if loc[-1] in _EXAMPLES else "")
     elif kind in _IP_EXAMPLES:
         what, example, parse = _IP_EXAMPLES[kind]
         try:
@@ -125,6 +125,17 @@ def _problem(doc: Document, err: dict) -> Problem:
             message += shown
     return Problem(doc.file, doc.line_of(loc), _dotted(loc), message)
 
+
+# what a missing required key looks like when given
+_EXAMPLES = {
+    "name": "'name: lab1' (1-12 lowercase letters, digits or '-')",
+    "topology": "'topology: {nodes: {h1: {kind: linux}}}'",
+    "nodes": "'nodes: {h1: {kind: linux}}'",
+    "node": "'node: h1'",
+    "interface": "'interface: eth1'",
+    "endpoints": "'endpoints: [\"h1:eth1\", \"h2:eth1\"]'",
+    "dst": "'dst: 10.0.2.0/24' or 'dst: default'",
+}
 
 _UNION_TAGS = {"str": "a string", "int": "an integer", "dict[str,any]": "a mapping"}
 

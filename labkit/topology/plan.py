@@ -317,7 +317,8 @@ def build_plan(topo: Topology, source: str, runtime: str | None = None) -> tuple
             try:
                 commands.append(tuple(shlex.split(command)))
             except ValueError as exc:
-                out.add(path + ("exec", ci), f"cannot split command {command!r}: {exc}")
+                out.add(path + ("exec", ci), f"cannot split command {command!r}: {exc}; "
+                                             "it is split like a shell would: close every quote")
         nodes.append(NodePlan(
             name=name, kind=s.get("kind", "linux"), index=index, netns=node_netns(topo.name, name),
             image=s.get("image"), interfaces=tuple(interfaces), routes=tuple(routes),
