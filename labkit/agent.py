@@ -43,11 +43,13 @@ import os
 import socket
 import sys
 import threading
+import time
 
 # A DNS message with opcode STATUS (2) asking for ".": any DNS server answers it at once
 # (NOTIMP or FORMERR) without forwarding it anywhere; `serve` answers it like any datagram.
 UDP_PROBE_PAYLOAD = bytes.fromhex("6c6b1000" "0001" "0000" "0000" "0000" "00" "0002" "0001")
 BANNER_WAIT = 0.2     # after connecting, how long to wait for a first line from the server
+RETRY_EVERY = 0.25    # a new SYN / datagram this often until the timeout
 
 
 def _ipv4(text: str) -> bool:
@@ -82,10 +84,28 @@ def _os_reason(exc: OSError, timeout: float) -> str:
 # ---------------------------------------------------------------- probes
 
 
+def _connect(host: str, port: int, timeout: float) -> socket.socket:
+    """Connect within `timeout`, sending a fresh SYN every RETRY_EVERY seconds.
+
+    The kernel would resend a lost SYN only after 1 s, which is the whole budget of a
+    check; a SYN dropped because a listener's accept queue was full for a moment (a
+    small backlog, many probes at once) is thus retried in time. A refusal ends at once.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        attempt = min(RETRY_EVERY, remaining) if remaining > RETRY_EVERY * 1.5 else remaining
+        try:
+            return socket.create_connection((host, port), timeout=max(attempt, 0.001))
+        except (socket.timeout, TimeoutError):
+            if deadline - time.monotonic() <= 0.001:
+                raise
+
+
 def probe_tcp(host: str, port: int, timeout: float = 1.0) -> dict:
     """{"open": bool, "reason": str, "reply": first line the server sent, or None}."""
     try:
-        sock = socket.create_connection((host, port), timeout=timeout)
+        sock = _connect(host, port, timeout)
     except OSError as exc:
         return {"open": False, "reason": _os_reason(exc, timeout), "reply": None}
     reply = None
@@ -102,18 +122,27 @@ def probe_tcp(host: str, port: int, timeout: float = 1.0) -> dict:
 
 
 def probe_udp(host: str, port: int, timeout: float = 1.0) -> dict:
-    """Open means an answer came back; an ICMP port unreachable or silence means closed."""
+    """Open means an answer came back; an ICMP port unreachable or silence means closed.
+
+    The datagram is sent again every RETRY_EVERY seconds until the timeout.
+    """
     try:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     except OSError as exc:
         return {"open": False, "reason": _os_reason(exc, timeout), "reply": None}
+    deadline = time.monotonic() + timeout
     try:
-        sock.settimeout(timeout)
         sock.connect((host, port))
-        sock.send(UDP_PROBE_PAYLOAD)
-        data = sock.recv(4096)
-    except (socket.timeout, TimeoutError):
-        return {"open": False, "reason": f"no reply in {_fmt_seconds(timeout)}", "reply": None}
+        while True:
+            sock.send(UDP_PROBE_PAYLOAD)
+            remaining = deadline - time.monotonic()
+            sock.settimeout(max(min(RETRY_EVERY, remaining), 0.001))
+            try:
+                data = sock.recv(4096)
+                break
+            except (socket.timeout, TimeoutError):
+                if deadline - time.monotonic() <= 0.001:
+                    return {"open": False, "reason": f"no reply in {_fmt_seconds(timeout)}", "reply": None}
     except ConnectionRefusedError:
         return {"open": False, "reason": "port unreachable", "reply": None}
     except OSError as exc:
@@ -154,12 +183,22 @@ def _server(nameserver: str) -> tuple[str, int]:
 def _dns_exchange(wire: bytes, nameserver: str, timeout: float) -> bytes:
     """One query over UDP; again over TCP when the answer is truncated."""
     server = _server(nameserver)
+    deadline = time.monotonic() + timeout
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(timeout)
         sock.connect(server)
-        sock.send(wire)
+        resend = 0.0
         while True:
-            data = sock.recv(65535)
+            now = time.monotonic()
+            if now >= deadline:
+                raise TimeoutError("no answer")
+            if now >= resend:   # the query again every 2*RETRY_EVERY, in case one was lost
+                sock.send(wire)
+                resend = now + 2 * RETRY_EVERY
+            sock.settimeout(max(min(resend, deadline) - now, 0.001))
+            try:
+                data = sock.recv(65535)
+            except (socket.timeout, TimeoutError):
+                continue
             if data[:2] == wire[:2]:
                 break
     if len(data) > 2 and data[2] & 0x02:  # TC
@@ -299,7 +338,9 @@ def probe_many(inp=None, out=None) -> int:
     lock = threading.Lock()
 
     def work(req: dict) -> None:
+        started = time.monotonic()
         result = run_request(req)
+        result["elapsed"] = round(time.monotonic() - started, 4)
         line = json.dumps(result)
         with lock:
             out.write(line + "\n")
