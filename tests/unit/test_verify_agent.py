@@ -359,3 +359,46 @@ def test_serve_until_eof_stops_when_its_parent_goes() -> None:
     assert proc.wait(5) == 0
     proc.stdout.close()
     assert agent.probe_tcp("127.0.0.1", port, 1)["reason"] == "connection refused"
+
+
+def _full_listener() -> tuple[socket.socket, list[socket.socket]]:
+    """A listener whose accept queue is full: new SYNs are dropped until someone accepts."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)
+    fillers = []
+    for _ in range(3):
+        c = socket.socket()
+        c.setblocking(False)
+        try:
+            c.connect(srv.getsockname())
+        except BlockingIOError:
+            pass
+        fillers.append(c)
+    time.sleep(0.1)
+
+    def drain() -> None:
+        time.sleep(0.25)
+        srv.settimeout(2)
+        for _ in range(8):
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            conn.close()
+
+    threading.Thread(target=drain, daemon=True).start()
+    return srv, fillers
+
+
+@pytest.mark.parametrize("retry_every, opened", [(agent.RETRY_EVERY, True), (10.0, False)])
+def test_a_dropped_syn_is_sent_again_within_the_timeout(monkeypatch, retry_every: float, opened: bool) -> None:
+    monkeypatch.setattr(agent, "RETRY_EVERY", retry_every)
+    srv, fillers = _full_listener()
+    try:
+        result = agent.probe_tcp("127.0.0.1", srv.getsockname()[1], 0.8)
+    finally:
+        for s in [srv, *fillers]:
+            s.close()
+    # the kernel alone would resend the SYN only after 1 s: too late for a 0.8 s check
+    assert result["open"] is opened, result
