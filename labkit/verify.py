@@ -743,6 +743,21 @@ def verify_topology(path: str, name: str | None = None, timeout: float = DEFAULT
     return run_checks(lab.status(lab_name)[0], expects, timeout)
 
 
+def run_verify(topology: str, name: str | None = None, output_format: str = "table",
+               timeout: float = DEFAULT_TIMEOUT, file: Any = None) -> int:
+    """The whole `labkit verify TOPO [--name LAB] [--format table|json]` verb: print, return the exit code.
+
+    Raises InputError (bad `expect:`, exit code 2) or LabkitError (lab not up) for the caller to print.
+    """
+    if output_format not in ("table", "json"):
+        raise LabkitError(f"unknown format {output_format!r}; valid: table, json")
+    report = verify_topology(topology, name=name, timeout=timeout)
+    if output_format == "json":
+        print(report.as_json(), file=file or sys.stdout, flush=True)
+        return report.exit_code
+    return print_report(report, file=file)
+
+
 # ---------------------------------------------------------------- serving ports for tests and demos
 
 

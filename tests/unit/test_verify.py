@@ -391,3 +391,23 @@ def test_serve_ports_rejects_bad_port_specs() -> None:
     assert str(info.value) == "serve_ports: cp: '80/sctp' is not PORT, PORT/tcp or PORT/udp"
     with pytest.raises(verify.LabkitError, match="has no node or pod 'r9'"):
         verify.serve_ports(status, {"r9": [80]})
+
+
+@pytest.mark.parametrize("fmt", ["table", "json"])
+def test_run_verify_prints_and_returns_the_exit_code(monkeypatch, fmt: str) -> None:
+    calls = []
+
+    def fake(path, name=None, timeout=1.0):
+        calls.append((path, name, timeout))
+        return _report()
+
+    monkeypatch.setattr(verify, "verify_topology", fake)
+    out = io.StringIO()
+    assert verify.run_verify("kube3.yaml", name="k", output_format=fmt, file=out) == 1
+    assert calls == [("kube3.yaml", "k", 1.0)]
+    if fmt == "json":
+        assert json.loads(out.getvalue())["ok"] is False
+    else:
+        assert "not as expected:" in out.getvalue()
+    with pytest.raises(verify.LabkitError, match="unknown format 'yaml'; valid: table, json"):
+        verify.run_verify("kube3.yaml", output_format="yaml")
