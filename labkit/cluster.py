@@ -226,6 +226,20 @@ def apply_services(b: Build) -> None:
                             node_ips=[str(node.mgmt_ipv4.ip)])
 
 
+def apply_policies(b: Build) -> None:
+    """NetworkPolicies, compiled per node: egress judged where a pod sends, ingress where it receives."""
+    from labkit.policy import apply_node_policies
+
+    plan, workloads = b.plan, workloads_of(b.plan)
+    if workloads is None or not workloads.network_policies:
+        return
+    pod_ips = {f"{p.namespace}/{p.name}": p.ip for p in b.pods if p.ip}
+    pod_nodes = {f"{p.namespace}/{p.name}": p.node for p in b.pods}
+    for node in k8s_nodes(plan):
+        apply_node_policies(b.sandboxes[node.name].netns_path, workloads, pod_ips, node_name=node.name,
+                            pod_nodes=pod_nodes, node_ips=[str(node.mgmt_ipv4.ip)])
+
+
 def dns_config(plan: Plan, services: list, workloads: Workloads):
     """What the DNS server serves, from the service views (the same ones the data plane uses)."""
     from labkit.dns import records

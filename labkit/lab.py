@@ -72,6 +72,7 @@ def up(path: str, runtime: str | None = None, progress: Progress | None = None,
         ("pods", cluster.start_pods),
         ("services", cluster.apply_services),
         ("dns", cluster.start_dns),
+        ("policies", cluster.apply_policies),
         ("exec", run_exec),
     ]
     for name, phase in phases:
