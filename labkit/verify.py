@@ -565,7 +565,7 @@ def _print_rich(report: Report, console: Any) -> None:
 
     rows, cols, cells = report.grid()
     if rows:
-        table = Table(title=f"lab {report.lab}: from \\ to", title_justify="left", show_lines=False)
+        table = Table(title=f"lab {report.lab}", title_justify="left", show_lines=False)
         table.add_column("from \\ to", style="bold")
         for c in cols:
             table.add_column(c, justify="center")
