@@ -439,3 +439,19 @@ def test_problems_are_collected_with_lines(tmp_path: Path) -> None:
         (6, "topology.nodes.h2.kind"), (8, "topology.links[0].endpoints[1]"),
     ]
     assert all(p.file == str(path) for p in problems)
+
+
+# ---------------------------------------------------------------- runtime and name overrides
+
+
+def test_runtime_from_file_or_from_the_caller(tmp_path: Path) -> None:
+    path = _write(tmp_path, BRIEF)
+    assert load_plan(path).runtime == "netns"
+    assert load_plan(path, runtime="docker").runtime == "docker"
+    docker = _write(tmp_path, BRIEF.replace("name: forms", "name: forms\n    runtime: docker"), "d.yaml")
+    assert load_plan(docker).runtime == "docker"
+
+
+def test_plan_source_is_the_path_given(tmp_path: Path) -> None:
+    path = _write(tmp_path, BRIEF)
+    assert load_plan(path).source == str(path)
