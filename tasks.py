@@ -47,6 +47,13 @@ def exec_(c, lab, target, cmd):
     sys.exit(result.exited)
 
 
+@task(help={"topo": "topology file", "name": "the running lab's name, if not the file's", "format": "table or json"})
+def verify(c, topo="topologies/netpol-demo.yaml", name=None, format="table"):  # noqa: A002 - the flag is --format
+    """Check the topology's expect: against the running lab (a from/to matrix); exit 1 on any miss."""
+    result = _labkit(c, "verify", topo, *(["--name", name] if name else []), "--format", format, warn=True)
+    sys.exit(result.exited)
+
+
 @task(help={"topo": "topology file"})
 def validate(c, topo=DEFAULT_TOPOLOGY):
     """Check a topology file (needs no root)."""
@@ -134,5 +141,5 @@ def lint(c):
     c.run(f"{sys.executable} -m ruff check labkit tests tasks.py")
 
 
-lab = Collection("lab", up, down, status, exec_, validate, list_)
+lab = Collection("lab", up, down, status, exec_, verify, validate, list_)
 ns = Collection(lab, test, bench, image, lint)

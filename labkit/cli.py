@@ -37,6 +37,12 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("target")
     ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...")
 
+    ver = sub.add_parser("verify", help="check the topology's expect: against the running lab; exit 1 on a miss")
+    ver.add_argument("topology")
+    ver.add_argument("--name", help="the running lab's name, if it was brought up with --name")
+    ver.add_argument("--format", choices=["table", "json"], default="table")
+    ver.add_argument("--timeout", type=float, default=1.0, help="seconds per probe")
+
     val = sub.add_parser("validate", help="check a topology file; needs no root")
     val.add_argument("topology")
 
@@ -111,6 +117,10 @@ def run(argv: Sequence[str]) -> int:
         existed = lab.down(name)
         print(f"lab {name}: {'removed' if existed else 'was not up; nothing to remove'}")
         return 0
+    if args.verb == "verify":
+        from labkit.verify import run_verify
+
+        return run_verify(args.topology, name=args.name, output_format=args.format, timeout=args.timeout)
     if args.verb == "exec":
         command = list(args.argv)
         if command[:1] == ["--"]:

@@ -267,7 +267,7 @@ def summarize(plan: Plan, build: Build | None = None) -> dict[str, Any]:
                  "host_access": plan.mgmt.host_access} if plan.mgmt else None,
         "pods": [p.as_status() for p in build.pods] if build else [],
         "services": [s.as_status() for s in build.services] if build else [],
-        "dns": {"ip": str(plan.cluster.dns_ip)} if plan.cluster else None,
+        "dns": {"ip": str(plan.cluster.dns_ip), "domain": plan.cluster.domain} if plan.cluster else None,
         "timings": dict(build.timings) if build else {},
     }
 

@@ -45,6 +45,10 @@ def load_plan(path: str | Path, runtime: str | None = None, name: str | None = N
         raise InputError(_by_line([Problem(doc.file, doc.line_of(p.path), _dotted(p.path), p.message)
                                    for p in problems]))
     assert plan is not None
+    if topo.expect:
+        from labkit.verify import parse_expects
+
+        parse_expects(doc.data.get("expect"), file=doc.file, line_of=doc.line_of)
     if plan.cluster is not None:
         # Only clusters pay for manifest parsing. The raw items keep their line numbers.
         from labkit.cluster import check_workloads, system_manifests
