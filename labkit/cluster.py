@@ -6,6 +6,7 @@ go through the components (labkit.cni, the runtime), never hand-rolled here.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,8 @@ from labkit.cni import backends
 from labkit.cni.conflist import execute_conflist, write_conflist
 from labkit.cni.errors import CNIError
 from labkit.errors import LabkitError
+from labkit.net import netns
+from labkit.net.netlink import Batch, link_indexes
 from labkit.runtime import ContainerSpec, PodSpec, Sandbox
 from labkit.topology.plan import ClusterPlan, Plan, netns_prefix
 
@@ -120,12 +123,21 @@ def setup_pod_network(b: Build) -> None:
         write_conflist(os.path.dirname(conflist_path(plan.lab, node.name)), CNI_NETWORK, node.pod_cidr,
                        mtu=pod_mtu(cluster),
                        data_dir=os.path.join(state.lab_dir(plan.lab), "ipam", node.name))
+    for node in nodes:  # a node's own processes reach ClusterIPs: DNAT in output needs a route first
+        netns.run_in_netns(node.netns_path, functools.partial(_route_services, str(cluster.service_cidr)))
     try:
         backends.apply_cluster(cluster.backend, nodes)
         for node in nodes:
             backends.apply_masquerade(node.netns_path, str(cluster.pod_cidr), pod_cidr=node.pod_cidr)
     except backends.BackendError as exc:
         raise LabkitError(str(exc)) from None
+
+
+def _route_services(service_cidr: str) -> None:
+    """In a node: the service CIDR on the mgmt interface, as a default route would cover it on a real node."""
+    batch = Batch()
+    batch.route(service_cidr, oif=link_indexes()["eth0"], what=f"add route {service_cidr} dev eth0")
+    batch.send()
 
 
 # ---------------------------------------------------------------- phase: pods

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from .conftest import RunningLab, in_pod, labkit, pods
+from .conftest import TOPOLOGIES, RunningLab, in_pod, labkit, pods
 
 ZONE = "cluster.local"
 
@@ -134,3 +134,13 @@ def test_status_json_lists_services(kube_lab: RunningLab) -> None:
     assert by_name[("team-a", "db")]["cluster_ip"] == "None"
     assert by_name[("kube-system", "kube-dns")]["cluster_ip"] == "10.96.0.10"
     assert status["dns"] == {"ip": "10.96.0.10"}
+
+
+def test_the_topologys_own_expectations_hold(kube_lab: RunningLab) -> None:
+    """`labkit verify` of the shipped file against the running lab: every check as expected."""
+    from labkit.verify import load_expects, verify_lab
+
+    topology = {"kube3": "kube-3node.yaml", "kubevx": "kube-vxlan.yaml"}
+    source = next(v for k, v in topology.items() if kube_lab.summary["source"].endswith(v))
+    report = verify_lab(kube_lab.name, load_expects(TOPOLOGIES / source))
+    assert [r.line() for r in report.mismatches] == [] and len(report.results) == 12
