@@ -43,6 +43,26 @@ def render_graph(summary: dict[str, Any], fmt: str) -> str:
     return _environment(html=False).get_template(_TEMPLATE_FILES[fmt]).render(lab=model)
 
 
+_SUFFIXES = {".html": "html", ".htm": "html", ".dot": "dot", ".gv": "dot", ".mmd": "mermaid",
+             ".mermaid": "mermaid", ".md": "mermaid"}
+
+
+def choose_format(fmt: str | None, output: str | Path | None = None) -> str:
+    """The format to draw in: `fmt` when given, else what the output file's name says
+    (.html, .dot/.gv, .mmd/.mermaid/.md), else mermaid (text for a terminal or a Markdown file)."""
+    if fmt:
+        if fmt not in FORMATS:
+            raise LabkitError(f"unknown graph format {fmt!r}; valid formats: {', '.join(FORMATS)}")
+        return fmt
+    if output is not None:
+        suffix = Path(output).suffix.lower()
+        if suffix in _SUFFIXES:
+            return _SUFFIXES[suffix]
+        raise LabkitError(f"cannot tell the graph format from {str(output)!r}: give --format "
+                          f"({', '.join(FORMATS)}) or name the file .html, .dot or .mmd")
+    return "mermaid"
+
+
 def lab_summary(topology: str | Path | None = None, name: str | None = None) -> dict[str, Any]:
     """What `labkit graph` draws: the running lab's status when that lab is up (with its pods
     and services), else the plan of the topology file (no root needed, nothing created).

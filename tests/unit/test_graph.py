@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from labkit.errors import LabkitError
-from labkit.graph import FORMATS, build_model, lab_summary, layout, render_graph
+from labkit.graph import FORMATS, build_model, choose_format, lab_summary, layout, render_graph
 from labkit.lab import summarize
 from labkit.topology import load_plan
 
@@ -616,3 +616,18 @@ def test_layout_tree_keeps_leaves_by_their_parent():
     for link in SHAPES["tree"]["links"]:
         (ca, ra), (cb, rb) = cells[link["a"].split(":")[0]], cells[link["b"].split(":")[0]]
         assert max(abs(ca - cb), abs(ra - rb)) == 1, "every link of the tree joins neighbouring cells"
+
+
+@pytest.mark.parametrize(("fmt", "output", "expected"), [
+    ("dot", None, "dot"), ("html", "x.dot", "html"), (None, "lab.html", "html"), (None, "lab.HTM", "html"),
+    (None, "lab.gv", "dot"), (None, "lab.dot", "dot"), (None, "lab.mmd", "mermaid"), (None, "README.md", "mermaid"),
+    (None, None, "mermaid"),
+])
+def test_choose_format(fmt, output, expected):
+    assert choose_format(fmt, output) == expected
+
+
+@pytest.mark.parametrize(("fmt", "output"), [("svg", None), (None, "lab.svg"), (None, "lab")])
+def test_choose_format_errors(fmt, output):
+    with pytest.raises(LabkitError, match="html"):
+        choose_format(fmt, output)
