@@ -96,4 +96,4 @@ def test_exec_into_a_pod_and_status_json(kube_lab: RunningLab) -> None:
     assert {(p["namespace"], p["name"]) for p in status["pods"]} == {
         (p["namespace"], p["name"]) for p in kube_lab.summary["pods"]}
     assert all({"namespace", "name", "node", "ip"} <= set(p) for p in status["pods"])
-    assert status["dns"] == {"ip": "10.96.0.10"}
+    assert status["dns"] == {"ip": "10.96.0.10", "domain": "cluster.local"}

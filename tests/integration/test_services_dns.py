@@ -133,7 +133,7 @@ def test_status_json_lists_services(kube_lab: RunningLab) -> None:
     assert by_name[("default", "web-nodeport")]["ports"][0]["node_port"] == 30080
     assert by_name[("team-a", "db")]["cluster_ip"] == "None"
     assert by_name[("kube-system", "kube-dns")]["cluster_ip"] == "10.96.0.10"
-    assert status["dns"] == {"ip": "10.96.0.10"}
+    assert status["dns"] == {"ip": "10.96.0.10", "domain": "cluster.local"}
 
 
 def test_the_topologys_own_expectations_hold(kube_lab: RunningLab) -> None:
