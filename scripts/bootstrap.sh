@@ -14,9 +14,10 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-packages=(iproute2 nftables iputils-ping procps util-linux python3 python3-venv python3-pip)
+# busybox-static and socat: the shipped labs' pods run them (and the docker runtime's image holds them).
+packages=(iproute2 nftables iputils-ping procps util-linux python3 python3-venv python3-pip busybox-static socat)
 if [ "$want_tests" = 1 ]; then
-  packages+=(containernetworking-plugins dnsutils dnsperf dnsmasq-base socat busybox-static docker.io)
+  packages+=(containernetworking-plugins iptables dnsutils dnsperf dnsmasq-base docker.io chromium)
 fi
 missing=()
 for p in "${packages[@]}"; do
