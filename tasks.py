@@ -54,6 +54,14 @@ def verify(c, topo="topologies/netpol-demo.yaml", name=None, format="table"):  #
     sys.exit(result.exited)
 
 
+@task(help={"topo": "topology file", "name": "a running lab (draws its pods and services)",
+            "format": "mermaid, dot or html", "output": "file to write"})
+def graph(c, topo=DEFAULT_TOPOLOGY, name=None, format=None, output=None):  # noqa: A002 - the flag is --format
+    """A picture of a lab: mermaid, Graphviz dot, or one self-contained HTML page."""
+    _labkit(c, "graph", topo, *(["--name", name] if name else []), *(["--format", format] if format else []),
+            *(["-o", output] if output else []))
+
+
 @task(help={"topo": "topology file"})
 def validate(c, topo=DEFAULT_TOPOLOGY):
     """Check a topology file (needs no root)."""
@@ -141,5 +149,5 @@ def lint(c):
     c.run(f"{sys.executable} -m ruff check labkit tests tasks.py")
 
 
-lab = Collection("lab", up, down, status, exec_, verify, validate, list_)
+lab = Collection("lab", up, down, status, exec_, verify, graph, validate, list_)
 ns = Collection(lab, test, bench, image, lint)

@@ -43,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     ver.add_argument("--format", choices=["table", "json"], default="table")
     ver.add_argument("--timeout", type=float, default=1.0, help="seconds per probe")
 
+    graph = sub.add_parser("graph", help="a picture of a lab: nodes, links, pods, services (no root needed)")
+    graph.add_argument("topology", nargs="?")
+    graph.add_argument("--name", help="a running lab's name (its pods and services are drawn too)")
+    graph.add_argument("--format", choices=["mermaid", "dot", "html"], help="default: from -o's suffix, else mermaid")
+    graph.add_argument("-o", "--output", help="write to this file instead of stdout")
+
     val = sub.add_parser("validate", help="check a topology file; needs no root")
     val.add_argument("topology")
 
@@ -77,6 +83,17 @@ def run(argv: Sequence[str]) -> int:
     if args.verb == "validate":
         plan = lab.validate(args.topology)
         print(f"{args.topology}: ok — lab {plan.lab}: {len(plan.nodes)} nodes, {len(plan.links)} links")
+        return 0
+    if args.verb == "graph":
+        from labkit.graph import choose_format, lab_summary, render_graph
+
+        text = render_graph(lab_summary(args.topology, name=args.name), choose_format(args.format, args.output))
+        if args.output:
+            with open(args.output, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            print(f"wrote {args.output}")
+        else:
+            print(text, end="" if text.endswith("\n") else "\n")
         return 0
     if args.verb == "list":
         for name in sorted(lab.known_labs()):

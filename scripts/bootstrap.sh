@@ -17,7 +17,7 @@ fi
 # busybox-static and socat: the shipped labs' pods run them (and the docker runtime's image holds them).
 packages=(iproute2 nftables iputils-ping procps util-linux python3 python3-venv python3-pip busybox-static socat)
 if [ "$want_tests" = 1 ]; then
-  packages+=(containernetworking-plugins iptables dnsutils dnsperf dnsmasq-base docker.io chromium)
+  packages+=(containernetworking-plugins iptables dnsutils dnsperf dnsmasq-base docker.io chromium graphviz)
 fi
 missing=()
 for p in "${packages[@]}"; do
