@@ -24,9 +24,9 @@ from typing import Any
 
 import jinja2
 
+from labkit import templating
 from labkit.errors import LabkitError
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 FORMATS = ("mermaid", "dot", "html")
 _TEMPLATE_FILES = {"mermaid": "graph.mmd.j2", "dot": "graph.dot.j2", "html": "graph.html.j2"}
 
@@ -378,9 +378,7 @@ def mermaid_id(slug: str) -> str:
 
 
 def _environment(html: bool) -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=html,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                             keep_trailing_newline=True)
+    env = templating.environment(trim=True, html=html)
     env.filters.update(dot=dot_quote, dot_label=dot_label, mmd=mermaid_label, mmd_id=mermaid_id,
                        addrs=lambda addrs: " ".join(addrs))
     return env

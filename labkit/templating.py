@@ -28,5 +28,5 @@ def environment(*, trim: bool = False, html: bool = False) -> jinja2.Environment
     )
 
 
-def render(name: str, *, trim: bool = False, html: bool = False, **variables: object) -> str:
-    return environment(trim=trim, html=html).get_template(name).render(**variables)
+def render(template: str, /, *, trim: bool = False, html: bool = False, **variables: object) -> str:
+    return environment(trim=trim, html=html).get_template(template).render(**variables)

@@ -25,9 +25,7 @@ import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
-from pathlib import Path
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 MASQ_TEMPLATE = "cni-masquerade.nft.j2"
 MASQ_TABLE = "labkit-cni"
 BACKENDS = ("host-gw", "vxlan")
@@ -216,17 +214,16 @@ def apply_cluster(backend: str, nodes: Sequence[ClusterNode], *, mtu: int | None
 def render_masquerade(cluster_pod_cidr: str, *, pod_cidr: str | None = None,
                       exclude: Iterable[str] = (), table: str = MASQ_TABLE) -> str:
     """The nft script: masquerade from `pod_cidr` to outside the cluster pod CIDR."""
-    import jinja2
 
     if not _TABLE_RE.match(table):
         raise ValueError(f"invalid nftables table name {table!r}")
     cluster = IPv4Network(cluster_pod_cidr, strict=False)
     src = IPv4Network(pod_cidr, strict=False) if pod_cidr else cluster
     keep = [cluster] + [IPv4Network(c, strict=False) for c in exclude]
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-                             undefined=jinja2.StrictUndefined, autoescape=False,
-                             keep_trailing_newline=True)
-    return env.get_template(MASQ_TEMPLATE).render(
+    from labkit import templating
+
+    return templating.render(
+        MASQ_TEMPLATE,
         table=table, pod_cidr=str(src), no_masquerade=[str(n) for n in _collapse(keep)])
 
 

@@ -30,7 +30,6 @@ from pathlib import Path
 
 from .errors import INTERNAL, INVALID_CONFIG, IO_FAILURE, CNIError
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 CONFLIST_TEMPLATE = "cni-conflist.json.j2"
 DEFAULT_CNI_PATH = ("/opt/cni/bin", "/usr/lib/cni", "/usr/libexec/cni")
 PLUGIN_TYPE = "labkit-cni"
@@ -68,7 +67,6 @@ def render_conflist(
     /var/lib/cni/networks/<name>. `cni_version` defaults to 1.1.0, or 1.0.0 when
     chained plugins follow (the reference plugins on Debian 12 stop at 1.0.0).
     """
-    import jinja2
 
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ValueError(f"invalid CNI network name {name!r}")
@@ -86,13 +84,10 @@ def render_conflist(
             raise ValueError(f"chained plugin config needs a 'type': {p!r}")
     if cni_version is None:
         cni_version = "1.0.0" if plugins else "1.1.0"
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        keep_trailing_newline=True,
-    )
-    text = env.get_template(CONFLIST_TEMPLATE).render(
+    from labkit import templating  # jinja2: never on the plugin's exec path
+
+    text = templating.render(
+        CONFLIST_TEMPLATE,
         name=name,
         cni_version=cni_version,
         pod_cidr=str(net),

@@ -22,15 +22,13 @@ import base64
 import hashlib
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
-import jinja2
 
+from labkit import templating
 from labkit.policy.compile import Allow, Direction, NodePolicy, RuleRef
 
 DEFAULT_TABLE = "labkit-policy"
 FAMILY = "inet"
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 _SAFE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,62}")
 _READABLE = 80  # characters of the ns/name kept in a set or chain name; the hash keeps it unique
 
@@ -146,18 +144,8 @@ def _comment(text: str) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-
-
 def render_policy_table(plan: PolicyTable) -> str:
-    return _environment().get_template("netpol.nft.j2").render(plan=plan, family=FAMILY)
+    return templating.render("netpol.nft.j2", trim=True, plan=plan, family=FAMILY)
 
 
 def render_node_policies(model: NodePolicy, table: str = DEFAULT_TABLE) -> str:
