@@ -51,6 +51,17 @@ def ensure_docker_engine() -> None:
     _engine_ready = True
 
 
+@pytest.fixture(scope="module")
+def client():
+    """A Docker SDK client for a running engine with labkit's images (the docker runtime's own tests)."""
+    from labkit.runtime.docker import connect
+
+    ensure_docker_engine()
+    docker_client = connect()
+    yield docker_client
+    docker_client.close()
+
+
 def unique_name(stem: str = "t") -> str:
     """A lab name no other test or user lab will have (<= 12 chars)."""
     return f"{stem[:5]}-{secrets.token_hex(3)}"

@@ -4,32 +4,18 @@ from __future__ import annotations
 
 import os
 import secrets
-import subprocess
-from pathlib import Path
 
 import pytest
 
 from labkit.errors import LabkitError
 from labkit.runtime.docker import connect
+
 from labkit.runtime.image import DEFAULT_IMAGE, PAUSE_IMAGE, build_images, ensure_image
 
 pytestmark = pytest.mark.integration
 
-START_DOCKERD = Path(__file__).resolve().parents[2] / "scripts" / "start-dockerd.sh"
 
 
-@pytest.fixture(scope="module")
-def client():
-    """A client for a running engine with labkit's images; fails (never skips) without one."""
-    proc = subprocess.run(
-        [str(START_DOCKERD)], check=False, capture_output=True, text=True, timeout=90
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"no Docker engine: {START_DOCKERD} failed:\n{proc.stdout}{proc.stderr}")
-    client = connect()
-    build_images()
-    yield client
-    client.close()
 
 
 def run(client, *argv: str, **kwargs) -> tuple[int, str]:

@@ -11,26 +11,13 @@ import pytest
 
 from labkit.errors import LabkitError
 from labkit.runtime import ContainerSpec, NodeSpec, PodSpec, Runtime, Sandbox
-from labkit.runtime.docker import LABEL_LAB, DockerRuntime, connect, node_privileges
-from labkit.runtime.image import DEFAULT_IMAGE, build_images
+from labkit.runtime.docker import LABEL_LAB, DockerRuntime, node_privileges
+from labkit.runtime.image import DEFAULT_IMAGE
 
 pytestmark = pytest.mark.integration
 
-START_DOCKERD = Path(__file__).resolve().parents[2] / "scripts" / "start-dockerd.sh"
 
 
-@pytest.fixture(scope="module")
-def client():
-    """A client for a running engine with labkit's images; fails (never skips) without one."""
-    proc = subprocess.run(
-        [str(START_DOCKERD)], check=False, capture_output=True, text=True, timeout=90
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"no Docker engine: {START_DOCKERD} failed:\n{proc.stdout}{proc.stderr}")
-    client = connect()
-    build_images()
-    yield client
-    client.close()
 
 
 @pytest.fixture

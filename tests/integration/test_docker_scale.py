@@ -8,34 +8,19 @@ the times are printed for the record, and bounded only loosely.
 from __future__ import annotations
 
 import secrets
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from labkit.runtime import NodeSpec
-from labkit.runtime.docker import LABEL_LAB, DockerRuntime, connect
-from labkit.runtime.image import build_images
+from labkit.runtime.docker import LABEL_LAB, DockerRuntime
 
 pytestmark = pytest.mark.integration
 
-START_DOCKERD = Path(__file__).resolve().parents[2] / "scripts" / "start-dockerd.sh"
 NODES = 50
 
 
-@pytest.fixture(scope="module")
-def client():
-    """A client for a running engine with labkit's images; fails (never skips) without one."""
-    proc = subprocess.run(
-        [str(START_DOCKERD)], check=False, capture_output=True, text=True, timeout=90
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"no Docker engine: {START_DOCKERD} failed:\n{proc.stdout}{proc.stderr}")
-    client = connect()
-    build_images()
-    yield client
-    client.close()
 
 
 @pytest.fixture
