@@ -11,6 +11,8 @@ import os
 import shutil
 from typing import Any
 
+from labkit.files import write_atomic
+
 STATE_ROOT = os.environ.get("LABKIT_STATE_DIR", "/run/labkit")
 
 
@@ -20,12 +22,7 @@ def lab_dir(lab: str) -> str:
 
 def write(lab: str, state: dict[str, Any]) -> None:
     """Replace the lab's state atomically (temp file + rename)."""
-    folder = lab_dir(lab)
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, ".state.json.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(state, fh, indent=2, sort_keys=True)
-    os.replace(tmp, os.path.join(folder, "state.json"))
+    write_atomic(os.path.join(lab_dir(lab), "state.json"), json.dumps(state, indent=2, sort_keys=True))
 
 
 def read(lab: str) -> dict[str, Any] | None:

@@ -23,7 +23,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -110,25 +109,10 @@ def write_conflist(conf_dir: str | os.PathLike, name: str, pod_cidr: str, *,
 
     `filename` defaults to `10-<name>.conflist`; kwargs go to render_conflist.
     """
+    from labkit.files import write_atomic
+
     text = render_conflist(name, pod_cidr, **kwargs)
-    d = Path(conf_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    target = d / (filename or f"10-{name}.conflist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(d))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return target
+    return write_atomic(Path(conf_dir) / (filename or f"10-{name}.conflist"), text, sync=True)
 
 
 def load_conflist(source: str | os.PathLike | Mapping) -> dict:

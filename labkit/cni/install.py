@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 PLUGIN = "labkit-cni"
@@ -34,21 +33,9 @@ def launcher_text(python: str | None = None) -> str:
 def install_launcher(bin_dir: str | os.PathLike, *, python: str | None = None,
                      name: str = PLUGIN, compile_bytecode: bool = True) -> Path:
     """Write `<bin_dir>/<name>` atomically (mode 0755); return its path."""
-    d = Path(bin_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    target = d / name
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=str(d))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(launcher_text(python))
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    from labkit.files import write_atomic
+
+    target = write_atomic(Path(bin_dir) / name, launcher_text(python), mode=0o755)
     if compile_bytecode:
         compile_exec_path()
     return target
