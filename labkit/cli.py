@@ -160,6 +160,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug of ours: say so in one line; the traceback on request
+        if os.environ.get("LABKIT_DEBUG"):
+            raise
+        print(f"error: internal error ({type(exc).__name__}: {exc}); this is a labkit bug: please report it, "
+              "with the traceback LABKIT_DEBUG=1 shows", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ go through the components (labkit.cni, the runtime), never hand-rolled here.
 
 from __future__ import annotations
 
-import functools
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -16,8 +15,7 @@ from labkit.cni import backends
 from labkit.cni.conflist import execute_conflist, write_conflist
 from labkit.cni.errors import CNIError
 from labkit.errors import LabkitError
-from labkit.net import netns
-from labkit.net.netlink import Batch, link_indexes
+from labkit.net import wiring
 from labkit.runtime import ContainerSpec, PodSpec, Sandbox
 from labkit.topology.plan import ClusterPlan, Plan, netns_prefix
 
@@ -124,20 +122,13 @@ def setup_pod_network(b: Build) -> None:
                        mtu=pod_mtu(cluster),
                        data_dir=os.path.join(state.lab_dir(plan.lab), "ipam", node.name))
     for node in nodes:  # a node's own processes reach ClusterIPs: DNAT in output needs a route first
-        netns.run_in_netns(node.netns_path, functools.partial(_route_services, str(cluster.service_cidr)))
+        wiring.add_device_route(node.netns_path, str(cluster.service_cidr), "eth0")
     try:
         backends.apply_cluster(cluster.backend, nodes)
         for node in nodes:
             backends.apply_masquerade(node.netns_path, str(cluster.pod_cidr), pod_cidr=node.pod_cidr)
     except backends.BackendError as exc:
         raise LabkitError(str(exc)) from None
-
-
-def _route_services(service_cidr: str) -> None:
-    """In a node: the service CIDR on the mgmt interface, as a default route would cover it on a real node."""
-    batch = Batch()
-    batch.route(service_cidr, oif=link_indexes()["eth0"], what=f"add route {service_cidr} dev eth0")
-    batch.send()
 
 
 # ---------------------------------------------------------------- phase: pods
@@ -281,35 +272,14 @@ def dns_dir(lab: str) -> str:
 
 def start_dns(b: Build) -> None:
     """Write the DNS config, then start the server in each kube-dns pod's network namespace, from the host."""
-    import subprocess
-    import time
-
-    from labkit.dns.server import command
+    from labkit.dns.deploy import start_servers
 
     plan, workloads = b.plan, workloads_of(b.plan)
     if workloads is None or plan.cluster is None:
         return
     folder = dns_dir(plan.lab)
-    os.makedirs(folder, exist_ok=True)
     config = os.path.join(folder, "config.json")
+    os.makedirs(folder, exist_ok=True)
     dns_config(plan, b.services, workloads).dump(config)
-    waiting = []
-    for pod in b.pods:
-        if pod.namespace != "kube-system" or pod.labels.get("k8s-app") != DNS_APP:
-            continue
-        pidfile = os.path.join(folder, f"{pod.name}.pid")
-        log = os.path.join(folder, f"{pod.name}.log")
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(["nsenter", f"--net={pod.netns_path}", "--",
-                                     *command(config, pod.ip, 53, workers=1, pidfile=pidfile)],
-                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-        waiting.append((pod, proc, pidfile, log))
-    deadline = time.monotonic() + 10
-    for pod, proc, pidfile, log in waiting:
-        while not os.path.exists(pidfile):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                with open(log, encoding="utf-8", errors="replace") as fh:
-                    tail = fh.read()[-500:].strip()
-                raise LabkitError(f"DNS server in pod kube-system/{pod.name} did not start: {tail}")
-            time.sleep(0.005)
+    replicas = [p for p in b.pods if p.namespace == "kube-system" and p.labels.get("k8s-app") == DNS_APP]
+    start_servers(config, [(p.name, p.netns_path, p.ip) for p in replicas], folder)

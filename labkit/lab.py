@@ -13,12 +13,11 @@ from typing import Any
 
 from labkit import cluster, state
 from labkit.errors import LabkitError
-from labkit.net import netns
-from labkit.net.netlink import Batch, NetlinkError, link_indexes
+from labkit.net import netns, wiring
 from labkit.progress import Progress
 from labkit.runtime import NodeSpec, Runtime, Sandbox
 from labkit.topology import load_plan
-from labkit.topology.plan import BRIDGE_IFNAME, NodePlan, Plan, netns_prefix
+from labkit.topology.plan import Plan, netns_prefix
 
 # ---------------------------------------------------------------- runtimes
 
@@ -75,22 +74,20 @@ def up(path: str, runtime: str | None = None, progress: Progress | None = None,
         ("policies", cluster.apply_policies),
         ("exec", run_exec),
     ]
-    for name, phase in phases:
+    for phase_name, phase in phases:
         started = time.perf_counter()
         try:
-            with progress.phase(name):
+            with progress.phase(phase_name):
                 phase(build)
-            build.timings[name] = round(time.perf_counter() - started, 4)
+            build.timings[phase_name] = round(time.perf_counter() - started, 4)
         except BaseException as exc:
-            progress.note(f"{name} failed; removing what was built")
+            progress.note(f"{phase_name} failed; removing what was built")
             try:
                 down(plan.lab, runtimes=(rt,))
             except LabkitError as undo_failure:  # report the cause, not the undo's own trouble
                 progress.note(f"undo incomplete ({undo_failure}); run: labkit down --name {plan.lab}")
-            if isinstance(exc, LabkitError):
-                raise LabkitError(f"up failed at phase '{name}': {exc}") from exc
-            if isinstance(exc, (OSError, NetlinkError)):
-                raise LabkitError(f"up failed at phase '{name}': {exc}") from exc
+            if isinstance(exc, (LabkitError, OSError)):  # NetlinkError is an OSError
+                raise LabkitError(f"up failed at phase '{phase_name}': {exc}") from exc
             raise
     summary = summarize(plan, build)
     state.write(plan.lab, {**state.read(plan.lab), "phase": "up", "summary": summary})
@@ -127,115 +124,21 @@ def create_nodes(b: Build) -> None:
     b.sandboxes = {s.name: s for s in sandboxes}
 
 
-def _netns_path(b: Build, node: str) -> str:
-    return b.sandboxes[node].netns_path
-
-
 def create_links(b: Build) -> None:
-    """Every veth pair, created with both ends in place, from one socket in the host."""
-    plan = b.plan
-    fds: dict[str, int] = {}
-    try:
-        for node, sandbox in b.sandboxes.items():
-            fds[node] = os.open(sandbox.netns_path, os.O_RDONLY)
-        batch = Batch()
-        for link in plan.links:
-            batch.veth(link.a.ifname, fds[link.a.node], link.b.ifname, fds[link.b.node], link.mtu,
-                       what=f"create link {link.a.node}:{link.a.ifname} -- {link.b.node}:{link.b.ifname}")
-        if plan.mgmt:
-            fds["_mgmt"] = os.open(netns.netns_path(plan.mgmt.netns), os.O_RDONLY)
-            for node in plan.nodes:
-                if node.mgmt_ipv4:
-                    batch.veth(node.name, fds["_mgmt"], "eth0", fds[node.name],
-                               what=f"connect {node.name}:eth0 to the mgmt network")
-        batch.send()
-    finally:
-        for fd in fds.values():
-            os.close(fd)
-
-
-def _configure_node(node: NodePlan) -> None:
-    """Runs inside the node's namespace: bring everything up, then addresses, sysctls, routes."""
-    if node.kind == "bridge":
-        first = Batch()
-        first.bridge(BRIDGE_IFNAME)
-        first.send()
-    indexes = link_indexes()
-    batch = Batch()
-    batch.link_up(indexes["lo"], "lo")
-    master = indexes.get(BRIDGE_IFNAME) if node.kind == "bridge" else None
-    for iface in node.interfaces:
-        batch.link_up(indexes[iface.name], f"{node.name}:{iface.name}", master=master, mtu=iface.mtu)
-        for address in iface.addresses:
-            batch.address(indexes[iface.name], f"{node.name}:{iface.name}", str(address.ip),
-                          address.network.prefixlen)
-    batch.send()
-    write_sysctls(node.sysctls, node.name)
-    for route in node.routes:
-        batch.route(route.dst, route.via, indexes[route.dev] if route.dev else None,
-                    what=f"add route {route.dst} on {node.name}")
-    batch.send()
-
-
-def write_sysctls(sysctls: Sequence[tuple[str, str]], where: str) -> None:
-    """Set sysctls of the calling thread's network namespace (net.* files are per namespace)."""
-    for key, value in sysctls:
-        path = "/proc/sys/" + key.replace(".", "/")
-        try:
-            with open(path, "w", encoding="ascii") as fh:
-                fh.write(value)
-        except OSError as exc:
-            raise LabkitError(f"sysctl {key}={value} on {where}: {exc.strerror}") from None
+    wiring.create_links(b.plan, _netns_paths(b))
 
 
 def configure_nodes(b: Build) -> None:
-    plan = b.plan
-    by_path = {_netns_path(b, n.name): n for n in plan.nodes}
-    netns.for_each_netns(list(by_path), lambda path: _configure_node(by_path[path]))
-    if plan.mgmt:
-        mgmt = plan.mgmt
-
-        def bridge_ports() -> None:
-            first = Batch()
-            first.bridge(mgmt.bridge)
-            first.send()
-            indexes = link_indexes()
-            batch = Batch()
-            batch.link_up(indexes["lo"], "lo")
-            for node in plan.nodes:
-                if node.mgmt_ipv4:
-                    batch.link_up(indexes[node.name], f"mgmt port of {node.name}", master=indexes[mgmt.bridge])
-            batch.send()
-
-        netns.run_in_netns(netns.netns_path(mgmt.netns), bridge_ports)
+    wiring.configure_nodes(b.plan, _netns_paths(b))
 
 
 def connect_host(b: Build) -> None:
-    """With `host-access: true`, a veth from the host into the mgmt bridge, holding the gateway address."""
-    mgmt = b.plan.mgmt
-    if not mgmt or not mgmt.host_access:
-        return
-    fd = os.open(netns.netns_path(mgmt.netns), os.O_RDONLY)
-    host = os.open("/proc/self/ns/net", os.O_RDONLY)
-    try:
-        batch = Batch()
-        batch.veth(mgmt.host_ifname, host, "host", fd, what=f"create host link {mgmt.host_ifname}")
-        batch.send()
-    finally:
-        os.close(fd)
-        os.close(host)
-    indexes = link_indexes()
-    batch = Batch()
-    batch.address(indexes[mgmt.host_ifname], mgmt.host_ifname, str(mgmt.gateway.ip), mgmt.subnet.prefixlen)
-    batch.send()
+    if b.plan.mgmt and b.plan.mgmt.host_access:
+        wiring.connect_host(b.plan.mgmt)
 
-    def enslave() -> None:
-        idx = link_indexes()
-        port = Batch()
-        port.link_up(idx["host"], "mgmt port of the host", master=idx[mgmt.bridge])
-        port.send()
 
-    netns.run_in_netns(netns.netns_path(mgmt.netns), enslave)
+def _netns_paths(b: Build) -> dict[str, str]:
+    return {name: sandbox.netns_path for name, sandbox in b.sandboxes.items()}
 
 
 def run_exec(b: Build) -> None:

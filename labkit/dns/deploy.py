@@ -1,0 +1,43 @@
+"""Starting the bundled DNS server where the cluster needs it: inside pods' network namespaces.
+
+The server runs from the host's Python, entered into each namespace with
+`nsenter --net`, so it works for netns pods and for pause containers alike and
+no image needs Python. Each writes a pid file once it serves; `labkit down`
+stops it through that file (a container's removal would not).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Sequence
+
+from labkit.dns.server import command
+from labkit.errors import LabkitError
+
+
+def start_servers(config: str, replicas: Sequence[tuple[str, str, str]], folder: str,
+                  timeout: float = 10.0) -> list[int]:
+    """Start one server per (name, netns path, address to listen on); wait until all serve.
+
+    Pid files and logs go to `folder` as <name>.pid and <name>.log. Returns the pids.
+    """
+    started = []
+    for name, netns_path, address in replicas:
+        pidfile, log = os.path.join(folder, f"{name}.pid"), os.path.join(folder, f"{name}.log")
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(["nsenter", f"--net={netns_path}", "--",
+                                     *command(config, address, 53, workers=1, pidfile=pidfile)],
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        started.append((name, proc, pidfile, log))
+    deadline = time.monotonic() + timeout
+    for name, proc, pidfile, log in started:
+        while not os.path.exists(pidfile):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                with open(log, encoding="utf-8", errors="replace") as fh:
+                    tail = fh.read()[-500:].strip()
+                raise LabkitError(f"DNS server {name} did not start: {tail}")
+            time.sleep(0.005)
+    return [proc.pid for _, proc, _, _ in started]
