@@ -15,7 +15,7 @@ from labkit.cni import backends
 from labkit.cni.conflist import execute_conflist, write_conflist
 from labkit.cni.errors import CNIError
 from labkit.errors import LabkitError
-from labkit.net import wiring
+from labkit.net import netns, wiring
 from labkit.runtime import ContainerSpec, PodSpec, Sandbox
 from labkit.topology.plan import ClusterPlan, Plan, netns_prefix
 
@@ -283,3 +283,51 @@ def start_dns(b: Build) -> None:
     dns_config(plan, b.services, workloads).dump(config)
     replicas = [p for p in b.pods if p.namespace == "kube-system" and p.labels.get("k8s-app") == DNS_APP]
     start_servers(config, [(p.name, p.netns_path, p.ip) for p in replicas], folder)
+
+
+def _listening_tcp_ports() -> set[int]:
+    """TCP ports listened on in the calling thread's network namespace."""
+    ports = set()
+    for table in ("/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as fh:
+                next(fh)
+                for line in fh:
+                    fields = line.split()
+                    if fields[3] == "0A":  # LISTEN
+                        ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+        except FileNotFoundError:
+            continue
+    return ports
+
+
+READY_TIMEOUT = 10.0
+
+
+def wait_ready(b: Build) -> None:
+    """Readiness: every TCP containerPort a pod declares is listened on before `up` returns, so a
+    check or a test right after `up` never races a server that is still starting."""
+    import time
+
+    workloads = workloads_of(b.plan)
+    if workloads is None:
+        return
+    declared = {pod.key: {p.containerPort for c in pod.spec.containers for p in c.ports if p.protocol == "TCP"}
+                for pod in workloads.pods}
+    waiting = [(record, declared.get(f"{record.namespace}/{record.name}", set())) for record in b.pods]
+    waiting = [(record, ports) for record, ports in waiting if ports
+               and not (record.namespace == "kube-system" and record.labels.get("k8s-app") == DNS_APP)]
+    timeout = READY_TIMEOUT
+    deadline = time.monotonic() + timeout
+    while waiting:
+        waiting = [(record, ports - netns.run_in_netns(record.netns_path, _listening_tcp_ports))
+                   for record, ports in waiting]
+        waiting = [(record, ports) for record, ports in waiting if ports]
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            record, ports = waiting[0]
+            raise LabkitError(f"pod {record.namespace}/{record.name}: nothing listens on containerPort "
+                              f"{', '.join(map(str, sorted(ports)))} after {timeout:.0f} s; is its command right?")
+        time.sleep(0.02)
+

@@ -73,6 +73,7 @@ def up(path: str, runtime: str | None = None, progress: Progress | None = None,
         ("dns", cluster.start_dns),
         ("policies", cluster.apply_policies),
         ("exec", run_exec),
+        ("readiness", cluster.wait_ready),
     ]
     for phase_name, phase in phases:
         started = time.perf_counter()

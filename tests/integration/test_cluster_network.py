@@ -11,6 +11,8 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 
 from .conftest import RunningLab, in_pod, labkit, pods
 
@@ -97,3 +99,22 @@ def test_exec_into_a_pod_and_status_json(kube_lab: RunningLab) -> None:
         (p["namespace"], p["name"]) for p in kube_lab.summary["pods"]}
     assert all({"namespace", "name", "node", "ip"} <= set(p) for p in status["pods"])
     assert status["dns"] == {"ip": "10.96.0.10", "domain": "cluster.local"}
+
+
+def test_a_pod_that_never_listens_fails_up_clearly_and_leaves_nothing(tmp_path, monkeypatch) -> None:
+    from labkit import cluster, lab
+    from labkit.errors import LabkitError
+    from labkit.progress import Progress
+
+    from .conftest import leftovers, unique_name
+
+    topology = tmp_path / "deaf.yaml"
+    topology.write_text(
+        "name: deaf\ncluster: {}\ntopology:\n  nodes:\n    n1: {kind: k8s-node}\nworkloads:\n"
+        "  - {apiVersion: v1, kind: Pod, metadata: {name: deaf, namespace: default}, spec: {containers: "
+        "[{name: c, image: labkit/node, command: [sleep, infinity], ports: [{containerPort: 9999}]}]}}\n")
+    monkeypatch.setattr(cluster, "READY_TIMEOUT", 0.5)
+    name = unique_name("deaf")
+    with pytest.raises(LabkitError, match=r"phase 'readiness': pod default/deaf: nothing listens on containerPort 9999"):
+        lab.up(str(topology), progress=Progress(quiet=True), name=name)
+    assert leftovers(name) == []
