@@ -100,13 +100,6 @@ class NetnsRuntime:
             raise LabkitError(f"cannot run {argv[0]!r}: {exc.strerror}") from None
         return proc.returncode, (proc.stdout + proc.stderr) if capture else ""
 
-    def start_process(self, sandbox: Sandbox, argv: Sequence[str], log_path: str) -> int:
-        """Start a long-running process in the sandbox; it is found again by its namespace."""
-        with open(log_path, "ab") as log:
-            proc = subprocess.Popen(self._argv(sandbox, argv), stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
-        return proc.pid
-
     def destroy(self, lab: str) -> None:
         names = netns.list_namespaces(netns_prefix(lab))
         stop_processes([netns.netns_path(n) for n in names])
