@@ -25,6 +25,12 @@ def up(c, topo=DEFAULT_TOPOLOGY, runtime=None, name=None, reconfigure=False):
     _labkit(c, *args, *(["--reconfigure"] if reconfigure else []))
 
 
+@task(help={"topo": "topology file", "name": "the running lab's name, if not the file's"})
+def apply(c, topo=DEFAULT_TOPOLOGY, name=None):
+    """Bring a running lab's workloads in line with its file: pods, services, DNS, policies."""
+    _labkit(c, "apply", topo, *(["--name", name] if name else []))
+
+
 @task(help={"topo": "topology file", "name": "lab name", "all": "every lab"})
 def down(c, topo=None, name=None, all=False):  # noqa: A002 - the flag is --all
     """Remove everything a lab made."""
@@ -149,5 +155,5 @@ def lint(c):
     c.run(f"{sys.executable} -m ruff check labkit tests tasks.py")
 
 
-lab = Collection("lab", up, down, status, exec_, verify, graph, validate, list_)
+lab = Collection("lab", up, apply, down, status, exec_, verify, graph, validate, list_)
 ns = Collection(lab, test, bench, image, lint)

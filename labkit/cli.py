@@ -22,6 +22,12 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--reconfigure", action="store_true", help="take the lab down first if it is up")
     up.add_argument("--quiet", "-q", action="store_true")
 
+    apply = sub.add_parser("apply", help="bring a running lab's workloads in line with its file (pods, services, "
+                                         "DNS, policies)")
+    apply.add_argument("topology")
+    apply.add_argument("--name", help="the running lab's name, if it was brought up with --name")
+    apply.add_argument("--quiet", "-q", action="store_true")
+
     down = sub.add_parser("down", help="remove everything a lab made")
     down.add_argument("topology", nargs="?")
     down.add_argument("--name", help="the lab's name (works without the topology file)")
@@ -121,6 +127,11 @@ def run(argv: Sequence[str]) -> int:
         if args.reconfigure:
             lab.down(_lab_name(args))
         lab.up(args.topology, args.runtime, Progress(quiet=args.quiet), name=args.name)
+        return 0
+    if args.verb == "apply":
+        from labkit.progress import Progress
+
+        lab.apply(args.topology, args.name, Progress(quiet=args.quiet))
         return 0
     if args.verb == "down":
         if args.all:

@@ -166,23 +166,30 @@ def pod_spec(plan: Plan, pod: Pod, node: str, ip: str) -> PodSpec:
 
 
 def start_pods(b: Build) -> None:
-    """Sandboxes (all at once where the runtime can), CNI ADD from each pod's node in a fixed
-    order (so every run of a lab gives the same addresses), then the pods' own files and containers."""
+    """Every pod of the workloads, placed by the scheduler."""
     from labkit.k8s import schedule_pods
 
-    plan, workloads = b.plan, workloads_of(b.plan)
+    workloads = workloads_of(b.plan)
     if workloads is None or not workloads.pods:
         return
-    placement = schedule_pods(workloads, [n.name for n in k8s_nodes(plan)])
-    todo = [(pod, placement[pod.key]) for pod in workloads.pods]
+    placement = schedule_pods(workloads, [n.name for n in k8s_nodes(b.plan)])
+    start_pod_set(b, [(pod, placement[pod.key]) for pod in workloads.pods])
+
+
+def start_pod_set(b: Build, todo: list[tuple[Pod, str]]) -> None:
+    """Sandboxes (all at once where the runtime can), CNI ADD from each pod's node in a fixed
+    order (so every run of a lab gives the same addresses), then the pods' own files and containers."""
+    plan = b.plan
     first_specs = [pod_spec(plan, pod, node, ip="0.0.0.0") for pod, node in todo]
     create_many = getattr(b.runtime, "create_pods", None)
     sandboxes = (create_many(plan.lab, first_specs) if create_many
                  else [b.runtime.create_pod(plan.lab, spec) for spec in first_specs])
+    records = []
     for (pod, node), spec, sandbox in zip(todo, first_specs, sandboxes, strict=True):
-        b.pods.append(PodRecord(pod.namespace, pod.name, node, None, spec.netns, sandbox.netns_path,
-                                labels=dict(pod.labels)))
-    for (pod, node), sandbox, record in zip(todo, sandboxes, b.pods, strict=True):
+        records.append(PodRecord(pod.namespace, pod.name, node, None, spec.netns, sandbox.netns_path,
+                                 labels=dict(pod.labels)))
+    b.pods.extend(records)
+    for (pod, node), sandbox, record in zip(todo, sandboxes, records, strict=True):
         try:
             result = execute_conflist("ADD", conflist_path(plan.lab, node), container_id=container_id(plan.lab, pod),
                                       netns=sandbox.netns_path, ifname=POD_IFNAME,
@@ -197,7 +204,7 @@ def start_pods(b: Build) -> None:
         if isinstance(started, Sandbox):
             record.pid = started.pid
 
-    items = list(zip(todo, sandboxes, b.pods, strict=True))
+    items = list(zip(todo, sandboxes, records, strict=True))
     workers = getattr(b.runtime, "workers", 1)
     if workers > 1:  # a container engine overlaps its calls; forks of this process would not gain
         from concurrent.futures import ThreadPoolExecutor
@@ -209,12 +216,58 @@ def start_pods(b: Build) -> None:
             start(item)
 
 
+def sync_pods(b: Build) -> None:
+    """`apply`: stop the pods the workloads no longer have, start the new ones; the others stay
+    where they are, untouched (pods are not updated in place, as in Kubernetes)."""
+    workloads = workloads_of(b.plan)
+    wanted = {pod.key: pod for pod in (workloads.pods if workloads else ())}
+    for record in [r for r in b.pods if f"{r.namespace}/{r.name}" not in wanted]:
+        stop_pod(b, record)
+    running = {f"{r.namespace}/{r.name}" for r in b.pods}
+    load = {n.name: 0 for n in k8s_nodes(b.plan)}
+    for record in b.pods:
+        load[record.node] = load.get(record.node, 0) + 1
+    todo = []
+    for key, pod in wanted.items():
+        if key in running:
+            continue
+        node = pod.spec.nodeName or min(load, key=lambda n: load[n])
+        load[node] += 1
+        todo.append((pod, node))
+    if todo:
+        start_pod_set(b, todo)
+
+
+def stop_pod(b: Build, record: PodRecord) -> None:
+    """Release the pod's address (CNI DEL from its node), then remove its sandbox and processes."""
+    plan = b.plan
+    try:
+        execute_conflist("DEL", conflist_path(plan.lab, record.node),
+                         container_id=f"{plan.lab}.{record.namespace}.{record.name}",
+                         netns=record.netns_path, ifname=POD_IFNAME, node_netns=b.sandboxes[record.node].netns_path)
+    except CNIError as exc:
+        raise LabkitError(f"pod {record.namespace}/{record.name}: CNI DEL failed: {exc}") from None
+    pidfile = os.path.join(dns_dir(plan.lab), f"{record.name}.pid")
+    if record.namespace == "kube-system" and os.path.exists(pidfile):
+        from labkit.runtime.netns import stop_pids
+
+        with open(pidfile, encoding="ascii") as fh:
+            stop_pids([int(fh.read().strip())])
+        os.unlink(pidfile)
+    b.runtime.remove_pod(plan.lab, Sandbox(plan.lab, f"{record.namespace}/{record.name}", record.netns_path,
+                                           pid=record.pid))
+    b.pods.remove(record)
+
+
 def container_id(lab: str, pod: Pod) -> str:
     return f"{lab}.{pod.namespace}.{pod.name}"
 
 
 def apply_services(b: Build) -> None:
-    """Service views from the running pods, then the same kube-proxy table in every k8s-node."""
+    """Service views from the running pods, then the same kube-proxy table in every k8s-node.
+
+    On `apply`, `b.previous_services` are the views applied before: UDP flows still pinned to
+    endpoints that are gone get cleared from conntrack."""
     from labkit.proxy import apply_node_services, build_service_view
 
     plan, workloads = b.plan, workloads_of(b.plan)
@@ -226,15 +279,20 @@ def apply_services(b: Build) -> None:
                                          dns_ip=str(plan.cluster.dns_ip), pod_nodes=pod_nodes))
     for node in k8s_nodes(plan):
         apply_node_services(b.sandboxes[node.name].netns_path, b.services, pod_cidr=str(plan.cluster.pod_cidr),
-                            node_ips=[str(node.mgmt_ipv4.ip)])
+                            node_ips=[str(node.mgmt_ipv4.ip)], previous=b.previous_services)
 
 
 def apply_policies(b: Build) -> None:
     """NetworkPolicies, compiled per node: egress judged where a pod sends, ingress where it receives."""
     from labkit.policy import apply_node_policies
 
+    from labkit.policy import remove_node_policies
+
     plan, workloads = b.plan, workloads_of(b.plan)
     if workloads is None or not workloads.network_policies:
+        if b.previous_services is not None:  # `apply`: the last policy may just have been removed
+            for node in k8s_nodes(plan):
+                remove_node_policies(b.sandboxes[node.name].netns_path)
         return
     pod_ips = {f"{p.namespace}/{p.name}": p.ip for p in b.pods if p.ip}
     pod_nodes = {f"{p.namespace}/{p.name}": p.node for p in b.pods}
@@ -273,6 +331,7 @@ def dns_dir(lab: str) -> str:
 def start_dns(b: Build) -> None:
     """Write the DNS config, then start the server in each kube-dns pod's network namespace, from the host."""
     from labkit.dns.deploy import start_servers
+    from labkit.dns.server import reload
 
     plan, workloads = b.plan, workloads_of(b.plan)
     if workloads is None or plan.cluster is None:
@@ -282,7 +341,11 @@ def start_dns(b: Build) -> None:
     os.makedirs(folder, exist_ok=True)
     dns_config(plan, b.services, workloads).dump(config)
     replicas = [p for p in b.pods if p.namespace == "kube-system" and p.labels.get("k8s-app") == DNS_APP]
-    start_servers(config, [(p.name, p.netns_path, p.ip) for p in replicas], folder)
+    serving = [p for p in replicas if os.path.exists(os.path.join(folder, f"{p.name}.pid"))]
+    for pod in serving:  # `apply`: running servers re-read the config (written atomically above)
+        with open(os.path.join(folder, f"{pod.name}.pid"), encoding="ascii") as fh:
+            reload(int(fh.read().strip()))
+    start_servers(config, [(p.name, p.netns_path, p.ip) for p in replicas if p not in serving], folder)
 
 
 def _listening_tcp_ports() -> set[int]:

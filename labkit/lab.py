@@ -6,6 +6,7 @@ is removed (by `down`, which works from what exists) and the cause is reported.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -49,6 +50,7 @@ class Build:
         self.pods: list[cluster.PodRecord] = []
         self.timings: dict[str, float] = {}
         self.services: list = []
+        self.previous_services: list | None = None  # set by `apply`: the views applied before
 
 
 def up(path: str, runtime: str | None = None, progress: Progress | None = None,
@@ -75,6 +77,55 @@ def up(path: str, runtime: str | None = None, progress: Progress | None = None,
         ("exec", run_exec),
         ("readiness", cluster.wait_ready),
     ]
+    _run_phases(build, phases, undo=True)
+    return _record(build)
+
+
+def apply(path: str, name: str | None = None, progress: Progress | None = None) -> dict[str, Any]:
+    """Bring a running lab's workloads in line with its file: new pods start, removed ones stop,
+    services, DNS and policies are re-applied. Nodes and links must be as they were at `up`."""
+    progress = progress or Progress()
+    plan = load_plan(path, None, name)
+    recorded = state.read(plan.lab) or {}
+    summary = recorded.get("summary")
+    if summary is None:
+        raise LabkitError(f"lab {plan.lab!r} is not up: labkit up {path}")
+    plan = dataclasses.replace(plan, runtime=summary["runtime"])
+    if plan.cluster is None:
+        raise LabkitError(f"lab {plan.lab!r} has no cluster: apply changes workloads only")
+    if _shape(summarize(plan)) != _shape(summary):
+        raise LabkitError(f"the nodes or links of {path} changed since lab {plan.lab!r} came up; "
+                          f"rebuild it: labkit up --reconfigure {path}")
+    build = Build(plan, get_runtime(plan.runtime), progress)
+    build.sandboxes = {n["name"]: Sandbox(plan.lab, n["name"], n["netns_path"]) for n in summary["nodes"]}
+    build.pods = [cluster.PodRecord(p["namespace"], p["name"], p["node"], p["ip"], p["netns"], p["netns_path"],
+                                    p["pid"], p["labels"]) for p in summary["pods"]]
+    from labkit.proxy import ServiceView
+
+    build.previous_services = [ServiceView.model_validate(v) for v in recorded.get("service_views", [])]
+    phases: list[tuple[str, Callable[[Build], None]]] = [
+        ("pods", cluster.sync_pods),
+        ("services", cluster.apply_services),
+        ("dns", cluster.start_dns),
+        ("policies", cluster.apply_policies),
+        ("readiness", cluster.wait_ready),
+    ]
+    try:
+        _run_phases(build, phases, undo=False)
+    finally:  # what did change is recorded, so status, exec and down see the lab as it is
+        _record(build)
+    return summarize(plan, build)
+
+
+def _shape(summary: dict[str, Any]) -> list:
+    """What `apply` may not change: nodes (name, kind, interfaces) and links."""
+    return [[(n["name"], n["kind"], [(i["name"], i["ipv4"]) for i in n["interfaces"]]) for n in summary["nodes"]],
+            [(link["a"], link["b"]) for link in summary["links"]]]
+
+
+def _run_phases(build: Build, phases: list[tuple[str, Callable[[Build], None]]], *, undo: bool) -> None:
+    """Run phases in order, timing each; on failure undo the lab (up) or stop where it is (apply)."""
+    plan, progress = build.plan, build.progress
     for phase_name, phase in phases:
         started = time.perf_counter()
         try:
@@ -82,18 +133,27 @@ def up(path: str, runtime: str | None = None, progress: Progress | None = None,
                 phase(build)
             build.timings[phase_name] = round(time.perf_counter() - started, 4)
         except BaseException as exc:
-            progress.note(f"{phase_name} failed; removing what was built")
-            try:
-                down(plan.lab, runtimes=(rt,))
-            except LabkitError as undo_failure:  # report the cause, not the undo's own trouble
-                progress.note(f"undo incomplete ({undo_failure}); run: labkit down --name {plan.lab}")
+            if undo:
+                progress.note(f"{phase_name} failed; removing what was built")
+                try:
+                    down(plan.lab, runtimes=(build.runtime,))
+                except LabkitError as undo_failure:  # report the cause, not the undo's own trouble
+                    progress.note(f"undo incomplete ({undo_failure}); run: labkit down --name {plan.lab}")
             if isinstance(exc, (LabkitError, OSError)):  # NetlinkError is an OSError
-                raise LabkitError(f"up failed at phase '{phase_name}': {exc}") from exc
+                verb = "up" if undo else "apply"
+                hint = "" if undo else " (the lab is partly updated; labkit up --reconfigure rebuilds it)"
+                raise LabkitError(f"{verb} failed at phase '{phase_name}': {exc}{hint}") from exc
             raise
+
+
+def _record(build: Build) -> dict[str, Any]:
+    """Write what the lab is now into its state (status, exec, apply and down read it)."""
+    plan = build.plan
     summary = summarize(plan, build)
-    state.write(plan.lab, {**state.read(plan.lab), "phase": "up", "summary": summary})
-    progress.note(f"lab {plan.lab} is up: {len(plan.nodes)} nodes, {len(plan.links)} links"
-                  + (f", {len(build.pods)} pods" if build.pods else ""))
+    state.write(plan.lab, {**(state.read(plan.lab) or {}), "phase": "up", "summary": summary,
+                           "service_views": [v.model_dump(mode="json") for v in build.services]})
+    build.progress.note(f"lab {plan.lab} is up: {len(plan.nodes)} nodes, {len(plan.links)} links"
+                        + (f", {len(build.pods)} pods" if build.pods else ""))
     return summary
 
 

@@ -69,12 +69,17 @@ class Runtime(Protocol):
 
     def create_pod(self, lab: str, pod: PodSpec) -> Sandbox: ...
 
-    def start_containers(self, lab: str, pod: PodSpec, sandbox: Sandbox) -> None:
-        """Start a pod's containers once its network is wired."""
+    def start_containers(self, lab: str, pod: PodSpec, sandbox: Sandbox) -> Sandbox | None:
+        """Start a pod's containers once its network is wired; may return the sandbox updated
+        (the netns runtime's holder pid)."""
         ...
 
     def exec(self, sandbox: Sandbox, argv: Sequence[str], *, capture: bool = False) -> tuple[int, str]:
         """Run argv in the sandbox's namespaces; return (exit code, output if captured)."""
+        ...
+
+    def remove_pod(self, lab: str, sandbox: Sandbox) -> None:
+        """Remove one pod's sandbox, containers and processes (for `apply`). Idempotent."""
         ...
 
     def destroy(self, lab: str) -> None:

@@ -315,6 +315,18 @@ class DockerRuntime:
         except OSError:
             pass
 
+    def remove_pod(self, lab: str, sandbox: Sandbox) -> None:
+        """Remove one pod's containers (app containers, then its pause). Idempotent."""
+        import docker.errors
+
+        containers = self._containers(f"{LABEL_LAB}={lab}", f"{LABEL_POD}={sandbox.name}")
+        self._stop_host_processes(containers)
+        for c in sorted(containers, key=lambda c: _role(c) == "pause"):
+            try:
+                self.client.api.remove_container(c["Id"], force=True, v=True)
+            except docker.errors.NotFound:
+                pass
+
     def _stop_host_processes(self, containers: list[dict]) -> None:
         """Processes started from the host into a container's network namespace (agents, DNS
         servers, a user's nsenter) are not the engine's: stop them, or they outlive the lab."""

@@ -88,6 +88,12 @@ class NetnsRuntime:
                                      os.path.join(folder, f"{container.name}.log"))
         return dataclasses.replace(sandbox, pid=holder)
 
+    def remove_pod(self, lab: str, sandbox: Sandbox) -> None:
+        """Stop the pod's processes, remove its namespace and files. Idempotent."""
+        stop_processes([sandbox.netns_path])
+        netns.delete_namespace(os.path.basename(sandbox.netns_path))
+        shutil.rmtree(os.path.join(state.lab_dir(lab), "pods", sandbox.name.replace("/", ".")), ignore_errors=True)
+
     def _argv(self, sandbox: Sandbox, argv: Sequence[str]) -> list[str]:
         if sandbox.pid:  # a pod: its holder's mount, UTS and network namespaces
             return podproc.nsenter_argv(sandbox.pid, argv)
