@@ -17,21 +17,10 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
+from labkit.net.syscalls import CLONE_NEWNET, MNT_DETACH, MS_BIND, MS_REC, MS_SHARED, check, libc
+
 NETNS_RUN_DIR = "/run/netns"
-CLONE_NEWNET = 0x40000000
-_MS_BIND = 4096
-_MS_REC = 16384
-_MS_SHARED = 1 << 20
-_MNT_DETACH = 2
-
-_libc = ctypes.CDLL(None, use_errno=True)
 T = TypeVar("T")
-
-
-def _check(result: int, what: str) -> None:
-    if result != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
 def netns_path(name: str) -> str:
@@ -41,17 +30,17 @@ def netns_path(name: str) -> str:
 def _prepare_run_dir() -> None:
     """Make /run/netns a shared mount point, as `ip netns add` does, so both tools agree."""
     os.makedirs(NETNS_RUN_DIR, exist_ok=True)
-    if _libc.mount(b"", NETNS_RUN_DIR.encode(), b"none", _MS_SHARED | _MS_REC, None) == 0:
+    if libc.mount(b"", NETNS_RUN_DIR.encode(), b"none", MS_SHARED | MS_REC, None) == 0:
         return
-    _check(_libc.mount(NETNS_RUN_DIR.encode(), NETNS_RUN_DIR.encode(), b"none", _MS_BIND | _MS_REC, None),
+    check(libc.mount(NETNS_RUN_DIR.encode(), NETNS_RUN_DIR.encode(), b"none", MS_BIND | MS_REC, None),
            "bind-mount /run/netns")
-    _check(_libc.mount(b"", NETNS_RUN_DIR.encode(), b"none", _MS_SHARED | _MS_REC, None), "share /run/netns")
+    check(libc.mount(b"", NETNS_RUN_DIR.encode(), b"none", MS_SHARED | MS_REC, None), "share /run/netns")
 
 
 def _enter(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
-        _check(_libc.setns(fd, CLONE_NEWNET), f"enter network namespace {path}")
+        check(libc.setns(fd, CLONE_NEWNET), f"enter network namespace {path}")
     finally:
         os.close(fd)
 
@@ -112,8 +101,8 @@ def create_namespaces(names: Iterable[str]) -> list[str]:
             path = netns_path(name)
             os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
             try:
-                _check(_libc.unshare(CLONE_NEWNET), f"create network namespace {name}")
-                _check(_libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", _MS_BIND, None),
+                check(libc.unshare(CLONE_NEWNET), f"create network namespace {name}")
+                check(libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", MS_BIND, None),
                        f"bind network namespace {name}")
             except OSError:
                 os.unlink(path)
@@ -133,7 +122,7 @@ def delete_namespace(name: str) -> bool:
     path = netns_path(name)
     if not os.path.exists(path):
         return False
-    if _libc.umount2(path.encode(), _MNT_DETACH) != 0 and ctypes.get_errno() not in (errno.EINVAL, errno.ENOENT):
+    if libc.umount2(path.encode(), MNT_DETACH) != 0 and ctypes.get_errno() not in (errno.EINVAL, errno.ENOENT):
         err = ctypes.get_errno()
         raise OSError(err, f"unmount network namespace {name}: {os.strerror(err)}")
     try:

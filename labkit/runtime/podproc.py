@@ -9,38 +9,16 @@ processes those would take.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 
 from labkit.errors import LabkitError
+from labkit.net.syscalls import CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWUTS, MNT_DETACH, MS_BIND, MS_PRIVATE, MS_REC, check, libc
 
-CLONE_NEWNS = 0x00020000
-CLONE_NEWUTS = 0x04000000
-CLONE_NEWNET = 0x40000000
-_MS_BIND = 4096
-_MS_REC = 16384
-_MS_PRIVATE = 1 << 18
-_MNT_DETACH = 2
-_libc = ctypes.CDLL(None, use_errno=True)
 # Holders this process forked: only these may be reaped here (others' children are theirs to wait for).
 forked: set[int] = set()
-
-
-def _ok(result: int, what: str) -> None:
-    if result != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
-def _setns_path(path: str, kind: int, what: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        _ok(_libc.setns(fd, kind), what)
-    finally:
-        os.close(fd)
 
 
 def _fork_checked(child, what: str) -> int:
@@ -76,16 +54,16 @@ def spawn_holder(netns_path: str, binds: Mapping[str, str], hostname: str, log_p
     def child(_: int) -> None:
         os.setsid()
         net = os.open(netns_path, os.O_RDONLY)
-        _ok(_libc.unshare(CLONE_NEWNS | CLONE_NEWUTS), "unshare mount/uts")
-        _ok(_libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None), "make / private")
+        check(libc.unshare(CLONE_NEWNS | CLONE_NEWUTS), "unshare mount/uts")
+        check(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
         # The private copy of /run/netns would pin every lab's namespaces (EBUSY on delete): drop it.
-        _libc.umount2(b"/run/netns", _MNT_DETACH)
-        _ok(_libc.setns(net, CLONE_NEWNET), "enter pod network namespace")
+        libc.umount2(b"/run/netns", MNT_DETACH)
+        check(libc.setns(net, CLONE_NEWNET), "enter pod network namespace")
         os.close(net)
         for target, source in binds.items():
-            _ok(_libc.mount(source.encode(), target.encode(), None, _MS_BIND, None), f"bind {source} on {target}")
+            check(libc.mount(source.encode(), target.encode(), None, MS_BIND, None), f"bind {source} on {target}")
         name = hostname.encode()
-        _ok(_libc.sethostname(name, len(name)), "set hostname")
+        check(libc.sethostname(name, len(name)), "set hostname")
         log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
