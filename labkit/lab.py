@@ -68,15 +68,20 @@ def up(path: str, runtime: str | None = None, progress: Progress | None = None,
         ("nodes", create_nodes),
         ("links", create_links),
         ("addresses and routes", configure_nodes),
-        ("host access", connect_host),
-        ("pod network", cluster.setup_pod_network),
-        ("pods", cluster.start_pods),
-        ("services", cluster.apply_services),
-        ("dns", cluster.start_dns),
-        ("policies", cluster.apply_policies),
-        ("exec", run_exec),
-        ("readiness", cluster.wait_ready),
     ]
+    if plan.mgmt and plan.mgmt.host_access:
+        phases.append(("host access", connect_host))
+    if plan.cluster:
+        phases += [
+            ("pod network", cluster.setup_pod_network),
+            ("pods", cluster.start_pods),
+            ("services", cluster.apply_services),
+            ("dns", cluster.start_dns),
+            ("policies", cluster.apply_policies),
+        ]
+    phases.append(("exec", run_exec))
+    if plan.cluster:
+        phases.append(("readiness", cluster.wait_ready))
     _run_phases(build, phases, undo=True)
     return _record(build)
 
@@ -194,8 +199,8 @@ def configure_nodes(b: Build) -> None:
 
 
 def connect_host(b: Build) -> None:
-    if b.plan.mgmt and b.plan.mgmt.host_access:
-        wiring.connect_host(b.plan.mgmt)
+    assert b.plan.mgmt is not None
+    wiring.connect_host(b.plan.mgmt)
 
 
 def _netns_paths(b: Build) -> dict[str, str]:
