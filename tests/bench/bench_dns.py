@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import shutil
 import signal
@@ -22,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from tests.netutil import free_endpoint as _free_endpoint
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = 400
@@ -29,21 +29,6 @@ SERVICES = 400
 # is dnsperf's defaults (one client socket, 100 queries outstanding: latency-bound).
 DNSPERF_OPTS = ["-c", "8", "-T", "2", "-q", "200"]
 PROFILES = {"clients8": DNSPERF_OPTS, "dnsperf_defaults": []}
-
-
-def _free_endpoint() -> tuple[str, int]:
-    for _ in range(50):
-        addr = f"127.0.{random.randrange(60, 250)}.{random.randrange(2, 250)}"
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind((addr, 0))
-            port = u.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind((addr, port))
-                except OSError:
-                    continue
-        return addr, port
-    raise RuntimeError("no free loopback port")
 
 
 def _query(name: str) -> bytes:

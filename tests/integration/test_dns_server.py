@@ -26,27 +26,12 @@ import pytest
 
 from labkit.dns import server as dns_server
 from labkit.dns.records import DnsConfig, Endpoint, Service, ServicePort
+from tests.netutil import free_endpoint
 
 pytestmark = pytest.mark.integration
 
 DIG = shutil.which("dig")
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_endpoint() -> tuple[str, int]:
-    """A loopback address and a port free for both UDP and TCP there."""
-    for _ in range(50):
-        addr = f"127.0.{random.randrange(60, 250)}.{random.randrange(2, 250)}"
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind((addr, 0))
-            port = u.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind((addr, port))
-                except OSError:
-                    continue
-        return addr, port
-    raise RuntimeError("no free loopback port")
 
 
 def children_of(pid: int) -> set[int]:
