@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parents[2]
 LABKIT_CNI = str(REPO / ".venv" / "bin" / "labkit-cni")
 REF_CNI = "/usr/lib/cni"
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: builds network namespaces")
+# Integration tests fail (not skip) without root: tests/integration/conftest.py says so once.
+needs_root = pytest.mark.integration
 
 SERVER = r"""
 import socket, sys

@@ -166,9 +166,14 @@ DIG_CASES = [
 ]
 
 
-@pytest.mark.skipif(DIG is None, reason="dig not installed")
+@pytest.fixture
+def dig_installed() -> None:
+    if DIG is None:
+        pytest.fail("dig missing: apt-get install dnsutils")
+
+
 @pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
-def test_dig_every_record_kind(srv, tcp):
+def test_dig_every_record_kind(srv, tcp, dig_installed):
     for args, status, answers in DIG_CASES:
         got_status, got = srv.dig(*args, tcp=tcp)
         if answers and answers[0].startswith("SOA"):
@@ -176,8 +181,7 @@ def test_dig_every_record_kind(srv, tcp):
         assert (got_status, got) == (status, answers), args
 
 
-@pytest.mark.skipif(DIG is None, reason="dig not installed")
-def test_dig_negative_answers_carry_soa(srv):
+def test_dig_negative_answers_carry_soa(srv, dig_installed):
     for name, qtype in (("nope.default.svc.cluster.local", "A"),
                         ("web.default.svc.cluster.local", "AAAA")):
         out = subprocess.run([DIG, f"@{srv.addr}", "-p", str(srv.port), name, qtype],

@@ -156,8 +156,6 @@ def test_running_lab_status_renders(lab_factory, tmp_path):
 
 def test_running_cluster_status_renders(lab_factory, tmp_path):
     topology = ROOT / "topologies" / "kube-3node.yaml"
-    if not topology.exists():
-        pytest.skip("kube-3node.yaml is not shipped")
     running = lab_factory(topology)
     summary = lab.status(running.name)[0]
     elements = assert_drawn(summary, tmp_path)

@@ -103,10 +103,9 @@ def test_missing_argument_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -
     assert "usage: labkit validate" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(shutil.which("labkit", path=str(Path(sys.executable).parent)) is None,
-                    reason="console script not installed")
 def test_console_script(tmp_path: Path) -> None:
     script = shutil.which("labkit", path=str(Path(sys.executable).parent))
+    assert script, "the `labkit` console script is not installed: pip install -e ."
     bad = tmp_path / "t.yaml"
     bad.write_text("name: x\ntopology:\n  nodes: {}\n")
     result = subprocess.run([script, "validate", str(bad)], capture_output=True, text=True, timeout=60)

@@ -109,9 +109,8 @@ def test_marker_arguments_are_checked(inner: pytest.Pytester) -> None:
 def test_entry_point_loads_the_plugin(pytester: pytest.Pytester) -> None:
     from importlib.metadata import entry_points
 
-    if not entry_points(group="pytest11", name="labkit"):
-        pytest.skip('entry point not installed yet: [project.entry-points.pytest11] labkit = '
-                    '"labkit.pytest_plugin" in pyproject.toml, then pip install -e .')
+    assert entry_points(group="pytest11", name="labkit"), \
+        "the pytest11 entry point is not installed: pip install -e ."
     pytester.makepyfile("""
         def test_uses_lab(labkit_lab):
             pass
