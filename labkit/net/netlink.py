@@ -12,6 +12,7 @@ import errno
 import os
 import socket
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
@@ -41,26 +42,37 @@ def _open_socket() -> socket.socket:
     return sock
 
 
+def _replies(sock: socket.socket) -> Iterator[tuple[int, int, bytes]]:
+    """(type, sequence number, whole message) of every message the kernel sends back, as it comes.
+    For an error/ack (NLMSG_ERROR), the error code is `_error_code(message)`."""
+    while True:
+        data = sock.recv(1 << 16)
+        offset = 0
+        while offset < len(data):
+            length, kind, _, seq, _ = _HEADER.unpack_from(data, offset)
+            yield kind, seq, data[offset:offset + length]
+            offset += (length + 3) & ~3
+
+
+def _error_code(message: bytes) -> int:
+    return -struct.unpack_from("=i", message, _HEADER.size)[0]
+
+
 def link_indexes() -> dict[str, int]:
     """Interface name -> index in the calling thread's network namespace (one dump)."""
     with _open_socket() as sock:
         sock.send(_HEADER.pack(_HEADER.size + 16, _RTM_GETLINK, _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0)
                   + bytes(16))
         indexes: dict[str, int] = {}
-        while True:
-            data = sock.recv(1 << 16)
-            offset = 0
-            while offset < len(data):
-                length, kind, _, _, _ = _HEADER.unpack_from(data, offset)
-                if kind == _NLMSG_DONE:
-                    return indexes
-                if kind == _NLMSG_ERROR:
-                    code = -struct.unpack_from("=i", data, offset + _HEADER.size)[0]
-                    raise NetlinkError(code, "list interfaces")
-                msg = ifinfmsg(data[offset:offset + length])
-                msg.decode()
-                indexes[msg.get_attr("IFLA_IFNAME")] = msg["index"]
-                offset += (length + 3) & ~3
+        for kind, _, message in _replies(sock):
+            if kind == _NLMSG_DONE:
+                return indexes
+            if kind == _NLMSG_ERROR:
+                raise NetlinkError(_error_code(message), "list interfaces")
+            msg = ifinfmsg(message)
+            msg.decode()
+            indexes[msg.get_attr("IFLA_IFNAME")] = msg["index"]
+    raise AssertionError("unreachable: the dump ends with NLMSG_DONE")
 
 
 _RTM_NEWLINK = 16
@@ -165,16 +177,12 @@ class Batch:
             for message in messages:
                 sock.send(message)
             first_error: NetlinkError | None = None
-            while pending:
-                reply = sock.recv(1 << 16)
-                offset = 0
-                while offset < len(reply):
-                    length, kind, _, seq, _ = _HEADER.unpack_from(reply, offset)
-                    if kind == _NLMSG_ERROR:
-                        code = -struct.unpack_from("=i", reply, offset + _HEADER.size)[0]
-                        what = pending.pop(seq, None)
-                        if code and code != tolerate.get(seq) and what and first_error is None:
-                            first_error = NetlinkError(code, what)
-                    offset += (length + 3) & ~3
+            for kind, seq, message in _replies(sock):
+                if kind == _NLMSG_ERROR:
+                    code, what = _error_code(message), pending.pop(seq, None)
+                    if code and code != tolerate.get(seq) and what and first_error is None:
+                        first_error = NetlinkError(code, what)
+                if not pending:
+                    break
             if first_error:
                 raise first_error
