@@ -249,12 +249,12 @@ def down(lab: str, runtimes: Sequence[Runtime] | None = None) -> bool:
     existed = lab in known_labs()
     recorded = state.read(lab) or {}
     if runtimes is None:
-        names = {"netns", recorded.get("runtime", "netns")}
-        runtimes = [get_runtime(n) for n in sorted(names)]
+        runtimes = [get_runtime(recorded.get("runtime", "netns"))]
     stop_recorded_processes(lab)
     for rt in runtimes:
-        rt.destroy(lab)
-    # the lab's own namespaces (mgmt, pods) whatever the node runtime
+        if rt.name != "netns":
+            rt.destroy(lab)
+    # Last, and whatever the node runtime: the lab's own namespaces (mgmt, netns nodes and pods).
     from labkit.runtime.netns import NetnsRuntime
 
     NetnsRuntime().destroy(lab)
