@@ -1,41 +1,44 @@
-"""Install a lean `labkit-cni` launcher into a CNI bin dir.
+"""Install the `labkit-cni` launcher into a CNI bin dir.
 
-The console script pip generates (`.venv/bin/labkit-cni`) starts Python with
-`site`, and an editable install's import finder alone costs ~15 ms per exec.
-A runtime execs the plugin once per pod and command, so labkit puts a launcher
-into its CNI bin dir that starts the interpreter with `-I -S` (isolated, no
-site) and puts only labkit's own parent directory on sys.path; the exec path
-imports nothing but C-accelerated standard library modules after that.
+A runtime execs its plugins once per pod and command, so this path decides
+labkit-cni's speed. The launcher (templates/cni-launcher.sh.j2) is a few lines
+of sh: when a labkit CNI server (`labkit.cni.server`) listens on its socket,
+the call goes there over socat and no Python starts; otherwise it starts the
+interpreter with `-I -S` (isolated, no `site`: the console script pip generates
+pays ~15 ms for an editable install's import finder alone) with only labkit's
+parent directory on sys.path, and the exec path imports nothing but
+C-accelerated standard library modules after that.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 
 PLUGIN = "labkit-cni"
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 
-LAUNCHER = """#!{python} -IS
-# labkit-cni launcher (written by labkit.cni.install): no `site`, fast exec per pod.
-import sys
-sys.path.insert(0, {root!r})
-from labkit.cni.main import main
-sys.exit(main())
-"""
+BOOTSTRAP = "import sys; sys.path.insert(0, {root!r}); from labkit.cni.main import main; sys.exit(main())"
 
 
-def launcher_text(python: str | None = None) -> str:
-    return LAUNCHER.format(python=python or sys.executable, root=str(PACKAGE_PARENT))
+def launcher_text(python: str | None = None, socket: str | os.PathLike | None = None) -> str:
+    """The launcher script; `socket` is the CNI server it tries first ($LABKIT_CNI_SOCKET overrides)."""
+    from labkit.templating import render
+
+    return render("cni-launcher.sh.j2", python=shlex.quote(python or sys.executable),
+                  socket=shlex.quote(str(socket)) if socket else "",
+                  bootstrap=shlex.quote(BOOTSTRAP.format(root=str(PACKAGE_PARENT))))
 
 
 def install_launcher(bin_dir: str | os.PathLike, *, python: str | None = None,
-                     name: str = PLUGIN, compile_bytecode: bool = True) -> Path:
+                     socket: str | os.PathLike | None = None, name: str = PLUGIN,
+                     compile_bytecode: bool = True) -> Path:
     """Write `<bin_dir>/<name>` atomically (mode 0755); return its path."""
     from labkit.files import write_atomic
 
-    target = write_atomic(Path(bin_dir) / name, launcher_text(python), mode=0o755)
+    target = write_atomic(Path(bin_dir) / name, launcher_text(python, socket), mode=0o755)
     if compile_bytecode:
         compile_exec_path()
     return target

@@ -148,10 +148,17 @@ def loads(data: str | bytes):
         i += 1
     try:
         obj, end = _scan(data, i)
-    except StopIteration as e:
-        raise JSONError(f"expecting a value at char {e.value}") from None
-    except ValueError as e:  # json.decoder.JSONDecodeError is a ValueError
-        raise JSONError(str(e)) from None
+    except (StopIteration, ValueError, SystemError):
+        # The C scanner builds most of its errors from json.decoder, which this path never imports
+        # (CPython 3.11 then returns NULL with no exception: a SystemError). Only the error path
+        # pays for the import, to give json's own message.
+        import json
+
+        try:
+            json.loads(data)
+        except ValueError as e:
+            raise JSONError(str(e)) from None
+        raise JSONError("malformed JSON") from None
     while end < n and data[end] in _WS:
         end += 1
     if end != n:

@@ -34,7 +34,7 @@ def _emit(obj: dict) -> None:
     sys.stdout.flush()
 
 
-def _version_of(stdin: bytes) -> str:
+def config_version(stdin: bytes) -> str:
     """Best effort cniVersion of the config, for error replies."""
     from .lite import loads
 
@@ -84,10 +84,10 @@ def run(env: dict, stdin: bytes) -> tuple[int, dict | None]:
         )
         return 0, (result if command in ("ADD", "VERSION") else None)
     except CNIError as e:
-        return 1, e.to_dict(_version_of(stdin))
+        return 1, e.to_dict(config_version(stdin))
     except Exception as e:  # noqa: BLE001 - never a traceback: the runtime parses stdout
         err = CNIError(INTERNAL, f"internal error: {type(e).__name__}: {e}", repr(e))
-        return 1, err.to_dict(_version_of(stdin))
+        return 1, err.to_dict(config_version(stdin))
 
 
 def main() -> int:

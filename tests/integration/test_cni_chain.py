@@ -14,7 +14,7 @@ import pytest
 from labkit.cni import conflist as cl
 from labkit.cni.errors import CNIError
 
-from .test_cni_helpers import REF_CNI, needs_root, scratch_fixture
+from .test_cni_helpers import REF_CNI, CNIServer, needs_root, scratch_fixture
 
 pytestmark = [pytest.mark.integration, needs_root]
 
@@ -157,15 +157,21 @@ def test_gc_dels_stale_cached_attachments(scratch):
     assert os.listdir(cache) == []
 
 
-def test_lean_launcher_in_a_cni_bin_dir(scratch):
+@pytest.mark.parametrize("served", [False, True], ids=["in-place", "server"])
+def test_launcher_in_a_cni_bin_dir(scratch, served):
+    """A conflist chaining labkit-cni (through the launcher, with or without the CNI server) and
+    the reference tuning plugin, exec'd as libcni would."""
     from labkit.cni.install import install_launcher
 
     s = scratch
     node, pod, client = build(s)
-    bindir = s.tmpdir()
-    launcher = install_launcher(bindir)
+    server = CNIServer() if served else None
+    bindir = server.dir + "/bin" if server else s.tmpdir()
+    if server:
+        s.dirs.append(server.dir)
+        s.procs.append(server.proc)
+    launcher = install_launcher(bindir, socket=server.socket if server else None)
     assert os.access(launcher, os.X_OK)
-    assert launcher.read_text().splitlines()[0].endswith(" -IS")
     text = cl.render_conflist(f"{s.prefix}-l", "10.244.3.0/24", data_dir=f"{s.tmpdir()}/ipam",
                               plugins=[TUNING])
     res = cl.execute_conflist("ADD", text, container_id="lean1", netns=pod, node_netns=node,
@@ -177,6 +183,9 @@ def test_lean_launcher_in_a_cni_bin_dir(scratch):
     cl.execute_conflist("DEL", text, container_id="lean1", netns=pod, node_netns=node,
                         cni_path=[bindir, REF_CNI], in_process=False, prev_result=res)
     assert s.sh(pod, "ip", "link", "show", "eth0", check=False).returncode != 0
+    if server:
+        assert server.served() == 2, server.log_text()  # the ADD and the DEL, nothing in place
+        server.stop()
 
 
 def test_add_failure_rolls_back(scratch):

@@ -1,5 +1,9 @@
 """CNI spec 1.1.0 conformance of the `labkit-cni` executable, driven as a runtime would:
-environment variables + config on stdin, results and errors parsed from stdout."""
+environment variables + config on stdin, results and errors parsed from stdout.
+
+Every test runs twice: against the console script pip installs (the plugin runs in the exec'd
+process) and against the launcher labkit puts in a CNI bin dir, which hands the call to a
+running labkit CNI server; a runtime must not be able to tell the two apart."""
 
 from __future__ import annotations
 
@@ -16,14 +20,30 @@ import pytest
 from labkit.cni import plugin
 from labkit.cni.errors import CNIError
 
-from .test_cni_helpers import Scratch, needs_root, node_with_pods, scratch_fixture
+from .test_cni_helpers import LABKIT_CNI, CNIServer, Scratch, needs_root, node_with_pods, scratch_with
 
 pytestmark = [pytest.mark.integration, needs_root]
 
 MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 ERROR_KEYS = {"cniVersion", "code", "msg", "details"}
 
-scratch = pytest.fixture(scratch_fixture)
+
+
+@pytest.fixture(scope="module", params=["script", "server"])
+def executable(request):
+    if request.param == "script":
+        yield LABKIT_CNI
+        return
+    server = CNIServer()
+    try:
+        yield server.launcher
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def scratch(executable):
+    yield from scratch_with(executable)
 
 
 def assert_error(rc, out, raw, err, code):
@@ -371,6 +391,8 @@ def test_environment_errors(scratch, what, command, over, code):
 
 CONFIG_CASES = [
     ("malformed JSON", b'{"cniVersion": "1.1.0", "name": ', 6),
+    ("truncated object", b"{", 6),
+    ("missing colon", b'{"cniVersion" "1.1.0"}', 6),
     ("empty stdin", b"", 6),
     ("not an object", b'["cniVersion"]', 6),
     ("binary garbage", b"\xff\xfe\x00garbage", 6),

@@ -48,8 +48,9 @@ print(c.recv(100).decode().strip())
 class Scratch:
     """Namespaces, links, processes and dirs of one test, all torn down by cleanup()."""
 
-    def __init__(self) -> None:
+    def __init__(self, executable: str = LABKIT_CNI) -> None:
         self.prefix = f"lkt-cni-{secrets.token_hex(2)}"
+        self.executable = executable  # the pip console script, or a launcher in a CNI bin dir
         self.namespaces: list[str] = []
         self.procs: list[subprocess.Popen] = []
         self.dirs: list[str] = []
@@ -109,7 +110,7 @@ class Scratch:
                 env[k] = v
         env.update(extra_env or {})
         stdin = raw_stdin if raw_stdin is not None else json.dumps(conf).encode()
-        argv = [LABKIT_CNI] if node is None else ["nsenter", f"--net={node}", "--", LABKIT_CNI]
+        argv = [self.executable] if node is None else ["nsenter", f"--net={node}", "--", self.executable]
         p = subprocess.run(argv, input=stdin, env=env, capture_output=True, timeout=60)
         out = p.stdout.decode()
         parsed = json.loads(out) if out.strip() else None
@@ -142,7 +143,11 @@ class Scratch:
 
 
 def scratch_fixture():
-    s = Scratch()
+    yield from scratch_with(LABKIT_CNI)
+
+
+def scratch_with(executable: str):
+    s = Scratch(executable)
     try:
         yield s
     finally:
@@ -157,3 +162,44 @@ def node_with_pods(s: Scratch, n_pods: int, subnet: str = "10.244.7.0/24", **ipa
     conf = {"cniVersion": "1.1.0", "name": f"{s.prefix}-net", "type": "labkit-cni",
             "ipam": {"subnet": subnet, "dataDir": f"{s.tmpdir()}/ipam", **ipam}}
     return node, pods, conf
+
+
+class CNIServer:
+    """A labkit CNI server on a private socket, and a launcher in a bin dir that calls it."""
+
+    def __init__(self) -> None:
+        from labkit.cni.install import install_launcher
+        from labkit.cni.server import command
+
+        self.dir = tempfile.mkdtemp(prefix="lkt-cni-srv-")
+        self.socket = os.path.join(self.dir, "labkit-cni.sock")
+        self.log = open(os.path.join(self.dir, "server.log"), "w+b")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(command(self.socket), stdout=self.log, stderr=subprocess.STDOUT)
+        self.launcher = str(install_launcher(os.path.join(self.dir, "bin"), socket=self.socket))
+        deadline = time.monotonic() + 20
+        while not os.path.exists(self.socket):
+            assert self.proc.poll() is None and time.monotonic() < deadline, self.log_text()
+            time.sleep(0.01)
+
+    def log_text(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def served(self) -> int:
+        """How many calls the server has answered (one log line each)."""
+        return sum(" -> " in line for line in self.log_text().splitlines())
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self.log.close()
+        assert not os.path.exists(self.socket), "the server left its socket behind"
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def cni_server_fixture():
+    server = CNIServer()
+    try:
+        yield server
+    finally:
+        server.stop()

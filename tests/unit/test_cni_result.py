@@ -194,9 +194,15 @@ def test_lean_launcher_imports(tmp_path):
 
     from labkit.cni.install import PACKAGE_PARENT, install_launcher, launcher_text
 
-    assert launcher_text("/usr/bin/python3").startswith("#!/usr/bin/python3 -IS\n")
+    text = launcher_text("/usr/bin/python3")
+    assert text.startswith("#!/bin/sh\n") and "\nexec /usr/bin/python3 -IS -c " in text
+    assert "sock=${LABKIT_CNI_SOCKET-}" in text  # no server configured: always in place
+    assert "sock=${LABKIT_CNI_SOCKET-'/run/a b.sock'}" in launcher_text("/usr/bin/python3", "/run/a b.sock")
     path = install_launcher(tmp_path, compile_bytecode=False)
     assert oct(path.stat().st_mode & 0o777) == "0o755"
+    version = subprocess.run([path], env={"CNI_COMMAND": "VERSION", "PATH": "/usr/bin:/bin"},
+                             input=b"", capture_output=True, check=True).stdout
+    assert b'"supportedVersions"' in version
     code = (f"import sys; sys.path.insert(0, {str(PACKAGE_PARENT)!r});"
             "import labkit.cni.main, labkit.cni.plugin;"
             "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "

@@ -1,0 +1,167 @@
+"""The labkit CNI server: `labkit-cni` calls answered by one long-lived process.
+
+A container runtime execs its CNI plugin once per pod and command. Starting
+CPython costs ~10 ms, twice per pod: more than a Go plugin's whole ADD. So,
+like Antrea's and Kube-OVN's node agents, labkit keeps the plugin loaded in a
+server, and the `labkit-cni` in the CNI bin dir (templates/cni-launcher.sh.j2)
+is a few lines of sh that hand the config on stdin to it with socat. The
+server reads the rest of the call from the caller itself: the pid from
+SO_PEERCRED, the CNI_* environment from /proc/<pid>/environ, the network
+namespace it runs in (the node's) from /proc/<pid>/ns/net. The reply is
+`<exit code>\\n<JSON or nothing>`; the launcher prints the JSON and exits
+with the code, so the runtime cannot tell it from the plugin run in place.
+
+Each connection gets a fresh thread (ThreadingMixIn) that enters the caller's
+namespace: setns moves only the calling thread, and the thread ends with the
+request, so no call ever runs in another's namespace.
+
+    python -m labkit.cni.server --socket PATH
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import socketserver
+import struct
+import sys
+import time
+
+from .errors import INTERNAL, INVALID_ENV, IO_FAILURE, CNIError
+from .lite import dumps
+from .main import config_version, run
+from .netlink import setns
+
+MAX_CONFIG = 1 << 20  # a conflist's plugin config is a few KiB; anything near this is not one
+PASSED_ENV = ("CNI_", "LABKIT_CNI_")  # the only variables of the caller the plugin may see
+
+
+def caller_environment(raw: bytes) -> dict[str, str]:
+    """The CNI variables in a /proc/<pid>/environ blob (NUL-separated KEY=VALUE)."""
+    env = {}
+    for entry in raw.split(b"\0"):
+        key, sep, value = entry.partition(b"=")
+        if sep and key.startswith(tuple(p.encode() for p in PASSED_ENV)):
+            env[key.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
+    return env
+
+
+def reply(code: int, out: dict | None) -> bytes:
+    """The wire answer the launcher decodes: exit code line, then the JSON to print."""
+    return f"{code}\n".encode() + (dumps(out).encode() + b"\n" if out is not None else b"")
+
+
+class CallHandler(socketserver.BaseRequestHandler):
+    """One plugin call: enter the caller's netns, run the plugin with its env and stdin."""
+
+    def handle(self) -> None:
+        started = time.perf_counter()
+        env: dict[str, str] = {}
+        stdin = b""
+        try:
+            # stdin first, always: the launcher is still writing it, and an early answer would break its pipe
+            pid, uid, stdin = self._receive()
+            env = self._enter_caller(pid, uid)
+            code, out = run(env, stdin)
+        except CNIError as e:
+            code, out = 1, e.to_dict(config_version(stdin))
+        except Exception as e:  # noqa: BLE001 - the caller gets a CNI error, the server keeps serving
+            err = CNIError(INTERNAL, f"labkit CNI server: {type(e).__name__}: {e}", repr(e))
+            code, out = 1, err.to_dict(config_version(stdin))
+        try:
+            self.request.sendall(reply(code, out))
+        except OSError:
+            pass  # the caller went away; nothing to tell it
+        ms = (time.perf_counter() - started) * 1000
+        print(f"{env.get('CNI_COMMAND', '?')} {env.get('CNI_CONTAINERID', '-')} {env.get('CNI_IFNAME', '-')}"
+              f" -> {code} ({ms:.1f} ms)", file=sys.stderr, flush=True)
+
+    def _receive(self) -> tuple[int, int, bytes]:
+        """The caller's pid and uid (from the kernel, not from the caller) and its stdin."""
+        sock: socket.socket = self.request
+        pid, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        chunks, size = [], 0
+        while chunk := sock.recv(65536):  # read to EOF even when too big, so the launcher's write succeeds
+            size += len(chunk)
+            if size <= MAX_CONFIG:
+                chunks.append(chunk)
+        if size > MAX_CONFIG:
+            raise CNIError(INVALID_ENV, f"labkit CNI server: config on stdin exceeds {MAX_CONFIG} bytes")
+        return pid, uid, b"".join(chunks)
+
+    @staticmethod
+    def _enter_caller(pid: int, uid: int) -> dict[str, str]:
+        """Move this request's thread into the caller's network namespace; return its CNI variables."""
+        if uid not in (0, os.geteuid()):
+            raise CNIError(INVALID_ENV, f"labkit CNI server: uid {uid} may not call it")
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                env = caller_environment(fh.read())
+            fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:  # e.g. the caller is in a pid namespace this server cannot see into
+            raise CNIError(IO_FAILURE, f"labkit CNI server cannot see its caller (pid {pid})", str(e)) from e
+        try:
+            setns(fd)
+        finally:
+            os.close(fd)
+        return env
+
+
+class CNIServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True  # a stuck call must not keep a stopping server alive
+    request_queue_size = 128  # a runtime starting many pods at once
+
+
+def _clear_stale(path: str) -> None:
+    """Remove a socket left by a server that died; refuse to take over a live one."""
+    if not os.path.exists(path):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)
+        return
+    finally:
+        probe.close()
+    raise SystemExit(f"labkit CNI server: {path} is already being served")
+
+
+def serve(path: str) -> None:
+    """Listen on `path` (mode 0600) until SIGTERM/SIGINT; remove the socket on the way out."""
+    _clear_stale(path)
+    old = os.umask(0o077)  # the socket is born private: whoever can call it runs the plugin as root
+    try:
+        server = CNIServer(path, CallHandler)
+    finally:
+        os.umask(old)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print(f"labkit CNI server {os.getpid()} serving on {path}", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def command(path: str) -> list[str]:
+    """The argv that runs a server on `path` with this interpreter."""
+    return [sys.executable, "-m", "labkit.cni.server", "--socket", path]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m labkit.cni.server", description=__doc__.splitlines()[0])
+    parser.add_argument("--socket", required=True, help="unix socket path to listen on")
+    serve(parser.parse_args(argv).socket)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
