@@ -104,7 +104,9 @@ def bench(c, only="lab,cni,pods,dns,runtimes", sizes="10,100,1000", repeat=3):
     if "cni" in chosen:
         from tests.bench.bench_cni import bench_cni_exec
 
-        _print_rows("CNI ADD+DEL as an executable, 200 pods (ms)", bench_cni_exec(200))
+        result = bench_cni_exec(200)
+        _print_rows("CNI ADD+DEL as an executable, 200 pods (ms)", result)
+        print(f"(a bare `python -IS` starts in {result['python_IS_start_p50']} ms here; the in-place row pays it twice)")
     if "pods" in chosen:
         from tests.bench.bench_pods import print_pods_bench
 

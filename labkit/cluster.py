@@ -15,6 +15,7 @@ from labkit.cni import backends
 from labkit.cni.conflist import execute_conflist, write_conflist
 from labkit.cni.errors import CNIError
 from labkit.errors import LabkitError
+from labkit.files import write_atomic
 from labkit.net import netns, wiring
 from labkit.runtime import ContainerSpec, PodSpec, Sandbox
 from labkit.topology.plan import ClusterPlan, Plan, netns_prefix
@@ -56,7 +57,19 @@ def k8s_nodes(plan: Plan) -> list:
 
 
 def conflist_path(lab: str, node: str) -> str:
-    return os.path.join(state.lab_dir(lab), "cni", node, f"10-{CNI_NETWORK}.conflist")
+    return os.path.join(cni_dir(lab), node, f"10-{CNI_NETWORK}.conflist")
+
+
+def cni_dir(lab: str) -> str:
+    return os.path.join(state.lab_dir(lab), "cni")
+
+
+def cni_socket(lab: str) -> str:
+    return os.path.join(cni_dir(lab), "labkit-cni.sock")
+
+
+def cni_bin_dir(lab: str) -> str:
+    return os.path.join(cni_dir(lab), "bin")
 
 
 def pod_netns(lab: str, namespace: str, pod: str) -> str:
@@ -115,6 +128,7 @@ def setup_pod_network(b: Build) -> None:
     plan, cluster = b.plan, b.plan.cluster
     if cluster is None:
         return
+    start_cni_server(plan.lab)  # first: it loads while the rest of the cluster is built
     nodes = [backends.ClusterNode(n.name, b.sandboxes[n.name].netns_path, str(n.mgmt_ipv4.ip), str(n.pod_cidr))
              for n in k8s_nodes(plan)]
     for node in nodes:
@@ -129,6 +143,33 @@ def setup_pod_network(b: Build) -> None:
             backends.apply_masquerade(node.netns_path, str(cluster.pod_cidr), pod_cidr=node.pod_cidr)
     except backends.BackendError as exc:
         raise LabkitError(str(exc)) from None
+
+
+def start_cni_server(lab: str) -> None:
+    """The lab's CNI server, and the launcher that calls it in the lab's CNI bin dir, for runtimes
+    that exec `labkit-cni` (labkit itself calls the plugin in-process). `down` stops it by its pid file."""
+    from labkit.cni import server
+    from labkit.cni.install import install_launcher
+
+    folder = cni_dir(lab)
+    os.makedirs(folder, exist_ok=True)
+    pid = server.start(cni_socket(lab), os.path.join(folder, "server.log"))
+    write_atomic(os.path.join(folder, "server.pid"), f"{pid}\n")
+    install_launcher(cni_bin_dir(lab), socket=cni_socket(lab), compile_bytecode=False)
+
+
+def wait_cni_server(b: Build) -> None:
+    """`up` returns with the lab's CNI server listening, so an exec right after never runs in place."""
+    from labkit.cni import server
+
+    lab = b.plan.lab
+    folder = cni_dir(lab)
+    with open(os.path.join(folder, "server.pid"), encoding="ascii") as fh:
+        pid = int(fh.read())
+    try:
+        server.wait_serving(cni_socket(lab), pid, os.path.join(folder, "server.log"), READY_TIMEOUT)
+    except CNIError as e:
+        raise LabkitError(f"{e.msg}: {e.details}") from None
 
 
 # ---------------------------------------------------------------- phase: pods

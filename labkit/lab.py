@@ -81,7 +81,7 @@ def up(path: str, runtime: str | None = None, progress: Progress | None = None,
         ]
     phases.append(("exec", run_exec))
     if plan.cluster:
-        phases.append(("readiness", cluster.wait_ready))
+        phases += [("cni server", cluster.wait_cni_server), ("readiness", cluster.wait_ready)]
     _run_phases(build, phases, undo=True)
     return _record(build)
 
@@ -237,6 +237,9 @@ def summarize(plan: Plan, build: Build | None = None) -> dict[str, Any]:
         "pods": [p.as_status() for p in build.pods] if build else [],
         "services": [s.as_status() for s in build.services] if build else [],
         "dns": {"ip": str(plan.cluster.dns_ip), "domain": plan.cluster.domain} if plan.cluster else None,
+        "cni": {"bin_dir": cluster.cni_bin_dir(plan.lab), "socket": cluster.cni_socket(plan.lab),
+                "conflists": {n.name: cluster.conflist_path(plan.lab, n.name) for n in cluster.k8s_nodes(plan)}}
+        if plan.cluster else None,
         "timings": dict(build.timings) if build else {},
     }
 

@@ -130,7 +130,7 @@ def _clear_stale(path: str) -> None:
 
 
 def serve(path: str) -> None:
-    """Listen on `path` (mode 0600) until SIGTERM/SIGINT; remove the socket on the way out."""
+    """Listen on `path` (owner only) until SIGTERM/SIGINT; remove the socket on the way out."""
     _clear_stale(path)
     old = os.umask(0o077)  # the socket is born private: whoever can call it runs the plugin as root
     try:
@@ -154,6 +154,43 @@ def serve(path: str) -> None:
 def command(path: str) -> list[str]:
     """The argv that runs a server on `path` with this interpreter."""
     return [sys.executable, "-m", "labkit.cni.server", "--socket", path]
+
+
+def start(path: str, log: str) -> int:
+    """Start a server on `path` in the background, logging to `log`; return its pid at once.
+
+    Nothing waits for it here: until its socket appears, launchers run the plugin in place.
+    """
+    import subprocess
+
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(command(path), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    return proc.pid
+
+
+def wait_serving(path: str, pid: int, log: str, timeout: float) -> None:
+    """Return once the server `pid` listens on `path`; CNIError with its log's tail if it cannot."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        alive = os.path.exists(f"/proc/{pid}") and _state(pid) != "Z"
+        if not alive or time.monotonic() > deadline:
+            try:
+                with open(log, encoding="utf-8", errors="replace") as fh:
+                    tail = fh.read()[-500:].strip()
+            except OSError:
+                tail = ""
+            why = "exited" if not alive else f"is not listening after {timeout:.0f} s"
+            raise CNIError(IO_FAILURE, f"the labkit CNI server for {path} {why}", tail or "no log")
+        time.sleep(0.005)
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "X"
 
 
 def main(argv: list[str] | None = None) -> int:

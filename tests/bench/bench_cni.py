@@ -3,12 +3,13 @@
 `bench_cni_exec(pods)` builds one node namespace and `pods` pod namespaces,
 then for each plugin ADDs every pod and DELs every pod again, each call a
 fresh process run exactly as a runtime would (env vars + config on stdin,
-`nsenter --net=<node ns>` in front of both so the wrapper cost is equal).
-Rows: the reference `bridge` (+ its `host-local` IPAM exec), the pip console
-script `.venv/bin/labkit-cni` (an editable install's `site` costs ~15 ms per
-start), and the lean launcher from `labkit.cni.install` (`python -IS`, what
-labkit puts in its CNI bin dir). Calls are interleaved so the rows share
-whatever else the machine is doing.
+`nsenter --net=<node ns>` in front of each so the wrapper cost is equal).
+Rows: the reference `bridge` (which execs `host-local` for IPAM), and the
+launcher labkit puts in a CNI bin dir (`labkit.cni.install`) twice: handing
+each call to a running labkit CNI server (`labkit.cni.server`, what a lab
+starts), and running the plugin in place in a `python -IS` (no server).
+Calls are interleaved so the rows share whatever else the machine is doing;
+`p50_vs_ref` is each row's ADD+DEL p50 over the reference's.
 Returns milliseconds; `invoke bench` prints them. Needs root.
 """
 
@@ -26,8 +27,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-LABKIT_CNI = str(REPO / ".venv" / "bin" / "labkit-cni")
 REF_DIR = "/usr/lib/cni"
+REFERENCE = "bridge+host-local"
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -96,6 +97,7 @@ def bench_cni_exec(pods: int = 200) -> dict:
     pod_ns = [f"{prefix}-p{i}" for i in range(pods)]
     tmp = tempfile.mkdtemp(prefix="lkt-cni-bench-")
     created: list[str] = []
+    server = None
     try:
         for ns in [node, *pod_ns]:
             subprocess.run(["ip", "netns", "add", ns], check=True)
@@ -110,24 +112,37 @@ def bench_cni_exec(pods: int = 200) -> dict:
                     "ipam": {"subnet": subnet, "dataDir": f"{tmp}/{net}"}}
 
         from labkit.cni.install import install_launcher
+        from labkit.cni.server import command
 
-        lean = str(install_launcher(f"{tmp}/bin"))
+        sock = f"{tmp}/labkit-cni.sock"
+        server = subprocess.Popen(command(sock), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while not os.path.exists(sock):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the labkit CNI server did not start")
+            time.sleep(0.01)
+        served = str(install_launcher(f"{tmp}/served", socket=sock))
+        in_place = str(install_launcher(f"{tmp}/bin"))
         # (row label, executable, config, ifname): one pod namespace holds all three
         plugins = [
-            ("bridge+host-local", f"{REF_DIR}/bridge", br_conf, "eth0"),
-            ("labkit-cni", LABKIT_CNI, lk_conf("lkc", "10.251.0.0/16"), "eth1"),
-            ("labkit-cni (lean launcher)", lean, lk_conf("lkl", "10.253.0.0/16"), "eth2"),
+            (REFERENCE, f"{REF_DIR}/bridge", br_conf, "eth0"),
+            ("labkit-cni (launcher -> CNI server)", served, lk_conf("lks", "10.251.0.0/16"), "eth1"),
+            ("labkit-cni (launcher, in place)", in_place, lk_conf("lkl", "10.253.0.0/16"), "eth2"),
         ]
         _drive(plugins, node, pod_ns[:3], "warm")  # page cache and bytecode
         rows = _drive(plugins, node, pod_ns, "c")
+        for row in rows.values():
+            row["p50_vs_ref"] = round(row["add_del_p50"] / rows[REFERENCE]["add_del_p50"], 2)
         return {
             "pods": pods,
             "unit": "ms",
             **rows,
-            "python_start_p50": _python_floor(),
             "python_IS_start_p50": _python_floor(["-I", "-S"]),
         }
     finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=10)
         for ns in reversed(created):
             subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)

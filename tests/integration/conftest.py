@@ -90,7 +90,22 @@ def leftovers(name: str) -> list[str]:
     if os.path.exists(f"/sys/class/net/{host_link_name(name)}"):
         found.append(f"host link {host_link_name(name)}")
     found += [f"container {c}" for c in lab_containers(name)]
+    found += [f"process {pid}" for pid in processes_naming(state.lab_dir(name) + "/")]
     return found
+
+
+def processes_naming(text: str) -> list[int]:
+    """Pids whose command line mentions `text` (labkit's servers are given paths in the lab's state)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    if text.encode() in fh.read():
+                        pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
 
 
 def labkit(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -159,8 +174,9 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _dns_pids(name: str) -> list[int]:
-    folder = os.path.join(state.lab_dir(name), "dns")
+def _recorded_pids(name: str, folder: str) -> list[int]:
+    """Pids labkit recorded in a folder of the lab's state (dns: the DNS servers, cni: the CNI server)."""
+    folder = os.path.join(state.lab_dir(name), folder)
     pids = []
     for entry in os.listdir(folder) if os.path.isdir(folder) else []:
         if entry.endswith(".pid"):
@@ -175,12 +191,13 @@ def kube_lab(request) -> Iterator[RunningLab]:
     """kube-3node (host-gw) and kube-vxlan under each runtime, shared by every test that only reads them."""
     runtime, backend = request.param
     running = start_lab(TOPOLOGIES / CLUSTER_TOPOLOGIES[backend], runtime=runtime)
-    processes = [p["pid"] for p in running.summary["pods"] if p["pid"]] + _dns_pids(running.name)
-    assert _dns_pids(running.name), "no DNS server started"
+    servers = _recorded_pids(running.name, "dns") + _recorded_pids(running.name, "cni")
+    processes = [p["pid"] for p in running.summary["pods"] if p["pid"]] + servers
+    assert len(servers) >= 2, "no DNS server or no CNI server started"
     yield running
     lab.down(running.name)
     assert leftovers(running.name) == []
-    assert [pid for pid in processes if _alive(pid)] == [], "pod or DNS processes survived down"
+    assert [pid for pid in processes if _alive(pid)] == [], "pod, DNS or CNI server processes survived down"
 
 
 def pods(running: RunningLab) -> dict[str, dict]:

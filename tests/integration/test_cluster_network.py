@@ -10,9 +10,11 @@ import re
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
+from labkit.topology.plan import netns_prefix
 
 from .conftest import RunningLab, in_pod, labkit, pods
 
@@ -118,3 +120,40 @@ def test_a_pod_that_never_listens_fails_up_clearly_and_leaves_nothing(tmp_path, 
     with pytest.raises(LabkitError, match=r"phase 'readiness': pod default/deaf: nothing listens on containerPort 9999"):
         lab.up(str(topology), progress=Progress(quiet=True), name=name)
     assert leftovers(name) == []
+
+
+def test_the_labs_cni_bin_dir_attaches_a_namespace_of_ones_own(kube_lab: RunningLab) -> None:
+    """What a container runtime on a node does: exec `labkit-cni` from the lab's CNI bin dir with
+    the node's conflist. The lab's CNI server answers; the namespace gets an address of the node's
+    podCIDR and reaches pods on other nodes both ways; DEL gives the address back."""
+    cni, nodes = kube_lab.summary["cni"], {n["name"]: n for n in kube_lab.summary["nodes"]}
+    conflist = json.loads(Path(cni["conflists"]["w1"]).read_text())
+    conf = json.dumps({"cniVersion": conflist["cniVersion"], "name": conflist["name"], **conflist["plugins"][0]})
+    extra = f"{netns_prefix(kube_lab.name)}default.extra"
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_CONTAINERID": "extra", "CNI_IFNAME": "eth0",
+           "CNI_NETNS": f"/run/netns/{extra}", "CNI_PATH": f"{cni['bin_dir']}:/usr/lib/cni"}
+
+    def plugin(command: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["nsenter", f"--net={kube_lab.netns_path('w1')}", "--",
+                               f"{cni['bin_dir']}/labkit-cni"], input=conf, text=True, capture_output=True,
+                              env=dict(env, CNI_COMMAND=command), timeout=30)
+
+    subprocess.run(["ip", "netns", "add", extra], check=True)
+    try:
+        added = plugin("ADD")
+        assert added.returncode == 0, added.stdout + added.stderr
+        ip = json.loads(added.stdout)["ips"][0]["address"].split("/")[0]
+        assert ipaddress.IPv4Address(ip) in ipaddress.IPv4Network(nodes["w1"]["pod_cidr"])
+        client = pods(kube_lab)["default/client"]
+        assert client["node"] != "w1"
+        assert subprocess.run(["ip", "netns", "exec", extra, "ping", "-c1", "-W2", client["ip"]]).returncode == 0
+        assert in_pod(kube_lab, "default/client", "ping", "-c1", "-W2", ip).returncode == 0
+        log = Path(cni["socket"]).with_name("server.log").read_text()
+        assert "ADD extra eth0 -> 0" in log, "the call ran in place, not in the lab's CNI server"
+        deleted = plugin("DEL")
+        assert deleted.returncode == 0 and deleted.stdout == "", deleted.stdout + deleted.stderr
+        leases = Path(conflist["plugins"][0]["ipam"]["dataDir"])
+        assert not (leases / ip).exists() and ip not in "".join(p.name for p in leases.iterdir())
+    finally:
+        plugin("DEL")
+        subprocess.run(["ip", "netns", "del", extra], check=False)

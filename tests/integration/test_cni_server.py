@@ -1,0 +1,129 @@
+"""The labkit CNI server and the launcher that calls it: where calls run, what happens when the
+server is missing, stale or fed garbage, and that it cleans up after itself. (The whole conformance
+suite also runs through it: test_cni_conformance.py.)"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from labkit.cni.server import command
+
+from .test_cni_helpers import CNIServer, cni_server_fixture, needs_root, node_with_pods, scratch_with
+
+pytestmark = [pytest.mark.integration, needs_root]
+
+server = pytest.fixture(cni_server_fixture)
+
+
+@pytest.fixture
+def scratch(server):
+    yield from scratch_with(server.launcher)
+
+
+def test_calls_go_to_the_server_in_the_callers_namespace(server, scratch):
+    s = scratch
+    node, (pod,), conf = node_with_pods(s, 1)
+    rc, out, raw, err = s.cni("ADD", conf, node=node, container_id="srv1", netns=pod)
+    assert rc == 0, raw + err
+    assert "ADD srv1 eth0 -> 0" in server.log_text()
+    host_veth = out["interfaces"][0]["name"]
+    assert s.sh(node, "ip", "link", "show", host_veth, check=False).returncode == 0  # the node's, not the host's
+    assert not os.path.exists(f"/sys/class/net/{host_veth}")
+    rc, out, raw, err = s.cni("DEL", conf, node=node, container_id="srv1", netns=pod)
+    assert (rc, raw) == (0, "") and server.served() == 2
+
+
+def test_without_a_server_the_launcher_runs_the_plugin_in_place(server, scratch):
+    s = scratch
+    before = server.served()
+    rc, out, raw, _ = s.cni("VERSION", None, raw_stdin=b"", extra_env={"LABKIT_CNI_SOCKET": ""})
+    assert rc == 0 and "1.1.0" in out["supportedVersions"]
+    assert server.served() == before
+    missing = os.path.join(server.dir, "nothing-here.sock")
+    rc, out, raw, _ = s.cni("VERSION", None, raw_stdin=b"", extra_env={"LABKIT_CNI_SOCKET": missing})
+    assert rc == 0 and server.served() == before
+
+
+def test_a_stale_socket_falls_back_to_running_in_place(scratch):
+    """A server killed with SIGKILL leaves its socket file; the launcher must not hang or fail on it."""
+    s = scratch
+    dead = CNIServer()
+    try:
+        dead.proc.kill()
+        dead.proc.wait()
+        assert os.path.exists(dead.socket)
+        s.executable = dead.launcher
+        node, (pod,), conf = node_with_pods(s, 1)
+        rc, out, raw, err = s.cni("ADD", conf, node=node, container_id="stale1", netns=pod)
+        assert rc == 0, raw + err
+        rc, _, raw, err = s.cni("DEL", conf, node=node, container_id="stale1", netns=pod)
+        assert rc == 0, raw + err
+        # and a new server takes the stale socket over
+        fresh = subprocess.Popen(command(dead.socket), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            assert _answer(dead.socket, b"").startswith(b"1\n")
+        finally:
+            fresh.terminate()
+            fresh.wait(timeout=10)
+    finally:
+        dead.log.close()
+        s.dirs.append(dead.dir)
+
+
+def _answer(path: str, data: bytes, *, timeout: float = 20) -> bytes:
+    """Connect (retrying while the server starts), send data, half-close, read the reply."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            c.connect(path)
+            break
+        except OSError:
+            c.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+    with c:
+        c.settimeout(timeout)
+        c.sendall(data)
+        c.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := c.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_garbage_and_hangups_get_errors_and_the_server_keeps_serving(server):
+    # no CNI_COMMAND in this (the test's) environment, then garbage: a CNI error each, exit code 1
+    reply = _answer(server.socket, b"\xff\x00garbage" * 1000)
+    code, _, body = reply.partition(b"\n")
+    assert code == b"1" and b'"code": 4' in body and b"CNI_COMMAND" in body
+    too_big = _answer(server.socket, b"{" * (2 << 20))
+    assert too_big.startswith(b"1\n") and b"exceeds" in too_big
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.connect(server.socket)
+    c.close()  # a caller that hangs up at once
+    env = dict(os.environ, CNI_COMMAND="VERSION")
+    version = subprocess.run([server.launcher], input=b"", env=env, capture_output=True, timeout=20)
+    assert version.returncode == 0 and b"supportedVersions" in version.stdout
+    assert server.proc.poll() is None
+
+
+def test_the_socket_is_private_and_a_second_server_refuses_it(server):
+    assert stat.S_IMODE(os.stat(server.socket).st_mode) & 0o077 == 0  # only its owner (root) may connect
+    second = subprocess.run(command(server.socket), capture_output=True, text=True, timeout=30)
+    assert second.returncode != 0 and "already being served" in second.stderr
+    assert server.proc.poll() is None and os.path.exists(server.socket)
+
+
+def test_server_entry_point_needs_a_socket():
+    r = subprocess.run([sys.executable, "-m", "labkit.cni.server"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "--socket" in r.stderr
