@@ -104,9 +104,7 @@ def bench(c, only="lab,cni,pods,dns,runtimes", sizes="10,100,1000", repeat=3):
     if "cni" in chosen:
         from tests.bench.bench_cni import bench_cni_exec
 
-        result = bench_cni_exec(200)
-        _print_rows("CNI ADD+DEL as an executable, 200 pods (ms)", result)
-        print(f"(a bare `python -IS` starts in {result['python_IS_start_p50']} ms here; the in-place row pays it twice)")
+        _print_rows("CNI ADD+DEL as an executable, 200 pods (ms)", bench_cni_exec(200))
     if "pods" in chosen:
         from tests.bench.bench_pods import print_pods_bench
 
@@ -139,10 +137,11 @@ def _print_rows(title: str, rows: dict) -> None:
         if isinstance(values, dict):
             table.add_row(name, *(f"{values.get(c, ''):.2f}" if isinstance(values.get(c), float)
                                   else str(values.get(c, "")) for c in columns))
-    Console().print(table)
+    console = Console(width=max(Console().width, 132))  # piped output too: tables are wide
+    console.print(table)
     notes = ", ".join(f"{k}: {v}" for k, v in rows.items() if not isinstance(v, dict))
     if notes:
-        Console().print(notes)
+        console.print(notes)
 
 
 @task(help={"force": "rebuild even if present"})

@@ -126,8 +126,8 @@ def bench_cni_exec(pods: int = 200) -> dict:
         # (row label, executable, config, ifname): one pod namespace holds all three
         plugins = [
             (REFERENCE, f"{REF_DIR}/bridge", br_conf, "eth0"),
-            ("labkit-cni (launcher -> CNI server)", served, lk_conf("lks", "10.251.0.0/16"), "eth1"),
-            ("labkit-cni (launcher, in place)", in_place, lk_conf("lkl", "10.253.0.0/16"), "eth2"),
+            ("labkit-cni -> CNI server", served, lk_conf("lks", "10.251.0.0/16"), "eth1"),
+            ("labkit-cni in place", in_place, lk_conf("lkl", "10.253.0.0/16"), "eth2"),
         ]
         _drive(plugins, node, pod_ns[:3], "warm")  # page cache and bytecode
         rows = _drive(plugins, node, pod_ns, "c")
