@@ -10,8 +10,11 @@ module you need:
 - `labkit.cni.conflist` - render/write the conflist from
   `templates/cni-conflist.json.j2`, and `execute_conflist(...)`, a small libcni.
 - `labkit.cni.backends` - host-gw / vxlan node routing and egress masquerade.
-- `labkit.cni.install.install_launcher(bin_dir)` - a fast `python -IS` launcher
-  for a CNI bin dir.
+- `labkit.cni.install.install_launcher(bin_dir, socket=None)` - the `labkit-cni`
+  for a CNI bin dir: sh that hands each call to a CNI server on `socket`, or runs
+  the plugin in place in a `python -IS`.
+- `labkit.cni.server` - the CNI server (`python -m labkit.cni.server --socket P`):
+  the plugin loaded once, each call run in its caller's namespace with its env.
 - `labkit.cni.ipam`, `labkit.cni.netlink`, `labkit.cni.config`, `labkit.cni.lite` -
   the standard-library-only pieces of the exec path.
 """
