@@ -594,16 +594,16 @@ def _print_rich(report: Report, console: Any) -> None:
 # ---------------------------------------------------------------- running the agent
 
 
-def _agent_env() -> dict[str, str]:
-    env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
-
-
 def agent_argv(netns_path: str, *args: str) -> list[str]:
-    """The command that runs `labkit.agent` with the host's Python inside a network namespace."""
-    return ["nsenter", f"--net={netns_path}", "--", sys.executable, "-m", "labkit.agent", *args]
+    """The command that runs `labkit.agent` with the host's Python inside a network namespace,
+    without `site` (labkit.lean): one start per source, so `verify` waits for none of it."""
+    from importlib.util import find_spec
+
+    from labkit.lean import module_argv
+
+    spec = find_spec("dns")  # dnspython, for `resolve`: its site-packages folder, not the whole of `site`
+    extra = (os.path.dirname(spec.submodule_search_locations[0]),) if spec and spec.submodule_search_locations else ()
+    return ["nsenter", f"--net={netns_path}", "--", *module_argv("labkit.agent", *args, extra_paths=extra)]
 
 
 def _run_agent(netns_path: str, requests: list[dict], timeout: float) -> dict[Any, dict]:
@@ -611,7 +611,7 @@ def _run_agent(netns_path: str, requests: list[dict], timeout: float) -> dict[An
     budget = 10 + timeout * (4 + len(requests))
     try:
         proc = subprocess.run(agent_argv(netns_path, "probe-many"), input=payload, capture_output=True,
-                              text=True, timeout=budget, env=_agent_env())
+                              text=True, timeout=budget)
     except subprocess.TimeoutExpired:
         return {r["id"]: {"id": r["id"], "open": False, "status": "ERROR",
                           "reason": f"agent did not finish in {budget:g}s"} for r in requests}
@@ -828,7 +828,7 @@ def serve_ports(lab_status: Mapping[str, Any], targets: Mapping[str, Iterable[in
             # stdin stays open while we live: the agent stops when it closes, even if we crash
             servers.procs[where] = subprocess.Popen(agent_argv(src.netns_path, *args), stdin=subprocess.PIPE,
                                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                                    env=_agent_env(), start_new_session=True)
+                                                    start_new_session=True)
         deadline = time.monotonic() + ready_timeout
         for where, proc in servers.procs.items():
             line = _read_line(proc, deadline)

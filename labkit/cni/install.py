@@ -17,10 +17,9 @@ import shlex
 import sys
 from pathlib import Path
 
-PLUGIN = "labkit-cni"
-PACKAGE_PARENT = Path(__file__).resolve().parents[2]
+from labkit.lean import PACKAGE_PARENT, bootstrap
 
-BOOTSTRAP = "import sys; sys.path.insert(0, {root!r}); from labkit.cni.main import main; sys.exit(main())"
+PLUGIN = "labkit-cni"
 
 
 def launcher_text(python: str | None = None, socket: str | os.PathLike | None = None) -> str:
@@ -29,7 +28,7 @@ def launcher_text(python: str | None = None, socket: str | os.PathLike | None = 
 
     return render("cni-launcher.sh.j2", python=shlex.quote(python or sys.executable),
                   socket=shlex.quote(str(socket)) if socket else "",
-                  bootstrap=shlex.quote(BOOTSTRAP.format(root=str(PACKAGE_PARENT))))
+                  bootstrap=shlex.quote(bootstrap("labkit.cni.main")))
 
 
 def install_launcher(bin_dir: str | os.PathLike, *, python: str | None = None,
@@ -50,6 +49,6 @@ def compile_exec_path() -> None:
 
     try:
         compileall.compile_dir(str(Path(__file__).resolve().parent), quiet=2)
-        compileall.compile_file(str(PACKAGE_PARENT / "labkit" / "__init__.py"), quiet=2)
+        compileall.compile_file(os.path.join(PACKAGE_PARENT, "labkit", "__init__.py"), quiet=2)
     except OSError:
         pass

@@ -781,8 +781,10 @@ def _kill(pid: int, sig: int) -> None:
 def command(config: str, listen: str, port: int = 53, workers: int | None = None,
             pidfile: str | None = None, python: str | None = None) -> list[str]:
     """The argv that starts the server (for the orchestrator: no shell strings)."""
-    argv = [python or sys.executable, "-m", "labkit.dns.server", "--config", config,
-            "--listen", listen, "--port", str(port)]
+    from labkit.lean import module_argv
+
+    argv = module_argv("labkit.dns.server", "--config", config, "--listen", listen, "--port", str(port),
+                       python=python)
     if workers:
         argv += ["--workers", str(workers)]
     if pidfile:

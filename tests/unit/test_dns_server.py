@@ -15,9 +15,10 @@ from labkit.dns.records import ConfigError, DnsConfig, Service
 def test_command_is_an_argv():
     argv = server.command("/run/x/dns.json", "10.244.1.9", 53, workers=1, pidfile="/run/x/p",
                           python="/usr/bin/python3")
-    assert argv == ["/usr/bin/python3", "-m", "labkit.dns.server", "--config", "/run/x/dns.json",
-                    "--listen", "10.244.1.9", "--port", "53", "--workers", "1",
-                    "--pidfile", "/run/x/p"]
+    assert argv[:2] == ["/usr/bin/python3", "-IS"] and argv[2] == "-c"  # lean: no `site` (labkit.lean)
+    assert "from labkit.dns.server import main" in argv[3]
+    assert argv[4:] == ["--config", "/run/x/dns.json", "--listen", "10.244.1.9", "--port", "53",
+                        "--workers", "1", "--pidfile", "/run/x/p"]
     assert server.command("c", "::1")[-4:] == ["--listen", "::1", "--port", "53"]
 
 

@@ -279,7 +279,8 @@ def test_lab_view_sources_and_dns_config() -> None:
 def test_agent_command_enters_only_the_network_namespace() -> None:
     argv = verify.agent_argv("/run/netns/lk-x.cp", "probe-many")
     assert argv[:3] == ["nsenter", "--net=/run/netns/lk-x.cp", "--"]
-    assert argv[4:] == ["-m", "labkit.agent", "probe-many"]
+    assert argv[4:6] == ["-IS", "-c"] and "from labkit.agent import main" in argv[6]
+    assert argv[7:] == ["probe-many"]
 
 
 # ---------------------------------------------------------------- the report
