@@ -7,8 +7,10 @@ go through the components (labkit.cni, the runtime), never hand-rolled here.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from labkit import state
 from labkit.cni import backends
@@ -23,6 +25,8 @@ from labkit.topology.plan import ClusterPlan, Plan, netns_prefix
 if TYPE_CHECKING:
     from labkit.k8s import Pod, Workloads
     from labkit.lab import Build
+
+N = TypeVar("N")
 
 CNI_NETWORK = "labkit"
 POD_IFNAME = "eth0"
@@ -135,14 +139,29 @@ def setup_pod_network(b: Build) -> None:
         write_conflist(os.path.dirname(conflist_path(plan.lab, node.name)), CNI_NETWORK, node.pod_cidr,
                        mtu=pod_mtu(cluster),
                        data_dir=os.path.join(state.lab_dir(plan.lab), "ipam", node.name))
-    for node in nodes:  # a node's own processes reach ClusterIPs: DNAT in output needs a route first
+
+    def wire(node: backends.ClusterNode) -> None:
+        # a node's own processes reach ClusterIPs: DNAT in output needs a route first
         wiring.add_device_route(node.netns_path, str(cluster.service_cidr), "eth0")
+        backends.apply_backend(cluster.backend, node, nodes)
+        backends.apply_masquerade(node.netns_path, str(cluster.pod_cidr), pod_cidr=node.pod_cidr)
+
     try:
-        backends.apply_cluster(cluster.backend, nodes)
-        for node in nodes:
-            backends.apply_masquerade(node.netns_path, str(cluster.pod_cidr), pod_cidr=node.pod_cidr)
+        on_every_node(wire, nodes)
     except backends.BackendError as exc:
         raise LabkitError(str(exc)) from None
+
+
+def on_every_node(work: Callable[[N], object], nodes: Sequence[N]) -> None:
+    """work(node) for all nodes at once. A node's share of a phase is a few `nsenter ip|nft` runs
+    that mostly wait on fork and exec, so nodes overlap well even on 2 cores. The first error is raised."""
+    if len(nodes) < 2:
+        for node in nodes:
+            work(node)
+        return
+    with ThreadPoolExecutor(max_workers=min(8, len(nodes)), thread_name_prefix="labkit-node") as pool:
+        for _ in pool.map(work, nodes):
+            pass
 
 
 def start_cni_server(lab: str) -> None:
@@ -318,9 +337,10 @@ def apply_services(b: Build) -> None:
     pod_nodes = {f"{p.namespace}/{p.name}": p.node for p in b.pods}
     b.services = list(build_service_view(workloads, pod_ips, service_cidr=str(plan.cluster.service_cidr),
                                          dns_ip=str(plan.cluster.dns_ip), pod_nodes=pod_nodes))
-    for node in k8s_nodes(plan):
-        apply_node_services(b.sandboxes[node.name].netns_path, b.services, pod_cidr=str(plan.cluster.pod_cidr),
-                            node_ips=[str(node.mgmt_ipv4.ip)], previous=b.previous_services)
+    cluster = plan.cluster
+    on_every_node(lambda node: apply_node_services(
+        b.sandboxes[node.name].netns_path, b.services, pod_cidr=str(cluster.pod_cidr),
+        node_ips=[str(node.mgmt_ipv4.ip)], previous=b.previous_services), k8s_nodes(plan))
 
 
 def apply_policies(b: Build) -> None:
@@ -337,9 +357,9 @@ def apply_policies(b: Build) -> None:
         return
     pod_ips = {f"{p.namespace}/{p.name}": p.ip for p in b.pods if p.ip}
     pod_nodes = {f"{p.namespace}/{p.name}": p.node for p in b.pods}
-    for node in k8s_nodes(plan):
-        apply_node_policies(b.sandboxes[node.name].netns_path, workloads, pod_ips, node_name=node.name,
-                            pod_nodes=pod_nodes, node_ips=[str(node.mgmt_ipv4.ip)])
+    on_every_node(lambda node: apply_node_policies(
+        b.sandboxes[node.name].netns_path, workloads, pod_ips, node_name=node.name, pod_nodes=pod_nodes,
+        node_ips=[str(node.mgmt_ipv4.ip)]), k8s_nodes(plan))
 
 
 def dns_config(plan: Plan, services: list, workloads: Workloads):

@@ -15,9 +15,13 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
-from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-from pyroute2.netlink.rtnl.rtmsg import rtmsg
+from labkit.net.pyroute2_lazy import defer_package_init
+
+defer_package_init()  # the message classes only; pyroute2's __init__ imports all of it
+
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg  # noqa: E402
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg  # noqa: E402
+from pyroute2.netlink.rtnl.rtmsg import rtmsg  # noqa: E402
 
 _NLMSG_ERROR = 2
 _NLMSG_DONE = 3
