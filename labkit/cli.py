@@ -102,7 +102,7 @@ def run(argv: Sequence[str]) -> int:
             print(text, end="" if text.endswith("\n") else "\n")
         return 0
     if args.verb == "list":
-        for name in sorted(lab.known_labs()):
+        for name in sorted(lab.known_labs(containers=True)):
             print(name)
         return 0
     if args.verb == "status":
@@ -135,7 +135,7 @@ def run(argv: Sequence[str]) -> int:
         return 0
     if args.verb == "down":
         if args.all:
-            for name in sorted(lab.known_labs()):
+            for name in sorted(lab.known_labs(containers=True)):
                 lab.down(name)
                 print(f"lab {name}: removed")
             return 0

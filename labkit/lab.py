@@ -251,8 +251,11 @@ def down(lab: str, runtimes: Sequence[Runtime] | None = None) -> bool:
     """Remove everything of `lab` that exists; True if there was anything. Idempotent."""
     existed = lab in known_labs()
     recorded = state.read(lab) or {}
-    if runtimes is None:
-        runtimes = [get_runtime(recorded.get("runtime", "netns"))]
+    if runtimes is None and recorded.get("runtime"):
+        runtimes = [get_runtime(recorded["runtime"])]
+    elif runtimes is None:  # no state (deleted, or a crash before it was written): ask the engine too
+        runtimes = [get_runtime("netns"), *_reachable_docker()]
+        existed = existed or any(lab in rt.labs() for rt in runtimes if rt.name != "netns")
     stop_recorded_processes(lab)
     for rt in runtimes:
         if rt.name != "netns":
@@ -300,10 +303,31 @@ def _remove_host_link(lab: str) -> None:
                 ipr.link("del", index=index)
 
 
-def known_labs() -> set[str]:
+def known_labs(*, containers: bool = False) -> set[str]:
+    """Labs by state folder and namespaces; with `containers`, also by the labels of the Docker
+    engine's containers (when an engine is there: a docker lab whose state was deleted)."""
     from labkit.runtime.netns import NetnsRuntime
 
-    return state.labs() | NetnsRuntime().labs()
+    found = state.labs() | NetnsRuntime().labs()
+    if containers:
+        for rt in _reachable_docker():
+            found |= rt.labs()
+    return found
+
+
+def _reachable_docker() -> list[Runtime]:
+    """The docker runtime if an engine answers; none otherwise (a machine without Docker has no docker labs)."""
+    from labkit.runtime.docker import engine_url
+
+    url = engine_url()
+    if url.startswith("unix://") and not os.path.exists(url[len("unix://"):]):
+        return []
+    rt = get_runtime("docker")
+    try:
+        rt.labs()
+    except LabkitError:
+        return []
+    return [rt]
 
 
 # ---------------------------------------------------------------- status / exec

@@ -111,6 +111,22 @@ def test_container_killed_behind_labkits_back_then_down_leaves_nothing(lab_facto
     assert leftovers(running.name) == []
 
 
+def test_docker_lab_whose_state_was_deleted_is_listed_and_taken_down(lab_factory) -> None:
+    """With /run/labkit/<lab> gone (deleted by hand, a reboot of the tmpfs, a crash before the first
+    write) the engine's labels still name the lab: `list` shows it and `down --name` removes it."""
+    import shutil
+
+    from labkit import state
+
+    running = lab_factory(TOPOLOGIES / "two-hosts.yaml", runtime="docker")
+    shutil.rmtree(state.lab_dir(running.name))
+    assert lab_containers(running.name)
+    assert running.name in labkit("list").stdout.split()
+    out = labkit("down", "--name", running.name)
+    assert "removed" in out.stdout
+    assert leftovers(running.name) == []
+
+
 def test_down_twice_and_by_name_only() -> None:
     name = unique_name("twice")
     labkit("up", "-q", "--name", name, "topologies/two-hosts.yaml")
