@@ -340,7 +340,7 @@ def apply_services(b: Build) -> None:
     cluster = plan.cluster
     on_every_node(lambda node: apply_node_services(
         b.sandboxes[node.name].netns_path, b.services, pod_cidr=str(cluster.pod_cidr),
-        node_ips=[str(node.mgmt_ipv4.ip)], previous=b.previous_services), k8s_nodes(plan))
+        node_ips=[str(node.mgmt_ipv4.ip)], previous=b.previous_services, node_name=node.name), k8s_nodes(plan))
 
 
 def apply_policies(b: Build) -> None:

@@ -399,7 +399,7 @@ class SessionAffinityConfig(K8sModel):
 
 class ServiceSpec(K8sModel):
     _ignored = frozenset({
-        "clusterIPs", "ipFamilies", "ipFamilyPolicy", "externalTrafficPolicy",
+        "clusterIPs", "ipFamilies", "ipFamilyPolicy",
         "internalTrafficPolicy", "publishNotReadyAddresses", "allocateLoadBalancerNodePorts",
         "healthCheckNodePort", "trafficDistribution", "externalIPs", "loadBalancerIP",
         "loadBalancerSourceRanges", "loadBalancerClass",
@@ -412,9 +412,15 @@ class ServiceSpec(K8sModel):
     sessionAffinity: Literal["None", "ClientIP"] = "None"
     sessionAffinityConfig: SessionAffinityConfig = Field(default_factory=SessionAffinityConfig)
     externalName: StrictStr | None = None
+    # Local: NodePort traffic from outside goes only to endpoints on the node it arrived at, unNATed
+    # (the client's address survives); a node without one drops it.
+    externalTrafficPolicy: Literal["Cluster", "Local"] = "Cluster"
 
     @model_validator(mode="after")
     def _consistent(self) -> ServiceSpec:
+        if self.externalTrafficPolicy == "Local" and self.type != "NodePort":
+            raise _fail("Local only applies to type NodePort (Kubernetes: NodePort or LoadBalancer)",
+                        "externalTrafficPolicy")
         if self.type == "ExternalName":
             if not self.externalName:
                 raise _fail("required with type ExternalName", "externalName")

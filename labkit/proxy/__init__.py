@@ -31,13 +31,14 @@ def apply_node_services(
     node_ips: Sequence[str] = (),
     table: str = DEFAULT_TABLE,
     previous: Sequence[ServiceView] | None = None,
+    node_name: str | None = None,
 ) -> str:
     """Render the node's rule set and replace its table atomically; returns the text applied.
 
     On a change, pass the views applied before as `previous`: UDP flows still
     pinned to endpoints that are gone are then cleared from conntrack.
     """
-    text = render_node_ruleset(services, pod_cidr=pod_cidr, node_ips=node_ips, table=table)
+    text = render_node_ruleset(services, pod_cidr=pod_cidr, node_ips=node_ips, table=table, node_name=node_name)
     nft.apply_ruleset(netns_path, text)
     if previous is not None:
         clear_udp_flows(netns_path, stale_udp_endpoints(previous, services))

@@ -67,6 +67,7 @@ class ServiceView(_View):
     external_name: str | None = None
     session_affinity: Literal["None", "ClientIP"] = "None"
     affinity_timeout: int = 10800
+    external_traffic_policy: Literal["Cluster", "Local"] = "Cluster"
     ports: tuple[ServicePortView, ...] = ()
     addresses: tuple[EndpointAddress, ...] = ()
 
@@ -83,6 +84,7 @@ class ServiceView(_View):
             "cluster_ip": "None" if self.headless else self.cluster_ip,
             "external_name": self.external_name,
             "session_affinity": self.session_affinity,
+            "external_traffic_policy": self.external_traffic_policy,
             "ports": [
                 {
                     "name": p.name,
@@ -143,6 +145,7 @@ def build_service_view(
             external_name=spec.externalName,
             session_affinity=spec.sessionAffinity,
             affinity_timeout=spec.sessionAffinityConfig.clientIP.timeoutSeconds,
+            external_traffic_policy=spec.externalTrafficPolicy,
             ports=tuple(ports),
             addresses=() if spec.type == "ExternalName" else addresses,
         ))

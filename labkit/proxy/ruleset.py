@@ -48,6 +48,9 @@ class ServiceChain:
     external_chain: str | None
     endpoints: tuple[EndpointChain, ...] = ()
     affinity_timeout: int | None = None
+    # externalTrafficPolicy: Local - outside clients get only these (this node's), without SNAT
+    external_local: bool = False
+    local_endpoints: tuple[EndpointChain, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -78,8 +81,11 @@ def plan_node_ruleset(
     pod_cidr: str,
     node_ips: Sequence[str] = (),
     table: str = DEFAULT_TABLE,
+    node_name: str | None = None,
 ) -> NodeRuleset:
-    """Decide every chain, map element and set for one node (the data behind the text)."""
+    """Decide every chain, map element and set for one node (the data behind the text).
+
+    `node_name` tells which endpoints are this node's own, for externalTrafficPolicy: Local."""
     # Every value that reaches the nft text is checked here, so nothing but an address lands in it.
     ipaddress.IPv4Network(pod_cidr)
     for ip in node_ips:
@@ -100,7 +106,7 @@ def plan_node_ruleset(
                 continue
             affinity = svc.session_affinity == "ClientIP"
             ipaddress.IPv4Address(svc.cluster_ip)
-            endpoints = []
+            endpoints, local = [], []
             for ep in port.endpoints:
                 ipaddress.IPv4Address(ep.ip)
                 ep_ident = f"{ident}__{ep.ip}/{ep.port}"
@@ -112,6 +118,8 @@ def plan_node_ruleset(
                     protocol=proto,
                     affinity_set=f"affinity-{ep_id}-{ep_ident}" if affinity else None,
                 ))
+                if node_name is not None and ep.node == node_name:
+                    local.append(endpoints[-1])
             chain_id = _chain_id(ident)
             chains.append(ServiceChain(
                 name=f"service-{chain_id}-{ident}",
@@ -123,6 +131,8 @@ def plan_node_ruleset(
                 external_chain=f"external-{chain_id}-{ident}" if port.node_port is not None else None,
                 endpoints=tuple(endpoints),
                 affinity_timeout=svc.affinity_timeout if affinity else None,
+                external_local=port.node_port is not None and svc.external_traffic_policy == "Local",
+                local_endpoints=tuple(local),
             ))
     return NodeRuleset(
         table=table,
@@ -145,14 +155,17 @@ def render_node_ruleset(
     pod_cidr: str,
     node_ips: Sequence[str] = (),
     table: str = DEFAULT_TABLE,
+    node_name: str | None = None,
 ) -> str:
     """The `nft -f` text for one node: replaces `table ip <table>` as a whole, atomically.
 
     `pod_cidr` is the cluster's pod network (clients outside it are masqueraded);
     `node_ips`, when given, limits NodePorts to those addresses (kube-proxy's
-    --nodeport-addresses), otherwise any local address but loopback serves them.
+    --nodeport-addresses), otherwise any local address but loopback serves them;
+    `node_name` picks the local endpoints of externalTrafficPolicy: Local services.
     """
-    return render_ruleset(plan_node_ruleset(services, pod_cidr=pod_cidr, node_ips=node_ips, table=table))
+    return render_ruleset(plan_node_ruleset(services, pod_cidr=pod_cidr, node_ips=node_ips, table=table,
+                                            node_name=node_name))
 
 
 def delete_table_text(table: str = DEFAULT_TABLE) -> str:

@@ -91,7 +91,7 @@ def test_deployment_replicas_serve(kube_lab: RunningLab) -> None:
     for name, pod in pods(kube_lab).items():
         if name.startswith("default/echo-"):
             answer = in_pod(kube_lab, "default/client", "socat", "-T3", "-", f"TCP:{pod['ip']}:8080").stdout
-            assert answer.strip() == name.split("/")[1]
+            assert answer.split() == [name.split("/")[1], pods(kube_lab)["default/client"]["ip"]]
 
 
 def test_exec_into_a_pod_and_status_json(kube_lab: RunningLab) -> None:

@@ -20,7 +20,7 @@ def service(running: RunningLab, namespace: str, name: str) -> dict:
 
 def fetch(running: RunningLab, pod: str, target: str) -> str:
     """Connect from `pod` to target (host:port); the server answers with its pod's hostname."""
-    result = in_pod(running, pod, "socat", "-T3", "-", f"TCP:{target}")
+    result = in_pod(running, pod, "socat", "-T3", "-", f"TCP:{target},connect-timeout=3")
     return result.stdout.strip() if result.returncode == 0 else f"FAILED: {result.stderr.strip()}"
 
 
@@ -57,6 +57,33 @@ def test_node_port_on_every_node_from_a_pod_and_from_outside(kube_lab: RunningLa
         assert fetch(kube_lab, "default/client", f"{node['mgmt_ipv4']}:30080") in web_pods(kube_lab)
         outside = kube_lab.exec(ext["name"], "socat", "-T3", "-", f"TCP:{node['mgmt_ipv4']}:30080")
         assert outside.stdout.strip() in web_pods(kube_lab), outside.stderr
+
+
+def test_external_traffic_policy_local_keeps_the_client_address_and_stays_on_the_node(
+        kube_lab: RunningLab) -> None:
+    """echo-local (NodePort 30090, externalTrafficPolicy: Local): from outside, each node answers with
+    its own echo pods only, which see the outside host's own address; a node without one drops."""
+    nodes = {n["name"]: n for n in kube_lab.summary["nodes"] if n["kind"] == "k8s-node"}
+    ext = next(n for n in kube_lab.summary["nodes"] if n["name"] == "ext")
+    echo_node = {p.split("/")[1]: info["node"] for p, info in pods(kube_lab).items() if p.startswith("default/echo-")}
+    assert service(kube_lab, "default", "echo-local")["external_traffic_policy"] == "Local"
+    empty = set(nodes) - set(echo_node.values())
+    assert empty, "the test needs a node without echo pods"
+    for name, node in nodes.items():
+        target = f"TCP:{node['mgmt_ipv4']}:30090,connect-timeout=1"
+        if name in empty:
+            result = kube_lab.exec("ext", "socat", "-T2", "-", target)
+            assert result.returncode != 0 and "timed out" in result.stdout, result.stdout  # dropped, as kube-proxy
+            continue
+        for _ in range(4):
+            result = kube_lab.exec("ext", "socat", "-T3", "-", target)
+            pod, seen = result.stdout.split()
+            assert echo_node[pod] == name and seen == ext["mgmt_ipv4"], result.stdout
+    # a pod at its own node's NodePort is served cluster-wide, as with Cluster. (At another node's it
+    # arrives masqueraded to its node's address, by the CNI's egress rule: there it counts as outside.)
+    client_node = nodes[pods(kube_lab)["default/client"]["node"]]
+    answers = {fetch(kube_lab, "default/client", f"{client_node['mgmt_ipv4']}:30090").split()[0] for _ in range(12)}
+    assert answers <= set(echo_node) and {echo_node[a] for a in answers} - {client_node["name"]}, answers
 
 
 def test_service_without_endpoints_is_refused_at_once(kube_lab: RunningLab) -> None:

@@ -110,6 +110,31 @@ def test_node_ports_go_through_an_external_chain_that_masquerades(text):
     ]
 
 
+def local_view(endpoint_nodes: list[str]) -> ServiceView:
+    eps = tuple(Endpoint(ip=f"10.244.{i}.9", port=8080, pod=f"default/e{i}", node=node)
+                for i, node in enumerate(endpoint_nodes))
+    return view("echo", "10.96.0.50", [ServicePortView(name="http", protocol="TCP", port=8080, target_port=8080,
+                                                       node_port=30090, endpoints=eps)],
+                type="NodePort", external_traffic_policy="Local")
+
+
+def test_external_traffic_policy_local_serves_outside_clients_from_local_endpoints_only():
+    svc = local_view(["n1", "n2", "n1"])
+    text = render_node_ruleset([svc], pod_cidr=POD_CIDR, node_name="n1")
+    plan = plan_node_ruleset([svc], pod_cidr=POD_CIDR, node_name="n1")
+    (c,) = plan.chains
+    assert [e.ip for e in c.local_endpoints] == ["10.244.0.9", "10.244.2.9"]
+    body = [x.strip() for x in chain(text, c.external_chain).splitlines() if not x.strip().startswith("#")]
+    assert body == [
+        f"ip saddr {POD_CIDR} jump mark-for-masquerade", f"ip saddr {POD_CIDR} goto {c.name}",
+        "fib saddr type local jump mark-for-masquerade", f"fib saddr type local goto {c.name}",
+        f"numgen random mod 2 vmap {{ 0 : goto {c.local_endpoints[0].name}, 1 : goto {c.local_endpoints[1].name} }}",
+    ]  # outside clients: no mark, so no masquerade: the pod sees their address
+    elsewhere = render_node_ruleset([svc], pod_cidr=POD_CIDR, node_name="n3")
+    assert chain(elsewhere, c.external_chain).splitlines()[-1].strip() == 'drop comment "no local endpoints"'
+    assert "30090" not in " ".join(elements(elsewhere, "no-endpoint-nodeports"))  # pods still get served
+
+
 def test_services_without_endpoints_are_rejected(text):
     assert elements(text, "no-endpoint-services") == ["10.96.0.40 . tcp . 80 : goto reject-chain"]
     assert elements(text, "no-endpoint-nodeports") == ["tcp . 30040 : goto reject-chain"]
