@@ -171,4 +171,4 @@ def test_the_topologys_own_expectations_hold(kube_lab: RunningLab) -> None:
     topology = {"kube3": "kube-3node.yaml", "kubevx": "kube-vxlan.yaml"}
     source = next(v for k, v in topology.items() if kube_lab.summary["source"].endswith(v))
     report = verify_lab(kube_lab.name, load_expects(TOPOLOGIES / source))
-    assert [r.line() for r in report.mismatches] == [] and len(report.results) == 12
+    assert [r.line() for r in report.mismatches] == [] and len(report.results) == 14
