@@ -146,6 +146,13 @@ class _Collector:
         self.problems.append(PlanProblem(path, message))
 
 
+CONTAINERLAB_SUFFIXES = (".clab.yml", ".clab.yaml")
+
+
+def is_containerlab_file(source: str) -> bool:
+    return source.endswith(CONTAINERLAB_SUFFIXES)
+
+
 def build_plan(topo: Topology, source: str, runtime: str | None = None) -> tuple[Plan | None, list[PlanProblem]]:
     """Resolve `topo` into a Plan, or return the problems that prevent it."""
     out = _Collector()
@@ -163,7 +170,9 @@ def build_plan(topo: Topology, source: str, runtime: str | None = None) -> tuple
         if not NODE_NAME.match(name):
             out.add(path, f"{name!r} is not a node name: use 1-15 lowercase letters, digits or '-', "
                           "starting and ending with a letter or digit")
-        unknown_group = bool(node.group) and node.group not in body.groups
+        # containerlab: a group not under `groups:` is only a label (its graph and inventory use it);
+        # labkit's own files are strict about it, as about every key, so a typo cannot pass silently
+        unknown_group = bool(node.group) and node.group not in body.groups and not is_containerlab_file(source)
         if unknown_group:
             valid = ", ".join(body.groups) or "none defined"
             out.add(path + ("group",), f"unknown group {node.group!r}; defined groups: {valid}")

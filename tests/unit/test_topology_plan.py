@@ -417,6 +417,7 @@ def test_containerlab_file_loads_as_it_is() -> None:
     assert plan.node("br1").mgmt_ipv4 is None
     assert {i.name for i in plan.node("br1").interfaces} == {"eth1", "eth2", "eth3"}
     assert len(plan.links) == 4
+    assert plan.node("router").kind == "linux"  # `group: core` is not defined: a label, inheriting nothing
 
 
 # ---------------------------------------------------------------- errors collected, not first-only
