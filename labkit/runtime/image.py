@@ -14,6 +14,8 @@ Build them with `python -m labkit.runtime.image` (or `invoke image`,
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import io
 import json
 import os
@@ -71,9 +73,21 @@ class ImageRecipe:
     def changes(self) -> list[str]:
         return [
             f"ENV PATH={PATH}",
-            f"LABEL labkit.image={self.role} labkit.version={VERSION}",
+            f"LABEL labkit.image={self.role} labkit.version={VERSION} {RECIPE_LABEL}={recipe_digest()}",
             "CMD " + _json_list(IDLE_CMD),
         ]
+
+
+RECIPE_LABEL = "labkit.recipe"
+
+
+@functools.cache
+def recipe_digest() -> str:
+    """What the images are made of, as a short hash of this module (what goes into the root filesystem
+    and how). The tag stays `<version>` between releases; an image whose label differs was built by
+    another labkit, so `image build` replaces it and `up` says so instead of running it."""
+    with open(__file__, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()[:12]
 
 
 RECIPES = (ImageRecipe(DEFAULT_IMAGE, "node"), ImageRecipe(PAUSE_IMAGE, "pause"))
@@ -225,20 +239,41 @@ def rootfs_tar(entries: list[RootfsEntry] | None = None) -> bytes:
 
 
 def image_present(client: docker.DockerClient, name: str) -> bool:
+    return _image_labels(client, name) is not None
+
+
+def _image_labels(client: docker.DockerClient, name: str) -> dict[str, str] | None:
+    """The image's labels ({} for none), or None when the engine has no such image."""
     import docker.errors
 
     try:
-        client.images.get(name)
+        image = client.images.get(name)
     except docker.errors.ImageNotFound:
-        return False
-    return True
+        return None
+    return dict(getattr(image, "labels", None) or {})
+
+
+def _is_labkits(name: str) -> bool:
+    return name.startswith((NODE_REPOSITORY + ":", PAUSE_REPOSITORY + ":"))
+
+
+def image_current(client: docker.DockerClient, name: str) -> bool:
+    """Present, and built from this labkit's recipe."""
+    labels = _image_labels(client, name)
+    return labels is not None and labels.get(RECIPE_LABEL) == recipe_digest()
 
 
 def ensure_image(client: docker.DockerClient, name: str) -> None:
-    """Fail with a clear LabkitError unless `name` is in the engine (nothing is pulled)."""
-    if image_present(client, name):
+    """Fail with a clear LabkitError unless `name` is in the engine (nothing is pulled), and, for
+    labkit's own images, built from this labkit's recipe."""
+    labels = _image_labels(client, name)
+    if labels is not None:
+        if _is_labkits(name) and labels.get(RECIPE_LABEL) != recipe_digest():
+            raise LabkitError(f"Docker image {name} was built by another labkit (recipe "
+                              f"{labels.get(RECIPE_LABEL, 'unlabelled')}, this one needs {recipe_digest()}): "
+                              f"rebuild it with `labkit image build` (or `invoke image`)")
         return
-    if name.startswith((NODE_REPOSITORY + ":", PAUSE_REPOSITORY + ":")):
+    if _is_labkits(name):
         raise LabkitError(f"Docker image {name} not found: {BUILD_HINT}")
     raise LabkitError(
         f"Docker image {name} not found in the Docker engine and labkit does not pull images: "
@@ -270,15 +305,15 @@ def _result_lines(result: object) -> Iterator[str]:
         yield from (line for line in result.splitlines() if line.strip())
 
 
-def build_images(force: bool = False, client: docker.DockerClient | None = None) -> list[str]:
-    """Import labkit's node and pause images; skip those present unless `force`.
-
-    Returns the names of the images built (empty when all were there).
+def build_images(force: bool = False, client: docker.DockerClient | None = None,
+                 recipes: Iterable[ImageRecipe] = RECIPES) -> list[str]:
+    """Import labkit's node and pause images; skip those present and built from this labkit's
+    recipe unless `force`. Returns the names of the images built (empty when all were current).
     """
     from labkit.runtime.docker import connect
 
     client = client or connect()
-    todo = [r for r in RECIPES if force or not image_present(client, r.name)]
+    todo = [r for r in recipes if force or not image_current(client, r.name)]
     if not todo:
         return []
     tar = rootfs_tar()
@@ -288,8 +323,8 @@ def build_images(force: bool = False, client: docker.DockerClient | None = None)
         _import(client, tar, recipe)
         if old and old != _image_id(client, recipe.name):
             _remove_quietly(client, old)  # the replaced image, unless a container still uses it
-        # Manifests say `image: labkit/node`, which Docker reads as :latest.
-        client.images.get(recipe.name).tag(recipe.name.split(":")[0], "latest")
+        if recipe in RECIPES:  # manifests say `image: labkit/node`, which Docker reads as :latest
+            client.images.get(recipe.name).tag(recipe.name.split(":")[0], "latest")
         built.append(recipe.name)
     return built
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
+import tarfile
 
 import pytest
 
 from labkit.errors import LabkitError
 from labkit.runtime.docker import connect
 
-from labkit.runtime.image import DEFAULT_IMAGE, PAUSE_IMAGE, build_images, ensure_image
+from labkit.runtime.image import DEFAULT_IMAGE, PAUSE_IMAGE, ImageRecipe, build_images, ensure_image, recipe_digest
 
 pytestmark = pytest.mark.integration
 
@@ -36,8 +38,27 @@ def test_build_is_idempotent(client):
     assert build_images() == []
     for name in (DEFAULT_IMAGE, PAUSE_IMAGE):
         image = client.images.get(name)
-        assert image.labels["labkit.version"]
+        assert image.labels["labkit.version"] and image.labels["labkit.recipe"] == recipe_digest()
         assert image.attrs["Size"] < 30 * 1024 * 1024
+
+
+def test_an_image_of_another_recipe_is_refused_then_rebuilt(client):
+    """Same tag, other recipe (an upgraded labkit): `up` names the fix, `image build` replaces it."""
+    recipe = ImageRecipe(f"labkit/node:test-{secrets.token_hex(3)}", "node")
+    repository, tag = recipe.name.rsplit(":", 1)
+    empty = io.BytesIO()
+    with tarfile.open(fileobj=empty, mode="w"):
+        pass
+    client.api.import_image_from_data(empty.getvalue(), repository=repository, tag=tag,
+                                      changes=["LABEL labkit.recipe=0ld0ld0ld0ld"])
+    try:
+        with pytest.raises(LabkitError, match="built by another labkit"):
+            ensure_image(client, recipe.name)
+        assert build_images(recipes=[recipe]) == [recipe.name]
+        ensure_image(client, recipe.name)
+        assert build_images(recipes=[recipe]) == []
+    finally:
+        client.images.remove(recipe.name, force=True)
 
 
 def test_iproute2_nft_and_busybox_run_inside(client):

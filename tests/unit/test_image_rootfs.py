@@ -117,3 +117,24 @@ def test_missing_labkit_image_says_how_to_build_it():
 def test_missing_foreign_image_says_nothing_is_pulled():
     with pytest.raises(LabkitError, match="does not pull images: load it first"):
         ensure_image(_NoImages(), "nginx:1.27")
+
+
+class _OneImage:
+    """A DockerClient with one image of every name, carrying `labels`."""
+
+    def __init__(self, labels: dict[str, str]):
+        image = type("Image", (), {"labels": labels})()
+        self.images = type("Images", (), {"get": staticmethod(lambda name: image)})()
+
+
+def test_an_image_from_another_labkits_recipe_is_named_not_run():
+    from labkit.runtime.image import RECIPE_LABEL, recipe_digest
+
+    ensure_image(_OneImage({RECIPE_LABEL: recipe_digest()}), DEFAULT_IMAGE)  # current: fine
+    with pytest.raises(LabkitError, match=r"built by another labkit \(recipe 0ld0ld0ld0ld, this one needs "
+                                          + recipe_digest() + r"\): rebuild it with `labkit image build`"):
+        ensure_image(_OneImage({RECIPE_LABEL: "0ld0ld0ld0ld"}), DEFAULT_IMAGE)
+    with pytest.raises(LabkitError, match="recipe unlabelled"):
+        ensure_image(_OneImage({}), PAUSE_IMAGE)
+    ensure_image(_OneImage({}), "nginx:1.27")  # not labkit's: present is enough
+    assert f"{RECIPE_LABEL}={recipe_digest()}" in " ".join(RECIPES[0].changes())
