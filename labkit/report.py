@@ -7,36 +7,61 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+# Address columns are no_wrap: rich gives them their full width and folds the others (an address is
+# never cut short or split over lines).
+PIPED_WIDTH = 160  # not a terminal: wide enough that nothing needs folding
+
+
+def _console() -> Console:
+    console = Console()
+    return console if console.is_terminal else Console(width=PIPED_WIDTH)
+
 
 def print_status(labs: list[dict[str, Any]], console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or _console()
     if not labs:
         console.print("no labs are up")
     for lab in labs:
         nodes = Table(title=f"lab {lab['name']} ({lab.get('runtime')}, {lab.get('phase')})", title_justify="left")
-        for column in ("node", "kind", "mgmt ipv4", "pod cidr", "interfaces"):
-            nodes.add_column(column)
+        nodes.add_column("node")
+        nodes.add_column("kind")
+        nodes.add_column("mgmt ipv4", no_wrap=True)
+        nodes.add_column("pod cidr", no_wrap=True)
+        nodes.add_column("interfaces")
         for node in lab.get("nodes", []):
-            ifaces = ", ".join(f"{i['name']} {' '.join(i['ipv4'])}".strip() for i in node.get("interfaces", []))
+            ifaces = "\n".join(f"{i['name']} {' '.join(i['ipv4'])}".strip() for i in node.get("interfaces", []))
             nodes.add_row(node["name"], node["kind"], node.get("mgmt_ipv4") or "", node.get("pod_cidr") or "",
                           ifaces)
         console.print(nodes)
         if lab.get("pods"):
             pods = Table(title="pods", title_justify="left")
-            for column in ("namespace", "name", "node", "ip"):
+            for column in ("namespace", "name", "node"):
                 pods.add_column(column)
+            pods.add_column("ip", no_wrap=True)
             for pod in lab["pods"]:
                 pods.add_row(pod["namespace"], pod["name"], pod["node"], pod.get("ip") or "")
             console.print(pods)
         if lab.get("services"):
-            services = Table(title="services", title_justify="left")
-            for column in ("namespace", "name", "type", "cluster ip", "ports", "endpoints"):
-                services.add_column(column)
-            for svc in lab["services"]:
-                ports = ", ".join(
-                    f"{p['port']}/{p['protocol']}" + (f" (node {p['node_port']})" if p.get("node_port") else "")
-                    for p in svc["ports"])
-                target = svc.get("external_name") or ", ".join(e["ip"] for e in svc.get("endpoints", []))
-                services.add_row(svc["namespace"], svc["name"], svc["type"], str(svc.get("cluster_ip") or ""),
-                                 ports, target)
-            console.print(services)
+            console.print(_services(lab["services"]))
+        if lab.get("dns"):
+            console.print(f"cluster DNS {lab['dns']['ip']} (zone {lab['dns'].get('domain', '')})", highlight=False)
+        if lab.get("cni"):
+            console.print(f"CNI bin dir {lab['cni']['bin_dir']} (labkit-cni, served by {lab['cni']['socket']})",
+                          highlight=False)
+
+
+def _services(services: list[dict[str, Any]]) -> Table:
+    table = Table(title="services", title_justify="left")
+    table.add_column("service", overflow="fold")  # namespace/name: one column less, so addresses fit 80 columns
+    table.add_column("type", overflow="fold")
+    table.add_column("cluster ip", no_wrap=True)
+    table.add_column("ports", overflow="fold")
+    table.add_column("endpoints", no_wrap=True)
+    for svc in services:
+        local = ", Local" if svc.get("external_traffic_policy") == "Local" else ""
+        ports = "\n".join(f"{p['port']}/{p['protocol']}" + (f" (node {p['node_port']}{local})" if p.get("node_port")
+                                                            else "") for p in svc["ports"])
+        target = svc.get("external_name") or "\n".join(e["ip"] for e in svc.get("endpoints", []))
+        table.add_row(f"{svc['namespace']}/{svc['name']}", svc["type"], str(svc.get("cluster_ip") or ""), ports,
+                      target)
+    return table
