@@ -177,6 +177,18 @@ def start_cni_server(lab: str) -> None:
     install_launcher(cni_bin_dir(lab), socket=cni_socket(lab), compile_bytecode=False)
 
 
+def ensure_cni_server(b: Build) -> None:
+    """`apply`: a lab whose CNI server died (killed by hand, a crash) gets a new one."""
+    from labkit.cni import server
+    from labkit.lab import stop_recorded_processes
+
+    if server.is_serving(cni_socket(b.plan.lab)):
+        return
+    stop_recorded_processes(b.plan.lab, only=cni_dir(b.plan.lab))  # one that lives on must not outlive its pid file
+    start_cni_server(b.plan.lab)
+    wait_cni_server(b)
+
+
 def wait_cni_server(b: Build) -> None:
     """`up` returns with the lab's CNI server listening, so an exec right after never runs in place."""
     from labkit.cni import server

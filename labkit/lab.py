@@ -109,6 +109,7 @@ def apply(path: str, name: str | None = None, progress: Progress | None = None) 
 
     build.previous_services = [ServiceView.model_validate(v) for v in recorded.get("service_views", [])]
     phases: list[tuple[str, Callable[[Build], None]]] = [
+        ("cni server", cluster.ensure_cni_server),
         ("pods", cluster.sync_pods),
         ("services", cluster.apply_services),
         ("dns", cluster.start_dns),
@@ -269,14 +270,14 @@ def down(lab: str, runtimes: Sequence[Runtime] | None = None) -> bool:
     return existed
 
 
-def stop_recorded_processes(lab: str) -> None:
-    """Processes labkit started from the host into a sandbox (the DNS servers) leave pid files in
-    the lab's state folder. A namespace scan finds them on the netns runtime; in a container's
-    namespace only the pid file does, and the container's removal would not stop them."""
+def stop_recorded_processes(lab: str, only: str | None = None) -> None:
+    """Processes labkit started from the host (the DNS servers, the CNI server) leave pid files in
+    the lab's state folder (or `only` one folder of it). A namespace scan finds those in a lab's
+    namespace on the netns runtime; in a container's namespace, or on the host, only the pid file does."""
     from labkit.runtime.netns import stop_pids
 
     pids = []
-    for folder, _, files in os.walk(state.lab_dir(lab)):
+    for folder, _, files in os.walk(only or state.lab_dir(lab)):
         for name in files:
             if not name.endswith(".pid"):
                 continue

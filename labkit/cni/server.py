@@ -117,15 +117,9 @@ def _clear_stale(path: str) -> None:
     """Remove a socket left by a server that died; refuse to take over a live one."""
     if not os.path.exists(path):
         return
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except OSError:
-        os.unlink(path)
-        return
-    finally:
-        probe.close()
-    raise SystemExit(f"labkit CNI server: {path} is already being served")
+    if is_serving(path):
+        raise SystemExit(f"labkit CNI server: {path} is already being served")
+    os.unlink(path)
 
 
 def serve(path: str) -> None:
@@ -168,6 +162,18 @@ def start(path: str, log: str) -> int:
         proc = subprocess.Popen(command(path), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     return proc.pid
+
+
+def is_serving(path: str) -> bool:
+    """Whether a server accepts calls on `path` now."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
 
 
 def wait_serving(path: str, pid: int, log: str, timeout: float) -> None:
