@@ -76,6 +76,11 @@ def cni_bin_dir(lab: str) -> str:
     return os.path.join(cni_dir(lab), "bin")
 
 
+def _cni_server_files(lab: str) -> tuple[str, str]:
+    """The CNI server's pid file (`down` stops it through that) and its log."""
+    return os.path.join(cni_dir(lab), "server.pid"), os.path.join(cni_dir(lab), "server.log")
+
+
 def pod_netns(lab: str, namespace: str, pod: str) -> str:
     """Pods: `lk-<lab>.<ns>.<pod>`; nodes have one dot after the prefix, pods two."""
     return f"{netns_prefix(lab)}{namespace}.{pod}"
@@ -170,10 +175,9 @@ def start_cni_server(lab: str) -> None:
     from labkit.cni import server
     from labkit.cni.install import install_launcher
 
-    folder = cni_dir(lab)
-    os.makedirs(folder, exist_ok=True)
-    pid = server.start(cni_socket(lab), os.path.join(folder, "server.log"))
-    write_atomic(os.path.join(folder, "server.pid"), f"{pid}\n")
+    pid_file, log = _cni_server_files(lab)
+    os.makedirs(cni_dir(lab), exist_ok=True)
+    write_atomic(pid_file, f"{server.start(cni_socket(lab), log)}\n")
     install_launcher(cni_bin_dir(lab), socket=cni_socket(lab), compile_bytecode=False)
 
 
@@ -194,11 +198,11 @@ def wait_cni_server(b: Build) -> None:
     from labkit.cni import server
 
     lab = b.plan.lab
-    folder = cni_dir(lab)
-    with open(os.path.join(folder, "server.pid"), encoding="ascii") as fh:
+    pid_file, log = _cni_server_files(lab)
+    with open(pid_file, encoding="ascii") as fh:
         pid = int(fh.read())
     try:
-        server.wait_serving(cni_socket(lab), pid, os.path.join(folder, "server.log"), READY_TIMEOUT)
+        server.wait_serving(cni_socket(lab), pid, log, READY_TIMEOUT)
     except CNIError as e:
         raise LabkitError(f"{e.msg}: {e.details}") from None
 
