@@ -126,7 +126,11 @@ def run(argv: Sequence[str]) -> int:
 
         if args.reconfigure:
             lab.down(_lab_name(args))
-        lab.up(args.topology, args.runtime, Progress(quiet=args.quiet), name=args.name)
+        summary = lab.up(args.topology, args.runtime, Progress(quiet=args.quiet), name=args.name)
+        if not args.quiet:  # what was built, as containerlab shows it after a deploy
+            from labkit.report import print_status
+
+            print_status(lab.status(summary["name"]))
         return 0
     if args.verb == "apply":
         from labkit.progress import Progress

@@ -129,7 +129,8 @@ def test_docker_lab_whose_state_was_deleted_is_listed_and_taken_down(lab_factory
 
 def test_down_twice_and_by_name_only() -> None:
     name = unique_name("twice")
-    labkit("up", "-q", "--name", name, "topologies/two-hosts.yaml")
+    up = labkit("up", "--name", name, "topologies/two-hosts.yaml")
+    assert f"lab {name} (netns, up)" in up.stdout and "10.0.0.2/24" in up.stdout  # the lab, as status shows it
     first = labkit("down", "--name", name)
     second = labkit("down", "--name", name)
     assert "removed" in first.stdout and "nothing to remove" in second.stdout
