@@ -64,6 +64,14 @@ def _parser() -> argparse.ArgumentParser:
     image_sub = image.add_subparsers(dest="image_verb", required=True, metavar="ACTION")
     build = image_sub.add_parser("build", help="build labkit/node and labkit/pause from this machine's packages")
     build.add_argument("--force", action="store_true", help="rebuild even if present")
+
+    cni = sub.add_parser("cni", help="the bundled CNI plugin for runtimes of your own (a lab sets up its own)")
+    cni_sub = cni.add_subparsers(dest="cni_verb", required=True, metavar="ACTION")
+    install = cni_sub.add_parser("install", help="write the labkit-cni launcher into a CNI bin dir")
+    install.add_argument("bin_dir")
+    install.add_argument("--socket", help="the CNI server it hands calls to (see: labkit cni serve)")
+    serve = cni_sub.add_parser("serve", help="answer labkit-cni calls on a unix socket, in the foreground")
+    serve.add_argument("--socket", required=True)
     return p
 
 
@@ -120,7 +128,17 @@ def run(argv: Sequence[str]) -> int:
         built = build_images(force=args.force)
         print("built: " + ", ".join(built) if built else "images already present (--force rebuilds)")
         return 0
+    if args.verb == "cni" and args.cni_verb == "install":
+        from labkit.cni.install import install_launcher
+
+        print(f"wrote {install_launcher(args.bin_dir, socket=os.path.abspath(args.socket) if args.socket else None)}")
+        return 0
     _need_root()
+    if args.verb == "cni":  # serve: each call runs as this process, in its caller's namespace
+        from labkit.cni.server import serve
+
+        serve(os.path.abspath(args.socket))
+        return 0
     if args.verb == "up":
         from labkit.progress import Progress
 

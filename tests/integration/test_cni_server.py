@@ -127,3 +127,31 @@ def test_the_socket_is_private_and_a_second_server_refuses_it(server):
 def test_server_entry_point_needs_a_socket():
     r = subprocess.run([sys.executable, "-m", "labkit.cni.server"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "--socket" in r.stderr
+
+
+def test_the_cli_installs_a_launcher_and_serves_it(scratch, tmp_path):
+    """`labkit cni serve` and `labkit cni install`, as someone wiring their own runtime would."""
+    import time
+
+    sock, bindir = str(tmp_path / "cni.sock"), str(tmp_path / "bin")
+    cli = [sys.executable, "-m", "labkit.cli", "cni"]
+    installed = subprocess.run([*cli, "install", bindir, "--socket", sock], capture_output=True, text=True,
+                               timeout=60)
+    assert installed.returncode == 0 and installed.stdout.strip() == f"wrote {bindir}/labkit-cni", installed.stderr
+    served = subprocess.Popen([*cli, "serve", "--socket", sock], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)
+    scratch.procs.append(served)
+    deadline = time.monotonic() + 30
+    while not os.path.exists(sock):
+        assert served.poll() is None and time.monotonic() < deadline, served.stderr.read()
+        time.sleep(0.02)
+    s = scratch
+    s.executable = f"{bindir}/labkit-cni"
+    node, (pod,), conf = node_with_pods(s, 1)
+    rc, out, raw, err = s.cni("ADD", conf, node=node, container_id="cli1", netns=pod)
+    assert rc == 0 and out["ips"][0]["address"].startswith("10.244.7."), raw + err
+    rc, _, raw, err = s.cni("DEL", conf, node=node, container_id="cli1", netns=pod)
+    assert rc == 0, raw + err
+    served.terminate()
+    served.wait(timeout=10)
+    assert "ADD cli1 eth0 -> 0" in served.stderr.read() and not os.path.exists(sock)
