@@ -76,11 +76,11 @@ def _drive(plugins: list[tuple[str, str, dict, str]], node_ns: str, pod_ns: list
     return {label: _summary(adds[label], dels[label]) for label, *_ in plugins}
 
 
-def _python_floor(flags: list[str] | None = None, n: int = 30) -> float:
+def _python_floor(flags: list[str], n: int = 30) -> float:
     ts = []
     for _ in range(n):
         t0 = time.perf_counter()
-        subprocess.run([str(REPO / ".venv" / "bin" / "python"), *(flags or []), "-c", "pass"],
+        subprocess.run([str(REPO / ".venv" / "bin" / "python"), *flags, "-c", "pass"],
                        check=True)
         ts.append((time.perf_counter() - t0) * 1000)
     return _pct(ts, 0.5)
@@ -112,15 +112,12 @@ def bench_cni_exec(pods: int = 200) -> dict:
                     "ipam": {"subnet": subnet, "dataDir": f"{tmp}/{net}"}}
 
         from labkit.cni.install import install_launcher
-        from labkit.cni.server import command
+        from labkit.cni.server import command, wait_serving
 
-        sock = f"{tmp}/labkit-cni.sock"
-        server = subprocess.Popen(command(sock), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while not os.path.exists(sock):
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the labkit CNI server did not start")
-            time.sleep(0.01)
+        sock, log = f"{tmp}/labkit-cni.sock", f"{tmp}/server.log"
+        with open(log, "wb") as out:
+            server = subprocess.Popen(command(sock), stdout=out, stderr=subprocess.STDOUT)
+        wait_serving(sock, server.pid, log, timeout=30)
         served = str(install_launcher(f"{tmp}/served", socket=sock))
         in_place = str(install_launcher(f"{tmp}/bin"))
         # (row label, executable, config, ifname): one pod namespace holds all three

@@ -169,17 +169,15 @@ class CNIServer:
 
     def __init__(self) -> None:
         from labkit.cni.install import install_launcher
-        from labkit.cni.server import command
+        from labkit.cni.server import command, wait_serving
 
         self.dir = tempfile.mkdtemp(prefix="lkt-cni-srv-")
         self.socket = os.path.join(self.dir, "labkit-cni.sock")
-        self.log = open(os.path.join(self.dir, "server.log"), "w+b")  # noqa: SIM115 - closed in stop()
+        log_path = os.path.join(self.dir, "server.log")
+        self.log = open(log_path, "w+b")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(command(self.socket), stdout=self.log, stderr=subprocess.STDOUT)
         self.launcher = str(install_launcher(os.path.join(self.dir, "bin"), socket=self.socket))
-        deadline = time.monotonic() + 20
-        while not os.path.exists(self.socket):
-            assert self.proc.poll() is None and time.monotonic() < deadline, self.log_text()
-            time.sleep(0.01)
+        wait_serving(self.socket, self.proc.pid, log_path, timeout=20)  # CNIError with the log's tail if not
 
     def log_text(self) -> str:
         self.log.seek(0)
