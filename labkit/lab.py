@@ -255,8 +255,9 @@ def down(lab: str, runtimes: Sequence[Runtime] | None = None) -> bool:
     if runtimes is None and recorded.get("runtime"):
         runtimes = [get_runtime(recorded["runtime"])]
     elif runtimes is None:  # no state (deleted, or a crash before it was written): ask the engine too
-        runtimes = [get_runtime("netns"), *_reachable_docker()]
-        existed = existed or any(lab in rt.labs() for rt in runtimes if rt.name != "netns")
+        docker, docker_labs = _docker_engine_labs()
+        runtimes = [get_runtime("netns"), *([docker] if docker else [])]
+        existed = existed or lab in docker_labs
     stop_recorded_processes(lab)
     for rt in runtimes:
         if rt.name != "netns":
@@ -311,24 +312,23 @@ def known_labs(*, containers: bool = False) -> set[str]:
 
     found = state.labs() | NetnsRuntime().labs()
     if containers:
-        for rt in _reachable_docker():
-            found |= rt.labs()
+        found |= _docker_engine_labs()[1]
     return found
 
 
-def _reachable_docker() -> list[Runtime]:
-    """The docker runtime if an engine answers; none otherwise (a machine without Docker has no docker labs)."""
+def _docker_engine_labs() -> tuple[Runtime | None, set[str]]:
+    """The docker runtime and the labs its engine's containers belong to (one listing); (None, empty)
+    when no engine answers: a machine without Docker has no docker labs."""
     from labkit.runtime.docker import engine_url
 
     url = engine_url()
     if url.startswith("unix://") and not os.path.exists(url[len("unix://"):]):
-        return []
+        return None, set()
     rt = get_runtime("docker")
     try:
-        rt.labs()
+        return rt, rt.labs()
     except LabkitError:
-        return []
-    return [rt]
+        return None, set()
 
 
 # ---------------------------------------------------------------- status / exec
