@@ -32,7 +32,7 @@ def apply(c, topo=DEFAULT_TOPOLOGY, name=None):
 
 
 @task(help={"topo": "topology file", "name": "lab name", "all": "every lab"})
-def down(c, topo=None, name=None, all=False):  # noqa: A002 - the flag is --all
+def down(c, topo=None, name=None, all=False):
     """Remove everything a lab made."""
     args = ["down"] + ([topo] if topo else []) + (["--name", name] if name else []) + (["--all"] if all else [])
     if not (topo or name or all):
@@ -41,7 +41,7 @@ def down(c, topo=None, name=None, all=False):  # noqa: A002 - the flag is --all
 
 
 @task(help={"name": "lab name (all labs when omitted)", "format": "table or json"})
-def status(c, name=None, format="table"):  # noqa: A002 - the flag is --format
+def status(c, name=None, format="table"):
     """Nodes, addresses, pods and services of running labs."""
     _labkit(c, "status", *(["--name", name] if name else []), "--format", format)
 
@@ -54,7 +54,7 @@ def exec_(c, lab, target, cmd):
 
 
 @task(help={"topo": "topology file", "name": "the running lab's name, if not the file's", "format": "table or json"})
-def verify(c, topo="topologies/netpol-demo.yaml", name=None, format="table"):  # noqa: A002 - the flag is --format
+def verify(c, topo="topologies/netpol-demo.yaml", name=None, format="table"):
     """Check the topology's expect: against the running lab (a from/to matrix); exit 1 on any miss."""
     result = _labkit(c, "verify", topo, *(["--name", name] if name else []), "--format", format, warn=True)
     sys.exit(result.exited)
@@ -62,7 +62,7 @@ def verify(c, topo="topologies/netpol-demo.yaml", name=None, format="table"):  #
 
 @task(help={"topo": "topology file", "name": "a running lab (draws its pods and services)",
             "format": "mermaid, dot or html", "output": "file to write"})
-def graph(c, topo=DEFAULT_TOPOLOGY, name=None, format=None, output=None):  # noqa: A002 - the flag is --format
+def graph(c, topo=DEFAULT_TOPOLOGY, name=None, format=None, output=None):
     """A picture of a lab: mermaid, Graphviz dot, or one self-contained HTML page."""
     _labkit(c, "graph", topo, *(["--name", name] if name else []), *(["--format", format] if format else []),
             *(["-o", output] if output else []))

@@ -248,7 +248,7 @@ def resolve(name: str, nameserver: str, search: list[str] | None = None, ndots: 
         except (socket.timeout, TimeoutError):
             return {"status": "TIMEOUT", "addresses": [], "name": qname, "tried": tried,
                     "reason": f"no answer from {nameserver} in {_fmt_seconds(timeout)} for {qname}"}
-        except Exception as exc:  # a malformed answer, a refused socket: report, never raise
+        except Exception as exc:  # noqa: BLE001 - a malformed answer, a refused socket: report, never raise
             reason = _os_reason(exc, timeout) if isinstance(exc, OSError) else str(exc)
             return {"status": "ERROR", "addresses": [], "name": qname, "tried": tried,
                     "reason": f"{nameserver}: {reason}"}
@@ -328,7 +328,7 @@ def run_request(req: dict) -> dict:
             if result["open"]:
                 break
         return {**out, **result, "addresses": addresses}
-    except Exception as exc:  # bad request: report it as the result
+    except Exception as exc:  # noqa: BLE001 - bad request: report it as the result
         return {**out, "open": False, "status": "ERROR", "reason": f"agent error: {exc!r}"}
 
 

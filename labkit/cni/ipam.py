@@ -82,7 +82,7 @@ class Store:
         self.lock_timeout = lock_timeout
         self._lock_fd: int | None = None
 
-    def __enter__(self) -> Store:  # noqa: PYI034
+    def __enter__(self) -> Store:
         try:
             os.makedirs(self.dir, mode=0o755, exist_ok=True)
             fd = os.open(os.path.join(self.dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)

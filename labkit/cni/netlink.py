@@ -152,7 +152,7 @@ class Netlink:
     def close(self) -> None:
         self.sock.close()
 
-    def __enter__(self) -> Netlink:  # noqa: PYI034
+    def __enter__(self) -> Netlink:
         return self
 
     def __exit__(self, *exc) -> None:

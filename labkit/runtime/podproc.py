@@ -15,7 +15,9 @@ import subprocess
 from collections.abc import Mapping, Sequence
 
 from labkit.errors import LabkitError
-from labkit.net.syscalls import CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWUTS, MNT_DETACH, MS_BIND, MS_PRIVATE, MS_REC, check, libc
+from labkit.net.syscalls import (
+    CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWUTS, MNT_DETACH, MS_BIND, MS_PRIVATE, MS_REC, check, libc,
+)
 
 # Holders this process forked: only these may be reaped here (others' children are theirs to wait for).
 forked: set[int] = set()

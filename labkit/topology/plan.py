@@ -251,7 +251,8 @@ def build_plan(topo: Topology, source: str, runtime: str | None = None) -> tuple
             if address.network.prefixlen < 31 and address.ip in (
                 address.network.network_address, address.network.broadcast_address
             ):
-                out.add(epath, f"{address} is the {'network' if address.ip == address.network.network_address else 'broadcast'} "
+                which = "network" if address.ip == address.network.network_address else "broadcast"
+                out.add(epath, f"{address} is the {which} "
                                f"address of its subnet; use a host address inside {address.network}")
             if address.ip in addresses:
                 out.add(epath, f"address {address.ip} is already used at {_fmt(addresses[address.ip])}; "
@@ -460,7 +461,8 @@ def _pod_cidrs(cluster: ClusterPlan | None, settings: dict[str, dict], out: _Col
     for name in k8s_nodes:
         net = next(subnets, None)
         if net is None:
-            out.add(("cluster", "pod-cidr"), f"pod-cidr {cluster.pod_cidr} has fewer /24s than k8s-nodes ({len(k8s_nodes)})")
+            out.add(("cluster", "pod-cidr"),
+                    f"pod-cidr {cluster.pod_cidr} has fewer /24s than k8s-nodes ({len(k8s_nodes)})")
             break
         result[name] = net
     return result

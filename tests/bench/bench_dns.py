@@ -1,7 +1,8 @@
 """Benchmark: labkit's cluster DNS server against dnsmasq, under dnsperf.
 
 Both serve the same few hundred A records (ClusterIP services) on their own loopback
-address, and dnsperf sends both the same query file with the same options, in turns. Nothing is written outside a temporary directory; both servers are stopped
+address, and dnsperf sends both the same query file with the same options, in turns. Nothing is
+written outside a temporary directory; both servers are stopped
 afterwards.
 
     python tests/bench/bench_dns.py [SECONDS]      # prints the result as JSON

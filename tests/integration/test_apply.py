@@ -40,7 +40,8 @@ workloads:
      spec: {{containers: [{{name: c, image: labkit/node, command: [sleep, infinity]}}]}}}}
 {extra}"""
 
-DENY_WEB = """  - {apiVersion: networking.k8s.io/v1, kind: NetworkPolicy, metadata: {name: deny-web, namespace: default},
+DENY_WEB = """  - {apiVersion: networking.k8s.io/v1, kind: NetworkPolicy,
+     metadata: {name: deny-web, namespace: default},
      spec: {podSelector: {matchLabels: {app: web}}, policyTypes: [Ingress]}}
 """
 

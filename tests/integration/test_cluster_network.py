@@ -117,7 +117,8 @@ def test_a_pod_that_never_listens_fails_up_clearly_and_leaves_nothing(tmp_path, 
         "[{name: c, image: labkit/node, command: [sleep, infinity], ports: [{containerPort: 9999}]}]}}\n")
     monkeypatch.setattr(cluster, "READY_TIMEOUT", 0.5)
     name = unique_name("deaf")
-    with pytest.raises(LabkitError, match=r"phase 'readiness': pod default/deaf: nothing listens on containerPort 9999"):
+    with pytest.raises(LabkitError,
+                       match=r"phase 'readiness': pod default/deaf: nothing listens on containerPort 9999"):
         lab.up(str(topology), progress=Progress(quiet=True), name=name)
     assert leftovers(name) == []
 

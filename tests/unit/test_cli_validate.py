@@ -110,5 +110,6 @@ def test_console_script(tmp_path: Path) -> None:
     bad.write_text("name: x\ntopology:\n  nodes: {}\n")
     result = subprocess.run([script, "validate", str(bad)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
-    assert result.stderr == f"error: {bad}:3: topology.nodes: no nodes defined: give at least one, e.g. 'h1: {{kind: linux}}'\n"
+    assert result.stderr == (f"error: {bad}:3: topology.nodes: no nodes defined: "
+                             "give at least one, e.g. 'h1: {kind: linux}'\n")
     assert "Traceback" not in result.stderr

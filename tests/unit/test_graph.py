@@ -87,7 +87,8 @@ def status_sample() -> dict:
             {"namespace": "kube-system", "name": "kube-dns", "type": "ClusterIP", "cluster_ip": "10.96.0.10",
              "external_name": None,
              "endpoints": [{"ip": "10.244.2.4", "pod": "kube-system/labkit-dns-4tm7-ncmhl", "node": "w2"}],
-             "ports": [{"name": "dns", "protocol": "UDP", "port": 53}, {"name": "dns-tcp", "protocol": "TCP", "port": 53}]},
+             "ports": [{"name": "dns", "protocol": "UDP", "port": 53},
+                       {"name": "dns-tcp", "protocol": "TCP", "port": 53}]},
         ],
         "dns": {"ip": "10.96.0.10"},
     }

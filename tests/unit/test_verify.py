@@ -194,7 +194,8 @@ def test_load_expects_from_a_topology_file(tmp_path) -> None:
     with pytest.raises(InputError) as info:
         verify.load_expects(str(topo))
     assert str(info.value) == f"{topo}:8: expect[1].protocol: 'icmp' is not valid; valid: tcp, udp"
-    topo.write_text("name: t\ntopology:\n  nodes: {a: {kind: linux}}\nexpect:\n  - {from: a, resolve: x, result: NXDOMAIN}\n")
+    topo.write_text("name: t\ntopology:\n  nodes: {a: {kind: linux}}\n"
+                    "expect:\n  - {from: a, resolve: x, result: NXDOMAIN}\n")
     assert [c.resolve for c in verify.load_expects(str(topo))] == ["x"]
 
 
