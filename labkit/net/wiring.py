@@ -39,14 +39,14 @@ def create_links(plan: Plan, netns_paths: dict[str, str]) -> None:
 
 def configure_node(node: NodePlan) -> None:
     """Runs inside the node's namespace: bring everything up, then addresses, sysctls, routes."""
-    if node.kind == "bridge":
+    if node.kind_info.l2_bridge:
         first = Batch()
         first.bridge(BRIDGE_IFNAME)
         first.send()
     indexes = link_indexes()
     batch = Batch()
     batch.link_up(indexes["lo"], "lo")
-    master = indexes.get(BRIDGE_IFNAME) if node.kind == "bridge" else None
+    master = indexes.get(BRIDGE_IFNAME) if node.kind_info.l2_bridge else None
     for iface in node.interfaces:
         batch.link_up(indexes[iface.name], f"{node.name}:{iface.name}", master=master, mtu=iface.mtu)
         for address in iface.addresses:
