@@ -20,7 +20,8 @@ from labkit.errors import LabkitError
 from labkit.files import write_atomic
 from labkit.net import netns, wiring
 from labkit.runtime import ContainerSpec, PodSpec, Sandbox
-from labkit.topology.plan import ClusterPlan, Plan, netns_prefix
+from labkit.k8s.system import DNS_APP
+from labkit.topology.plan import ClusterPlan, Plan, pod_netns
 
 if TYPE_CHECKING:
     from labkit.k8s import Pod, Workloads
@@ -30,8 +31,6 @@ N = TypeVar("N")
 
 CNI_NETWORK = "labkit"
 POD_IFNAME = "eth0"
-DNS_APP = "kube-dns"
-DNS_DEPLOYMENT = "labkit-dns"
 
 
 @dataclass
@@ -53,11 +52,11 @@ class PodRecord:
 
 
 def workloads_of(plan: Plan) -> Workloads | None:
-    return plan.workloads[0] if plan.workloads else None
+    return plan.workloads
 
 
 def k8s_nodes(plan: Plan) -> list:
-    return [n for n in plan.nodes if n.kind == "k8s-node"]
+    return list(plan.cluster_nodes)
 
 
 def conflist_path(lab: str, node: str) -> str:
@@ -81,52 +80,10 @@ def _cni_server_files(lab: str) -> tuple[str, str]:
     return os.path.join(cni_dir(lab), "server.pid"), os.path.join(cni_dir(lab), "server.log")
 
 
-def pod_netns(lab: str, namespace: str, pod: str) -> str:
-    """Pods: `lk-<lab>.<ns>.<pod>`; nodes have one dot after the prefix, pods two."""
-    return f"{netns_prefix(lab)}{namespace}.{pod}"
-
-
 def pod_mtu(cluster: ClusterPlan) -> int | None:
     if cluster.mtu:
         return cluster.mtu
     return backends.pod_mtu(cluster.backend) if cluster.backend == "vxlan" else None
-
-
-def system_manifests(plan: Plan) -> list[dict[str, Any]]:
-    """What every cluster runs besides the user's workloads: the cluster DNS, as kubeadm sets it up
-    (a kube-system Deployment behind the Service kube-system/kube-dns at `cluster.dns.ip`).
-
-    Its pods' container runs nothing of the image: labkit starts the DNS server from the host
-    into each pod's network namespace, so no image needs Python.
-    """
-    cluster = plan.cluster
-    assert cluster is not None
-    ports = [{"name": "dns", "port": 53, "protocol": "UDP"}, {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]
-    labels = {"k8s-app": DNS_APP}
-    return [
-        {"apiVersion": "apps/v1", "kind": "Deployment",
-         "metadata": {"name": DNS_DEPLOYMENT, "namespace": "kube-system", "labels": labels},
-         "spec": {"replicas": cluster.dns_replicas, "selector": {"matchLabels": labels},
-                  "template": {"metadata": {"labels": labels}, "spec": {"containers": [{
-                      "name": "dns", "image": "labkit/node",
-                      "ports": [{"name": p["name"], "containerPort": 53, "protocol": p["protocol"]}
-                                for p in ports]}]}}}},
-        {"apiVersion": "v1", "kind": "Service",
-         "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": labels},
-         "spec": {"clusterIP": str(cluster.dns_ip), "selector": labels,
-                  "ports": [{**p, "targetPort": 53} for p in ports]}},
-    ]
-
-
-def check_workloads(plan: Plan) -> None:
-    """What can be checked without building anything: scheduling, ClusterIPs, NodePorts."""
-    from labkit.k8s import schedule_pods
-    from labkit.proxy import build_service_view
-
-    workloads = workloads_of(plan)
-    assert workloads is not None and plan.cluster is not None
-    schedule_pods(workloads, [n.name for n in k8s_nodes(plan)])
-    build_service_view(workloads, {}, service_cidr=str(plan.cluster.service_cidr), dns_ip=str(plan.cluster.dns_ip))
 
 
 # ---------------------------------------------------------------- phase: pod network
@@ -242,13 +199,11 @@ def pod_spec(plan: Plan, pod: Pod, node: str, ip: str) -> PodSpec:
 
 
 def start_pods(b: Build) -> None:
-    """Every pod of the workloads, placed by the scheduler."""
-    from labkit.k8s import schedule_pods
-
-    workloads = workloads_of(b.plan)
-    if workloads is None or not workloads.pods:
+    """Every pod of the workloads, where the plan placed it."""
+    workloads, allocation = workloads_of(b.plan), b.plan.allocation
+    if workloads is None or allocation is None or not workloads.pods:
         return
-    placement = schedule_pods(workloads, [n.name for n in k8s_nodes(b.plan)])
+    placement = allocation.placement
     start_pod_set(b, [(pod, placement[pod.key]) for pod in workloads.pods])
 
 
@@ -351,8 +306,7 @@ def apply_services(b: Build) -> None:
         return
     pod_ips = {f"{p.namespace}/{p.name}": p.ip for p in b.pods if p.ip}
     pod_nodes = {f"{p.namespace}/{p.name}": p.node for p in b.pods}
-    b.services = list(build_service_view(workloads, pod_ips, service_cidr=str(plan.cluster.service_cidr),
-                                         dns_ip=str(plan.cluster.dns_ip), pod_nodes=pod_nodes))
+    b.services = list(build_service_view(workloads, pod_ips, allocation=plan.allocation, pod_nodes=pod_nodes))
     cluster = plan.cluster
     on_every_node(lambda node: apply_node_services(
         b.sandboxes[node.name].netns_path, b.services, pod_cidr=str(cluster.pod_cidr),

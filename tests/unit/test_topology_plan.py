@@ -366,7 +366,7 @@ def _frozen_all_the_way(value: object, where: str = "plan") -> None:
     if dataclasses.is_dataclass(value):
         assert type(value).__dataclass_params__.frozen, f"{where}: {type(value).__name__} is not frozen"
         for f in dataclasses.fields(value):
-            if f.name in ("workloads", "expect"):  # data the plan carries, not the plan's own structure
+            if f.name in ("workloads", "expects"):  # data the plan carries, not the plan's own structure
                 continue
             _frozen_all_the_way(getattr(value, f.name), f"{where}.{f.name}")
     elif isinstance(value, tuple):
