@@ -18,7 +18,7 @@ NAMESPACED_NET_CORE = (
     "net.core.xfrm_aevent_rseqth",
     "net.core.xfrm_larval_drop",
 )
-VALID = f"valid: {', '.join(p + '*' for p in NAMESPACED_PREFIXES)}, {', '.join(NAMESPACED_NET_CORE)}"
+VALID = f"valid: {', '.join(p + '*' for p in NAMESPACED_PREFIXES)}, net.core.somaxconn, net.core.xfrm_*"
 
 
 def is_namespaced(key: str) -> bool:
@@ -30,5 +30,5 @@ def namespaced_problem(key: str) -> tuple[str, str] | None:
     """None for a key of the node's own network namespace; else (message, what is valid)."""
     if is_namespaced(key):
         return None
-    return (f"{key!r} is not a sysctl of the node's network namespace: setting it would change the host "
-            "(only network-namespace sysctls are per node, as container runtimes allow)", VALID)
+    return (f"{key!r} is not a sysctl of the node's network namespace: setting it would change the host",
+            VALID + " (the network-namespace sysctls container runtimes allow)")

@@ -53,13 +53,12 @@ def netns_name_problems(plan: Plan, workloads: Workloads) -> list[Problem]:
         if size <= NETNS_NAME_MAX:
             continue
         controller = _controller(workloads, pod)
-        obj = controller or pod
-        what = f"the pods of {controller.kind} {controller.key} get names" if controller else "the pod's name"
+        what = f"the name of {controller.kind} {controller.name}" if controller else "the pod's name"
         problems.append(workloads.problem(
-            obj, ("metadata", "name"),
-            f"too long: pod {pod.key} would run in network namespace lk-{plan.lab}.{pod.namespace}.<pod>, "
-            f"{size} bytes, and the kernel allows {NETNS_NAME_MAX}; shorten {what} "
-            f"by {size - NETNS_NAME_MAX} characters or more",
+            controller or pod, ("metadata", "name"),
+            f"too long: pod network namespace 'lk-{plan.lab}.<namespace>.<pod>' would be {size} bytes and "
+            f"the kernel allows {NETNS_NAME_MAX}; shorten {what} or its namespace by {size - NETNS_NAME_MAX} "
+            "characters or more",
         ))
     return problems
 
