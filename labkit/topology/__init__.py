@@ -12,7 +12,7 @@ from pathlib import Path
 import pydantic
 
 from labkit.errors import InputError, Problem
-from labkit.topology.expect import parse_expects
+from labkit.topology.expect import expect_problems
 from labkit.topology.load import Document, dotted, read_document
 from labkit.topology.plan import Plan, build_plan
 from labkit.topology.schema import Model, Topology
@@ -47,11 +47,12 @@ def load_plan(path: str | Path, runtime: str | None = None, name: str | None = N
     """
     topo, doc = load_topology(path, name)
     plan, problems = build_plan(topo, str(path), runtime)
-    if problems:
-        raise InputError(_by_line([Problem(doc.file, doc.line_of(p.path), _dotted(p.path), p.text)
-                                   for p in problems]))
+    expects, expect_faults = expect_problems(doc.data.get("expect"))
+    if problems or expect_faults:
+        found = [Problem(doc.file, doc.line_of(p.path), _dotted(p.path), p.text) for p in problems]
+        found += [Problem(doc.file, doc.line_of(p.path), p.dotted, p.message) for p in expect_faults]
+        raise InputError(_by_line(found))
     assert plan is not None
-    expects = parse_expects(doc.data.get("expect"), file=doc.file, line_of=doc.line_of) if topo.expect else []
     plan = dataclasses.replace(plan, expects=tuple(expects))
     if plan.cluster is not None:
         from labkit.topology.workloads import plan_workloads  # only clusters pay for manifest parsing

@@ -227,3 +227,15 @@ def test_load_topology_returns_the_typed_model(tmp_path: Path) -> None:
     assert topo.name == "x"
     assert topo.topology.nodes["h1"].kind is None  # an empty node is allowed by the schema
     assert doc.line_of(("topology", "nodes", "h1")) == 4
+
+
+def test_expect_problems_come_with_the_topologys_own_in_one_message(tmp_path: Path) -> None:
+    problems = _problems(tmp_path, """\
+        name: both
+        topology:
+          nodes:
+            h1: {kind: linx}
+        expect:
+          - {from: h1, to: "10.0.0.1:99999", result: open}
+    """)
+    assert [(p.line, p.field) for p in problems] == [(4, "topology.nodes.h1.kind"), (6, "expect[0].to")]
