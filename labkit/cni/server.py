@@ -31,7 +31,7 @@ import time
 from .errors import INTERNAL, INVALID_ENV, IO_FAILURE, CNIError
 from .lite import dumps
 from .main import config_version, run
-from .netlink import setns
+from labkit.net.netlink import setns
 
 MAX_CONFIG = 1 << 20  # a conflist's plugin config is a few KiB; anything near this is not one
 PASSED_ENV = ("CNI_", "LABKIT_CNI_")  # the only variables of the caller the plugin may see

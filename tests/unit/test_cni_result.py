@@ -11,7 +11,7 @@ import pytest
 from labkit.cni import backends as bk
 from labkit.cni import config as cfg
 from labkit.cni import conflist as cl
-from labkit.cni import netlink as nl
+from labkit.net import netlink as nl
 from labkit.cni import plugin
 from labkit.cni.errors import CNIError
 
