@@ -94,8 +94,12 @@ def execute(
     """
     if node_netns is None:
         return _guarded(command, config, container_id, netns, ifname, args)
-    return _in_netns_thread(node_netns, _guarded, command, config, container_id, netns, ifname,
-                            args)
+    from labkit.net.netns import run_in_netns  # in-process callers only: not on the exec path
+
+    try:
+        return run_in_netns(node_netns, lambda: _guarded(command, config, container_id, netns, ifname, args))
+    except OSError as e:  # _guarded turns every failure inside into a CNIError: this is entering the node
+        raise CNIError(IO_FAILURE, f"cannot enter node namespace {node_netns}", str(e)) from None
 
 
 def _guarded(command, config, container_id, netns, ifname, args) -> dict:
@@ -111,38 +115,6 @@ def _guarded(command, config, container_id, netns, ifname, args) -> dict:
     except Exception as e:  # noqa: BLE001 - the API promises CNIError only
         raise CNIError(INTERNAL, f"{command}: internal error: {type(e).__name__}: {e}",
                        repr(e)) from e
-
-
-def _in_netns_thread(path: str, fn, *a):
-    """Run fn(*a) on a fresh thread that first setns()es into `path`."""
-    import threading
-
-    box: dict = {}
-
-    def run():
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as e:
-            box["err"] = CNIError(IO_FAILURE, f"cannot open node namespace {path}", str(e))
-            return
-        try:
-            nl.setns(fd)
-        except OSError as e:
-            box["err"] = CNIError(IO_FAILURE, f"cannot enter node namespace {path}", str(e))
-            return
-        finally:
-            os.close(fd)
-        try:
-            box["ok"] = fn(*a)
-        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
-            box["err"] = e
-
-    t = threading.Thread(target=run, name=f"labkit-cni:{os.path.basename(path)}")
-    t.start()
-    t.join()
-    if "err" in box:
-        raise box["err"]
-    return box["ok"]
 
 
 def _execute(command, config, container_id, netns, ifname, args) -> dict:
