@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import threading
+import time
 
 import dns.message
 import pytest
@@ -93,3 +96,51 @@ def test_reload_of_unchanged_content_is_free(tmp_path):
     assert state.load() is False and state.entries == table
     DnsConfig(services=[Service("a", "b", "ClusterIP", "10.96.0.6")]).dump(str(path))
     assert state.load() is True and state.entries != table
+
+
+def test_tcp_limits_per_client_and_in_total():
+    limits = server.TcpLimits(total=5, per_client=2)
+    assert limits.admit("10.0.0.1") and limits.admit("10.0.0.1")
+    assert not limits.admit("10.0.0.1")                      # a third from the same pod
+    assert limits.admit("10.0.0.2") and limits.admit("10.0.0.3") and limits.admit("10.0.0.3")
+    assert not limits.admit("10.0.0.4")                      # the whole server is full
+    limits.release("10.0.0.1")
+    assert limits.admit("10.0.0.4") and not limits.admit("10.0.0.5")
+    for client in ("10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.3", "10.0.0.4"):
+        limits.release(client)
+    assert limits.active == 0 and limits.clients == {}
+
+
+def _trickle(sock, data: bytes, pause: float) -> threading.Thread:
+    def run():
+        for i in range(len(data)):
+            try:
+                sock.send(data[i:i + 1])
+            except OSError:
+                return
+            time.sleep(pause)    # the attack's pace, not a wait for readiness
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def test_a_message_must_arrive_whole_within_its_budget():
+    """One byte at a time, each well within the idle timeout, no longer holds a
+    connection: the whole message has a deadline from its first byte."""
+    msg = dns.message.make_query("web.default.svc.cluster.local.", "A").to_wire()
+    framed = len(msg).to_bytes(2, "big") + msg
+    a, b = socket.socketpair()
+    with a, b:
+        _trickle(a, framed, 0.05)
+        with pytest.raises(TimeoutError):
+            server.read_message(b, idle=5, budget=0.3)
+    a, b = socket.socketpair()
+    with a, b:
+        a.sendall(framed[:1])
+        _trickle(a, framed[1:], 0)
+        assert server.read_message(b, idle=5, budget=30) == msg
+        a.close()
+        assert server.read_message(b, idle=5, budget=30) is None   # the client is done
+    a, b = socket.socketpair()
+    with a, b, pytest.raises(TimeoutError):
+        server.read_message(b, idle=0.05, budget=30)                # idle between messages
