@@ -144,3 +144,26 @@ def test_a_message_must_arrive_whole_within_its_budget():
     a, b = socket.socketpair()
     with a, b, pytest.raises(TimeoutError):
         server.read_message(b, idle=0.05, budget=30)                # idle between messages
+
+
+def _cluster_topology(tmp_path, dns: str):
+    path = tmp_path / "topo.yaml"
+    path.write_text(f"name: dnsw\ncluster:\n  dns: {dns}\ntopology:\n  nodes:\n    cp: {{kind: k8s-node}}\n")
+    return path
+
+
+def test_cluster_dns_workers_setting(tmp_path):
+    """The DNS pod's process model: one worker per CPU unless the topology fixes the count."""
+    from labkit.errors import InputError
+    from labkit.topology import load_plan
+
+    assert load_plan(_cluster_topology(tmp_path, "{ip: 10.96.0.10}")).cluster.dns_workers is None
+    assert load_plan(_cluster_topology(tmp_path, "{workers: auto}")).cluster.dns_workers is None
+    assert load_plan(_cluster_topology(tmp_path, "{workers: 3}")).cluster.dns_workers == 3
+    for bad in ("0", "65", "many", "true", "1.5"):
+        with pytest.raises(InputError) as e:
+            load_plan(_cluster_topology(tmp_path, f"{{workers: {bad}}}"))
+        assert "workers is auto (one per CPU) or a number from 1 to 64" in str(e.value)
+        assert "topo.yaml:3: cluster.dns.workers: " in str(e.value)
+    argv = server.command("c.json", "10.244.0.2", 53, workers=None)
+    assert "--workers" not in argv           # the server's default: one per CPU
