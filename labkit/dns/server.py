@@ -53,7 +53,7 @@ from labkit.dns import wire as W
 # Precomputed at load for every name (what getaddrinfo asks); every other answer for a
 # name of the zone is computed on first use and kept.
 EAGER_QTYPES = (R.A, R.AAAA)
-MAX_DYNAMIC = 20000          # slow-path answers kept (NXDOMAIN, NODATA, SRV...), oldest evicted
+MAX_DYNAMIC = 10000          # slow-path answers kept (NXDOMAIN, NODATA, SRV...), oldest evicted
 MAX_MEMO = 4096              # shared negative answers kept, oldest evicted
 MAX_TCP_CONNECTIONS = 128    # per worker
 MAX_TCP_PER_CLIENT = 8       # per worker, from one client address
