@@ -105,7 +105,8 @@ def log_query_error(msg: str) -> None:
 
 class LRU(OrderedDict):
     """A dict of at most `cap` items: setting one more evicts the least recently set or
-    got. (Slow-path only: the hot path reads plain dicts.)"""
+    got. (Slow-path only: the hot path reads plain dicts.) A worker's UDP loop and TCP
+    threads share it: a key another thread evicted meanwhile is no error."""
 
     def __init__(self, cap: int):
         super().__init__()
@@ -114,14 +115,20 @@ class LRU(OrderedDict):
     def get(self, key, default=None):
         value = super().get(key, default)
         if value is not default:
-            self.move_to_end(key)
+            try:
+                self.move_to_end(key)
+            except KeyError:
+                pass
         return value
 
     def __setitem__(self, key, value) -> None:
         super().__setitem__(key, value)
-        self.move_to_end(key)
-        if len(self) > self.cap:
-            self.popitem(last=False)
+        try:
+            self.move_to_end(key)
+            while len(self) > self.cap:
+                self.popitem(last=False)
+        except KeyError:
+            pass
 
 
 def make_entry(qwire: bytes, answer: R.Answer, ra: bool, aa: bool = True,
@@ -225,22 +232,22 @@ class State:
         if gen != self.gen:
             return
         dynamic = self.dynamic
-        if key in dynamic:
-            dynamic.move_to_end(key)
-        else:
+        self.entries[key] = entry     # first: what is evicted from `dynamic` leaves `entries` too
+        try:
             dynamic[key] = None
+            dynamic.move_to_end(key)
             while len(dynamic) > self.max_dynamic:
                 old, _ = dynamic.popitem(last=False)
                 self.entries.pop(old, None)
-        self.entries[key] = entry
+        except KeyError:    # the TCP threads share this: another one evicted meanwhile
+            pass
 
     def touch(self, key: bytes) -> None:
         """A slow-path hit: keep the answer longest."""
-        if key in self.dynamic:
-            try:
-                self.dynamic.move_to_end(key)
-            except KeyError:   # evicted by another thread meanwhile
-                pass
+        try:
+            self.dynamic.move_to_end(key)
+        except KeyError:   # a precomputed answer, or evicted by another thread meanwhile
+            pass
 
 
 def _file_serial(path: str) -> int:
