@@ -5,9 +5,10 @@ The server runs from the host's Python, entered into each namespace with
 no image needs Python. Each writes a pid file once it serves; `labkit down`
 stops it through that file (a container's removal would not).
 
-Process model (`cluster.dns.workers`): like CoreDNS, which uses every core it is
-given, a replica runs one worker process per CPU by default (`auto`), each with
-its own SO_REUSEPORT UDP socket and the same tables; a number fixes the count.
+Process model (`cluster.dns.workers`): a replica runs `server.default_workers()`
+worker processes (`auto`: one per two CPUs, at least one; the lab's pods share
+those cores, see there why not one per CPU as CoreDNS), each with its own
+SO_REUSEPORT UDP socket and the same tables; a number fixes the count.
 `tests/bench/bench_dns.py` measures exactly this, in a lab, against dnsmasq.
 """
 
@@ -26,7 +27,7 @@ def start_servers(config: str, replicas: Sequence[tuple[str, str, str]], folder:
                   timeout: float = 10.0, workers: int | None = None, port: int = 53) -> list[int]:
     """Start one server per (name, netns path, address to listen on); wait until all serve.
 
-    `workers`: processes per server (None: one per CPU). Pid files and logs go to
+    `workers`: processes per server (None: the server's default, one per two CPUs). Pid files and logs go to
     `folder` as <name>.pid and <name>.log. Returns the pids.
     """
     started = []

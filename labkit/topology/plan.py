@@ -110,7 +110,7 @@ class ClusterPlan:
     dns_ip: ipaddress.IPv4Address
     dns_replicas: int
     dns_upstreams: tuple[str, ...]
-    dns_workers: int | None = None    # DNS server processes per replica; None: one per CPU
+    dns_workers: int | None = None    # DNS server processes per replica; None: one per two CPUs
 
 
 @dataclass(frozen=True)

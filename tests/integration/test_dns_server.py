@@ -540,8 +540,8 @@ def test_udp_answers_stay_within_our_edns_size(tmp_path):
 
 @pytest.mark.parametrize("workers", [None, 1])
 def test_deploy_starts_the_configured_process_model(tmp_path, workers):
-    """`up`'s start path (dns.deploy.start_servers): by default one worker per CPU, as
-    CoreDNS uses every core it is given; `cluster.dns.workers` fixes the count."""
+    """`up`'s start path (dns.deploy.start_servers): by default the server's default
+    number of workers; `cluster.dns.workers` fixes the count."""
     from labkit.dns.deploy import start_servers
 
     config = tmp_path / "dns.json"
@@ -551,7 +551,7 @@ def test_deploy_starts_the_configured_process_model(tmp_path, workers):
                            workers=workers, port=port)
     try:
         serving = int((tmp_path / "dns-0.pid").read_text())   # written once every worker is forked
-        assert len(children_of(serving)) == (workers or len(os.sched_getaffinity(0)))
+        assert len(children_of(serving)) == (workers or dns_server.default_workers())
         q = dns.message.make_query("web.default.svc.cluster.local.", "A")
         assert dns.query.udp(q, addr, port=port, timeout=5).answer[0][0].address == "10.96.0.20"
     finally:

@@ -153,7 +153,7 @@ def _cluster_topology(tmp_path, dns: str):
 
 
 def test_cluster_dns_workers_setting(tmp_path):
-    """The DNS pod's process model: one worker per CPU unless the topology fixes the count."""
+    """The DNS pod's process model: one worker per two CPUs unless the topology fixes the count."""
     from labkit.errors import InputError
     from labkit.topology import load_plan
 
@@ -163,7 +163,13 @@ def test_cluster_dns_workers_setting(tmp_path):
     for bad in ("0", "65", "many", "true", "1.5"):
         with pytest.raises(InputError) as e:
             load_plan(_cluster_topology(tmp_path, f"{{workers: {bad}}}"))
-        assert "workers is auto (one per CPU) or a number from 1 to 64" in str(e.value)
+        assert "workers is auto (one per two CPUs) or a number from 1 to 64" in str(e.value)
         assert "topo.yaml:3: cluster.dns.workers: " in str(e.value)
     argv = server.command("c.json", "10.244.0.2", 53, workers=None)
-    assert "--workers" not in argv           # the server's default: one per CPU
+    assert "--workers" not in argv           # the server's default
+
+
+def test_default_workers_leave_cores_to_the_pods(monkeypatch):
+    for cpus, workers in ((1, 1), (2, 1), (3, 1), (8, 4)):
+        monkeypatch.setattr(server.os, "sched_getaffinity", lambda _pid, n=cpus: set(range(n)))
+        assert server.default_workers() == workers
