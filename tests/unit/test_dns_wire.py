@@ -137,6 +137,32 @@ def test_outside_zone_forwarded_with_upstreams(tmp_path):
     assert r.flags & dns.flags.RA
 
 
+def test_forwarded_answers_are_truncated_to_the_udp_limit(tmp_path):
+    """An upstream's big answer is not relayed over UDP beyond 512 bytes (no EDNS) or
+    min(client's EDNS size, ours): TC=1 and the question, so the client asks over TCP."""
+    path = tmp_path / "dns.json"
+    config(upstreams=["127.0.0.1:9"]).dump(str(path))
+    s = server.State(str(path))
+    s.load()
+    for use_edns, payload, limit in ((False, 512, 512), (0, 65535, wire.EDNS_UDP_SIZE), (0, 800, 800)):
+        q = dns.message.make_query("big.example.com.", "TXT", use_edns=use_edns, payload=payload,
+                                   want_dnssec=use_edns is not False)
+        up = server.answer_query(s, q.to_wire(), tcp=False)
+        reply = dns.message.make_response(q)
+        reply.answer.append(dns.rrset.from_text("big.example.com.", 60, "IN", "TXT",
+                                                *(f'"{i:0>200}"' for i in range(20))))
+        big = reply.to_wire(max_size=65535)
+        raw = server.upstream_reply(s, up, big, tcp=False)
+        r = dns.message.from_wire(raw)
+        assert len(big) > 4000 and len(raw) <= limit and r.flags & dns.flags.TC and r.id == q.id and not r.answer
+        assert str(r.question[0].name) == "big.example.com." and r.edns == (-1 if use_edns is False else 0)
+        over_tcp = dns.message.from_wire(server.upstream_reply(s, up, big, tcp=True))
+        assert len(over_tcp.answer[0]) == 20
+        small = dns.message.make_response(q)
+        small.answer.append(dns.rrset.from_text("big.example.com.", 60, "IN", "TXT", '"hi"'))
+        assert dns.message.from_wire(server.upstream_reply(s, up, small.to_wire(), tcp=False)).answer
+
+
 def test_external_name_is_chased_through_upstreams(tmp_path):
     path = tmp_path / "dns.json"
     config(upstreams=["127.0.0.1:9"]).dump(str(path))
