@@ -236,25 +236,26 @@ def bench_dns(seconds: float = 10, workers: str | int = "auto", server_alone: bo
             labs.down(name)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        _assert_nothing_left(name)
+        _assert_nothing_left(name, tmp)
 
 
-def _assert_nothing_left(lab: str) -> None:
-    """The lab's namespaces, processes and state are gone."""
+def _assert_nothing_left(lab: str, folder: Path) -> None:
+    """The lab's namespaces, files and state are gone (labkit's own `leftovers`), and so
+    are its DNS server and the dnsmasq pod's process."""
     from labkit import state
+    from labkit.pytest_plugin import leftovers
 
-    left = [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
-            if n.startswith(lab)]
-    if os.path.exists(state.lab_dir(lab)):
-        left.append(state.lab_dir(lab))
+    left = leftovers(lab)
+    marks = (f"{state.lab_dir(lab)}/".encode(), str(folder).encode())
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
             except OSError:
                 continue
-            if b"labkit-bench-dns-" in cmdline and b"dnsmasq" in cmdline:
-                left.append(f"pid {entry}")
+            if any(mark in cmdline for mark in marks):
+                argv = cmdline.replace(b"\0", b" ").decode(errors="replace")
+                left.append(f"process {entry}: {argv[:80]}")
     if left:
         raise RuntimeError(f"the DNS benchmark's lab {lab} left: {', '.join(left)}")
 
