@@ -219,6 +219,8 @@ def bench_dns(seconds: float = 10, workers: str | int = "auto", server_alone: bo
         pods = {f"{p['namespace']}/{p['name']}": p for p in summary["pods"]}
         client = pods["bench/client"]["netns_path"]
         dns_pod = next(p for k, p in pods.items() if k.startswith("kube-system/"))
+        if dns_pod["node"] != pods["bench/dnsmasq"]["node"]:   # the same path for both, or no comparison
+            raise RuntimeError(f"the DNS pod landed on {dns_pod['node']}, dnsmasq's on {pods['bench/dnsmasq']['node']}")
         first = "svc-0.bench.svc.cluster.local"
         _wait_answering(client, DNS_IP, first)
         _wait_answering(client, DNSMASQ_IP, first)
