@@ -5,6 +5,7 @@ Both this file and labkit/cli.py call labkit.lab; neither holds logic of its own
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 
@@ -152,8 +153,9 @@ def image(c, force=False):
 
 @task
 def lint(c):
-    """ruff over the code and tests."""
+    """ruff over the code and tests; lint-imports: the layers of DESIGN.md section 2 (pyproject.toml)."""
     c.run(f"{sys.executable} -m ruff check labkit tests tasks.py")
+    c.run(shlex.join([os.path.join(os.path.dirname(sys.executable), "lint-imports"), "--no-logo"]))
 
 
 lab = Collection("lab", up, apply, down, status, exec_, verify, graph, validate, list_)
