@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from labkit.errors import InputError, LabkitError
+from labkit.topology.schema import RUNTIMES  # the runtime registry's names (validate loads no runtime code)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -17,7 +18,7 @@ def _parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="build a lab from a topology file")
     up.add_argument("topology")
-    up.add_argument("--runtime", choices=["netns", "docker"])
+    up.add_argument("--runtime", choices=RUNTIMES)
     up.add_argument("--name", help="run the topology under another lab name (side by side with itself)")
     up.add_argument("--reconfigure", action="store_true", help="take the lab down first if it is up")
     up.add_argument("--quiet", "-q", action="store_true")
