@@ -9,7 +9,23 @@ import sys
 from collections.abc import Sequence
 
 from labkit.errors import InputError, LabkitError
-from labkit.topology.schema import RUNTIMES  # the runtime registry's names (validate loads no runtime code)
+
+
+class _RuntimeNames(Sequence[str]):
+    """The runtime registry's names, looked up only when `--runtime` is given or help is shown: the
+    plan layer's copy (labkit.topology.schema.RUNTIMES, which a test holds equal to the registry), so
+    `validate` loads no runtime code and the verbs that need no topology do not load the plan."""
+
+    def _names(self) -> tuple[str, ...]:
+        from labkit.topology.schema import RUNTIMES
+
+        return RUNTIMES
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self._names()[index]
+
+    def __len__(self) -> int:
+        return len(self._names())
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -18,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="build a lab from a topology file")
     up.add_argument("topology")
-    up.add_argument("--runtime", choices=RUNTIMES)
+    up.add_argument("--runtime", choices=_RuntimeNames())
     up.add_argument("--name", help="run the topology under another lab name (side by side with itself)")
     up.add_argument("--reconfigure", action="store_true", help="take the lab down first if it is up")
     up.add_argument("--quiet", "-q", action="store_true")
