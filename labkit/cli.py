@@ -116,9 +116,9 @@ def run(argv: Sequence[str]) -> int:
         print(f"{args.topology}: ok — lab {plan.lab}: {len(plan.nodes)} nodes, {len(plan.links)} links")
         return 0
     if args.verb == "graph":
-        from labkit.graph import choose_format, lab_summary, render_graph
+        from labkit.graph import choose_format, render_graph
 
-        text = render_graph(lab_summary(args.topology, name=args.name), choose_format(args.format, args.output))
+        text = render_graph(lab.graph_summary(args.topology, name=args.name), choose_format(args.format, args.output))
         if args.output:
             with open(args.output, "w", encoding="utf-8") as fh:
                 fh.write(text)

@@ -12,6 +12,7 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from labkit import paths, processes, state
@@ -292,6 +293,27 @@ def exec_in(lab: str, target: str, argv: Sequence[str]) -> int:
     rt, sandbox = sandbox_of(lab, target)
     code, _ = rt.exec(sandbox, argv)
     return code
+
+
+def graph_summary(topology: str | Path | None = None, name: str | None = None) -> dict[str, Any]:
+    """What `labkit graph` draws: the running lab's status when that lab is up (with its pods
+    and services), else the plan of the topology file (no root needed, nothing created).
+
+    `name` is the lab's name (`--name`); without it, the name in the topology file.
+    """
+    plan = load_plan(topology, name=name) if topology else None
+    lab_name = name or (plan.lab if plan else None)
+    if not lab_name:
+        raise LabkitError("name a topology file, or a lab that is up with --name")
+    try:
+        running = status(lab_name)[0] if lab_name in known_labs() else None
+    except (LabkitError, OSError):
+        running = None
+    if running and running.get("nodes"):
+        return running
+    if plan is None:
+        raise LabkitError(f"no lab named {lab_name!r} is up; name its topology file to draw it from the file")
+    return summarize(plan)
 
 
 def validate(path: str) -> Plan:

@@ -64,3 +64,16 @@ def test_only_lab_named_folders_are_labs(state_root) -> None:
         (state_root / name).mkdir(parents=True)
     (state_root / "file").write_text("")
     assert paths.lab_names() == state.labs() == {"kube3", "a-1"}
+
+
+@pytest.mark.parametrize("name", ["/", ".", "../x", "LAB.default"])
+def test_down_status_and_exec_refuse_a_name_before_it_touches_anything(name: str, state_root) -> None:
+    from labkit import lab
+
+    state_root.mkdir()
+    (state_root / "keep").write_text("")
+    for verb in (lambda: lab.down(name), lambda: lab.status(name), lambda: lab.exec_in(name, "n", ["true"]),
+                 lambda: lab.leftovers(name)):
+        with pytest.raises(LabkitError, match="is not a lab name"):
+            verb()
+    assert [p.name for p in state_root.iterdir()] == ["keep"]
