@@ -185,9 +185,10 @@ def run(argv: Sequence[str]) -> int:
         print(f"lab {name}: {'removed' if existed else 'was not up; nothing to remove'}")
         return 0
     if args.verb == "verify":
-        from labkit.verify import run_verify
+        from labkit.verify import check_output_format, print_verify
 
-        return run_verify(args.topology, name=args.name, output_format=args.format, timeout=args.timeout)
+        check_output_format(args.format)
+        return print_verify(lab.verify_topology(args.topology, name=args.name, timeout=args.timeout), args.format)
     if args.verb == "exec":
         command = list(args.argv)
         if command[:1] == ["--"]:

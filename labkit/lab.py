@@ -11,11 +11,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from labkit import paths, processes, state
+from labkit import paths, processes, state, verify
 from labkit.errors import LabkitError
 from labkit.net import netns
 from labkit.phases import cni, dns, nodes, pods, services
@@ -25,8 +25,8 @@ from labkit.runtime import Runtime, Sandbox, get_runtime
 from labkit.topology import load_plan
 from labkit.topology.plan import Plan, host_link_name, netns_prefix
 
-__all__ = ["APPLY", "UP", "Build", "apply", "down", "exec_in", "get_runtime", "known_labs", "leftovers", "status",
-           "summarize", "up", "validate"]
+__all__ = ["APPLY", "UP", "Build", "apply", "down", "exec_in", "get_runtime", "graph_summary", "known_labs",
+           "leftovers", "status", "summarize", "up", "validate", "verify_lab", "verify_topology"]
 
 # ---------------------------------------------------------------- the phase tables
 
@@ -314,6 +314,27 @@ def graph_summary(topology: str | Path | None = None, name: str | None = None) -
     if plan is None:
         raise LabkitError(f"no lab named {lab_name!r} is up; name its topology file to draw it from the file")
     return summarize(plan)
+
+
+# ---------------------------------------------------------------- verify
+
+def verify_lab(name: str, expects: Sequence[verify.Expect | Mapping[str, Any]] | None = None,
+               timeout: float = verify.DEFAULT_TIMEOUT) -> verify.Report:
+    """Check a running lab: `expects`, or the `expect:` of the topology it was brought up from."""
+    found = status(name)[0]
+    if expects is None:
+        source = found.get("source")
+        if not source or not os.path.exists(source):
+            raise LabkitError(f"lab {name!r}: its topology file is unknown; give the checks to verify")
+        expects = verify.load_expects(source)
+    return verify.run_checks(found, expects, timeout)
+
+
+def verify_topology(path: str, name: str | None = None, timeout: float = verify.DEFAULT_TIMEOUT) -> verify.Report:
+    """`labkit verify TOPO`: the topology's checks against its running lab (`name` overrides its name)."""
+    expects = verify.load_expects(path)
+    lab_name = name or load_plan(path).lab
+    return verify.run_checks(status(lab_name)[0], expects, timeout)
 
 
 def validate(path: str) -> Plan:
