@@ -204,7 +204,7 @@ def down(lab: str, runtimes: Sequence[Runtime] | None = None) -> bool:
         docker, docker_labs = _docker_engine_labs()
         runtimes = [get_runtime("netns"), *([docker] if docker else [])]
         existed = existed or lab in docker_labs
-    processes.stop_recorded(paths.lab_dir(lab))  # the lab's daemons, by their pid files
+    processes.stop_recorded(paths.lab_dir(lab), marker=paths.lab_dir(lab))  # the lab's servers, by their pid files
     for rt in runtimes:
         if rt.name != "netns":
             rt.destroy(lab)
@@ -360,5 +360,5 @@ def leftovers(lab: str) -> list[str]:
         found.append(f"host link {host_link_name(lab)}")
     if lab in _docker_engine_labs()[1]:
         found.append(f"docker containers labelled labkit.lab={lab}")
-    found += [f"process {pid}" for pid in processes.naming(files.dir + "/")]
+    found += [f"process {proc.pid}" for proc in processes.find_naming(files.dir)]
     return found

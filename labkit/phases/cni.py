@@ -71,7 +71,7 @@ def ensure_cni_server(b: Build) -> None:
     files = paths.lab(b.plan.lab)
     if server.is_serving(files.cni_socket):
         return
-    processes.stop_recorded(files.cni_dir)  # one that lives on must not outlive its pid file
+    processes.stop_recorded(files.cni_dir, marker=files.dir)  # one that lives on must not outlive its pid file
     start_cni_server(b.plan.lab)
     wait_cni_server(b)
 
@@ -81,10 +81,10 @@ def wait_cni_server(b: Build) -> None:
     from labkit.cni import server
 
     files = paths.lab(b.plan.lab)
-    pid = processes.read_pid_file(files.cni_server_pid)
-    if pid is None:
+    proc = processes.read_pid_file(files.cni_server_pid)
+    if proc is None:
         raise LabkitError(f"the lab's CNI server left no pid in {files.cni_server_pid}")
     try:
-        server.wait_serving(files.cni_socket, pid, files.cni_server_log, READY_TIMEOUT)
+        server.wait_serving(files.cni_socket, proc.pid, files.cni_server_log, READY_TIMEOUT)
     except CNIError as e:
         raise LabkitError(f"{e.msg}: {e.details}") from None

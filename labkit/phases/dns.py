@@ -53,7 +53,7 @@ def start_dns(b: Build) -> None:
     replicas = [p for p in b.pods if p.namespace == "kube-system" and p.labels.get("k8s-app") == DNS_APP]
     serving = [p for p in replicas if os.path.exists(files.dns_pid_file(p.name))]
     for pod in serving:  # `apply`: running servers re-read the config (written atomically above)
-        pid = processes.read_pid_file(files.dns_pid_file(pod.name))
-        if pid is not None:
-            reload(pid)
+        server = processes.recorded(files.dns_pid_file(pod.name), marker=files.dir)  # never a pid reused since
+        if server is not None:
+            reload(server.pid)
     start_servers(config, [(p.name, p.netns_path, p.ip) for p in replicas if p not in serving], folder)

@@ -138,10 +138,11 @@ def stop_pod(b: Build, record: PodRecord) -> None:
                          netns=record.netns_path, ifname=POD_IFNAME, node_netns=b.sandboxes[record.node].netns_path)
     except CNIError as exc:
         raise LabkitError(f"pod {record.namespace}/{record.name}: CNI DEL failed: {exc}") from None
-    pid_file = paths.lab(plan.lab).dns_pid_file(record.name)
+    files = paths.lab(plan.lab)
+    pid_file = files.dns_pid_file(record.name)
     if record.namespace == "kube-system" and os.path.exists(pid_file):
-        pid = processes.read_pid_file(pid_file)
-        processes.stop([pid] if pid is not None else [])
+        server = processes.recorded(pid_file, marker=files.dir)  # never a pid reused since
+        processes.stop([server] if server else [])
         os.unlink(pid_file)
     b.runtime.remove_pod(plan.lab, Sandbox(plan.lab, f"{record.namespace}/{record.name}", record.netns_path,
                                            pid=record.pid))

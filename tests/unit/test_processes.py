@@ -1,4 +1,4 @@
-"""labkit.processes: pid files, and stopping processes (TERM, then KILL), for good."""
+"""labkit.processes: pid files, and stopping processes (TERM, then KILL), for good and only the recorded ones."""
 
 from __future__ import annotations
 
@@ -8,16 +8,6 @@ import subprocess
 import sys
 
 from labkit import processes
-
-
-def test_a_pid_file_round_trips_and_garbage_reads_as_none(tmp_path) -> None:
-    path = str(tmp_path / "d" / "server.pid")
-    processes.write_pid_file(path, 4242)
-    assert processes.read_pid_file(path) == 4242
-    for text in ("", "abc", "-5", "0", "\xff"):
-        (tmp_path / "bad.pid").write_text(text, encoding="latin-1")
-        assert processes.read_pid_file(str(tmp_path / "bad.pid")) is None
-    assert processes.read_pid_file(str(tmp_path / "missing.pid")) is None
 
 
 def _sleeper(*extra: str, ignore_term: bool = False) -> subprocess.Popen:
@@ -30,37 +20,53 @@ def _sleeper(*extra: str, ignore_term: bool = False) -> subprocess.Popen:
     return proc
 
 
-def test_stop_terms_then_kills_and_returns_once_gone() -> None:
-    polite, stubborn = _sleeper(), _sleeper(ignore_term=True)
-    processes.forked.update({polite.pid, stubborn.pid})  # reaped by stop, as pod holders are
-    processes.stop([polite.pid, stubborn.pid, polite.pid], grace=0.2)
-    assert not processes.alive(polite.pid) and not processes.alive(stubborn.pid)
-    assert not os.path.exists(f"/proc/{polite.pid}")  # reaped: no zombie left
-    assert polite.pid not in processes.forked
-
-
-def test_stop_recorded_stops_only_processes_that_are_still_ours(tmp_path) -> None:
-    ours = _sleeper(str(tmp_path / "labkit-marker"))  # its command line names labkit
-    stranger = _sleeper()
+def test_a_pid_file_records_the_process_and_garbage_reads_as_none(tmp_path) -> None:
+    proc = _sleeper()
     try:
-        processes.write_pid_file(str(tmp_path / "a" / "ours.pid"), ours.pid)
-        processes.write_pid_file(str(tmp_path / "stranger.pid"), stranger.pid)
-        (tmp_path / "garbage.pid").write_text("x")
-        assert processes.recorded_pid(str(tmp_path / "stranger.pid")) is None
-        processes.stop_recorded(str(tmp_path), grace=0.5)
-        assert ours.wait(timeout=5) == -signal.SIGTERM
-        assert processes.alive(stranger.pid)
-    finally:
-        stranger.kill()
-        stranger.wait()
-
-
-def test_naming_finds_processes_by_their_command_line(tmp_path) -> None:
-    marker = str(tmp_path / "lab-folder") + "/"
-    proc = _sleeper(marker + "dns.pid")
-    try:
-        assert processes.naming(marker) == [proc.pid]
+        path = str(tmp_path / "d" / "server.pid")
+        written = processes.write_pid_file(path, proc.pid)
+        assert processes.read_pid_file(path) == written == processes.identify(proc.pid)
+        assert written.start is not None
     finally:
         proc.kill()
         proc.wait()
-    assert processes.naming(marker) == []
+    for text in ("", "abc", "-5", "0", "1", "\xff"):
+        (tmp_path / "bad.pid").write_text(text, encoding="latin-1")
+        assert processes.read_pid_file(str(tmp_path / "bad.pid")) is None
+    assert processes.read_pid_file(str(tmp_path / "missing.pid")) is None
+
+
+def test_stop_terms_then_kills_and_returns_once_gone_and_reaped() -> None:
+    polite, stubborn = _sleeper(), _sleeper(ignore_term=True)
+    procs = [processes.identify(polite.pid), processes.identify(stubborn.pid)]
+    processes.forked.update({polite.pid, stubborn.pid})  # reaped by stop, as pod holders are
+    processes.stop([*procs, procs[0]], grace=0.2)
+    assert not processes.is_running(procs[0]) and not processes.is_running(procs[1])
+    assert not os.path.exists(f"/proc/{polite.pid}")  # reaped: no zombie left
+    assert not {polite.pid, stubborn.pid} & processes.forked
+
+
+def test_a_pid_whose_start_time_differs_is_not_signalled() -> None:
+    proc = _sleeper()
+    try:
+        now = processes.identify(proc.pid)
+        processes.stop([processes.ProcessId(proc.pid, now.start + 1)], grace=0.1)  # a reused pid
+        assert processes.is_running(now)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_stop_recorded_stops_only_processes_that_are_still_the_recorded_ones(tmp_path) -> None:
+    ours, stranger = _sleeper(str(tmp_path / "x")), _sleeper()
+    try:
+        processes.write_pid_file(str(tmp_path / "a" / "ours.pid"), ours.pid)
+        (tmp_path / "stranger.pid").write_text(f"{stranger.pid} 1\n")  # another start time: not this process
+        (tmp_path / "garbage.pid").write_text("x")
+        assert processes.recorded(str(tmp_path / "stranger.pid")) is None
+        processes.stop_recorded(str(tmp_path), marker=str(tmp_path), grace=0.5)
+        assert ours.wait(timeout=5) == -signal.SIGTERM
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
