@@ -345,10 +345,11 @@ def validate(path: str) -> Plan:
 
 
 def leftovers(lab: str) -> list[str]:
-    """Everything of `lab` that still exists, found from what is there (never from its state):
-    namespaces, /etc/netns files, its state folder, its host link, containers labelled with it and
-    processes whose command line names its state folder. Empty after a clean `down`; the pytest
-    plugin and the tests check it after every lab."""
+    """Everything of `lab` that still exists, each as a short description; empty after a clean `down`:
+    namespaces, /etc/netns files, the state folder, the host link, the Docker engine's containers
+    labelled with the lab (when an engine answers), and processes whose command line names the lab's
+    state folder (the DNS and CNI servers labkit starts are given paths in it). Found from what exists,
+    never from the lab's state: `down`'s callers, the pytest plugin and the tests all use this one."""
     files = paths.lab(lab)
     prefix = netns_prefix(lab)
     found = [f"netns {n}" for n in netns.list_namespaces(prefix)]
@@ -360,5 +361,5 @@ def leftovers(lab: str) -> list[str]:
         found.append(f"host link {host_link_name(lab)}")
     if lab in _docker_engine_labs()[1]:
         found.append(f"docker containers labelled labkit.lab={lab}")
-    found += [f"process {proc.pid}" for proc in processes.find_naming(files.dir)]
+    found += [f"process {pid}" for pid in processes.naming(files.dir)]
     return found

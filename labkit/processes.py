@@ -205,6 +205,15 @@ def _reap(pids: Iterable[int]) -> None:
             pass
 
 
+def naming(marker: str) -> list[int]:
+    """Pids of every process, labkit's or not, whose command line names `marker` (a path, or inside it):
+    what still uses a lab's state folder (a server, a `tail -f` of its log)."""
+    marker = marker.rstrip("/")
+    inside, skip = marker + "/", os.getpid()
+    return [int(e) for e in os.listdir("/proc") if e.isdigit() and int(e) != skip
+            and any(a == marker or inside in a for a in cmdline(int(e)))]
+
+
 def find_naming(marker: str, *, exclude: Sequence[int] = ()) -> list[ProcessId]:
     """Processes of labkit whose command line names `marker` (a lab's state folder): how `down`
     finds a lab's servers when their pid files are gone with the folder."""
