@@ -19,7 +19,8 @@ def _labkit(c, *args: str, pty: bool = True, warn: bool = False):
                  warn=warn)
 
 
-@task(help={"topo": "topology file", "runtime": "netns or docker", "name": "run under another lab name"})
+@task(help={"topo": "topology file", "runtime": "a runtime of labkit.runtime's registry (labkit up --help lists them)",
+            "name": "run under another lab name"})
 def up(c, topo=DEFAULT_TOPOLOGY, runtime=None, name=None, reconfigure=False):
     """Build a lab from a topology file."""
     args = ["up", topo] + (["--runtime", runtime] if runtime else []) + (["--name", name] if name else [])
