@@ -17,7 +17,7 @@ from typing import Any
 
 from labkit import paths, processes, state, verify
 from labkit.errors import LabkitError
-from labkit.net import netns
+from labkit.net import netns, wiring
 from labkit.phases import cni, dns, nodes, pods, services
 from labkit.phases.build import Build, PodRecord, k8s_nodes
 from labkit.progress import Progress
@@ -216,13 +216,7 @@ def down(lab: str, runtimes: Sequence[Runtime] | None = None) -> bool:
 
 
 def _remove_host_link(lab: str) -> None:
-    name = host_link_name(lab)
-    if os.path.exists(f"/sys/class/net/{name}"):
-        from pyroute2 import IPRoute
-
-        with IPRoute() as ipr:
-            for index in ipr.link_lookup(ifname=name):
-                ipr.link("del", index=index)
+    wiring.remove_host_link(host_link_name(lab))
 
 
 def known_labs(*, containers: bool = False) -> set[str]:
