@@ -56,4 +56,5 @@ def start_dns(b: Build) -> None:
         server = processes.recorded(files.dns_pid_file(pod.name), marker=files.dir)  # never a pid reused since
         if server is not None:
             reload(server.pid)
-    start_servers(config, [(p.name, p.netns_path, p.ip) for p in replicas if p not in serving], folder)
+    start_servers(config, [(p.name, p.netns_path, p.ip) for p in replicas if p not in serving], folder,
+                  workers=plan.cluster.dns_workers)
