@@ -14,13 +14,12 @@ import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 
+from labkit import processes
 from labkit.errors import LabkitError
 from labkit.net.syscalls import (
     CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWUTS, MNT_DETACH, MS_BIND, MS_PRIVATE, MS_REC, check, libc,
 )
 
-# Holders this process forked: only these may be reaped here (others' children are theirs to wait for).
-forked: set[int] = set()
 
 
 def _fork_checked(child, what: str) -> int:
@@ -74,7 +73,7 @@ def spawn_holder(netns_path: str, binds: Mapping[str, str], hostname: str, log_p
         os.execv(sleep, ["sleep", "infinity"])
 
     pid = _fork_checked(child, f"start pod holder in {netns_path}")
-    forked.add(pid)
+    processes.forked.add(pid)  # reaped by processes.stop
     return pid
 
 

@@ -169,4 +169,4 @@ def test_validate_of_a_cluster_imports_only_the_plan_layer() -> None:
     loaded = result.stdout.splitlines()[-1].split()
     assert "labkit.k8s.allocate" in loaded  # the cluster's workloads were checked
     assert [m for m in loaded if any(m == p or m.startswith(f"{p}.") for p in BUILDING_PACKAGES)] == []
-    assert not {"labkit.lab", "labkit.cluster", "labkit.verify"} & set(loaded)  # nor what sits above the plan
+    assert not {"labkit.lab", "labkit.phases", "labkit.verify"} & set(loaded)  # nor what sits above the plan
