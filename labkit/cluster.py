@@ -7,17 +7,19 @@ go through the components (labkit.cni, the runtime), never hand-rolled here.
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from labkit import state
+from labkit import processes, state
 from labkit.cni import backends
 from labkit.cni.conflist import execute_conflist, write_conflist
 from labkit.cni.errors import CNIError
 from labkit.errors import LabkitError
-from labkit.files import write_atomic
+from labkit.files import makedirs
 from labkit.net import netns, wiring
 from labkit.runtime import ContainerSpec, PodSpec, Sandbox
 from labkit.topology.plan import ClusterPlan, Plan, netns_prefix
@@ -46,10 +48,12 @@ class PodRecord:
     netns_path: str
     pid: int | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    pid_start: int | None = None  # the holder's start time: `pid` is trusted only while it matches
 
     def as_status(self) -> dict[str, Any]:
         return {"namespace": self.namespace, "name": self.name, "node": self.node, "ip": self.ip,
-                "netns": self.netns, "netns_path": self.netns_path, "pid": self.pid, "labels": self.labels}
+                "netns": self.netns, "netns_path": self.netns_path, "pid": self.pid, "labels": self.labels,
+                "pid_start": self.pid_start}
 
 
 def workloads_of(plan: Plan) -> Workloads | None:
@@ -176,8 +180,8 @@ def start_cni_server(lab: str) -> None:
     from labkit.cni.install import install_launcher
 
     pid_file, log = _cni_server_files(lab)
-    os.makedirs(cni_dir(lab), exist_ok=True)
-    write_atomic(pid_file, f"{server.start(cni_socket(lab), log)}\n")
+    makedirs(cni_dir(lab))
+    processes.write_pid_file(pid_file, server.start(cni_socket(lab), log))
     install_launcher(cni_bin_dir(lab), socket=cni_socket(lab), compile_bytecode=False)
 
 
@@ -199,8 +203,8 @@ def wait_cni_server(b: Build) -> None:
 
     lab = b.plan.lab
     pid_file, log = _cni_server_files(lab)
-    with open(pid_file, encoding="ascii") as fh:
-        pid = int(fh.read())
+    proc = processes.read_pid_file(pid_file)
+    pid = proc.pid if proc else 0
     try:
         server.wait_serving(cni_socket(lab), pid, log, READY_TIMEOUT)
     except CNIError as e:
@@ -230,9 +234,11 @@ def kubelet_hosts(pod: Pod, ip: str, cluster: ClusterPlan) -> str:
 def pod_spec(plan: Plan, pod: Pod, node: str, ip: str) -> PodSpec:
     cluster = plan.cluster
     assert cluster is not None
+    from labkit.runtime.podproc import capabilities
+
     containers = tuple(
         ContainerSpec(name=c.name, image=c.image, argv=tuple(c.command) + tuple(c.args),
-                      env={e.name: e.value or "" for e in c.env})
+                      env={e.name: e.value or "" for e in c.env}, capabilities=capabilities(c.securityContext))
         for c in pod.spec.containers
     )
     return PodSpec(namespace=pod.namespace, name=pod.name, node=node,
@@ -279,6 +285,7 @@ def start_pod_set(b: Build, todo: list[tuple[Pod, str]]) -> None:
         started = b.runtime.start_containers(plan.lab, pod_spec(plan, pod, node, record.ip), sandbox)
         if isinstance(started, Sandbox):
             record.pid = started.pid
+            record.pid_start = processes.start_time(started.pid) if started.pid else None
 
     items = list(zip(todo, sandboxes, records, strict=True))
     workers = getattr(b.runtime, "workers", 1)
@@ -325,14 +332,36 @@ def stop_pod(b: Build, record: PodRecord) -> None:
         raise LabkitError(f"pod {record.namespace}/{record.name}: CNI DEL failed: {exc}") from None
     pidfile = os.path.join(dns_dir(plan.lab), f"{record.name}.pid")
     if record.namespace == "kube-system" and os.path.exists(pidfile):
-        from labkit.runtime.netns import stop_pids
-
-        with open(pidfile, encoding="ascii") as fh:
-            stop_pids([int(fh.read().strip())])
+        server = processes.recorded(pidfile, marker=state.lab_dir(plan.lab))  # never a pid reused since
+        processes.stop([server] if server else [])
         os.unlink(pidfile)
     b.runtime.remove_pod(plan.lab, Sandbox(plan.lab, f"{record.namespace}/{record.name}", record.netns_path,
                                            pid=record.pid))
     b.pods.remove(record)
+
+
+def remove_unrecorded_pods(b: Build) -> None:
+    """`apply`: pod namespaces of this lab that its state does not record (an `apply` killed while
+    it started pods) are released (CNI DEL from every node) and removed, so their names are free again."""
+    from labkit.runtime.netns import stop_processes
+
+    recorded = {r.netns for r in b.pods}
+    prefix = netns_prefix(b.plan.lab)
+    for name in netns.list_namespaces(prefix):
+        rest = name[len(prefix):]
+        if name in recorded or "." not in rest:
+            continue  # a node's, the mgmt network's, or a pod the state knows
+        path = netns.netns_path(name)
+        for node in k8s_nodes(b.plan):
+            try:
+                execute_conflist("DEL", conflist_path(b.plan.lab, node.name), container_id=f"{b.plan.lab}.{rest}",
+                                 netns=path, ifname=POD_IFNAME, node_netns=b.sandboxes[node.name].netns_path)
+            except CNIError as exc:
+                raise LabkitError(f"leftover pod namespace {name}: CNI DEL failed: {exc}") from None
+        stop_processes([path])
+        netns.delete_namespace(name)
+        shutil.rmtree(os.path.join(state.lab_dir(b.plan.lab), "pods", rest), ignore_errors=True)
+        b.progress.note(f"removed {name}, left by an interrupted apply")
 
 
 def container_id(lab: str, pod: Pod) -> str:
@@ -408,20 +437,23 @@ def dns_dir(lab: str) -> str:
 def start_dns(b: Build) -> None:
     """Write the DNS config, then start the server in each kube-dns pod's network namespace, from the host."""
     from labkit.dns.deploy import start_servers
-    from labkit.dns.server import reload
 
     plan, workloads = b.plan, workloads_of(b.plan)
     if workloads is None or plan.cluster is None:
         return
     folder = dns_dir(plan.lab)
     config = os.path.join(folder, "config.json")
-    os.makedirs(folder, exist_ok=True)
+    makedirs(folder)
     dns_config(plan, b.services, workloads).dump(config)
     replicas = [p for p in b.pods if p.namespace == "kube-system" and p.labels.get("k8s-app") == DNS_APP]
-    serving = [p for p in replicas if os.path.exists(os.path.join(folder, f"{p.name}.pid"))]
-    for pod in serving:  # `apply`: running servers re-read the config (written atomically above)
-        with open(os.path.join(folder, f"{pod.name}.pid"), encoding="ascii") as fh:
-            reload(int(fh.read().strip()))
+    serving = []
+    for pod in replicas:  # `apply`: running servers re-read the config (written atomically above)
+        pidfile = os.path.join(folder, f"{pod.name}.pid")
+        server = processes.recorded(pidfile, marker=state.lab_dir(plan.lab))
+        if server is not None and processes.signal_process(server, signal.SIGHUP):
+            serving.append(pod)
+        elif os.path.exists(pidfile):  # the server died (or the pid is another process's now): a new one
+            os.unlink(pidfile)
     start_servers(config, [(p.name, p.netns_path, p.ip) for p in replicas if p not in serving], folder)
 
 

@@ -1,7 +1,7 @@
 """Lab state on disk: written first thing in `up`, so `down --name` works even after a crash.
 
 It lives under /run (a tmpfs), like the namespaces it describes: a reboot
-removes both together.
+removes both together. Paths come from labkit.paths, which checks the lab name.
 """
 
 from __future__ import annotations
@@ -11,26 +11,30 @@ import os
 import shutil
 from typing import Any
 
+from labkit import paths
 from labkit.files import write_atomic
 
-STATE_ROOT = os.environ.get("LABKIT_STATE_DIR", "/run/labkit")
+STATE_ROOT = paths.STATE_ROOT
 
 
 def lab_dir(lab: str) -> str:
-    return os.path.join(STATE_ROOT, lab)
+    return paths.lab_dir(lab)
 
 
 def write(lab: str, state: dict[str, Any]) -> None:
     """Replace the lab's state atomically (temp file + rename)."""
-    write_atomic(os.path.join(lab_dir(lab), "state.json"), json.dumps(state, indent=2, sort_keys=True))
+    write_atomic(paths.lab_path(lab, "state.json"), json.dumps(state, indent=2, sort_keys=True))
 
 
 def read(lab: str) -> dict[str, Any] | None:
+    """The lab's state; None if there is none, or it is not a JSON object (a damaged file is
+    treated as no file: `down` then works from what exists)."""
     try:
-        with open(os.path.join(lab_dir(lab), "state.json"), encoding="utf-8") as fh:
-            return json.load(fh)
-    except (FileNotFoundError, json.JSONDecodeError):
+        with open(paths.lab_path(lab, "state.json"), encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 def remove(lab: str) -> None:
@@ -38,7 +42,9 @@ def remove(lab: str) -> None:
 
 
 def labs() -> set[str]:
+    """Labs with a state folder (folders whose names are not lab names are not labkit's)."""
     try:
-        return {n for n in os.listdir(STATE_ROOT) if os.path.isdir(os.path.join(STATE_ROOT, n))}
+        return {n for n in os.listdir(paths.state_root())
+                if paths.is_lab_name(n) and os.path.isdir(os.path.join(paths.state_root(), n))}
     except FileNotFoundError:
         return set()

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from labkit.runtime.podproc import DEFAULT_CAPABILITIES
+
 
 @dataclass(frozen=True)
 class Sandbox:
@@ -58,6 +60,7 @@ class ContainerSpec:
     image: str | None
     argv: Sequence[str]  # command + args; empty means the image's default
     env: dict[str, str] = field(default_factory=dict)
+    capabilities: tuple[str, ...] | None = DEFAULT_CAPABILITIES  # None: all (privileged); podproc.capabilities
 
 
 class Runtime(Protocol):

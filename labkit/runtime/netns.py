@@ -82,10 +82,12 @@ class NetnsRuntime:
                 fh.write(text)
             binds[f"/etc/{name}"] = path
         holder = podproc.spawn_holder(sandbox.netns_path, binds, pod.hostname, os.path.join(folder, "holder.log"))
+        podproc.record_exec_capabilities(folder, pod.containers[0].capabilities if pod.containers
+                                         else podproc.DEFAULT_CAPABILITIES)
         for container in pod.containers:
             if container.argv:
                 podproc.spawn_in_pod(holder, container.argv, container.env,
-                                     os.path.join(folder, f"{container.name}.log"))
+                                     os.path.join(folder, f"{container.name}.log"), container.capabilities)
         return dataclasses.replace(sandbox, pid=holder)
 
     def remove_pod(self, lab: str, sandbox: Sandbox) -> None:
@@ -95,8 +97,9 @@ class NetnsRuntime:
         shutil.rmtree(os.path.join(state.lab_dir(lab), "pods", sandbox.name.replace("/", ".")), ignore_errors=True)
 
     def _argv(self, sandbox: Sandbox, argv: Sequence[str]) -> list[str]:
-        if sandbox.pid:  # a pod: its holder's mount, UTS and network namespaces
-            return podproc.nsenter_argv(sandbox.pid, argv)
+        if sandbox.pid:  # a pod: its holder's mount, UTS and network namespaces, and a pod's capabilities
+            folder = os.path.join(state.lab_dir(sandbox.lab), "pods", sandbox.name.replace("/", "."))
+            return podproc.nsenter_argv(sandbox.pid, argv, podproc.exec_capabilities(folder))
         return ["ip", "netns", "exec", os.path.basename(sandbox.netns_path), *argv]
 
     def exec(self, sandbox: Sandbox, argv: Sequence[str], *, capture: bool = False) -> tuple[int, str]:
