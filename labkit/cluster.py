@@ -452,8 +452,11 @@ def start_dns(b: Build) -> None:
         server = processes.recorded(pidfile, marker=state.lab_dir(plan.lab))
         if server is not None and processes.signal_process(server, signal.SIGHUP):
             serving.append(pod)
-        elif os.path.exists(pidfile):  # the server died (or the pid is another process's now): a new one
-            os.unlink(pidfile)
+        else:  # the server died, or its pid file names another process now: a new one, after any
+            # server of this pod still running under a pid file that was lost or overwritten
+            processes.stop(processes.find_naming(pidfile))
+            if os.path.exists(pidfile):
+                os.unlink(pidfile)
     start_servers(config, [(p.name, p.netns_path, p.ip) for p in replicas if p not in serving], folder)
 
 

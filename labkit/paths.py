@@ -14,7 +14,7 @@ import os
 from labkit.errors import InputError
 from labkit.topology.schema import LAB_NAME
 
-STATE_ROOT = os.environ.get("LABKIT_STATE_DIR", "/run/labkit")
+DEFAULT_STATE_ROOT = "/run/labkit"
 
 # Folders: readable by all (status, graph), writable by root only. Files other programs read
 # (configs, hosts, resolv.conf, pid files): 0644. Sockets are made owner-only by their servers.
@@ -36,7 +36,8 @@ def check_lab_name(name: object, where: str = "--name") -> str:
 
 
 def state_root() -> str:
-    return STATE_ROOT
+    """The folder holding every lab's folder (read from the environment at each call, so a test may set it)."""
+    return os.path.abspath(os.environ.get("LABKIT_STATE_DIR") or DEFAULT_STATE_ROOT)
 
 
 def lab_dir(lab: str) -> str:

@@ -14,8 +14,6 @@ from typing import Any
 from labkit import paths
 from labkit.files import write_atomic
 
-STATE_ROOT = paths.STATE_ROOT
-
 
 def lab_dir(lab: str) -> str:
     return paths.lab_dir(lab)
