@@ -286,7 +286,9 @@ def _down(lab: str, runtimes: Sequence[Runtime] | None) -> bool:
     stop_recorded_processes(lab)
     # Servers whose pid files are gone (the state folder deleted by hand): found by the state
     # paths they were started with.
-    processes.stop(processes.find_naming(state.lab_dir(lab)))
+    strays = processes.find_naming(state.lab_dir(lab))
+    existed = existed or bool(strays)
+    processes.stop(strays)
     for rt in runtimes:
         if rt.name != "netns":
             rt.destroy(lab)

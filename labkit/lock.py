@@ -45,6 +45,8 @@ def lab_lock(lab: str, verb: str) -> Iterator[None]:
         yield
     finally:
         del _held[lab]
+        if not os.path.isdir(paths.lab_dir(lab)):  # nothing of the lab (an `apply` of a lab not up): no file
+            release_file(lab)
         os.close(fd)
 
 

@@ -169,6 +169,7 @@ def test_the_lock_file_may_be_removed_while_held(state_root):
     assert not os.path.exists(paths.lock_path("lab1"))
     with lock.lab_lock("lab1", "up"):
         assert os.path.exists(paths.lock_path("lab1"))
+    assert not os.path.exists(paths.lock_path("lab1"))  # a lab with no folder keeps no lock file
 
 
 def test_files_get_explicit_modes_whatever_the_umask(tmp_path):
