@@ -181,7 +181,7 @@ def _recorded_pids(name: str, folder: str) -> list[int]:
     for entry in os.listdir(folder) if os.path.isdir(folder) else []:
         if entry.endswith(".pid"):
             with open(os.path.join(folder, entry)) as fh:
-                pids.append(int(fh.read()))
+                pids.append(int(fh.read().split()[0]))  # "PID START" (labkit.processes)
     return pids
 
 

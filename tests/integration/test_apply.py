@@ -121,7 +121,7 @@ def test_apply_replaces_a_cni_server_that_died(tmp_path) -> None:
     running = start_lab(topology)
     try:
         pid_file = os.path.join(cni_dir(running.name), "server.pid")
-        old = int(open(pid_file).read())
+        old = int(open(pid_file).read().split()[0])
         os.kill(old, signal.SIGKILL)
         for _ in range(250):  # gone, or a zombie: its socket is closed either way
             if not os.path.exists(f"/proc/{old}") or open(f"/proc/{old}/stat").read().split(") ")[1][0] == "Z":
@@ -129,9 +129,9 @@ def test_apply_replaces_a_cni_server_that_died(tmp_path) -> None:
             time.sleep(0.02)
         assert not is_serving(cni_socket(running.name))
         lab.apply(topology, name=running.name, progress=Progress(quiet=True))
-        new = int(open(pid_file).read())
+        new = int(open(pid_file).read().split()[0])
         assert new != old and is_serving(cni_socket(running.name))
         lab.apply(topology, name=running.name, progress=Progress(quiet=True))  # a live one is kept
-        assert int(open(pid_file).read()) == new
+        assert int(open(pid_file).read().split()[0]) == new
     finally:
         stop_lab(running)
