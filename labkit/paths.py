@@ -36,8 +36,13 @@ def check_lab_name(name: object, where: str = "--name") -> str:
 
 
 def state_root() -> str:
-    """The folder holding every lab's folder (read from the environment at each call, so a test may set it)."""
-    return os.path.abspath(os.environ.get("LABKIT_STATE_DIR") or DEFAULT_STATE_ROOT)
+    """The folder holding every lab's folder (read from the environment at each call, so a test may set it).
+    LABKIT_STATE_DIR must be an absolute path below / (with `/`, lab `etc` would be the folder /etc)."""
+    root = os.environ.get("LABKIT_STATE_DIR") or DEFAULT_STATE_ROOT
+    if not os.path.isabs(root) or not os.path.normpath(root).strip("/"):
+        raise InputError(f"LABKIT_STATE_DIR={root!r}: give an absolute path to a folder of labkit's own, "
+                         f"such as {DEFAULT_STATE_ROOT}")
+    return os.path.normpath(root)
 
 
 def lab_dir(lab: str) -> str:

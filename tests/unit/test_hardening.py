@@ -43,6 +43,13 @@ def test_paths_stay_inside_the_state_root(state_root):
             paths.lab_path("kube3", escape)
 
 
+@pytest.mark.parametrize("root", ["/", "//", "relative/dir", "/run/.."])
+def test_the_state_root_from_the_environment_is_checked(root, monkeypatch):
+    monkeypatch.setenv("LABKIT_STATE_DIR", root)
+    with pytest.raises(LabkitError, match="LABKIT_STATE_DIR"):
+        paths.lab_dir("etc")
+
+
 def test_state_folders_that_are_not_lab_names_are_not_labs(state_root):
     for name in ("ok-lab", "LAB", ".hidden", "a.b"):
         (state_root / name).mkdir(parents=True)
