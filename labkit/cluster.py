@@ -452,8 +452,9 @@ def start_dns(b: Build) -> None:
         server = processes.recorded(pidfile, marker=state.lab_dir(plan.lab))
         if server is not None and processes.signal_process(server, signal.SIGHUP):
             serving.append(pod)
-        else:  # the server died, or its pid file names another process now: a new one, after any
-            # server of this pod still running under a pid file that was lost or overwritten
+        elif b.previous_services is not None or os.path.exists(pidfile):  # `apply`: the server died, or its
+            # pid file names another process now: a new one, after any server of this pod still running
+            # under a pid file that was lost or overwritten
             processes.stop(processes.find_naming(pidfile))
             if os.path.exists(pidfile):
                 os.unlink(pidfile)
