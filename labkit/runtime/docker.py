@@ -132,6 +132,17 @@ def node_privileges(status_path: str = "/proc/self/status") -> dict[str, object]
     }
 
 
+def _capability_settings(caps: Sequence[str] | None) -> dict[str, object]:
+    """A container's capabilities (podproc.capabilities) as the engine takes them: the difference
+    from its default set, which is the same as labkit's (none for a default container)."""
+    from labkit.runtime.podproc import DEFAULT_CAPABILITIES
+
+    if caps is None:
+        return {"privileged": True}
+    add, drop = sorted(set(caps) - set(DEFAULT_CAPABILITIES)), sorted(set(DEFAULT_CAPABILITIES) - set(caps))
+    return {**({"cap_add": add} if add else {}), **({"cap_drop": drop} if drop else {})}
+
+
 class DockerRuntime:
     """Sandboxes as Docker containers (see the module docstring)."""
 
@@ -241,6 +252,7 @@ class DockerRuntime:
                 network_mode=f"container:{pause['Id']}",
                 mounts=mounts,
                 inspect=False,
+                **_capability_settings(spec.capabilities),
             )
 
         parallel(start, list(enumerate(pod.containers)), self.workers)
