@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import select
 import shutil
 import signal
 import stat
@@ -78,6 +79,16 @@ def resolves(name: str) -> bool:
 def dns_pid_files(name: str) -> list[str]:
     folder = os.path.join(state.lab_dir(name), "dns")
     return [os.path.join(folder, f) for f in sorted(os.listdir(folder)) if f.endswith(".pid")]
+
+
+def kill_and_wait(pid: int) -> None:
+    """SIGKILL `pid` and return once it has exited (its pidfd turns readable), sockets closed."""
+    fd = os.pidfd_open(pid)
+    try:
+        os.kill(pid, signal.SIGKILL)
+        assert select.select([fd], [], [], 10)[0], f"process {pid} outlived SIGKILL"
+    finally:
+        os.close(fd)
 
 
 # ---------------------------------------------------------------- 1. names
@@ -168,9 +179,13 @@ def test_apply_restarts_a_dead_dns_server(cluster_lab):
     name = cluster_lab.name
     assert resolves(name)
     (pidfile,) = dns_pid_files(name)
-    os.kill(processes.read_pid_file(pidfile).pid, signal.SIGKILL)
+    cni_server = processes.read_pid_file(os.path.join(state.lab_dir(name), "cni", "server.pid"))
+    for proc in (processes.read_pid_file(pidfile), cni_server):
+        kill_and_wait(proc.pid)
     status = pod_status(name)
-    assert status["phase"] == "degraded" and any("DNS server" in p for p in status["health"]["problems"])
+    problems = status["health"]["problems"]
+    assert status["phase"] == "degraded" and any("DNS server" in p for p in problems), problems
+    assert any("CNI server" in p for p in problems), problems
     ok(run_labkit("apply", str(TOPOLOGIES / "kube-3node.yaml"), "--name", name, "-q"))
     assert resolves(name)
     status = pod_status(name)
