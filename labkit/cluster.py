@@ -458,7 +458,8 @@ def start_dns(b: Build) -> None:
             processes.stop(processes.find_naming(pidfile))
             if os.path.exists(pidfile):
                 os.unlink(pidfile)
-    start_servers(config, [(p.name, p.netns_path, p.ip) for p in replicas if p not in serving], folder)
+    start_servers(config, [(p.name, p.netns_path, p.ip) for p in replicas if p not in serving], folder,
+                  workers=plan.cluster.dns_workers)
 
 
 def _listening_tcp_ports() -> set[int]:
