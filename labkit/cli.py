@@ -12,13 +12,30 @@ from collections.abc import Sequence
 from labkit.errors import InputError, LabkitError
 
 
+class _RuntimeNames(Sequence[str]):
+    """The runtime registry's names, looked up only when `--runtime` is given or help is shown: the
+    plan layer's copy (labkit.topology.schema.RUNTIMES, which a test holds equal to the registry), so
+    `validate` loads no runtime code and the verbs that need no topology do not load the plan."""
+
+    def _names(self) -> tuple[str, ...]:
+        from labkit.topology.schema import RUNTIMES
+
+        return RUNTIMES
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self._names()[index]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="labkit", description="Kubernetes cluster networks in network namespaces")
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     up = sub.add_parser("up", help="build a lab from a topology file")
     up.add_argument("topology")
-    up.add_argument("--runtime", choices=["netns", "docker"])
+    up.add_argument("--runtime", choices=_RuntimeNames())
     up.add_argument("--name", help="run the topology under another lab name (side by side with itself)")
     up.add_argument("--reconfigure", action="store_true", help="take the lab down first if it is up")
     up.add_argument("--quiet", "-q", action="store_true")
@@ -123,9 +140,9 @@ def run(argv: Sequence[str]) -> int:
         print(f"{args.topology}: ok — lab {plan.lab}: {len(plan.nodes)} nodes, {len(plan.links)} links")
         return 0
     if args.verb == "graph":
-        from labkit.graph import choose_format, lab_summary, render_graph
+        from labkit.graph import choose_format, render_graph
 
-        text = render_graph(lab_summary(args.topology, name=args.name), choose_format(args.format, args.output))
+        text = render_graph(lab.graph_summary(args.topology, name=args.name), choose_format(args.format, args.output))
         if args.output:
             with open(args.output, "w", encoding="utf-8") as fh:
                 fh.write(text)
@@ -192,9 +209,10 @@ def run(argv: Sequence[str]) -> int:
         print(f"lab {name}: {'removed' if existed else 'was not up; nothing to remove'}")
         return 0
     if args.verb == "verify":
-        from labkit.verify import run_verify
+        from labkit.verify import check_output_format, print_verify
 
-        return run_verify(args.topology, name=args.name, output_format=args.format, timeout=args.timeout)
+        check_output_format(args.format)
+        return print_verify(lab.verify_topology(args.topology, name=args.name, timeout=args.timeout), args.format)
     if args.verb == "exec":
         command = list(args.argv)
         if command[:1] == ["--"]:

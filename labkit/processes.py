@@ -7,6 +7,11 @@ another start time, so labkit never signals or enters it. A pid file written
 by a server itself (bare pid) is trusted only for a process that started
 before the file was written and whose command line names what it was given
 (`marker`: the lab's state folder).
+
+Stopping is TERM, a grace period, then KILL, and returns only once the
+processes are gone (and reaped, for children of this process), so a namespace
+can be deleted right after. This is the one place labkit stops processes: the
+runtimes, `down` and the phases all come here.
 """
 
 from __future__ import annotations
@@ -18,6 +23,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from labkit.files import write_atomic
+from labkit.net.netns import pids_in_namespaces
+
+GRACE = 2.0  # seconds between TERM and KILL
+
+# Children this process forked itself (pod holders): only these may be reaped here (others'
+# children are theirs to wait for), so no zombie outlives a stop.
+forked: set[int] = set()
 
 
 @dataclass(frozen=True)
@@ -143,8 +155,10 @@ def signal_process(proc: ProcessId, sig: int) -> bool:
             os.close(fd)
 
 
-def stop(procs: Iterable[ProcessId], grace: float = 2.0) -> None:
-    """TERM, then KILL after `grace` seconds, each only while it is still the recorded process."""
+def stop(procs: Iterable[ProcessId], grace: float = GRACE) -> None:
+    """TERM, then KILL after `grace` seconds, each only while it is still the recorded process;
+    returns once all are gone (children of this process reaped)."""
+    procs = list(dict.fromkeys(procs))
     waiting = [p for p in procs if signal_process(p, signal.SIGTERM)]
     deadline = time.monotonic() + grace
     while waiting and time.monotonic() < deadline:
@@ -156,6 +170,48 @@ def stop(procs: Iterable[ProcessId], grace: float = 2.0) -> None:
     for p in waiting:
         while is_running(p):
             time.sleep(0.01)
+    _reap([p.pid for p in procs])
+
+
+def stop_in_namespaces(netns_paths: Sequence[str], grace: float = GRACE) -> None:
+    """Stop every process living in these network namespaces: TERM, then KILL after `grace` seconds."""
+    stop(_identified(pids_in_namespaces(netns_paths)), grace)
+    for proc in _identified(pids_in_namespaces(netns_paths)):  # started while we were stopping the others
+        signal_process(proc, signal.SIGKILL)
+
+
+def pid_files(folder: str) -> list[str]:
+    """Every pid file under `folder` (any depth): the servers a lab, or one part of it, started."""
+    return sorted(os.path.join(where, name) for where, _, files in os.walk(folder) for name in files
+                  if name.endswith(".pid"))
+
+
+def stop_recorded(folder: str, marker: str | None = None, grace: float = GRACE) -> None:
+    """Stop the processes the pid files under `folder` record, where each is still the recorded
+    process (and, with `marker`, names it on its command line)."""
+    stop([proc for path in pid_files(folder) if (proc := recorded(path, marker)) is not None], grace)
+
+
+def _identified(pids: Iterable[int]) -> list[ProcessId]:
+    return [proc for pid in pids if (proc := identify(pid)) is not None]
+
+
+def _reap(pids: Iterable[int]) -> None:
+    for pid in set(pids) & forked:
+        forked.discard(pid)
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+
+
+def naming(marker: str) -> list[int]:
+    """Pids of every process, labkit's or not, whose command line names `marker` (a path, or inside it):
+    what still uses a lab's state folder (a server, a `tail -f` of its log)."""
+    marker = marker.rstrip("/")
+    inside, skip = marker + "/", os.getpid()
+    return [int(e) for e in os.listdir("/proc") if e.isdigit() and int(e) != skip
+            and any(a == marker or inside in a for a in cmdline(int(e)))]
 
 
 def find_naming(marker: str, *, exclude: Sequence[int] = ()) -> list[ProcessId]:

@@ -12,8 +12,8 @@ Loaded through the `pytest11` entry point `labkit` (or `-p labkit.pytest_plugin`
 
 Every lab gets a unique name (the topology's name cut to 5 characters, '-', 6 random hex digits)
 so that parallel runs never collide; `down` is registered as a finalizer before `up` starts, so
-it runs whatever happens; afterwards nothing of the lab may be left (namespaces, /etc/netns
-files, state, host link, containers), unless that check is turned off.
+it runs whatever happens; afterwards nothing of the lab may be left (labkit.lab.leftovers: namespaces,
+/etc/netns files, state, host link, containers, processes), unless that check is turned off.
 
 Relative topology paths resolve against the directory of the test file (for `labkit_fixture`:
 of the file that calls it), then against pytest's rootdir.
@@ -34,8 +34,8 @@ from typing import Any
 
 import pytest
 
-from labkit import state
 from labkit.errors import LabkitError
+from labkit.runtime import runtime_names  # the registry alone: no runtime module is loaded
 
 # labkit.lab (pyroute2, pydantic, the topology loader) is imported where it is used: with the
 # entry point installed this module loads in every pytest run, most of which build no lab.
@@ -53,7 +53,7 @@ _HOST = re.compile(r"^(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_-]{1
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("labkit", "labkit labs as fixtures")
-    group.addoption("--labkit-runtime", default=None, choices=("netns", "docker"),
+    group.addoption("--labkit-runtime", default=None, choices=runtime_names(),
                     help="bring every lab up with this runtime, whatever its topology says")
     group.addoption("--labkit-no-leftover-check", action="store_true", default=False,
                     help="do not fail a test whose lab left something behind after down")
@@ -96,24 +96,12 @@ def resolve_topology(path: str | os.PathLike[str], bases: Sequence[Path], what: 
     pytest.fail(f"{what}: topology file {str(path)!r} not found (tried: {tried})", pytrace=False)
 
 
-def leftovers(name: str, runtime: str = "netns") -> list[str]:
-    """Everything of lab `name` that still exists; empty after a clean `down`."""
+def leftovers(name: str, runtime: str | None = None) -> list[str]:
+    """Everything of lab `name` that still exists (labkit.lab.leftovers; `runtime` is not needed:
+    it looks at every place a lab can leave something)."""
     from labkit import lab
-    from labkit.net import netns
-    from labkit.topology.plan import host_link_name, netns_prefix
 
-    prefix = netns_prefix(name)
-    found = [f"netns {n}" for n in netns.list_namespaces(prefix)]
-    if os.path.isdir("/etc/netns"):
-        found += [f"/etc/netns/{n}" for n in sorted(os.listdir("/etc/netns"))
-                  if n.startswith((prefix, f".{prefix}"))]
-    if os.path.exists(state.lab_dir(name)):
-        found.append(state.lab_dir(name))
-    if os.path.exists(f"/sys/class/net/{host_link_name(name)}"):
-        found.append(f"host link {host_link_name(name)}")
-    if runtime == "docker" and name in lab.get_runtime("docker").labs():
-        found.append(f"docker containers labelled labkit.lab={name}")
-    return found
+    return lab.leftovers(name)
 
 
 # ---------------------------------------------------------------- the lab handed to tests

@@ -1,13 +1,12 @@
 """Lab state on disk: written first thing in `up`, so `down --name` works even after a crash.
 
-It lives under /run (a tmpfs), like the namespaces it describes: a reboot
-removes both together. Paths come from labkit.paths, which checks the lab name.
+It lives in the lab's folder under the state root (labkit.paths), like the
+namespaces it describes on a tmpfs: a reboot removes both together.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from typing import Any
 
@@ -21,14 +20,14 @@ def lab_dir(lab: str) -> str:
 
 def write(lab: str, state: dict[str, Any]) -> None:
     """Replace the lab's state atomically (temp file + rename)."""
-    write_atomic(paths.lab_path(lab, "state.json"), json.dumps(state, indent=2, sort_keys=True))
+    write_atomic(paths.lab(lab).state_file, json.dumps(state, indent=2, sort_keys=True))
 
 
 def read(lab: str) -> dict[str, Any] | None:
     """The lab's state; None if there is none, or it is not a JSON object (a damaged file is
     treated as no file: `down` then works from what exists)."""
     try:
-        with open(paths.lab_path(lab, "state.json"), encoding="utf-8") as fh:
+        with open(paths.lab(lab).state_file, encoding="utf-8") as fh:
             data = json.load(fh)
     except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
         return None
@@ -36,13 +35,8 @@ def read(lab: str) -> dict[str, Any] | None:
 
 
 def remove(lab: str) -> None:
-    shutil.rmtree(lab_dir(lab), ignore_errors=True)
+    shutil.rmtree(paths.lab_dir(lab), ignore_errors=True)
 
 
 def labs() -> set[str]:
-    """Labs with a state folder (folders whose names are not lab names are not labkit's)."""
-    try:
-        return {n for n in os.listdir(paths.state_root())
-                if paths.is_lab_name(n) and os.path.isdir(os.path.join(paths.state_root(), n))}
-    except FileNotFoundError:
-        return set()
+    return paths.lab_names()

@@ -10,16 +10,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import signal
 import subprocess
-import time
 from collections.abc import Sequence
 
-from labkit import state
+from labkit import paths, processes
 from labkit.errors import LabkitError
 from labkit.net import netns
 from labkit.runtime import podproc
-from labkit.runtime import NodeSpec, PodSpec, Sandbox
+from labkit.runtime.base import NodeSpec, PodSpec, RuntimeBase, Sandbox
 from labkit.topology.plan import netns_prefix
 
 ETC_NETNS = "/etc/netns"
@@ -47,7 +45,7 @@ def _write_etc(lab: str, nodes: Sequence[NodeSpec]) -> None:
             os.link(shared[key], os.path.join(folder, name))
 
 
-class NetnsRuntime:
+class NetnsRuntime(RuntimeBase):
     name = "netns"
 
     def create_nodes(self, lab: str, nodes: Sequence[NodeSpec]) -> list[Sandbox]:
@@ -73,7 +71,7 @@ class NetnsRuntime:
 
     def start_containers(self, lab: str, pod: PodSpec, sandbox: Sandbox) -> Sandbox:
         """Holder first (own hostname, hosts, resolv.conf), then each container's command in it."""
-        folder = os.path.join(state.lab_dir(lab), "pods", f"{pod.namespace}.{pod.name}")
+        folder = paths.lab(lab).pod_dir(pod.namespace, pod.name)
         os.makedirs(folder, exist_ok=True)
         binds = {}
         for name, text in (("hosts", pod.hosts), ("resolv.conf", pod.resolv_conf)):
@@ -92,13 +90,13 @@ class NetnsRuntime:
 
     def remove_pod(self, lab: str, sandbox: Sandbox) -> None:
         """Stop the pod's processes, remove its namespace and files. Idempotent."""
-        stop_processes([sandbox.netns_path])
+        processes.stop_in_namespaces([sandbox.netns_path])
         netns.delete_namespace(os.path.basename(sandbox.netns_path))
-        shutil.rmtree(os.path.join(state.lab_dir(lab), "pods", sandbox.name.replace("/", ".")), ignore_errors=True)
+        shutil.rmtree(paths.lab(lab).pod_dir(*sandbox.name.split("/", 1)), ignore_errors=True)
 
     def _argv(self, sandbox: Sandbox, argv: Sequence[str]) -> list[str]:
         if sandbox.pid:  # a pod: its holder's mount, UTS and network namespaces, and a pod's capabilities
-            folder = os.path.join(state.lab_dir(sandbox.lab), "pods", sandbox.name.replace("/", "."))
+            folder = paths.lab(sandbox.lab).pod_dir(*sandbox.name.split("/", 1))
             return podproc.nsenter_argv(sandbox.pid, argv, podproc.exec_capabilities(folder))
         return ["ip", "netns", "exec", os.path.basename(sandbox.netns_path), *argv]
 
@@ -111,7 +109,7 @@ class NetnsRuntime:
 
     def destroy(self, lab: str) -> None:
         names = netns.list_namespaces(netns_prefix(lab))
-        stop_processes([netns.netns_path(n) for n in names])
+        processes.stop_in_namespaces([netns.netns_path(n) for n in names])
         for name in names:
             netns.delete_namespace(name)
             shutil.rmtree(os.path.join(ETC_NETNS, name), ignore_errors=True)
@@ -127,52 +125,3 @@ class NetnsRuntime:
     def labs(self) -> set[str]:
         return {n[3:].split(".", 1)[0] for n in netns.list_namespaces("lk-") if "." in n}
 
-
-def stop_processes(netns_paths: Sequence[str], grace: float = 2.0) -> None:
-    """Stop every process living in these namespaces: TERM, then KILL after `grace` seconds."""
-    stop_pids(list(netns.pids_in_namespaces(netns_paths)), grace)
-    for pid in netns.pids_in_namespaces(netns_paths):  # started while we were stopping the others
-        _signal(pid, signal.SIGKILL)
-
-
-def stop_pids(targets: Sequence[int], grace: float = 2.0) -> None:
-    """TERM, then KILL after `grace` seconds; returns once all are gone."""
-    pids = dict.fromkeys(targets)
-    for pid in pids:
-        _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while pids and time.monotonic() < deadline:
-        pids = {p: n for p, n in pids.items() if _alive(p)}
-        if pids:
-            time.sleep(0.02)
-    for pid in pids:
-        _signal(pid, signal.SIGKILL)
-    for pid in pids:
-        while _alive(pid):
-            time.sleep(0.01)
-    _reap(targets)
-
-
-def _reap(pids: Sequence[int]) -> None:
-    """Collect the exit status of pod holders we forked ourselves, so no zombies remain."""
-    for pid in set(pids) & podproc.forked:
-        podproc.forked.discard(pid)
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False

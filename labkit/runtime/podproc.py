@@ -22,16 +22,13 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from labkit import processes
 from labkit.errors import LabkitError
 from labkit.net.syscalls import (
     CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWUTS, MNT_DETACH, MS_BIND, MS_PRIVATE, MS_REC, check, libc,
 )
+from labkit.runtime.base import DEFAULT_CAPABILITIES
 
-# What a container gets when its securityContext asks for nothing (Docker's and containerd's default).
-DEFAULT_CAPABILITIES = (
-    "AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE", "NET_RAW",
-    "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT",
-)
 EXEC_CAPABILITIES_FILE = "exec-capabilities"  # in a pod's folder: the set `labkit exec` into it runs with
 
 
@@ -77,8 +74,6 @@ def exec_capabilities(folder: str) -> tuple[str, ...] | None:
     return None if words == ["ALL"] else tuple(w for w in words if w.isidentifier())
 
 
-# Holders this process forked: only these may be reaped here (others' children are theirs to wait for).
-forked: set[int] = set()
 
 
 def _fork_checked(child, what: str) -> int:
@@ -132,7 +127,7 @@ def spawn_holder(netns_path: str, binds: Mapping[str, str], hostname: str, log_p
         os.execv(sleep, ["sleep", "infinity"])
 
     pid = _fork_checked(child, f"start pod holder in {netns_path}")
-    forked.add(pid)
+    processes.forked.add(pid)  # reaped by processes.stop
     return pid
 
 

@@ -114,23 +114,23 @@ def test_apply_refuses_a_changed_topology_and_a_lab_that_is_not_up(tmp_path) -> 
 def test_apply_replaces_a_cni_server_that_died(tmp_path) -> None:
     import signal
 
-    from labkit.cluster import cni_dir, cni_socket
+    from labkit import paths
     from labkit.cni.server import is_serving
 
     topology = write(tmp_path / "apply.yaml", 1)
     running = start_lab(topology)
     try:
-        pid_file = os.path.join(cni_dir(running.name), "server.pid")
+        pid_file, cni_socket = paths.lab(running.name).cni_server_pid, paths.lab(running.name).cni_socket
         old = int(open(pid_file).read().split()[0])
         os.kill(old, signal.SIGKILL)
         for _ in range(250):  # gone, or a zombie: its socket is closed either way
             if not os.path.exists(f"/proc/{old}") or open(f"/proc/{old}/stat").read().split(") ")[1][0] == "Z":
                 break
             time.sleep(0.02)
-        assert not is_serving(cni_socket(running.name))
+        assert not is_serving(cni_socket)
         lab.apply(topology, name=running.name, progress=Progress(quiet=True))
         new = int(open(pid_file).read().split()[0])
-        assert new != old and is_serving(cni_socket(running.name))
+        assert new != old and is_serving(cni_socket)
         lab.apply(topology, name=running.name, progress=Progress(quiet=True))  # a live one is kept
         assert int(open(pid_file).read().split()[0]) == new
     finally:

@@ -104,7 +104,8 @@ def test_exec_into_a_pod_and_status_json(kube_lab: RunningLab) -> None:
 
 
 def test_a_pod_that_never_listens_fails_up_clearly_and_leaves_nothing(tmp_path, monkeypatch) -> None:
-    from labkit import cluster, lab
+    from labkit import lab
+    from labkit.phases import pods
     from labkit.errors import LabkitError
     from labkit.progress import Progress
 
@@ -115,7 +116,7 @@ def test_a_pod_that_never_listens_fails_up_clearly_and_leaves_nothing(tmp_path, 
         "name: deaf\ncluster: {}\ntopology:\n  nodes:\n    n1: {kind: k8s-node}\nworkloads:\n"
         "  - {apiVersion: v1, kind: Pod, metadata: {name: deaf, namespace: default}, spec: {containers: "
         "[{name: c, image: labkit/node, command: [sleep, infinity], ports: [{containerPort: 9999}]}]}}\n")
-    monkeypatch.setattr(cluster, "READY_TIMEOUT", 0.5)
+    monkeypatch.setattr(pods, "READY_TIMEOUT", 0.5)
     name = unique_name("deaf")
     with pytest.raises(LabkitError,
                        match=r"phase 'readiness': pod default/deaf: nothing listens on containerPort 9999"):

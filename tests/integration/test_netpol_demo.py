@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from labkit.verify import load_expects, verify_lab
+from labkit.lab import verify_lab
+from labkit.verify import load_expects
 
 from .conftest import RUNTIMES, TOPOLOGIES, start_lab, stop_lab
 

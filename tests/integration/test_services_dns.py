@@ -166,7 +166,8 @@ def test_status_json_lists_services(kube_lab: RunningLab) -> None:
 
 def test_the_topologys_own_expectations_hold(kube_lab: RunningLab) -> None:
     """`labkit verify` of the shipped file against the running lab: every check as expected."""
-    from labkit.verify import load_expects, verify_lab
+    from labkit.lab import verify_lab
+    from labkit.verify import load_expects
 
     topology = {"kube3": "kube-3node.yaml", "kubevx": "kube-vxlan.yaml"}
     source = next(v for k, v in topology.items() if kube_lab.summary["source"].endswith(v))

@@ -228,7 +228,7 @@ def test_an_unknown_capability_is_an_input_error():
 
 
 def test_status_json_of_pods_keeps_its_keys():
-    from labkit.cluster import PodRecord
+    from labkit.phases.build import PodRecord
 
     record = PodRecord("default", "p", "w1", "10.0.0.1", "lk-a.default.p", "/run/netns/lk-a.default.p", 5)
     assert {"namespace", "name", "node", "ip", "netns", "netns_path", "pid", "labels"} <= set(record.as_status())
