@@ -443,5 +443,7 @@ def leftovers(lab: str) -> list[str]:
         found.append(f"host link {host_link_name(lab)}")
     if lab in _docker_engine_labs()[1]:
         found.append(f"docker containers labelled labkit.lab={lab}")
+    if os.path.exists(paths.lock_path(lab)):  # the lab's lock file (labkit.lock), beside its folder
+        found.append(paths.lock_path(lab))
     found += [f"process {pid}" for pid in processes.naming(files.dir)]
     return found

@@ -233,3 +233,12 @@ def test_status_json_of_pods_keeps_its_keys():
     record = PodRecord("default", "p", "w1", "10.0.0.1", "lk-a.default.p", "/run/netns/lk-a.default.p", 5)
     assert {"namespace", "name", "node", "ip", "netns", "netns_path", "pid", "labels"} <= set(record.as_status())
     json.dumps(record.as_status())
+
+
+def test_a_lock_file_left_behind_is_a_leftover(state_root):
+    from labkit import lab
+
+    (state_root / "lab1").mkdir(parents=True)
+    with lock.lab_lock("lab1", "up"):
+        pass
+    assert paths.lock_path("lab1") in lab.leftovers("lab1")
