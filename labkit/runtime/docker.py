@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from labkit import paths, processes
 from labkit.errors import LabkitError
+from labkit.files import write_atomic
 from labkit.runtime.base import DEFAULT_CAPABILITIES, ContainerSpec, NodeSpec, PodSpec, RuntimeBase, Sandbox
 from labkit.runtime.engine import WORKERS, connect, engine_url
 from labkit.runtime.image import DEFAULT_IMAGE, PAUSE_IMAGE, ensure_image
@@ -436,11 +437,7 @@ class DockerRuntime(RuntimeBase):
             digest = hashlib.sha256(text.encode()).hexdigest()[:16]
             path = os.path.join(self._lab_state(lab), f"{os.path.basename(target)}.{digest}")
             if not os.path.exists(path):
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-                with open(tmp, "w") as f:
-                    f.write(text)
-                os.replace(tmp, path)
+                write_atomic(path, text)  # its folders 0755 and it 0644, whatever the umask
             mounts.append(Mount(target=target, source=path, type="bind", read_only=True))
         return mounts
 
