@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -64,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     ver.add_argument("topology")
     ver.add_argument("--name", help="the running lab's name, if it was brought up with --name")
     ver.add_argument("--format", choices=["table", "json"], default="table")
-    ver.add_argument("--timeout", type=float, default=1.0, help="seconds per probe")
+    ver.add_argument("--timeout", type=_seconds, default=1.0, help="seconds per probe (0 < T <= 3600)")
 
     graph = sub.add_parser("graph", help="a picture of a lab: nodes, links, pods, services (no root needed)")
     graph.add_argument("topology", nargs="?")
@@ -92,6 +93,28 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _seconds(text: str) -> float:
+    """A time limit: a finite number of seconds, more than 0 and at most an hour."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a time limit: give seconds, more than 0 and at most 3600")
+    return value
+
+
+def _check_names(args: argparse.Namespace) -> None:
+    """Every lab name given on the command line is checked before anything uses it (as a path,
+    a namespace prefix or a label)."""
+    from labkit.paths import check_lab_name
+
+    if getattr(args, "name", None) is not None:
+        check_lab_name(args.name, "--name")
+    if args.verb == "exec":
+        check_lab_name(args.lab, "LAB")
+
+
 def _lab_name(args: argparse.Namespace) -> str | None:
     if getattr(args, "name", None):
         return args.name
@@ -109,6 +132,7 @@ def _need_root() -> None:
 
 def run(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
+    _check_names(args)
     if args.verb == "validate":  # the plan layer only: nothing that builds is imported
         from labkit.topology import load_plan
 

@@ -17,6 +17,8 @@ from typing import Any
 
 from labkit import paths, processes, state, verify
 from labkit.errors import LabkitError
+from labkit.files import umask
+from labkit.lock import lab_lock, release_file
 from labkit.net import netns, wiring
 from labkit.phases import cni, dns, nodes, pods, services
 from labkit.phases.build import Build, PodRecord, k8s_nodes
@@ -62,6 +64,7 @@ UP: tuple[Phase, ...] = (
 
 APPLY: tuple[Phase, ...] = (  # a running cluster lab's workloads; nodes and links stay as they are
     ("cni server", cni.ensure_cni_server, with_cluster),  # one that died is replaced
+    ("leftover pods", pods.remove_unrecorded_pods, with_cluster),  # of an `apply` killed half way
     ("pods", pods.sync_pods, with_cluster),
     ("services", services.apply_services, with_cluster),
     ("dns", dns.start_dns, with_cluster),
@@ -77,8 +80,15 @@ def up(path: str, runtime: str | None = None, progress: Progress | None = None,
        name: str | None = None) -> dict[str, Any]:
     """Build the lab in `path` (named `name` if given); on any failure remove everything built and raise."""
     progress = progress or Progress()
+    if name is not None:
+        paths.check_lab_name(name)
     plan = load_plan(path, runtime, name)
     rt = get_runtime(plan.runtime)
+    with lab_lock(plan.lab, "up"), umask():  # one verb at a time; files and servers never take the caller's umask
+        return _up(path, plan, rt, progress)
+
+
+def _up(path: str, plan: Plan, rt: Runtime, progress: Progress) -> dict[str, Any]:
     if plan.lab in known_labs():
         raise LabkitError(f"lab {plan.lab!r} is already up; take it down first: labkit down --name {plan.lab}")
     build = Build(plan, rt, progress)
@@ -92,10 +102,17 @@ def apply(path: str, name: str | None = None, progress: Progress | None = None) 
     """Bring a running lab's workloads in line with its file: new pods start, removed ones stop,
     services, DNS and policies are re-applied. Nodes and links must be as they were at `up`."""
     progress = progress or Progress()
+    if name is not None:
+        paths.check_lab_name(name)
     plan = load_plan(path, None, name)
+    with lab_lock(plan.lab, "apply"), umask():
+        return _apply(path, plan, progress)
+
+
+def _apply(path: str, plan: Plan, progress: Progress) -> dict[str, Any]:
     recorded = state.read(plan.lab) or {}
     summary = recorded.get("summary")
-    if summary is None:
+    if not isinstance(summary, dict):
         raise LabkitError(f"lab {plan.lab!r} is not up: labkit up {path}")
     plan = dataclasses.replace(plan, runtime=summary["runtime"])
     if plan.cluster is None:
@@ -106,7 +123,7 @@ def apply(path: str, name: str | None = None, progress: Progress | None = None) 
     build = Build(plan, get_runtime(plan.runtime), progress)
     build.sandboxes = {n["name"]: Sandbox(plan.lab, n["name"], n["netns_path"]) for n in summary["nodes"]}
     build.pods = [PodRecord(p["namespace"], p["name"], p["node"], p["ip"], p["netns"], p["netns_path"],
-                                    p["pid"], p["labels"]) for p in summary["pods"]]
+                        p["pid"], p["labels"], p.get("pid_start")) for p in summary["pods"]]
     from labkit.proxy import ServiceView
 
     build.previous_services = [ServiceView.model_validate(v) for v in recorded.get("service_views", [])]
@@ -196,6 +213,13 @@ def summarize(plan: Plan, build: Build | None = None) -> dict[str, Any]:
 def down(lab: str, runtimes: Sequence[Runtime] | None = None) -> bool:
     """Remove everything of `lab` that exists; True if there was anything. Idempotent."""
     paths.check_lab_name(lab)  # a name that is no lab's never becomes a path or a prefix
+    with lab_lock(lab, "down"), umask():
+        existed = _down(lab, runtimes)
+        release_file(lab)
+    return existed
+
+
+def _down(lab: str, runtimes: Sequence[Runtime] | None) -> bool:
     existed = lab in known_labs()
     recorded = state.read(lab) or {}
     if runtimes is None and recorded.get("runtime"):
@@ -205,6 +229,11 @@ def down(lab: str, runtimes: Sequence[Runtime] | None = None) -> bool:
         runtimes = [get_runtime("netns"), *([docker] if docker else [])]
         existed = existed or lab in docker_labs
     processes.stop_recorded(paths.lab_dir(lab), marker=paths.lab_dir(lab))  # the lab's servers, by their pid files
+    # Servers whose pid files are gone (the state folder deleted by hand): found by the state
+    # paths they were started with.
+    strays = processes.find_naming(paths.lab_dir(lab))
+    existed = existed or bool(strays)
+    processes.stop(strays)
     for rt in runtimes:
         if rt.name != "netns":
             rt.destroy(lab)
@@ -222,9 +251,9 @@ def _remove_host_link(lab: str) -> None:
 def known_labs(*, containers: bool = False) -> set[str]:
     """Labs by state folder and namespaces; with `containers`, also by the labels of the Docker
     engine's containers (when an engine is there: a docker lab whose state was deleted)."""
-    found = state.labs() | get_runtime("netns").labs()
+    found = state.labs() | {n for n in get_runtime("netns").labs() if paths.is_lab_name(n)}
     if containers:
-        found |= _docker_engine_labs()[1]
+        found |= {n for n in _docker_engine_labs()[1] if paths.is_lab_name(n)}
     return found
 
 
@@ -247,25 +276,79 @@ def _docker_engine_labs() -> tuple[Runtime | None, set[str]]:
 
 
 def status(lab: str | None = None) -> list[dict[str, Any]]:
+    """What each lab is, and whether its parts still run: `phase` is "degraded" (with the reasons in
+    `health.problems`) when a node, pod, DNS server or the CNI server of a lab that is up is gone."""
+    if lab is not None:
+        paths.check_lab_name(lab)
     names = [lab] if lab else sorted(known_labs())
     result = []
     for name in names:
         recorded = state.read(name)
         if recorded is None and name not in known_labs():
             raise LabkitError(f"no lab named {name!r} is up (labs: {', '.join(sorted(known_labs())) or 'none'})")
-        summary = (recorded or {}).get("summary") or {"name": name, "nodes": [], "pods": [], "services": [],
-                                                      "dns": None, "runtime": (recorded or {}).get("runtime")}
+        summary = (recorded or {}).get("summary")
+        if not isinstance(summary, dict):
+            summary = {"name": name, "nodes": [], "pods": [], "services": [], "dns": None,
+                       "runtime": (recorded or {}).get("runtime")}
         present = set(netns.list_namespaces(netns_prefix(name)))
         for node in summary.get("nodes", []):
             node["running"] = node["netns"] in present if summary.get("runtime") == "netns" else None
-        summary["phase"] = (recorded or {}).get("phase", "unknown (no state file)")
+        phase = (recorded or {}).get("phase", "unknown (no state file)")
+        problems = health_problems(name, summary, present) if phase == "up" else []
+        summary["phase"] = "degraded" if problems else phase
+        summary["health"] = {"ok": not problems and phase == "up", "problems": problems}
         result.append(summary)
     return result
 
 
+def health_problems(lab: str, summary: dict[str, Any], present: set[str]) -> list[str]:
+    """What of a lab that came up is gone now: node namespaces, pod holders, DNS servers, the CNI server."""
+    from labkit.k8s.system import DNS_APP
+
+    files = paths.lab(lab)
+    problems = []
+    netns_runtime = summary.get("runtime") == "netns"
+    for node in summary.get("nodes", []):
+        if netns_runtime and node.get("running") is False:
+            problems.append(f"node {node['name']}: namespace {node['netns']} is gone")
+    for pod in summary.get("pods", []):
+        key = f"{pod['namespace']}/{pod['name']}"
+        if netns_runtime and pod.get("netns") not in present:
+            problems.append(f"pod {key}: namespace {pod.get('netns')} is gone")
+        elif netns_runtime and pod.get("pid") and _pod_holder(pod) is None:
+            problems.append(f"pod {key}: its holder process {pod['pid']} is gone")
+        if pod["namespace"] == "kube-system" and pod.get("labels", {}).get("k8s-app") == DNS_APP:
+            if processes.recorded(files.dns_pid_file(pod["name"]), marker=files.dir) is None:
+                problems.append(f"DNS server of pod {key} is not running (labkit apply restarts it)")
+    if summary.get("cni"):
+        from labkit.cni import server
+
+        if not server.is_serving(files.cni_socket):
+            problems.append("the CNI server is not running (labkit apply restarts it)")
+    return problems
+
+
+def _pod_holder(pod: dict[str, Any]) -> int | None:
+    """The pod's recorded holder pid, if that process still runs (same start time, when recorded)
+    and still holds the pod's network namespace; None otherwise."""
+    pid = pod.get("pid")
+    if not isinstance(pid, int) or pid <= 1:
+        return None
+    start = pod.get("pid_start")
+    if not processes.is_running(processes.ProcessId(pid, start if isinstance(start, int) else None)):
+        return None
+    try:
+        mine = os.stat(pod["netns_path"])
+        theirs = os.stat(f"/proc/{pid}/ns/net")
+    except (OSError, KeyError, TypeError):
+        return None
+    return pid if (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino) else None
+
+
 def sandbox_of(lab: str, target: str) -> tuple[Runtime, Sandbox]:
+    paths.check_lab_name(lab, "lab")
     recorded = state.read(lab)
-    if recorded is None or "summary" not in recorded:
+    if recorded is None or not isinstance(recorded.get("summary"), dict):
         raise LabkitError(f"no lab named {lab!r} is up (labs: {', '.join(sorted(known_labs())) or 'none'})")
     summary = recorded["summary"]
     rt = get_runtime(summary["runtime"])
@@ -274,7 +357,12 @@ def sandbox_of(lab: str, target: str) -> tuple[Runtime, Sandbox]:
         if pod is None:
             names = ", ".join(f"{p['namespace']}/{p['name']}" for p in summary["pods"]) or "none"
             raise LabkitError(f"lab {lab!r} has no pod {target!r} (pods: {names})")
-        return rt, Sandbox(lab, target, pod["netns_path"], pid=pod["pid"])
+        pid = pod.get("pid")
+        if pid and summary["runtime"] == "netns" and _pod_holder(pod) is None:
+            # never enter a process that is not the pod's: its pid may belong to anything by now
+            raise LabkitError(f"pod {target} of lab {lab!r} is not running (its holder process {pid} is gone); "
+                              f"labkit down --name {lab}, then up, rebuilds it")
+        return rt, Sandbox(lab, target, pod["netns_path"], pid=pid)
     node = next((n for n in summary["nodes"] if n["name"] == target), None)
     if node is None:
         names = ", ".join(n["name"] for n in summary["nodes"])
@@ -354,5 +442,7 @@ def leftovers(lab: str) -> list[str]:
         found.append(f"host link {host_link_name(lab)}")
     if lab in _docker_engine_labs()[1]:
         found.append(f"docker containers labelled labkit.lab={lab}")
+    if os.path.exists(paths.lock_path(lab)):  # the lab's lock file (labkit.lock), beside its folder
+        found.append(paths.lock_path(lab))
     found += [f"process {pid}" for pid in processes.naming(files.dir)]
     return found

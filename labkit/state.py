@@ -24,11 +24,14 @@ def write(lab: str, state: dict[str, Any]) -> None:
 
 
 def read(lab: str) -> dict[str, Any] | None:
+    """The lab's state; None if there is none, or it is not a JSON object (a damaged file is
+    treated as no file: `down` then works from what exists)."""
     try:
         with open(paths.lab(lab).state_file, encoding="utf-8") as fh:
-            return json.load(fh)
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+            data = json.load(fh)
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 def remove(lab: str) -> None:

@@ -30,10 +30,12 @@ class PodRecord:
     netns_path: str
     pid: int | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    pid_start: int | None = None  # the holder's start time: `pid` is trusted only while it matches
 
     def as_status(self) -> dict[str, Any]:
         return {"namespace": self.namespace, "name": self.name, "node": self.node, "ip": self.ip,
-                "netns": self.netns, "netns_path": self.netns_path, "pid": self.pid, "labels": self.labels}
+                "netns": self.netns, "netns_path": self.netns_path, "pid": self.pid, "labels": self.labels,
+                "pid_start": self.pid_start}
 
 
 class Build:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 from labkit import paths, processes
@@ -10,6 +9,7 @@ from labkit.cni import backends
 from labkit.cni.conflist import write_conflist
 from labkit.cni.errors import CNIError
 from labkit.errors import LabkitError
+from labkit.files import makedirs
 from labkit.net import wiring
 from labkit.phases.build import k8s_nodes, on_every_node
 from labkit.topology.plan import ClusterPlan
@@ -59,7 +59,7 @@ def start_cni_server(lab: str) -> None:
     from labkit.cni.install import install_launcher
 
     files = paths.lab(lab)
-    os.makedirs(files.cni_dir, exist_ok=True)
+    makedirs(files.cni_dir)
     processes.write_pid_file(files.cni_server_pid, server.start(files.cni_socket, files.cni_server_log))
     install_launcher(files.cni_bin_dir, socket=files.cni_socket, compile_bytecode=False)
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 from typing import TYPE_CHECKING
 
 from labkit import paths, processes
+from labkit.files import makedirs
 from labkit.k8s.system import DNS_APP
 from labkit.phases.build import workloads_of
 from labkit.topology.plan import Plan
@@ -41,20 +43,26 @@ def dns_config(plan: Plan, services: list, workloads: Workloads):
 def start_dns(b: Build) -> None:
     """Write the DNS config, then start the server in each kube-dns pod's network namespace, from the host."""
     from labkit.dns.deploy import start_servers
-    from labkit.dns.server import reload
 
     plan, workloads = b.plan, workloads_of(b.plan)
     if workloads is None or plan.cluster is None:
         return
     files = paths.lab(plan.lab)
     folder, config = files.dns_dir, files.dns_config
-    os.makedirs(folder, exist_ok=True)
+    makedirs(folder)
     dns_config(plan, b.services, workloads).dump(config)
     replicas = [p for p in b.pods if p.namespace == "kube-system" and p.labels.get("k8s-app") == DNS_APP]
-    serving = [p for p in replicas if os.path.exists(files.dns_pid_file(p.name))]
-    for pod in serving:  # `apply`: running servers re-read the config (written atomically above)
-        server = processes.recorded(files.dns_pid_file(pod.name), marker=files.dir)  # never a pid reused since
-        if server is not None:
-            reload(server.pid)
+    serving = []
+    for pod in replicas:  # `apply`: running servers re-read the config (written atomically above)
+        pidfile = files.dns_pid_file(pod.name)
+        server = processes.recorded(pidfile, marker=files.dir)  # never a pid reused since
+        if server is not None and processes.signal_process(server, signal.SIGHUP):
+            serving.append(pod)
+        elif b.previous_services is not None or os.path.exists(pidfile):  # `apply`: the server died, or its
+            # pid file names another process now: a new one, after any server of this pod still running
+            # under a pid file that was lost or overwritten
+            processes.stop(processes.find_naming(pidfile))
+            if os.path.exists(pidfile):
+                os.unlink(pidfile)
     start_servers(config, [(p.name, p.netns_path, p.ip) for p in replicas if p not in serving], folder,
                   workers=plan.cluster.dns_workers)

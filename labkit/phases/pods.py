@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from typing import TYPE_CHECKING
 
 from labkit import paths, processes
@@ -13,7 +14,8 @@ from labkit.errors import LabkitError
 from labkit.net import netns
 from labkit.phases.build import PodRecord, k8s_nodes, workloads_of
 from labkit.runtime import ContainerSpec, PodSpec, Sandbox
-from labkit.topology.plan import ClusterPlan, Plan, pod_netns
+from labkit.runtime.podproc import capabilities
+from labkit.topology.plan import ClusterPlan, Plan, netns_prefix, pod_netns
 
 if TYPE_CHECKING:
     from labkit.k8s import Pod
@@ -47,7 +49,7 @@ def pod_spec(plan: Plan, pod: Pod, node: str, ip: str) -> PodSpec:
     assert cluster is not None
     containers = tuple(
         ContainerSpec(name=c.name, image=c.image, argv=tuple(c.command) + tuple(c.args),
-                      env={e.name: e.value or "" for e in c.env})
+                      env={e.name: e.value or "" for e in c.env}, capabilities=capabilities(c.securityContext))
         for c in pod.spec.containers
     )
     return PodSpec(namespace=pod.namespace, name=pod.name, node=node,
@@ -90,6 +92,7 @@ def start_pod_set(b: Build, todo: list[tuple[Pod, str]]) -> None:
         started = b.runtime.start_containers(plan.lab, pod_spec(plan, pod, node, record.ip), sandbox)
         if isinstance(started, Sandbox):
             record.pid = started.pid
+            record.pid_start = processes.start_time(started.pid) if started.pid else None
 
     items = list(zip(todo, sandboxes, records, strict=True))
     if b.runtime.workers > 1:  # a container engine overlaps its calls; forks of this process would not gain
@@ -142,6 +145,29 @@ def stop_pod(b: Build, record: PodRecord) -> None:
     b.runtime.remove_pod(plan.lab, Sandbox(plan.lab, f"{record.namespace}/{record.name}", record.netns_path,
                                            pid=record.pid))
     b.pods.remove(record)
+
+
+def remove_unrecorded_pods(b: Build) -> None:
+    """`apply`: pod namespaces of this lab that its state does not record (an `apply` killed while
+    it started pods) are released (CNI DEL from every node) and removed, so their names are free again."""
+    recorded = {r.netns for r in b.pods}
+    prefix = netns_prefix(b.plan.lab)
+    files = paths.lab(b.plan.lab)
+    for name in netns.list_namespaces(prefix):
+        rest = name[len(prefix):]
+        if name in recorded or "." not in rest:
+            continue  # a node's, the mgmt network's, or a pod the state knows
+        path = netns.netns_path(name)
+        for node in k8s_nodes(b.plan):
+            try:
+                execute_conflist("DEL", files.conflist(node.name), container_id=f"{b.plan.lab}.{rest}",
+                                 netns=path, ifname=POD_IFNAME, node_netns=b.sandboxes[node.name].netns_path)
+            except CNIError as exc:
+                raise LabkitError(f"leftover pod namespace {name}: CNI DEL failed: {exc}") from None
+        processes.stop_in_namespaces([path])
+        netns.delete_namespace(name)
+        shutil.rmtree(files.pod_dir(*rest.split(".", 1)), ignore_errors=True)
+        b.progress.note(f"removed {name}, left by an interrupted apply")
 
 
 def container_id(lab: str, pod: Pod) -> str:

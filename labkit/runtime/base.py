@@ -45,12 +45,20 @@ class PodSpec:
     containers: Sequence[ContainerSpec] = ()
 
 
+# What a container gets when its securityContext asks for nothing (Docker's and containerd's default).
+DEFAULT_CAPABILITIES = (
+    "AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE", "NET_RAW",
+    "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT",
+)
+
+
 @dataclass(frozen=True)
 class ContainerSpec:
     name: str
     image: str | None
     argv: Sequence[str]  # command + args; empty means the image's default
     env: dict[str, str] = field(default_factory=dict)
+    capabilities: tuple[str, ...] | None = DEFAULT_CAPABILITIES  # None: all (privileged); podproc.capabilities
 
 
 class Runtime(Protocol):

@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 from labkit import paths, processes
 from labkit.errors import LabkitError
-from labkit.runtime.base import ContainerSpec, NodeSpec, PodSpec, RuntimeBase, Sandbox
+from labkit.files import write_atomic
+from labkit.runtime.base import DEFAULT_CAPABILITIES, ContainerSpec, NodeSpec, PodSpec, RuntimeBase, Sandbox
 from labkit.runtime.engine import WORKERS, connect, engine_url
 from labkit.runtime.image import DEFAULT_IMAGE, PAUSE_IMAGE, ensure_image
 
@@ -103,6 +104,15 @@ def node_privileges(status_path: str = "/proc/self/status") -> dict[str, object]
         "MaskedPaths": [],  # = --security-opt systempaths=unconfined: /proc/sys writable
         "ReadonlyPaths": [],
     }
+
+
+def _capability_settings(caps: Sequence[str] | None) -> dict[str, object]:
+    """A container's capabilities (podproc.capabilities) as the engine takes them: the difference
+    from its default set, which is the same as labkit's (none for a default container)."""
+    if caps is None:
+        return {"privileged": True}
+    add, drop = sorted(set(caps) - set(DEFAULT_CAPABILITIES)), sorted(set(DEFAULT_CAPABILITIES) - set(caps))
+    return {**({"cap_add": add} if add else {}), **({"cap_drop": drop} if drop else {})}
 
 
 class DockerRuntime(RuntimeBase):
@@ -214,6 +224,7 @@ class DockerRuntime(RuntimeBase):
                 network_mode=f"container:{pause['Id']}",
                 mounts=mounts,
                 inspect=False,
+                **_capability_settings(spec.capabilities),
             )
 
         parallel(start, list(enumerate(pod.containers)), self.workers)
@@ -426,11 +437,7 @@ class DockerRuntime(RuntimeBase):
             digest = hashlib.sha256(text.encode()).hexdigest()[:16]
             path = os.path.join(self._lab_state(lab), f"{os.path.basename(target)}.{digest}")
             if not os.path.exists(path):
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-                with open(tmp, "w") as f:
-                    f.write(text)
-                os.replace(tmp, path)
+                write_atomic(path, text)  # its folders 0755 and it 0644, whatever the umask
             mounts.append(Mount(target=target, source=path, type="bind", read_only=True))
         return mounts
 

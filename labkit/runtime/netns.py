@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from labkit import paths, processes
 from labkit.errors import LabkitError
+from labkit.files import makedirs, write_atomic
 from labkit.net import netns
 from labkit.runtime import podproc
 from labkit.runtime.base import NodeSpec, PodSpec, RuntimeBase, Sandbox
@@ -36,12 +37,11 @@ def _write_etc(lab: str, nodes: Sequence[NodeSpec]) -> None:
         for name, text in (("hosts", node.hosts), ("resolv.conf", node.resolv_conf)):
             if not text:
                 continue
-            os.makedirs(folder, exist_ok=True)
+            makedirs(folder)
             key = f"{name}:{text}"
             if key not in shared:
                 shared[key] = os.path.join(ETC_NETNS, f".{netns_prefix(lab)}{len(shared)}.{name}")
-                with open(shared[key], "w", encoding="utf-8") as fh:
-                    fh.write(text)
+                write_atomic(shared[key], text)  # 0644 whatever the umask: every process of the node reads it
             os.link(shared[key], os.path.join(folder, name))
 
 
@@ -72,18 +72,19 @@ class NetnsRuntime(RuntimeBase):
     def start_containers(self, lab: str, pod: PodSpec, sandbox: Sandbox) -> Sandbox:
         """Holder first (own hostname, hosts, resolv.conf), then each container's command in it."""
         folder = paths.lab(lab).pod_dir(pod.namespace, pod.name)
-        os.makedirs(folder, exist_ok=True)
+        makedirs(folder)
         binds = {}
         for name, text in (("hosts", pod.hosts), ("resolv.conf", pod.resolv_conf)):
             path = os.path.join(folder, name)
-            with open(path, "w", encoding="utf-8") as fh:
-                fh.write(text)
+            write_atomic(path, text)  # 0644, root's to write: the pod reads it as its /etc/{hosts,resolv.conf}
             binds[f"/etc/{name}"] = path
         holder = podproc.spawn_holder(sandbox.netns_path, binds, pod.hostname, os.path.join(folder, "holder.log"))
+        podproc.record_exec_capabilities(folder, pod.containers[0].capabilities if pod.containers
+                                         else podproc.DEFAULT_CAPABILITIES)
         for container in pod.containers:
             if container.argv:
                 podproc.spawn_in_pod(holder, container.argv, container.env,
-                                     os.path.join(folder, f"{container.name}.log"))
+                                     os.path.join(folder, f"{container.name}.log"), container.capabilities)
         return dataclasses.replace(sandbox, pid=holder)
 
     def remove_pod(self, lab: str, sandbox: Sandbox) -> None:
@@ -93,8 +94,9 @@ class NetnsRuntime(RuntimeBase):
         shutil.rmtree(paths.lab(lab).pod_dir(*sandbox.name.split("/", 1)), ignore_errors=True)
 
     def _argv(self, sandbox: Sandbox, argv: Sequence[str]) -> list[str]:
-        if sandbox.pid:  # a pod: its holder's mount, UTS and network namespaces
-            return podproc.nsenter_argv(sandbox.pid, argv)
+        if sandbox.pid:  # a pod: its holder's mount, UTS and network namespaces, and a pod's capabilities
+            folder = paths.lab(sandbox.lab).pod_dir(*sandbox.name.split("/", 1))
+            return podproc.nsenter_argv(sandbox.pid, argv, podproc.exec_capabilities(folder))
         return ["ip", "netns", "exec", os.path.basename(sandbox.netns_path), *argv]
 
     def exec(self, sandbox: Sandbox, argv: Sequence[str], *, capture: bool = False) -> tuple[int, str]:
