@@ -29,7 +29,7 @@ from labkit.k8s.models import (
     Service,
     StatefulSet,
 )
-from labkit.topology.load import Document, UnreadableFile, parse_documents, read_documents
+from labkit.yamldoc import Document, UnreadableFile, parse_documents, read_documents
 
 Loc = tuple[str | int, ...]
 

@@ -13,7 +13,7 @@ import pydantic
 
 from labkit.errors import InputError, Problem
 from labkit.topology.expect import expect_problems
-from labkit.topology.load import Document, dotted, read_document
+from labkit.yamldoc import Document, dotted, read_document
 from labkit.topology.plan import Plan, build_plan
 from labkit.topology.schema import Model, Topology
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from labkit.topology import kinds
 from labkit.topology.expand import effective_settings
-from labkit.topology.load import dotted
+from labkit.yamldoc import dotted
 from labkit.topology.schema import IFNAME, NODE_NAME, Mgmt, Topology
 from labkit.topology.sysctls import namespaced_problem
 

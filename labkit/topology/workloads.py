@@ -15,7 +15,7 @@ from labkit.errors import InputError, Problem
 from labkit.k8s import Pod, Workloads, load_workloads
 from labkit.k8s.allocate import Allocation, allocate
 from labkit.k8s.system import system_manifests
-from labkit.topology.load import Document
+from labkit.yamldoc import Document
 from labkit.topology.plan import NETNS_NAME_MAX, Plan, pod_capacity, pod_netns
 
 

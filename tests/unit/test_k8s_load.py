@@ -10,7 +10,7 @@ import pytest
 
 from labkit.errors import InputError
 from labkit.k8s import load_workloads, parse_manifests, template_hash
-from labkit.topology.load import parse_documents
+from labkit.yamldoc import parse_documents
 
 MANIFESTS = Path(__file__).resolve().parents[1] / "manifests"
 BAD = sorted((MANIFESTS / "bad").glob("*.yaml"))

@@ -9,7 +9,7 @@ import pytest
 
 from labkit.errors import InputError, Problem
 from labkit.topology import load_plan, load_topology
-from labkit.topology.load import dotted, parse_documents, read_document
+from labkit.yamldoc import dotted, parse_documents, read_document
 
 
 def _doc(text: str):

@@ -1,5 +1,8 @@
 """Read YAML while keeping the line of every mapping key and sequence item.
 
+The plan layer's one reader of files people wrote: topology files and Kubernetes manifests
+both come through here, so both get the same size, alias and depth limits.
+
 Error messages must name the line a problem sits on, so the loader returns
 plain dicts and lists whose positions are kept beside them (`LineMap`).
 """
