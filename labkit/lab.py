@@ -271,6 +271,36 @@ def down(lab: str, runtimes: Sequence[Runtime] | None = None) -> bool:
     return existed
 
 
+def leftovers(lab: str) -> list[str]:
+    """Everything of `lab` that still exists, each as a short description; empty after a clean `down`:
+    namespaces, /etc/netns folders, the state folder, the host link, the Docker engine's containers
+    labelled with the lab (when an engine answers), and processes whose command line names the lab's
+    state folder (the DNS and CNI servers labkit starts are given paths in it)."""
+    from labkit.topology.plan import host_link_name
+
+    prefix = netns_prefix(lab)
+    found = [f"netns {n}" for n in netns.list_namespaces(prefix)]
+    if os.path.isdir("/etc/netns"):
+        found += [f"/etc/netns/{n}" for n in sorted(os.listdir("/etc/netns")) if n.startswith((prefix, f".{prefix}"))]
+    folder = state.lab_dir(lab)
+    if os.path.exists(folder):
+        found.append(folder)
+    if os.path.exists(f"/sys/class/net/{host_link_name(lab)}"):
+        found.append(f"host link {host_link_name(lab)}")
+    if lab in _docker_engine_labs()[1]:
+        found.append(f"docker containers labelled labkit.lab={lab}")
+    needle = (folder.rstrip("/") + "/").encode()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    if needle in fh.read():
+                        found.append(f"process {entry}")
+            except OSError:
+                continue
+    return found
+
+
 def stop_recorded_processes(lab: str, only: str | None = None) -> None:
     """Processes labkit started from the host (the DNS servers, the CNI server) leave pid files in
     the lab's state folder (or `only` one folder of it). A namespace scan finds those in a lab's

@@ -21,17 +21,15 @@ pytestmark = pytest.mark.integration
 NODES = 50
 
 
-
-
 @pytest.fixture
-def lab(client, tmp_path):
-    runtime = DockerRuntime(client, state_dir=str(tmp_path))
+def lab(labkit_docker, tmp_path):
+    runtime = DockerRuntime(labkit_docker, state_dir=str(tmp_path))
     name = "t" + secrets.token_hex(4)
     yield runtime, name
     runtime.destroy(name)
 
 
-def test_fifty_nodes_up_and_down(lab, client, capsys, record_property):
+def test_fifty_nodes_up_and_down(lab, labkit_docker, capsys, record_property):
     runtime, name = lab
     specs = [
         NodeSpec(
@@ -54,7 +52,7 @@ def test_fifty_nodes_up_and_down(lab, client, capsys, record_property):
     t0 = time.perf_counter()
     runtime.destroy(name)
     destroyed = time.perf_counter() - t0
-    assert client.containers.list(all=True, filters={"label": f"{LABEL_LAB}={name}"}) == []
+    assert labkit_docker.containers.list(all=True, filters={"label": f"{LABEL_LAB}={name}"}) == []
 
     record_property("create_s", round(created, 2))
     record_property("destroy_s", round(destroyed, 2))
