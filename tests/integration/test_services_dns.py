@@ -10,7 +10,7 @@ import pytest
 
 from labkit.pytest_plugin import RunningLab
 
-from .conftest import TOPOLOGIES, labkit
+from .conftest import labkit
 
 ZONE = "cluster.local"
 
@@ -163,7 +163,5 @@ def test_the_topologys_own_expectations_hold(kube_lab: RunningLab) -> None:
     """`labkit verify` of the shipped file against the running lab: every check as expected."""
     from labkit.verify import load_expects, verify_lab
 
-    topology = {"kube3": "kube-3node.yaml", "kubevx": "kube-vxlan.yaml"}
-    source = next(v for k, v in topology.items() if kube_lab.summary["source"].endswith(v))
-    report = verify_lab(kube_lab.name, load_expects(TOPOLOGIES / source))
+    report = verify_lab(kube_lab.name, load_expects(kube_lab.topology))
     assert [r.line() for r in report.mismatches] == [] and len(report.results) == 14
