@@ -108,10 +108,12 @@ def lab_processes(running: RunningLab) -> dict[int, str]:
     """pid -> start time of every process living in one of the lab's network namespaces (pods' and
     nodes' processes, the DNS servers), and of those labkit recorded pid files for in the lab's state
     (the CNI server): what must be gone once the lab is down."""
+    from labkit.topology.plan import netns_prefix
+
     namespaces = set()
     paths = [n.get("netns_path") for n in running.summary.get("nodes", [])]
     paths += [p.get("netns_path") for p in running.summary.get("pods", [])]
-    paths += [f"/run/netns/{n}" for n in _listdir("/run/netns") if n.startswith(f"lk-{running.name}.")]
+    paths += [f"/run/netns/{n}" for n in _listdir("/run/netns") if n.startswith(netns_prefix(running.name))]
     for path in filter(None, paths):
         try:
             st = os.stat(path)
