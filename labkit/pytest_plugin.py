@@ -133,8 +133,8 @@ def lab_processes(running: RunningLab) -> dict[int, str]:
             if file.endswith(".pid"):
                 try:
                     with open(os.path.join(folder, file), encoding="ascii") as fh:
-                        pids.add(int(fh.read().strip()))
-                except (OSError, ValueError):
+                        pids.add(int(fh.read().split()[0]))  # "PID" or "PID START"
+                except (OSError, ValueError, IndexError):
                     continue
     started = {pid: _start_time(pid) for pid in pids}
     return {pid: when for pid, when in started.items() if when}

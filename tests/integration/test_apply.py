@@ -115,7 +115,7 @@ def test_apply_replaces_a_cni_server_that_died(tmp_path, labkit_lab_factory) -> 
     topology = write(tmp_path / "apply.yaml", 1)
     running = labkit_lab_factory(topology)
     pid_file = os.path.join(cni_dir(running.name), "server.pid")
-    old = int(open(pid_file).read())
+    old = int(open(pid_file).read().split()[0])
     exited = os.pidfd_open(old)  # readable once the process has exited (a zombie's socket is closed too)
     try:
         os.kill(old, signal.SIGKILL)
@@ -124,7 +124,7 @@ def test_apply_replaces_a_cni_server_that_died(tmp_path, labkit_lab_factory) -> 
         os.close(exited)
     assert not is_serving(cni_socket(running.name))
     lab.apply(topology, name=running.name, progress=Progress(quiet=True))
-    new = int(open(pid_file).read())
+    new = int(open(pid_file).read().split()[0])
     assert new != old and is_serving(cni_socket(running.name))
     lab.apply(topology, name=running.name, progress=Progress(quiet=True))  # a live one is kept
-    assert int(open(pid_file).read()) == new
+    assert int(open(pid_file).read().split()[0]) == new

@@ -140,7 +140,7 @@ def test_the_labs_dns_and_cni_servers_run(kube_lab: RunningLab) -> None:
     process (the plugin checks after down that they are gone)."""
     folder = Path(state.lab_dir(kube_lab.name))
     for kind in ("dns", "cni"):
-        pids = [int(f.read_text()) for f in (folder / kind).glob("*.pid")]
+        pids = [int(f.read_text().split()[0]) for f in (folder / kind).glob("*.pid")]
         assert pids and all(Path(f"/proc/{pid}").exists() for pid in pids), (kind, pids)
 
 

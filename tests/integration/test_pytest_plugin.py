@@ -236,7 +236,7 @@ def test_the_processes_of_a_lab_are_known_and_their_survival_is_seen(two_hosts: 
 
 def test_a_cluster_labs_pods_and_servers_are_among_its_processes(kube_lab: RunningLab) -> None:
     processes = set(lab_processes(kube_lab))
-    servers = {int(f.read_text()) for f in Path(state.lab_dir(kube_lab.name)).glob("*/*.pid")}
+    servers = {int(f.read_text().split()[0]) for f in Path(state.lab_dir(kube_lab.name)).glob("*/*.pid")}
     assert servers and servers <= processes  # the DNS and CNI servers labkit started
     holders = {p["pid"] for p in kube_lab.summary["pods"] if p["pid"]}  # the netns runtime's pod holders
     assert holders <= processes and (holders or kube_lab.runtime != "netns")
