@@ -326,13 +326,7 @@ def stop_recorded_processes(lab: str, only: str | None = None) -> None:
 def _remove_host_link(lab: str) -> None:
     from labkit.topology.plan import host_link_name
 
-    name = host_link_name(lab)
-    if os.path.exists(f"/sys/class/net/{name}"):
-        from pyroute2 import IPRoute
-
-        with IPRoute() as ipr:
-            for index in ipr.link_lookup(ifname=name):
-                ipr.link("del", index=index)
+    wiring.remove_host_link(host_link_name(lab))
 
 
 def known_labs(*, containers: bool = False) -> set[str]:

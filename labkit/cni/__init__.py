@@ -15,6 +15,6 @@ module you need:
   the plugin in place in a `python -IS`.
 - `labkit.cni.server` - the CNI server (`python -m labkit.cni.server --socket P`):
   the plugin loaded once, each call run in its caller's namespace with its env.
-- `labkit.cni.ipam`, `labkit.cni.netlink`, `labkit.cni.config`, `labkit.cni.lite` -
-  the standard-library-only pieces of the exec path.
+- `labkit.cni.ipam`, `labkit.cni.config`, `labkit.cni.lite` - the standard-library-only
+  pieces of the exec path; its netlink is `labkit.net.netlink`, the one every caller uses.
 """

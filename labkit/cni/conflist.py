@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from ipaddress import IPv4Network
 from pathlib import Path
 
+from . import lite
 from .errors import INTERNAL, INVALID_CONFIG, IO_FAILURE, CNIError
 
 CONFLIST_TEMPLATE = "cni-conflist.json.j2"
@@ -127,7 +128,7 @@ def load_conflist(source: str | os.PathLike | Mapping) -> dict:
             except OSError as e:
                 raise CNIError(IO_FAILURE, f"cannot read conflist {source}", str(e)) from None
         try:
-            raw = json.loads(text)
+            raw = lite.loads(text)  # depth-limited: a deeply nested conflist is an error, not a RecursionError
         except ValueError as e:
             raise CNIError(INVALID_CONFIG, "conflist is not valid JSON", str(e)) from None
     if not isinstance(raw, dict):
@@ -218,7 +219,7 @@ def exec_plugin(command: str, conf: Mapping, *, plugin_path: str, container_id: 
     parsed = None
     if out:
         try:
-            parsed = json.loads(out)
+            parsed = lite.loads(out)
         except ValueError:
             parsed = None
     name = os.path.basename(plugin_path)
@@ -369,7 +370,7 @@ def _cache_path(cache_dir, name, cid, ifname) -> Path | None:
 
 def _read_cache(path: Path) -> dict | None:
     try:
-        data = json.loads(path.read_text())
+        data = lite.loads(path.read_text())
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) and data.get("kind") == "cniCacheV1" else None

@@ -20,6 +20,8 @@ from pathlib import Path
 from labkit.lean import PACKAGE_PARENT, bootstrap
 
 PLUGIN = "labkit-cni"
+# the exec path's modules outside labkit/cni
+EXEC_PATH_OUTSIDE = ("labkit/__init__.py", "labkit/net/__init__.py", "labkit/net/netlink.py")
 
 
 def launcher_text(python: str | None = None, socket: str | os.PathLike | None = None) -> str:
@@ -49,6 +51,7 @@ def compile_exec_path() -> None:
 
     try:
         compileall.compile_dir(str(Path(__file__).resolve().parent), quiet=2)
-        compileall.compile_file(os.path.join(PACKAGE_PARENT, "labkit", "__init__.py"), quiet=2)
+        for module in EXEC_PATH_OUTSIDE:
+            compileall.compile_file(os.path.join(PACKAGE_PARENT, module), quiet=2)
     except OSError:
         pass

@@ -135,8 +135,25 @@ _scan = _json.make_scanner(_Ctx())
 _WS = " \t\n\r"
 
 
-def loads(data: str | bytes):
-    """json.loads for the exec path; JSONError (a ValueError) on bad input."""
+MAX_DEPTH = 64  # a CNI config nests a few levels (a conflist's prevResult, ipam.routes); no config needs more
+
+
+def _depth_within(obj, limit: int) -> bool:
+    """Whether `obj` nests at most `limit` arrays/objects deep (iterative: no recursion to exhaust)."""
+    stack = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return False
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return True
+
+
+def loads(data: str | bytes, *, max_depth: int = MAX_DEPTH):
+    """json.loads for the exec path; JSONError (a ValueError) on bad input, including arrays and
+    objects nested deeper than `max_depth` (the C scanner recurses: unbounded nesting would exhaust
+    the stack or the recursion limit before any check of ours)."""
     if isinstance(data, (bytes, bytearray)):
         try:
             data = bytes(data).decode("utf-8-sig")
@@ -148,6 +165,8 @@ def loads(data: str | bytes):
         i += 1
     try:
         obj, end = _scan(data, i)
+    except RecursionError:
+        raise JSONError(f"JSON nested deeper than {max_depth} levels") from None
     except (StopIteration, ValueError, SystemError):
         # The C scanner builds most of its errors from json.decoder, which this path never imports
         # (CPython 3.11 then returns NULL with no exception: a SystemError). Only the error path
@@ -163,6 +182,8 @@ def loads(data: str | bytes):
         end += 1
     if end != n:
         raise JSONError(f"extra data at char {end}")
+    if isinstance(obj, (dict, list)) and not _depth_within(obj, max_depth):
+        raise JSONError(f"JSON nested deeper than {max_depth} levels")
     return obj
 
 

@@ -64,7 +64,7 @@ def run(env: dict, stdin: bytes) -> tuple[int, dict | None]:
                            f"{', '.join(missing)}", "required by the CNI spec for this command")
         node_netns = env.get("LABKIT_CNI_NODE_NETNS") or None
         if node_netns:
-            from .netlink import setns
+            from labkit.net.netlink import setns
 
             try:
                 fd = os.open(node_netns, os.O_RDONLY | os.O_CLOEXEC)

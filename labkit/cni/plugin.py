@@ -44,8 +44,10 @@ from .errors import (
     UNKNOWN_CONTAINER,
     CNIError,
 )
+from labkit.net import netlink as nl
+from labkit.net.netlink import IFF_UP, Netlink, NetlinkError
+
 from .ipam import Store
-from .netlink import IFF_UP, RT_SCOPE_LINK, Netlink, NetlinkError
 
 COMMANDS = ("ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION")
 ALIAS_PREFIX = "labkit-cni"
@@ -92,8 +94,12 @@ def execute(
     """
     if node_netns is None:
         return _guarded(command, config, container_id, netns, ifname, args)
-    return _in_netns_thread(node_netns, _guarded, command, config, container_id, netns, ifname,
-                            args)
+    from labkit.net.netns import run_in_netns  # in-process callers only: not on the exec path
+
+    try:
+        return run_in_netns(node_netns, lambda: _guarded(command, config, container_id, netns, ifname, args))
+    except OSError as e:  # _guarded turns every failure inside into a CNIError: this is entering the node
+        raise CNIError(IO_FAILURE, f"cannot enter node namespace {node_netns}", str(e)) from None
 
 
 def _guarded(command, config, container_id, netns, ifname, args) -> dict:
@@ -109,40 +115,6 @@ def _guarded(command, config, container_id, netns, ifname, args) -> dict:
     except Exception as e:  # noqa: BLE001 - the API promises CNIError only
         raise CNIError(INTERNAL, f"{command}: internal error: {type(e).__name__}: {e}",
                        repr(e)) from e
-
-
-def _in_netns_thread(path: str, fn, *a):
-    """Run fn(*a) on a fresh thread that first setns()es into `path`."""
-    import threading
-
-    from .netlink import setns
-
-    box: dict = {}
-
-    def run():
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as e:
-            box["err"] = CNIError(IO_FAILURE, f"cannot open node namespace {path}", str(e))
-            return
-        try:
-            setns(fd)
-        except OSError as e:
-            box["err"] = CNIError(IO_FAILURE, f"cannot enter node namespace {path}", str(e))
-            return
-        finally:
-            os.close(fd)
-        try:
-            box["ok"] = fn(*a)
-        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
-            box["err"] = e
-
-    t = threading.Thread(target=run, name=f"labkit-cni:{os.path.basename(path)}")
-    t.start()
-    t.join()
-    if "err" in box:
-        raise box["err"]
-    return box["ok"]
 
 
 def _execute(command, config, container_id, netns, ifname, args) -> dict:
@@ -236,7 +208,7 @@ def cmd_add(conf: cfg.NetConf, cid: str, netns: str, ifname: str) -> dict:
             raise CNIError(UNKNOWN_CONTAINER, f"ADD: {netns} is not a network namespace",
                            str(e)) from e
         try:
-            if pod.get_link(ifname) is not None:
+            if pod.link(ifname) is not None:
                 raise CNIError(INTERFACE_EXISTS,
                                f"interface {ifname} already exists in {netns}",
                                "ADD on an existing attachment: DEL it first")
@@ -248,7 +220,7 @@ def cmd_add(conf: cfg.NetConf, cid: str, netns: str, ifname: str) -> dict:
                 with Store(conf.data_dir, conf.lock_timeout) as store:
                     store.release(cid, ifname)
                 try:
-                    node.del_link(host)
+                    node.delete_link(host)
                 except OSError:
                     pass
                 raise
@@ -264,34 +236,33 @@ def _wire(conf, node: Netlink, pod: Netlink, podfd: int, host: str, cid: str, ne
           ifname: str, ip: str, gw: str) -> dict:
     alias = host_veth_alias(conf.name, cid, ifname)
     try:
-        stale = node.get_link(host)
+        stale = node.link(host)
         if stale is not None:  # left over from an attachment whose pod side is gone
             if (stale.get("alias") or "").startswith(ALIAS_PREFIX + " "):
-                node.del_link(host)
+                node.delete_link(host)
             else:
                 raise CNIError(INTERFACE_EXISTS, f"node interface {host} exists and is not ours",
                                f"alias {stale.get('alias')!r}")
-        node.add_veth(host, ifname, peer_netns_fd=podfd, mtu=conf.mtu)
-        h = node.get_link(host)
-        node.set_link(h["index"], up=True, alias=alias)
-        node.add_route(ip, 32, oif=h["index"], scope=RT_SCOPE_LINK)
-        lo = node.get_link("lo")
-        if not lo["flags"] & IFF_UP:
-            node.set_link(lo["index"], up=True)
-        node.add_addr(lo["index"], gw, 32, exist_ok=True)
+        node.do(nl.veth(host, ifname, peer_netns_fd=podfd, mtu=conf.mtu, what=f"add veth {host}/{ifname}"))
+        h = node.link(host)
+        lo = node.link("lo")
+        node.do(nl.set_link(h["index"], up=True, alias=alias, what=f"bring up {host}"),
+                nl.route(f"{ip}/32", oif=h["index"], replace=True),
+                *([] if lo["flags"] & IFF_UP else [nl.set_link(lo["index"], up=True, what="bring up lo")]),
+                nl.address(lo["index"], gw, 32, exist_ok=True))
         _enable_forwarding()
 
-        p = pod.get_link(ifname)
-        pod.add_addr(p["index"], ip, 32)
-        pod.set_link(p["index"], up=True)
-        plo = pod.get_link("lo")
-        if plo is not None and not plo["flags"] & IFF_UP:
-            pod.set_link(plo["index"], up=True)
-        pod.add_route(gw, 32, oif=p["index"], scope=RT_SCOPE_LINK)
-        pod.add_route("0.0.0.0", 0, gateway=gw, oif=p["index"])
-        for r in conf.routes:
-            pod.add_route(str(r.dst.network), r.dst.prefixlen,
-                          gateway=str(r.gw or gw), oif=p["index"])
+        p = pod.link(ifname)
+        plo = pod.link("lo")
+        pod.do(nl.address(p["index"], ip, 32),
+               nl.set_link(p["index"], up=True, what=f"bring up {ifname}"),
+               *([] if plo is None or plo["flags"] & IFF_UP else [nl.set_link(plo["index"], up=True,
+                                                                            what="bring up lo")]),
+               # in this order: the default route needs the link route to its gateway
+               nl.route(f"{gw}/32", oif=p["index"], replace=True),
+               nl.route("default", gateway=gw, oif=p["index"], replace=True),
+               *[nl.route(str(r.dst), gateway=str(r.gw or gw), oif=p["index"], replace=True)
+                 for r in conf.routes])
     except NetlinkError as e:
         raise _nl_error(e, f"ADD {cid}/{ifname}") from e
     iface_host = {"name": host, "mac": h["mac"]}
@@ -350,9 +321,9 @@ def cmd_del(conf: cfg.NetConf, cid: str, netns: str | None, ifname: str) -> None
     host = host_veth_name(cid, ifname)
     try:
         with Netlink() as node:
-            link = node.get_link(host)
+            link = node.link(host)
             if link is not None and (link.get("alias") or "").startswith(ALIAS_PREFIX + " "):
-                node.del_link(host)
+                node.delete_link(host)
     except NetlinkError as e:
         if e.errno not in (errno.ENODEV, errno.ENOENT):
             raise _nl_error(e, f"DEL {cid}/{ifname}") from e
@@ -375,7 +346,7 @@ def cmd_check(conf: cfg.NetConf, cid: str, netns: str, ifname: str) -> None:
     podfd = _open_netns(netns, "CHECK")
     try:
         with _pod_netlink(podfd) as pod:
-            p = pod.get_link(ifname)
+            p = pod.link(ifname)
             if p is None:
                 raise CHECK_ERR(f"interface {ifname} is missing in {netns}")
             if not p["flags"] & IFF_UP:
@@ -383,11 +354,11 @@ def cmd_check(conf: cfg.NetConf, cid: str, netns: str, ifname: str) -> None:
             if ifaces[idx].get("mac") and ifaces[idx]["mac"].lower() != p["mac"]:
                 raise CHECK_ERR(f"interface {ifname} has MAC {p['mac']}, "
                                 f"prevResult says {ifaces[idx]['mac']}")
-            have = {a["address"] for a in pod.dump_addrs() if a["index"] == p["index"]}
+            have = {a["address"] for a in pod.addresses() if a["index"] == p["index"]}
             for ip in want:
                 if ip not in have:
                     raise CHECK_ERR(f"interface {ifname} lacks address {ip}")
-            routes = pod.dump_routes()
+            routes = pod.routes()
             if not any(r["prefixlen"] == 0 and r["oif"] == p["index"] for r in routes):
                 raise CHECK_ERR(f"no default route via {ifname} in {netns}")
     except NetlinkError as e:
@@ -396,10 +367,10 @@ def cmd_check(conf: cfg.NetConf, cid: str, netns: str, ifname: str) -> None:
         os.close(podfd)
     host = host_veth_name(cid, ifname)
     with Netlink() as node:
-        h = node.get_link(host)
+        h = node.link(host)
         if h is None:
             raise CHECK_ERR(f"node-side interface {host} is missing")
-        routes = node.dump_routes()
+        routes = node.routes()
         for ip in want:
             if not any(r["dst"] == ip and r["prefixlen"] == 32 and r["oif"] == h["index"]
                        for r in routes):
@@ -434,8 +405,8 @@ def cmd_gc(conf: cfg.NetConf) -> None:
     prefix = f"{ALIAS_PREFIX} {conf.name} "
     try:
         with Netlink() as node:
-            for link in node.dump_links():
+            for link in node.links():
                 if (link.get("alias") or "").startswith(prefix) and link["name"] not in keep:
-                    node.del_link(link["name"])
+                    node.delete_link(link["name"])
     except NetlinkError as e:
         raise _nl_error(e, "GC") from e

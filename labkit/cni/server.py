@@ -11,29 +11,37 @@ namespace it runs in (the node's) from /proc/<pid>/ns/net. The reply is
 `<exit code>\\n<JSON or nothing>`; the launcher prints the JSON and exits
 with the code, so the runtime cannot tell it from the plugin run in place.
 
-Each connection gets a fresh thread (ThreadingMixIn) that enters the caller's
-namespace: setns moves only the calling thread, and the thread ends with the
-request, so no call ever runs in another's namespace.
+A fixed pool of worker threads answers the calls (`--workers`, default 8): a
+caller that connects and sends nothing holds a worker for at most `--timeout`
+seconds (default 10) for its whole config, then gets a CNI error and is
+closed, so idle connections cannot pile up threads. A worker enters the
+caller's namespace for the call (setns moves only the calling thread) and
+returns to the server's own before the next one.
 
-    python -m labkit.cni.server --socket PATH
+    python -m labkit.cni.server --socket PATH [--workers N] [--timeout SECONDS]
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import socket
 import socketserver
+import stat
 import struct
 import sys
+import threading
 import time
 
 from .errors import INTERNAL, INVALID_ENV, IO_FAILURE, CNIError
 from .lite import dumps
 from .main import config_version, run
-from .netlink import setns
+from labkit.net.netlink import setns
 
 MAX_CONFIG = 1 << 20  # a conflist's plugin config is a few KiB; anything near this is not one
+WORKERS = 8  # calls answered at once; more wait in the listen backlog (a runtime starts pods a few at a time)
+TIMEOUT = 10.0  # seconds a caller has to send its whole config (the launcher's is written at once)
 PASSED_ENV = ("CNI_", "LABKIT_CNI_")  # the only variables of the caller the plugin may see
 
 
@@ -70,6 +78,7 @@ class CallHandler(socketserver.BaseRequestHandler):
             err = CNIError(INTERNAL, f"labkit CNI server: {type(e).__name__}: {e}", repr(e))
             code, out = 1, err.to_dict(config_version(stdin))
         try:
+            self.request.settimeout(self.server.call_timeout)
             self.request.sendall(reply(code, out))
         except OSError:
             pass  # the caller went away; nothing to tell it
@@ -82,7 +91,20 @@ class CallHandler(socketserver.BaseRequestHandler):
         sock: socket.socket = self.request
         pid, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
         chunks, size = [], 0
-        while chunk := sock.recv(65536):  # read to EOF even when too big, so the launcher's write succeeds
+        deadline = time.monotonic() + self.server.call_timeout  # for the whole config, not per recv
+        while True:  # read to EOF even when too big, so the launcher's write succeeds
+            left = deadline - time.monotonic()
+            try:
+                if left <= 0:
+                    raise TimeoutError
+                sock.settimeout(left)
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                raise CNIError(IO_FAILURE, f"labkit CNI server: no complete config on stdin within "
+                               f"{self.server.call_timeout:g} s",
+                               "the caller must write its config and close its end") from None
+            if not chunk:
+                break
             size += len(chunk)
             if size <= MAX_CONFIG:
                 chunks.append(chunk)
@@ -108,26 +130,58 @@ class CallHandler(socketserver.BaseRequestHandler):
         return env
 
 
-class CNIServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True  # a stuck call must not keep a stopping server alive
+class CNIServer(socketserver.UnixStreamServer):
+    """Accepts on the main thread; a fixed pool of `workers` threads answers the calls."""
+
     request_queue_size = 128  # a runtime starting many pods at once
+
+    def __init__(self, path: str, workers: int = WORKERS, timeout: float = TIMEOUT):
+        self.call_timeout = timeout  # seconds a caller has for its config, and for taking the reply
+        self._calls: queue.Queue = queue.Queue(maxsize=workers)  # full: accept waits, callers wait in backlog
+        for i in range(workers):  # before the socket appears: who sees it finds the whole pool there
+            # daemon: a stuck call must not keep a stopping server alive
+            threading.Thread(target=self._work, name=f"labkit-cni-{i}", daemon=True).start()
+        super().__init__(path, CallHandler)
+
+    def process_request(self, request, client_address) -> None:
+        self._calls.put((request, client_address))
+
+    def _work(self) -> None:
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        while True:
+            request, client_address = self._calls.get()
+            try:
+                self.finish_request(request, client_address)
+            except Exception:  # noqa: BLE001 - one call's failure must not cost the pool a worker
+                self.handle_error(request, client_address)
+            finally:
+                self.shutdown_request(request)
+                setns(home)  # back to the server's namespace before the next caller's
 
 
 def _clear_stale(path: str) -> None:
-    """Remove a socket left by a server that died; refuse to take over a live one."""
-    if not os.path.exists(path):
+    """Remove a socket left by a server that died; refuse a live one and anything that is not a socket."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
         return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise SystemExit(f"labkit CNI server: {path} exists and is not a socket; not replacing it "
+                         "(remove it yourself or choose another --socket)")
     if is_serving(path):
         raise SystemExit(f"labkit CNI server: {path} is already being served")
     os.unlink(path)
 
 
-def serve(path: str) -> None:
-    """Listen on `path` (owner only) until SIGTERM/SIGINT; remove the socket on the way out."""
+def serve(path: str, *, workers: int = WORKERS, timeout: float = TIMEOUT) -> None:
+    """Listen on `path` (owner only) until SIGTERM/SIGINT; remove the socket on the way out.
+
+    Refuses (SystemExit with the reason) when `path` is anything but a missing path or a stale socket.
+    """
     _clear_stale(path)
     old = os.umask(0o077)  # the socket is born private: whoever can call it runs the plugin as root
     try:
-        server = CNIServer(path, CallHandler)
+        server = CNIServer(path, workers, timeout)
     finally:
         os.umask(old)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -144,11 +198,12 @@ def serve(path: str) -> None:
             pass
 
 
-def command(path: str) -> list[str]:
-    """The argv that runs a server on `path` with this interpreter, without `site` (labkit.lean)."""
+def command(path: str, *options: str) -> list[str]:
+    """The argv that runs a server on `path` with this interpreter, without `site` (labkit.lean);
+    `options` e.g. "--workers", "2", "--timeout", "1"."""
     from labkit.lean import module_argv
 
-    return module_argv("labkit.cni.server", "--socket", path)
+    return module_argv("labkit.cni.server", "--socket", path, *options)
 
 
 def start(path: str, log: str) -> int:
@@ -200,16 +255,33 @@ def _state(pid: int) -> str:
         return "X"
 
 
-USAGE = "usage: python -m labkit.cni.server --socket PATH"
+USAGE = "usage: python -m labkit.cni.server --socket PATH [--workers N] [--timeout SECONDS]"
+
+
+def _options(args: list[str]) -> dict[str, str] | None:
+    """--flag value pairs, each at most once; None when anything else is there."""
+    if len(args) % 2:
+        return None
+    found = dict(zip(args[::2], args[1::2], strict=True))
+    if len(found) * 2 != len(args) or not set(found) <= {"--socket", "--workers", "--timeout"}:
+        return None
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
-    # One flag: argparse would be a third of this server's start-up, which every cluster lab pays.
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2 or args[0] != "--socket" or not args[1]:
-        print(f"{USAGE}\n{__doc__.splitlines()[0]}", file=sys.stderr)
+    # Three flags: argparse would be a third of this server's start-up, which every cluster lab pays.
+    opts = _options(sys.argv[1:] if argv is None else argv)
+    try:
+        if not opts or not opts.get("--socket"):
+            raise ValueError("--socket is required")
+        workers = int(opts.get("--workers", WORKERS))
+        timeout = float(opts.get("--timeout", TIMEOUT))
+        if not 1 <= workers <= 256 or not 0 < timeout <= 3600:  # also refuses nan
+            raise ValueError("--workers takes 1 to 256, --timeout more than 0 and at most 3600 seconds")
+    except ValueError as e:
+        print(f"{USAGE}\n{e}\n{__doc__.splitlines()[0]}", file=sys.stderr)
         return 2
-    serve(args[1])
+    serve(opts["--socket"], workers=workers, timeout=timeout)
     return 0
 
 

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
+from labkit.net.netlink import setns
 from labkit.net.syscalls import CLONE_NEWNET, MNT_DETACH, MS_BIND, MS_REC, MS_SHARED, check, libc
 
 NETNS_RUN_DIR = "/run/netns"
@@ -38,9 +39,11 @@ def _prepare_run_dir() -> None:
 
 
 def _enter(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        check(libc.setns(fd, CLONE_NEWNET), f"enter network namespace {path}")
+        setns(fd)
+    except OSError as exc:
+        raise OSError(exc.errno, f"enter network namespace {path}: {os.strerror(exc.errno)}") from None
     finally:
         os.close(fd)
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from labkit.errors import LabkitError
 from labkit.net import netns
-from labkit.net.netlink import Batch, link_indexes
+from labkit.net import netlink as nl
 from labkit.topology.plan import BRIDGE_IFNAME, MgmtPlan, NodePlan, Plan
 
 
@@ -21,17 +21,16 @@ def create_links(plan: Plan, netns_paths: dict[str, str]) -> None:
     try:
         for node, path in netns_paths.items():
             fds[node] = os.open(path, os.O_RDONLY)
-        batch = Batch()
-        for link in plan.links:
-            batch.veth(link.a.ifname, fds[link.a.node], link.b.ifname, fds[link.b.node], link.mtu,
-                       what=f"create link {link.a.node}:{link.a.ifname} -- {link.b.node}:{link.b.ifname}")
+        batch = [nl.veth(link.a.ifname, link.b.ifname, netns_fd=fds[link.a.node], peer_netns_fd=fds[link.b.node],
+                         mtu=link.mtu, up=True,
+                         what=f"create link {link.a.node}:{link.a.ifname} -- {link.b.node}:{link.b.ifname}")
+                 for link in plan.links]
         if plan.mgmt:
             fds["_mgmt"] = os.open(netns.netns_path(plan.mgmt.netns), os.O_RDONLY)
-            for node in plan.nodes:
-                if node.mgmt_ipv4:
-                    batch.veth(node.name, fds["_mgmt"], "eth0", fds[node.name],
-                               what=f"connect {node.name}:eth0 to the mgmt network")
-        batch.send()
+            batch += [nl.veth(node.name, "eth0", netns_fd=fds["_mgmt"], peer_netns_fd=fds[node.name], up=True,
+                              what=f"connect {node.name}:eth0 to the mgmt network")
+                      for node in plan.nodes if node.mgmt_ipv4]
+        nl.send(*batch)
     finally:
         for fd in fds.values():
             os.close(fd)
@@ -39,25 +38,22 @@ def create_links(plan: Plan, netns_paths: dict[str, str]) -> None:
 
 def configure_node(node: NodePlan) -> None:
     """Runs inside the node's namespace: bring everything up, then addresses, sysctls, routes."""
-    if node.kind == "bridge":
-        first = Batch()
-        first.bridge(BRIDGE_IFNAME)
-        first.send()
-    indexes = link_indexes()
-    batch = Batch()
-    batch.link_up(indexes["lo"], "lo")
-    master = indexes.get(BRIDGE_IFNAME) if node.kind == "bridge" else None
-    for iface in node.interfaces:
-        batch.link_up(indexes[iface.name], f"{node.name}:{iface.name}", master=master, mtu=iface.mtu)
-        for address in iface.addresses:
-            batch.address(indexes[iface.name], f"{node.name}:{iface.name}", str(address.ip),
-                          address.network.prefixlen)
-    batch.send()
-    write_sysctls(node.sysctls, node.name)
-    for route in node.routes:
-        batch.route(route.dst, route.via, indexes[route.dev] if route.dev else None,
-                    what=f"add route {route.dst} on {node.name}")
-    batch.send()
+    with nl.Netlink() as sock:
+        if node.kind == "bridge":
+            sock.do(nl.bridge(BRIDGE_IFNAME))
+        indexes = sock.link_indexes()
+        batch = [nl.set_link(indexes["lo"], up=True, what=f"bring up {node.name}:lo")]
+        master = indexes.get(BRIDGE_IFNAME) if node.kind == "bridge" else None
+        for iface in node.interfaces:
+            where = f"{node.name}:{iface.name}"
+            batch.append(nl.set_link(indexes[iface.name], up=True, master=master, mtu=iface.mtu,
+                                     what=f"bring up {where}"))
+            batch += [nl.address(indexes[iface.name], str(a.ip), a.network.prefixlen, exist_ok=True,
+                                 what=f"add address {a} to {where}") for a in iface.addresses]
+        sock.do(*batch)
+        write_sysctls(node.sysctls, node.name)
+        sock.do(*[nl.route(r.dst, gateway=r.via, oif=indexes[r.dev] if r.dev else None, proto=nl.RTPROT_STATIC,
+                           what=f"add route {r.dst} on {node.name}") for r in node.routes])
 
 
 def write_sysctls(sysctls: Sequence[tuple[str, str]], where: str) -> None:
@@ -79,16 +75,13 @@ def configure_nodes(plan: Plan, netns_paths: dict[str, str]) -> None:
         mgmt = plan.mgmt
 
         def bridge_ports() -> None:
-            first = Batch()
-            first.bridge(mgmt.bridge)
-            first.send()
-            indexes = link_indexes()
-            batch = Batch()
-            batch.link_up(indexes["lo"], "lo")
-            for node in plan.nodes:
-                if node.mgmt_ipv4:
-                    batch.link_up(indexes[node.name], f"mgmt port of {node.name}", master=indexes[mgmt.bridge])
-            batch.send()
+            with nl.Netlink() as sock:
+                sock.do(nl.bridge(mgmt.bridge))
+                indexes = sock.link_indexes()
+                sock.do(nl.set_link(indexes["lo"], up=True, what="bring up lo of the mgmt network"),
+                        *[nl.set_link(indexes[node.name], up=True, master=indexes[mgmt.bridge],
+                                      what=f"bring up the mgmt port of {node.name}")
+                          for node in plan.nodes if node.mgmt_ipv4])
 
         netns.run_in_netns(netns.netns_path(mgmt.netns), bridge_ports)
 
@@ -98,22 +91,18 @@ def connect_host(mgmt: MgmtPlan) -> None:
     fd = os.open(netns.netns_path(mgmt.netns), os.O_RDONLY)
     host = os.open("/proc/self/ns/net", os.O_RDONLY)
     try:
-        batch = Batch()
-        batch.veth(mgmt.host_ifname, host, "host", fd, what=f"create host link {mgmt.host_ifname}")
-        batch.send()
+        nl.send(nl.veth(mgmt.host_ifname, "host", netns_fd=host, peer_netns_fd=fd, up=True,
+                        what=f"create host link {mgmt.host_ifname}"))
     finally:
         os.close(fd)
         os.close(host)
-    indexes = link_indexes()
-    batch = Batch()
-    batch.address(indexes[mgmt.host_ifname], mgmt.host_ifname, str(mgmt.gateway.ip), mgmt.subnet.prefixlen)
-    batch.send()
+    with nl.Netlink() as sock:
+        sock.do(nl.address(sock.link_indexes()[mgmt.host_ifname], str(mgmt.gateway.ip), mgmt.subnet.prefixlen,
+                           exist_ok=True, what=f"add address {mgmt.gateway} to {mgmt.host_ifname}"))
 
     def enslave() -> None:
-        idx = link_indexes()
-        port = Batch()
-        port.link_up(idx["host"], "mgmt port of the host", master=idx[mgmt.bridge])
-        port.send()
+        idx = nl.link_indexes()
+        nl.send(nl.set_link(idx["host"], up=True, master=idx[mgmt.bridge], what="bring up the mgmt port of the host"))
 
     netns.run_in_netns(netns.netns_path(mgmt.netns), enslave)
 
@@ -122,8 +111,14 @@ def add_device_route(netns_path: str, dst: str, dev: str) -> None:
     """`ip route add DST dev DEV` inside a namespace."""
 
     def add() -> None:
-        batch = Batch()
-        batch.route(dst, oif=link_indexes()[dev], what=f"add route {dst} dev {dev}")
-        batch.send()
+        with nl.Netlink() as sock:
+            sock.do(nl.route(dst, oif=sock.link_indexes()[dev], proto=nl.RTPROT_STATIC,
+                             what=f"add route {dst} dev {dev}"))
 
     netns.run_in_netns(netns_path, add)
+
+
+def remove_host_link(name: str) -> bool:
+    """Delete the host's end of a `host-access` link (its peer goes with it); False if it is not there."""
+    with nl.Netlink() as sock:
+        return sock.delete_link(name)

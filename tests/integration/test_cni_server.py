@@ -155,3 +155,78 @@ def test_the_cli_installs_a_launcher_and_serves_it(scratch, tmp_path):
     served.terminate()
     served.wait(timeout=10)
     assert "ADD cli1 eth0 -> 0" in served.stderr.read() and not os.path.exists(sock)
+
+
+def test_a_deeply_nested_config_gets_a_cni_error_and_the_server_keeps_serving(server):
+    env = dict(os.environ, CNI_COMMAND="VERSION")
+    for nested in (b"[" * 100_000, b'{"a": ' * 5_000 + b"1" + b"}" * 5_000):
+        r = subprocess.run([server.launcher], input=nested, env=env, capture_output=True, timeout=20)
+        assert r.returncode == 1 and b'"code": 6' in r.stdout and b"nested deeper than" in r.stdout, r
+    assert server.proc.poll() is None
+    version = subprocess.run([server.launcher], input=b"", env=env, capture_output=True, timeout=20)
+    assert version.returncode == 0 and b"supportedVersions" in version.stdout
+
+
+def _threads(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+        return int(next(line.split()[1] for line in fh if line.startswith("Threads:")))
+
+
+def test_idle_connections_hold_no_thread_each_are_closed_after_the_timeout_and_calls_still_go_through(tmp_path):
+    from labkit.cni.server import wait_serving
+
+    sock, log = str(tmp_path / "cni.sock"), str(tmp_path / "server.log")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(command(sock, "--workers", "2", "--timeout", "1"), stdout=out,
+                                stderr=subprocess.STDOUT)
+    idle: list[socket.socket] = []
+    try:
+        wait_serving(sock, proc.pid, log, timeout=20)
+        for _ in range(6):  # three times the pool: connect, send nothing
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            c.connect(sock)
+            idle.append(c)
+        assert _threads(proc.pid) == 3  # the accepting thread and the two workers, however many callers
+        env = dict(os.environ, CNI_COMMAND="VERSION")
+        from labkit.cni.install import install_launcher
+
+        launcher = str(install_launcher(tmp_path / "bin", socket=sock, compile_bytecode=False))
+        version = subprocess.run([launcher], input=b"", env=env, capture_output=True, timeout=60)
+        assert version.returncode == 0 and b"supportedVersions" in version.stdout, version
+        for c in idle:  # each got its error and was closed (recv returns EOF after the reply)
+            c.settimeout(60)
+            chunks = []
+            while chunk := c.recv(65536):
+                chunks.append(chunk)
+            reply = b"".join(chunks)
+            assert reply.startswith(b"1\n") and b"no complete config on stdin within 1 s" in reply, reply
+        assert proc.poll() is None and _threads(proc.pid) == 3
+    finally:
+        for c in idle:
+            c.close()
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_serve_replaces_only_a_stale_socket(server, tmp_path):
+    cli = [sys.executable, "-m", "labkit.cli", "cni", "serve", "--socket"]
+    regular = tmp_path / "not-a-socket"
+    regular.write_text("keep me\n")
+    r = subprocess.run([*cli, str(regular)], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "exists and is not a socket; not replacing it" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and regular.read_text() == "keep me\n"
+    folder = tmp_path / "a-dir"
+    folder.mkdir()
+    r = subprocess.run(command(str(folder)), capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "is not a socket" in r.stderr and folder.is_dir()
+    r = subprocess.run([*cli, server.socket], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "already being served" in r.stderr and "Traceback" not in r.stderr
+    assert server.proc.poll() is None and stat.S_ISSOCK(os.lstat(server.socket).st_mode)
+
+
+def test_server_options_are_checked():
+    for bad in (["--socket", "/x", "--workers", "0"], ["--socket", "/x", "--timeout", "nan"],
+                ["--socket", "/x", "--workers", "two"], ["--socket", "/x", "--socket", "/y"], ["--workers", "2"]):
+        r = subprocess.run([sys.executable, "-m", "labkit.cni.server", *bad], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 2 and "usage:" in r.stderr, (bad, r.stderr)

@@ -11,7 +11,7 @@ import pytest
 from labkit.cni import backends as bk
 from labkit.cni import config as cfg
 from labkit.cni import conflist as cl
-from labkit.cni import netlink as nl
+from labkit.net import netlink as nl
 from labkit.cni import plugin
 from labkit.cni.errors import CNIError
 
@@ -221,3 +221,33 @@ def test_labkit_plugin_config_from_conflist():
     assert cfg.parse(conf).pool.size() == 253
     with pytest.raises(CNIError):
         cl.labkit_plugin_config('{"name": "x", "cniVersion": "1.0.0", "plugins": [{"type": "a"}]}')
+
+
+def test_deeply_nested_configs_are_a_decode_error_not_a_crash(tmp_path):
+    """Past lite.MAX_DEPTH levels, and far past the recursion limit: code 6 on stdout, no traceback."""
+    import subprocess
+
+    from labkit.cni import lite, main
+    from labkit.cni.conflist import load_conflist
+    from labkit.cni.errors import CNIError
+    from labkit.cni.install import install_launcher
+
+    assert lite.loads("[" * lite.MAX_DEPTH + "]" * lite.MAX_DEPTH)
+    deep = ["[" * (lite.MAX_DEPTH + 1) + "]" * (lite.MAX_DEPTH + 1), '{"a": ' * 100_000, "[" * 1_000_000]
+    for text in deep:
+        with pytest.raises(ValueError, match="nested deeper than"):
+            lite.loads(text)
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/nonexistent", "CNI_IFNAME": "eth0",
+           "CNI_PATH": "/opt/cni/bin"}
+    for text in deep:
+        code, out = main.run(env, text.encode())
+        assert code == 1 and out["code"] == 6 and "nested deeper than" in out["details"]
+    with pytest.raises(CNIError) as info:
+        load_conflist(deep[1])
+    assert info.value.code == 7
+    launcher = install_launcher(tmp_path, compile_bytecode=False)  # the exec path itself, in a `python -IS`
+    for text in deep:
+        r = subprocess.run([launcher], env={**env, "PATH": "/usr/bin:/bin"}, input=text.encode(),
+                           capture_output=True, timeout=60)
+        reply = json.loads(r.stdout)
+        assert r.returncode == 1 and reply["code"] == 6 and r.stderr == b"", r
