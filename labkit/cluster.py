@@ -422,7 +422,8 @@ def start_dns(b: Build) -> None:
     for pod in serving:  # `apply`: running servers re-read the config (written atomically above)
         with open(os.path.join(folder, f"{pod.name}.pid"), encoding="ascii") as fh:
             reload(int(fh.read().strip()))
-    start_servers(config, [(p.name, p.netns_path, p.ip) for p in replicas if p not in serving], folder)
+    start_servers(config, [(p.name, p.netns_path, p.ip) for p in replicas if p not in serving], folder,
+                  workers=plan.cluster.dns_workers)
 
 
 def _listening_tcp_ports() -> set[int]:

@@ -26,8 +26,8 @@ import re
 SPEC_VERSION = "1.1.0"
 
 # RR types used here (IANA numbers).
-A, NS, CNAME, SOA, PTR, TXT, AAAA, SRV, OPT, ANY = 1, 2, 5, 6, 12, 16, 28, 33, 41, 255
-TYPE_NAMES = {A: "A", NS: "NS", CNAME: "CNAME", SOA: "SOA", PTR: "PTR", TXT: "TXT",
+A, NS, CNAME, SOA, PTR, HINFO, TXT, AAAA, SRV, OPT, ANY = 1, 2, 5, 6, 12, 13, 16, 28, 33, 41, 255
+TYPE_NAMES = {A: "A", NS: "NS", CNAME: "CNAME", SOA: "SOA", PTR: "PTR", HINFO: "HINFO", TXT: "TXT",
               AAAA: "AAAA", SRV: "SRV", OPT: "OPT", ANY: "ANY"}
 
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
@@ -37,6 +37,7 @@ PROTOCOLS = ("TCP", "UDP", "SCTP")
 # Namespaces every Kubernetes cluster has: their `<ns>.svc.<zone>` names exist (NODATA).
 BUILTIN_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 DEFAULT_TTL = 5           # CoreDNS kubernetes plugin default
+ANY_TTL = 8482            # CoreDNS's `any` plugin: the RFC 8482 answer's TTL
 VERSION_TTL = 28800       # CoreDNS answers dns-version with this TTL
 
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -447,8 +448,11 @@ class RecordSet:
         svc/pod, namespaces, services, endpoints, SRV names, headless services with no
         ready endpoint: NXDOMAIN). Where CoreDNS's parser has quirks we answer by the
         rule instead: `_tcp.<svc>...` (an empty non-terminal) and `dns.<zone>` are
-        NODATA, not NXDOMAIN; SOA for a missing name is NXDOMAIN, not NODATA; ANY lists
-        the records; A at an SRV name is NODATA, not the service's address.
+        NODATA, not NXDOMAIN; SOA for a missing name is NXDOMAIN, not NODATA; A at an
+        SRV name is NODATA, not the service's address. ANY gets the minimal answer of
+        RFC 8482 (what CoreDNS's `any` plugin sends): at a name that exists, its CNAME
+        if it is an alias, else one synthesized HINFO "RFC8482" ""; at a reverse name,
+        its PTR (one RRset).
         """
         name = fqdn(qname)
         if name in self.reverse:
@@ -467,7 +471,7 @@ class RecordSet:
             if node is None:
                 return Answer(NXDOMAIN, answer, [self.soa])
             if qtype == ANY:
-                rrs = [rr for rrset in node.values() for rr in rrset]
+                rrs = node.get(CNAME) or [(name, HINFO, ANY_TTL, ("RFC8482", ""))]
             else:
                 rrs = node.get(qtype, [])
             if rrs:

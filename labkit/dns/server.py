@@ -4,9 +4,9 @@
                                 [--workers N] [--pidfile FILE]
 
 Process model: a supervisor binds the sockets (so a bad address fails at once, with a
-message and exit code 1; a bad config exits 2), then forks N workers (default: one per
-CPU). Each worker owns one UDP socket (SO_REUSEPORT, bound to the same address) and
-shares the TCP listening socket. SIGHUP: every worker re-reads the config file and
+message and exit code 1; a bad config exits 2), then forks N workers (default:
+`default_workers()`, one per two CPUs). Each worker owns one UDP socket (SO_REUSEPORT,
+bound to the same address) and shares the TCP listening socket. SIGHUP: every worker re-reads the config file and
 swaps its tables (a bad file is logged and the old records kept). SIGTERM/SIGINT: the
 supervisor stops the workers and exits 0; workers also die with the supervisor
 (PR_SET_PDEATHSIG), so none is ever orphaned.
@@ -18,6 +18,17 @@ looks up the question's bytes (name lowercased, type, class) and glues ID + head
 + the query's own question (echoing its case) + body. Anything else (DO bit, EDNS
 options, odd headers, names not yet cached, malformed packets, names outside the zone)
 takes the slow path, which parses properly and caches what it computed.
+
+Bounds (a pod may send anything, as fast as it likes; the server runs as root on the
+host): answers computed on the slow path are kept in a cache of MAX_DYNAMIC entries,
+the oldest evicted first, and shared negative answers in a memo of MAX_MEMO; learnt
+query shapes are reset after MAX_LEARNT. A UDP answer never exceeds our own EDNS size
+(1232, the DNS flag day value, whatever size the client advertises) nor 512 bytes
+without EDNS: beyond that it is truncated (TC) and the client retries over TCP. `ANY`
+gets the minimal answer of RFC 8482. TCP: at most MAX_TCP_CONNECTIONS connections per
+worker and MAX_TCP_PER_CLIENT from one address; a connection is closed when it stays
+idle for TCP_IDLE_TIMEOUT between messages, or when a message (its 2-byte length and
+its bytes, from the first byte on) takes longer than TCP_MESSAGE_TIMEOUT to arrive.
 
 Names outside the zone go to the upstreams (UDP; SERVFAIL when none answers in
 `upstream_timeout`), or are REFUSED when there are none. ExternalName CNAMEs to outside
@@ -34,6 +45,7 @@ import struct
 import sys
 import threading
 import time
+from collections import OrderedDict
 
 from labkit.dns import records as R
 from labkit.dns import wire as W
@@ -41,10 +53,15 @@ from labkit.dns import wire as W
 # Precomputed at load for every name (what getaddrinfo asks); every other answer for a
 # name of the zone is computed on first use and kept.
 EAGER_QTYPES = (R.A, R.AAAA)
-MAX_DYNAMIC = 100000         # cached slow-path keys (NXDOMAIN, REFUSED...) before a flush
+MAX_DYNAMIC = 10000          # slow-path answers kept (NXDOMAIN, NODATA, SRV...), oldest evicted
+MAX_MEMO = 4096              # shared negative answers kept, oldest evicted
 MAX_TCP_CONNECTIONS = 128    # per worker
+MAX_TCP_PER_CLIENT = 8       # per worker, from one client address
 MAX_PENDING = 8192           # queries waiting for an upstream, per worker
-TCP_IDLE_TIMEOUT = 10.0
+TCP_IDLE_TIMEOUT = 10.0      # between two messages of a connection
+TCP_MESSAGE_TIMEOUT = 5.0    # a whole message (2-byte length and bytes), from its first byte; sending the answer
+UDP_SIZE = W.EDNS_UDP_SIZE   # the largest UDP answer sent, whatever size the client advertises
+_NEVER_FITS = 1 << 17        # an entry's EDNS size when its full answer exceeds UDP_SIZE
 AXFR, IXFR = 252, 251
 _QD1 = b"\x00\x01\x00\x00\x00\x00"
 _OPT_HEAD = b"\x00\x00\x29"
@@ -81,8 +98,37 @@ def log_query_error(msg: str) -> None:
 # An entry: what the hot path and the slow path glue a response from.
 # 0: UDP no-EDNS header tails (rd0, rd1)   1: its body (already truncated if > 512)
 # 2: EDNS header tails                      3: EDNS body (ends with our OPT RR)
-# 4: size of the full EDNS response         5: truncated EDNS header tails
+# 4: size of the full EDNS response (_NEVER_FITS when over UDP_SIZE: always truncated over UDP)
+#                                           5: truncated EDNS header tails
 # 6: truncated EDNS body                    7: TCP header tails    8: TCP body
+
+
+class LRU(OrderedDict):
+    """A dict of at most `cap` items: setting one more evicts the least recently set or
+    got. (Slow-path only: the hot path reads plain dicts.) A worker's UDP loop and TCP
+    threads share it: a key another thread evicted meanwhile is no error."""
+
+    def __init__(self, cap: int):
+        super().__init__()
+        self.cap = cap
+
+    def get(self, key, default=None):
+        value = super().get(key, default)
+        if value is not default:
+            try:
+                self.move_to_end(key)
+            except KeyError:
+                pass
+        return value
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, value)
+        try:
+            self.move_to_end(key)
+            while len(self) > self.cap:
+                self.popitem(last=False)
+        except KeyError:
+            pass
 
 
 def make_entry(qwire: bytes, answer: R.Answer, ra: bool, aa: bool = True,
@@ -101,8 +147,8 @@ def make_entry(qwire: bytes, answer: R.Answer, ra: bool, aa: bool = True,
         if hit is not None:
             return hit
     udp, edns, tc, full = W.make_variants(qwire, answer, ra=ra, aa=aa)
-    entry = (udp.hdr, udp.body, edns.hdr, edns.body, edns.size, tc.hdr, tc.body,
-             full.hdr, full.body)
+    entry = (udp.hdr, udp.body, edns.hdr, edns.body, edns.size if edns.size <= UDP_SIZE else _NEVER_FITS,
+             tc.hdr, tc.body, full.hdr, full.body)
     if key is not None:
         memo[key] = entry
     return entry
@@ -113,7 +159,7 @@ def make_entry(qwire: bytes, answer: R.Answer, ra: bool, aa: bool = True,
 # OPT, RD clear) are learnt by the hot path on first use.
 _EXACT_HEADS = (b"\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00",
                 b"\x01\x20\x00\x01\x00\x00\x00\x00\x00\x00")
-MAX_LEARNT = 50000           # learnt whole-query shapes before the table is reset
+MAX_LEARNT = 20000           # learnt whole-query shapes before the table is reset
 
 
 def exact_variants(question: bytes, entry: tuple) -> list[tuple[bytes, bytes]]:
@@ -127,16 +173,18 @@ class State:
     """The worker's current records and response tables (updated in place on reload:
     the UDP loop holds references to these very dicts)."""
 
-    def __init__(self, config_path: str):
+    def __init__(self, config_path: str, max_dynamic: int = MAX_DYNAMIC, max_memo: int = MAX_MEMO):
         self.config_path = config_path
         self.rs: R.RecordSet | None = None
         self.entries: dict[bytes, tuple] = {}     # lowercase question -> entry
         self.exact: dict[bytes, bytes] = {}       # whole query but ID -> response but ID
         self.exact_base: dict[bytes, bytes] = {}  # what `exact` is reset to
-        self.dynamic: list[bytes] = []
+        self.max_dynamic = max_dynamic
+        self.max_memo = max_memo
+        self.dynamic: OrderedDict[bytes, None] = OrderedDict()   # the keys of `entries` the slow path added
         self.gen = 0
         self.ra = False
-        self.memo: dict = {}
+        self.memo: LRU = LRU(max_memo)
         self.text: str | None = None
 
     def load(self) -> bool:
@@ -154,7 +202,7 @@ class State:
         serial = cfg.serial or _file_serial(self.config_path)
         rs = R.build_records(cfg, serial=serial)
         ra = bool(rs.upstreams)
-        memo: dict = {}
+        memo = LRU(self.max_memo)
         new = build_entries(rs, ra, memo)
         exact = {}
         for question, entry in new.items():
@@ -168,7 +216,7 @@ class State:
         self.entries.update(new)
         self.exact_base = exact
         self.reset_exact()
-        self.dynamic = []
+        self.dynamic = OrderedDict()
         self.text = text
         return True
 
@@ -176,19 +224,30 @@ class State:
         self.exact.clear()
         self.exact.update(self.exact_base)
 
-    def remember(self, key: bytes, entry: tuple, gen: int, dynamic: bool) -> None:
-        """Keep what the slow path computed. Answers for names of the zone are a finite
-        set; the rest (NXDOMAIN for search-path guesses, REFUSED) is bounded."""
+    def remember(self, key: bytes, entry: tuple, gen: int) -> None:
+        """Keep what the slow path computed, at most `max_dynamic` answers: a query
+        stream is an unbounded set of names (NXDOMAIN for search-path guesses, random
+        labels, every type of every name), so the oldest is evicted. (Learnt query
+        shapes pointing at an evicted answer stay right; `exact` has its own bound.)"""
         if gen != self.gen:
             return
-        if dynamic:
-            if len(self.dynamic) >= MAX_DYNAMIC:
-                for k in self.dynamic:
-                    self.entries.pop(k, None)
-                self.dynamic = []
-                self.reset_exact()
-            self.dynamic.append(key)
-        self.entries[key] = entry
+        dynamic = self.dynamic
+        self.entries[key] = entry     # first: what is evicted from `dynamic` leaves `entries` too
+        try:
+            dynamic[key] = None
+            dynamic.move_to_end(key)
+            while len(dynamic) > self.max_dynamic:
+                old, _ = dynamic.popitem(last=False)
+                self.entries.pop(old, None)
+        except KeyError:    # the TCP threads share this: another one evicted meanwhile
+            pass
+
+    def touch(self, key: bytes) -> None:
+        """A slow-path hit: keep the answer longest."""
+        try:
+            self.dynamic.move_to_end(key)
+        except KeyError:   # a precomputed answer, or evicted by another thread meanwhile
+            pass
 
 
 def _file_serial(path: str) -> int:
@@ -264,17 +323,16 @@ def answer_query(state: State, data: bytes, tcp: bool):
                 return Upstream(q, data)
             entry = make_entry(qwire, R.Answer(R.REFUSED), state.ra, aa=False,
                                memo=state.memo)
-            dynamic = True
         elif ans.chase is not None and rs.upstreams:
             # An ExternalName: like CoreDNS, complete the CNAME with the target's
             # records from upstream (stub resolvers do not chase CNAMEs themselves).
             return Upstream(q, W.make_query(ans.chase, q.qtype), ans)
         else:
             entry = make_entry(qwire, ans, state.ra, memo=state.memo)
-            # Negative answers and pod names are an unbounded set; the rest is not.
-            dynamic = ans.rcode != R.NOERROR or q.qname not in rs.nodes
         if key[-4:] == q.question[-4:]:
-            state.remember(key, entry, gen, dynamic)
+            state.remember(key, entry, gen)
+    else:
+        state.touch(key)
     return assemble(q, entry, tcp)
 
 
@@ -291,6 +349,19 @@ def assemble(q: W.Query, entry: tuple, tcp: bool) -> bytes:
     return q.id + hdr[rd] + q.question + body
 
 
+def udp_limit(q: W.Query) -> int:
+    """The largest UDP response for `q`: its EDNS size (at least 512) but at most ours."""
+    return 512 if q.edns is None else min(q.edns[0], UDP_SIZE)
+
+
+def truncated(q: W.Query, resp: bytes) -> bytes:
+    """`resp` (an upstream's, too large for UDP) as TC=1 with only the question (and our
+    OPT): the client asks again over TCP."""
+    opt = b"" if q.edns is None else W.opt_rr(do=q.edns[3])
+    return (q.id + bytes((resp[2] | 0x02, resp[3])) + struct.pack("!HHHH", 1, 0, 0, 1 if opt else 0)
+            + q.question + opt)
+
+
 def upstream_reply(state: State, up: Upstream, resp: bytes | None, tcp: bool) -> bytes:
     """The client's response from the upstream's (`resp` with any ID; None: no upstream
     answered)."""
@@ -298,6 +369,8 @@ def upstream_reply(state: State, up: Upstream, resp: bytes | None, tcp: bool) ->
     if up.chase is None:
         if resp is None:
             return W.error_response(q, R.SERVFAIL, with_question=True, ra=state.ra)
+        if not tcp and len(resp) > udp_limit(q):
+            return truncated(q, resp)
         return q.id + resp[2:]
     rcode, rrs = R.NOERROR, []
     if resp is not None:
@@ -540,22 +613,73 @@ def _recv_exact(conn: socket.socket, n: int) -> bytes:
     return buf
 
 
-def serve_tcp(state: State, lsock: socket.socket) -> None:
-    active = [0]
-    lock = threading.Lock()
+def _recv_by(conn: socket.socket, buf: bytes, n: int, deadline: float) -> bytes:
+    """`buf` completed to `n` bytes, all of them by `deadline` (however they trickle in)."""
+    while len(buf) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        conn.settimeout(left)
+        chunk = conn.recv(n - len(buf))
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return buf
 
-    def connection(conn: socket.socket) -> None:
+
+def read_message(conn: socket.socket, idle: float = TCP_IDLE_TIMEOUT,
+                 budget: float = TCP_MESSAGE_TIMEOUT) -> bytes | None:
+    """The next DNS message of a TCP connection; None when the client is done. The
+    message may take `idle` to begin, then `budget` for its length and bytes: one byte
+    every few seconds cannot hold a connection."""
+    conn.settimeout(idle)
+    first = conn.recv(2)
+    if not first:
+        return None
+    deadline = time.monotonic() + budget
+    hdr = _recv_by(conn, first, 2, deadline)
+    return _recv_by(conn, b"", int.from_bytes(hdr, "big"), deadline)
+
+
+class TcpLimits:
+    """Admission of TCP connections: at most `total` at once, `per_client` from one
+    address (so one pod cannot take every slot)."""
+
+    def __init__(self, total: int = MAX_TCP_CONNECTIONS, per_client: int = MAX_TCP_PER_CLIENT):
+        self.total = total
+        self.per_client = per_client
+        self.active = 0
+        self.clients: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def admit(self, client: str) -> bool:
+        with self.lock:
+            n = self.clients.get(client, 0)
+            if self.active >= self.total or n >= self.per_client:
+                return False
+            self.clients[client] = n + 1
+            self.active += 1
+            return True
+
+    def release(self, client: str) -> None:
+        with self.lock:
+            self.active -= 1
+            n = self.clients.pop(client) - 1
+            if n:
+                self.clients[client] = n
+
+
+def serve_tcp(state: State, lsock: socket.socket, limits: TcpLimits | None = None) -> None:
+    limits = limits or TcpLimits()
+
+    def connection(conn: socket.socket, client: str) -> None:
         try:
-            conn.settimeout(TCP_IDLE_TIMEOUT)
             while True:
                 try:
-                    hdr = conn.recv(2)
-                    if not hdr:
-                        return
-                    if len(hdr) == 1:
-                        hdr += _recv_exact(conn, 1)
-                    msg = _recv_exact(conn, int.from_bytes(hdr, "big"))
+                    msg = read_message(conn)
                 except (OSError, EOFError):
+                    return
+                if msg is None:
                     return
                 try:
                     resp = answer_query(state, msg, tcp=True)
@@ -566,31 +690,29 @@ def serve_tcp(state: State, lsock: socket.socket) -> None:
                     return
                 if resp is None or len(resp) > 0xFFFF:
                     return
+                conn.settimeout(TCP_MESSAGE_TIMEOUT)   # a client that does not read is let go
                 conn.sendall(len(resp).to_bytes(2, "big") + resp)
         except Exception:  # noqa: BLE001 - a connection's trouble ends only it
             pass
         finally:
             conn.close()
-            with lock:
-                active[0] -= 1
+            limits.release(client)
 
     while True:
         try:
-            conn, _ = lsock.accept()
+            conn, addr = lsock.accept()
         except OSError:
             time.sleep(0.01)
             continue
-        with lock:
-            if active[0] >= MAX_TCP_CONNECTIONS:
-                conn.close()
-                continue
-            active[0] += 1
+        client = addr[0]
+        if not limits.admit(client):
+            conn.close()
+            continue
         try:
-            threading.Thread(target=connection, args=(conn,), daemon=True).start()
+            threading.Thread(target=connection, args=(conn, client), daemon=True).start()
         except RuntimeError:
             conn.close()
-            with lock:
-                active[0] -= 1
+            limits.release(client)
 
 
 # ----------------------------------------------------------------------- processes
@@ -670,12 +792,26 @@ def _bind(listen: str, port: int, workers: int) -> tuple[list[socket.socket], so
     return udps, t
 
 
+def default_workers() -> int:
+    """Workers when none are asked for: one per two CPUs this process may use, at least one.
+
+    Not one per CPU, as CoreDNS on a node of its own: in a lab the pods asking run on
+    the same cores, and the path of every answer through the lab's namespaces (veth,
+    conntrack, DNAT, routing) is CPU spent by the sender. Measured with
+    tests/bench/bench_dns.py on 2 CPUs, as deployed, dnsperf -c 8 from a pod: one worker
+    1.06-1.10x dnsmasq's qps, two workers 0.74x (they take the cores the clients and
+    the kernel need). The server alone on loopback, two workers do gain (~1.3-1.8x
+    dnsmasq against ~1.1-1.4x for one): workers pay where cores are spare.
+    """
+    return max(1, len(os.sched_getaffinity(0)) // 2)
+
+
 def run(config: str, listen: str, port: int = 53, workers: int | None = None,
         pidfile: str | None = None) -> int:
     """The supervisor. Returns the exit code."""
     global _supervisor_pid
     _supervisor_pid = os.getpid()
-    workers = max(1, workers or len(os.sched_getaffinity(0)) or 1)
+    workers = max(1, workers or default_workers())
     state = State(config)
     try:
         state.load()

@@ -19,6 +19,7 @@ from labkit.dns.records import (
     AAAA,
     CNAME,
     FORMERR,
+    HINFO,
     NOTIMP,
     NS,
     OPT,
@@ -79,7 +80,7 @@ def _encode_rr(buf: bytearray, comp: dict[str, int], rr: tuple) -> None:
     elif rtype == SRV:
         buf += struct.pack("!HHH", rdata[0], rdata[1], rdata[2])
         _encode_name(buf, comp, rdata[3], compress=False)   # RFC 2782: no compression
-    elif rtype == TXT:
+    elif rtype in (TXT, HINFO):      # character-strings (HINFO: CPU, OS)
         for s in rdata:
             raw = s.encode("utf-8")[:255]
             buf.append(len(raw))

@@ -110,6 +110,7 @@ class ClusterPlan:
     dns_ip: ipaddress.IPv4Address
     dns_replicas: int
     dns_upstreams: tuple[str, ...]
+    dns_workers: int | None = None    # DNS server processes per replica; None: one per two CPUs
 
 
 @dataclass(frozen=True)
@@ -391,6 +392,7 @@ def _cluster_plan(topo: Topology, out: _Collector) -> ClusterPlan | None:
         domain=c.domain, pod_cidr=c.pod_cidr, service_cidr=c.service_cidr, backend=c.cni.backend,
         mtu=c.cni.mtu, dns_ip=c.dns.ip, dns_replicas=c.dns.replicas,
         dns_upstreams=tuple(str(u) for u in c.dns.upstreams),
+        dns_workers=None if c.dns.workers == "auto" else c.dns.workers,
     )
 
 

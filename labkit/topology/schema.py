@@ -137,6 +137,14 @@ class DNS(Model):
     ip: ipaddress.IPv4Address = ipaddress.IPv4Address("10.96.0.10")
     replicas: int = Field(default=1, ge=1, le=8)
     upstreams: list[ipaddress.IPv4Address] = []
+    workers: int | Literal["auto"] = "auto"   # server processes per replica; auto: one per two CPUs
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, value: Any) -> Any:
+        if value == "auto" or (type(value) is int and 1 <= value <= 64):
+            return value
+        raise ValueError(f"workers is auto (one per two CPUs) or a number from 1 to 64, got {value!r}")
 
 
 class Cluster(Model):

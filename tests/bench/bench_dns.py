@@ -1,11 +1,22 @@
-"""Benchmark: labkit's cluster DNS server against dnsmasq, under dnsperf.
+"""Benchmark: the cluster DNS pod exactly as a lab deploys it, against dnsmasq, under dnsperf.
 
-Both serve the same few hundred A records (ClusterIP services) on their own loopback
-address, and dnsperf sends both the same query file with the same options, in turns. Nothing is
-written outside a temporary directory; both servers are stopped
-afterwards.
+`labkit.lab.up` builds a small lab of its own (unique name, in a temporary directory):
+two k8s-nodes; on `cp` the kube-dns pod (labkit's DNS server, started by `up` with the
+process model `cluster.dns.workers` gives it) and a `bench/dnsmasq` pod running dnsmasq;
+on `w1` a `bench/client` pod. Both servers serve the same SERVICES ClusterIP names
+(the lab's own Services, and a hosts file for dnsmasq with the same addresses), and
+dnsperf, run inside the client pod's network namespace, sends both the same query file
+to their Service's ClusterIP (kube-dns at `cluster.dns.ip`, dnsmasq at its own), through
+the same nftables DNAT and host-gw route, in turns. The lab is taken down afterwards and
+nothing of it is left.
 
-    python tests/bench/bench_dns.py [SECONDS]      # prints the result as JSON
+In a lab, both servers' CPU per query is mostly the kernel's (veth, conntrack, DNAT,
+routing: the reply's path is charged to the server's sendto), so the lab figure hides
+the server's own code. A second measurement, "server alone", runs both on loopback
+addresses of the host (the same worker count as the lab's DNS pod, the same names):
+that is where a change to the server's hot path shows.
+
+    python -m tests.bench.bench_dns [SECONDS] [WORKERS]   # as root; prints the result as JSON
 """
 
 from __future__ import annotations
@@ -14,50 +25,86 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from tests.netutil import free_endpoint as _free_endpoint
 
-REPO = Path(__file__).resolve().parents[2]
-SERVICES = 400
+SERVICES = 200
+DNS_IP = "10.96.0.10"
+DNSMASQ_IP = "10.96.0.11"
 # The headline profile: several clients, as many pods' resolvers are. The second one
 # is dnsperf's defaults (one client socket, 100 queries outstanding: latency-bound).
 DNSPERF_OPTS = ["-c", "8", "-T", "2", "-q", "200"]
 PROFILES = {"clients8": DNSPERF_OPTS, "dnsperf_defaults": []}
 
 
-def _query(name: str) -> bytes:
-    wire = b"".join(bytes((len(x),)) + x.encode() for x in name.split(".")) + b"\x00"
-    return struct.pack("!HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0) + wire + b"\x00\x01\x00\x01"
+def _cluster_ip(i: int) -> str:
+    return f"10.96.{1 + i // 250}.{1 + i % 250}"
 
 
-def _wait_answering(addr: str, port: int, name: str, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 10
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(0.2)
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}")
-            s.sendto(_query(name), (addr, port))
-            try:
-                if s.recv(512)[3] & 0xF == 0:
-                    return
-            except OSError:
-                continue
-    raise RuntimeError(f"{proc.args} did not answer")
+def lab_files(folder: Path, lab: str, workers: str | int = "auto") -> tuple[Path, str, str]:
+    """Write the bench lab's topology, workloads and dnsmasq hosts file into `folder`.
+    Returns (topology path, hosts file text, query file text)."""
+    hosts = "".join(f"{_cluster_ip(i)} svc-{i}.bench.svc.cluster.local\n" for i in range(SERVICES))
+    queries = "".join(f"svc-{i}.bench.svc.cluster.local A\n" for i in range(SERVICES))
+    (folder / "hosts").write_text(hosts)
+    docs = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}},
+        {"apiVersion": "v1", "kind": "Pod",
+         "metadata": {"name": "dnsmasq", "namespace": "bench", "labels": {"app": "dnsmasq"}},
+         "spec": {"nodeName": "cp", "containers": [{
+             "name": "dnsmasq", "image": "labkit/node",
+             "command": ["dnsmasq", "-k", "-C", "/dev/null", "--no-resolv", "--no-hosts",
+                         f"--addn-hosts={folder / 'hosts'}", "--pid-file=", "--user=root", "--group=root",
+                         "--cache-size=1000"],
+             "ports": [{"containerPort": 53, "protocol": "UDP"}]}]}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "dnsmasq", "namespace": "bench"},
+         "spec": {"clusterIP": DNSMASQ_IP, "selector": {"app": "dnsmasq"},
+                  "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]}},
+        {"apiVersion": "v1", "kind": "Pod",
+         "metadata": {"name": "client", "namespace": "bench", "labels": {"app": "client"}},
+         "spec": {"nodeName": "w1", "containers": [{"name": "client", "image": "labkit/node",
+                                                    "command": ["sleep", "infinity"]}]}},
+    ]
+    docs += [{"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"svc-{i}", "namespace": "bench"},
+              "spec": {"clusterIP": _cluster_ip(i), "selector": {"app": "client"},
+                       "ports": [{"name": "http", "port": 80}]}}
+             for i in range(SERVICES)]
+    (folder / "workloads.yaml").write_text("---\n".join(json.dumps(d) + "\n" for d in docs))
+    topo = folder / "topology.yaml"
+    topo.write_text(json.dumps({
+        "name": lab,
+        "mgmt": {"ipv4-subnet": "172.31.250.0/24"},
+        "cluster": {"pod-cidr": "10.244.0.0/16", "service-cidr": "10.96.0.0/16",
+                    "dns": {"ip": DNS_IP, "workers": workers}},
+        "topology": {"nodes": {"cp": {"kind": "k8s-node"}, "w1": {"kind": "k8s-node"}}},
+        "workloads": ["workloads.yaml"],
+    }, indent=1) + "\n")
+    return topo, hosts, queries
 
 
-def _dnsperf(addr: str, port: int, queries: Path, seconds: float, opts: list[str]) -> dict:
-    out = subprocess.run(
-        ["dnsperf", "-s", addr, "-p", str(port), "-d", str(queries), "-l", str(seconds),
-         *opts],
-        capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+def _in_netns(netns_path: str | None, argv: list[str], **kw) -> subprocess.CompletedProcess:
+    """`argv` run in the network namespace at `netns_path` (None: this one)."""
+    return subprocess.run(["nsenter", f"--net={netns_path}", "--", *argv] if netns_path else argv, **kw)
+
+
+def _wait_answering(netns_path: str | None, addr: str, name: str, port: int = 53) -> None:
+    """Until `addr` answers `name` from inside the client's namespace (dig: one try each)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        out = _in_netns(netns_path, ["dig", f"@{addr}", "-p", str(port), name, "A", "+short", "+tries=1", "+time=1"],
+                        capture_output=True, text=True).stdout.split()
+        if out:
+            return
+    raise RuntimeError(f"{addr} port {port} does not answer {name}")
+
+
+def _dnsperf(netns_path: str | None, addr: str, port: int, queries: Path, seconds: float, opts: list[str]) -> dict:
+    out = _in_netns(netns_path, ["dnsperf", "-s", addr, "-p", str(port), "-d", str(queries), "-l", str(seconds),
+                                 *opts],
+                    capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
     qps = float(re.search(r"Queries per second:\s+([\d.]+)", out).group(1))
     lost = int(re.search(r"Queries lost:\s+(\d+)", out).group(1))
     noerror = re.search(r"NOERROR (\d+)", out)
@@ -66,7 +113,7 @@ def _dnsperf(addr: str, port: int, queries: Path, seconds: float, opts: list[str
 
 def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+        proc.terminate()
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
@@ -74,82 +121,159 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def bench_dns(seconds: float = 10) -> dict:
-    """dnsperf for `seconds` against each server per profile (in two halves, ABBA
-    order). Returns the headline profile's queries/s for both servers and the ratio
-    labkit/dnsmasq at the top level, and every profile's figures under "profiles"."""
-    for tool in ("dnsperf", "dnsmasq"):
-        if shutil.which(tool) is None:
-            raise RuntimeError(f"{tool} is not installed")
-    sys.path.insert(0, str(REPO))
-    from labkit.dns.records import DnsConfig, Endpoint, Service, ServicePort
+def _abba(measure, seconds: float) -> dict[str, dict]:
+    """Per profile, ABBA rounds of half the time each (drift in the machine's load hits
+    both servers alike): `measure(who, half, opts)` -> dnsperf's figures."""
+    half = seconds / 2
+    profiles = {}
+    for profile, opts in PROFILES.items():
+        runs: dict[str, list[dict]] = {"labkit": [], "dnsmasq": []}
+        for who in ("labkit", "dnsmasq", "dnsmasq", "labkit"):
+            runs[who].append(measure(who, half, opts))
+        lk_qps, dm_qps = (sum(r["qps"] for r in runs[w]) / 2 for w in ("labkit", "dnsmasq"))
+        profiles[profile] = {
+            "dnsperf": " ".join(opts) or "(defaults)",
+            "labkit_qps": round(lk_qps),
+            "dnsmasq_qps": round(dm_qps),
+            "ratio": round(lk_qps / dm_qps, 3) if dm_qps else None,
+            "labkit_lost": sum(r["lost"] for r in runs["labkit"]),
+            "dnsmasq_lost": sum(r["lost"] for r in runs["dnsmasq"]),
+            "labkit_noerror": sum(r["noerror"] for r in runs["labkit"]),
+            "dnsmasq_noerror": sum(r["noerror"] for r in runs["dnsmasq"]),
+        }
+    return profiles
+
+
+def bench_server_alone(seconds: float, workers: int, folder: Path) -> dict[str, dict]:
+    """Both servers on loopback addresses of the host, no lab path: the server's own
+    speed. The labkit server with `workers` workers, its config the lab's names."""
+    from labkit.dns.records import DnsConfig, Service, ServicePort
     from labkit.dns.server import command
+    from tests.netutil import free_endpoint
 
-    tmp = Path(tempfile.mkdtemp(prefix="labkit-bench-dns-"))
-    procs: list[subprocess.Popen] = []
+    config = folder / "alone.json"
+    DnsConfig(services=[Service("bench", f"svc-{i}", "ClusterIP", _cluster_ip(i), ports=[ServicePort(80, "http")])
+                        for i in range(SERVICES)]).dump(str(config))
+    (lk_addr, lk_port), (dm_addr, dm_port) = free_endpoint(), free_endpoint()
+    procs = []
     try:
-        services, hosts, names = [], [], []
-        for i in range(SERVICES):
-            ip = f"10.96.{1 + i // 250}.{1 + i % 250}"
-            ns = ("default", "prod", "kube-system", "shop")[i % 4]
-            name = f"svc-{i}.{ns}.svc.cluster.local"
-            services.append(Service(ns, f"svc-{i}", "ClusterIP", ip,
-                                    ports=[ServicePort(80, "http")],
-                                    endpoints=[Endpoint(f"10.244.{i // 250}.{1 + i % 250}")]))
-            hosts.append(f"{ip} {name}\n")
-            names.append(f"{name} A\n")
-        config = tmp / "dns.json"
-        DnsConfig(services=services).dump(str(config))
-        (tmp / "hosts").write_text("".join(hosts))
-        queries = tmp / "queries.txt"
-        queries.write_text("".join(names))
-
-        lk_addr, lk_port = _free_endpoint()
-        dm_addr, dm_port = _free_endpoint()
-        workers = os.cpu_count() or 1
-        lk = subprocess.Popen(command(str(config), lk_addr, lk_port, workers=workers),
-                              cwd=REPO, stderr=subprocess.DEVNULL)
-        procs.append(lk)
-        dm = subprocess.Popen(
-            ["dnsmasq", "-k", "-C", "/dev/null", "--no-resolv", "--no-hosts",
-             f"--addn-hosts={tmp / 'hosts'}", f"--listen-address={dm_addr}",
-             "--bind-interfaces", f"--port={dm_port}", "--pid-file=", "--user=root",
-             "--group=root", "--no-dhcp-interface=lo"],
-            stderr=subprocess.DEVNULL)
-        procs.append(dm)
-        first = names[0].split()[0]
-        _wait_answering(lk_addr, lk_port, first, lk)
-        _wait_answering(dm_addr, dm_port, first, dm)
-
-        # Per profile, ABBA rounds of half the time each: drift in the machine's load
-        # (other jobs) hits both servers alike.
-        half = seconds / 2
-        profiles = {}
-        for profile, opts in PROFILES.items():
-            runs: dict[str, list[dict]] = {"labkit": [], "dnsmasq": []}
-            for who in ("labkit", "dnsmasq", "dnsmasq", "labkit"):
-                addr, port = (lk_addr, lk_port) if who == "labkit" else (dm_addr, dm_port)
-                runs[who].append(_dnsperf(addr, port, queries, half, opts))
-            lk_qps, dm_qps = (sum(r["qps"] for r in runs[w]) / 2 for w in ("labkit", "dnsmasq"))
-            profiles[profile] = {
-                "dnsperf": " ".join(opts) or "(defaults)",
-                "labkit_qps": round(lk_qps),
-                "dnsmasq_qps": round(dm_qps),
-                "ratio": round(lk_qps / dm_qps, 3) if dm_qps else None,
-                "labkit_lost": sum(r["lost"] for r in runs["labkit"]),
-                "dnsmasq_lost": sum(r["lost"] for r in runs["dnsmasq"]),
-                "labkit_noerror": sum(r["noerror"] for r in runs["labkit"]),
-                "dnsmasq_noerror": sum(r["noerror"] for r in runs["dnsmasq"]),
-            }
-        head = profiles["clients8"]
-        return {"seconds": seconds, "names": SERVICES, "workers": workers,
-                "labkit_qps": head["labkit_qps"], "dnsmasq_qps": head["dnsmasq_qps"],
-                "ratio": head["ratio"], "profiles": profiles}
+        procs.append(subprocess.Popen(command(str(config), lk_addr, lk_port, workers=workers),
+                                      stderr=subprocess.DEVNULL))
+        procs.append(subprocess.Popen(
+            ["dnsmasq", "-k", "-C", "/dev/null", "--no-resolv", "--no-hosts", f"--addn-hosts={folder / 'hosts'}",
+             f"--listen-address={dm_addr}", "--bind-interfaces", f"--port={dm_port}", "--pid-file=",
+             "--user=root", "--group=root", "--no-dhcp-interface=lo", "--cache-size=1000"],
+            stderr=subprocess.DEVNULL))
+        host = None
+        first = "svc-0.bench.svc.cluster.local"
+        for addr, port in ((lk_addr, lk_port), (dm_addr, dm_port)):
+            _wait_answering(host, addr, first, port)
+        return _abba(lambda who, half, opts: _dnsperf(
+            host, *((lk_addr, lk_port) if who == "labkit" else (dm_addr, dm_port)), folder / "queries.txt", half,
+            opts), seconds)
     finally:
         for p in procs:
             _stop(p)
-        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _dns_workers(lab: str) -> int:
+    """Worker processes of the lab's (first) DNS server, counted from /proc."""
+    from labkit import state
+
+    folder = Path(state.lab_dir(lab)) / "dns"
+    pid = int(next(folder.glob("*.pid")).read_text().strip())
+    children = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            children += int(stat.rsplit(")", 1)[1].split()[1]) == pid
+    return children
+
+
+def bench_dns(seconds: float = 10, workers: str | int = "auto", server_alone: bool = True) -> dict:
+    """dnsperf for `seconds` against each server per profile (in two halves, ABBA order),
+    from the client pod of a lab brought up for it. Returns the headline profile's
+    queries/s for both and the ratio labkit/dnsmasq at the top level, every profile's
+    figures under "profiles", and those of both servers alone on loopback under
+    "server_alone"."""
+    for tool in ("dnsperf", "dnsmasq", "dig", "nsenter"):
+        if shutil.which(tool) is None:
+            raise RuntimeError(f"{tool} is not installed")
+    if os.geteuid() != 0:
+        raise RuntimeError("the DNS benchmark brings up a lab: run it as root")
+    from labkit import lab as labs
+    from labkit.progress import Progress
+
+    name = f"bdns{os.getpid() % 100000}"
+    tmp = Path(tempfile.mkdtemp(prefix="labkit-bench-dns-"))
+    os.chmod(tmp, 0o755)
+    try:
+        topo, _, queries_text = lab_files(tmp, name, workers)
+        (tmp / "hosts").chmod(0o644)
+        queries = tmp / "queries.txt"
+        queries.write_text(queries_text)
+        summary = labs.up(str(topo), progress=Progress(quiet=True), name=name)
+        pods = {f"{p['namespace']}/{p['name']}": p for p in summary["pods"]}
+        client = pods["bench/client"]["netns_path"]
+        dns_pod = next(p for k, p in pods.items() if k.startswith("kube-system/"))
+        if dns_pod["node"] != pods["bench/dnsmasq"]["node"]:   # the same path for both, or no comparison
+            raise RuntimeError(f"the DNS pod landed on {dns_pod['node']}, dnsmasq's on {pods['bench/dnsmasq']['node']}")
+        first = "svc-0.bench.svc.cluster.local"
+        _wait_answering(client, DNS_IP, first)
+        _wait_answering(client, DNSMASQ_IP, first)
+        n_workers = _dns_workers(name)
+        profiles = _abba(lambda who, half, opts: _dnsperf(
+            client, DNS_IP if who == "labkit" else DNSMASQ_IP, 53, queries, half, opts), seconds)
+        alone = bench_server_alone(seconds, n_workers, tmp) if server_alone else {}
+        head = profiles["clients8"]
+        return {"seconds": seconds, "names": SERVICES, "lab": name, "dns_pod_node": dns_pod["node"],
+                "workers_setting": workers, "workers": n_workers, "cpus": len(os.sched_getaffinity(0)),
+                "labkit_qps": head["labkit_qps"], "dnsmasq_qps": head["dnsmasq_qps"],
+                "ratio": head["ratio"], "profiles": profiles, "server_alone": alone}
+    finally:
+        try:
+            labs.down(name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        _assert_nothing_left(name, tmp)
+
+
+def _assert_nothing_left(lab: str, folder: Path) -> None:
+    """The lab's namespaces, files and state are gone (labkit's own `leftovers`), and so
+    are its DNS server and the dnsmasq pod's process."""
+    from labkit import state
+    from labkit.pytest_plugin import leftovers
+
+    left = leftovers(lab)
+    marks = (f"{state.lab_dir(lab)}/".encode(), str(folder).encode())
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if any(mark in cmdline for mark in marks):
+                argv = cmdline.replace(b"\0", b" ").decode(errors="replace")
+                left.append(f"process {entry}: {argv[:80]}")
+    if left:
+        raise RuntimeError(f"the DNS benchmark's lab {lab} left: {', '.join(left)}")
+
+
+def table_rows(result: dict) -> dict:
+    """{row: {column: value}} for `invoke bench`'s table, plus notes."""
+    rows: dict = {}
+    for where, profiles in (("lab", result["profiles"]), ("server alone", result["server_alone"])):
+        for r in profiles.values():
+            rows[f"{where}, dnsperf {r['dnsperf']}"] = {"labkit qps": r["labkit_qps"], "dnsmasq qps": r["dnsmasq_qps"],
+                                                       "labkit/dnsmasq": r["ratio"]}
+    rows["labkit workers"] = f"{result['workers']} ({result['workers_setting']}, {result['cpus']} CPUs)"
+    return rows
 
 
 if __name__ == "__main__":
-    print(json.dumps(bench_dns(float(sys.argv[1]) if len(sys.argv) > 1 else 10), indent=2))
+    secs = float(sys.argv[1]) if len(sys.argv) > 1 else 10
+    w = sys.argv[2] if len(sys.argv) > 2 else "auto"
+    print(json.dumps(bench_dns(secs, w if w == "auto" else int(w)), indent=2))

@@ -446,3 +446,114 @@ def test_bad_config_and_busy_address_exit_with_a_message(tmp_path):
         s.stop()
 
 
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(512) == b""
+    except ConnectionResetError:
+        return True
+    except BlockingIOError:
+        return False
+
+
+def test_tcp_cannot_be_held_byte_by_byte(tmp_path):
+    """One client holding TCP connections with a byte every half second (each within
+    the idle timeout) is cut off: past the per-client cap at once, and every held
+    connection when its message's deadline passes; another client is served
+    throughout."""
+    import select
+
+    s = Server(tmp_path, cluster_config(), workers=1)
+    held: list[socket.socket] = []
+    try:
+        msg = dns.message.make_query("web.default.svc.cluster.local.", "A").to_wire()
+        framed = len(msg).to_bytes(2, "big") + msg
+        for _ in range(dns_server.MAX_TCP_PER_CLIENT):
+            c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            c.bind(("127.0.0.2", 0))
+            c.connect((s.addr, s.port))
+            c.send(framed[:1])
+            held.append(c)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as extra:
+            extra.bind(("127.0.0.2", 0))
+            extra.connect((s.addr, s.port))
+            extra.settimeout(20)
+            extra.send(framed)
+            assert _closed_by_server(extra)           # over the per-client cap: no answer, closed
+        q = dns.message.make_query("web.default.svc.cluster.local.", "A")
+        other = dns.query.tcp(q, s.addr, port=s.port, timeout=5, source="127.0.0.3")
+        assert other.answer[0][0].address == "10.96.0.20"
+        sent, closed = 1, set()
+        give_up = time.monotonic() + 60               # the old server held them for ever
+        while len(closed) < len(held) and time.monotonic() < give_up:
+            readable, _, _ = select.select([c for c in held if c not in closed], [], [], 0.5)
+            for c in readable:
+                c.setblocking(False)
+                if _closed_by_server(c):
+                    closed.add(c)
+            for c in held:
+                if c not in closed and sent < len(framed):
+                    try:
+                        c.send(framed[sent:sent + 1])
+                    except OSError:
+                        closed.add(c)
+            sent += 1
+        assert len(closed) == len(held) and sent < len(framed)   # cut off before the message was complete
+        again = dns.query.tcp(q, s.addr, port=s.port, timeout=5, source="127.0.0.2")
+        assert again.answer[0][0].address == "10.96.0.20"      # its slots were given back
+        assert s.proc.poll() is None
+    finally:
+        for c in held:
+            c.close()
+        s.stop()
+
+
+def test_udp_answers_stay_within_our_edns_size(tmp_path):
+    """The client's EDNS size is honoured only up to ours (1232), on the hot path too
+    (asked three times: slow path, learnt shape, exact shape); beyond it TC=1, and the
+    full answer over TCP."""
+    eps = [Endpoint(f"10.244.9.{i}", hostname=f"m{i}") for i in range(1, 101)]
+    s = Server(tmp_path, DnsConfig(services=[Service("a", "big", "Headless", ports=[ServicePort(80, "http")],
+                                                     endpoints=eps)]), workers=1)
+    try:
+        for name, rdtype in (("big.a.svc.cluster.local.", "A"), ("_http._tcp.big.a.svc.cluster.local.", "SRV"),
+                             ("big.a.svc.cluster.local.", "ANY")):
+            q = dns.message.make_query(name, rdtype, use_edns=0, payload=65535)
+            wire_q = q.to_wire()
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                u.settimeout(5)
+                for _ in range(3):
+                    u.sendto(wire_q, (s.addr, s.port))
+                    raw = u.recv(65535)
+                    assert len(raw) <= 1232 and len(raw) / len(wire_q) < 1232 / 50, (name, rdtype)
+                    r = dns.message.from_wire(raw)
+                    if rdtype == "ANY":
+                        assert [rrset.rdtype for rrset in r.answer] == [dns.rdatatype.HINFO]
+                    else:
+                        assert r.flags & dns.flags.TC and not r.answer
+            if rdtype != "ANY":
+                assert len(dns.query.tcp(q, s.addr, port=s.port, timeout=5).answer[0]) == 100
+    finally:
+        s.stop()
+
+
+@pytest.mark.parametrize("workers", [None, 1])
+def test_deploy_starts_the_configured_process_model(tmp_path, workers):
+    """`up`'s start path (dns.deploy.start_servers): by default the server's default
+    number of workers; `cluster.dns.workers` fixes the count."""
+    from labkit.dns.deploy import start_servers
+
+    config = tmp_path / "dns.json"
+    cluster_config().dump(str(config))
+    addr, port = free_endpoint()
+    (pid,) = start_servers(str(config), [("dns-0", "/proc/self/ns/net", addr)], str(tmp_path),
+                           workers=workers, port=port)
+    try:
+        serving = int((tmp_path / "dns-0.pid").read_text())   # written once every worker is forked
+        assert len(children_of(serving)) == (workers or dns_server.default_workers())
+        q = dns.message.make_query("web.default.svc.cluster.local.", "A")
+        assert dns.query.udp(q, addr, port=port, timeout=5).answer[0][0].address == "10.96.0.20"
+    finally:
+        os.kill(serving, signal.SIGTERM)
+        os.waitpid(pid, 0)

@@ -10,6 +10,7 @@ from labkit.dns.records import (
     AAAA,
     ANY,
     CNAME,
+    HINFO,
     NOERROR,
     NS,
     NXDOMAIN,
@@ -222,9 +223,11 @@ def rdatas_add(ans):
     return sorted(str(rr[3]) for rr in ans.additional)
 
 
-def test_any_returns_every_rrset(rs):
+def test_any_gets_one_synthesized_hinfo(rs):
+    """RFC 8482: not every RRset (an amplifier), one HINFO "RFC8482" (as CoreDNS's `any`)."""
     ans = rs.lookup("web.default.svc.cluster.local", ANY)
-    assert {rr[1] for rr in ans.answer} == {A, SRV}
+    assert ans.answer == [("web.default.svc.cluster.local.", HINFO, 8482, ("RFC8482", ""))]
+    assert not ans.additional and not ans.authority
 
 
 def test_outside_zone(rs):

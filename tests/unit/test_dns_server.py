@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import threading
+import time
 
 import dns.message
 import pytest
@@ -93,3 +96,80 @@ def test_reload_of_unchanged_content_is_free(tmp_path):
     assert state.load() is False and state.entries == table
     DnsConfig(services=[Service("a", "b", "ClusterIP", "10.96.0.6")]).dump(str(path))
     assert state.load() is True and state.entries != table
+
+
+def test_tcp_limits_per_client_and_in_total():
+    limits = server.TcpLimits(total=5, per_client=2)
+    assert limits.admit("10.0.0.1") and limits.admit("10.0.0.1")
+    assert not limits.admit("10.0.0.1")                      # a third from the same pod
+    assert limits.admit("10.0.0.2") and limits.admit("10.0.0.3") and limits.admit("10.0.0.3")
+    assert not limits.admit("10.0.0.4")                      # the whole server is full
+    limits.release("10.0.0.1")
+    assert limits.admit("10.0.0.4") and not limits.admit("10.0.0.5")
+    for client in ("10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.3", "10.0.0.4"):
+        limits.release(client)
+    assert limits.active == 0 and limits.clients == {}
+
+
+def _trickle(sock, data: bytes, pause: float) -> threading.Thread:
+    def run():
+        for i in range(len(data)):
+            try:
+                sock.send(data[i:i + 1])
+            except OSError:
+                return
+            time.sleep(pause)    # the attack's pace, not a wait for readiness
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def test_a_message_must_arrive_whole_within_its_budget():
+    """One byte at a time, each well within the idle timeout, no longer holds a
+    connection: the whole message has a deadline from its first byte."""
+    msg = dns.message.make_query("web.default.svc.cluster.local.", "A").to_wire()
+    framed = len(msg).to_bytes(2, "big") + msg
+    a, b = socket.socketpair()
+    with a, b:
+        _trickle(a, framed, 0.05)
+        with pytest.raises(TimeoutError):
+            server.read_message(b, idle=5, budget=0.3)
+    a, b = socket.socketpair()
+    with a, b:
+        a.sendall(framed[:1])
+        _trickle(a, framed[1:], 0)
+        assert server.read_message(b, idle=5, budget=30) == msg
+        a.close()
+        assert server.read_message(b, idle=5, budget=30) is None   # the client is done
+    a, b = socket.socketpair()
+    with a, b, pytest.raises(TimeoutError):
+        server.read_message(b, idle=0.05, budget=30)                # idle between messages
+
+
+def _cluster_topology(tmp_path, dns: str):
+    path = tmp_path / "topo.yaml"
+    path.write_text(f"name: dnsw\ncluster:\n  dns: {dns}\ntopology:\n  nodes:\n    cp: {{kind: k8s-node}}\n")
+    return path
+
+
+def test_cluster_dns_workers_setting(tmp_path):
+    """The DNS pod's process model: one worker per two CPUs unless the topology fixes the count."""
+    from labkit.errors import InputError
+    from labkit.topology import load_plan
+
+    assert load_plan(_cluster_topology(tmp_path, "{ip: 10.96.0.10}")).cluster.dns_workers is None
+    assert load_plan(_cluster_topology(tmp_path, "{workers: auto}")).cluster.dns_workers is None
+    assert load_plan(_cluster_topology(tmp_path, "{workers: 3}")).cluster.dns_workers == 3
+    for bad in ("0", "65", "many", "true", "1.5"):
+        with pytest.raises(InputError) as e:
+            load_plan(_cluster_topology(tmp_path, f"{{workers: {bad}}}"))
+        assert "workers is auto (one per two CPUs) or a number from 1 to 64" in str(e.value)
+        assert "topo.yaml:3: cluster.dns.workers: " in str(e.value)
+    argv = server.command("c.json", "10.244.0.2", 53, workers=None)
+    assert "--workers" not in argv           # the server's default
+
+
+def test_default_workers_leave_cores_to_the_pods(monkeypatch):
+    for cpus, workers in ((1, 1), (2, 1), (3, 1), (8, 4)):
+        monkeypatch.setattr(server.os, "sched_getaffinity", lambda _pid, n=cpus: set(range(n)))
+        assert server.default_workers() == workers

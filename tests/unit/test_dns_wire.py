@@ -19,6 +19,7 @@ from labkit.dns.records import (
     AAAA,
     ANY,
     CNAME,
+    HINFO,
     NS,
     PTR,
     SOA,
@@ -44,6 +45,7 @@ def config(upstreams=()) -> DnsConfig:
                     endpoints=[Endpoint("10.244.1.6", hostname="db-0")]),
             Service("prod", "ext", "ExternalName", external_name="db.example.com"),
             Service("prod", "big", "Headless", ports=[ServicePort(80, "http")], endpoints=many),
+            Service("prod", "mid", "Headless", endpoints=[Endpoint(f"10.244.8.{i}") for i in range(1, 41)]),
         ])
 
 
@@ -135,6 +137,32 @@ def test_outside_zone_forwarded_with_upstreams(tmp_path):
     assert r.flags & dns.flags.RA
 
 
+def test_forwarded_answers_are_truncated_to_the_udp_limit(tmp_path):
+    """An upstream's big answer is not relayed over UDP beyond 512 bytes (no EDNS) or
+    min(client's EDNS size, ours): TC=1 and the question, so the client asks over TCP."""
+    path = tmp_path / "dns.json"
+    config(upstreams=["127.0.0.1:9"]).dump(str(path))
+    s = server.State(str(path))
+    s.load()
+    for use_edns, payload, limit in ((False, 512, 512), (0, 65535, wire.EDNS_UDP_SIZE), (0, 800, 800)):
+        q = dns.message.make_query("big.example.com.", "TXT", use_edns=use_edns, payload=payload,
+                                   want_dnssec=use_edns is not False)
+        up = server.answer_query(s, q.to_wire(), tcp=False)
+        reply = dns.message.make_response(q)
+        reply.answer.append(dns.rrset.from_text("big.example.com.", 60, "IN", "TXT",
+                                                *(f'"{i:0>200}"' for i in range(20))))
+        big = reply.to_wire(max_size=65535)
+        raw = server.upstream_reply(s, up, big, tcp=False)
+        r = dns.message.from_wire(raw)
+        assert len(big) > 4000 and len(raw) <= limit and r.flags & dns.flags.TC and r.id == q.id and not r.answer
+        assert str(r.question[0].name) == "big.example.com." and r.edns == (-1 if use_edns is False else 0)
+        over_tcp = dns.message.from_wire(server.upstream_reply(s, up, big, tcp=True))
+        assert len(over_tcp.answer[0]) == 20
+        small = dns.message.make_response(q)
+        small.answer.append(dns.rrset.from_text("big.example.com.", 60, "IN", "TXT", '"hi"'))
+        assert dns.message.from_wire(server.upstream_reply(s, up, small.to_wire(), tcp=False)).answer
+
+
 def test_external_name_is_chased_through_upstreams(tmp_path):
     path = tmp_path / "dns.json"
     config(upstreams=["127.0.0.1:9"]).dump(str(path))
@@ -167,15 +195,56 @@ def test_external_name_is_chased_through_upstreams(tmp_path):
 
 
 def test_truncation(state):
-    name = "big.prod.svc.cluster.local."
+    name = "big.prod.svc.cluster.local."    # 100 addresses: ~1.7 kB
     r = ask(state, name, "A", use_edns=False)
     assert r.flags & dns.flags.TC and not r.answer
     r = ask(state, name, "A", use_edns=0, payload=512)
     assert r.flags & dns.flags.TC and r.edns == 0
-    r = ask(state, name, "A", use_edns=0, payload=4096)
-    assert not r.flags & dns.flags.TC and len(r.answer[0]) == 100
+    r = ask(state, name, "A", use_edns=0, payload=4096)     # over our own EDNS size: truncated all the same
+    assert r.flags & dns.flags.TC and not r.answer and r.payload == wire.EDNS_UDP_SIZE
     r = ask(state, name, "A", use_edns=False, tcp=True)
     assert not r.flags & dns.flags.TC and len(r.answer[0]) == 100
+    r = ask(state, name, "A", use_edns=0, payload=4096, tcp=True)
+    assert not r.flags & dns.flags.TC and len(r.answer[0]) == 100
+    name = "mid.prod.svc.cluster.local."    # 40 addresses: between 512 and 1232 bytes
+    r = ask(state, name, "A", use_edns=0, payload=4096)
+    assert not r.flags & dns.flags.TC and len(r.answer[0]) == 40
+    r = ask(state, name, "A", use_edns=0, payload=600)
+    assert r.flags & dns.flags.TC and not r.answer
+
+
+def test_udp_answers_bounded_whatever_the_query(state):
+    """Amplification: no UDP answer exceeds 512 bytes without EDNS or our own EDNS size
+    with it, even to a client advertising 65535; so answer/query stays under
+    1232/len(query) (it was ~70x for the SRV of a 100-endpoint service)."""
+    rs = state.rs
+    worst = 0.0
+    for name in [n for n in (*rs.nodes, *rs.reverse) if "member-" not in n or "member-1." in n]:
+        for rdtype in (A, AAAA, SRV, TXT, PTR, CNAME, SOA, NS, ANY):
+            for use_edns, limit in ((False, 512), (0, wire.EDNS_UDP_SIZE)):
+                q = dns.message.make_query(name, rdtype, use_edns=use_edns, payload=65535,
+                                           want_dnssec=use_edns is not False).to_wire()
+                raw = server.answer_query(state, q, tcp=False)
+                assert len(raw) <= limit, (name, rdtype, use_edns)
+                worst = max(worst, len(raw) / len(q))
+    assert 1 < worst <= wire.EDNS_UDP_SIZE / 40
+
+
+def test_any_gets_the_minimal_answer_of_rfc8482(state):
+    for name in ("web.default.svc.cluster.local.", "big.prod.svc.cluster.local.", "svc.cluster.local.",
+                 "_http._tcp.big.prod.svc.cluster.local."):
+        q = dns.message.make_query(name, "ANY", use_edns=0, payload=65535)
+        raw = server.answer_query(state, q.to_wire(), tcp=False)
+        r = dns.message.from_wire(raw)
+        assert r.rcode() == dns.rcode.NOERROR and not r.flags & dns.flags.TC
+        assert [rrset.to_text() for rrset in r.answer] == [f'{name} 8482 IN HINFO "RFC8482" ""']
+        assert not r.authority and not r.additional
+        assert len(raw) < 2 * len(q.to_wire())
+    r = ask(state, "ext.prod.svc.cluster.local.", "ANY")       # an alias: its CNAME, one RRset
+    assert [rr.rdtype for rr in r.answer] == [dns.rdatatype.CNAME]
+    r = ask(state, "20.0.96.10.in-addr.arpa.", "ANY")            # a reverse name: its PTR
+    assert [rr.rdtype for rr in r.answer] == [dns.rdatatype.PTR]
+    assert ask(state, "nope.default.svc.cluster.local.", "ANY").rcode() == dns.rcode.NXDOMAIN
 
 
 def test_other_classes_and_zone_transfers_refused(state):
@@ -191,7 +260,7 @@ def test_unusual_types_in_zone(state):
     r = ask(state, "nope.default.svc.cluster.local.", "HTTPS")
     assert r.rcode() == dns.rcode.NXDOMAIN
     r = ask(state, "web.default.svc.cluster.local.", "ANY")
-    assert {rr.rdtype for rr in r.answer} == {dns.rdatatype.A, dns.rdatatype.SRV}
+    assert [rr.rdtype for rr in r.answer] == [dns.rdatatype.HINFO]
 
 
 def test_malformed(state):
@@ -236,14 +305,60 @@ def test_fuzz_never_raises(state):
     assert ask(state, "web.default.svc.cluster.local.", "A").answer
 
 
-def test_dynamic_cache_is_bounded(state, monkeypatch):
-    monkeypatch.setattr(server, "MAX_DYNAMIC", 50)
+def test_memory_is_bounded_under_a_stream_of_new_names(tmp_path):
+    """Every new NXDOMAIN/NODATA/REFUSED name used to add an answer and a memo entry
+    for good (13.5 MB -> 145 MB in 15 s from one pod). N >> cap names later, the
+    caches sit at their caps, and every answer, old or new, is still right."""
+    path = tmp_path / "dns.json"
+    config().dump(str(path))
+    state = server.State(str(path), max_dynamic=50, max_memo=20)
+    state.load()
     static = len(state.entries)
-    for i in range(300):
-        assert ask(state, f"n{i}.default.svc.cluster.local.", "A").rcode() == dns.rcode.NXDOMAIN
-    assert len(state.dynamic) <= 50 + 13
-    assert len(state.entries) <= static + 50
-    assert ask(state, "web.default.svc.cluster.local.", "A").answer
+    rnd = random.Random(1)
+    asked = []
+    for i in range(2000):
+        label = "".join(rnd.choice("abcdefghij") for _ in range(rnd.randrange(1, 12)))
+        name, rdtype, rcode = [
+            (f"{label}.n{i}.svc.cluster.local.", "A", dns.rcode.NXDOMAIN),       # negative, memo-shared
+            (f"{label}.default.svc.cluster.local.", "AAAA", dns.rcode.NXDOMAIN),
+            ("web.default.svc.cluster.local.", 1000 + i, dns.rcode.NOERROR),     # NODATA, every type
+            (f"{label}.example.com.", "A", dns.rcode.REFUSED),                    # outside, no upstreams
+        ][i % 4]
+        asked.append((name, rdtype, rcode))
+        r = ask(state, name, rdtype)
+        assert r.rcode() == rcode and not r.answer, (name, rdtype)
+        assert len(state.dynamic) <= 50 and len(state.memo) <= 20
+    assert len(state.dynamic) == 50 and len(state.entries) == static + 50
+    for name, rdtype, rcode in asked[:20] + asked[-20:]:       # evicted long ago, and still kept
+        r = ask(state, name, rdtype)
+        assert r.rcode() == rcode and not r.answer, (name, rdtype)
+        if rcode == dns.rcode.NXDOMAIN:
+            assert str(r.authority[0][0].mname) == "ns.dns.cluster.local."
+    assert [rd.address for rd in ask(state, "web.default.svc.cluster.local.", "A").answer[0]] == ["10.96.0.20"]
+    assert len(state.dynamic) == 50 and len(state.entries) == static + 50
+
+
+def test_the_oldest_answer_is_evicted_and_a_used_one_kept(tmp_path):
+    path = tmp_path / "dns.json"
+    config().dump(str(path))
+    state = server.State(str(path), max_dynamic=3)
+    state.load()
+    keys = []
+    for i in range(3):
+        q = dns.message.make_query(f"n{i}.default.svc.cluster.local.", "A").to_wire()
+        server.answer_query(state, q, tcp=False)
+        keys.append(q[12:].lower())
+    server.answer_query(state, dns.message.make_query("n0.default.svc.cluster.local.", "A").to_wire(), tcp=False)
+    server.answer_query(state, dns.message.make_query("n3.default.svc.cluster.local.", "A").to_wire(), tcp=False)
+    assert keys[0] in state.entries and keys[1] not in state.entries and keys[2] in state.entries
+
+
+def test_lru_keeps_the_most_recently_used():
+    lru = server.LRU(2)
+    lru["a"], lru["b"] = 1, 2
+    assert lru.get("a") == 1
+    lru["c"] = 3
+    assert list(lru) == ["a", "c"] and lru.get("b") is None
 
 
 def test_exact_variants_are_the_slow_path_answers(state):
@@ -281,7 +396,7 @@ def test_negative_answers_shared_only_when_identical(state):
 def _rr_texts(rrs) -> set[str]:
     out = set()
     for owner, rtype, ttl, rdata in rrs:
-        if rtype == TXT:
+        if rtype in (TXT, HINFO):
             text = " ".join(f'"{x}"' for x in rdata)
         elif rtype in (SRV, SOA):
             text = " ".join(str(x) for x in rdata)
