@@ -104,6 +104,14 @@ def resolve_topology(path: str | os.PathLike[str], bases: Sequence[Path], what: 
     pytest.fail(f"{what}: topology file {str(path)!r} not found (tried: {tried})", pytrace=False)
 
 
+def leftovers(name: str, runtime: str | None = None) -> list[str]:
+    """Everything of lab `name` that still exists (labkit.lab.leftovers; `runtime` is not needed:
+    it looks at every place a lab can leave something)."""
+    from labkit import lab
+
+    return lab.leftovers(name)
+
+
 def lab_processes(running: RunningLab) -> dict[int, str]:
     """pid -> start time of every process living in one of the lab's network namespaces (pods' and
     nodes' processes, the DNS servers), and of those labkit recorded pid files for in the lab's state
