@@ -5,6 +5,7 @@ Both this file and labkit/cli.py call labkit.lab; neither holds logic of its own
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 
@@ -18,7 +19,8 @@ def _labkit(c, *args: str, pty: bool = True, warn: bool = False):
                  warn=warn)
 
 
-@task(help={"topo": "topology file", "runtime": "netns or docker", "name": "run under another lab name"})
+@task(help={"topo": "topology file", "runtime": "a runtime of labkit.runtime's registry (labkit up --help lists them)",
+            "name": "run under another lab name"})
 def up(c, topo=DEFAULT_TOPOLOGY, runtime=None, name=None, reconfigure=False):
     """Build a lab from a topology file."""
     args = ["up", topo] + (["--runtime", runtime] if runtime else []) + (["--name", name] if name else [])
@@ -150,8 +152,9 @@ def image(c, force=False):
 
 @task
 def lint(c):
-    """ruff over the code and tests."""
+    """ruff over the code and tests; lint-imports: the layers of DESIGN.md section 2 (pyproject.toml)."""
     c.run(f"{sys.executable} -m ruff check labkit tests tasks.py")
+    c.run(shlex.join([os.path.join(os.path.dirname(sys.executable), "lint-imports"), "--no-logo"]))
 
 
 lab = Collection("lab", up, apply, down, status, exec_, verify, graph, validate, list_)

@@ -4,11 +4,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
 
 from labkit.errors import InputError, LabkitError
+
+
+class _RuntimeNames(Sequence[str]):
+    """The runtime registry's names, looked up only when `--runtime` is given or help is shown: the
+    plan layer's copy (labkit.topology.schema.RUNTIMES, which a test holds equal to the registry), so
+    `validate` loads no runtime code and the verbs that need no topology do not load the plan."""
+
+    def _names(self) -> tuple[str, ...]:
+        from labkit.topology.schema import RUNTIMES
+
+        return RUNTIMES
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self._names()[index]
+
+    def __len__(self) -> int:
+        return len(self._names())
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -17,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="build a lab from a topology file")
     up.add_argument("topology")
-    up.add_argument("--runtime", choices=["netns", "docker"])
+    up.add_argument("--runtime", choices=_RuntimeNames())
     up.add_argument("--name", help="run the topology under another lab name (side by side with itself)")
     up.add_argument("--reconfigure", action="store_true", help="take the lab down first if it is up")
     up.add_argument("--quiet", "-q", action="store_true")
@@ -47,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     ver.add_argument("topology")
     ver.add_argument("--name", help="the running lab's name, if it was brought up with --name")
     ver.add_argument("--format", choices=["table", "json"], default="table")
-    ver.add_argument("--timeout", type=float, default=1.0, help="seconds per probe")
+    ver.add_argument("--timeout", type=_seconds, default=1.0, help="seconds per probe (0 < T <= 3600)")
 
     graph = sub.add_parser("graph", help="a picture of a lab: nodes, links, pods, services (no root needed)")
     graph.add_argument("topology", nargs="?")
@@ -75,6 +93,28 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _seconds(text: str) -> float:
+    """A time limit: a finite number of seconds, more than 0 and at most an hour."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a time limit: give seconds, more than 0 and at most 3600")
+    return value
+
+
+def _check_names(args: argparse.Namespace) -> None:
+    """Every lab name given on the command line is checked before anything uses it (as a path,
+    a namespace prefix or a label)."""
+    from labkit.paths import check_lab_name
+
+    if getattr(args, "name", None) is not None:
+        check_lab_name(args.name, "--name")
+    if args.verb == "exec":
+        check_lab_name(args.lab, "LAB")
+
+
 def _lab_name(args: argparse.Namespace) -> str | None:
     if getattr(args, "name", None):
         return args.name
@@ -92,6 +132,7 @@ def _need_root() -> None:
 
 def run(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
+    _check_names(args)
     from labkit import lab
 
     if args.verb == "validate":
@@ -99,9 +140,9 @@ def run(argv: Sequence[str]) -> int:
         print(f"{args.topology}: ok — lab {plan.lab}: {len(plan.nodes)} nodes, {len(plan.links)} links")
         return 0
     if args.verb == "graph":
-        from labkit.graph import choose_format, lab_summary, render_graph
+        from labkit.graph import choose_format, render_graph
 
-        text = render_graph(lab_summary(args.topology, name=args.name), choose_format(args.format, args.output))
+        text = render_graph(lab.graph_summary(args.topology, name=args.name), choose_format(args.format, args.output))
         if args.output:
             with open(args.output, "w", encoding="utf-8") as fh:
                 fh.write(text)
@@ -168,9 +209,10 @@ def run(argv: Sequence[str]) -> int:
         print(f"lab {name}: {'removed' if existed else 'was not up; nothing to remove'}")
         return 0
     if args.verb == "verify":
-        from labkit.verify import run_verify
+        from labkit.verify import check_output_format, print_verify
 
-        return run_verify(args.topology, name=args.name, output_format=args.format, timeout=args.timeout)
+        check_output_format(args.format)
+        return print_verify(lab.verify_topology(args.topology, name=args.name, timeout=args.timeout), args.format)
     if args.verb == "exec":
         command = list(args.argv)
         if command[:1] == ["--"]:

@@ -1,10 +1,38 @@
-"""Files other programs read while labkit writes them: written whole, then renamed into place."""
+"""Files other programs read while labkit writes them: written whole, then renamed into place.
+
+Every file and folder labkit makes gets an explicit mode, whatever the caller's
+umask: labkit runs as root, and a world-writable pid file, launcher or hosts
+file would let any user steer it.
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+DIR_MODE = 0o755
+
+
+def makedirs(path: str | os.PathLike, mode: int = DIR_MODE) -> None:
+    """os.makedirs, with `mode` given to every folder it creates (not masked by the umask)."""
+    missing = []
+    folder = Path(path)
+    while not folder.is_dir():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    for created in reversed(missing):
+        try:
+            os.mkdir(created, mode)
+        except FileExistsError:
+            if not created.is_dir():
+                raise
+            continue
+        os.chmod(created, mode)
 
 
 def write_atomic(path: str | os.PathLike, text: str, mode: int = 0o644, *, sync: bool = False) -> Path:
@@ -12,7 +40,7 @@ def write_atomic(path: str | os.PathLike, text: str, mode: int = 0o644, *, sync:
     sees the old file or the new one, never half of one (a CNI runtime, a reloading server).
     `sync`: fsync before the rename, for files that must survive a crash."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    makedirs(target.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent))
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -29,3 +57,14 @@ def write_atomic(path: str | os.PathLike, text: str, mode: int = 0o644, *, sync:
             pass
         raise
     return target
+
+
+@contextmanager
+def umask(mask: int = 0o022) -> Iterator[None]:
+    """Run with `mask` as the umask: the servers and files a verb creates (logs, the servers' own
+    pid files and sockets) never inherit a permissive umask from the caller."""
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)

@@ -63,30 +63,6 @@ def choose_format(fmt: str | None, output: str | Path | None = None) -> str:
     return "mermaid"
 
 
-def lab_summary(topology: str | Path | None = None, name: str | None = None) -> dict[str, Any]:
-    """What `labkit graph` draws: the running lab's status when that lab is up (with its pods
-    and services), else the plan of the topology file (no root needed, nothing created).
-
-    `name` is the lab's name (`--name`); without it, the name in the topology file.
-    """
-    from labkit import lab
-    from labkit.topology import load_plan
-
-    plan = load_plan(topology, name=name) if topology else None
-    lab_name = name or (plan.lab if plan else None)
-    if not lab_name:
-        raise LabkitError("name a topology file, or a lab that is up with --name")
-    try:
-        running = lab.status(lab_name)[0] if lab_name in lab.known_labs() else None
-    except (LabkitError, OSError):
-        running = None
-    if running and running.get("nodes"):
-        return running
-    if plan is None:
-        raise LabkitError(f"no lab named {lab_name!r} is up; name its topology file to draw it from the file")
-    return lab.summarize(plan)
-
-
 # ---------------------------------------------------------------- model
 
 

@@ -1,7 +1,9 @@
-"""The one orchestration pipeline: plan -> up / down / status / exec.
+"""The one orchestration pipeline: plan -> up / apply / down / status / exec.
 
-`up` is a list of phases run in order; if any fails, everything already built
-is removed (by `down`, which works from what exists) and the cause is reported.
+`up` and `apply` are phase tables (UP, APPLY below): named phases run in order,
+each only when its condition holds for the plan. If a phase of `up` fails,
+everything already built is removed (by `down`, which works from what exists)
+and the cause is reported. The phases themselves are in labkit.phases.
 """
 
 from __future__ import annotations
@@ -9,80 +11,90 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from labkit import cluster, state
+from labkit import paths, processes, state, verify
 from labkit.errors import LabkitError
+from labkit.files import umask
+from labkit.lock import lab_lock, release_file
 from labkit.net import netns, wiring
+from labkit.phases import cni, dns, nodes, pods, services
+from labkit.phases.build import Build, PodRecord, k8s_nodes
 from labkit.progress import Progress
-from labkit.runtime import NodeSpec, Runtime, Sandbox
+from labkit.runtime import Runtime, Sandbox, get_runtime
 from labkit.topology import load_plan
-from labkit.topology.plan import Plan, netns_prefix
+from labkit.topology.plan import Plan, host_link_name, netns_prefix
 
-# ---------------------------------------------------------------- runtimes
+__all__ = ["APPLY", "UP", "Build", "apply", "down", "exec_in", "get_runtime", "graph_summary", "known_labs",
+           "leftovers", "status", "summarize", "up", "validate", "verify_lab", "verify_topology"]
 
+# ---------------------------------------------------------------- the phase tables
 
-def get_runtime(name: str) -> Runtime:
-    """The runtime registry: netns is built in; docker is imported only when asked for."""
-    if name == "netns":
-        from labkit.runtime.netns import NetnsRuntime
-
-        return NetnsRuntime()
-    if name == "docker":
-        from labkit.runtime.docker import DockerRuntime
-
-        return DockerRuntime()
-    raise LabkitError(f"unknown runtime {name!r}; valid: netns, docker")
+Phase = tuple[str, Callable[[Build], None], Callable[[Plan], bool]]
 
 
-# ---------------------------------------------------------------- up
+def always(plan: Plan) -> bool:
+    return True
 
 
-class Build:
-    """What `up` has made so far; the phases fill it in."""
+def with_cluster(plan: Plan) -> bool:
+    return plan.cluster is not None
 
-    def __init__(self, plan: Plan, runtime: Runtime, progress: Progress):
-        self.plan = plan
-        self.runtime = runtime
-        self.progress = progress
-        self.sandboxes: dict[str, Sandbox] = {}
-        self.pods: list[cluster.PodRecord] = []
-        self.timings: dict[str, float] = {}
-        self.services: list = []
-        self.previous_services: list | None = None  # set by `apply`: the views applied before
+
+def with_host_access(plan: Plan) -> bool:
+    return bool(plan.mgmt and plan.mgmt.host_access)
+
+
+UP: tuple[Phase, ...] = (
+    ("nodes", nodes.create_nodes, always),
+    ("links", nodes.create_links, always),
+    ("addresses and routes", nodes.configure_nodes, always),
+    ("host access", nodes.connect_host, with_host_access),
+    ("pod network", cni.setup_pod_network, with_cluster),  # starts the CNI server first
+    ("pods", pods.start_pods, with_cluster),
+    ("services", services.apply_services, with_cluster),
+    ("dns", dns.start_dns, with_cluster),
+    ("policies", services.apply_policies, with_cluster),
+    ("exec", nodes.run_exec, always),
+    ("cni server", cni.wait_cni_server, with_cluster),  # listening before `up` returns
+    ("readiness", pods.wait_ready, with_cluster),
+)
+
+APPLY: tuple[Phase, ...] = (  # a running cluster lab's workloads; nodes and links stay as they are
+    ("cni server", cni.ensure_cni_server, with_cluster),  # one that died is replaced
+    ("leftover pods", pods.remove_unrecorded_pods, with_cluster),  # of an `apply` killed half way
+    ("pods", pods.sync_pods, with_cluster),
+    ("services", services.apply_services, with_cluster),
+    ("dns", dns.start_dns, with_cluster),
+    ("policies", services.apply_policies, with_cluster),
+    ("readiness", pods.wait_ready, with_cluster),
+)
+
+
+# ---------------------------------------------------------------- up / apply
 
 
 def up(path: str, runtime: str | None = None, progress: Progress | None = None,
        name: str | None = None) -> dict[str, Any]:
     """Build the lab in `path` (named `name` if given); on any failure remove everything built and raise."""
     progress = progress or Progress()
+    if name is not None:
+        paths.check_lab_name(name)
     plan = load_plan(path, runtime, name)
     rt = get_runtime(plan.runtime)
+    with lab_lock(plan.lab, "up"), umask():  # one verb at a time; files and servers never take the caller's umask
+        return _up(path, plan, rt, progress)
+
+
+def _up(path: str, plan: Plan, rt: Runtime, progress: Progress) -> dict[str, Any]:
     if plan.lab in known_labs():
         raise LabkitError(f"lab {plan.lab!r} is already up; take it down first: labkit down --name {plan.lab}")
     build = Build(plan, rt, progress)
     state.write(plan.lab, {"name": plan.lab, "runtime": plan.runtime, "source": os.path.abspath(path),
                            "phase": "starting", "created": time.time()})
-    phases: list[tuple[str, Callable[[Build], None]]] = [
-        ("nodes", create_nodes),
-        ("links", create_links),
-        ("addresses and routes", configure_nodes),
-    ]
-    if plan.mgmt and plan.mgmt.host_access:
-        phases.append(("host access", connect_host))
-    if plan.cluster:
-        phases += [
-            ("pod network", cluster.setup_pod_network),
-            ("pods", cluster.start_pods),
-            ("services", cluster.apply_services),
-            ("dns", cluster.start_dns),
-            ("policies", cluster.apply_policies),
-        ]
-    phases.append(("exec", run_exec))
-    if plan.cluster:
-        phases += [("cni server", cluster.wait_cni_server), ("readiness", cluster.wait_ready)]
-    _run_phases(build, phases, undo=True)
+    _run_phases(build, UP, undo=True)
     return _record(build)
 
 
@@ -90,10 +102,17 @@ def apply(path: str, name: str | None = None, progress: Progress | None = None) 
     """Bring a running lab's workloads in line with its file: new pods start, removed ones stop,
     services, DNS and policies are re-applied. Nodes and links must be as they were at `up`."""
     progress = progress or Progress()
+    if name is not None:
+        paths.check_lab_name(name)
     plan = load_plan(path, None, name)
+    with lab_lock(plan.lab, "apply"), umask():
+        return _apply(path, plan, progress)
+
+
+def _apply(path: str, plan: Plan, progress: Progress) -> dict[str, Any]:
     recorded = state.read(plan.lab) or {}
     summary = recorded.get("summary")
-    if summary is None:
+    if not isinstance(summary, dict):
         raise LabkitError(f"lab {plan.lab!r} is not up: labkit up {path}")
     plan = dataclasses.replace(plan, runtime=summary["runtime"])
     if plan.cluster is None:
@@ -103,21 +122,13 @@ def apply(path: str, name: str | None = None, progress: Progress | None = None) 
                           f"rebuild it: labkit up --reconfigure {path}")
     build = Build(plan, get_runtime(plan.runtime), progress)
     build.sandboxes = {n["name"]: Sandbox(plan.lab, n["name"], n["netns_path"]) for n in summary["nodes"]}
-    build.pods = [cluster.PodRecord(p["namespace"], p["name"], p["node"], p["ip"], p["netns"], p["netns_path"],
-                                    p["pid"], p["labels"]) for p in summary["pods"]]
+    build.pods = [PodRecord(p["namespace"], p["name"], p["node"], p["ip"], p["netns"], p["netns_path"],
+                        p["pid"], p["labels"], p.get("pid_start")) for p in summary["pods"]]
     from labkit.proxy import ServiceView
 
     build.previous_services = [ServiceView.model_validate(v) for v in recorded.get("service_views", [])]
-    phases: list[tuple[str, Callable[[Build], None]]] = [
-        ("cni server", cluster.ensure_cni_server),
-        ("pods", cluster.sync_pods),
-        ("services", cluster.apply_services),
-        ("dns", cluster.start_dns),
-        ("policies", cluster.apply_policies),
-        ("readiness", cluster.wait_ready),
-    ]
     try:
-        _run_phases(build, phases, undo=False)
+        _run_phases(build, APPLY, undo=False)
     finally:  # what did change is recorded, so status, exec and down see the lab as it is
         _record(build)
     return summarize(plan, build)
@@ -129,10 +140,13 @@ def _shape(summary: dict[str, Any]) -> list:
             [(link["a"], link["b"]) for link in summary["links"]]]
 
 
-def _run_phases(build: Build, phases: list[tuple[str, Callable[[Build], None]]], *, undo: bool) -> None:
-    """Run phases in order, timing each; on failure undo the lab (up) or stop where it is (apply)."""
+def _run_phases(build: Build, phases: Sequence[Phase], *, undo: bool) -> None:
+    """Run the phases whose condition holds, in order, timing each; on failure undo the lab (up)
+    or stop where it is (apply)."""
     plan, progress = build.plan, build.progress
-    for phase_name, phase in phases:
+    for phase_name, phase, condition in phases:
+        if not condition(plan):
+            continue
         started = time.perf_counter()
         try:
             with progress.phase(phase_name):
@@ -163,61 +177,9 @@ def _record(build: Build) -> dict[str, Any]:
     return summary
 
 
-def _hosts_file(plan: Plan) -> str:
-    lines = ["127.0.0.1\tlocalhost"]
-    for node in plan.nodes:
-        addresses = [node.mgmt_ipv4] if node.mgmt_ipv4 else [a for i in node.interfaces for a in i.addresses]
-        if addresses:
-            lines.append(f"{addresses[0].ip}\t{node.name}")
-    return "\n".join(lines) + "\n"
-
-
-def _resolv_conf(plan: Plan) -> str:
-    """Nodes resolve each other from their hosts file; with no DNS server in the lab, fail fast, not in 5 s."""
-    if plan.cluster:
-        return f"nameserver {plan.cluster.dns_ip}\nsearch {plan.cluster.domain}\noptions timeout:1 attempts:2\n"
-    return f"# lab {plan.lab}: names come from /etc/hosts; there is no DNS server\noptions timeout:1 attempts:1\n"
-
-
-def create_nodes(b: Build) -> None:
-    plan = b.plan
-    hosts, resolv_conf = _hosts_file(plan), _resolv_conf(plan)
-    specs = [NodeSpec(name=n.name, kind=n.kind, netns=n.netns, image=n.image, hostname=n.name, hosts=hosts,
-                      resolv_conf=resolv_conf) for n in plan.nodes]
-    if plan.mgmt:
-        netns.create_namespaces([plan.mgmt.netns])
-    create_many = getattr(b.runtime, "create_nodes", None)
-    sandboxes = create_many(plan.lab, specs) if create_many else [b.runtime.create_node(plan.lab, s) for s in specs]
-    b.sandboxes = {s.name: s for s in sandboxes}
-
-
-def create_links(b: Build) -> None:
-    wiring.create_links(b.plan, _netns_paths(b))
-
-
-def configure_nodes(b: Build) -> None:
-    wiring.configure_nodes(b.plan, _netns_paths(b))
-
-
-def connect_host(b: Build) -> None:
-    assert b.plan.mgmt is not None
-    wiring.connect_host(b.plan.mgmt)
-
-
-def _netns_paths(b: Build) -> dict[str, str]:
-    return {name: sandbox.netns_path for name, sandbox in b.sandboxes.items()}
-
-
-def run_exec(b: Build) -> None:
-    for node in b.plan.nodes:
-        for argv in node.exec:
-            code, output = b.runtime.exec(b.sandboxes[node.name], argv, capture=True)
-            if code != 0:
-                raise LabkitError(f"node {node.name}: exec {' '.join(argv)!r} exited with {code}: {output.strip()}")
-
-
 def summarize(plan: Plan, build: Build | None = None) -> dict[str, Any]:
     """What status reports about a lab (the JSON keys of DESIGN.md section 4)."""
+    files = paths.lab(plan.lab)
     nodes = []
     for node in plan.nodes:
         nodes.append({
@@ -238,8 +200,8 @@ def summarize(plan: Plan, build: Build | None = None) -> dict[str, Any]:
         "pods": [p.as_status() for p in build.pods] if build else [],
         "services": [s.as_status() for s in build.services] if build else [],
         "dns": {"ip": str(plan.cluster.dns_ip), "domain": plan.cluster.domain} if plan.cluster else None,
-        "cni": {"bin_dir": cluster.cni_bin_dir(plan.lab), "socket": cluster.cni_socket(plan.lab),
-                "conflists": {n.name: cluster.conflist_path(plan.lab, n.name) for n in cluster.k8s_nodes(plan)}}
+        "cni": {"bin_dir": files.cni_bin_dir, "socket": files.cni_socket,
+                "conflists": {n.name: files.conflist(n.name) for n in k8s_nodes(plan)}}
         if plan.cluster else None,
         "timings": dict(build.timings) if build else {},
     }
@@ -250,6 +212,14 @@ def summarize(plan: Plan, build: Build | None = None) -> dict[str, Any]:
 
 def down(lab: str, runtimes: Sequence[Runtime] | None = None) -> bool:
     """Remove everything of `lab` that exists; True if there was anything. Idempotent."""
+    paths.check_lab_name(lab)  # a name that is no lab's never becomes a path or a prefix
+    with lab_lock(lab, "down"), umask():
+        existed = _down(lab, runtimes)
+        release_file(lab)
+    return existed
+
+
+def _down(lab: str, runtimes: Sequence[Runtime] | None) -> bool:
     existed = lab in known_labs()
     recorded = state.read(lab) or {}
     if runtimes is None and recorded.get("runtime"):
@@ -258,92 +228,39 @@ def down(lab: str, runtimes: Sequence[Runtime] | None = None) -> bool:
         docker, docker_labs = _docker_engine_labs()
         runtimes = [get_runtime("netns"), *([docker] if docker else [])]
         existed = existed or lab in docker_labs
-    stop_recorded_processes(lab)
+    processes.stop_recorded(paths.lab_dir(lab), marker=paths.lab_dir(lab))  # the lab's servers, by their pid files
+    # Servers whose pid files are gone (the state folder deleted by hand): found by the state
+    # paths they were started with.
+    strays = processes.find_naming(paths.lab_dir(lab))
+    existed = existed or bool(strays)
+    processes.stop(strays)
     for rt in runtimes:
         if rt.name != "netns":
             rt.destroy(lab)
     # Last, and whatever the node runtime: the lab's own namespaces (mgmt, netns nodes and pods).
-    from labkit.runtime.netns import NetnsRuntime
-
-    NetnsRuntime().destroy(lab)
+    get_runtime("netns").destroy(lab)
     _remove_host_link(lab)
     state.remove(lab)
     return existed
 
 
-def leftovers(lab: str) -> list[str]:
-    """Everything of `lab` that still exists, each as a short description; empty after a clean `down`:
-    namespaces, /etc/netns folders, the state folder, the host link, the Docker engine's containers
-    labelled with the lab (when an engine answers), and processes whose command line names the lab's
-    state folder (the DNS and CNI servers labkit starts are given paths in it)."""
-    from labkit.topology.plan import host_link_name
-
-    prefix = netns_prefix(lab)
-    found = [f"netns {n}" for n in netns.list_namespaces(prefix)]
-    if os.path.isdir("/etc/netns"):
-        found += [f"/etc/netns/{n}" for n in sorted(os.listdir("/etc/netns")) if n.startswith((prefix, f".{prefix}"))]
-    folder = state.lab_dir(lab)
-    if os.path.exists(folder):
-        found.append(folder)
-    if os.path.exists(f"/sys/class/net/{host_link_name(lab)}"):
-        found.append(f"host link {host_link_name(lab)}")
-    if lab in _docker_engine_labs()[1]:
-        found.append(f"docker containers labelled labkit.lab={lab}")
-    needle = (folder.rstrip("/") + "/").encode()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                    if needle in fh.read():
-                        found.append(f"process {entry}")
-            except OSError:
-                continue
-    return found
-
-
-def stop_recorded_processes(lab: str, only: str | None = None) -> None:
-    """Processes labkit started from the host (the DNS servers, the CNI server) leave pid files in
-    the lab's state folder (or `only` one folder of it). A namespace scan finds those in a lab's
-    namespace on the netns runtime; in a container's namespace, or on the host, only the pid file does."""
-    from labkit.runtime.netns import stop_pids
-
-    pids = []
-    for folder, _, files in os.walk(only or state.lab_dir(lab)):
-        for name in files:
-            if not name.endswith(".pid"):
-                continue
-            try:
-                with open(os.path.join(folder, name), encoding="ascii") as fh:
-                    pid = int(fh.read().strip())
-                with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                    if b"labkit" in fh.read():  # still ours, not a reused pid
-                        pids.append(pid)
-            except (OSError, ValueError):
-                continue
-    stop_pids(pids)
-
-
 def _remove_host_link(lab: str) -> None:
-    from labkit.topology.plan import host_link_name
-
     wiring.remove_host_link(host_link_name(lab))
 
 
 def known_labs(*, containers: bool = False) -> set[str]:
     """Labs by state folder and namespaces; with `containers`, also by the labels of the Docker
     engine's containers (when an engine is there: a docker lab whose state was deleted)."""
-    from labkit.runtime.netns import NetnsRuntime
-
-    found = state.labs() | NetnsRuntime().labs()
+    found = state.labs() | {n for n in get_runtime("netns").labs() if paths.is_lab_name(n)}
     if containers:
-        found |= _docker_engine_labs()[1]
+        found |= {n for n in _docker_engine_labs()[1] if paths.is_lab_name(n)}
     return found
 
 
 def _docker_engine_labs() -> tuple[Runtime | None, set[str]]:
     """The docker runtime and the labs its engine's containers belong to (one listing); (None, empty)
     when no engine answers: a machine without Docker has no docker labs."""
-    from labkit.runtime.docker import engine_url
+    from labkit.runtime.engine import engine_url
 
     url = engine_url()
     if url.startswith("unix://") and not os.path.exists(url[len("unix://"):]):
@@ -359,25 +276,79 @@ def _docker_engine_labs() -> tuple[Runtime | None, set[str]]:
 
 
 def status(lab: str | None = None) -> list[dict[str, Any]]:
+    """What each lab is, and whether its parts still run: `phase` is "degraded" (with the reasons in
+    `health.problems`) when a node, pod, DNS server or the CNI server of a lab that is up is gone."""
+    if lab is not None:
+        paths.check_lab_name(lab)
     names = [lab] if lab else sorted(known_labs())
     result = []
     for name in names:
         recorded = state.read(name)
         if recorded is None and name not in known_labs():
             raise LabkitError(f"no lab named {name!r} is up (labs: {', '.join(sorted(known_labs())) or 'none'})")
-        summary = (recorded or {}).get("summary") or {"name": name, "nodes": [], "pods": [], "services": [],
-                                                      "dns": None, "runtime": (recorded or {}).get("runtime")}
+        summary = (recorded or {}).get("summary")
+        if not isinstance(summary, dict):
+            summary = {"name": name, "nodes": [], "pods": [], "services": [], "dns": None,
+                       "runtime": (recorded or {}).get("runtime")}
         present = set(netns.list_namespaces(netns_prefix(name)))
         for node in summary.get("nodes", []):
             node["running"] = node["netns"] in present if summary.get("runtime") == "netns" else None
-        summary["phase"] = (recorded or {}).get("phase", "unknown (no state file)")
+        phase = (recorded or {}).get("phase", "unknown (no state file)")
+        problems = health_problems(name, summary, present) if phase == "up" else []
+        summary["phase"] = "degraded" if problems else phase
+        summary["health"] = {"ok": not problems and phase == "up", "problems": problems}
         result.append(summary)
     return result
 
 
+def health_problems(lab: str, summary: dict[str, Any], present: set[str]) -> list[str]:
+    """What of a lab that came up is gone now: node namespaces, pod holders, DNS servers, the CNI server."""
+    from labkit.cluster import DNS_APP
+
+    files = paths.lab(lab)
+    problems = []
+    netns_runtime = summary.get("runtime") == "netns"
+    for node in summary.get("nodes", []):
+        if netns_runtime and node.get("running") is False:
+            problems.append(f"node {node['name']}: namespace {node['netns']} is gone")
+    for pod in summary.get("pods", []):
+        key = f"{pod['namespace']}/{pod['name']}"
+        if netns_runtime and pod.get("netns") not in present:
+            problems.append(f"pod {key}: namespace {pod.get('netns')} is gone")
+        elif netns_runtime and pod.get("pid") and _pod_holder(pod) is None:
+            problems.append(f"pod {key}: its holder process {pod['pid']} is gone")
+        if pod["namespace"] == "kube-system" and pod.get("labels", {}).get("k8s-app") == DNS_APP:
+            if processes.recorded(files.dns_pid_file(pod["name"]), marker=files.dir) is None:
+                problems.append(f"DNS server of pod {key} is not running (labkit apply restarts it)")
+    if summary.get("cni"):
+        from labkit.cni import server
+
+        if not server.is_serving(files.cni_socket):
+            problems.append("the CNI server is not running (labkit apply restarts it)")
+    return problems
+
+
+def _pod_holder(pod: dict[str, Any]) -> int | None:
+    """The pod's recorded holder pid, if that process still runs (same start time, when recorded)
+    and still holds the pod's network namespace; None otherwise."""
+    pid = pod.get("pid")
+    if not isinstance(pid, int) or pid <= 1:
+        return None
+    start = pod.get("pid_start")
+    if not processes.is_running(processes.ProcessId(pid, start if isinstance(start, int) else None)):
+        return None
+    try:
+        mine = os.stat(pod["netns_path"])
+        theirs = os.stat(f"/proc/{pid}/ns/net")
+    except (OSError, KeyError, TypeError):
+        return None
+    return pid if (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino) else None
+
+
 def sandbox_of(lab: str, target: str) -> tuple[Runtime, Sandbox]:
+    paths.check_lab_name(lab, "lab")
     recorded = state.read(lab)
-    if recorded is None or "summary" not in recorded:
+    if recorded is None or not isinstance(recorded.get("summary"), dict):
         raise LabkitError(f"no lab named {lab!r} is up (labs: {', '.join(sorted(known_labs())) or 'none'})")
     summary = recorded["summary"]
     rt = get_runtime(summary["runtime"])
@@ -386,7 +357,12 @@ def sandbox_of(lab: str, target: str) -> tuple[Runtime, Sandbox]:
         if pod is None:
             names = ", ".join(f"{p['namespace']}/{p['name']}" for p in summary["pods"]) or "none"
             raise LabkitError(f"lab {lab!r} has no pod {target!r} (pods: {names})")
-        return rt, Sandbox(lab, target, pod["netns_path"], pid=pod["pid"])
+        pid = pod.get("pid")
+        if pid and summary["runtime"] == "netns" and _pod_holder(pod) is None:
+            # never enter a process that is not the pod's: its pid may belong to anything by now
+            raise LabkitError(f"pod {target} of lab {lab!r} is not running (its holder process {pid} is gone); "
+                              f"labkit down --name {lab}, then up, rebuilds it")
+        return rt, Sandbox(lab, target, pod["netns_path"], pid=pid)
     node = next((n for n in summary["nodes"] if n["name"] == target), None)
     if node is None:
         names = ", ".join(n["name"] for n in summary["nodes"])
@@ -401,5 +377,73 @@ def exec_in(lab: str, target: str, argv: Sequence[str]) -> int:
     return code
 
 
+def graph_summary(topology: str | Path | None = None, name: str | None = None) -> dict[str, Any]:
+    """What `labkit graph` draws: the running lab's status when that lab is up (with its pods
+    and services), else the plan of the topology file (no root needed, nothing created).
+
+    `name` is the lab's name (`--name`); without it, the name in the topology file.
+    """
+    plan = load_plan(topology, name=name) if topology else None
+    lab_name = name or (plan.lab if plan else None)
+    if not lab_name:
+        raise LabkitError("name a topology file, or a lab that is up with --name")
+    try:
+        running = status(lab_name)[0] if lab_name in known_labs() else None
+    except (LabkitError, OSError):
+        running = None
+    if running and running.get("nodes"):
+        return running
+    if plan is None:
+        raise LabkitError(f"no lab named {lab_name!r} is up; name its topology file to draw it from the file")
+    return summarize(plan)
+
+
+# ---------------------------------------------------------------- verify
+
+def verify_lab(name: str, expects: Sequence[verify.Expect | Mapping[str, Any]] | None = None,
+               timeout: float = verify.DEFAULT_TIMEOUT) -> verify.Report:
+    """Check a running lab: `expects`, or the `expect:` of the topology it was brought up from."""
+    found = status(name)[0]
+    if expects is None:
+        source = found.get("source")
+        if not source or not os.path.exists(source):
+            raise LabkitError(f"lab {name!r}: its topology file is unknown; give the checks to verify")
+        expects = verify.load_expects(source)
+    return verify.run_checks(found, expects, timeout)
+
+
+def verify_topology(path: str, name: str | None = None, timeout: float = verify.DEFAULT_TIMEOUT) -> verify.Report:
+    """`labkit verify TOPO`: the topology's checks against its running lab (`name` overrides its name)."""
+    expects = verify.load_expects(path)
+    lab_name = name or load_plan(path).lab
+    return verify.run_checks(status(lab_name)[0], expects, timeout)
+
+
 def validate(path: str) -> Plan:
     return load_plan(path)
+
+
+# ---------------------------------------------------------------- leftovers
+
+
+def leftovers(lab: str) -> list[str]:
+    """Everything of `lab` that still exists, each as a short description; empty after a clean `down`:
+    namespaces, /etc/netns files, the state folder, the host link, the Docker engine's containers
+    labelled with the lab (when an engine answers), and processes whose command line names the lab's
+    state folder (the DNS and CNI servers labkit starts are given paths in it). Found from what exists,
+    never from the lab's state: `down`'s callers, the pytest plugin and the tests all use this one."""
+    files = paths.lab(lab)
+    prefix = netns_prefix(lab)
+    found = [f"netns {n}" for n in netns.list_namespaces(prefix)]
+    if os.path.isdir("/etc/netns"):
+        found += [f"/etc/netns/{n}" for n in sorted(os.listdir("/etc/netns")) if n.startswith((prefix, f".{prefix}"))]
+    if os.path.exists(files.dir):
+        found.append(files.dir)
+    if os.path.exists(f"/sys/class/net/{host_link_name(lab)}"):
+        found.append(f"host link {host_link_name(lab)}")
+    if lab in _docker_engine_labs()[1]:
+        found.append(f"docker containers labelled labkit.lab={lab}")
+    if os.path.exists(paths.lock_path(lab)):  # the lab's lock file (labkit.lock), beside its folder
+        found.append(paths.lock_path(lab))
+    found += [f"process {pid}" for pid in processes.naming(files.dir)]
+    return found

@@ -40,8 +40,8 @@ from typing import Any
 
 import pytest
 
-from labkit import state
 from labkit.errors import LabkitError
+from labkit.runtime import runtime_names  # the registry alone: no runtime module is loaded
 
 # labkit.lab (pyroute2, pydantic, the topology loader) is imported where it is used: with the
 # entry point installed this module loads in every pytest run, most of which build no lab.
@@ -49,7 +49,6 @@ from labkit.errors import LabkitError
 MARKER = "labkit_topology"
 LIVE_LABS = pytest.StashKey[set[str]]()
 DOCKER_READY = pytest.StashKey[bool]()
-RUNTIMES = ("netns", "docker")
 # a DNS name or an IPv4/IPv6 address: nothing a probe's address string could be confused by
 UDP_PROBE = ('echo labkit-probe | socat -T"$0" - "UDP:$1:$2" 2>/dev/null | od -An -tx1 -N32 | grep . '
              '|| { echo "no answer within $0s" >&2; exit 1; }')
@@ -61,7 +60,7 @@ _HOST = re.compile(r"^(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_-]{1
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("labkit", "labkit labs as fixtures")
-    group.addoption("--labkit-runtime", default=None, choices=RUNTIMES,
+    group.addoption("--labkit-runtime", default=None, choices=runtime_names(),
                     help="bring every lab up with this runtime, whatever its topology says")
     group.addoption("--labkit-no-leftover-check", action="store_true", default=False,
                     help="do not fail a test whose lab left something behind after down")
@@ -116,13 +115,14 @@ def lab_processes(running: RunningLab) -> dict[int, str]:
     """pid -> start time of every process living in one of the lab's network namespaces (pods' and
     nodes' processes, the DNS servers), and of those labkit recorded pid files for in the lab's state
     (the CNI server): what must be gone once the lab is down."""
+    from labkit import paths
     from labkit.topology.plan import netns_prefix
 
     namespaces = set()
-    paths = [n.get("netns_path") for n in running.summary.get("nodes", [])]
-    paths += [p.get("netns_path") for p in running.summary.get("pods", [])]
-    paths += [f"/run/netns/{n}" for n in _listdir("/run/netns") if n.startswith(netns_prefix(running.name))]
-    for path in filter(None, paths):
+    where = [n.get("netns_path") for n in running.summary.get("nodes", [])]
+    where += [p.get("netns_path") for p in running.summary.get("pods", [])]
+    where += [f"/run/netns/{n}" for n in _listdir("/run/netns") if n.startswith(netns_prefix(running.name))]
+    for path in filter(None, where):
         try:
             st = os.stat(path)
         except OSError:
@@ -136,7 +136,7 @@ def lab_processes(running: RunningLab) -> dict[int, str]:
             continue
         if (st.st_dev, st.st_ino) in namespaces:
             pids.add(int(entry))
-    for folder, _, files in os.walk(state.lab_dir(running.name)):
+    for folder, _, files in os.walk(paths.lab(running.name).dir):
         for file in files:
             if file.endswith(".pid"):
                 try:
@@ -522,9 +522,9 @@ def labkit_fixture(path: str | os.PathLike[str] | Mapping[str, str | os.PathLike
     base = Path(caller.f_back.f_code.co_filename if caller and caller.f_back else ".").resolve().parent
     paths = dict(path) if isinstance(path, Mapping) else {"": path}
     runtimes = [runtime] if runtime is None or isinstance(runtime, str) else list(runtime)
-    unknown = [r for r in runtimes if r is not None and r not in RUNTIMES]
+    unknown = [r for r in runtimes if r is not None and r not in runtime_names()]
     if unknown or not runtimes or not paths:
-        raise ValueError(f"labkit_fixture: runtime must be one of {', '.join(RUNTIMES)} or a list of them "
+        raise ValueError(f"labkit_fixture: runtime must be one of {', '.join(runtime_names())} or a list of them "
                          f"(got {runtime!r}), and path a path or a mapping of ids to paths (got {path!r})")
     params = [(rt, key, p) for rt in runtimes for key, p in paths.items()]
     if name and len(params) > 1:

@@ -33,6 +33,8 @@ def print_status(labs: list[dict[str, Any]], console: Console | None = None) -> 
             nodes.add_row(node["name"], node["kind"], node.get("mgmt_ipv4") or "", node.get("pod_cidr") or "",
                           ifaces)
         console.print(nodes)
+        for problem in lab.get("health", {}).get("problems", []):
+            console.print(f"degraded: {problem}")
         if lab.get("pods"):
             pods = Table(title="pods", title_justify="left")
             for column in ("namespace", "name", "node"):

@@ -30,7 +30,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -709,20 +709,6 @@ def run_checks(lab_status: Mapping[str, Any], expects: Iterable[Expect | Mapping
     return Report(view.name, ordered, time.perf_counter() - started)
 
 
-def verify_lab(name: str, expects: Sequence[Expect | Mapping[str, Any]] | None = None,
-               timeout: float = DEFAULT_TIMEOUT) -> Report:
-    """Check a running lab: `expects`, or the `expect:` of the topology it was brought up from."""
-    from labkit import lab
-
-    status = lab.status(name)[0]
-    if expects is None:
-        source = status.get("source")
-        if not source or not os.path.exists(source):
-            raise LabkitError(f"lab {name!r}: its topology file is unknown; give the checks to verify")
-        expects = load_expects(source)
-    return run_checks(status, expects, timeout)
-
-
 def load_expects(path: str) -> list[Expect]:
     """The `expect:` of a topology file, validated with file:line in every message."""
     from labkit.topology.load import read_document
@@ -732,30 +718,18 @@ def load_expects(path: str) -> list[Expect]:
     return parse_expects(data.get("expect") or [], file=str(path), line_of=doc.line_of)
 
 
-def verify_topology(path: str, name: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> Report:
-    """`labkit verify TOPO`: the topology's checks against its running lab (`name` overrides its name)."""
-    from labkit.topology import load_plan
-
-    expects = load_expects(path)
-    lab_name = name or load_plan(path).lab
-    from labkit import lab
-
-    return run_checks(lab.status(lab_name)[0], expects, timeout)
-
-
-def run_verify(topology: str, name: str | None = None, output_format: str = "table",
-               timeout: float = DEFAULT_TIMEOUT, file: Any = None) -> int:
-    """The whole `labkit verify TOPO [--name LAB] [--format table|json]` verb: print, return the exit code.
-
-    Raises InputError (bad `expect:`, exit code 2) or LabkitError (lab not up) for the caller to print.
-    """
-    if output_format not in ("table", "json"):
-        raise LabkitError(f"unknown format {output_format!r}; valid: table, json")
-    report = verify_topology(topology, name=name, timeout=timeout)
+def print_verify(report: Report, output_format: str = "table", file: Any = None) -> int:
+    """Print a report as `labkit verify [--format table|json]` does; return its exit code."""
+    check_output_format(output_format)
     if output_format == "json":
         print(report.as_json(), file=file or sys.stdout, flush=True)
         return report.exit_code
     return print_report(report, file=file)
+
+
+def check_output_format(output_format: str) -> None:
+    if output_format not in ("table", "json"):
+        raise LabkitError(f"unknown format {output_format!r}; valid: table, json")
 
 
 # ---------------------------------------------------------------- serving ports for tests and demos

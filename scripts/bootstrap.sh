@@ -36,6 +36,8 @@ extra=""
 .venv/bin/pip install -q --disable-pip-version-check -e ".${extra}"
 
 if [ "$want_tests" = 1 ]; then
+  # an ordinary user: the tests check that it can change nothing a lab made (files, pid files, launcher)
+  id -u labkit-test >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin labkit-test
   scripts/start-dockerd.sh            # the docker runtime's tests need an engine ...
   .venv/bin/labkit image build        # ... and labkit's images, built locally (nothing is pulled)
 fi

@@ -19,6 +19,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StrictInt,
     StrictStr,
     model_validator,
@@ -185,10 +186,48 @@ class EnvVar(K8sModel):
     value: StrictStr = ""
 
 
+# Linux capabilities by their Kubernetes names (CAP_ dropped), as container runtimes accept them.
+CAPABILITIES = (
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
+    "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
+    "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
+    "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
+    "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF",
+    "CHECKPOINT_RESTORE",
+)
+
+
+def _capability(value: str) -> str | None:
+    name = value.upper().removeprefix("CAP_")
+    if name in CAPABILITIES or name == "ALL":
+        return None
+    return f"{value!r} is not a capability; valid: ALL or one of {', '.join(CAPABILITIES)}"
+
+
+Capability = Annotated[StrictStr, _check(_capability)]
+
+
+class Capabilities(K8sModel):
+    add: tuple[Capability, ...] = ()
+    drop: tuple[Capability, ...] = ()
+
+
+class SecurityContext(K8sModel):
+    """What labkit acts on of a container's securityContext: its capabilities (netns runtime)."""
+
+    _ignored = frozenset({
+        "runAsUser", "runAsGroup", "runAsNonRoot", "readOnlyRootFilesystem", "allowPrivilegeEscalation",
+        "seLinuxOptions", "seccompProfile", "appArmorProfile", "procMount", "windowsOptions",
+    })
+
+    capabilities: Capabilities | None = None
+    privileged: StrictBool | None = None
+
+
 class Container(K8sModel):
     _ignored = frozenset({
         "resources", "livenessProbe", "readinessProbe", "startupProbe", "volumeMounts",
-        "volumeDevices", "imagePullPolicy", "securityContext", "workingDir", "lifecycle",
+        "volumeDevices", "imagePullPolicy", "workingDir", "lifecycle",
         "terminationMessagePath", "terminationMessagePolicy", "stdin", "stdinOnce", "tty",
         "envFrom", "resizePolicy", "restartPolicy",
     })
@@ -199,6 +238,7 @@ class Container(K8sModel):
     args: tuple[StrictStr, ...] = ()
     env: tuple[EnvVar, ...] = ()
     ports: tuple[ContainerPort, ...] = ()
+    securityContext: SecurityContext | None = None
 
     @model_validator(mode="after")
     def _unique_port_names(self) -> Container:

@@ -1,91 +1,76 @@
-"""Runtimes own the sandboxes a lab's nodes and pods live in.
+"""Runtimes own the sandboxes a lab's nodes and pods live in, and this is their registry.
 
 A runtime creates and removes sandboxes (network namespaces, or Docker
 containers) and runs processes in them. Everything else - veth links,
 addresses, routes, nftables, the CNI plugin - is done by labkit itself on the
 sandbox's network namespace path, so it is the same for every runtime (as in
 containerlab, which wires container namespaces through their PIDs).
+
+Adding a runtime is one module (a class inheriting RuntimeBase) and one
+`RUNTIMES.register` line below, plus its name in labkit.topology.schema.RUNTIMES
+(the topology schema, which knows no runtime code, validates `runtime:` with it;
+a test checks that the two agree). Each runtime's module is imported only when
+that runtime is asked for: a docker-less lab never loads the Docker client.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Callable
+
+from labkit.errors import LabkitError
+from labkit.runtime.base import ContainerSpec, NodeSpec, PodSpec, Runtime, RuntimeBase, Sandbox
+
+__all__ = ["RUNTIMES", "ContainerSpec", "NodeSpec", "PodSpec", "Runtime", "RuntimeBase", "RuntimeRegistry",
+           "Sandbox", "get_runtime", "runtime_names"]
 
 
-@dataclass(frozen=True)
-class Sandbox:
-    """A node's or a pod's place to live, as the runtime made it."""
+class RuntimeRegistry:
+    """Runtime classes by name (nornir's PluginRegister shape), each loaded on first use."""
 
-    lab: str
-    name: str  # node name, or "NS/POD" for a pod
-    netns_path: str  # a path setns() accepts: /run/netns/<ns> or /proc/<pid>/ns/net
-    pid: int | None = None  # a process holding the sandbox's namespaces, if any
-    labels: dict[str, str] = field(default_factory=dict)
+    def __init__(self) -> None:
+        self._loaders: dict[str, Callable[[], type[RuntimeBase]]] = {}
 
+    def register(self, name: str, loader: Callable[[], type[RuntimeBase]]) -> None:
+        if name in self._loaders:
+            raise LabkitError(f"runtime {name!r} is registered already")
+        self._loaders[name] = loader
 
-@dataclass(frozen=True)
-class NodeSpec:
-    """What a runtime needs to know to create a node's sandbox."""
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._loaders)
 
-    name: str
-    kind: str
-    netns: str  # the lab-prefixed name (netns name, or container name)
-    image: str | None = None
-    hostname: str | None = None
-    hosts: str = ""  # contents of the node's /etc/hosts
-    resolv_conf: str = ""  # contents of the node's /etc/resolv.conf
+    def get(self, name: str) -> type[RuntimeBase]:
+        """The class of runtime `name`; one LabkitError naming the valid runtimes if there is none."""
+        try:
+            loader = self._loaders[name]
+        except KeyError:
+            raise LabkitError(f"unknown runtime {name!r}; valid: {', '.join(self.names())}") from None
+        return loader()
 
-
-@dataclass(frozen=True)
-class PodSpec:
-    """What a runtime needs to know to create a pod's sandbox and run its containers."""
-
-    namespace: str
-    name: str
-    node: str
-    netns: str  # the lab-prefixed sandbox name
-    hostname: str
-    hosts: str
-    resolv_conf: str
-    containers: Sequence[ContainerSpec] = ()
+    def create(self, name: str) -> Runtime:
+        return self.get(name)()
 
 
-@dataclass(frozen=True)
-class ContainerSpec:
-    name: str
-    image: str | None
-    argv: Sequence[str]  # command + args; empty means the image's default
-    env: dict[str, str] = field(default_factory=dict)
+def _netns() -> type[RuntimeBase]:
+    from labkit.runtime.netns import NetnsRuntime
+
+    return NetnsRuntime
 
 
-class Runtime(Protocol):
-    """The interface every runtime satisfies (see netns.py and docker.py)."""
+def _docker() -> type[RuntimeBase]:
+    from labkit.runtime.docker import DockerRuntime
 
-    name: str
+    return DockerRuntime
 
-    def create_node(self, lab: str, node: NodeSpec) -> Sandbox: ...
 
-    def create_pod(self, lab: str, pod: PodSpec) -> Sandbox: ...
+RUNTIMES = RuntimeRegistry()
+RUNTIMES.register("netns", _netns)  # the embedded default: no daemon
+RUNTIMES.register("docker", _docker)
 
-    def start_containers(self, lab: str, pod: PodSpec, sandbox: Sandbox) -> Sandbox | None:
-        """Start a pod's containers once its network is wired; may return the sandbox updated
-        (the netns runtime's holder pid)."""
-        ...
 
-    def exec(self, sandbox: Sandbox, argv: Sequence[str], *, capture: bool = False) -> tuple[int, str]:
-        """Run argv in the sandbox's namespaces; return (exit code, output if captured)."""
-        ...
+def runtime_names() -> tuple[str, ...]:
+    """Every valid runtime name, for CLI choices and messages."""
+    return RUNTIMES.names()
 
-    def remove_pod(self, lab: str, sandbox: Sandbox) -> None:
-        """Remove one pod's sandbox, containers and processes (for `apply`). Idempotent."""
-        ...
 
-    def destroy(self, lab: str) -> None:
-        """Remove every sandbox of `lab` that exists, found by name prefix or label. Idempotent."""
-        ...
-
-    def labs(self) -> set[str]:
-        """Names of the labs that have sandboxes in this runtime now."""
-        ...
+def get_runtime(name: str) -> Runtime:
+    return RUNTIMES.create(name)

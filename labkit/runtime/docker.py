@@ -26,8 +26,11 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, TypeVar
 
+from labkit import paths, processes
 from labkit.errors import LabkitError
-from labkit.runtime import ContainerSpec, NodeSpec, PodSpec, Sandbox
+from labkit.files import write_atomic
+from labkit.runtime.base import DEFAULT_CAPABILITIES, ContainerSpec, NodeSpec, PodSpec, RuntimeBase, Sandbox
+from labkit.runtime.engine import WORKERS, connect, engine_url
 from labkit.runtime.image import DEFAULT_IMAGE, PAUSE_IMAGE, ensure_image
 
 if TYPE_CHECKING:
@@ -41,9 +44,6 @@ LABEL_POD = "labkit.pod"  # NS/NAME, on a pod's pause and app containers
 LABEL_CONTAINER = "labkit.container"  # the ContainerSpec name, on app containers
 LABEL_INDEX = "labkit.container-index"  # its position in the pod spec
 
-STATE_DIR = "/run/labkit"
-WORKERS = 8  # concurrent engine calls; dockerd on 2 cores gains little beyond this
-START_SCRIPT = "scripts/start-dockerd.sh"
 # Nodes and pause containers idle and print nothing: no log file, no log copier.
 QUIET_LOG = {"Type": "none", "Config": {}}
 
@@ -61,32 +61,6 @@ CAPABILITIES = (
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-def engine_url(base_url: str | None = None) -> str:
-    return base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-
-
-def connect(base_url: str | None = None, *, pool_size: int = WORKERS) -> docker.DockerClient:
-    """A client for the Docker engine (DOCKER_HOST or the local socket), checked with a ping."""
-    import docker
-    import docker.errors
-
-    where = engine_url(base_url)
-    try:
-        client = docker.DockerClient(base_url=where, max_pool_size=pool_size, timeout=120)
-        client.ping()
-    except docker.errors.DockerException as e:
-        raise LabkitError(
-            f"Docker engine not reachable at {where}: start it ({START_SCRIPT}) or use runtime: netns"
-            f" ({_first_line(e)})"
-        ) from None
-    return client
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def parallel(fn: Callable[[T], R], items: Iterable[T], workers: int = WORKERS) -> list[R]:
@@ -132,7 +106,16 @@ def node_privileges(status_path: str = "/proc/self/status") -> dict[str, object]
     }
 
 
-class DockerRuntime:
+def _capability_settings(caps: Sequence[str] | None) -> dict[str, object]:
+    """A container's capabilities (podproc.capabilities) as the engine takes them: the difference
+    from its default set, which is the same as labkit's (none for a default container)."""
+    if caps is None:
+        return {"privileged": True}
+    add, drop = sorted(set(caps) - set(DEFAULT_CAPABILITIES)), sorted(set(DEFAULT_CAPABILITIES) - set(caps))
+    return {**({"cap_add": add} if add else {}), **({"cap_drop": drop} if drop else {})}
+
+
+class DockerRuntime(RuntimeBase):
     """Sandboxes as Docker containers (see the module docstring)."""
 
     name = "docker"
@@ -142,12 +125,12 @@ class DockerRuntime:
         client: docker.DockerClient | None = None,
         *,
         base_url: str | None = None,
-        state_dir: str = STATE_DIR,
+        state_dir: str | None = None,
         workers: int = WORKERS,
     ) -> None:
         self._client = client
         self.base_url = engine_url(base_url)
-        self.state_dir = state_dir
+        self.state_dir = state_dir or paths.state_root()  # a temp folder in the runtime's own tests
         self.workers = workers
         self._images_checked: set[str] = set()
         self._lock = threading.Lock()
@@ -241,6 +224,7 @@ class DockerRuntime:
                 network_mode=f"container:{pause['Id']}",
                 mounts=mounts,
                 inspect=False,
+                **_capability_settings(spec.capabilities),
             )
 
         parallel(start, list(enumerate(pod.containers)), self.workers)
@@ -311,7 +295,7 @@ class DockerRuntime:
             raise LabkitError(f"lab {lab}: could not remove containers: {', '.join(sorted(left))}")
         shutil.rmtree(self._lab_state(lab), ignore_errors=True)
         try:
-            os.rmdir(os.path.join(self.state_dir, lab))  # only if nothing else lives there
+            os.rmdir(paths.lab(lab, root=self.state_dir).dir)  # only if nothing else lives there
         except OSError:
             pass
 
@@ -330,9 +314,7 @@ class DockerRuntime:
     def _stop_host_processes(self, containers: list[dict]) -> None:
         """Processes started from the host into a container's network namespace (agents, DNS
         servers, a user's nsenter) are not the engine's: stop them, or they outlive the lab."""
-        from labkit.runtime.netns import stop_processes
-
-        paths = []
+        netns_paths = []
         for c in containers:
             if c.get("State") != "running":
                 continue
@@ -341,9 +323,9 @@ class DockerRuntime:
             except Exception:  # noqa: BLE001 - gone meanwhile: nothing of it to stop
                 continue
             if pid:
-                paths.append(f"/proc/{pid}/ns/net")
-        if paths:
-            stop_processes(paths)
+                netns_paths.append(f"/proc/{pid}/ns/net")
+        if netns_paths:
+            processes.stop_in_namespaces(netns_paths)
 
     def labs(self) -> set[str]:
         return {lab for c in self._containers(LABEL_LAB) if (lab := c["Labels"].get(LABEL_LAB))}
@@ -436,14 +418,14 @@ class DockerRuntime:
         )
 
     def _lab_state(self, lab: str) -> str:
-        return os.path.join(self.state_dir, lab, "docker")
+        return paths.lab(lab, root=self.state_dir).docker_dir
 
     def _etc_mounts(self, lab: str, hosts: str, resolv_conf: str) -> list:
         """Bind mounts of the sandbox's own /etc/hosts and /etc/resolv.conf (when given).
 
         Docker leaves these paths alone when a mount covers them. Files are named
         by their content, so the nodes of a lab, which share one hosts file, share
-        one file on disk too; they live in /run/labkit/<lab>/docker/ until `destroy`.
+        one file on disk too; they live in the lab's docker folder (labkit.paths) until `destroy`.
         """
         from docker.types import Mount
 
@@ -455,11 +437,7 @@ class DockerRuntime:
             digest = hashlib.sha256(text.encode()).hexdigest()[:16]
             path = os.path.join(self._lab_state(lab), f"{os.path.basename(target)}.{digest}")
             if not os.path.exists(path):
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-                with open(tmp, "w") as f:
-                    f.write(text)
-                os.replace(tmp, path)
+                write_atomic(path, text)  # its folders 0755 and it 0644, whatever the umask
             mounts.append(Mount(target=target, source=path, type="bind", read_only=True))
         return mounts
 

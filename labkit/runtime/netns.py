@@ -10,16 +10,15 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import signal
 import subprocess
-import time
 from collections.abc import Sequence
 
-from labkit import state
+from labkit import paths, processes
 from labkit.errors import LabkitError
+from labkit.files import makedirs, write_atomic
 from labkit.net import netns
 from labkit.runtime import podproc
-from labkit.runtime import NodeSpec, PodSpec, Sandbox
+from labkit.runtime.base import NodeSpec, PodSpec, RuntimeBase, Sandbox
 from labkit.topology.plan import netns_prefix
 
 ETC_NETNS = "/etc/netns"
@@ -38,16 +37,15 @@ def _write_etc(lab: str, nodes: Sequence[NodeSpec]) -> None:
         for name, text in (("hosts", node.hosts), ("resolv.conf", node.resolv_conf)):
             if not text:
                 continue
-            os.makedirs(folder, exist_ok=True)
+            makedirs(folder)
             key = f"{name}:{text}"
             if key not in shared:
                 shared[key] = os.path.join(ETC_NETNS, f".{netns_prefix(lab)}{len(shared)}.{name}")
-                with open(shared[key], "w", encoding="utf-8") as fh:
-                    fh.write(text)
+                write_atomic(shared[key], text)  # 0644 whatever the umask: every process of the node reads it
             os.link(shared[key], os.path.join(folder, name))
 
 
-class NetnsRuntime:
+class NetnsRuntime(RuntimeBase):
     name = "netns"
 
     def create_nodes(self, lab: str, nodes: Sequence[NodeSpec]) -> list[Sandbox]:
@@ -73,30 +71,32 @@ class NetnsRuntime:
 
     def start_containers(self, lab: str, pod: PodSpec, sandbox: Sandbox) -> Sandbox:
         """Holder first (own hostname, hosts, resolv.conf), then each container's command in it."""
-        folder = os.path.join(state.lab_dir(lab), "pods", f"{pod.namespace}.{pod.name}")
-        os.makedirs(folder, exist_ok=True)
+        folder = paths.lab(lab).pod_dir(pod.namespace, pod.name)
+        makedirs(folder)
         binds = {}
         for name, text in (("hosts", pod.hosts), ("resolv.conf", pod.resolv_conf)):
             path = os.path.join(folder, name)
-            with open(path, "w", encoding="utf-8") as fh:
-                fh.write(text)
+            write_atomic(path, text)  # 0644, root's to write: the pod reads it as its /etc/{hosts,resolv.conf}
             binds[f"/etc/{name}"] = path
         holder = podproc.spawn_holder(sandbox.netns_path, binds, pod.hostname, os.path.join(folder, "holder.log"))
+        podproc.record_exec_capabilities(folder, pod.containers[0].capabilities if pod.containers
+                                         else podproc.DEFAULT_CAPABILITIES)
         for container in pod.containers:
             if container.argv:
                 podproc.spawn_in_pod(holder, container.argv, container.env,
-                                     os.path.join(folder, f"{container.name}.log"))
+                                     os.path.join(folder, f"{container.name}.log"), container.capabilities)
         return dataclasses.replace(sandbox, pid=holder)
 
     def remove_pod(self, lab: str, sandbox: Sandbox) -> None:
         """Stop the pod's processes, remove its namespace and files. Idempotent."""
-        stop_processes([sandbox.netns_path])
+        processes.stop_in_namespaces([sandbox.netns_path])
         netns.delete_namespace(os.path.basename(sandbox.netns_path))
-        shutil.rmtree(os.path.join(state.lab_dir(lab), "pods", sandbox.name.replace("/", ".")), ignore_errors=True)
+        shutil.rmtree(paths.lab(lab).pod_dir(*sandbox.name.split("/", 1)), ignore_errors=True)
 
     def _argv(self, sandbox: Sandbox, argv: Sequence[str]) -> list[str]:
-        if sandbox.pid:  # a pod: its holder's mount, UTS and network namespaces
-            return podproc.nsenter_argv(sandbox.pid, argv)
+        if sandbox.pid:  # a pod: its holder's mount, UTS and network namespaces, and a pod's capabilities
+            folder = paths.lab(sandbox.lab).pod_dir(*sandbox.name.split("/", 1))
+            return podproc.nsenter_argv(sandbox.pid, argv, podproc.exec_capabilities(folder))
         return ["ip", "netns", "exec", os.path.basename(sandbox.netns_path), *argv]
 
     def exec(self, sandbox: Sandbox, argv: Sequence[str], *, capture: bool = False) -> tuple[int, str]:
@@ -108,7 +108,7 @@ class NetnsRuntime:
 
     def destroy(self, lab: str) -> None:
         names = netns.list_namespaces(netns_prefix(lab))
-        stop_processes([netns.netns_path(n) for n in names])
+        processes.stop_in_namespaces([netns.netns_path(n) for n in names])
         for name in names:
             netns.delete_namespace(name)
             shutil.rmtree(os.path.join(ETC_NETNS, name), ignore_errors=True)
@@ -124,52 +124,3 @@ class NetnsRuntime:
     def labs(self) -> set[str]:
         return {n[3:].split(".", 1)[0] for n in netns.list_namespaces("lk-") if "." in n}
 
-
-def stop_processes(netns_paths: Sequence[str], grace: float = 2.0) -> None:
-    """Stop every process living in these namespaces: TERM, then KILL after `grace` seconds."""
-    stop_pids(list(netns.pids_in_namespaces(netns_paths)), grace)
-    for pid in netns.pids_in_namespaces(netns_paths):  # started while we were stopping the others
-        _signal(pid, signal.SIGKILL)
-
-
-def stop_pids(targets: Sequence[int], grace: float = 2.0) -> None:
-    """TERM, then KILL after `grace` seconds; returns once all are gone."""
-    pids = dict.fromkeys(targets)
-    for pid in pids:
-        _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while pids and time.monotonic() < deadline:
-        pids = {p: n for p, n in pids.items() if _alive(p)}
-        if pids:
-            time.sleep(0.02)
-    for pid in pids:
-        _signal(pid, signal.SIGKILL)
-    for pid in pids:
-        while _alive(pid):
-            time.sleep(0.01)
-    _reap(targets)
-
-
-def _reap(pids: Sequence[int]) -> None:
-    """Collect the exit status of pod holders we forked ourselves, so no zombies remain."""
-    for pid in set(pids) & podproc.forked:
-        podproc.forked.discard(pid)
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False

@@ -5,6 +5,13 @@ sees its own hostname, /etc/hosts and /etc/resolv.conf (DESIGN.md section 7).
 The holder is forked from here rather than run through `unshare`, `mount` and
 `hostname` commands: one fork and a few syscalls cost less than the six
 processes those would take.
+
+A pod's processes (and `labkit exec` into a pod) run with the capabilities a
+container gets by default (Docker's set: no NET_ADMIN, no SYS_ADMIN), so a pod
+cannot change its own routes or leave its namespaces, as in a real cluster;
+`securityContext.capabilities` and `privileged: true` widen or narrow the set.
+They still run as root on the host's filesystem: the netns runtime isolates
+the network, hostname and /etc/hosts, /etc/resolv.conf, not files.
 """
 
 from __future__ import annotations
@@ -13,14 +20,60 @@ import os
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
+from typing import Any
 
+from labkit import processes
 from labkit.errors import LabkitError
 from labkit.net.syscalls import (
     CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWUTS, MNT_DETACH, MS_BIND, MS_PRIVATE, MS_REC, check, libc,
 )
+from labkit.runtime.base import DEFAULT_CAPABILITIES
 
-# Holders this process forked: only these may be reaped here (others' children are theirs to wait for).
-forked: set[int] = set()
+EXEC_CAPABILITIES_FILE = "exec-capabilities"  # in a pod's folder: the set `labkit exec` into it runs with
+
+
+def capabilities(security_context: Any | None) -> tuple[str, ...] | None:
+    """A container's capability set from its securityContext; None means every capability (privileged)."""
+    if security_context is not None and security_context.privileged:
+        return None
+    caps = set(DEFAULT_CAPABILITIES)
+    wanted = security_context.capabilities if security_context is not None else None
+    if wanted is not None:
+        drop = {c.upper().removeprefix("CAP_") for c in wanted.drop}
+        add = {c.upper().removeprefix("CAP_") for c in wanted.add}
+        caps = set() if "ALL" in drop else caps - drop
+        if "ALL" in add:
+            return None
+        caps |= add
+    return tuple(sorted(caps))
+
+
+def with_capabilities(caps: Sequence[str] | None, argv: Sequence[str]) -> list[str]:
+    """argv run with only `caps` (bounding set; inheritable and ambient cleared): as root, a process
+    execs with the bounding set as its permitted set, and cannot gain more (not through a setuid file)."""
+    if caps is None:
+        return list(argv)
+    bounding = ",".join(["-all", *(f"+{c.lower()}" for c in caps)])
+    return ["setpriv", "--inh-caps=-all", "--ambient-caps=-all", f"--bounding-set={bounding}", "--", *argv]
+
+
+def record_exec_capabilities(folder: str, caps: Sequence[str] | None) -> None:
+    """What `labkit exec` into the pod runs with: its first container's set (kubectl exec's default container)."""
+    from labkit.files import write_atomic
+
+    write_atomic(os.path.join(folder, EXEC_CAPABILITIES_FILE), "ALL\n" if caps is None else " ".join(caps) + "\n")
+
+
+def exec_capabilities(folder: str) -> tuple[str, ...] | None:
+    """The set recorded for a pod; the default set when none was (never more than a pod gets)."""
+    try:
+        with open(os.path.join(folder, EXEC_CAPABILITIES_FILE), encoding="ascii") as fh:
+            words = fh.read().split()
+    except (OSError, UnicodeDecodeError):
+        return DEFAULT_CAPABILITIES
+    return None if words == ["ALL"] else tuple(w for w in words if w.isidentifier())
+
+
 
 
 def _fork_checked(child, what: str) -> int:
@@ -74,12 +127,13 @@ def spawn_holder(netns_path: str, binds: Mapping[str, str], hostname: str, log_p
         os.execv(sleep, ["sleep", "infinity"])
 
     pid = _fork_checked(child, f"start pod holder in {netns_path}")
-    forked.add(pid)
+    processes.forked.add(pid)  # reaped by processes.stop
     return pid
 
 
-def spawn_in_pod(holder_pid: int, argv: Sequence[str], env: Mapping[str, str], log_path: str) -> int:
-    """Start argv inside the holder's mount, UTS and network namespaces.
+def spawn_in_pod(holder_pid: int, argv: Sequence[str], env: Mapping[str, str], log_path: str,
+                 caps: Sequence[str] | None = DEFAULT_CAPABILITIES) -> int:
+    """Start argv inside the holder's mount, UTS and network namespaces, with capabilities `caps`.
 
     Through `nsenter`, spawned with vfork by subprocess: 3 ms, where forking
     this (large) Python process costs 7.
@@ -88,12 +142,13 @@ def spawn_in_pod(holder_pid: int, argv: Sequence[str], env: Mapping[str, str], l
         raise LabkitError(f"command {argv[0]!r} not found on this machine (the netns runtime runs pod "
                           "commands from the host's filesystem)")
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(nsenter_argv(holder_pid, argv), stdin=subprocess.DEVNULL, stdout=log,
+        proc = subprocess.Popen(nsenter_argv(holder_pid, argv, caps), stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, cwd="/", start_new_session=True,
                                 env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), **env})
     return proc.pid
 
 
-def nsenter_argv(holder_pid: int, argv: Sequence[str]) -> list[str]:
-    """The command line that runs argv in a pod, for exec from a shell or a test."""
-    return ["nsenter", "-t", str(holder_pid), "-m", "-u", "-n", "--", *argv]
+def nsenter_argv(holder_pid: int, argv: Sequence[str],
+                 caps: Sequence[str] | None = DEFAULT_CAPABILITIES) -> list[str]:
+    """The command line that runs argv in a pod with capabilities `caps`, for exec from a shell or a test."""
+    return ["nsenter", "-t", str(holder_pid), "-m", "-u", "-n", "--", *with_capabilities(caps, argv)]

@@ -16,6 +16,7 @@ LAB_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?$")
 NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
 IFNAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,14}$")
 NODE_KINDS = ("linux", "bridge", "k8s-node")
+RUNTIMES = ("netns", "docker")  # the runtime registry (labkit.runtime) holds exactly these; a test checks it
 IMAGE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")  # lenient: no spaces, no shell, no leading '-'
 
 
@@ -174,7 +175,7 @@ class TopologyBody(Model):
 
 class Topology(Model):
     name: str
-    runtime: Literal["netns", "docker"] = "netns"
+    runtime: Literal[RUNTIMES] = "netns"
     prefix: str | None = None  # containerlab's container prefix; labkit always uses lk-<name>
     mgmt: Mgmt | None = None
     cluster: Cluster | None = None

@@ -245,7 +245,7 @@ def _assert_nothing_left(lab: str, folder: Path) -> None:
     """The lab's namespaces, files and state are gone (labkit's own `leftovers`), and so
     are its DNS server and the dnsmasq pod's process."""
     from labkit import state
-    from labkit.pytest_plugin import leftovers
+    from labkit.lab import leftovers
 
     left = leftovers(lab)
     marks = (f"{state.lab_dir(lab)}/".encode(), str(folder).encode())

@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from labkit.pytest_plugin import RUNTIMES, labkit_fixture
+from labkit.pytest_plugin import labkit_fixture
+from labkit.runtime import runtime_names
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPOLOGIES = ROOT / "topologies"
+RUNTIMES = runtime_names()
 CLUSTER_TOPOLOGIES = {"host-gw": TOPOLOGIES / "kube-3node.yaml", "vxlan": TOPOLOGIES / "kube-vxlan.yaml"}
 
 __all__ = ["CLUSTER_TOPOLOGIES", "ROOT", "RUNTIMES", "TOPOLOGIES", "kube_lab", "labkit"]

@@ -109,12 +109,12 @@ def test_apply_refuses_a_changed_topology_and_a_lab_that_is_not_up(tmp_path, lab
 def test_apply_replaces_a_cni_server_that_died(tmp_path, labkit_lab_factory) -> None:
     import signal
 
-    from labkit.cluster import cni_dir, cni_socket
+    from labkit import paths
     from labkit.cni.server import is_serving
 
     topology = write(tmp_path / "apply.yaml", 1)
     running = labkit_lab_factory(topology)
-    pid_file = os.path.join(cni_dir(running.name), "server.pid")
+    pid_file, cni_socket = paths.lab(running.name).cni_server_pid, paths.lab(running.name).cni_socket
     old = int(open(pid_file).read().split()[0])
     exited = os.pidfd_open(old)  # readable once the process has exited (a zombie's socket is closed too)
     try:
@@ -122,9 +122,9 @@ def test_apply_replaces_a_cni_server_that_died(tmp_path, labkit_lab_factory) -> 
         assert select.select([exited], [], [], 10)[0], "the CNI server outlived SIGKILL"
     finally:
         os.close(exited)
-    assert not is_serving(cni_socket(running.name))
+    assert not is_serving(cni_socket)
     lab.apply(topology, name=running.name, progress=Progress(quiet=True))
     new = int(open(pid_file).read().split()[0])
-    assert new != old and is_serving(cni_socket(running.name))
+    assert new != old and is_serving(cni_socket)
     lab.apply(topology, name=running.name, progress=Progress(quiet=True))  # a live one is kept
     assert int(open(pid_file).read().split()[0]) == new

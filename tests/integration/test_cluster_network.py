@@ -122,14 +122,14 @@ def test_exec_into_a_pod_and_status_json(kube_lab: RunningLab) -> None:
 def test_a_pod_that_never_listens_fails_up_clearly_and_leaves_nothing(
         tmp_path, monkeypatch, labkit_lab_factory) -> None:
     """The plugin's own teardown checks that the failed lab left nothing behind."""
-    from labkit import cluster
+    from labkit.phases import pods
 
     topology = tmp_path / "deaf.yaml"
     topology.write_text(
         "name: deaf\ncluster: {}\ntopology:\n  nodes:\n    n1: {kind: k8s-node}\nworkloads:\n"
         "  - {apiVersion: v1, kind: Pod, metadata: {name: deaf, namespace: default}, spec: {containers: "
         "[{name: c, image: labkit/node, command: [sleep, infinity], ports: [{containerPort: 9999}]}]}}\n")
-    monkeypatch.setattr(cluster, "READY_TIMEOUT", 0.5)
+    monkeypatch.setattr(pods, "READY_TIMEOUT", 0.5)
     with pytest.raises(pytest.fail.Exception,
                        match=r"phase 'readiness': pod default/deaf: nothing listens on containerPort 9999"):
         labkit_lab_factory(topology)

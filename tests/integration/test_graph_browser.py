@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from labkit import lab
-from labkit.graph import lab_summary, render_graph
+from labkit.graph import render_graph
+from labkit.lab import graph_summary
 from tests.unit.test_graph import (
     ROOT,
     TOPOLOGIES,
@@ -148,7 +149,7 @@ def test_running_lab_status_renders(labkit_lab_factory, tmp_path):
     topology = ROOT / "topologies" / "routed-triangle.yaml"
     running = labkit_lab_factory(topology)
     # what `labkit graph TOPO --name LAB` draws while the lab is up: its status
-    summary = lab_summary(topology, name=running.name)
+    summary = graph_summary(topology, name=running.name)
     assert summary["phase"] and summary["name"] == running.name
     assert all(node["running"] for node in summary["nodes"])
     assert_drawn(summary, tmp_path)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from labkit.lab import verify_lab
 from labkit.pytest_plugin import RunningLab, labkit_fixture
-from labkit.verify import load_expects, verify_lab
+from labkit.verify import load_expects
 
 from .conftest import RUNTIMES, TOPOLOGIES
 

@@ -161,7 +161,8 @@ def test_status_json_lists_services(kube_lab: RunningLab) -> None:
 
 def test_the_topologys_own_expectations_hold(kube_lab: RunningLab) -> None:
     """`labkit verify` of the shipped file against the running lab: every check as expected."""
-    from labkit.verify import load_expects, verify_lab
+    from labkit.lab import verify_lab
+    from labkit.verify import load_expects
 
     report = verify_lab(kube_lab.name, load_expects(kube_lab.topology))
     assert [r.line() for r in report.mismatches] == [] and len(report.results) == 14

@@ -135,11 +135,11 @@ def test_verify_a_topology_file_with_expect(kube_lab: RunningLab, kube3: dict, t
     topo["expect"] = CHECKS[:4] + [{"from": "default/client", "to": "web:80", "result": "closed"}]
     path = tmp_path / "kube3.yaml"
     path.write_text(yaml.safe_dump(topo, sort_keys=False))
-    report = verify.verify_topology(str(path), name=kube3["name"])
+    report = lab.verify_topology(str(path), name=kube3["name"])
     assert len(report.results) == 5
     assert [r.line().split(" (")[0] for r in report.mismatches] == [
         "default/client -> web:80 expected closed, got open"]
-    report = verify.verify_lab(kube3["name"], CHECKS[:2])
+    report = lab.verify_lab(kube3["name"], CHECKS[:2])
     assert report.ok
 
 

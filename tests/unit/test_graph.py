@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from labkit.errors import LabkitError
-from labkit.graph import FORMATS, build_model, choose_format, lab_summary, layout, render_graph
-from labkit.lab import summarize
+from labkit.graph import FORMATS, build_model, choose_format, layout, render_graph
+from labkit.lab import graph_summary, summarize
 from labkit.topology import load_plan
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -565,16 +565,16 @@ def test_layout_loop_on_one_node():
 def test_lab_summary_from_file_when_not_up():
     path = ROOT / "topologies" / "routed-triangle.yaml"
     name = "graph-nx"  # a name no lab that is up has
-    summary = lab_summary(path, name=name)
+    summary = graph_summary(path, name=name)
     assert summary == summarize(load_plan(path, name=name))
     assert "<svg" in render_graph(summary, "html")
 
 
 def test_lab_summary_needs_a_file_or_a_running_lab():
     with pytest.raises(LabkitError, match="is up"):
-        lab_summary(name="graph-nx")
+        graph_summary(name="graph-nx")
     with pytest.raises(LabkitError):
-        lab_summary()
+        graph_summary()
 
 
 def shape_summary(name: str, nodes: list[str], pairs: list[tuple[str, str]], kinds: dict | None = None) -> dict:

@@ -1,0 +1,90 @@
+"""Phase `pod network` (and `cni server`): each k8s-node's CNI conflist and routes, and the lab's CNI server."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from labkit import paths, processes
+from labkit.cni import backends
+from labkit.cni.conflist import write_conflist
+from labkit.cni.errors import CNIError
+from labkit.errors import LabkitError
+from labkit.files import makedirs
+from labkit.net import wiring
+from labkit.phases.build import k8s_nodes, on_every_node
+from labkit.topology.plan import ClusterPlan
+
+if TYPE_CHECKING:
+    from labkit.phases.build import Build
+
+CNI_NETWORK = paths.CNI_NETWORK
+READY_TIMEOUT = 10.0  # seconds for the CNI server to answer
+
+
+def pod_mtu(cluster: ClusterPlan) -> int | None:
+    if cluster.mtu:
+        return cluster.mtu
+    return backends.pod_mtu(cluster.backend) if cluster.backend == "vxlan" else None
+
+
+def setup_pod_network(b: Build) -> None:
+    """Per k8s-node: its CNI conflist, routes to every peer's podCIDR, masquerade for egress."""
+    plan, cluster = b.plan, b.plan.cluster
+    if cluster is None:
+        return
+    start_cni_server(plan.lab)  # first: it loads while the rest of the cluster is built
+    nodes = [backends.ClusterNode(n.name, b.sandboxes[n.name].netns_path, str(n.mgmt_ipv4.ip), str(n.pod_cidr))
+             for n in k8s_nodes(plan)]
+    files = paths.lab(plan.lab)
+    for node in nodes:
+        write_conflist(files.conflist_dir(node.name), CNI_NETWORK, node.pod_cidr, mtu=pod_mtu(cluster),
+                       data_dir=files.ipam_dir(node.name))
+
+    def wire(node: backends.ClusterNode) -> None:
+        # a node's own processes reach ClusterIPs: DNAT in output needs a route first
+        wiring.add_device_route(node.netns_path, str(cluster.service_cidr), "eth0")
+        backends.apply_backend(cluster.backend, node, nodes)
+        backends.apply_masquerade(node.netns_path, str(cluster.pod_cidr), pod_cidr=node.pod_cidr)
+
+    try:
+        on_every_node(wire, nodes)
+    except backends.BackendError as exc:
+        raise LabkitError(str(exc)) from None
+
+
+def start_cni_server(lab: str) -> None:
+    """The lab's CNI server, and the launcher that calls it in the lab's CNI bin dir, for runtimes
+    that exec `labkit-cni` (labkit itself calls the plugin in-process). `down` stops it by its pid file."""
+    from labkit.cni import server
+    from labkit.cni.install import install_launcher
+
+    files = paths.lab(lab)
+    makedirs(files.cni_dir)
+    processes.write_pid_file(files.cni_server_pid, server.start(files.cni_socket, files.cni_server_log))
+    install_launcher(files.cni_bin_dir, socket=files.cni_socket, compile_bytecode=False)
+
+
+def ensure_cni_server(b: Build) -> None:
+    """`apply`: a lab whose CNI server died (killed by hand, a crash) gets a new one."""
+    from labkit.cni import server
+
+    files = paths.lab(b.plan.lab)
+    if server.is_serving(files.cni_socket):
+        return
+    processes.stop_recorded(files.cni_dir, marker=files.dir)  # one that lives on must not outlive its pid file
+    start_cni_server(b.plan.lab)
+    wait_cni_server(b)
+
+
+def wait_cni_server(b: Build) -> None:
+    """`up` returns with the lab's CNI server listening, so an exec right after never runs in place."""
+    from labkit.cni import server
+
+    files = paths.lab(b.plan.lab)
+    proc = processes.read_pid_file(files.cni_server_pid)
+    if proc is None:
+        raise LabkitError(f"the lab's CNI server left no pid in {files.cni_server_pid}")
+    try:
+        server.wait_serving(files.cni_socket, proc.pid, files.cni_server_log, READY_TIMEOUT)
+    except CNIError as e:
+        raise LabkitError(f"{e.msg}: {e.details}") from None

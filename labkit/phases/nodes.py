@@ -1,0 +1,64 @@
+"""Phases `nodes`, `links`, `addresses and routes`, `host access` and `exec`: the lab's nodes and wires."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from labkit.errors import LabkitError
+from labkit.net import netns, wiring
+from labkit.runtime import NodeSpec
+from labkit.topology.plan import Plan
+
+if TYPE_CHECKING:
+    from labkit.phases.build import Build
+
+
+def _hosts_file(plan: Plan) -> str:
+    lines = ["127.0.0.1\tlocalhost"]
+    for node in plan.nodes:
+        addresses = [node.mgmt_ipv4] if node.mgmt_ipv4 else [a for i in node.interfaces for a in i.addresses]
+        if addresses:
+            lines.append(f"{addresses[0].ip}\t{node.name}")
+    return "\n".join(lines) + "\n"
+
+
+def _resolv_conf(plan: Plan) -> str:
+    """Nodes resolve each other from their hosts file; with no DNS server in the lab, fail fast, not in 5 s."""
+    if plan.cluster:
+        return f"nameserver {plan.cluster.dns_ip}\nsearch {plan.cluster.domain}\noptions timeout:1 attempts:2\n"
+    return f"# lab {plan.lab}: names come from /etc/hosts; there is no DNS server\noptions timeout:1 attempts:1\n"
+
+
+def create_nodes(b: Build) -> None:
+    plan = b.plan
+    hosts, resolv_conf = _hosts_file(plan), _resolv_conf(plan)
+    specs = [NodeSpec(name=n.name, kind=n.kind, netns=n.netns, image=n.image, hostname=n.name, hosts=hosts,
+                      resolv_conf=resolv_conf) for n in plan.nodes]
+    if plan.mgmt:
+        netns.create_namespaces([plan.mgmt.netns])
+    b.sandboxes = {s.name: s for s in b.runtime.create_nodes(plan.lab, specs)}
+
+
+def create_links(b: Build) -> None:
+    wiring.create_links(b.plan, _netns_paths(b))
+
+
+def configure_nodes(b: Build) -> None:
+    wiring.configure_nodes(b.plan, _netns_paths(b))
+
+
+def connect_host(b: Build) -> None:
+    assert b.plan.mgmt is not None
+    wiring.connect_host(b.plan.mgmt)
+
+
+def _netns_paths(b: Build) -> dict[str, str]:
+    return {name: sandbox.netns_path for name, sandbox in b.sandboxes.items()}
+
+
+def run_exec(b: Build) -> None:
+    for node in b.plan.nodes:
+        for argv in node.exec:
+            code, output = b.runtime.exec(b.sandboxes[node.name], argv, capture=True)
+            if code != 0:
+                raise LabkitError(f"node {node.name}: exec {' '.join(argv)!r} exited with {code}: {output.strip()}")

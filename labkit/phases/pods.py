@@ -1,0 +1,223 @@
+"""Phases `pods` and `readiness`: every pod's sandbox, address (CNI ADD) and containers; `apply`'s pod sync."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import TYPE_CHECKING
+
+from labkit import paths, processes
+from labkit.cluster import DNS_APP
+from labkit.cni.conflist import execute_conflist
+from labkit.cni.errors import CNIError
+from labkit.errors import LabkitError
+from labkit.net import netns
+from labkit.phases.build import PodRecord, k8s_nodes, workloads_of
+from labkit.runtime import ContainerSpec, PodSpec, Sandbox
+from labkit.runtime.podproc import capabilities
+from labkit.topology.plan import ClusterPlan, Plan, netns_prefix
+
+if TYPE_CHECKING:
+    from labkit.k8s import Pod
+    from labkit.phases.build import Build
+
+POD_IFNAME = "eth0"
+READY_TIMEOUT = 10.0  # seconds for every declared TCP containerPort to listen
+
+
+def pod_netns(lab: str, namespace: str, pod: str) -> str:
+    """Pods: `lk-<lab>.<ns>.<pod>`; nodes have one dot after the prefix, pods two."""
+    return f"{netns_prefix(lab)}{namespace}.{pod}"
+
+
+def kubelet_resolv_conf(cluster: ClusterPlan, namespace: str) -> str:
+    """What the kubelet writes for dnsPolicy ClusterFirst."""
+    zone = cluster.domain
+    return (f"nameserver {cluster.dns_ip}\n"
+            f"search {namespace}.svc.{zone} svc.{zone} {zone}\n"
+            "options ndots:5\n")
+
+
+def kubelet_hosts(pod: Pod, ip: str, cluster: ClusterPlan) -> str:
+    """What the kubelet writes into a pod's /etc/hosts."""
+    names = [pod.hostname]
+    if pod.spec.subdomain:
+        names.insert(0, f"{pod.hostname}.{pod.spec.subdomain}.{pod.namespace}.svc.{cluster.domain}")
+    return ("# Kubernetes-managed hosts file (labkit).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n"
+            f"{ip}\t{' '.join(names)}\n")
+
+
+def pod_spec(plan: Plan, pod: Pod, node: str, ip: str) -> PodSpec:
+    cluster = plan.cluster
+    assert cluster is not None
+    containers = tuple(
+        ContainerSpec(name=c.name, image=c.image, argv=tuple(c.command) + tuple(c.args),
+                      env={e.name: e.value or "" for e in c.env}, capabilities=capabilities(c.securityContext))
+        for c in pod.spec.containers
+    )
+    return PodSpec(namespace=pod.namespace, name=pod.name, node=node,
+                   netns=pod_netns(plan.lab, pod.namespace, pod.name), hostname=pod.hostname,
+                   hosts=kubelet_hosts(pod, ip, cluster), resolv_conf=kubelet_resolv_conf(cluster, pod.namespace),
+                   containers=containers)
+
+
+def start_pods(b: Build) -> None:
+    """Every pod of the workloads, placed by the scheduler."""
+    from labkit.k8s import schedule_pods
+
+    workloads = workloads_of(b.plan)
+    if workloads is None or not workloads.pods:
+        return
+    placement = schedule_pods(workloads, [n.name for n in k8s_nodes(b.plan)])
+    start_pod_set(b, [(pod, placement[pod.key]) for pod in workloads.pods])
+
+
+def start_pod_set(b: Build, todo: list[tuple[Pod, str]]) -> None:
+    """Sandboxes (all at once where the runtime can), CNI ADD from each pod's node in a fixed
+    order (so every run of a lab gives the same addresses), then the pods' own files and containers."""
+    plan = b.plan
+    first_specs = [pod_spec(plan, pod, node, ip="0.0.0.0") for pod, node in todo]
+    sandboxes = b.runtime.create_pods(plan.lab, first_specs)
+    records = []
+    for (pod, node), spec, sandbox in zip(todo, first_specs, sandboxes, strict=True):
+        records.append(PodRecord(pod.namespace, pod.name, node, None, spec.netns, sandbox.netns_path,
+                                 labels=dict(pod.labels)))
+    b.pods.extend(records)
+    for (pod, node), sandbox, record in zip(todo, sandboxes, records, strict=True):
+        try:
+            result = execute_conflist("ADD", paths.lab(plan.lab).conflist(node),
+                                      container_id=container_id(plan.lab, pod), netns=sandbox.netns_path,
+                                      ifname=POD_IFNAME, node_netns=b.sandboxes[node].netns_path)
+        except CNIError as exc:
+            raise LabkitError(f"pod {pod.key} on {node}: CNI ADD failed: {exc}") from None
+        record.ip = result["ips"][0]["address"].split("/")[0]
+
+    def start(item: tuple) -> None:
+        (pod, node), sandbox, record = item
+        started = b.runtime.start_containers(plan.lab, pod_spec(plan, pod, node, record.ip), sandbox)
+        if isinstance(started, Sandbox):
+            record.pid = started.pid
+            record.pid_start = processes.start_time(started.pid) if started.pid else None
+
+    items = list(zip(todo, sandboxes, records, strict=True))
+    if b.runtime.workers > 1:  # a container engine overlaps its calls; forks of this process would not gain
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(b.runtime.workers) as pool:
+            list(pool.map(start, items))
+    else:
+        for item in items:
+            start(item)
+
+
+def sync_pods(b: Build) -> None:
+    """`apply`: stop the pods the workloads no longer have, start the new ones; the others stay
+    where they are, untouched (pods are not updated in place, as in Kubernetes)."""
+    workloads = workloads_of(b.plan)
+    wanted = {pod.key: pod for pod in (workloads.pods if workloads else ())}
+    for record in [r for r in b.pods if f"{r.namespace}/{r.name}" not in wanted]:
+        stop_pod(b, record)
+    running = {f"{r.namespace}/{r.name}" for r in b.pods}
+    load = {n.name: 0 for n in k8s_nodes(b.plan)}
+    for record in b.pods:
+        load[record.node] = load.get(record.node, 0) + 1
+    todo = []
+    for key, pod in wanted.items():
+        if key in running:
+            continue
+        node = pod.spec.nodeName or min(load, key=lambda n: load[n])
+        load[node] += 1
+        todo.append((pod, node))
+    if todo:
+        start_pod_set(b, todo)
+
+
+def stop_pod(b: Build, record: PodRecord) -> None:
+    """Release the pod's address (CNI DEL from its node), then remove its sandbox and processes."""
+    plan = b.plan
+    try:
+        execute_conflist("DEL", paths.lab(plan.lab).conflist(record.node),
+                         container_id=f"{plan.lab}.{record.namespace}.{record.name}",
+                         netns=record.netns_path, ifname=POD_IFNAME, node_netns=b.sandboxes[record.node].netns_path)
+    except CNIError as exc:
+        raise LabkitError(f"pod {record.namespace}/{record.name}: CNI DEL failed: {exc}") from None
+    files = paths.lab(plan.lab)
+    pid_file = files.dns_pid_file(record.name)
+    if record.namespace == "kube-system" and os.path.exists(pid_file):
+        server = processes.recorded(pid_file, marker=files.dir)  # never a pid reused since
+        processes.stop([server] if server else [])
+        os.unlink(pid_file)
+    b.runtime.remove_pod(plan.lab, Sandbox(plan.lab, f"{record.namespace}/{record.name}", record.netns_path,
+                                           pid=record.pid))
+    b.pods.remove(record)
+
+
+def remove_unrecorded_pods(b: Build) -> None:
+    """`apply`: pod namespaces of this lab that its state does not record (an `apply` killed while
+    it started pods) are released (CNI DEL from every node) and removed, so their names are free again."""
+    recorded = {r.netns for r in b.pods}
+    prefix = netns_prefix(b.plan.lab)
+    files = paths.lab(b.plan.lab)
+    for name in netns.list_namespaces(prefix):
+        rest = name[len(prefix):]
+        if name in recorded or "." not in rest:
+            continue  # a node's, the mgmt network's, or a pod the state knows
+        path = netns.netns_path(name)
+        for node in k8s_nodes(b.plan):
+            try:
+                execute_conflist("DEL", files.conflist(node.name), container_id=f"{b.plan.lab}.{rest}",
+                                 netns=path, ifname=POD_IFNAME, node_netns=b.sandboxes[node.name].netns_path)
+            except CNIError as exc:
+                raise LabkitError(f"leftover pod namespace {name}: CNI DEL failed: {exc}") from None
+        processes.stop_in_namespaces([path])
+        netns.delete_namespace(name)
+        shutil.rmtree(files.pod_dir(*rest.split(".", 1)), ignore_errors=True)
+        b.progress.note(f"removed {name}, left by an interrupted apply")
+
+
+def container_id(lab: str, pod: Pod) -> str:
+    return f"{lab}.{pod.namespace}.{pod.name}"
+
+
+def _listening_tcp_ports() -> set[int]:
+    """TCP ports listened on in the calling thread's network namespace."""
+    ports = set()
+    for table in ("/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as fh:
+                next(fh)
+                for line in fh:
+                    fields = line.split()
+                    if fields[3] == "0A":  # LISTEN
+                        ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+        except FileNotFoundError:
+            continue
+    return ports
+
+
+def wait_ready(b: Build) -> None:
+    """Readiness: every TCP containerPort a pod declares is listened on before `up` returns, so a
+    check or a test right after `up` never races a server that is still starting."""
+    import time
+
+    workloads = workloads_of(b.plan)
+    if workloads is None:
+        return
+    declared = {pod.key: {p.containerPort for c in pod.spec.containers for p in c.ports if p.protocol == "TCP"}
+                for pod in workloads.pods}
+    waiting = [(record, declared.get(f"{record.namespace}/{record.name}", set())) for record in b.pods]
+    waiting = [(record, ports) for record, ports in waiting if ports
+               and not (record.namespace == "kube-system" and record.labels.get("k8s-app") == DNS_APP)]
+    timeout = READY_TIMEOUT
+    deadline = time.monotonic() + timeout
+    while waiting:
+        waiting = [(record, ports - netns.run_in_netns(record.netns_path, _listening_tcp_ports))
+                   for record, ports in waiting]
+        waiting = [(record, ports) for record, ports in waiting if ports]
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            record, ports = waiting[0]
+            raise LabkitError(f"pod {record.namespace}/{record.name}: nothing listens on containerPort "
+                              f"{', '.join(map(str, sorted(ports)))} after {timeout:.0f} s; is its command right?")
+        time.sleep(0.02)

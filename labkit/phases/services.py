@@ -1,0 +1,49 @@
+"""Phases `services` and `policies`: the service data plane and NetworkPolicies, in every k8s-node."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from labkit.phases.build import k8s_nodes, on_every_node, workloads_of
+
+if TYPE_CHECKING:
+    from labkit.phases.build import Build
+
+
+def apply_services(b: Build) -> None:
+    """Service views from the running pods, then the same kube-proxy table in every k8s-node.
+
+    On `apply`, `b.previous_services` are the views applied before: UDP flows still pinned to
+    endpoints that are gone get cleared from conntrack."""
+    from labkit.proxy import apply_node_services, build_service_view
+
+    plan, workloads = b.plan, workloads_of(b.plan)
+    if workloads is None or plan.cluster is None:
+        return
+    pod_ips = {f"{p.namespace}/{p.name}": p.ip for p in b.pods if p.ip}
+    pod_nodes = {f"{p.namespace}/{p.name}": p.node for p in b.pods}
+    b.services = list(build_service_view(workloads, pod_ips, service_cidr=str(plan.cluster.service_cidr),
+                                         dns_ip=str(plan.cluster.dns_ip), pod_nodes=pod_nodes))
+    cluster = plan.cluster
+    on_every_node(lambda node: apply_node_services(
+        b.sandboxes[node.name].netns_path, b.services, pod_cidr=str(cluster.pod_cidr),
+        node_ips=[str(node.mgmt_ipv4.ip)], previous=b.previous_services, node_name=node.name), k8s_nodes(plan))
+
+
+def apply_policies(b: Build) -> None:
+    """NetworkPolicies, compiled per node: egress judged where a pod sends, ingress where it receives."""
+    from labkit.policy import apply_node_policies
+
+    from labkit.policy import remove_node_policies
+
+    plan, workloads = b.plan, workloads_of(b.plan)
+    if workloads is None or not workloads.network_policies:
+        if b.previous_services is not None:  # `apply`: the last policy may just have been removed
+            for node in k8s_nodes(plan):
+                remove_node_policies(b.sandboxes[node.name].netns_path)
+        return
+    pod_ips = {f"{p.namespace}/{p.name}": p.ip for p in b.pods if p.ip}
+    pod_nodes = {f"{p.namespace}/{p.name}": p.node for p in b.pods}
+    on_every_node(lambda node: apply_node_policies(
+        b.sandboxes[node.name].netns_path, workloads, pod_ips, node_name=node.name, pod_nodes=pod_nodes,
+        node_ips=[str(node.mgmt_ipv4.ip)]), k8s_nodes(plan))

@@ -1,0 +1,121 @@
+"""The types every runtime shares: sandboxes, what to create, the Runtime protocol and its base."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """A node's or a pod's place to live, as the runtime made it."""
+
+    lab: str
+    name: str  # node name, or "NS/POD" for a pod
+    netns_path: str  # a path setns() accepts: /run/netns/<ns> or /proc/<pid>/ns/net
+    pid: int | None = None  # a process holding the sandbox's namespaces, if any
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """What a runtime needs to know to create a node's sandbox."""
+
+    name: str
+    kind: str
+    netns: str  # the lab-prefixed name (netns name, or container name)
+    image: str | None = None
+    hostname: str | None = None
+    hosts: str = ""  # contents of the node's /etc/hosts
+    resolv_conf: str = ""  # contents of the node's /etc/resolv.conf
+
+
+@dataclass(frozen=True)
+class PodSpec:
+    """What a runtime needs to know to create a pod's sandbox and run its containers."""
+
+    namespace: str
+    name: str
+    node: str
+    netns: str  # the lab-prefixed sandbox name
+    hostname: str
+    hosts: str
+    resolv_conf: str
+    containers: Sequence[ContainerSpec] = ()
+
+
+# What a container gets when its securityContext asks for nothing (Docker's and containerd's default).
+DEFAULT_CAPABILITIES = (
+    "AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE", "NET_RAW",
+    "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT",
+)
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    name: str
+    image: str | None
+    argv: Sequence[str]  # command + args; empty means the image's default
+    env: dict[str, str] = field(default_factory=dict)
+    capabilities: tuple[str, ...] | None = DEFAULT_CAPABILITIES  # None: all (privileged); podproc.capabilities
+
+
+class Runtime(Protocol):
+    """The interface every runtime satisfies (see netns.py and docker.py). RuntimeBase gives the
+    batch operations a default; a runtime overrides them where it can do better."""
+
+    name: str
+    workers: int  # pods whose containers may start at once (a container engine overlaps its calls)
+
+    def create_nodes(self, lab: str, nodes: Sequence[NodeSpec]) -> list[Sandbox]:
+        """Every node's sandbox, in the order given."""
+        ...
+
+    def create_pods(self, lab: str, pods: Sequence[PodSpec]) -> list[Sandbox]:
+        """Every pod's sandbox, in the order given; containers start later (start_containers)."""
+        ...
+
+    def create_node(self, lab: str, node: NodeSpec) -> Sandbox: ...
+
+    def create_pod(self, lab: str, pod: PodSpec) -> Sandbox: ...
+
+    def start_containers(self, lab: str, pod: PodSpec, sandbox: Sandbox) -> Sandbox | None:
+        """Start a pod's containers once its network is wired; may return the sandbox updated
+        (the netns runtime's holder pid)."""
+        ...
+
+    def exec(self, sandbox: Sandbox, argv: Sequence[str], *, capture: bool = False) -> tuple[int, str]:
+        """Run argv in the sandbox's namespaces; return (exit code, output if captured)."""
+        ...
+
+    def remove_pod(self, lab: str, sandbox: Sandbox) -> None:
+        """Remove one pod's sandbox, containers and processes (for `apply`). Idempotent."""
+        ...
+
+    def destroy(self, lab: str) -> None:
+        """Remove every sandbox of `lab` that exists, found by name prefix or label. Idempotent."""
+        ...
+
+    def labs(self) -> set[str]:
+        """Names of the labs that have sandboxes in this runtime now."""
+        ...
+
+
+class RuntimeBase:
+    """What every runtime inherits: the batch operations one at a time, one pod starting at a time."""
+
+    name: str
+    workers: int = 1
+
+    def create_node(self, lab: str, node: NodeSpec) -> Sandbox:
+        raise NotImplementedError
+
+    def create_pod(self, lab: str, pod: PodSpec) -> Sandbox:
+        raise NotImplementedError
+
+    def create_nodes(self, lab: str, nodes: Sequence[NodeSpec]) -> list[Sandbox]:
+        return [self.create_node(lab, node) for node in nodes]
+
+    def create_pods(self, lab: str, pods: Sequence[PodSpec]) -> list[Sandbox]:
+        return [self.create_pod(lab, pod) for pod in pods]
