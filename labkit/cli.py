@@ -133,12 +133,14 @@ def _need_root() -> None:
 def run(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
     _check_names(args)
-    from labkit import lab
+    if args.verb == "validate":  # the plan layer only: nothing that builds is imported
+        from labkit.topology import load_plan
 
-    if args.verb == "validate":
-        plan = lab.validate(args.topology)
+        plan = load_plan(args.topology)
         print(f"{args.topology}: ok — lab {plan.lab}: {len(plan.nodes)} nodes, {len(plan.links)} links")
         return 0
+    from labkit import lab
+
     if args.verb == "graph":
         from labkit.graph import choose_format, render_graph
 

@@ -303,7 +303,7 @@ def status(lab: str | None = None) -> list[dict[str, Any]]:
 
 def health_problems(lab: str, summary: dict[str, Any], present: set[str]) -> list[str]:
     """What of a lab that came up is gone now: node namespaces, pod holders, DNS servers, the CNI server."""
-    from labkit.cluster import DNS_APP
+    from labkit.k8s.system import DNS_APP
 
     files = paths.lab(lab)
     problems = []
@@ -414,9 +414,8 @@ def verify_lab(name: str, expects: Sequence[verify.Expect | Mapping[str, Any]] |
 
 def verify_topology(path: str, name: str | None = None, timeout: float = verify.DEFAULT_TIMEOUT) -> verify.Report:
     """`labkit verify TOPO`: the topology's checks against its running lab (`name` overrides its name)."""
-    expects = verify.load_expects(path)
-    lab_name = name or load_plan(path).lab
-    return verify.run_checks(status(lab_name)[0], expects, timeout)
+    plan = load_plan(path, name=name)  # its expects are parsed once, with the plan
+    return verify.run_checks(status(plan.lab)[0], plan.expects, timeout)
 
 
 def validate(path: str) -> Plan:

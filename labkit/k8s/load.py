@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from labkit.k8s.models import (
     Service,
     StatefulSet,
 )
-from labkit.topology.load import Document, parse_documents, read_documents
+from labkit.topology.load import Document, UnreadableFile, parse_documents, read_documents
 
 Loc = tuple[str | int, ...]
 
@@ -92,12 +92,14 @@ class Workloads:
 
 
 def load_workloads(
-    sources: Sequence[str | Mapping[str, Any]], base_dir: str | Path, *, origin: str = "workloads"
+    sources: Sequence[str | Mapping[str, Any]], base_dir: str | Path, *, origin: str = "workloads",
+    line_of: Callable[[Loc], int | None] | None = None,
 ) -> Workloads:
     """Read manifests: file paths (relative to `base_dir`) or inline manifest mappings.
 
-    `origin` names the file inline manifests were written in (the topology file),
-    for error messages. Raises InputError listing every problem found.
+    `origin` names the file the sources were listed in (the topology file) and `line_of` finds
+    the line of `("workloads", index)` in it, so a file that cannot be read is reported where it
+    was named. Raises InputError listing every problem found.
     """
     documents: list[tuple[Document, Loc]] = []
     problems: list[Problem] = []
@@ -108,6 +110,10 @@ def load_workloads(
                 path = Path(base_dir) / path
             try:
                 documents.extend((doc, ()) for doc in read_documents(path))
+            except UnreadableFile as exc:
+                # named by the topology: point at where it is named (paths are relative to its folder)
+                problems.append(Problem(origin, line_of(("workloads", index)) if line_of else None,
+                                        f"workloads[{index}]", f"{source}: {exc.reason}"))
             except InputError as exc:
                 problems.extend(exc.problems)
         elif isinstance(source, Mapping):

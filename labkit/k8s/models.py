@@ -74,20 +74,13 @@ def _describe(value: Any) -> str:
     return f"{kind or type(value).__name__} ({value!r})"
 
 
-def _labels(value: Mapping[str, str]) -> Mapping[str, str]:
-    for key, val in value.items():
-        problem = names.label_key(key) or names.label_value(val)
-        if problem:
-            raise _fail(problem, key)
-    return value
-
-
 DNS1123Label = Annotated[StrictStr, _check(names.dns1123_label)]
 DNS1123Subdomain = Annotated[StrictStr, _check(names.dns1123_subdomain)]
 PortName = Annotated[StrictStr, _check(names.iana_svc_name)]
 PortNumber = Annotated[StrictInt, _in_range(1, 65535, "port numbers")]
 IntOrString = Annotated[int | str, BeforeValidator(_int_or_str)]
-Labels = Annotated[dict[StrictStr, StrictStr], AfterValidator(_labels)]
+# keys and values checked one by one, so every bad label of a map is reported, not only the first
+Labels = dict[Annotated[StrictStr, _check(names.label_key)], Annotated[StrictStr, _check(names.label_value)]]
 Protocol = Literal["TCP", "UDP"]
 
 
@@ -178,6 +171,14 @@ class ContainerPort(K8sModel):
     protocol: Protocol = "TCP"
     hostPort: PortNumber | None = None
 
+    @model_validator(mode="after")
+    def _no_host_port(self) -> ContainerPort:
+        if self.hostPort is not None:
+            raise _fail("hostPort is not supported: labkit does not publish a pod's port on its node; "
+                        "use a Service of type NodePort (every node's IP) or reach the pod at its own IP",
+                        "hostPort")
+        return self
+
 
 class EnvVar(K8sModel):
     _ignored = frozenset({"valueFrom"})
@@ -239,6 +240,13 @@ class Container(K8sModel):
     env: tuple[EnvVar, ...] = ()
     ports: tuple[ContainerPort, ...] = ()
     securityContext: SecurityContext | None = None
+
+    @model_validator(mode="after")
+    def _program_named(self) -> Container:
+        if self.command and not self.command[0].strip():
+            raise _fail("the program to run (command[0]) is empty; valid: a program name or path, "
+                        "e.g. command: [\"sleep\", \"infinity\"]", "command", 0)
+        return self
 
     @model_validator(mode="after")
     def _unique_port_names(self) -> Container:

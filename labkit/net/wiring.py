@@ -39,11 +39,11 @@ def create_links(plan: Plan, netns_paths: dict[str, str]) -> None:
 def configure_node(node: NodePlan) -> None:
     """Runs inside the node's namespace: bring everything up, then addresses, sysctls, routes."""
     with nl.Netlink() as sock:
-        if node.kind == "bridge":
+        if node.kind_info.l2_bridge:
             sock.do(nl.bridge(BRIDGE_IFNAME))
         indexes = sock.link_indexes()
         batch = [nl.set_link(indexes["lo"], up=True, what=f"bring up {node.name}:lo")]
-        master = indexes.get(BRIDGE_IFNAME) if node.kind == "bridge" else None
+        master = indexes.get(BRIDGE_IFNAME) if node.kind_info.l2_bridge else None
         for iface in node.interfaces:
             where = f"{node.name}:{iface.name}"
             batch.append(nl.set_link(indexes[iface.name], up=True, master=master, mtu=iface.mtu,

@@ -53,11 +53,11 @@ class Build:
 
 
 def workloads_of(plan: Plan) -> Workloads | None:
-    return plan.workloads[0] if plan.workloads else None
+    return plan.workloads
 
 
 def k8s_nodes(plan: Plan) -> list:
-    return [n for n in plan.nodes if n.kind == "k8s-node"]
+    return list(plan.cluster_nodes)
 
 
 def on_every_node(work: Callable[[N], object], nodes: Sequence[N]) -> None:

@@ -7,8 +7,8 @@ import signal
 from typing import TYPE_CHECKING
 
 from labkit import paths, processes
-from labkit.cluster import DNS_APP
 from labkit.files import makedirs
+from labkit.k8s.system import DNS_APP
 from labkit.phases.build import workloads_of
 from labkit.topology.plan import Plan
 

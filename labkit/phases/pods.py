@@ -7,7 +7,7 @@ import shutil
 from typing import TYPE_CHECKING
 
 from labkit import paths, processes
-from labkit.cluster import DNS_APP
+from labkit.k8s.system import DNS_APP
 from labkit.cni.conflist import execute_conflist
 from labkit.cni.errors import CNIError
 from labkit.errors import LabkitError
@@ -15,7 +15,7 @@ from labkit.net import netns
 from labkit.phases.build import PodRecord, k8s_nodes, workloads_of
 from labkit.runtime import ContainerSpec, PodSpec, Sandbox
 from labkit.runtime.podproc import capabilities
-from labkit.topology.plan import ClusterPlan, Plan, netns_prefix
+from labkit.topology.plan import ClusterPlan, Plan, netns_prefix, pod_netns
 
 if TYPE_CHECKING:
     from labkit.k8s import Pod
@@ -25,9 +25,6 @@ POD_IFNAME = "eth0"
 READY_TIMEOUT = 10.0  # seconds for every declared TCP containerPort to listen
 
 
-def pod_netns(lab: str, namespace: str, pod: str) -> str:
-    """Pods: `lk-<lab>.<ns>.<pod>`; nodes have one dot after the prefix, pods two."""
-    return f"{netns_prefix(lab)}{namespace}.{pod}"
 
 
 def kubelet_resolv_conf(cluster: ClusterPlan, namespace: str) -> str:
@@ -62,13 +59,11 @@ def pod_spec(plan: Plan, pod: Pod, node: str, ip: str) -> PodSpec:
 
 
 def start_pods(b: Build) -> None:
-    """Every pod of the workloads, placed by the scheduler."""
-    from labkit.k8s import schedule_pods
-
-    workloads = workloads_of(b.plan)
-    if workloads is None or not workloads.pods:
+    """Every pod of the workloads, where the plan placed it."""
+    workloads, allocation = workloads_of(b.plan), b.plan.allocation
+    if workloads is None or allocation is None or not workloads.pods:
         return
-    placement = schedule_pods(workloads, [n.name for n in k8s_nodes(b.plan)])
+    placement = allocation.placement
     start_pod_set(b, [(pod, placement[pod.key]) for pod in workloads.pods])
 
 

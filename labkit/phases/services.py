@@ -22,8 +22,7 @@ def apply_services(b: Build) -> None:
         return
     pod_ips = {f"{p.namespace}/{p.name}": p.ip for p in b.pods if p.ip}
     pod_nodes = {f"{p.namespace}/{p.name}": p.node for p in b.pods}
-    b.services = list(build_service_view(workloads, pod_ips, service_cidr=str(plan.cluster.service_cidr),
-                                         dns_ip=str(plan.cluster.dns_ip), pod_nodes=pod_nodes))
+    b.services = list(build_service_view(workloads, pod_ips, allocation=plan.allocation, pod_nodes=pod_nodes))
     cluster = plan.cluster
     on_every_node(lambda node: apply_node_services(
         b.sandboxes[node.name].netns_path, b.services, pod_cidr=str(cluster.pod_cidr),

@@ -1,6 +1,6 @@
 """The service data plane: kube-proxy's nftables design, one table per node.
 
-    views = build_service_view(workloads, pod_ips, service_cidr=..., dns_ip=...)
+    views = build_service_view(workloads, pod_ips, allocation=plan.allocation)
     apply_node_services(node_netns_path, views, pod_cidr=...)   # on every node, again on change
     remove_node_services(node_netns_path)                       # on `down`
 """
@@ -10,13 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from labkit.net import nft
-from labkit.proxy.allocate import (
+from labkit.proxy.views import (
     Endpoint,
     EndpointAddress,
     ServicePortView,
     ServiceView,
-    allocate_cluster_ips,
-    allocate_node_ports,
     build_service_view,
 )
 from labkit.proxy.conntrack import clear_udp_flows, stale_udp_endpoints
@@ -56,8 +54,6 @@ __all__ = [
     "EndpointAddress",
     "ServicePortView",
     "ServiceView",
-    "allocate_cluster_ips",
-    "allocate_node_ports",
     "apply_node_services",
     "build_service_view",
     "clear_udp_flows",

@@ -12,7 +12,7 @@ import socket
 from collections.abc import Iterable, Sequence
 
 from labkit.net.netns import run_in_netns
-from labkit.proxy.allocate import ServiceView
+from labkit.proxy.views import ServiceView
 
 
 def udp_endpoints(services: Sequence[ServiceView]) -> set[tuple[str, int]]:

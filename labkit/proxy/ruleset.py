@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from labkit import templating
-from labkit.proxy.allocate import ServicePortView, ServiceView
+from labkit.proxy.views import ServicePortView, ServiceView
 
 DEFAULT_TABLE = "labkit-proxy"
 MASQUERADE_MARK = 0x4000  # kube-proxy's bit: the policy tables leave it alone

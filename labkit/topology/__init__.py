@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import types
@@ -11,6 +12,7 @@ from pathlib import Path
 import pydantic
 
 from labkit.errors import InputError, Problem
+from labkit.topology.expect import expect_problems
 from labkit.topology.load import Document, dotted, read_document
 from labkit.topology.plan import Plan, build_plan
 from labkit.topology.schema import Model, Topology
@@ -38,33 +40,25 @@ def load_topology(path: str | Path, name: str | None = None) -> tuple[Topology, 
 
 
 def load_plan(path: str | Path, runtime: str | None = None, name: str | None = None) -> Plan:
-    """Everything `up` needs, fully resolved; raises InputError and creates nothing."""
+    """Everything `up` needs, fully resolved and checked; raises InputError and creates nothing.
+
+    The topology's own passes (labkit.topology.plan), then its `expect:` checks, then for a
+    cluster its workloads: loaded once, pods placed and Services allocated once, kept in the plan.
+    """
     topo, doc = load_topology(path, name)
     plan, problems = build_plan(topo, str(path), runtime)
-    if problems:
-        raise InputError(_by_line([Problem(doc.file, doc.line_of(p.path), _dotted(p.path), p.message)
-                                   for p in problems]))
+    expects, expect_faults = expect_problems(doc.data.get("expect"))
+    if problems or expect_faults:
+        found = [Problem(doc.file, doc.line_of(p.path), _dotted(p.path), p.text) for p in problems]
+        found += [Problem(doc.file, doc.line_of(p.path), p.dotted, p.message) for p in expect_faults]
+        raise InputError(_by_line(found))
     assert plan is not None
-    if topo.expect:
-        from labkit.verify import parse_expects
-
-        parse_expects(doc.data.get("expect"), file=doc.file, line_of=doc.line_of)
+    plan = dataclasses.replace(plan, expects=tuple(expects))
     if plan.cluster is not None:
-        # Only clusters pay for manifest parsing. The raw items keep their line numbers.
-        from labkit.cluster import check_workloads, system_manifests
-        from labkit.k8s import load_workloads
+        from labkit.topology.workloads import plan_workloads  # only clusters pay for manifest parsing
 
-        sources = list(doc.data.get("workloads") or []) + system_manifests(plan)
-        workloads = load_workloads(sources, Path(path).resolve().parent, origin=str(path))
-        plan = _with_workloads(plan, workloads)
-        check_workloads(plan)
+        plan = plan_workloads(plan, doc)
     return plan
-
-
-def _with_workloads(plan: Plan, workloads: object) -> Plan:
-    import dataclasses
-
-    return dataclasses.replace(plan, workloads=(workloads,))
 
 
 _dotted = dotted

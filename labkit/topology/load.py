@@ -6,7 +6,10 @@ plain dicts and lists whose positions are kept beside them (`LineMap`).
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,20 @@ from labkit.errors import InputError, Problem
 
 Path_ = tuple[str | int, ...]
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+# Input limits: a topology or manifest file is a few KiB; these only stop what is not one.
+MAX_FILE_BYTES = 4 * 1024 * 1024
+MAX_DEPTH = 64  # nested mappings and lists
+_CLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 10x faster
+
+
+class UnreadableFile(InputError):
+    """A file that could not be read at all (missing, not a regular file, too large, not UTF-8):
+    the caller that named it (a topology's `workloads:`) may point at where it was named."""
+
+    def __init__(self, file: str, message: str):
+        self.file, self.reason = file, message
+        super().__init__(Problem(file, None, "", message))
 
 
 class _Lined(dict):
@@ -31,7 +48,7 @@ class _LinedList(list):
     line: int
 
 
-class _LineLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml: 10x faster
+class _LineLoader(_CLoader):
     def construct_mapping(self, node, deep=False):
         mapping = _Lined(super().construct_mapping(node, deep=True))
         mapping.lines = {self.construct_object(k, deep=True): k.start_mark.line + 1 for k, _ in node.value}
@@ -117,10 +134,38 @@ def _walk_for_duplicates(node: yaml.Node, file: str, path: Path_ = ()) -> None:
             _walk_for_duplicates(item, file, path + (i,))
 
 
+def _check_events(text: str, file: str) -> None:
+    """Refuse YAML anchors and aliases, and nesting deeper than MAX_DEPTH, before anything is built.
+
+    Aliases expand: 326 bytes of nested ones are billions of nodes ("billion laughs"), and one
+    that refers to itself is a loop. A topology or a manifest never needs them.
+    """
+    depth = 0
+    for event in yaml.parse(text, Loader=_CLoader):
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.AliasEvent):
+            raise InputError(Problem(file, line, "", f"YAML alias '*{event.anchor}' is not accepted: "
+                                                     "labkit does not expand anchors and aliases; "
+                                                     "write the value out where it is used"))
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None:
+            raise InputError(Problem(file, line, "", f"YAML anchor '&{anchor}' is not accepted: "
+                                                     "labkit does not expand anchors and aliases; "
+                                                     "write the value out where it is used"))
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise InputError(Problem(file, line, "", f"nested more than {MAX_DEPTH} levels deep; "
+                                                         "a topology or manifest is never that deep"))
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
 def parse_documents(text: str, file: str) -> list[Document]:
     """Parse every YAML document in `text`; syntax errors become an InputError."""
     try:
-        nodes = list(yaml.compose_all(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
+        _check_events(text, file)
+        nodes = list(yaml.compose_all(text, Loader=_CLoader))
         for node in nodes:
             if node is not None:
                 _walk_for_duplicates(node, file)
@@ -153,21 +198,59 @@ def _char_at(text: str, line: int, column: int) -> str:
     return lines[line][column:column + 1] if 0 <= line < len(lines) else ""
 
 
-def read_documents(path: str | Path) -> list[Document]:
-    """Read a (possibly multi-document) YAML file."""
+_FILE_TYPES = ((stat.S_ISDIR, "is a directory; give the path of a YAML file"),
+               (stat.S_ISFIFO, "is a named pipe (FIFO), not a regular file; give the path of a YAML file"),
+               (stat.S_ISCHR, "is a device, not a regular file; give the path of a YAML file"),
+               (stat.S_ISBLK, "is a device, not a regular file; give the path of a YAML file"),
+               (stat.S_ISSOCK, "is a socket, not a regular file; give the path of a YAML file"))
+
+
+def read_text(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> str:
+    """A regular file's text, at most `max_bytes`; UnreadableFile (at once, never a hang) otherwise."""
     file = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below by its type
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise InputError(Problem(file, None, "", "no such file")) from None
+        raise UnreadableFile(file, "no such file") from None
     except IsADirectoryError:
-        raise InputError(Problem(file, None, "", "is a directory; give the path of a YAML file")) from None
-    except UnicodeDecodeError as exc:
-        raise InputError(Problem(file, None, "", f"is not UTF-8 text (byte {exc.object[exc.start]:#04x} "
-                                                 f"at offset {exc.start}); expected a YAML file")) from None
+        raise UnreadableFile(file, "is a directory; give the path of a YAML file") from None
     except OSError as exc:
-        raise InputError(Problem(file, None, "", f"cannot read: {exc}")) from None
-    return parse_documents(text, file)
+        raise UnreadableFile(file, f"cannot read: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            why = next((text for test, text in _FILE_TYPES if test(info.st_mode)), "is not a regular file")
+            raise UnreadableFile(file, why)
+        if info.st_size > max_bytes:
+            raise UnreadableFile(file, f"is {info.st_size} bytes; files larger than {max_bytes} bytes "
+                                       f"({max_bytes // (1024 * 1024)} MiB) are not read")
+        chunks, size = [], 0
+        while size <= max_bytes:
+            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > max_bytes:  # it grew while being read
+            raise UnreadableFile(file, f"is larger than {max_bytes} bytes; files that large are not read")
+    except OSError as exc:
+        if exc.errno == errno.EISDIR:
+            raise UnreadableFile(file, "is a directory; give the path of a YAML file") from None
+        raise UnreadableFile(file, f"cannot read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UnreadableFile(file, f"is not UTF-8 text (byte {exc.object[exc.start]:#04x} "
+                                   f"at offset {exc.start}); expected a YAML file") from None
+
+
+def read_documents(path: str | Path) -> list[Document]:
+    """Read a (possibly multi-document) YAML file."""
+    return parse_documents(read_text(path), str(path))
 
 
 def read_document(path: str | Path) -> Document:

@@ -2,8 +2,10 @@
 
 Every namespace name, interface name and address is decided here, and every
 semantic check runs here, so `up` either builds exactly this or nothing.
-Problems are collected (not raised one by one) and each carries the path of
-the topology key it is about, so the message can name its line.
+`build_plan` is a list of named passes (`PASSES`), run top to bottom over one
+`Draft`; each pass resolves one part of the lab and collects its problems (never
+raising one by one), each with the path of the topology key it is about, so the
+message can name its line.
 """
 
 from __future__ import annotations
@@ -11,18 +13,27 @@ from __future__ import annotations
 import ipaddress
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from labkit.topology import kinds
 from labkit.topology.expand import effective_settings
 from labkit.topology.load import dotted
-from labkit.topology.schema import IFNAME, NODE_KINDS, NODE_NAME, Topology
+from labkit.topology.schema import IFNAME, NODE_NAME, Mgmt, Topology
+from labkit.topology.sysctls import namespaced_problem
+
+if TYPE_CHECKING:
+    from labkit.k8s import Workloads
+    from labkit.k8s.allocate import Allocation
+    from labkit.topology.expect import Expect
 
 IPv4Interface = ipaddress.IPv4Interface
 SYSCTL_KEY = re.compile(r"^[a-z0-9_]+(?:[./][a-z0-9_-]+)+$")
 MGMT_IFNAME = "eth0"
 MGMT_BRIDGE = "mgmt0"
 BRIDGE_IFNAME = "br0"
+NETNS_NAME_MAX = 255  # a namespace is a file in /run/netns: NAME_MAX bytes
 
 
 def netns_prefix(lab: str) -> str:
@@ -34,6 +45,11 @@ def node_netns(lab: str, node: str) -> str:
     return f"{netns_prefix(lab)}{node}"
 
 
+def pod_netns(lab: str, namespace: str, pod: str) -> str:
+    """Pods: `lk-<lab>.<ns>.<pod>`; nodes have one dot after the prefix, pods two."""
+    return f"{netns_prefix(lab)}{namespace}.{pod}"
+
+
 def mgmt_netns(lab: str) -> str:
     return f"{netns_prefix(lab)}_mgmt"
 
@@ -41,6 +57,12 @@ def mgmt_netns(lab: str) -> str:
 def host_link_name(lab: str) -> str:
     """The host's end of the mgmt network when `host-access` is on (<= 15 chars)."""
     return f"lk-{lab}"
+
+
+def pod_capacity(pod_cidr: ipaddress.IPv4Network) -> int:
+    """How many pods a node's podCIDR holds: its host addresses less the gateway (the CNI's IPAM)."""
+    hosts = pod_cidr.num_addresses - (2 if pod_cidr.prefixlen < 31 else 0)
+    return max(hosts - 1, 0)
 
 
 @dataclass(frozen=True)
@@ -72,6 +94,11 @@ class NodePlan:
     exec: tuple[tuple[str, ...], ...] = ()
     mgmt_ipv4: IPv4Interface | None = None
     pod_cidr: ipaddress.IPv4Network | None = None
+
+    @property
+    def kind_info(self) -> kinds.NodeKind:
+        """What this node's kind is (a cluster node, an L2 bridge, ...): ask this, not the kind's name."""
+        return kinds.get(self.kind)
 
     def interface(self, name: str) -> Interface:
         return next(i for i in self.interfaces if i.name == name)
@@ -122,11 +149,19 @@ class Plan:
     links: tuple[LinkPlan, ...]
     mgmt: MgmtPlan | None = None
     cluster: ClusterPlan | None = None
-    workloads: tuple[Any, ...] = ()
-    expect: tuple[dict, ...] = field(default_factory=tuple)
+    # A cluster's manifests (the user's and the system's), checked; None without a cluster.
+    workloads: Workloads | None = None
+    # Pod placement, ClusterIPs and NodePorts, decided once when the plan is loaded.
+    allocation: Allocation | None = None
+    expects: tuple[Expect, ...] = ()
 
     def node(self, name: str) -> NodePlan:
         return next(n for n in self.nodes if n.name == name)
+
+    @property
+    def cluster_nodes(self) -> tuple[NodePlan, ...]:
+        """The nodes that join the cluster (kind k8s-node), in topology order."""
+        return tuple(n for n in self.nodes if n.kind_info.cluster_node)
 
     @property
     def netns_prefix(self) -> str:
@@ -137,14 +172,11 @@ class Plan:
 class PlanProblem:
     path: tuple[str | int, ...]
     message: str
+    hint: str = ""  # what would be valid, appended to the message
 
-
-class _Collector:
-    def __init__(self) -> None:
-        self.problems: list[PlanProblem] = []
-
-    def add(self, path: tuple[str | int, ...], message: str) -> None:
-        self.problems.append(PlanProblem(path, message))
+    @property
+    def text(self) -> str:
+        return f"{self.message}; {self.hint}" if self.hint else self.message
 
 
 CONTAINERLAB_SUFFIXES = (".clab.yml", ".clab.yaml")
@@ -154,241 +186,119 @@ def is_containerlab_file(source: str) -> bool:
     return source.endswith(CONTAINERLAB_SUFFIXES)
 
 
-def build_plan(topo: Topology, source: str, runtime: str | None = None) -> tuple[Plan | None, list[PlanProblem]]:
-    """Resolve `topo` into a Plan, or return the problems that prevent it."""
-    out = _Collector()
-    body = topo.topology
-    names = list(body.nodes)
+# ---------------------------------------------------------------- the passes
 
-    for kind in body.kinds:
-        if kind not in NODE_KINDS:
-            out.add(("topology", "kinds", kind), f"unknown kind {kind!r}; valid: {', '.join(NODE_KINDS)}")
 
-    settings: dict[str, dict[str, Any]] = {}
-    bad_kind_sources: set[tuple] = set()
+@dataclass
+class _Iface:
+    """A link end while links are resolved: its address, MTU, where it was written, its peer."""
+
+    address: IPv4Interface | None
+    mtu: int | None
+    path: tuple
+    peer: tuple[str, str] | None = None
+
+
+@dataclass
+class Draft:
+    """What the passes know so far; each pass reads what earlier ones filled in and adds its part."""
+
+    topo: Topology
+    source: str
+    runtime: str | None
+    problems: list[PlanProblem] = field(default_factory=list)
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # node -> its inherited settings
+    cluster: ClusterPlan | None = None
+    ifaces: dict[str, dict[str, _Iface]] = field(default_factory=dict)  # node -> ifname -> link end
+    links: list[LinkPlan] = field(default_factory=list)
+    # every addressed link end: (its subnet, its path, the bridge nodes on its link)
+    subnets: list[tuple[ipaddress.IPv4Network, tuple, set[str]]] = field(default_factory=list)
+    mgmt: MgmtPlan | None = None
+    mgmt_ips: dict[str, IPv4Interface] = field(default_factory=dict)
+    pod_cidrs: dict[str, ipaddress.IPv4Network] = field(default_factory=dict)
+    nodes: list[NodePlan] = field(default_factory=list)
+
+    def add(self, path: tuple[str | int, ...], message: str, hint: str = "") -> None:
+        self.problems.append(PlanProblem(path, message, hint))
+
+    @property
+    def body(self):
+        return self.topo.topology
+
+    @property
+    def has_mgmt(self) -> bool:
+        """A mgmt network is given, or implied by a cluster."""
+        return self.topo.mgmt is not None or self.topo.cluster is not None
+
+    def kind_of(self, node: str) -> kinds.NodeKind | None:
+        """The node's kind after inheritance; None while unknown (its problem is reported once)."""
+        name = self.settings.get(node, {}).get("kind")
+        return kinds.get(name) if name in kinds.REGISTRY else None
+
+    def is_bridge(self, node: str) -> bool:
+        kind = self.kind_of(node)
+        return kind is not None and kind.l2_bridge
+
+    def link_subnets(self) -> dict[tuple, tuple]:
+        """(subnet, link) -> its first endpoint's path: one message per link, not one per end."""
+        found: dict[tuple, tuple] = {}
+        for net, path, _ in self.subnets:
+            found.setdefault((net, path[:3]), path)
+        return found
+
+
+def check_kind_definitions(d: Draft) -> None:
+    """`topology.kinds:` only defines settings for kinds the registry has."""
+    for name in d.body.kinds:
+        if name not in kinds.REGISTRY:
+            d.add(("topology", "kinds", name), str(kinds.UnknownKind(name, kinds.names())))
+
+
+def resolve_nodes(d: Draft) -> None:
+    """Node names, groups, and every setting inherited node -> group -> kind -> defaults."""
+    body, reported = d.body, set()
     for name, node in body.nodes.items():
         path = ("topology", "nodes", name)
         if not NODE_NAME.match(name):
-            out.add(path, f"{name!r} is not a node name: use 1-15 lowercase letters, digits or '-', "
-                          "starting and ending with a letter or digit")
+            d.add(path, f"{name!r} is not a node name: use 1-15 lowercase letters, digits or '-', "
+                        "starting and ending with a letter or digit")
         # containerlab: a group not under `groups:` is only a label (its graph and inventory use it);
         # labkit's own files are strict about it, as about every key, so a typo cannot pass silently
-        unknown_group = bool(node.group) and node.group not in body.groups and not is_containerlab_file(source)
+        unknown_group = bool(node.group) and node.group not in body.groups and not is_containerlab_file(d.source)
         if unknown_group:
             valid = ", ".join(body.groups) or "none defined"
-            out.add(path + ("group",), f"unknown group {node.group!r}; defined groups: {valid}")
+            d.add(path + ("group",), f"unknown group {node.group!r}; defined groups: {valid}")
         merged = effective_settings(body, node)
         kind = merged.get("kind")
         if kind is None:
             if not unknown_group:  # else the group is the one thing to fix
-                out.add(path, f"no kind given (here, in its group or in defaults); valid: {', '.join(NODE_KINDS)}")
-        elif kind not in NODE_KINDS:
+                d.add(path, "no kind given (here, in its group or in defaults)", f"valid: {', '.join(kinds.names())}")
+        elif kind not in kinds.REGISTRY:
             # name the level the kind came from, once: a bad kind in defaults is one mistake, not one per node
             group = body.groups.get(node.group or "")
             source = (path if node.kind else ("topology", "groups", node.group) if group and group.kind
                       else ("topology", "defaults")) + ("kind",)
-            if source not in bad_kind_sources:
-                bad_kind_sources.add(source)
-                out.add(source, f"unknown kind {kind!r}; valid: {', '.join(NODE_KINDS)}")
-        settings[name] = merged
-
-    cluster = _cluster_plan(topo, out)
-    if cluster is None and any(s.get("kind") == "k8s-node" for s in settings.values()):
-        first = next(n for n, s in settings.items() if s.get("kind") == "k8s-node")
-        out.add(("topology", "nodes", first, "kind"), "kind k8s-node needs a 'cluster:' section "
-                                                       "(e.g. cluster: {pod-cidr: 10.244.0.0/16}); or use kind linux")
-    has_mgmt = topo.mgmt is not None or cluster is not None
-
-    # Interfaces from links, with per-endpoint addresses.
-    ifaces: dict[str, dict[str, dict[str, Any]]] = {n: {} for n in names}
-    links: list[LinkPlan] = []
-    subnets: list[tuple[ipaddress.IPv4Network, tuple, set[str]]] = []
-    addresses: dict[ipaddress.IPv4Address, tuple] = {}
-    for li, link in enumerate(body.links):
-        lpath = ("topology", "links", li)
-        ends = []
-        if link.ipv4 and any(ep.ipv4 for ep in link.endpoints):
-            out.add(lpath + ("ipv4",), "give addresses either on the link or on its endpoints, not both")
-        for ei, ep in enumerate(link.endpoints):
-            epath = lpath + ("endpoints", ei)
-            if ep.node not in body.nodes:
-                out.add(epath, f"link to unknown node {ep.node!r}; nodes: {', '.join(names)}")
-                continue
-            if not IFNAME.match(ep.interface):
-                out.add(epath, f"interface name {ep.interface!r} ({len(ep.interface)} characters) is invalid: "
-                               "use 1-15 letters, digits, '_', '.' or '-', starting with a letter or digit")
-                continue
-            if has_mgmt and ep.interface == MGMT_IFNAME and settings[ep.node].get("kind") != "bridge":
-                out.add(epath, f"interface {MGMT_IFNAME} of node {ep.node!r} is the mgmt interface; "
-                               "use eth1 and up for links")
-                continue
-            if ep.interface in ifaces[ep.node]:
-                other = ifaces[ep.node][ep.interface]["path"]
-                where = "the other end of this link" if other[:3] == lpath else _fmt(other)
-                out.add(epath, f"interface {ep.node}:{ep.interface} is already used by {where}; "
-                               "every link end needs its own interface")
-                continue
-            address = ep.ipv4 or (link.ipv4[ei] if link.ipv4 else None)
-            if address is not None and settings[ep.node].get("kind") == "bridge":
-                out.add(epath, f"node {ep.node!r} is a bridge: its ports carry no address; "
-                               "remove ipv4 here and address the node on the other end")
-                address = None
-            ifaces[ep.node][ep.interface] = {"address": address, "mtu": ep.mtu or link.mtu, "path": epath}
-            ends.append((ep, address, epath))
-        if len(ends) == 2:
-            (ea, _, _), (eb, _, _) = ends
-            ifaces[ea.node][ea.interface]["peer"] = (eb.node, eb.interface)
-            ifaces[eb.node][eb.interface]["peer"] = (ea.node, ea.interface)
-            links.append(LinkPlan(LinkEnd(ea.node, ea.interface), LinkEnd(eb.node, eb.interface), link.mtu))
-            nets = {a.network for _, a, _ in ends if a is not None}
-            if len(nets) == 2:
-                out.add(lpath + (("ipv4",) if link.ipv4 else ("endpoints", 1)),
-                        f"the two ends are in different subnets ({' and '.join(map(str, sorted(nets)))}); "
-                        "a veth link is one subnet: give both ends addresses in it")
-        bridges = {ep.node for ep, _, _ in ends if settings[ep.node].get("kind") == "bridge"}
-        for _, address, epath in ends:
-            if address is None:
-                continue
-            if address.network.prefixlen < 31 and address.ip in (
-                address.network.network_address, address.network.broadcast_address
-            ):
-                which = "network" if address.ip == address.network.network_address else "broadcast"
-                out.add(epath, f"{address} is the {which} "
-                               f"address of its subnet; use a host address inside {address.network}")
-            if address.ip in addresses:
-                out.add(epath, f"address {address.ip} is already used at {_fmt(addresses[address.ip])}; "
-                               "every address must be unique")
-            addresses.setdefault(address.ip, epath)
-            subnets.append((address.network, epath, bridges))
-
-    _check_overlaps(subnets, out)
-
-    mgmt = None
-    mgmt_ips: dict[str, IPv4Interface] = {}
-    if not has_mgmt:
-        for name, node in body.nodes.items():
-            if node.mgmt_ipv4 is not None:
-                out.add(("topology", "nodes", name, "mgmt-ipv4"),
-                        "there is no mgmt network for this address: add a 'mgmt:' section "
-                        "(e.g. mgmt: {ipv4-subnet: 172.31.0.0/24}) or remove mgmt-ipv4")
-    link_subnets: dict[tuple, tuple] = {}  # (subnet, link) -> its first endpoint: one message per link
-    for net, path, _ in subnets:
-        link_subnets.setdefault((net, path[:3]), path)
-    if has_mgmt:
-        mgmt, mgmt_ips = _mgmt_plan(topo, settings, out)
-        for (net, _), path in link_subnets.items():
-            if mgmt and net.overlaps(mgmt.subnet):
-                out.add(path, f"subnet {net} overlaps the mgmt subnet {mgmt.subnet}; use a subnet outside it")
-    if cluster is not None:
-        for (net, _), path in link_subnets.items():
-            for what, cidr in (("pod-cidr", cluster.pod_cidr), ("service-cidr", cluster.service_cidr)):
-                if net.overlaps(cidr):
-                    out.add(path, f"subnet {net} overlaps the cluster {what} {cidr}; use a subnet outside it")
-        if mgmt:
-            for what, cidr in (("pod-cidr", cluster.pod_cidr), ("service-cidr", cluster.service_cidr)):
-                if mgmt.subnet.overlaps(cidr):
-                    out.add(("mgmt", "ipv4-subnet"), f"mgmt subnet {mgmt.subnet} overlaps the cluster {what} {cidr}")
-
-    pod_cidrs = _pod_cidrs(cluster, settings, out)
-
-    nodes: list[NodePlan] = []
-    for index, name in enumerate(names):
-        s = settings[name]
-        path = ("topology", "nodes", name)
-        interfaces = []
-        if name in mgmt_ips:
-            interfaces.append(Interface(MGMT_IFNAME, (mgmt_ips[name],)))
-        for ifname, info in ifaces[name].items():
-            peer = info.get("peer", (None, None))
-            addrs = (info["address"],) if info["address"] is not None else ()
-            interfaces.append(Interface(ifname, addrs, info["mtu"], peer[0], peer[1]))
-        connected = [a.network for i in interfaces for a in i.addresses]
-        routes = []
-        for ri, r in enumerate(s.get("routes", [])):
-            via = str(r["via"]) if r.get("via") is not None else None
-            if via is None and r.get("dev") is None:
-                out.add(path + ("routes", ri), "a route needs 'via' or 'dev'")
-            if via is not None and not any(ipaddress.IPv4Address(via) in net for net in connected):
-                where = ", ".join(map(str, connected)) or "none"
-                out.add(path + ("routes", ri, "via"),
-                        f"gateway {via} is outside every subnet of node {name!r} (its subnets: {where})")
-            if r.get("dev") is not None and r["dev"] not in {i.name for i in interfaces}:
-                have = ", ".join(i.name for i in interfaces) or "none"
-                out.add(path + ("routes", ri, "dev"), f"node {name!r} has no interface {r['dev']!r} "
-                                                      f"(its interfaces: {have})")
-            routes.append(Route(r["dst"], via, r.get("dev")))
-        sysctls = []
-        defaults = {"net.ipv4.ip_forward": 1} if s.get("kind") == "k8s-node" else {}
-        for key, value in {**defaults, **s.get("sysctls", {})}.items():
-            if not SYSCTL_KEY.match(key) or ".." in key:
-                out.add(path + ("sysctls", key), f"{key!r} is not a sysctl name like net.ipv4.ip_forward")
-            sysctls.append((key, str(value)))
-        commands = []
-        for ci, command in enumerate(s.get("exec", [])):
-            try:
-                commands.append(tuple(shlex.split(command)))
-            except ValueError as exc:
-                out.add(path + ("exec", ci), f"cannot split command {command!r}: {exc}; "
-                                             "it is split like a shell would: close every quote")
-        nodes.append(NodePlan(
-            name=name, kind=s.get("kind", "linux"), index=index, netns=node_netns(topo.name, name),
-            image=s.get("image"), interfaces=tuple(interfaces), routes=tuple(routes),
-            sysctls=tuple(sysctls), exec=tuple(commands), mgmt_ipv4=mgmt_ips.get(name),
-            pod_cidr=pod_cidrs.get(name),
-        ))
-
-    if out.problems:
-        return None, out.problems
-    plan = Plan(
-        lab=topo.name, runtime=runtime or topo.runtime, source=source, nodes=tuple(nodes),
-        links=tuple(links), mgmt=mgmt, cluster=cluster, expect=tuple(topo.expect),
-    )
-    return plan, []
+            if source not in reported:
+                reported.add(source)
+                d.add(source, str(kinds.UnknownKind(kind, kinds.names())))
+        d.settings[name] = merged
 
 
-def _check_overlaps(subnets: list[tuple[ipaddress.IPv4Network, tuple, set[str]]], out: _Collector) -> None:
-    """Different subnets must not overlap; one subnet may span several links only through a bridge.
-
-    Sorted sweep, not all pairs: a chain of a thousand links has two thousand subnets.
-    """
-    first_use: dict[ipaddress.IPv4Network, tuple[tuple, set[str]]] = {}
-    reported: set[tuple] = set()  # (subnet, link): one message per link, not one per end
-    for net, path, bridges in subnets:
-        if net not in first_use:
-            first_use[net] = (path, bridges)
-            continue
-        first_path, first_bridges = first_use[net]
-        if path[:3] != first_path[:3] and not (bridges & first_bridges) and (net, path[:3]) not in reported:
-            reported.add((net, path[:3]))
-            out.add(path, f"subnet {net} is also used by {_fmt(first_path)}; one subnet spans several links "
-                          "only through a bridge node")
-    widest: tuple[ipaddress.IPv4Network, tuple] | None = None
-    for net in sorted(first_use, key=lambda n: (int(n.network_address), n.prefixlen)):
-        if widest and int(net.network_address) <= int(widest[0].broadcast_address):
-            out.add(first_use[net][0], f"subnet {net} overlaps {widest[0]} of {_fmt(widest[1])}; "
-                                       "subnets of different links must not overlap")
-        if widest is None or int(net.broadcast_address) > int(widest[0].broadcast_address):
-            widest = (net, first_use[net][0])
-
-
-def _fmt(path: tuple) -> str:
-    return dotted(path)  # the same spelling as the field of a message: topology.links[0].endpoints[1]
-
-
-def _cluster_plan(topo: Topology, out: _Collector) -> ClusterPlan | None:
-    c = topo.cluster
+def plan_cluster(d: Draft) -> None:
+    """`cluster:`: its CIDRs fit together and the DNS address is a service address."""
+    c = d.topo.cluster
     if c is None:
-        return None
+        return
     if c.pod_cidr.overlaps(c.service_cidr):
-        out.add(("cluster", "service-cidr"), f"service-cidr {c.service_cidr} overlaps pod-cidr {c.pod_cidr}; "
-                                             "they must not overlap (e.g. 10.96.0.0/16 and 10.244.0.0/16)")
+        d.add(("cluster", "service-cidr"), f"service-cidr {c.service_cidr} overlaps pod-cidr {c.pod_cidr}; "
+                                           "they must not overlap (e.g. 10.96.0.0/16 and 10.244.0.0/16)")
     if c.pod_cidr.prefixlen > 24:
-        out.add(("cluster", "pod-cidr"), f"pod-cidr {c.pod_cidr} is too small: each node takes a /24, "
-                                         "so use /24 or larger (e.g. 10.244.0.0/16)")
+        d.add(("cluster", "pod-cidr"), f"pod-cidr {c.pod_cidr} is too small: each node takes a /24, "
+                                       "so use /24 or larger (e.g. 10.244.0.0/16)")
     if c.dns.ip not in c.service_cidr:
-        out.add(("cluster", "dns", "ip"), f"dns ip {c.dns.ip} is outside service-cidr {c.service_cidr}; "
-                                          f"use an address inside it (e.g. {c.service_cidr.network_address + 10})")
-    return ClusterPlan(
+        d.add(("cluster", "dns", "ip"), f"dns ip {c.dns.ip} is outside service-cidr {c.service_cidr}; "
+                                        f"use an address inside it (e.g. {c.service_cidr.network_address + 10})")
+    d.cluster = ClusterPlan(
         domain=c.domain, pod_cidr=c.pod_cidr, service_cidr=c.service_cidr, backend=c.cni.backend,
         mtu=c.cni.mtu, dns_ip=c.dns.ip, dns_replicas=c.dns.replicas,
         dns_upstreams=tuple(str(u) for u in c.dns.upstreams),
@@ -396,75 +306,301 @@ def _cluster_plan(topo: Topology, out: _Collector) -> ClusterPlan | None:
     )
 
 
-def _mgmt_plan(topo: Topology, settings: dict[str, dict], out: _Collector
-               ) -> tuple[MgmtPlan | None, dict[str, IPv4Interface]]:
-    from labkit.topology.schema import Mgmt
+def check_cluster_nodes(d: Draft) -> None:
+    """A node of a cluster kind needs a `cluster:` section."""
+    if d.cluster is not None:
+        return
+    first = next((n for n in d.settings if (k := d.kind_of(n)) is not None and k.cluster_node), None)
+    if first is not None:
+        kind = d.settings[first]["kind"]
+        d.add(("topology", "nodes", first, "kind"), f"kind {kind} needs a 'cluster:' section "
+                                                    "(e.g. cluster: {pod-cidr: 10.244.0.0/16}); or use kind linux")
 
-    m = topo.mgmt or Mgmt()
+
+def plan_links(d: Draft) -> None:
+    """Every link end: a known node, a free interface name, an address that fits the link."""
+    body = d.body
+    names = list(body.nodes)
+    d.ifaces = {n: {} for n in names}
+    addresses: dict[ipaddress.IPv4Address, tuple] = {}
+    for li, link in enumerate(body.links):
+        lpath = ("topology", "links", li)
+        ends = []
+        if link.ipv4 and any(ep.ipv4 for ep in link.endpoints):
+            d.add(lpath + ("ipv4",), "give addresses either on the link or on its endpoints, not both")
+        for ei, ep in enumerate(link.endpoints):
+            epath = lpath + ("endpoints", ei)
+            if ep.node not in body.nodes:
+                d.add(epath, f"link to unknown node {ep.node!r}; nodes: {', '.join(names)}")
+                continue
+            if not IFNAME.match(ep.interface):
+                d.add(epath, f"interface name {ep.interface!r} ({len(ep.interface)} characters) is invalid: "
+                             "use 1-15 letters, digits, '_', '.' or '-', starting with a letter or digit")
+                continue
+            if d.has_mgmt and ep.interface == MGMT_IFNAME and not d.is_bridge(ep.node):
+                d.add(epath, f"interface {MGMT_IFNAME} of node {ep.node!r} is the mgmt interface; "
+                             "use eth1 and up for links")
+                continue
+            if ep.interface in d.ifaces[ep.node]:
+                other = d.ifaces[ep.node][ep.interface].path
+                where = "the other end of this link" if other[:3] == lpath else _fmt(other)
+                d.add(epath, f"interface {ep.node}:{ep.interface} is already used by {where}; "
+                             "every link end needs its own interface")
+                continue
+            address = ep.ipv4 or (link.ipv4[ei] if link.ipv4 else None)
+            if address is not None and d.is_bridge(ep.node):
+                d.add(epath, f"node {ep.node!r} is a bridge: its ports carry no address; "
+                             "remove ipv4 here and address the node on the other end")
+                address = None
+            d.ifaces[ep.node][ep.interface] = _Iface(address, ep.mtu or link.mtu, epath)
+            ends.append((ep, address, epath))
+        if len(ends) == 2:
+            (ea, _, _), (eb, _, _) = ends
+            d.ifaces[ea.node][ea.interface].peer = (eb.node, eb.interface)
+            d.ifaces[eb.node][eb.interface].peer = (ea.node, ea.interface)
+            d.links.append(LinkPlan(LinkEnd(ea.node, ea.interface), LinkEnd(eb.node, eb.interface), link.mtu))
+            nets = {a.network for _, a, _ in ends if a is not None}
+            if len(nets) == 2:
+                d.add(lpath + (("ipv4",) if link.ipv4 else ("endpoints", 1)),
+                      f"the two ends are in different subnets ({' and '.join(map(str, sorted(nets)))}); "
+                      "a veth link is one subnet: give both ends addresses in it")
+        bridges = {ep.node for ep, _, _ in ends if d.is_bridge(ep.node)}
+        for _, address, epath in ends:
+            if address is None:
+                continue
+            if address.network.prefixlen < 31 and address.ip in (
+                address.network.network_address, address.network.broadcast_address
+            ):
+                which = "network" if address.ip == address.network.network_address else "broadcast"
+                d.add(epath, f"{address} is the {which} "
+                             f"address of its subnet; use a host address inside {address.network}")
+            if address.ip in addresses:
+                d.add(epath, f"address {address.ip} is already used at {_fmt(addresses[address.ip])}; "
+                             "every address must be unique")
+            addresses.setdefault(address.ip, epath)
+            d.subnets.append((address.network, epath, bridges))
+
+
+def check_link_subnets(d: Draft) -> None:
+    """Different subnets must not overlap; one subnet may span several links only through a bridge.
+
+    Sorted sweep, not all pairs: a chain of a thousand links has two thousand subnets.
+    """
+    first_use: dict[ipaddress.IPv4Network, tuple[tuple, set[str]]] = {}
+    reported: set[tuple] = set()  # (subnet, link): one message per link, not one per end
+    for net, path, bridges in d.subnets:
+        if net not in first_use:
+            first_use[net] = (path, bridges)
+            continue
+        first_path, first_bridges = first_use[net]
+        if path[:3] != first_path[:3] and not (bridges & first_bridges) and (net, path[:3]) not in reported:
+            reported.add((net, path[:3]))
+            d.add(path, f"subnet {net} is also used by {_fmt(first_path)}; one subnet spans several links "
+                        "only through a bridge node")
+    widest: tuple[ipaddress.IPv4Network, tuple] | None = None
+    for net in sorted(first_use, key=lambda n: (int(n.network_address), n.prefixlen)):
+        if widest and int(net.network_address) <= int(widest[0].broadcast_address):
+            d.add(first_use[net][0], f"subnet {net} overlaps {widest[0]} of {_fmt(widest[1])}; "
+                                     "subnets of different links must not overlap")
+        if widest is None or int(net.broadcast_address) > int(widest[0].broadcast_address):
+            widest = (net, first_use[net][0])
+
+
+def plan_mgmt(d: Draft) -> None:
+    """The mgmt network: a bridge in its own namespace, an address per node (given or the next free)."""
+    if not d.has_mgmt:
+        for name, node in d.body.nodes.items():
+            if node.mgmt_ipv4 is not None:
+                d.add(("topology", "nodes", name, "mgmt-ipv4"),
+                      "there is no mgmt network for this address: add a 'mgmt:' section "
+                      "(e.g. mgmt: {ipv4-subnet: 172.31.0.0/24}) or remove mgmt-ipv4")
+        return
+    d.mgmt, d.mgmt_ips = _mgmt_plan(d)
+    for (net, _), path in d.link_subnets().items():
+        if d.mgmt and net.overlaps(d.mgmt.subnet):
+            d.add(path, f"subnet {net} overlaps the mgmt subnet {d.mgmt.subnet}; use a subnet outside it")
+
+
+def check_cluster_cidrs(d: Draft) -> None:
+    """Neither link subnets nor the mgmt subnet may overlap the cluster's pod or service CIDR."""
+    cluster = d.cluster
+    if cluster is None:
+        return
+    cidrs = (("pod-cidr", cluster.pod_cidr), ("service-cidr", cluster.service_cidr))
+    for (net, _), path in d.link_subnets().items():
+        for what, cidr in cidrs:
+            if net.overlaps(cidr):
+                d.add(path, f"subnet {net} overlaps the cluster {what} {cidr}; use a subnet outside it")
+    if d.mgmt:
+        for what, cidr in cidrs:
+            if d.mgmt.subnet.overlaps(cidr):
+                d.add(("mgmt", "ipv4-subnet"), f"mgmt subnet {d.mgmt.subnet} overlaps the cluster {what} {cidr}")
+
+
+def assign_pod_cidrs(d: Draft) -> None:
+    """Each cluster node gets the next /24 of pod-cidr, in node order."""
+    cluster = d.cluster
+    if cluster is None or cluster.pod_cidr.prefixlen > 24:
+        return
+    members = [n for n in d.settings if (k := d.kind_of(n)) is not None and k.cluster_node]
+    subnets = cluster.pod_cidr.subnets(new_prefix=24)
+    for name in members:
+        net = next(subnets, None)
+        if net is None:
+            d.add(("cluster", "pod-cidr"),
+                  f"pod-cidr {cluster.pod_cidr} has fewer /24s than k8s-nodes ({len(members)})")
+            break
+        d.pod_cidrs[name] = net
+
+
+def plan_nodes(d: Draft) -> None:
+    """Each node's interfaces, routes, sysctls and exec commands."""
+    for index, name in enumerate(d.body.nodes):
+        s = d.settings[name]
+        path = ("topology", "nodes", name)
+        interfaces = []
+        if name in d.mgmt_ips:
+            interfaces.append(Interface(MGMT_IFNAME, (d.mgmt_ips[name],)))
+        for ifname, end in d.ifaces[name].items():
+            peer = end.peer or (None, None)
+            addrs = (end.address,) if end.address is not None else ()
+            interfaces.append(Interface(ifname, addrs, end.mtu, peer[0], peer[1]))
+        kind = d.kind_of(name) or kinds.LINUX
+        d.nodes.append(NodePlan(
+            name=name, kind=kind.name, index=index, netns=node_netns(d.topo.name, name),
+            image=s.get("image"), interfaces=tuple(interfaces), routes=_routes(d, name, path, interfaces),
+            sysctls=_sysctls(d, kind, path), exec=_commands(d, path), mgmt_ipv4=d.mgmt_ips.get(name),
+            pod_cidr=d.pod_cidrs.get(name),
+        ))
+
+
+PASSES: tuple[Callable[[Draft], None], ...] = (
+    check_kind_definitions,
+    resolve_nodes,
+    plan_cluster,
+    check_cluster_nodes,
+    plan_links,
+    check_link_subnets,
+    plan_mgmt,
+    check_cluster_cidrs,
+    assign_pod_cidrs,
+    plan_nodes,
+)
+
+
+def build_plan(topo: Topology, source: str, runtime: str | None = None) -> tuple[Plan | None, list[PlanProblem]]:
+    """Resolve `topo` into a Plan by running every pass, or return the problems that prevent it."""
+    d = Draft(topo, source, runtime)
+    for step in PASSES:
+        step(d)
+    if d.problems:
+        return None, d.problems
+    plan = Plan(
+        lab=topo.name, runtime=runtime or topo.runtime, source=source, nodes=tuple(d.nodes),
+        links=tuple(d.links), mgmt=d.mgmt, cluster=d.cluster,
+    )
+    return plan, []
+
+
+# ---------------------------------------------------------------- parts of the passes
+
+
+def _routes(d: Draft, name: str, path: tuple, interfaces: list[Interface]) -> tuple[Route, ...]:
+    connected = [a.network for i in interfaces for a in i.addresses]
+    routes = []
+    for ri, r in enumerate(d.settings[name].get("routes", [])):
+        via = str(r["via"]) if r.get("via") is not None else None
+        if via is None and r.get("dev") is None:
+            d.add(path + ("routes", ri), "a route needs 'via' or 'dev'")
+        if via is not None and not any(ipaddress.IPv4Address(via) in net for net in connected):
+            where = ", ".join(map(str, connected)) or "none"
+            d.add(path + ("routes", ri, "via"),
+                  f"gateway {via} is outside every subnet of node {name!r} (its subnets: {where})")
+        if r.get("dev") is not None and r["dev"] not in {i.name for i in interfaces}:
+            have = ", ".join(i.name for i in interfaces) or "none"
+            d.add(path + ("routes", ri, "dev"), f"node {name!r} has no interface {r['dev']!r} "
+                                                f"(its interfaces: {have})")
+        routes.append(Route(r["dst"], via, r.get("dev")))
+    return tuple(routes)
+
+
+def _sysctls(d: Draft, kind: kinds.NodeKind, path: tuple) -> tuple[tuple[str, str], ...]:
+    """The kind's defaults, then the node's own; only keys of the node's network namespace."""
+    sysctls = []
+    for key, value in {**kind.sysctls, **d.settings[path[-1]].get("sysctls", {})}.items():
+        if not SYSCTL_KEY.match(key) or ".." in key:
+            d.add(path + ("sysctls", key), f"{key!r} is not a sysctl name like net.ipv4.ip_forward")
+        elif (problem := namespaced_problem(key)) is not None:
+            message, hint = problem
+            d.add(path + ("sysctls", key), message, hint)
+        sysctls.append((key, str(value)))
+    return tuple(sysctls)
+
+
+def _commands(d: Draft, path: tuple) -> tuple[tuple[str, ...], ...]:
+    commands = []
+    for ci, command in enumerate(d.settings[path[-1]].get("exec", [])):
+        try:
+            commands.append(tuple(shlex.split(command)))
+        except ValueError as exc:
+            d.add(path + ("exec", ci), f"cannot split command {command!r}: {exc}; "
+                                       "it is split like a shell would: close every quote")
+    return tuple(commands)
+
+
+def _fmt(path: tuple) -> str:
+    return dotted(path)  # the same spelling as the field of a message: topology.links[0].endpoints[1]
+
+
+def _mgmt_plan(d: Draft) -> tuple[MgmtPlan | None, dict[str, IPv4Interface]]:
+    m = d.topo.mgmt or Mgmt()
     subnet = m.ipv4_subnet
     hosts = iter(subnet.hosts())  # a list, not an iterator, for /31 and /32
     gateway_ip = next(hosts, None)
     if gateway_ip is None:
-        out.add(("mgmt", "ipv4-subnet"), f"mgmt subnet {subnet} has no room for addresses")
+        d.add(("mgmt", "ipv4-subnet"), f"mgmt subnet {subnet} has no room for addresses")
         return None, {}
     taken = {gateway_ip}
     explicit: dict[str, ipaddress.IPv4Address] = {}
-    for name, node in topo.topology.nodes.items():
+    for name, node in d.body.nodes.items():
         if node.mgmt_ipv4 is None:
             continue
         path = ("topology", "nodes", name, "mgmt-ipv4")
-        if settings[name].get("kind") == "bridge":
-            out.add(path, f"node {name!r} is a bridge: it has no mgmt interface; remove mgmt-ipv4")
+        if d.is_bridge(name):
+            d.add(path, f"node {name!r} is a bridge: it has no mgmt interface; remove mgmt-ipv4")
             continue
         first_free = f"use a host address of {subnet} from {gateway_ip + 1} up"
         if node.mgmt_ipv4 not in subnet:
-            out.add(path, f"address {node.mgmt_ipv4} is outside the mgmt subnet {subnet}; {first_free}")
+            d.add(path, f"address {node.mgmt_ipv4} is outside the mgmt subnet {subnet}; {first_free}")
         elif node.mgmt_ipv4 in (subnet.network_address, subnet.broadcast_address):
             which = "network" if node.mgmt_ipv4 == subnet.network_address else "broadcast"
-            out.add(path, f"address {node.mgmt_ipv4} is the {which} address of the mgmt subnet; {first_free}")
+            d.add(path, f"address {node.mgmt_ipv4} is the {which} address of the mgmt subnet; {first_free}")
         elif node.mgmt_ipv4 == gateway_ip:
-            out.add(path, f"address {node.mgmt_ipv4} is the mgmt gateway (the bridge's own address); {first_free}")
+            d.add(path, f"address {node.mgmt_ipv4} is the mgmt gateway (the bridge's own address); {first_free}")
         elif node.mgmt_ipv4 in taken:
             owner = next(n for n, ip in explicit.items() if ip == node.mgmt_ipv4)
-            out.add(path, f"address {node.mgmt_ipv4} is already the mgmt address of node {owner!r}")
+            d.add(path, f"address {node.mgmt_ipv4} is already the mgmt address of node {owner!r}")
         taken.add(node.mgmt_ipv4)
         explicit[name] = node.mgmt_ipv4
     ips: dict[str, IPv4Interface] = {}
-    for name, s in settings.items():
-        if s.get("kind") == "bridge":
+    for name in d.settings:
+        if d.is_bridge(name):
             continue
         ip = explicit.get(name)
         if ip is None:
             ip = next((h for h in hosts if h not in taken), None)
             if ip is None:
-                need = sum(1 for v in settings.values() if v.get("kind") != "bridge")
+                need = sum(1 for n in d.settings if not d.is_bridge(n))
                 room = subnet.num_addresses - (2 if subnet.prefixlen < 31 else 0) - 1  # less the gateway
-                out.add(("mgmt", "ipv4-subnet"), f"mgmt subnet {subnet} has room for {room} node address(es) "
-                                                 f"besides the gateway, but {need} nodes need one; "
-                                                 "use a larger subnet (e.g. a /24)")
+                d.add(("mgmt", "ipv4-subnet"), f"mgmt subnet {subnet} has room for {room} node address(es) "
+                                               f"besides the gateway, but {need} nodes need one; "
+                                               "use a larger subnet (e.g. a /24)")
                 break
             taken.add(ip)
         ips[name] = IPv4Interface(f"{ip}/{subnet.prefixlen}")
     plan = MgmtPlan(
-        netns=mgmt_netns(topo.name), bridge=MGMT_BRIDGE, subnet=subnet,
+        netns=mgmt_netns(d.topo.name), bridge=MGMT_BRIDGE, subnet=subnet,
         gateway=IPv4Interface(f"{gateway_ip}/{subnet.prefixlen}"), host_access=m.host_access,
-        host_ifname=host_link_name(topo.name),
+        host_ifname=host_link_name(d.topo.name),
     )
     return plan, ips
-
-
-def _pod_cidrs(cluster: ClusterPlan | None, settings: dict[str, dict], out: _Collector
-               ) -> dict[str, ipaddress.IPv4Network]:
-    if cluster is None or cluster.pod_cidr.prefixlen > 24:
-        return {}
-    k8s_nodes = [n for n, s in settings.items() if s.get("kind") == "k8s-node"]
-    subnets = cluster.pod_cidr.subnets(new_prefix=24)
-    result = {}
-    for name in k8s_nodes:
-        net = next(subnets, None)
-        if net is None:
-            out.add(("cluster", "pod-cidr"),
-                    f"pod-cidr {cluster.pod_cidr} has fewer /24s than k8s-nodes ({len(k8s_nodes)})")
-            break
-        result[name] = net
-    return result

@@ -12,10 +12,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from labkit.topology import kinds
+
 LAB_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?$")
 NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
 IFNAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,14}$")
-NODE_KINDS = ("linux", "bridge", "k8s-node")
+NODE_KINDS = kinds.names()
 RUNTIMES = ("netns", "docker")  # the runtime registry (labkit.runtime) holds exactly these; a test checks it
 IMAGE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")  # lenient: no spaces, no shell, no leading '-'
 
@@ -130,8 +132,16 @@ class Mgmt(Model):
 
 
 class CNI(Model):
-    backend: Literal["host-gw", "vxlan"] = "host-gw"
+    backend: str = kinds.DEFAULT_CNI_BACKEND
     mtu: int | None = Field(default=None, ge=576, le=65535)
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if value not in kinds.CNI_BACKENDS:
+            valid = " or ".join(repr(b) for b in kinds.CNI_BACKENDS)
+            raise ValueError(f"should be {valid} (got {value!r})")
+        return value
 
 
 class DNS(Model):

@@ -113,3 +113,60 @@ def test_console_script(tmp_path: Path) -> None:
     assert result.stderr == (f"error: {bad}:3: topology.nodes: no nodes defined: "
                              "give at least one, e.g. 'h1: {kind: linux}'\n")
     assert "Traceback" not in result.stderr
+
+
+def _run_validate(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "labkit.cli", "validate", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_a_fifo_is_refused_at_once_not_waited_on(tmp_path: Path) -> None:
+    fifo = tmp_path / "topo.yaml"
+    os.mkfifo(fifo)
+    result = _run_validate(str(fifo))  # before the fix: blocks forever in open(), waiting for a writer
+    assert (result.returncode, result.stderr) == (
+        2, f"error: {fifo}: is a named pipe (FIFO), not a regular file; give the path of a YAML file\n")
+
+
+def test_a_device_is_refused_not_read(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _validate(capsys, "/dev/zero") == (
+        2, "", "error: /dev/zero: is a device, not a regular file; give the path of a YAML file\n")
+
+
+def test_a_file_over_the_size_cap_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "big.yaml"
+    path.write_text("name: big\n" + "# padding\n" * (5 * 1024 * 1024 // 10))
+    code, _, err = _validate(capsys, path)
+    assert code == 2
+    assert err.startswith(f"error: {path}: is {path.stat().st_size} bytes; files larger than 4194304 bytes")
+
+
+def test_a_workloads_fifo_is_refused_where_the_topology_names_it(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "apps.yaml")
+    topo = tmp_path / "t.yaml"
+    topo.write_text("name: fifo\ncluster: {}\ntopology:\n  nodes: {cp: {kind: k8s-node}}\n"
+                    "workloads:\n  - apps.yaml\n")
+    result = _run_validate(str(topo))
+    assert (result.returncode, result.stderr) == (
+        2, f"error: {topo}:6: workloads[0]: apps.yaml: is a named pipe (FIFO), not a regular file; "
+           "give the path of a YAML file\n")
+
+
+# Everything `labkit validate` needs lives in the plan layer: it builds nothing, so it imports nothing that builds.
+BUILDING_PACKAGES = ("labkit.runtime", "labkit.net", "labkit.cni", "labkit.proxy", "labkit.dns", "labkit.policy")
+
+
+def test_validate_of_a_cluster_imports_only_the_plan_layer() -> None:
+    script = (
+        "import sys\n"
+        "from labkit import cli\n"
+        "code = cli.main(['validate', 'topologies/kube-3node.yaml'])\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('labkit'))))\n"
+        "sys.exit(code)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    loaded = result.stdout.splitlines()[-1].split()
+    assert "labkit.k8s.allocate" in loaded  # the cluster's workloads were checked
+    assert [m for m in loaded if any(m == p or m.startswith(f"{p}.") for p in BUILDING_PACKAGES)] == []
+    assert not {"labkit.lab", "labkit.phases", "labkit.verify"} & set(loaded)  # nor what sits above the plan

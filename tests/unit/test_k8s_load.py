@@ -186,3 +186,24 @@ def test_documentation_examples_load_with_their_extra_fields():
     assert w.services[0].spec.selector == {"app.kubernetes.io/name": "MyApp"}
     deny = w.network_policies[1]
     assert deny.spec.policyTypes == ("Ingress", "Egress") and deny.spec.ingress == ()
+
+
+def test_every_bad_label_of_a_map_is_reported():
+    text = (
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  labels:\n"
+        "    good: yes-1\n    -bad: x\n    also/bad/: y\n    ok: '-value'\n"
+        "spec:\n  containers: [{name: c, command: [sleep, infinity]}]\n"
+    )
+    with pytest.raises(InputError) as exc:
+        parse_manifests(text, "m.yaml")
+    assert [(p.line, p.field) for p in exc.value.problems] == [
+        (7, "metadata.labels.-bad"), (8, "metadata.labels.also/bad/"), (9, "metadata.labels.ok"),
+    ]
+    assert "label value '-value' is not valid" in exc.value.problems[2].message
+
+
+def test_an_empty_argument_after_the_program_is_fine():
+    text = ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n"
+            "spec:\n  containers: [{name: c, command: [echo, ''], args: ['']}]\n")
+    (pod,) = parse_manifests(text).pods
+    assert pod.spec.containers[0].command == ("echo", "")

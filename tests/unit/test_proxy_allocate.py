@@ -1,4 +1,4 @@
-"""ClusterIP / NodePort allocation and endpoint resolution."""
+"""ClusterIP / NodePort allocation (labkit.k8s.allocate, the plan's) and endpoint resolution (labkit.proxy)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 
 from labkit.errors import InputError
 from labkit.k8s import parse_manifests
-from labkit.proxy import allocate_cluster_ips, allocate_node_ports, build_service_view
+from labkit.k8s.allocate import allocate_cluster_ips, allocate_node_ports
+from labkit.proxy import build_service_view
 
 CIDR = "10.96.0.0/16"
 

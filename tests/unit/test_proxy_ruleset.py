@@ -7,7 +7,7 @@ import re
 import pytest
 
 from labkit.proxy import ServicePortView, ServiceView, render_node_ruleset
-from labkit.proxy.allocate import Endpoint
+from labkit.proxy.views import Endpoint
 from labkit.proxy.ruleset import plan_node_ruleset
 
 POD_CIDR = "10.244.0.0/16"

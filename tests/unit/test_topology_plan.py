@@ -366,7 +366,7 @@ def _frozen_all_the_way(value: object, where: str = "plan") -> None:
     if dataclasses.is_dataclass(value):
         assert type(value).__dataclass_params__.frozen, f"{where}: {type(value).__name__} is not frozen"
         for f in dataclasses.fields(value):
-            if f.name in ("workloads", "expect"):  # data the plan carries, not the plan's own structure
+            if f.name in ("workloads", "expects"):  # data the plan carries, not the plan's own structure
                 continue
             _frozen_all_the_way(getattr(value, f.name), f"{where}.{f.name}")
     elif isinstance(value, tuple):
@@ -456,3 +456,71 @@ def test_runtime_from_file_or_from_the_caller(tmp_path: Path) -> None:
 def test_plan_source_is_the_path_given(tmp_path: Path) -> None:
     path = _write(tmp_path, BRIEF)
     assert load_plan(path).source == str(path)
+
+
+# ---------------------------------------------------------------- what the plan keeps, typed, computed once
+
+
+def test_a_cluster_plan_keeps_its_workloads_and_their_allocation() -> None:
+    from labkit.k8s import Workloads
+    from labkit.k8s.allocate import Allocation
+
+    plan = load_plan(ROOT / "topologies/kube-3node.yaml")
+    assert isinstance(plan.workloads, Workloads) and isinstance(plan.allocation, Allocation)
+    # every pod placed on a cluster node, the system's DNS pods included
+    assert set(plan.allocation.placement) == {p.key for p in plan.workloads.pods}
+    assert set(plan.allocation.placement.values()) <= {n.name for n in plan.cluster_nodes}
+    assert any(p.namespace == "kube-system" for p in plan.workloads.pods)
+    # the DNS Service at cluster.dns.ip, the other ClusterIPs in service-cidr, NodePorts as written
+    assert plan.allocation.cluster_ips[("kube-system", "kube-dns")] == "10.96.0.10"
+    assert all(ipaddress.IPv4Address(ip) in plan.cluster.service_cidr for ip in plan.allocation.cluster_ips.values())
+    assert plan.allocation.node_ports[("default", "web-nodeport", 0)] == 30080
+
+
+def test_a_plan_without_a_cluster_has_no_workloads() -> None:
+    plan = load_plan(ROOT / "topologies/two-hosts.yaml")
+    assert (plan.workloads, plan.allocation) == (None, None)
+
+
+def test_the_plan_keeps_its_expects_typed() -> None:
+    from labkit.topology.expect import Expect, Target
+
+    plan = load_plan(ROOT / "topologies/kube-3node.yaml")
+    assert plan.expects and all(isinstance(e, Expect) for e in plan.expects)
+    assert plan.expects[0].to == Target("name", "web.default.svc.cluster.local", 80)
+    assert plan.expects[-1].resolve == "nope.default" and plan.expects[-1].result == "NXDOMAIN"
+
+
+def test_service_views_use_the_plans_allocation() -> None:
+    from labkit.proxy import build_service_view
+
+    plan = load_plan(ROOT / "topologies/kube-3node.yaml")
+    views = build_service_view(plan.workloads, {}, allocation=plan.allocation)
+    assert {(v.namespace, v.name): v.cluster_ip for v in views if v.cluster_ip} == dict(plan.allocation.cluster_ips)
+
+
+def test_build_plan_is_a_list_of_named_passes() -> None:
+    from labkit.topology.plan import PASSES
+
+    assert [p.__name__ for p in PASSES] == [
+        "check_kind_definitions", "resolve_nodes", "plan_cluster", "check_cluster_nodes", "plan_links",
+        "check_link_subnets", "plan_mgmt", "check_cluster_cidrs", "assign_pod_cidrs", "plan_nodes",
+    ]
+    assert all(p.__doc__ for p in PASSES)
+
+
+def test_the_plan_has_no_untyped_fields() -> None:
+    import typing
+
+    from labkit.topology import plan as plan_module
+
+    hints = typing.get_type_hints(Plan, vars(plan_module) | _plan_type_names())
+    assert all(hint is not typing.Any and "Any" not in str(hint) for hint in hints.values()), hints
+
+
+def _plan_type_names() -> dict[str, object]:
+    from labkit.k8s import Workloads
+    from labkit.k8s.allocate import Allocation
+    from labkit.topology.expect import Expect
+
+    return {"Workloads": Workloads, "Allocation": Allocation, "Expect": Expect}

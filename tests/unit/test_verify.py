@@ -11,7 +11,8 @@ from rich.console import Console
 
 from labkit import verify
 from labkit.errors import InputError
-from labkit.verify import CheckResult, Expect, Report, Target, expect_problems, parse_expects, parse_target
+from labkit.topology.expect import Expect, Target, expect_problems, parse_expects, parse_target
+from labkit.verify import CheckResult, Report
 
 # ---------------------------------------------------------------- targets
 

@@ -1,28 +1,19 @@
-"""ClusterIPs, NodePorts and endpoints: what every Service resolves to. Pure.
+"""Service views: every Service with the ClusterIP and NodePorts the plan allocated and the
+endpoints of its running pods; what the data plane and DNS serve. Pure.
 
-Allocation is deterministic (a hash of the service's name, probed linearly) so a
-lab comes up with the same addresses every time, and adding a Service rarely
-moves the others. Addresses a manifest asks for are claimed first and checked.
+Allocation is the plan's (labkit.k8s.allocate): it runs once, when the plan is loaded.
 """
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from labkit.errors import InputError, Problem
 from labkit.k8s import Pod, Service, Workloads
-
-NODE_PORT_RANGE = range(30000, 32768)
-
-# The API server gives the first service address to `default/kubernetes`; the DNS
-# Service's address is fixed by the topology (`cluster.dns.ip`).
-KUBERNETES_SERVICE = ("default", "kubernetes")
-DNS_SERVICE = ("kube-system", "kube-dns")
+from labkit.k8s.allocate import Allocation, allocate_cluster_ips, allocate_node_ports
 
 
 class _View(BaseModel):
@@ -106,18 +97,24 @@ def build_service_view(
     workloads: Workloads,
     pod_ips: Mapping[str, str],
     *,
-    service_cidr: str,
+    allocation: Allocation | None = None,
+    service_cidr: str | None = None,
     dns_ip: str | None = None,
     pod_nodes: Mapping[str, str] | None = None,
 ) -> tuple[ServiceView, ...]:
     """Every Service with its ClusterIP, NodePorts and ready endpoints.
 
+    `allocation` is the plan's (`plan.allocation`); without one (tools, tests) ClusterIPs are
+    allocated from `service_cidr` here, raising InputError (file:line: field) on conflicts.
     `pod_ips` maps "namespace/pod" to the pod's IP; a pod without an IP (not up
     yet) is not an endpoint. `pod_nodes` maps "namespace/pod" to its node.
-    Raises InputError (file:line: field) for clusterIP/nodePort conflicts.
     """
-    cluster_ips = allocate_cluster_ips(workloads, service_cidr=service_cidr, dns_ip=dns_ip)
-    node_ports = allocate_node_ports(workloads)
+    if allocation is None:
+        if service_cidr is None:
+            raise ValueError("build_service_view needs the plan's allocation or a service_cidr")
+        allocation = Allocation(cluster_ips=allocate_cluster_ips(workloads, service_cidr=service_cidr, dns_ip=dns_ip),
+                                node_ports=allocate_node_ports(workloads))
+    cluster_ips, node_ports = allocation.cluster_ips, allocation.node_ports
     pod_nodes = pod_nodes or {}
     labelled = _LabelIndex([p for p in workloads.pods if p.key in pod_ips])
     views = []
@@ -150,123 +147,6 @@ def build_service_view(
             addresses=() if spec.type == "ExternalName" else addresses,
         ))
     return tuple(views)
-
-
-# ---------------------------------------------------------------- ClusterIPs
-
-
-def allocate_cluster_ips(
-    workloads: Workloads, *, service_cidr: str, dns_ip: str | None = None
-) -> dict[tuple[str, str], str]:
-    """(namespace, name) -> ClusterIP for every service that gets one (not headless/ExternalName)."""
-    cidr = ipaddress.IPv4Network(service_cidr)
-    hosts_first = int(cidr.network_address) + 1
-    hosts_last = int(cidr.broadcast_address) - 1
-    kubernetes_ip = ipaddress.IPv4Address(hosts_first)
-    dns = ipaddress.IPv4Address(dns_ip) if dns_ip else None
-    reserved = {kubernetes_ip: KUBERNETES_SERVICE}
-    if dns is not None:
-        reserved[dns] = DNS_SERVICE
-    taken: dict[ipaddress.IPv4Address, tuple[str, str]] = {}
-    problems: list[Problem] = []
-    wanted = [s for s in workloads.services if s.spec.type != "ExternalName" and not s.spec.headless]
-
-    def valid_hint() -> str:
-        skip = f"{kubernetes_ip}" + (f" and {dns}" if dns else "")
-        return f"valid: an unused address in service-cidr {cidr} other than {skip}"
-
-    for svc in wanted:
-        if not svc.spec.clusterIP:
-            continue
-        ip = ipaddress.IPv4Address(svc.spec.clusterIP)
-        key = (svc.namespace, svc.name)
-        where = ("spec", "clusterIP")
-        if not hosts_first <= int(ip) <= hosts_last:
-            problems.append(workloads.problem(svc, where, f"{ip} is outside service-cidr {cidr}; {valid_hint()}"))
-        elif ip in reserved and reserved[ip] != key:
-            owner = "the kubernetes service" if reserved[ip] == KUBERNETES_SERVICE else "cluster DNS"
-            problems.append(workloads.problem(svc, where, f"{ip} is reserved for {owner}; {valid_hint()}"))
-        elif ip in taken:
-            problems.append(workloads.problem(
-                svc, where, f"{ip} is already allocated to service {'/'.join(taken[ip])}; {valid_hint()}"
-            ))
-        else:
-            taken[ip] = key
-    if problems:
-        raise InputError(problems)
-
-    result = {key: str(ip) for ip, key in taken.items()}
-    for ip, key in reserved.items():
-        if key not in result and any((s.namespace, s.name) == key for s in wanted) and ip not in taken:
-            result[key] = str(ip)
-            taken[ip] = key
-    size = hosts_last - hosts_first + 1
-    for svc in sorted(wanted, key=lambda s: (s.namespace, s.name)):
-        key = (svc.namespace, svc.name)
-        if key in result:
-            continue
-        start = _hash(f"{svc.namespace}/{svc.name}") % size
-        for step in range(size):
-            ip = ipaddress.IPv4Address(hosts_first + (start + step) % size)
-            if ip not in taken and ip not in reserved:
-                break
-        else:
-            raise InputError(workloads.problem(svc, ("metadata", "name"),
-                                               f"service-cidr {cidr} has no free address left"))
-        taken[ip] = key
-        result[key] = str(ip)
-    return result
-
-
-# ---------------------------------------------------------------- NodePorts
-
-
-def allocate_node_ports(workloads: Workloads) -> dict[tuple[str, str, int], int]:
-    """(namespace, name, port index) -> nodePort for every port of every NodePort service."""
-    taken: dict[int, tuple[str, str]] = {}
-    used_in_service: set[tuple[str, str, int, str]] = set()
-    result: dict[tuple[str, str, int], int] = {}
-    problems: list[Problem] = []
-    services = [s for s in workloads.services if s.spec.type == "NodePort"]
-    for svc in services:
-        key = (svc.namespace, svc.name)
-        for index, port in enumerate(svc.spec.ports):
-            if port.nodePort is None:
-                continue
-            owner = taken.get(port.nodePort)
-            where = ("spec", "ports", index, "nodePort")
-            if owner is not None and owner != key:
-                problems.append(workloads.problem(
-                    svc, where, f"{port.nodePort} is already allocated to service {'/'.join(owner)}; "
-                    f"valid: an unused port in {NODE_PORT_RANGE.start}-{NODE_PORT_RANGE.stop - 1}",
-                ))
-                continue
-            if (*key, port.nodePort, port.protocol) in used_in_service:
-                problems.append(workloads.problem(
-                    svc, where, f"{port.protocol}/{port.nodePort} is used twice in this service"
-                ))
-                continue
-            taken[port.nodePort] = key
-            used_in_service.add((*key, port.nodePort, port.protocol))
-            result[(*key, index)] = port.nodePort
-    if problems:
-        raise InputError(problems)
-    size = len(NODE_PORT_RANGE)
-    for svc in sorted(services, key=lambda s: (s.namespace, s.name)):
-        for index, port in enumerate(svc.spec.ports):
-            if (svc.namespace, svc.name, index) in result:
-                continue
-            start = _hash(f"{svc.namespace}/{svc.name}/{port.protocol}/{port.port}") % size
-            for step in range(size):
-                candidate = NODE_PORT_RANGE.start + (start + step) % size
-                if candidate not in taken:
-                    break
-            else:
-                raise InputError(workloads.problem(svc, ("spec", "ports", index, "nodePort"),
-                                                   "no free node port left"))
-            taken[candidate] = (svc.namespace, svc.name)
-            result[(svc.namespace, svc.name, index)] = candidate
-    return result
 
 
 # ---------------------------------------------------------------- endpoints
@@ -320,10 +200,6 @@ def _endpoints(selected, port, pod_ips, pod_nodes) -> tuple[Endpoint, ...]:
             node=pod_nodes.get(pod.key) or pod.spec.nodeName,
         ))
     return tuple(endpoints)
-
-
-def _hash(text: str) -> int:
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
 
 
 def services_by_key(views: Sequence[ServiceView]) -> dict[str, ServiceView]:

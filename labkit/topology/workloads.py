@@ -1,0 +1,87 @@
+"""The workload pass of a cluster's plan: its manifests loaded and checked, pods placed, Services
+allocated, once, when the plan is loaded; `up`, `apply`, the data plane and DNS use the result.
+
+Besides what the manifests say, it checks what only the lab decides and `up` would fail on:
+a pod's network namespace name must fit the kernel's limit, and a node's podCIDR must hold
+every pod scheduled on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from labkit.errors import InputError, Problem
+from labkit.k8s import Pod, Workloads, load_workloads
+from labkit.k8s.allocate import Allocation, allocate
+from labkit.k8s.system import system_manifests
+from labkit.topology.load import Document
+from labkit.topology.plan import NETNS_NAME_MAX, Plan, pod_capacity, pod_netns
+
+
+def plan_workloads(plan: Plan, doc: Document) -> Plan:
+    """`plan` with its workloads and their allocation; InputError (file:line) lists every problem."""
+    cluster = plan.cluster
+    assert cluster is not None
+    data = doc.data if isinstance(doc.data, dict) else {}
+    sources = list(data.get("workloads") or []) + system_manifests(cluster.dns_ip, cluster.dns_replicas)
+    workloads = load_workloads(sources, Path(plan.source).resolve().parent, origin=doc.file, line_of=doc.line_of)
+    allocation = allocate(workloads, [n.name for n in plan.cluster_nodes],
+                          service_cidr=str(cluster.service_cidr), dns_ip=str(cluster.dns_ip))
+    problems = netns_name_problems(plan, workloads) + capacity_problems(plan, workloads, allocation)
+    if problems:
+        raise InputError(list(dict.fromkeys(problems)))
+    return dataclasses.replace(plan, workloads=workloads, allocation=allocation)
+
+
+def _controller(workloads: Workloads, pod: Pod):
+    """The Deployment or StatefulSet that makes `pod`, or None for a bare pod."""
+    owner = workloads.owners.get(pod.key)
+    if owner is None:
+        return None
+    kind, _, name = owner.partition("/")
+    pool = workloads.deployments if kind == "Deployment" else workloads.stateful_sets
+    return next((c for c in pool if c.namespace == pod.namespace and c.name == name), None)
+
+
+def netns_name_problems(plan: Plan, workloads: Workloads) -> list[Problem]:
+    """Every pod's namespace `lk-<lab>.<namespace>.<pod>` is a file in /run/netns: at most 255 bytes."""
+    problems = []
+    for pod in workloads.pods:
+        name = pod_netns(plan.lab, pod.namespace, pod.name)
+        size = len(name.encode())
+        if size <= NETNS_NAME_MAX:
+            continue
+        controller = _controller(workloads, pod)
+        what = f"the name of {controller.kind} {controller.name}" if controller else "the pod's name"
+        problems.append(workloads.problem(
+            controller or pod, ("metadata", "name"),
+            f"too long: pod network namespace 'lk-{plan.lab}.<namespace>.<pod>' would be {size} bytes and "
+            f"the kernel allows {NETNS_NAME_MAX}; shorten {what} or its namespace by {size - NETNS_NAME_MAX} "
+            "characters or more",
+        ))
+    return problems
+
+
+def capacity_problems(plan: Plan, workloads: Workloads, allocation: Allocation) -> list[Problem]:
+    """A node's podCIDR gives every pod on it an address: no more pods than it holds."""
+    problems = []
+    counted: dict[str, int] = {}
+    for pod in workloads.pods:
+        node = allocation.placement.get(pod.key)
+        if node is None:
+            continue
+        counted[node] = counted.get(node, 0) + 1
+        pod_cidr = plan.node(node).pod_cidr
+        room = pod_capacity(pod_cidr) if pod_cidr is not None else 0
+        if counted[node] != room + 1:
+            continue  # report the first pod that does not fit, once per node
+        total = allocation.pods_on(node)
+        controller = _controller(workloads, pod)
+        obj, where = (controller, ("spec", "replicas")) if controller else (pod, ("metadata", "name"))
+        problems.append(workloads.problem(
+            obj, where,
+            f"{total} pods are scheduled on node {node!r}, but its podCIDR {pod_cidr} holds {room}; "
+            "run fewer replicas, spread pods with spec.nodeName, or add k8s-nodes",
+        ))
+    return problems
