@@ -7,13 +7,19 @@ Loaded through the `pytest11` entry point `labkit` (or `-p labkit.pytest_plugin`
 - the fixture `labkit_lab`: the lab of the marker, brought up for one test;
 - the fixture `labkit_lab_factory`: `make(path, runtime=None, name=None)` for tests that want
   several labs, all torn down after the test;
-- `labkit_fixture(path, scope="module")`: declares a module- or session-scoped lab; assign its
-  result to a name in a conftest or test module and that name is the fixture.
+- `labkit_fixture(path, scope="module", runtime=None)`: declares a module- or session-scoped lab;
+  assign its result to a name in a conftest or test module and that name is the fixture. Given a
+  mapping of ids to paths and/or a list of runtimes, the fixture is parametrized over each pair;
+- the fixture `labkit_docker`: a Docker SDK client of the engine the docker runtime uses.
 
 Every lab gets a unique name (the topology's name cut to 5 characters, '-', 6 random hex digits)
 so that parallel runs never collide; `down` is registered as a finalizer before `up` starts, so
-it runs whatever happens; afterwards nothing of the lab may be left (labkit.lab.leftovers: namespaces,
-/etc/netns files, state, host link, containers, processes), unless that check is turned off.
+it runs whatever happens; afterwards nothing of the lab may be left (`labkit.lab.leftovers`:
+namespaces, /etc/netns files, state, host link, containers, processes naming its state; and every
+process that lived in its namespaces, or had a pid file in its state, before `down`), unless that
+check is turned off. A lab on the docker runtime first needs an engine: labkit's images are built
+if missing or stale, and without an engine the test fails (it is never skipped); so does a test
+run without root.
 
 Relative topology paths resolve against the directory of the test file (for `labkit_fixture`:
 of the file that calls it), then against pytest's rootdir.
@@ -28,7 +34,7 @@ import re
 import secrets
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +48,7 @@ from labkit.runtime import runtime_names  # the registry alone: no runtime modul
 
 MARKER = "labkit_topology"
 LIVE_LABS = pytest.StashKey[set[str]]()
+DOCKER_READY = pytest.StashKey[bool]()
 # a DNS name or an IPv4/IPv6 address: nothing a probe's address string could be confused by
 UDP_PROBE = ('echo labkit-probe | socat -T"$0" - "UDP:$1:$2" 2>/dev/null | od -An -tx1 -N32 | grep . '
              '|| { echo "no answer within $0s" >&2; exit 1; }')
@@ -104,6 +111,74 @@ def leftovers(name: str, runtime: str | None = None) -> list[str]:
     return lab.leftovers(name)
 
 
+def lab_processes(running: RunningLab) -> dict[int, str]:
+    """pid -> start time of every process living in one of the lab's network namespaces (pods' and
+    nodes' processes, the DNS servers), and of those labkit recorded pid files for in the lab's state
+    (the CNI server): what must be gone once the lab is down."""
+    from labkit import paths
+    from labkit.topology.plan import netns_prefix
+
+    namespaces = set()
+    where = [n.get("netns_path") for n in running.summary.get("nodes", [])]
+    where += [p.get("netns_path") for p in running.summary.get("pods", [])]
+    where += [f"/run/netns/{n}" for n in _listdir("/run/netns") if n.startswith(netns_prefix(running.name))]
+    for path in filter(None, where):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        namespaces.add((st.st_dev, st.st_ino))
+    pids = set()
+    for entry in filter(str.isdigit, _listdir("/proc")):
+        try:
+            st = os.stat(f"/proc/{entry}/ns/net")
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in namespaces:
+            pids.add(int(entry))
+    for folder, _, files in os.walk(paths.lab(running.name).dir):
+        for file in files:
+            if file.endswith(".pid"):
+                try:
+                    with open(os.path.join(folder, file), encoding="ascii") as fh:
+                        pids.add(int(fh.read().split()[0]))  # "PID" or "PID START"
+                except (OSError, ValueError, IndexError):
+                    continue
+    started = {pid: _start_time(pid) for pid in pids}
+    return {pid: when for pid, when in started.items() if when}
+
+
+def surviving(processes: dict[int, str]) -> list[str]:
+    """Those of `processes` (from lab_processes) still alive: same pid, same start time, not a zombie."""
+    alive = []
+    for pid, when in sorted(processes.items()):
+        if _start_time(pid) == when:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                    command = fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            except OSError:
+                continue
+            alive.append(f"process {pid} ({command[:80]})")
+    return alive
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time (field 22 of /proc/PID/stat); "" if it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return ""
+    return "" if fields[0] in ("Z", "X") else fields[19]
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
 # ---------------------------------------------------------------- the lab handed to tests
 
 
@@ -124,6 +199,11 @@ class RunningLab:
         return f"<RunningLab {self.name} from {self.topology}>"
 
     # ---- facts from the summary
+
+    @property
+    def runtime(self) -> str:
+        """The runtime the lab runs on (netns, docker)."""
+        return self.summary["runtime"]
 
     def nodes(self) -> dict[str, dict[str, Any]]:
         """Node name -> its status entry."""
@@ -148,6 +228,13 @@ class RunningLab:
             known = ", ".join(table) or "none"
             raise KeyError(f"lab {self.name} has no {what} {key!r} ({what}s: {known})")
         return table[key]
+
+    def netns_path(self, target: str) -> str:
+        """The network namespace of a node or pod as a path `nsenter --net=` and setns() accept, for
+        running a program of the host (a server, a packet capture) inside the lab."""
+        from labkit import lab
+
+        return lab.sandbox_of(self.name, target)[1].netns_path
 
     # ---- running things
 
@@ -294,6 +381,26 @@ def _require_root(what: str) -> None:
                     "(run pytest as root, e.g. sudo .venv/bin/pytest)", pytrace=False)
 
 
+def _require_docker(config: pytest.Config, what: str) -> None:
+    """The docker runtime's precondition, checked once per run: a Docker engine answers, and labkit's
+    images are there and current (built now if not, as `labkit image build` does). Without an
+    engine the test fails, naming what to start; it is never skipped."""
+    if config.stash.get(DOCKER_READY, False):
+        return
+    from labkit.runtime.docker import connect
+    from labkit.runtime.image import build_images
+
+    try:
+        client = connect()
+        try:
+            build_images(client=client)
+        finally:
+            client.close()
+    except LabkitError as exc:
+        pytest.fail(f"{what} needs the docker runtime: {exc}", pytrace=False)
+    config.stash[DOCKER_READY] = True
+
+
 def _option(config: pytest.Config, name: str, default: Any) -> Any:
     """A plugin option; the defaults when the plugin's hooks are not registered (labkit_fixture alone)."""
     try:
@@ -322,12 +429,15 @@ def start_lab(request: pytest.FixtureRequest, path: Path, runtime: str | None = 
     runtime = runtime or _option(request.config, "labkit_runtime", None)
     check = check_leftovers and not _option(request.config, "labkit_no_leftover_check", False)
     live = request.config.stash.get(LIVE_LABS, set())
-    used_runtime = runtime or plan.runtime
+    running = RunningLab(name, {"name": name, "runtime": runtime or plan.runtime, "nodes": [], "pods": []}, path)
+    if running.runtime == "docker":
+        _require_docker(request.config, what)
 
     def teardown() -> None:
+        processes = lab_processes(running) if check else {}
         lab.down(name)
         live.discard(name)
-        left = leftovers(name, used_runtime) if check else []
+        left = lab.leftovers(name) + surviving(processes) if check else []
         if left:
             pytest.fail(f"lab {name} ({path}) left things behind after down: {', '.join(left)}",
                         pytrace=False)
@@ -335,10 +445,10 @@ def start_lab(request: pytest.FixtureRequest, path: Path, runtime: str | None = 
     request.addfinalizer(teardown)
     live.add(name)
     try:
-        summary = lab.up(str(path), runtime=runtime, progress=Progress(quiet=True), name=name)
+        running.summary = lab.up(str(path), runtime=runtime, progress=Progress(quiet=True), name=name)
     except LabkitError as exc:
         pytest.fail(f"lab {name} from {path} did not come up: {exc}", pytrace=False)
-    return RunningLab(name, summary, path)
+    return running
 
 
 def _test_dirs(request: pytest.FixtureRequest) -> list[Path]:
@@ -378,8 +488,21 @@ def labkit_lab_factory(request: pytest.FixtureRequest) -> Iterator[Callable[...,
     yield make
 
 
-def labkit_fixture(path: str | os.PathLike[str], scope: str = "module", name: str | None = None,
-                   runtime: str | None = None, check_leftovers: bool = True,
+@pytest.fixture(scope="session")
+def labkit_docker(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A Docker SDK client of the engine the docker runtime uses (DOCKER_HOST or the local socket),
+    with labkit's images built; the test fails (it is not skipped) when no engine answers."""
+    _require_docker(request.config, "the labkit_docker fixture")
+    from labkit.runtime.docker import connect
+
+    client = connect()
+    yield client
+    client.close()
+
+
+def labkit_fixture(path: str | os.PathLike[str] | Mapping[str, str | os.PathLike[str]],
+                   scope: str = "module", name: str | None = None,
+                   runtime: str | Sequence[str] | None = None, check_leftovers: bool = True,
                    autouse: bool = False) -> Any:
     """Declare a lab fixture of any scope; the variable it is assigned to names the fixture:
 
@@ -387,13 +510,34 @@ def labkit_fixture(path: str | os.PathLike[str], scope: str = "module", name: st
 
     A relative `path` resolves against the directory of the calling file, then rootdir.
     `name` fixes the lab's name (runs sharing it cannot run in parallel); by default it is unique.
+
+    Given a mapping of ids to paths, or several runtimes, the fixture is parametrized: every test
+    using it runs once per (runtime, topology), each lab brought up once for the scope, with test
+    ids like `netns-vxlan`:
+
+        kube = labkit_fixture({"host-gw": "kube-3node.yaml", "vxlan": "kube-vxlan.yaml"},
+                              runtime=("netns", "docker"), scope="session")
     """
     caller = inspect.currentframe()
     base = Path(caller.f_back.f_code.co_filename if caller and caller.f_back else ".").resolve().parent
+    paths = dict(path) if isinstance(path, Mapping) else {"": path}
+    runtimes = [runtime] if runtime is None or isinstance(runtime, str) else list(runtime)
+    unknown = [r for r in runtimes if r is not None and r not in runtime_names()]
+    if unknown or not runtimes or not paths:
+        raise ValueError(f"labkit_fixture: runtime must be one of {', '.join(runtime_names())} or a list of them "
+                         f"(got {runtime!r}), and path a path or a mapping of ids to paths (got {path!r})")
+    params = [(rt, key, p) for rt in runtimes for key, p in paths.items()]
+    if name and len(params) > 1:
+        raise ValueError(f"labkit_fixture: name={name!r} fixes the name of one lab, and this fixture "
+                         f"brings up {len(params)}")
+    ids = ["-".join(part for part in (rt if len(runtimes) > 1 else "", key) if part) for rt, key, _ in params]
 
     def lab_fixture(request: pytest.FixtureRequest) -> RunningLab:
-        found = resolve_topology(path, [base, Path(request.config.rootpath)], "labkit_fixture")
-        return start_lab(request, found, runtime=runtime, name=name, check_leftovers=check_leftovers)
+        rt, _, given = request.param if len(params) > 1 else params[0]
+        found = resolve_topology(given, [base, Path(request.config.rootpath)], "labkit_fixture")
+        return start_lab(request, found, runtime=rt, name=name, check_leftovers=check_leftovers)
 
-    lab_fixture.__doc__ = f"the lab of {path}, up for the {scope}"
+    lab_fixture.__doc__ = f"the lab of {path}, up for the {scope}" + (f" under {runtime}" if runtime else "")
+    if len(params) > 1:
+        return pytest.fixture(scope=scope, autouse=autouse, params=params, ids=ids)(lab_fixture)  # type: ignore[call-overload]
     return pytest.fixture(scope=scope, autouse=autouse)(lab_fixture)  # type: ignore[call-overload]

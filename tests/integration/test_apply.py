@@ -5,7 +5,7 @@ from __future__ import annotations
 import glob
 import os
 import re
-import time
+import select
 
 import pytest
 
@@ -13,7 +13,7 @@ from labkit import lab, state
 from labkit.errors import LabkitError
 from labkit.progress import Progress
 
-from .conftest import RUNTIMES, leftovers, start_lab, stop_lab
+from .conftest import RUNTIMES
 
 TOPOLOGY = """name: apply
 cluster: {{}}
@@ -70,68 +70,61 @@ def leases(name: str) -> int:
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
-def test_apply_follows_replicas_services_dns_and_policies(tmp_path, runtime: str) -> None:
+def test_apply_follows_replicas_services_dns_and_policies(tmp_path, runtime: str, labkit_lab_factory) -> None:
     topology = write(tmp_path / "apply.yaml", 3)
-    running = start_lab(topology, runtime=runtime)
-    try:
-        three = web_pods(running.name)
-        assert len(three) == 3 and answers(running) <= three
-        before = leases(running.name)
+    running = labkit_lab_factory(topology, runtime=runtime)
+    three = web_pods(running.name)
+    assert len(three) == 3 and answers(running) <= three
+    before = leases(running.name)
 
-        lab.apply(write(tmp_path / "apply.yaml", 1), name=running.name, progress=Progress(quiet=True))
-        (one,) = web_pods(running.name)
-        assert one in three, "a pod that stays is not restarted"
-        assert answers(running) == {one}, "the service and DNS follow the remaining endpoint"
-        assert leases(running.name) == before - 2, "removed pods' addresses are released"
-        assert not any(p in str(leftovers(running.name)) for p in three - {one}), "removed pods left things"
+    lab.apply(write(tmp_path / "apply.yaml", 1), name=running.name, progress=Progress(quiet=True))
+    (one,) = web_pods(running.name)
+    assert one in three, "a pod that stays is not restarted"
+    assert answers(running) == {one}, "the service and DNS follow the remaining endpoint"
+    assert leases(running.name) == before - 2, "removed pods' addresses are released"
+    assert not any(p in str(lab.leftovers(running.name)) for p in three - {one}), "removed pods left things"
 
-        lab.apply(write(tmp_path / "apply.yaml", 1, DENY_WEB), name=running.name, progress=Progress(quiet=True))
-        assert answers(running, 2) == {"closed"}, "a new policy applies"
-        lab.apply(write(tmp_path / "apply.yaml", 4), name=running.name, progress=Progress(quiet=True))
-        four = web_pods(running.name)
-        assert len(four) == 4 and one in four
-        assert answers(running, 40) == four, "the policy is gone and every new endpoint serves"
-    finally:
-        stop_lab(running)
+    lab.apply(write(tmp_path / "apply.yaml", 1, DENY_WEB), name=running.name, progress=Progress(quiet=True))
+    assert answers(running, 2) == {"closed"}, "a new policy applies"
+    lab.apply(write(tmp_path / "apply.yaml", 4), name=running.name, progress=Progress(quiet=True))
+    four = web_pods(running.name)
+    assert len(four) == 4 and one in four
+    assert answers(running, 40) == four, "the policy is gone and every new endpoint serves"
 
 
-def test_apply_refuses_a_changed_topology_and_a_lab_that_is_not_up(tmp_path) -> None:
+def test_apply_refuses_a_changed_topology_and_a_lab_that_is_not_up(tmp_path, labkit_lab_factory) -> None:
     topology = write(tmp_path / "apply.yaml", 1)
-    running = start_lab(topology)
-    try:
-        changed = tmp_path / "changed.yaml"
-        changed.write_text(open(topology).read().replace("    n2: {kind: k8s-node}\n",
-                                                         "    n2: {kind: k8s-node}\n    n3: {kind: k8s-node}\n"))
-        with pytest.raises(LabkitError, match="nodes or links .* changed .* up --reconfigure"):
-            lab.apply(str(changed), name=running.name, progress=Progress(quiet=True))
-        assert len(web_pods(running.name)) == 1
-    finally:
-        stop_lab(running)
+    running = labkit_lab_factory(topology)
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(open(topology).read().replace("    n2: {kind: k8s-node}\n",
+                                                     "    n2: {kind: k8s-node}\n    n3: {kind: k8s-node}\n"))
+    with pytest.raises(LabkitError, match="nodes or links .* changed .* up --reconfigure"):
+        lab.apply(str(changed), name=running.name, progress=Progress(quiet=True))
+    assert len(web_pods(running.name)) == 1
+    lab.down(running.name)
     with pytest.raises(LabkitError, match="is not up"):
         lab.apply(topology, name=running.name, progress=Progress(quiet=True))
 
 
-def test_apply_replaces_a_cni_server_that_died(tmp_path) -> None:
+def test_apply_replaces_a_cni_server_that_died(tmp_path, labkit_lab_factory) -> None:
     import signal
 
     from labkit import paths
     from labkit.cni.server import is_serving
 
     topology = write(tmp_path / "apply.yaml", 1)
-    running = start_lab(topology)
+    running = labkit_lab_factory(topology)
+    pid_file, cni_socket = paths.lab(running.name).cni_server_pid, paths.lab(running.name).cni_socket
+    old = int(open(pid_file).read().split()[0])
+    exited = os.pidfd_open(old)  # readable once the process has exited (a zombie's socket is closed too)
     try:
-        pid_file, cni_socket = paths.lab(running.name).cni_server_pid, paths.lab(running.name).cni_socket
-        old = int(open(pid_file).read().split()[0])
         os.kill(old, signal.SIGKILL)
-        for _ in range(250):  # gone, or a zombie: its socket is closed either way
-            if not os.path.exists(f"/proc/{old}") or open(f"/proc/{old}/stat").read().split(") ")[1][0] == "Z":
-                break
-            time.sleep(0.02)
-        assert not is_serving(cni_socket)
-        lab.apply(topology, name=running.name, progress=Progress(quiet=True))
-        new = int(open(pid_file).read().split()[0])
-        assert new != old and is_serving(cni_socket)
-        lab.apply(topology, name=running.name, progress=Progress(quiet=True))  # a live one is kept
-        assert int(open(pid_file).read().split()[0]) == new
+        assert select.select([exited], [], [], 10)[0], "the CNI server outlived SIGKILL"
     finally:
-        stop_lab(running)
+        os.close(exited)
+    assert not is_serving(cni_socket)
+    lab.apply(topology, name=running.name, progress=Progress(quiet=True))
+    new = int(open(pid_file).read().split()[0])
+    assert new != old and is_serving(cni_socket)
+    lab.apply(topology, name=running.name, progress=Progress(quiet=True))  # a live one is kept
+    assert int(open(pid_file).read().split()[0]) == new

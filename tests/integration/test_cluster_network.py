@@ -8,34 +8,50 @@ import itertools
 import json
 import re
 import subprocess
-import time
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from labkit import state
+from labkit.pytest_plugin import RunningLab
 from labkit.topology.plan import netns_prefix
 
-from .conftest import RunningLab, in_pod, labkit, pods
+from .conftest import labkit
 
+# A one-shot TCP server that answers with the address it sees the client connect from, and says
+# "ready" once it listens.
+PEER_ADDRESS_SERVER = """
+import socket, sys
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("", int(sys.argv[1])))
+server.listen()
+print("ready", flush=True)
+conn, (peer, _) = server.accept()
+conn.sendall(peer.encode() + b"\\n")
+conn.close()
+"""
 
 
 def serve_peer_address(netns_path: str, port: int) -> subprocess.Popen:
-    """A one-shot TCP server in a network namespace (run from the host, so the same for both
-    runtimes) that answers with the address it sees the client connect from."""
-    server = subprocess.Popen(["nsenter", f"--net={netns_path}", "socat", f"TCP-LISTEN:{port},reuseaddr",
-                               "SYSTEM:echo $SOCAT_PEERADDR"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    time.sleep(0.3)
+    """PEER_ADDRESS_SERVER in a network namespace (run from the host, so the same for both
+    runtimes), returned once it listens."""
+    server = subprocess.Popen(["nsenter", f"--net={netns_path}", sys.executable, "-c", PEER_ADDRESS_SERVER, str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ready = server.stdout.readline().strip()
+    assert ready == "ready", server.stderr.read()
     return server
 
 
 def test_every_pod_pings_every_other_pod(kube_lab: RunningLab) -> None:
-    everyone = pods(kube_lab)
+    everyone = kube_lab.pods()
     pairs = list(itertools.permutations(everyone, 2))
 
     def ping(pair: tuple[str, str]) -> tuple[str, str, bool]:
         src, dst = pair
-        ok = in_pod(kube_lab, src, "ping", "-c1", "-W2", everyone[dst]["ip"]).returncode == 0
+        ok = kube_lab.exec(src, "ping", "-c1", "-W2", everyone[dst]["ip"]).returncode == 0
         return src, dst, ok
 
     with ThreadPoolExecutor(8) as pool:
@@ -47,28 +63,28 @@ def test_pods_are_spread_and_addressed_from_their_node_cidr(kube_lab: RunningLab
     nodes = {n["name"]: n for n in kube_lab.summary["nodes"]}
     for pod in kube_lab.summary["pods"]:
         assert ipaddress.IPv4Address(pod["ip"]) in ipaddress.IPv4Network(nodes[pod["node"]]["pod_cidr"])
-    assert pods(kube_lab)["default/client"]["node"] == "cp" and pods(kube_lab)["team-a/probe"]["node"] == "w2"
-    replicas = [p for p in pods(kube_lab) if p.startswith("default/echo-")]
+    assert kube_lab.pods()["default/client"]["node"] == "cp" and kube_lab.pods()["team-a/probe"]["node"] == "w2"
+    replicas = [p for p in kube_lab.pods() if p.startswith("default/echo-")]
     assert len(replicas) == 3
     assert all(re.fullmatch(r"default/echo-[a-z0-9]{10}-[a-z0-9]{5}", name) for name in replicas)
 
 
 def test_pod_sees_its_own_hostname_hosts_and_resolv_conf(kube_lab: RunningLab) -> None:
-    probe = pods(kube_lab)["team-a/probe"]
-    assert in_pod(kube_lab, "team-a/probe", "hostname").stdout.strip() == "probe"
-    assert f"{probe['ip']}\tprobe" in in_pod(kube_lab, "team-a/probe", "cat", "/etc/hosts").stdout
-    resolv = in_pod(kube_lab, "team-a/probe", "cat", "/etc/resolv.conf").stdout
+    probe = kube_lab.pods()["team-a/probe"]
+    assert kube_lab.exec("team-a/probe", "hostname").stdout.strip() == "probe"
+    assert f"{probe['ip']}\tprobe" in kube_lab.exec("team-a/probe", "cat", "/etc/hosts").stdout
+    resolv = kube_lab.exec("team-a/probe", "cat", "/etc/resolv.conf").stdout
     assert "nameserver 10.96.0.10" in resolv
     assert "search team-a.svc.cluster.local svc.cluster.local cluster.local" in resolv
     assert "options ndots:5" in resolv
 
 
 def test_pod_to_pod_across_nodes_keeps_the_source_address(kube_lab: RunningLab) -> None:
-    client, server_pod = pods(kube_lab)["default/client"], pods(kube_lab)["team-a/probe"]
+    client, server_pod = kube_lab.pods()["default/client"], kube_lab.pods()["team-a/probe"]
     assert client["node"] != server_pod["node"]
     server = serve_peer_address(server_pod["netns_path"], 9000)
     try:
-        seen = in_pod(kube_lab, "default/client", "socat", "-T3", "-", f"TCP:{server_pod['ip']}:9000").stdout.strip()
+        seen = kube_lab.exec("default/client", "socat", "-T3", "-", f"TCP:{server_pod['ip']}:9000").stdout.strip()
     finally:
         server.kill()
         server.wait()
@@ -77,10 +93,10 @@ def test_pod_to_pod_across_nodes_keeps_the_source_address(kube_lab: RunningLab) 
 
 def test_pod_to_outside_is_masqueraded_to_the_node_address(kube_lab: RunningLab) -> None:
     nodes = {n["name"]: n for n in kube_lab.summary["nodes"]}
-    probe = pods(kube_lab)["team-a/probe"]
+    probe = kube_lab.pods()["team-a/probe"]
     server = serve_peer_address(kube_lab.netns_path("ext"), 9001)
     try:
-        seen = in_pod(kube_lab, "team-a/probe", "socat", "-T3", "-", f"TCP:{nodes['ext']['mgmt_ipv4']}:9001").stdout
+        seen = kube_lab.exec("team-a/probe", "socat", "-T3", "-", f"TCP:{nodes['ext']['mgmt_ipv4']}:9001").stdout
     finally:
         server.kill()
         server.wait()
@@ -88,10 +104,10 @@ def test_pod_to_outside_is_masqueraded_to_the_node_address(kube_lab: RunningLab)
 
 
 def test_deployment_replicas_serve(kube_lab: RunningLab) -> None:
-    for name, pod in pods(kube_lab).items():
+    for name, pod in kube_lab.pods().items():
         if name.startswith("default/echo-"):
-            answer = in_pod(kube_lab, "default/client", "socat", "-T3", "-", f"TCP:{pod['ip']}:8080").stdout
-            assert answer.split() == [name.split("/")[1], pods(kube_lab)["default/client"]["ip"]]
+            answer = kube_lab.exec("default/client", "socat", "-T3", "-", f"TCP:{pod['ip']}:8080").stdout
+            assert answer.split() == [name.split("/")[1], kube_lab.pods()["default/client"]["ip"]]
 
 
 def test_exec_into_a_pod_and_status_json(kube_lab: RunningLab) -> None:
@@ -103,13 +119,10 @@ def test_exec_into_a_pod_and_status_json(kube_lab: RunningLab) -> None:
     assert status["dns"] == {"ip": "10.96.0.10", "domain": "cluster.local"}
 
 
-def test_a_pod_that_never_listens_fails_up_clearly_and_leaves_nothing(tmp_path, monkeypatch) -> None:
-    from labkit import lab
+def test_a_pod_that_never_listens_fails_up_clearly_and_leaves_nothing(
+        tmp_path, monkeypatch, labkit_lab_factory) -> None:
+    """The plugin's own teardown checks that the failed lab left nothing behind."""
     from labkit.phases import pods
-    from labkit.errors import LabkitError
-    from labkit.progress import Progress
-
-    from .conftest import leftovers, unique_name
 
     topology = tmp_path / "deaf.yaml"
     topology.write_text(
@@ -117,11 +130,18 @@ def test_a_pod_that_never_listens_fails_up_clearly_and_leaves_nothing(tmp_path, 
         "  - {apiVersion: v1, kind: Pod, metadata: {name: deaf, namespace: default}, spec: {containers: "
         "[{name: c, image: labkit/node, command: [sleep, infinity], ports: [{containerPort: 9999}]}]}}\n")
     monkeypatch.setattr(pods, "READY_TIMEOUT", 0.5)
-    name = unique_name("deaf")
-    with pytest.raises(LabkitError,
+    with pytest.raises(pytest.fail.Exception,
                        match=r"phase 'readiness': pod default/deaf: nothing listens on containerPort 9999"):
-        lab.up(str(topology), progress=Progress(quiet=True), name=name)
-    assert leftovers(name) == []
+        labkit_lab_factory(topology)
+
+
+def test_the_labs_dns_and_cni_servers_run(kube_lab: RunningLab) -> None:
+    """Every cluster lab runs a DNS server and a CNI server, each with a pid file naming a live
+    process (the plugin checks after down that they are gone)."""
+    folder = Path(state.lab_dir(kube_lab.name))
+    for kind in ("dns", "cni"):
+        pids = [int(f.read_text().split()[0]) for f in (folder / kind).glob("*.pid")]
+        assert pids and all(Path(f"/proc/{pid}").exists() for pid in pids), (kind, pids)
 
 
 def test_the_labs_cni_bin_dir_attaches_a_namespace_of_ones_own(kube_lab: RunningLab) -> None:
@@ -146,10 +166,10 @@ def test_the_labs_cni_bin_dir_attaches_a_namespace_of_ones_own(kube_lab: Running
         assert added.returncode == 0, added.stdout + added.stderr
         ip = json.loads(added.stdout)["ips"][0]["address"].split("/")[0]
         assert ipaddress.IPv4Address(ip) in ipaddress.IPv4Network(nodes["w1"]["pod_cidr"])
-        client = pods(kube_lab)["default/client"]
+        client = kube_lab.pods()["default/client"]
         assert client["node"] != "w1"
         assert subprocess.run(["ip", "netns", "exec", extra, "ping", "-c1", "-W2", client["ip"]]).returncode == 0
-        assert in_pod(kube_lab, "default/client", "ping", "-c1", "-W2", ip).returncode == 0
+        assert kube_lab.exec("default/client", "ping", "-c1", "-W2", ip).returncode == 0
         log = Path(cni["socket"]).with_name("server.log").read_text()
         assert "ADD extra eth0 -> 0" in log, "the call ran in place, not in the lab's CNI server"
         deleted = plugin("DEL")

@@ -11,13 +11,9 @@ import pytest
 
 from labkit.errors import LabkitError
 from labkit.runtime.docker import connect
-
 from labkit.runtime.image import DEFAULT_IMAGE, PAUSE_IMAGE, ImageRecipe, build_images, ensure_image, recipe_digest
 
 pytestmark = pytest.mark.integration
-
-
-
 
 
 def run(client, *argv: str, **kwargs) -> tuple[int, str]:
@@ -34,53 +30,53 @@ def run(client, *argv: str, **kwargs) -> tuple[int, str]:
         container.remove(force=True)
 
 
-def test_build_is_idempotent(client):
+def test_build_is_idempotent(labkit_docker):
     assert build_images() == []
     for name in (DEFAULT_IMAGE, PAUSE_IMAGE):
-        image = client.images.get(name)
+        image = labkit_docker.images.get(name)
         assert image.labels["labkit.version"] and image.labels["labkit.recipe"] == recipe_digest()
         assert image.attrs["Size"] < 30 * 1024 * 1024
 
 
-def test_an_image_of_another_recipe_is_refused_then_rebuilt(client):
+def test_an_image_of_another_recipe_is_refused_then_rebuilt(labkit_docker):
     """Same tag, other recipe (an upgraded labkit): `up` names the fix, `image build` replaces it."""
     recipe = ImageRecipe(f"labkit/node:test-{secrets.token_hex(3)}", "node")
     repository, tag = recipe.name.rsplit(":", 1)
     empty = io.BytesIO()
     with tarfile.open(fileobj=empty, mode="w"):
         pass
-    client.api.import_image_from_data(empty.getvalue(), repository=repository, tag=tag,
+    labkit_docker.api.import_image_from_data(empty.getvalue(), repository=repository, tag=tag,
                                       changes=["LABEL labkit.recipe=0ld0ld0ld0ld"])
     try:
         with pytest.raises(LabkitError, match="built by another labkit"):
-            ensure_image(client, recipe.name)
+            ensure_image(labkit_docker, recipe.name)
         assert build_images(recipes=[recipe]) == [recipe.name]
-        ensure_image(client, recipe.name)
+        ensure_image(labkit_docker, recipe.name)
         assert build_images(recipes=[recipe]) == []
     finally:
-        client.images.remove(recipe.name, force=True)
+        labkit_docker.images.remove(recipe.name, force=True)
 
 
-def test_iproute2_nft_and_busybox_run_inside(client):
-    code, out = run(client, "sh", "-c", "ip -V && nft -v && busybox | head -1 && command -v ip")
+def test_iproute2_nft_and_busybox_run_inside(labkit_docker):
+    code, out = run(labkit_docker, "sh", "-c", "ip -V && nft -v && busybox | head -1 && command -v ip")
     assert code == 0, out
     assert "iproute2" in out and "nftables v" in out and "BusyBox" in out
     assert out.strip().endswith("/usr/sbin/ip")  # the real one, not busybox's applet
 
 
-def test_ping_and_nft_work_with_net_admin(client):
+def test_ping_and_nft_work_with_net_admin(labkit_docker):
     script = (
         "ip link set lo up && ping -c1 -W2 127.0.0.1 && "
         "nft add table inet t && nft add chain inet t c && nft list ruleset"
     )
-    code, out = run(client, "sh", "-c", script, cap_add=["NET_ADMIN", "NET_RAW"])
+    code, out = run(labkit_docker, "sh", "-c", script, cap_add=["NET_ADMIN", "NET_RAW"])
     assert code == 0, out
     assert "1 packets received" in out and "table inet t" in out
 
 
-def test_default_command_idles_and_stops_on_sigterm(client):
+def test_default_command_idles_and_stops_on_sigterm(labkit_docker):
     name = f"lk-test-img-{secrets.token_hex(4)}"
-    container = client.containers.run(PAUSE_IMAGE, name=name, network_mode="none", detach=True)
+    container = labkit_docker.containers.run(PAUSE_IMAGE, name=name, network_mode="none", detach=True)
     try:
         container.reload()
         assert container.status == "running"
@@ -90,9 +86,9 @@ def test_default_command_idles_and_stops_on_sigterm(client):
         container.remove(force=True)
 
 
-def test_missing_image_names_the_build_command(client):
+def test_missing_image_names_the_build_command(labkit_docker):
     with pytest.raises(LabkitError, match="invoke image"):
-        ensure_image(client, "labkit/node:0.0.0-never-built")
+        ensure_image(labkit_docker, "labkit/node:0.0.0-never-built")
 
 
 def test_engine_not_reachable_is_a_clear_error():

@@ -17,12 +17,9 @@ from labkit.runtime.image import DEFAULT_IMAGE
 pytestmark = pytest.mark.integration
 
 
-
-
-
 @pytest.fixture
-def runtime(client, tmp_path) -> DockerRuntime:
-    return DockerRuntime(client, state_dir=str(tmp_path / "state"))
+def runtime(labkit_docker, tmp_path) -> DockerRuntime:
+    return DockerRuntime(labkit_docker, state_dir=str(tmp_path / "state"))
 
 
 def _new_lab() -> str:
@@ -30,21 +27,21 @@ def _new_lab() -> str:
 
 
 @pytest.fixture
-def lab(runtime, client):
+def lab(runtime, labkit_docker):
     """A unique lab name; whatever the test leaves is destroyed, and must then be gone."""
     name = _new_lab()
     yield name
     runtime.destroy(name)
-    assert client.containers.list(all=True, filters={"label": f"{LABEL_LAB}={name}"}) == []
+    assert labkit_docker.containers.list(all=True, filters={"label": f"{LABEL_LAB}={name}"}) == []
     assert not os.path.exists(os.path.join(runtime.state_dir, name))
 
 
 @pytest.fixture
-def other_lab(runtime, client):
+def other_lab(runtime, labkit_docker):
     name = _new_lab()
     yield name
     runtime.destroy(name)
-    assert client.containers.list(all=True, filters={"label": f"{LABEL_LAB}={name}"}) == []
+    assert labkit_docker.containers.list(all=True, filters={"label": f"{LABEL_LAB}={name}"}) == []
 
 
 def node(lab: str, name: str, **kwargs) -> NodeSpec:
@@ -93,7 +90,7 @@ def test_satisfies_the_runtime_protocol(runtime):
     assert protocol.name == "docker"
 
 
-def test_nodes_wired_by_hand_ping_each_other(runtime, lab, client):
+def test_nodes_wired_by_hand_ping_each_other(runtime, lab, labkit_docker):
     a = runtime.create_node(
         lab, node(lab, "a", hosts="127.0.0.1 localhost\n10.0.0.2 b\n", resolv_conf="nameserver 10.0.0.53\n")
     )  # fmt: skip
@@ -118,7 +115,7 @@ def test_nodes_wired_by_hand_ping_each_other(runtime, lab, client):
     host = subprocess.run(["nft", "list", "tables"], check=True, capture_output=True, text=True)
     assert "table inet lab" not in host.stdout
 
-    labels = client.containers.get(f"lk-{lab}.a").labels
+    labels = labkit_docker.containers.get(f"lk-{lab}.a").labels
     assert labels["labkit.lab"] == lab and labels["labkit.node"] == "a"
     assert labels["labkit.kind"] == "linux"
 
@@ -161,7 +158,7 @@ def test_uncaptured_exec_without_the_docker_cli_streams(runtime, lab, capfd, mon
     assert captured.out == "out\n" and captured.err == "err\n"
 
 
-def test_pod_is_a_pause_container_and_app_containers_in_its_netns(runtime, lab, client):
+def test_pod_is_a_pause_container_and_app_containers_in_its_netns(runtime, lab, labkit_docker):
     n = runtime.create_node(lab, node(lab, "w1"))
     spec = pod(
         lab,
@@ -174,7 +171,7 @@ def test_pod_is_a_pause_container_and_app_containers_in_its_netns(runtime, lab, 
     )
     sandbox = runtime.create_pod(lab, spec)
     assert sandbox.name == "default/web"
-    pause = client.containers.get(f"lk-{lab}.default.web")
+    pause = labkit_docker.containers.get(f"lk-{lab}.default.web")
     assert pause.labels["labkit.pod"] == "default/web" and pause.labels["labkit.node"] == "w1"
     assert pause.attrs["HostConfig"]["NetworkMode"] == "none"
     assert f"labkit/pause:{pause.image.labels['labkit.version']}" in pause.image.tags
@@ -183,8 +180,8 @@ def test_pod_is_a_pause_container_and_app_containers_in_its_netns(runtime, lab, 
     veth(n, "10.244.1.1/24", sandbox, "10.244.1.5/24", runtime)
     runtime.start_containers(lab, spec, sandbox)
 
-    app = client.containers.get(f"lk-{lab}.default.web.app")
-    sidecar = client.containers.get(f"lk-{lab}.default.web.sidecar")
+    app = labkit_docker.containers.get(f"lk-{lab}.default.web.app")
+    sidecar = labkit_docker.containers.get(f"lk-{lab}.default.web.sidecar")
     for c in (app, sidecar):
         assert c.status == "running"
         assert c.attrs["HostConfig"]["NetworkMode"] == f"container:{pause.id}"
@@ -211,7 +208,7 @@ def test_pod_exec_falls_back_to_pause(runtime, lab):
     assert ok(runtime, sandbox, "hostname").strip() == "empty"
 
 
-def test_many_pods_at_once(runtime, lab, client):
+def test_many_pods_at_once(runtime, lab, labkit_docker):
     specs = [
         pod(lab, "w1", f"p{i}", [ContainerSpec("app", None, ["sleep", "600"])]) for i in range(6)
     ]
@@ -220,18 +217,18 @@ def test_many_pods_at_once(runtime, lab, client):
     assert len({os.readlink(s.netns_path) for s in sandboxes}) == 6
     for spec, sandbox in zip(specs, sandboxes, strict=True):
         runtime.start_containers(lab, spec, sandbox)
-    assert len(client.containers.list(filters={"label": f"{LABEL_LAB}={lab}"})) == 12
+    assert len(labkit_docker.containers.list(filters={"label": f"{LABEL_LAB}={lab}"})) == 12
 
 
-def test_failed_app_container_is_removed_and_reported(runtime, lab, client):
+def test_failed_app_container_is_removed_and_reported(runtime, lab, labkit_docker):
     spec = pod(lab, "w1", "bad", containers=[ContainerSpec("app", None, ["/no/such/binary"])])
     sandbox = runtime.create_pod(lab, spec)
     with pytest.raises(LabkitError, match=f"cannot start container lk-{lab}.default.bad.app"):
         runtime.start_containers(lab, spec, sandbox)
-    assert [c.name for c in client.containers.list(all=True, filters={"name": "bad.app"})] == []
+    assert [c.name for c in labkit_docker.containers.list(all=True, filters={"name": "bad.app"})] == []
 
 
-def test_missing_image_fails_before_creating_anything(runtime, lab, client):
+def test_missing_image_fails_before_creating_anything(runtime, lab, labkit_docker):
     with pytest.raises(LabkitError, match="labkit/node:0.0.0-never-built not found"):
         runtime.create_node(lab, node(lab, "a", image="labkit/node:0.0.0-never-built"))
     assert runtime.labs() & {lab} == set()
@@ -243,26 +240,26 @@ def test_name_taken_is_a_clear_error(runtime, lab):
         runtime.create_node(lab, node(lab, "a"))
 
 
-def test_destroy_after_containers_were_killed_behind_our_back(runtime, lab, client):
+def test_destroy_after_containers_were_killed_behind_our_back(runtime, lab, labkit_docker):
     sandboxes = runtime.create_nodes(lab, [node(lab, n) for n in ("a", "b", "c", "d")])
     spec = pod(lab, "a", "web", containers=[ContainerSpec("app", None, ["sleep", "3600"])])
     runtime.start_containers(lab, spec, runtime.create_pod(lab, spec))
     assert [s.name for s in sandboxes] == ["a", "b", "c", "d"]
     assert lab in runtime.labs()
 
-    client.containers.get(f"lk-{lab}.a").kill()
-    client.containers.get(f"lk-{lab}.b").remove(force=True)
-    client.containers.get(f"lk-{lab}.default.web").kill()  # the pod's pause
+    labkit_docker.containers.get(f"lk-{lab}.a").kill()
+    labkit_docker.containers.get(f"lk-{lab}.b").remove(force=True)
+    labkit_docker.containers.get(f"lk-{lab}.default.web").kill()  # the pod's pause
 
     runtime.destroy(lab)
-    assert client.containers.list(all=True, filters={"label": f"{LABEL_LAB}={lab}"}) == []
+    assert labkit_docker.containers.list(all=True, filters={"label": f"{LABEL_LAB}={lab}"}) == []
     assert lab not in runtime.labs()
     runtime.destroy(lab)  # twice is fine
 
 
-def test_destroy_spares_containers_without_the_label(runtime, lab, client):
+def test_destroy_spares_containers_without_the_label(runtime, lab, labkit_docker):
     runtime.create_node(lab, node(lab, "a"))
-    bystander = client.containers.run(
+    bystander = labkit_docker.containers.run(
         DEFAULT_IMAGE,
         name=f"lk-{lab}.bystander",  # even with the lab's prefix: the label decides
         network_mode="none",
@@ -276,7 +273,7 @@ def test_destroy_spares_containers_without_the_label(runtime, lab, client):
         bystander.remove(force=True)
 
 
-def test_two_labs_side_by_side(runtime, lab, other_lab, client):
+def test_two_labs_side_by_side(runtime, lab, other_lab, labkit_docker):
     first = runtime.create_nodes(lab, [node(lab, "a"), node(lab, "b")])
     second = runtime.create_nodes(other_lab, [node(other_lab, "a"), node(other_lab, "b")])
     assert {lab, other_lab} <= runtime.labs()

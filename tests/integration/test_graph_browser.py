@@ -145,9 +145,9 @@ def test_screenshot_is_not_blank(which, tmp_path):
 # ---------------------------------------------------------------- running labs
 
 
-def test_running_lab_status_renders(lab_factory, tmp_path):
+def test_running_lab_status_renders(labkit_lab_factory, tmp_path):
     topology = ROOT / "topologies" / "routed-triangle.yaml"
-    running = lab_factory(topology)
+    running = labkit_lab_factory(topology)
     # what `labkit graph TOPO --name LAB` draws while the lab is up: its status
     summary = graph_summary(topology, name=running.name)
     assert summary["phase"] and summary["name"] == running.name
@@ -155,10 +155,8 @@ def test_running_lab_status_renders(lab_factory, tmp_path):
     assert_drawn(summary, tmp_path)
 
 
-def test_running_cluster_status_renders(lab_factory, tmp_path):
-    topology = ROOT / "topologies" / "kube-3node.yaml"
-    running = lab_factory(topology)
-    summary = lab.status(running.name)[0]
+def test_running_cluster_status_renders(kube_lab, tmp_path):
+    summary = lab.status(kube_lab.name)[0]
     elements = assert_drawn(summary, tmp_path)
     pods = [a["data-pod"] for tag, a in elements if tag == "g" and "data-pod" in a]
     assert sorted(pods) == sorted(f"{p['namespace']}/{p['name']}" for p in summary["pods"])

@@ -19,11 +19,13 @@ import pytest
 import yaml
 
 from labkit import paths, processes, state
+from labkit.lab import leftovers
 from labkit.lock import lab_lock
 from labkit.net import netns
+from labkit.pytest_plugin import unique_lab_name
 from labkit.topology.plan import netns_prefix
 
-from .conftest import ROOT, TOPOLOGIES, leftovers, processes_naming, unique_name
+from .conftest import ROOT, TOPOLOGIES
 
 USER = "labkit-test"  # an ordinary user; scripts/bootstrap.sh --test creates it too
 
@@ -63,8 +65,9 @@ def sleeper():
 
 
 @pytest.fixture
-def cluster_lab(lab_factory):
-    return lab_factory(TOPOLOGIES / "kube-3node.yaml", unique_name("hard"))
+def cluster_lab(labkit_lab_factory):
+    """A kube-3node lab of the test's own (these tests break it)."""
+    return labkit_lab_factory(TOPOLOGIES / "kube-3node.yaml")
 
 
 def pod_status(name: str) -> dict:
@@ -132,7 +135,7 @@ def test_up_under_umask_000_creates_nothing_others_may_write(tmp_path, monkeypat
     top = Path(f"/run/lkt-{secrets.token_hex(3)}")  # /run is traversable by all: the user test means something
     root = top / "state"
     monkeypatch.setenv("LABKIT_STATE_DIR", str(root))
-    name = unique_name("modes")
+    name = unique_lab_name("modes")
     try:
         ok(run_labkit("up", str(TOPOLOGIES / "kube-3node.yaml"), "--name", name, "-q", umask=0))
         everything = [str(root)]
@@ -253,7 +256,7 @@ def test_apply_after_an_apply_killed_during_scale_up(cluster_lab, tmp_path):
         ok(run_labkit("apply", str(scaled), "--name", name, "-q"))
         assert left.wait(timeout=10) is not None  # the leftover process went with its namespace
         pod = next(p for p in pod_status(name)["pods"] if p["name"] == "extra")
-        assert cluster_lab.ping("default/client", pod["ip"])
+        cluster_lab.assert_reachable("default/client", pod["ip"])
         ok(run_labkit("apply", str(TOPOLOGIES / "kube-3node.yaml"), "--name", name, "-q"))  # and back
         assert netns.list_namespaces(orphan) == []
     finally:
@@ -263,7 +266,7 @@ def test_apply_after_an_apply_killed_during_scale_up(cluster_lab, tmp_path):
 
 def test_down_finds_the_servers_of_a_lab_whose_state_folder_was_deleted(cluster_lab):
     name = cluster_lab.name
-    servers = processes_naming(state.lab_dir(name) + "/")
+    servers = processes.naming(state.lab_dir(name))
     assert len(servers) >= 2  # the CNI server and the DNS server
     shutil.rmtree(state.lab_dir(name))
     ok(run_labkit("down", "--name", name))
@@ -272,8 +275,8 @@ def test_down_finds_the_servers_of_a_lab_whose_state_folder_was_deleted(cluster_
 
 
 @pytest.mark.parametrize("text", ["[]", '"up"', '{"summary": [1]}'])
-def test_a_state_file_that_is_not_an_object_does_not_crash(lab_factory, text):
-    running = lab_factory(TOPOLOGIES / "two-hosts.yaml", unique_name("json"))
+def test_a_state_file_that_is_not_an_object_does_not_crash(labkit_lab_factory, text):
+    running = labkit_lab_factory(TOPOLOGIES / "two-hosts.yaml")
     Path(state.lab_dir(running.name), "state.json").write_text(text)
     proc = run_labkit("status", "--name", running.name, "--format", "json")
     assert proc.returncode == 0 and "internal error" not in proc.stderr, proc.stderr
@@ -302,10 +305,10 @@ CAP_NET_ADMIN, CAP_SYS_ADMIN = 12, 21
 
 
 @pytest.mark.parametrize("runtime", ["netns", "docker"])
-def test_pods_run_with_a_containers_capabilities(lab_factory, tmp_path, runtime):
+def test_pods_run_with_a_containers_capabilities(labkit_lab_factory, tmp_path, runtime):
     topology = tmp_path / "caps.yaml"
     topology.write_text(CAPS_TOPOLOGY)
-    running = lab_factory(topology, unique_name("caps"), runtime=runtime)
+    running = labkit_lab_factory(topology, runtime=runtime)
     name = running.name
 
     def in_pod(pod: str, *argv: str) -> int:

@@ -125,12 +125,11 @@ while True:
 
 # Makes `count` fresh connections (or datagrams from fresh sockets) and reports each as JSON.
 CLIENT = r"""
-import json, socket, sys, time
+import json, socket, sys
 proto, host, port, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 source_port = int(sys.argv[5]) if len(sys.argv) > 5 else 0
 out = []
 for _ in range(count):
-    start = time.monotonic()
     try:
         if proto == "tcp":
             s = socket.create_connection((host, port), timeout=3)
@@ -140,9 +139,9 @@ for _ in range(count):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", source_port))
             s.connect((host, port)); s.send(b"hi"); reply = s.recv(512).decode()
         s.close()
-        out.append({"ok": True, "reply": reply, "elapsed": time.monotonic() - start})
+        out.append({"ok": True, "reply": reply})
     except OSError as exc:
-        out.append({"ok": False, "error": type(exc).__name__, "elapsed": time.monotonic() - start})
+        out.append({"ok": False, "error": type(exc).__name__})
 print(json.dumps(out))
 """
 
@@ -298,14 +297,14 @@ def test_client_ip_affinity_pins_a_client(cluster, ips):
 
 
 def test_service_without_endpoints_is_refused_at_once(cluster, ips):
+    # refused (a reject rule's RST or ICMP port unreachable), not a TimeoutError after 3 s
     results = cluster.run("client", "tcp", ips["empty"], 80, count=3)
     for result in results:
         assert not result["ok"] and result["error"] == "ConnectionRefusedError", result
-        assert result["elapsed"] < 0.5, result
     (outside,) = cluster.run("outside", "tcp", NODE_OUTSIDE_IP, 30099)
-    assert outside["error"] == "ConnectionRefusedError" and outside["elapsed"] < 0.5, outside
+    assert outside["error"] == "ConnectionRefusedError", outside
     (udp,) = cluster.run("client", "udp", ips["empty"], 53)  # ICMP port unreachable, not a timeout
-    assert udp["error"] == "ConnectionRefusedError" and udp["elapsed"] < 0.5, udp
+    assert udp["error"] == "ConnectionRefusedError", udp
 
 
 def test_node_port_from_outside_is_masqueraded(cluster):
@@ -353,7 +352,7 @@ def test_reapplying_after_endpoints_change_takes_effect(cluster, ips):
         assert names(cluster.run("client", "tcp", ips["web"], 80, count=15)) == Counter({"p2": 15})
         apply_node_services(node, views({}), pod_cidr=POD_CIDR)
         (refused,) = cluster.run("client", "tcp", ips["web"], 80)
-        assert refused["error"] == "ConnectionRefusedError" and refused["elapsed"] < 0.5
+        assert refused["error"] == "ConnectionRefusedError", refused
     finally:
         apply_node_services(node, views(), pod_cidr=POD_CIDR)
     assert len(names(cluster.run("client", "tcp", ips["web"], 80, count=30))) >= 2

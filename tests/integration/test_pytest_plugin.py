@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from labkit import state
-from labkit.pytest_plugin import ExecFailed, RunningLab, labkit_fixture, leftovers
+from labkit import lab, state
+from labkit.pytest_plugin import ExecFailed, RunningLab, lab_processes, labkit_fixture, surviving
 
 pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).resolve().parents[2]
 TWO_HOSTS = ROOT / "topologies" / "two-hosts.yaml"
-KUBE = ROOT / "topologies" / "kube-3node.yaml"
 
 
 def namespaces_of(prefix: str) -> list[str]:
@@ -50,7 +50,7 @@ def names(pytester: pytest.Pytester) -> list[str]:
 
 def assert_gone(name: str) -> None:
     assert not [n for n in os.listdir("/run/netns") if n.startswith(f"lk-{name}.")]
-    assert leftovers(name) == []
+    assert lab.leftovers(name) == []
 
 
 # ---------------------------------------------------------------- the fixtures, from outside
@@ -202,7 +202,6 @@ def test_session_lab_declared_in_conftest_serves_two_modules(inner: pytest.Pytes
 # ---------------------------------------------------------------- the helpers, on real labs
 
 two_hosts = labkit_fixture(TWO_HOSTS, scope="module")
-kube = labkit_fixture(KUBE, scope="module")
 
 
 def test_two_hosts_reachability(two_hosts: RunningLab) -> None:
@@ -220,16 +219,39 @@ def test_two_hosts_exec(two_hosts: RunningLab) -> None:
         two_hosts.exec("h2", "ls", "/nonexistent", check=True)
 
 
-def test_kube_resolve_gives_the_cluster_ip(kube: RunningLab) -> None:
-    web = kube.service("default/web")
-    assert kube.resolve("default/client", "web") == [web["cluster_ip"]]
-    assert kube.resolve("default/client", "no-such-service") == []
+def test_the_processes_of_a_lab_are_known_and_their_survival_is_seen(two_hosts: RunningLab) -> None:
+    """What the teardown checks after down: every process living in the lab's namespaces."""
+    holder = subprocess.Popen(["nsenter", f"--net={two_hosts.netns_path('h2')}", "sh", "-c", "echo in; exec sleep 600"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "in"
+        processes = lab_processes(two_hosts)
+        assert holder.pid in processes
+        assert [s for s in surviving(processes) if s.startswith(f"process {holder.pid} (")]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not [s for s in surviving(processes) if s.startswith(f"process {holder.pid} ")]
 
 
-def test_kube_services_and_pods(kube: RunningLab) -> None:
-    kube.assert_reachable("default/client", "web", port=80)
-    kube.assert_reachable("default/client", "web.default.svc.cluster.local", port=80)
-    kube.assert_unreachable("default/client", "nobody", port=80)  # no endpoints: rejected
-    kube.assert_reachable("default/client", kube.pod_ip("team-a/probe"))
-    kube.assert_reachable("default/client", kube.summary["dns"]["ip"], port=53, proto="udp")
-    assert {p.split("/")[1].split("-")[0] for p in kube.pods()} >= {"client", "web", "echo"}
+def test_a_cluster_labs_pods_and_servers_are_among_its_processes(kube_lab: RunningLab) -> None:
+    processes = set(lab_processes(kube_lab))
+    servers = {int(f.read_text().split()[0]) for f in Path(state.lab_dir(kube_lab.name)).glob("*/*.pid")}
+    assert servers and servers <= processes  # the DNS and CNI servers labkit started
+    holders = {p["pid"] for p in kube_lab.summary["pods"] if p["pid"]}  # the netns runtime's pod holders
+    assert holders <= processes and (holders or kube_lab.runtime != "netns")
+
+
+def test_kube_resolve_gives_the_cluster_ip(kube_lab: RunningLab) -> None:
+    web = kube_lab.service("default/web")
+    assert kube_lab.resolve("default/client", "web") == [web["cluster_ip"]]
+    assert kube_lab.resolve("default/client", "no-such-service") == []
+
+
+def test_kube_services_and_pods(kube_lab: RunningLab) -> None:
+    kube_lab.assert_reachable("default/client", "web", port=80)
+    kube_lab.assert_reachable("default/client", "web.default.svc.cluster.local", port=80)
+    kube_lab.assert_unreachable("default/client", "nobody", port=80)  # no endpoints: rejected
+    kube_lab.assert_reachable("default/client", kube_lab.pod_ip("team-a/probe"))
+    kube_lab.assert_reachable("default/client", kube_lab.summary["dns"]["ip"], port=53, proto="udp")
+    assert {p.split("/")[1].split("-")[0] for p in kube_lab.pods()} >= {"client", "web", "echo"}

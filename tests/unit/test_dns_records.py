@@ -312,17 +312,15 @@ def test_parse_upstream():
             parse_upstream(bad)
 
 
-def test_builder_is_fast_enough_for_big_clusters():
-    import time
-
+def test_builder_answers_for_every_service_of_a_big_cluster():
     services = [Service("ns%d" % (i % 10), f"s{i}", "ClusterIP", f"10.96.{i // 250}.{i % 250}",
                         ports=[ServicePort(80, "http")],
                         endpoints=[Endpoint(f"10.244.{i // 250}.{i % 250}")])
                 for i in range(2000)]
-    t = time.perf_counter()
-    rs = build_records(DnsConfig(services=services))
-    assert time.perf_counter() - t < 2.0
+    rs = build_records(DnsConfig(services=services))  # how fast is for the benchmarks, not a unit test
     assert rdatas(rs.lookup("s1999.ns9.svc.cluster.local", A)) == ["10.96.7.249"]
+    assert rdatas(rs.lookup("s0.ns0.svc.cluster.local", A)) == ["10.96.0.0"]
+    assert rdatas(rs.lookup("s1234.ns4.svc.cluster.local", A)) == ["10.96.4.234"]
 
 
 def test_pod_records_insecure_like_kubeadm_corefile(rs):

@@ -1,17 +1,16 @@
 """The node's policy table as nft text: its shape, what is shared, and that it stays small. Pure.
 
-When nft is at hand and we are root, the texts are also checked with `nft -c` (nothing changes).
+That nft itself accepts these texts (`nft -c`, which needs root) is checked in
+tests/integration/test_policy_nft.py.
 """
 
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
 
 from labkit.k8s import parse_manifests
-from labkit.net import nft
 from labkit.policy import compile_node_policy, plan_policy_table, render_node_policies
 from labkit.policy.ruleset import delete_table_text
 
@@ -151,22 +150,6 @@ def test_long_names_stay_within_nft_limits():
     assert max(len(n) for n in names) < 100
     assert len({*names}) == len(names)
     assert all(len(c.comment) <= 120 for c in plan.chains)
-
-
-# `nft -c` needs root; unit tests otherwise run unprivileged. CI runs as root, so these always run there,
-# and a missing nftables install fails them rather than skipping.
-needs_nft = pytest.mark.skipif(os.geteuid() != 0, reason="nft -c needs root")
-
-
-@needs_nft
-@pytest.mark.parametrize("variant", ["full", "long-names", "empty"])
-def test_nft_accepts_the_text(variant):
-    policies = {
-        "full": POLICIES,
-        "long-names": POLICIES.replace("name: backends", "name: " + "p" * 200 + ".x" * 20),
-        "empty": POLICIES.replace("role: back}}\n  ingress", "role: none}}\n  ingress"),
-    }[variant]
-    nft.check_ruleset(None, render(pod_count=30, policies=policies, table="lkt-policy-check")[1])
 
 
 def test_table_and_node_names_are_checked():

@@ -154,6 +154,52 @@ def test_not_root_fails_rather_than_skips(inner: pytest.Pytester, monkeypatch: p
     result.stdout.fnmatch_lines(["*labkit builds network namespaces and needs root*"])
 
 
+def test_a_fixture_over_runtimes_and_topologies_is_parametrized(inner: pytest.Pytester) -> None:
+    inner.makepyfile(f"""
+        from labkit.pytest_plugin import labkit_fixture
+
+        each = labkit_fixture({{"a": {str(TWO_HOSTS)!r}, "b": {str(TWO_HOSTS)!r}}}, runtime=["netns", "docker"],
+                              scope="session")
+        one = labkit_fixture({str(TWO_HOSTS)!r}, runtime="docker")
+
+        def test_each(each):
+            pass
+
+        def test_one(one):
+            pass
+    """)
+    result = run(inner, "--collect-only", "-q")
+    result.stdout.fnmatch_lines(["*::test_each[[]netns-a[]]", "*::test_each[[]netns-b[]]",
+                                 "*::test_each[[]docker-a[]]", "*::test_each[[]docker-b[]]", "*::test_one"])
+
+
+@pytest.mark.parametrize("kwargs", [{"runtime": "podman"}, {"runtime": ["netns", "lxc"]},
+                                    {"name": "fixed", "runtime": ["netns", "docker"]}])
+def test_a_fixture_declared_wrong_is_refused_at_once(kwargs: dict) -> None:
+    with pytest.raises(ValueError, match="labkit_fixture: .*(runtime must be one of netns, docker|fixes the name)"):
+        pytest_plugin.labkit_fixture(TWO_HOSTS, **kwargs)
+
+
+def test_docker_runtime_without_an_engine_fails_rather_than_skips(
+        inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 0)  # as root, the engine is the one thing missing
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    inner.makepyfile(f"""
+        import pytest
+
+        @pytest.mark.labkit_topology({str(TWO_HOSTS)!r}, runtime="docker")
+        def test_docker_lab(labkit_lab):
+            pass
+
+        def test_engine(labkit_docker):
+            pass
+    """)
+    result = run(inner, "-rs")
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines([f"*lab from {TWO_HOSTS} needs the docker runtime: Docker engine not reachable*",
+                                 "*the labkit_docker fixture needs the docker runtime: Docker engine not reachable*"])
+
+
 # ---------------------------------------------------------------- probes, without a lab
 
 
@@ -167,7 +213,7 @@ class FakeLab(RunningLab):
         self.replies = replies
         self.ran: list[tuple[str, ...]] = []
 
-    def exec(self, target, *argv, check=False, timeout=None):  # noqa: ARG002
+    def exec(self, target, *argv, check=False, timeout=None):
         self.ran.append(argv)
         code, output = self.replies.get(argv[0], (1, ""))
         return subprocess.CompletedProcess(list(argv), code, output, "")

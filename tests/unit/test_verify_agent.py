@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -27,14 +28,17 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def server() -> Iterator[dict]:
     """An in-process `serve` on ephemeral loopback ports, answering 'pod-a'."""
-    stop = threading.Event()
+    stop, listening = threading.Event(), threading.Event()
     ready: list[str] = []
-    thread = threading.Thread(target=agent.serve, args=([0], [0], "pod-a", "127.0.0.1", ready.append, stop),
+
+    def report(line: str) -> None:
+        ready.append(line)
+        listening.set()
+
+    thread = threading.Thread(target=agent.serve, args=([0], [0], "pod-a", "127.0.0.1", report, stop),
                               daemon=True)
     thread.start()
-    deadline = time.monotonic() + 5
-    while not ready and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert listening.wait(5), "the agent never said it was serving"
     info = json.loads(ready[0])
     yield {"tcp": info["tcp"][0], "udp": info["udp"][0]}
     stop.set()
@@ -60,22 +64,18 @@ def test_udp_probe_open_reads_the_reply(server: dict) -> None:
                                                               "reply": "pod-a"}
 
 
-def test_closed_ports_are_reported_fast() -> None:
-    started = time.monotonic()
+def test_closed_ports_are_reported_as_refused_not_as_timeouts() -> None:
     tcp = agent.probe("tcp", "127.0.0.1", free_port(socket.SOCK_STREAM), 1)
     udp = agent.probe("udp", "127.0.0.1", free_port(socket.SOCK_DGRAM), 1)
     assert tcp == {"open": False, "reason": "connection refused", "reply": None}
     assert udp == {"open": False, "reason": "port unreachable", "reply": None}
-    assert time.monotonic() - started < 0.9    # no waiting for the 1 s timeout
 
 
 def test_udp_silence_is_closed_after_the_timeout() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as mute:   # bound, never answers
         mute.bind(("127.0.0.1", 0))
-        started = time.monotonic()
         result = agent.probe_udp("127.0.0.1", mute.getsockname()[1], 0.2)
         assert result == {"open": False, "reason": "no reply in 0.2s", "reply": None}
-        assert 0.15 < time.monotonic() - started < 1
         assert mute.recv(512) == agent.UDP_PROBE_PAYLOAD
 
 
@@ -266,7 +266,17 @@ def test_resolv_conf_is_read(tmp_path) -> None:
 # ---------------------------------------------------------------- probe-many
 
 
-def test_probe_many_runs_everything_at_once(server: dict, cluster_dns: FakeDNS) -> None:
+def test_probe_many_runs_everything_at_once(server: dict, cluster_dns: FakeDNS, monkeypatch) -> None:
+    # the two silent UDP probes (ids 5 and 6) must be in flight together: each waits for the other
+    both_in_flight = threading.Barrier(2)
+    run_request = agent.run_request
+
+    def run_together(req: dict) -> dict:
+        if req.get("id") in (5, 6):
+            both_in_flight.wait(timeout=5)  # broken, and no result for either, if they ran one by one
+        return run_request(req)
+
+    monkeypatch.setattr(agent, "run_request", run_together)
     dns_conf = {"nameserver": cluster_dns.address, "search": SEARCH, "ndots": 5}
     cluster_dns.zone["local.default.svc.cluster.local."] = ["127.0.0.1"]
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as mute:
@@ -285,11 +295,9 @@ def test_probe_many_runs_everything_at_once(server: dict, cluster_dns: FakeDNS) 
             {"id": 7, "op": "connect", "host": "127.0.0.1"},
         ]
         out = io.StringIO()
-        started = time.monotonic()
         agent.probe_many(io.StringIO("".join(json.dumps(r) + "\n" for r in requests) + "\n"), out)
-        elapsed = time.monotonic() - started
     results = {r["id"]: r for r in map(json.loads, out.getvalue().splitlines())}
-    assert elapsed < 1.1      # the two 0.6 s silences overlap
+    assert sorted(results) == list(range(8))
     assert results[0]["open"] and results[0]["reply"] == "pod-a"
     assert results[1]["open"] and results[1]["reason"] == "reply (pod-a)"
     assert results[2]["open"] and results[2]["addresses"] == ["127.0.0.1"]
@@ -361,6 +369,14 @@ def test_serve_until_eof_stops_when_its_parent_goes() -> None:
     assert agent.probe_tcp("127.0.0.1", port, 1)["reason"] == "connection refused"
 
 
+def _accept_queue_full(listener: socket.socket) -> bool:
+    """TCP_INFO of a listening socket: tcpi_unacked is its accept queue's length, tcpi_sacked the
+    queue's limit; the kernel drops new SYNs once the length exceeds the limit."""
+    info = listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    length, limit = struct.unpack_from("II", info, 24)
+    return length > limit
+
+
 def _full_listener() -> tuple[socket.socket, list[socket.socket]]:
     """A listener whose accept queue is full: new SYNs are dropped until someone accepts."""
     srv = socket.socket()
@@ -375,7 +391,10 @@ def _full_listener() -> tuple[socket.socket, list[socket.socket]]:
         except BlockingIOError:
             pass
         fillers.append(c)
-    time.sleep(0.1)
+    deadline = time.monotonic() + 5
+    while not _accept_queue_full(srv):  # the fillers' handshakes complete in the kernel, not at once
+        assert time.monotonic() < deadline, "the fillers never filled the accept queue"
+        time.sleep(0.005)
 
     def drain() -> None:
         time.sleep(0.25)
