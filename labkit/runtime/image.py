@@ -310,7 +310,7 @@ def build_images(force: bool = False, client: docker.DockerClient | None = None,
     """Import labkit's node and pause images; skip those present and built from this labkit's
     recipe unless `force`. Returns the names of the images built (empty when all were current).
     """
-    from labkit.runtime.docker import connect
+    from labkit.runtime.engine import connect
 
     client = client or connect()
     todo = [r for r in recipes if force or not image_current(client, r.name)]
