@@ -55,6 +55,17 @@ def start_time(pid: int) -> int | None:
     return int(fields[19]) if fields and len(fields) > 19 else None  # field 22 is the 20th after ')'
 
 
+def children(pid: int) -> set[int]:
+    """Pids whose parent is `pid` (a server's workers)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat_fields(int(entry))
+            if fields and len(fields) > 1 and int(fields[1]) == pid:
+                found.add(int(entry))
+    return found
+
+
 def identify(pid: int) -> ProcessId | None:
     """The running process `pid` as a ProcessId; None if there is none (or only a zombie)."""
     fields = _stat_fields(pid)

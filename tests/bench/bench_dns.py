@@ -177,20 +177,13 @@ def bench_server_alone(seconds: float, workers: int, folder: Path) -> dict[str, 
 
 
 def _dns_workers(lab: str) -> int:
-    """Worker processes of the lab's (first) DNS server, counted from /proc."""
-    from labkit import state
+    """Worker processes of the lab's (first) DNS server."""
+    from labkit import processes, state
 
-    folder = Path(state.lab_dir(lab)) / "dns"
-    pid = int(next(folder.glob("*.pid")).read_text().strip())
-    children = 0
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            children += int(stat.rsplit(")", 1)[1].split()[1]) == pid
-    return children
+    pid_file = next((Path(state.lab_dir(lab)) / "dns").glob("*.pid"))
+    server = processes.read_pid_file(str(pid_file))
+    assert server is not None, f"unreadable pid file {pid_file}"
+    return len(processes.children(server.pid))
 
 
 def bench_dns(seconds: float = 10, workers: str | int = "auto", server_alone: bool = True) -> dict:

@@ -24,6 +24,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
+from labkit import processes
 from labkit.dns import server as dns_server
 from labkit.dns.records import DnsConfig, Endpoint, Service, ServicePort
 from tests.netutil import free_endpoint
@@ -34,17 +35,6 @@ DIG = shutil.which("dig")
 REPO = Path(__file__).resolve().parents[2]
 
 
-def children_of(pid: int) -> set[int]:
-    out = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.add(int(entry))
-    return out
 
 
 def alive(pid: int) -> bool:
@@ -76,7 +66,7 @@ class Server:
         else:
             raise RuntimeError("server did not answer")
         while len(self.workers) < workers and time.monotonic() < deadline:
-            self.workers = children_of(self.pid)
+            self.workers = processes.children(self.pid)
 
     def query(self, name, rdtype="A", *, tcp=False, timeout=2.0, **kw) -> dns.message.Message:
         q = dns.message.make_query(name, rdtype, **kw)
@@ -287,7 +277,7 @@ def test_fuzz_then_still_answers(srv):
         r = srv.query("web.default.svc.cluster.local.", "A")
         assert r.answer[0][0].address == "10.96.0.20"
     assert srv.query("web.default.svc.cluster.local.", "A", tcp=True).answer
-    assert srv.proc.poll() is None and children_of(srv.pid) == srv.workers
+    assert srv.proc.poll() is None and processes.children(srv.pid) == srv.workers
 
 
 def test_forwarding_to_upstream_instance(tmp_path):
@@ -378,7 +368,7 @@ def test_sighup_reloads_every_worker(srv):
     time.sleep(0.3)
     for _ in range(10):
         assert srv.query("new.default.svc.cluster.local.", "A").answer
-    assert srv.proc.poll() is None and children_of(srv.pid) == srv.workers
+    assert srv.proc.poll() is None and processes.children(srv.pid) == srv.workers
 
 
 def test_dead_worker_is_replaced_with_current_records(srv):
@@ -391,7 +381,7 @@ def test_dead_worker_is_replaced_with_current_records(srv):
     os.kill(victim, signal.SIGKILL)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        now = children_of(srv.pid)
+        now = processes.children(srv.pid)
         if victim not in now and len(now) == 2:
             break
         time.sleep(0.05)
@@ -551,7 +541,7 @@ def test_deploy_starts_the_configured_process_model(tmp_path, workers):
                            workers=workers, port=port)
     try:
         serving = int((tmp_path / "dns-0.pid").read_text())   # written once every worker is forked
-        assert len(children_of(serving)) == (workers or dns_server.default_workers())
+        assert len(processes.children(serving)) == (workers or dns_server.default_workers())
         q = dns.message.make_query("web.default.svc.cluster.local.", "A")
         assert dns.query.udp(q, addr, port=port, timeout=5).answer[0][0].address == "10.96.0.20"
     finally:
