@@ -839,9 +839,13 @@ def run(config: str, listen: str, port: int = 53, workers: int | None = None,
 
     for i in range(workers):
         spawn(i)
-    if pidfile:
-        with open(pidfile + ".tmp", "w") as f:
-            f.write(f"{os.getpid()}\n")
+    if pidfile:  # "PID START" as labkit.processes records pids: a reused pid is never taken for this server
+        with open("/proc/self/stat", encoding="ascii") as f:
+            start = f.read().rsplit(")", 1)[1].split()[19]
+        fd = os.open(pidfile + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        os.fchmod(fd, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()} {start}\n")
         os.replace(pidfile + ".tmp", pidfile)
     log(f"serving {state.rs.zone if state.rs else '?'} on {listen} port {port} "
         f"(udp+tcp, {workers} workers)")

@@ -540,7 +540,7 @@ def test_deploy_starts_the_configured_process_model(tmp_path, workers):
     (pid,) = start_servers(str(config), [("dns-0", "/proc/self/ns/net", addr)], str(tmp_path),
                            workers=workers, port=port)
     try:
-        serving = int((tmp_path / "dns-0.pid").read_text())   # written once every worker is forked
+        serving = int((tmp_path / "dns-0.pid").read_text().split()[0])   # written once every worker is forked
         assert len(processes.children(serving)) == (workers or dns_server.default_workers())
         q = dns.message.make_query("web.default.svc.cluster.local.", "A")
         assert dns.query.udp(q, addr, port=port, timeout=5).answer[0][0].address == "10.96.0.20"
