@@ -18,7 +18,7 @@ from typing import Any
 from labkit import paths, processes, state, verify
 from labkit.errors import LabkitError
 from labkit.files import umask
-from labkit.lock import lab_lock, release_file
+from labkit.lock import lab_lock
 from labkit.net import netns, wiring
 from labkit.phases import cni, dns, nodes, pods, services
 from labkit.phases.build import Build, PodRecord, k8s_nodes
@@ -130,8 +130,8 @@ def _apply(path: str, plan: Plan, progress: Progress) -> dict[str, Any]:
     try:
         _run_phases(build, APPLY, undo=False)
     finally:  # what did change is recorded, so status, exec and down see the lab as it is
-        _record(build)
-    return summarize(plan, build)
+        summary = _record(build)
+    return summary
 
 
 def _shape(summary: dict[str, Any]) -> list:
@@ -213,10 +213,8 @@ def summarize(plan: Plan, build: Build | None = None) -> dict[str, Any]:
 def down(lab: str, runtimes: Sequence[Runtime] | None = None) -> bool:
     """Remove everything of `lab` that exists; True if there was anything. Idempotent."""
     paths.check_lab_name(lab)  # a name that is no lab's never becomes a path or a prefix
-    with lab_lock(lab, "down"), umask():
-        existed = _down(lab, runtimes)
-        release_file(lab)
-    return existed
+    with lab_lock(lab, "down"), umask():  # the lock file goes with the lab when the lock is let go
+        return _down(lab, runtimes)
 
 
 def _down(lab: str, runtimes: Sequence[Runtime] | None) -> bool:
@@ -320,10 +318,8 @@ def health_problems(lab: str, summary: dict[str, Any], present: set[str]) -> lis
         if pod["namespace"] == "kube-system" and pod.get("labels", {}).get("k8s-app") == DNS_APP:
             if processes.recorded(files.dns_pid_file(pod["name"]), marker=files.dir) is None:
                 problems.append(f"DNS server of pod {key} is not running (labkit apply restarts it)")
-    if summary.get("cni"):
-        from labkit.cni import server
-
-        if not server.is_serving(files.cni_socket):
+    if summary.get("cni"):  # by its pid file, as the DNS servers: the socket is root's alone, status is anyone's
+        if processes.recorded(files.cni_server_pid, marker=files.dir) is None:
             problems.append("the CNI server is not running (labkit apply restarts it)")
     return problems
 
@@ -340,6 +336,8 @@ def _pod_holder(pod: dict[str, Any]) -> int | None:
     try:
         mine = os.stat(pod["netns_path"])
         theirs = os.stat(f"/proc/{pid}/ns/net")
+    except PermissionError:  # an ordinary user's `status` cannot look into root's processes: it runs
+        return pid
     except (OSError, KeyError, TypeError):
         return None
     return pid if (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino) else None

@@ -45,8 +45,8 @@ def lab_lock(lab: str, verb: str) -> Iterator[None]:
         yield
     finally:
         del _held[lab]
-        if not os.path.isdir(paths.lab_dir(lab)):  # nothing of the lab (an `apply` of a lab not up): no file
-            release_file(lab)
+        if not os.path.isdir(paths.lab_dir(lab)):  # the lab is gone (down, a failed up, an apply of no lab)
+            _unlink_if_mine(path, fd)
         os.close(fd)
 
 
@@ -81,9 +81,11 @@ def _holder(fd: int) -> str:
         return "command"
 
 
-def release_file(lab: str) -> None:
-    """`down`, holding the lock: remove the lock file, so a removed lab leaves nothing behind."""
+def _unlink_if_mine(path: str, fd: int) -> None:
+    """Remove the lock file while still holding it, and only if it is the file we locked: once
+    unlinked, another caller may have created and locked a new one, which must stay."""
     try:
-        os.unlink(paths.lock_path(lab))
+        if os.path.samestat(os.stat(path), os.fstat(fd)):
+            os.unlink(path)
     except FileNotFoundError:
         pass

@@ -24,10 +24,6 @@ from labkit.topology.schema import LAB_NAME  # the rule topology names follow
 DEFAULT_STATE_ROOT = "/run/labkit"
 CNI_NETWORK = "labkit"  # the conflists' network name, and their file name
 
-# Folders: readable by all (status, graph), writable by root only. Files other programs read
-# (configs, hosts, resolv.conf, pid files): 0644. Sockets are made owner-only by their servers.
-DIR_MODE = 0o755
-FILE_MODE = 0o644
 LAB_NAME_RULE = "1-12 lowercase letters, digits or '-', starting and ending with a letter or digit"
 
 

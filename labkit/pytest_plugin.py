@@ -36,12 +36,15 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from labkit.errors import LabkitError
 from labkit.runtime import runtime_names  # the registry alone: no runtime module is loaded
+
+if TYPE_CHECKING:
+    from labkit.processes import ProcessId
 
 # labkit.lab (pyroute2, pydantic, the topology loader) is imported where it is used: with the
 # entry point installed this module loads in every pytest run, most of which build no lab.
@@ -111,72 +114,29 @@ def leftovers(name: str, runtime: str | None = None) -> list[str]:
     return lab.leftovers(name)
 
 
-def lab_processes(running: RunningLab) -> dict[int, str]:
-    """pid -> start time of every process living in one of the lab's network namespaces (pods' and
-    nodes' processes, the DNS servers), and of those labkit recorded pid files for in the lab's state
-    (the CNI server): what must be gone once the lab is down."""
-    from labkit import paths
+def lab_processes(running: RunningLab) -> dict[int, ProcessId]:
+    """Every process living in one of the lab's network namespaces (pods' and nodes' processes, the
+    DNS servers), and those labkit recorded pid files for in the lab's state (the CNI server), each
+    with its start time: what must be gone once the lab is down."""
+    from labkit import paths, processes
+    from labkit.net import netns
     from labkit.topology.plan import netns_prefix
 
-    namespaces = set()
     where = [n.get("netns_path") for n in running.summary.get("nodes", [])]
     where += [p.get("netns_path") for p in running.summary.get("pods", [])]
-    where += [f"/run/netns/{n}" for n in _listdir("/run/netns") if n.startswith(netns_prefix(running.name))]
-    for path in filter(None, where):
-        try:
-            st = os.stat(path)
-        except OSError:
-            continue
-        namespaces.add((st.st_dev, st.st_ino))
-    pids = set()
-    for entry in filter(str.isdigit, _listdir("/proc")):
-        try:
-            st = os.stat(f"/proc/{entry}/ns/net")
-        except OSError:
-            continue
-        if (st.st_dev, st.st_ino) in namespaces:
-            pids.add(int(entry))
-    for folder, _, files in os.walk(paths.lab(running.name).dir):
-        for file in files:
-            if file.endswith(".pid"):
-                try:
-                    with open(os.path.join(folder, file), encoding="ascii") as fh:
-                        pids.add(int(fh.read().split()[0]))  # "PID" or "PID START"
-                except (OSError, ValueError, IndexError):
-                    continue
-    started = {pid: _start_time(pid) for pid in pids}
-    return {pid: when for pid, when in started.items() if when}
+    where += [netns.netns_path(n) for n in netns.list_namespaces(netns_prefix(running.name))]
+    pids = set(netns.pids_in_namespaces(filter(None, where)))
+    recorded = (processes.read_pid_file(f) for f in processes.pid_files(paths.lab(running.name).dir))
+    pids |= {proc.pid for proc in recorded if proc is not None}
+    return {proc.pid: proc for proc in map(processes.identify, pids) if proc is not None}
 
 
-def surviving(processes: dict[int, str]) -> list[str]:
-    """Those of `processes` (from lab_processes) still alive: same pid, same start time, not a zombie."""
-    alive = []
-    for pid, when in sorted(processes.items()):
-        if _start_time(pid) == when:
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                    command = fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
-            except OSError:
-                continue
-            alive.append(f"process {pid} ({command[:80]})")
-    return alive
+def surviving(procs: dict[int, ProcessId]) -> list[str]:
+    """Those of `procs` (from lab_processes) still alive: same pid, same start time, not a zombie."""
+    from labkit import processes
 
-
-def _start_time(pid: int) -> str:
-    """The process's start time (field 22 of /proc/PID/stat); "" if it is gone or a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return ""
-    return "" if fields[0] in ("Z", "X") else fields[19]
-
-
-def _listdir(path: str) -> list[str]:
-    try:
-        return os.listdir(path)
-    except OSError:
-        return []
+    return [f"process {pid} ({' '.join(processes.cmdline(pid))[:80]})"
+            for pid, proc in sorted(procs.items()) if processes.is_running(proc)]
 
 
 # ---------------------------------------------------------------- the lab handed to tests
@@ -387,7 +347,7 @@ def _require_docker(config: pytest.Config, what: str) -> None:
     engine the test fails, naming what to start; it is never skipped."""
     if config.stash.get(DOCKER_READY, False):
         return
-    from labkit.runtime.docker import connect
+    from labkit.runtime.engine import connect
     from labkit.runtime.image import build_images
 
     try:
@@ -493,7 +453,7 @@ def labkit_docker(request: pytest.FixtureRequest) -> Iterator[Any]:
     """A Docker SDK client of the engine the docker runtime uses (DOCKER_HOST or the local socket),
     with labkit's images built; the test fails (it is not skipped) when no engine answers."""
     _require_docker(request.config, "the labkit_docker fixture")
-    from labkit.runtime.docker import connect
+    from labkit.runtime.engine import connect
 
     client = connect()
     yield client

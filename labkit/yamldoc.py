@@ -194,6 +194,8 @@ def parse_documents(text: str, file: str) -> list[Document]:
         raise InputError(Problem(file, line, "", f"YAML syntax error: {what}")) from None
     except yaml.YAMLError as exc:
         raise InputError(Problem(file, None, "", f"YAML syntax error: {exc}")) from None
+    except ValueError as exc:  # a scalar Python will not hold, e.g. an integer of more than 4300 digits
+        raise InputError(Problem(file, None, "", f"unreadable value: {str(exc).split(';')[0]}")) from None
 
 
 def _char_at(text: str, line: int, column: int) -> str:

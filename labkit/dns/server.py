@@ -244,10 +244,11 @@ class State:
 
     def touch(self, key: bytes) -> None:
         """A slow-path hit: keep the answer longest."""
-        try:
-            self.dynamic.move_to_end(key)
-        except KeyError:   # a precomputed answer, or evicted by another thread meanwhile
-            pass
+        if key in self.dynamic:  # not a precomputed answer
+            try:
+                self.dynamic.move_to_end(key)
+            except KeyError:   # evicted by another thread meanwhile
+                pass
 
 
 def _file_serial(path: str) -> int:
@@ -792,6 +793,9 @@ def _bind(listen: str, port: int, workers: int) -> tuple[list[socket.socket], so
     return udps, t
 
 
+MAX_AUTO_WORKERS = 4  # `auto` on a big host: each worker holds the tables and rebuilds them on reload
+
+
 def default_workers() -> int:
     """Workers when none are asked for: one per two CPUs this process may use, at least one.
 
@@ -803,7 +807,7 @@ def default_workers() -> int:
     the kernel need). The server alone on loopback, two workers do gain (~1.3-1.8x
     dnsmasq against ~1.1-1.4x for one): workers pay where cores are spare.
     """
-    return max(1, len(os.sched_getaffinity(0)) // 2)
+    return max(1, min(MAX_AUTO_WORKERS, len(os.sched_getaffinity(0)) // 2))
 
 
 def run(config: str, listen: str, port: int = 53, workers: int | None = None,

@@ -188,7 +188,7 @@ class EnvVar(K8sModel):
 
 
 # Linux capabilities by their Kubernetes names (CAP_ dropped), as container runtimes accept them.
-CAPABILITIES = (
+CAPABILITIES = (  # in capability.h order: index i is capability number i (the docker runtime reads bitmasks)
     "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
     "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
     "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",

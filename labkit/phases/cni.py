@@ -17,7 +17,6 @@ from labkit.topology.plan import ClusterPlan
 if TYPE_CHECKING:
     from labkit.phases.build import Build
 
-CNI_NETWORK = paths.CNI_NETWORK
 READY_TIMEOUT = 10.0  # seconds for the CNI server to answer
 
 
@@ -37,7 +36,7 @@ def setup_pod_network(b: Build) -> None:
              for n in k8s_nodes(plan)]
     files = paths.lab(plan.lab)
     for node in nodes:
-        write_conflist(files.conflist_dir(node.name), CNI_NETWORK, node.pod_cidr, mtu=pod_mtu(cluster),
+        write_conflist(files.conflist_dir(node.name), paths.CNI_NETWORK, node.pod_cidr, mtu=pod_mtu(cluster),
                        data_dir=files.ipam_dir(node.name))
 
     def wire(node: backends.ClusterNode) -> None:

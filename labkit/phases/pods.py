@@ -81,8 +81,9 @@ def start_pod_set(b: Build, todo: list[tuple[Pod, str]]) -> None:
     for (pod, node), sandbox, record in zip(todo, sandboxes, records, strict=True):
         try:
             result = execute_conflist("ADD", paths.lab(plan.lab).conflist(node),
-                                      container_id=container_id(plan.lab, pod), netns=sandbox.netns_path,
-                                      ifname=POD_IFNAME, node_netns=b.sandboxes[node].netns_path)
+                                      container_id=container_id(plan.lab, pod.namespace, pod.name),
+                                      netns=sandbox.netns_path, ifname=POD_IFNAME,
+                                      node_netns=b.sandboxes[node].netns_path)
         except CNIError as exc:
             raise LabkitError(f"pod {pod.key} on {node}: CNI ADD failed: {exc}") from None
         record.ip = result["ips"][0]["address"].split("/")[0]
@@ -132,7 +133,7 @@ def stop_pod(b: Build, record: PodRecord) -> None:
     plan = b.plan
     try:
         execute_conflist("DEL", paths.lab(plan.lab).conflist(record.node),
-                         container_id=f"{plan.lab}.{record.namespace}.{record.name}",
+                         container_id=container_id(plan.lab, record.namespace, record.name),
                          netns=record.netns_path, ifname=POD_IFNAME, node_netns=b.sandboxes[record.node].netns_path)
     except CNIError as exc:
         raise LabkitError(f"pod {record.namespace}/{record.name}: CNI DEL failed: {exc}") from None
@@ -157,21 +158,23 @@ def remove_unrecorded_pods(b: Build) -> None:
         rest = name[len(prefix):]
         if name in recorded or "." not in rest:
             continue  # a node's, the mgmt network's, or a pod the state knows
-        path = netns.netns_path(name)
+        path, (namespace, pod) = netns.netns_path(name), rest.split(".", 1)
         for node in k8s_nodes(b.plan):
             try:
-                execute_conflist("DEL", files.conflist(node.name), container_id=f"{b.plan.lab}.{rest}",
+                execute_conflist("DEL", files.conflist(node.name),
+                                 container_id=container_id(b.plan.lab, namespace, pod),
                                  netns=path, ifname=POD_IFNAME, node_netns=b.sandboxes[node.name].netns_path)
             except CNIError as exc:
                 raise LabkitError(f"leftover pod namespace {name}: CNI DEL failed: {exc}") from None
         processes.stop_in_namespaces([path])
         netns.delete_namespace(name)
-        shutil.rmtree(files.pod_dir(*rest.split(".", 1)), ignore_errors=True)
+        shutil.rmtree(files.pod_dir(namespace, pod), ignore_errors=True)
         b.progress.note(f"removed {name}, left by an interrupted apply")
 
 
-def container_id(lab: str, pod: Pod) -> str:
-    return f"{lab}.{pod.namespace}.{pod.name}"
+def container_id(lab: str, namespace: str, pod: str) -> str:
+    """The CNI container id of a pod: ADD and every later DEL must name it alike."""
+    return f"{lab}.{namespace}.{pod}"
 
 
 def _listening_tcp_ports() -> set[int]:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, TypeVar
 from labkit import paths, processes
 from labkit.errors import LabkitError
 from labkit.files import write_atomic
+from labkit.k8s.models import CAPABILITIES  # by number (capability.h): index i is capability i
 from labkit.runtime.base import DEFAULT_CAPABILITIES, ContainerSpec, NodeSpec, PodSpec, RuntimeBase, Sandbox
 from labkit.runtime.engine import WORKERS, connect, engine_url
 from labkit.runtime.image import DEFAULT_IMAGE, PAUSE_IMAGE, ensure_image
@@ -47,17 +48,6 @@ LABEL_INDEX = "labkit.container-index"  # its position in the pod spec
 # Nodes and pause containers idle and print nothing: no log file, no log copier.
 QUIET_LOG = {"Type": "none", "Config": {}}
 
-# Linux capabilities by number (capability.h), for privileged-like nodes.
-# fmt: off
-CAPABILITIES = (
-    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
-    "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW",
-    "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT",
-    "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD",
-    "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG",
-    "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
-)
-# fmt: on
 
 T = TypeVar("T")
 R = TypeVar("R")

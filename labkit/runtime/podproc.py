@@ -144,7 +144,8 @@ def spawn_in_pod(holder_pid: int, argv: Sequence[str], env: Mapping[str, str], l
     if "/" not in argv[0] and shutil.which(argv[0]) is None:
         raise LabkitError(f"command {argv[0]!r} not found on this machine (the netns runtime runs pod "
                           "commands from the host's filesystem)")
-    with open(log_path, "ab") as log:
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "ab") as log:
         proc = subprocess.Popen(nsenter_argv(holder_pid, argv, caps), stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, cwd="/", start_new_session=True,
                                 env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), **env})

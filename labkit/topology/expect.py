@@ -84,7 +84,7 @@ def parse_target(text: str) -> Target:
         raise ValueError(f"{text!r} has no port; write TARGET:PORT, {TARGET_FORMS}")
     if not host:
         raise ValueError(f"{text!r} has no host before the port; write TARGET:PORT, {TARGET_FORMS}")
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
         raise ValueError(f"port {port!r} in {text!r} is not a number 1-65535")
     if ":" in host or "[" in host:
         raise ValueError(f"{text!r}: IPv6 targets are not supported; {TARGET_FORMS}")

@@ -170,6 +170,6 @@ def test_cluster_dns_workers_setting(tmp_path):
 
 
 def test_default_workers_leave_cores_to_the_pods(monkeypatch):
-    for cpus, workers in ((1, 1), (2, 1), (3, 1), (8, 4)):
+    for cpus, workers in ((1, 1), (2, 1), (3, 1), (8, 4), (64, server.MAX_AUTO_WORKERS)):
         monkeypatch.setattr(server.os, "sched_getaffinity", lambda _pid, n=cpus: set(range(n)))
         assert server.default_workers() == workers

@@ -172,11 +172,21 @@ def test_a_second_caller_is_told_who_holds_the_lab(state_root):
 
 def test_the_lock_file_may_be_removed_while_held(state_root):
     with lock.lab_lock("lab1", "down"):
-        lock.release_file("lab1")
+        os.unlink(paths.lock_path("lab1"))
     assert not os.path.exists(paths.lock_path("lab1"))
     with lock.lab_lock("lab1", "up"):
         assert os.path.exists(paths.lock_path("lab1"))
     assert not os.path.exists(paths.lock_path("lab1"))  # a lab with no folder keeps no lock file
+
+
+def test_a_lock_file_another_caller_made_is_left_alone(state_root):
+    """A holder lets go of its lock file only if it is still the file it locked: once the file was
+    replaced, the new one is someone else's lock and must survive."""
+    with lock.lab_lock("lab1", "down"):
+        os.unlink(paths.lock_path("lab1"))
+        with open(paths.lock_path("lab1"), "w") as other:  # a second caller's lock file, made meanwhile
+            other.write("0 up\n")
+    assert os.path.exists(paths.lock_path("lab1"))
 
 
 def test_files_get_explicit_modes_whatever_the_umask(tmp_path):

@@ -115,6 +115,13 @@ def test_syntax_error_names_the_line_and_where_the_construct_began() -> None:
     assert "that starts on line 2" in problem.message
 
 
+def test_a_value_python_cannot_hold_is_an_input_error() -> None:
+    with pytest.raises(InputError) as info:
+        parse_documents("a: " + "9" * 5000 + "\n", "s.yaml")
+    (problem,) = info.value.problems
+    assert problem.file == "s.yaml" and problem.message.startswith("unreadable value: Exceeds the limit")
+
+
 @pytest.mark.parametrize(
     ("text", "found"),
     [("", "the file is empty"), ("- a\n", "found a list"), ("just text\n", "found a scalar"),

@@ -44,6 +44,7 @@ FORMS = "e.g. web.default:80, default/web-0:8080, cp:30080 or 10.96.0.10:53"
     ("web:0", "port '0' in 'web:0' is not a number 1-65535"),
     ("web:65536", "port '65536' in 'web:65536' is not a number 1-65535"),
     ("web:http", "port 'http' in 'web:http' is not a number 1-65535"),
+    ("web:\u0661\u0662", "port '\u0661\u0662' in 'web:\u0661\u0662' is not a number 1-65535"),  # Arabic-Indic 12
     ("10.0.0.300:80", "'10.0.0.300' in '10.0.0.300:80' is not an IPv4 address"),
     ("[::1]:80", f"'[::1]:80': IPv6 targets are not supported; {FORMS}"),
     ("web_x:80", "host 'web_x' is not a DNS name: label 'web_x' must be 1-63 of a-z, 0-9, '-', "

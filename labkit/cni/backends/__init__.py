@@ -64,7 +64,6 @@ class BackendRegister:
 REGISTRY = BackendRegister()
 REGISTRY.register(HostGw)
 REGISTRY.register(Vxlan)
-BACKENDS = REGISTRY.names()
 
 
 def get_backend(name: str) -> Backend:
