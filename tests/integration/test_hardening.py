@@ -55,6 +55,37 @@ def as_user(user: str, *argv: str) -> int:
                           capture_output=True, check=False).returncode
 
 
+def status_as(user: str, name: str) -> list:
+    """[phase, health problems] of lab `name` as `user` sees them: lab.status in a forked child that
+    gives up root (forked, not exec'd: this interpreter lives under /root, which users cannot read)."""
+    import pwd
+
+    from labkit import lab
+
+    lab.status(name)  # every module status needs is loaded before the child drops root
+    entry = pwd.getpwnam(user)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(entry.pw_gid)
+            os.setuid(entry.pw_uid)
+            (summary,) = lab.status(name)
+            os.write(write_end, json.dumps([summary["phase"], summary["health"]["problems"]]).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end) as fh:
+        out = fh.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0 and out, "status as an ordinary user failed"
+    return json.loads(out)
+
+
 @pytest.fixture
 def sleeper():
     """An unrelated root process that labkit must never signal."""
@@ -168,6 +199,9 @@ def test_up_under_umask_000_creates_nothing_others_may_write(tmp_path, monkeypat
             assert as_user(ordinary_user, "sh", "-c", f"echo x >> '{target}'") != 0, target
         for folder in (bin_dir, lab_dir, str(root), os.path.join(lab_dir, "dns")):
             assert as_user(ordinary_user, "touch", os.path.join(folder, "planted")) != 0, folder
+        # ... and reads the lab's status as healthy: what it may not look into (root's processes' namespaces,
+        # the root-only CNI socket) is no sign of a lab in trouble
+        assert status_as(ordinary_user, name) == ["up", []]
         del probe
     finally:
         ok(run_labkit("down", "--name", name))
