@@ -59,6 +59,16 @@ def write_atomic(path: str | os.PathLike, text: str, mode: int = 0o644, *, sync:
     return target
 
 
+def write_file(path: str | os.PathLike, text: str, mode: int = 0o644) -> None:
+    """Write `text` in place, with `mode` whatever the umask: for a file nothing reads until labkit is
+    done with it (a pod's hosts and resolv.conf, before its holder starts), where write_atomic's temp file
+    and rename would be work for nothing. A symlink planted at `path` is refused, not followed."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        os.fchmod(fd, mode)
+        fh.write(text)
+
+
 @contextmanager
 def umask(mask: int = 0o022) -> Iterator[None]:
     """Run with `mask` as the umask: the servers and files a verb creates (logs, the servers' own

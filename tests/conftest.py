@@ -7,6 +7,7 @@ into a failure, so that CI cannot go green without running everything.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -20,3 +21,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"{item.nodeid} was skipped ({reason}); labkit's tests fail instead of skipping"
+
+
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen]:
+    """An unrelated process (root's, in the suite) that labkit must never signal or enter."""
+    proc = subprocess.Popen(["sleep", "600"])
+    yield proc
+    proc.kill()
+    proc.wait()

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from labkit import paths, processes
 from labkit.errors import LabkitError
-from labkit.files import makedirs, write_atomic
+from labkit.files import makedirs, write_atomic, write_file
 from labkit.net import netns
 from labkit.runtime import podproc
 from labkit.runtime.base import NodeSpec, PodSpec, RuntimeBase, Sandbox
@@ -76,7 +76,7 @@ class NetnsRuntime(RuntimeBase):
         binds = {}
         for name, text in (("hosts", pod.hosts), ("resolv.conf", pod.resolv_conf)):
             path = os.path.join(folder, name)
-            write_atomic(path, text)  # 0644, root's to write: the pod reads it as its /etc/{hosts,resolv.conf}
+            write_file(path, text)  # 0644, root's to write: the pod reads it as its /etc/{hosts,resolv.conf}
             binds[f"/etc/{name}"] = path
         holder = podproc.spawn_holder(sandbox.netns_path, binds, pod.hostname, os.path.join(folder, "holder.log"))
         podproc.record_exec_capabilities(folder, pod.containers[0].capabilities if pod.containers

@@ -60,11 +60,11 @@ def with_capabilities(caps: Sequence[str] | None, argv: Sequence[str]) -> list[s
 def record_exec_capabilities(folder: str, caps: Sequence[str] | None) -> None:
     """What `labkit exec` into the pod runs with: its first container's set (kubectl exec's default container).
     The default set is the absence of the file (one file less per pod: `up` writes hundreds)."""
-    from labkit.files import write_atomic
+    from labkit.files import write_file
 
     if caps is not None and set(caps) == set(DEFAULT_CAPABILITIES):
         return
-    write_atomic(os.path.join(folder, EXEC_CAPABILITIES_FILE), "ALL\n" if caps is None else " ".join(caps) + "\n")
+    write_file(os.path.join(folder, EXEC_CAPABILITIES_FILE), "ALL\n" if caps is None else " ".join(caps) + "\n")
 
 
 def exec_capabilities(folder: str) -> tuple[str, ...] | None:

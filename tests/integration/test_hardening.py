@@ -87,15 +87,6 @@ def status_as(user: str, name: str) -> list:
 
 
 @pytest.fixture
-def sleeper():
-    """An unrelated root process that labkit must never signal."""
-    proc = subprocess.Popen(["sleep", "600"])
-    yield proc
-    proc.kill()
-    proc.wait()
-
-
-@pytest.fixture
 def cluster_lab(labkit_lab_factory):
     """A kube-3node lab of the test's own (these tests break it)."""
     return labkit_lab_factory(TOPOLOGIES / "kube-3node.yaml")

@@ -87,14 +87,6 @@ def test_numeric_options_are_checked(value, capsys):
 # ---------------------------------------------------------------- pid identity
 
 
-@pytest.fixture
-def sleeper():
-    proc = subprocess.Popen(["sleep", "600"])
-    yield proc
-    proc.kill()
-    proc.wait()
-
-
 def test_pid_files_record_the_start_time(tmp_path, sleeper):
     path = str(tmp_path / "x.pid")
     recorded = processes.write_pid_file(path, sleeper.pid)
@@ -189,17 +181,27 @@ def test_a_lock_file_another_caller_made_is_left_alone(state_root):
     assert os.path.exists(paths.lock_path("lab1"))
 
 
+def test_write_file_refuses_a_planted_symlink(tmp_path):
+    from labkit.files import write_file
+
+    (tmp_path / "hosts").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(OSError):
+        write_file(tmp_path / "hosts", "x")
+    assert not (tmp_path / "elsewhere").exists()
+
+
 def test_files_get_explicit_modes_whatever_the_umask(tmp_path):
-    from labkit.files import makedirs, write_atomic
+    from labkit.files import makedirs, write_atomic, write_file
 
     old = os.umask(0)
     try:
         makedirs(tmp_path / "a" / "b")
         write_atomic(tmp_path / "c" / "f", "x")
+        write_file(tmp_path / "c" / "g", "y")
     finally:
         os.umask(old)
     for path, mode in ((tmp_path / "a", 0o755), (tmp_path / "a" / "b", 0o755), (tmp_path / "c", 0o755),
-                       (tmp_path / "c" / "f", 0o644)):
+                       (tmp_path / "c" / "f", 0o644), (tmp_path / "c" / "g", 0o644)):
         assert os.stat(path).st_mode & 0o777 == mode, path
 
 
