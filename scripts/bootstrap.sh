@@ -15,9 +15,12 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # busybox-static and socat: the shipped labs' pods run them (and the docker runtime's image holds them).
-packages=(iproute2 nftables iputils-ping procps util-linux python3 python3-venv python3-pip busybox-static socat)
+# bird2: the bgp backend's routing daemon; tcpdump: `labkit capture`.
+packages=(iproute2 nftables iputils-ping procps util-linux python3 python3-venv python3-pip busybox-static socat
+          bird2 tcpdump)
 if [ "$want_tests" = 1 ]; then
-  packages+=(containernetworking-plugins iptables dnsutils dnsperf dnsmasq-base docker.io chromium graphviz)
+  packages+=(containernetworking-plugins iptables dnsutils dnsperf dnsmasq-base docker.io chromium graphviz
+            iperf3 tshark)
 fi
 missing=()
 for p in "${packages[@]}"; do
