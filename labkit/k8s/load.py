@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from labkit.errors import InputError, Problem
-from labkit.k8s import models
+from labkit.k8s import models, multus
 from labkit.k8s.models import (
     KINDS,
     Deployment,
@@ -40,7 +40,9 @@ API_VERSIONS = {
     "Deployment": "apps/v1",
     "StatefulSet": "apps/v1",
     "NetworkPolicy": "networking.k8s.io/v1",
+    **multus.API_VERSIONS,
 }
+KINDS = {**KINDS, **multus.KINDS}  # NetworkAttachmentDefinition: labkit.k8s.multus
 
 # The namespaces every cluster has, whether or not a manifest names them.
 BUILTIN_NAMESPACES = ("default", "kube-system")
@@ -71,6 +73,7 @@ class Workloads:
     stateful_sets: tuple[StatefulSet, ...] = ()
     services: tuple[Service, ...] = ()
     network_policies: tuple[NetworkPolicy, ...] = ()
+    network_attachments: tuple[multus.NetworkAttachmentDefinition, ...] = ()
     # "ns/pod" -> "Deployment/web": which controller made a pod (absent for bare pods).
     owners: Mapping[str, str] = field(default_factory=dict)
     origins: Mapping[tuple[str, str, str], Origin] = field(default_factory=dict, compare=False, repr=False)
@@ -325,6 +328,7 @@ def _assemble(objects: list[tuple[models._Object, Origin]]) -> Workloads:
         stateful_sets=tuple(by_kind["StatefulSet"]),
         services=tuple(by_kind["Service"]),
         network_policies=tuple(by_kind["NetworkPolicy"]),
+        network_attachments=tuple(by_kind[multus.KIND]),
         owners=owners,
         origins=origins,
     )
@@ -360,7 +364,8 @@ def _deployment_pods(deploy: Deployment) -> list[Pod]:
                 break
             salt += 1
         seen.add(name)
-        pods.append(_pod(deploy.namespace, name, labels, deploy.spec.template.spec))
+        pods.append(_pod(deploy.namespace, name, labels, deploy.spec.template.spec,
+                         deploy.spec.template.metadata.annotations))
     return pods
 
 
@@ -375,9 +380,11 @@ def _stateful_set_pods(sts: StatefulSet) -> list[Pod]:
             "apps.kubernetes.io/pod-index": str(index),
         }
         spec = template.model_copy(update={"hostname": name, "subdomain": sts.spec.serviceName})
-        pods.append(_pod(sts.namespace, name, labels, spec))
+        pods.append(_pod(sts.namespace, name, labels, spec, sts.spec.template.metadata.annotations))
     return pods
 
 
-def _pod(namespace: str, name: str, labels: Mapping[str, str], spec: models.PodSpec) -> Pod:
-    return Pod(metadata=ObjectMeta(name=name, namespace=namespace, labels=dict(labels)), spec=spec)
+def _pod(namespace: str, name: str, labels: Mapping[str, str], spec: models.PodSpec,
+         annotations: Mapping[str, str] | None = None) -> Pod:
+    return Pod(metadata=ObjectMeta(name=name, namespace=namespace, labels=dict(labels),
+                                   annotations=dict(annotations or {})), spec=spec)

@@ -3,7 +3,7 @@
 Field names are the API's own (camelCase), so a manifest reads straight into a
 model and an error path (`spec.ports[0].targetPort`) is the path in the YAML.
 Fields the API allows but labkit does not act on (probes, resources, volumes,
-annotations ...) are listed per model in `_ignored` and dropped; any other
+...) are listed per model in `_ignored` and dropped; any other
 unknown field is an error. `null` is read as "not set", as the API server does.
 """
 
@@ -115,9 +115,14 @@ class K8sModel(BaseModel):
 # ---------------------------------------------------------------- metadata, selectors
 
 
+# metadata.annotations: read for the few labkit acts on (k8s.v1.cni.cncf.io/networks); kept out of a
+# template's hash when empty, so pods of templates without annotations keep their names.
+Annotations = Annotated[dict[StrictStr, StrictStr], Field(default_factory=dict, exclude_if=lambda v: not v)]
+
+
 class ObjectMeta(K8sModel):
     _ignored = frozenset({
-        "annotations", "uid", "resourceVersion", "generation", "creationTimestamp",
+        "uid", "resourceVersion", "generation", "creationTimestamp",
         "deletionTimestamp", "deletionGracePeriodSeconds", "ownerReferences", "finalizers",
         "managedFields", "selfLink", "generateName",
     })
@@ -125,6 +130,7 @@ class ObjectMeta(K8sModel):
     name: StrictStr
     namespace: DNS1123Label = "default"
     labels: Labels = Field(default_factory=dict)
+    annotations: Annotations
 
 
 class TemplateMeta(K8sModel):
@@ -133,6 +139,7 @@ class TemplateMeta(K8sModel):
     _ignored = ObjectMeta._ignored | {"name", "namespace"}
 
     labels: Labels = Field(default_factory=dict)
+    annotations: Annotations
 
 
 class LabelSelectorRequirement(K8sModel):

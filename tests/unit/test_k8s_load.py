@@ -158,7 +158,7 @@ def test_every_problem_is_reported_at_once():
         "m.yaml:4: spec.hostname: 'A' is not a valid DNS-1123 label; valid: lowercase letters, digits "
         "and '-', starting and ending with a letter or digit",
         "m.yaml:7: kind: 'Widget' is not supported; valid: Namespace, Pod, Deployment, StatefulSet, "
-        "Service, NetworkPolicy",
+        "Service, NetworkPolicy, NetworkAttachmentDefinition",
     ]
 
 
