@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from labkit import paths, processes, state, verify
+from labkit.cni import attach
 from labkit.errors import LabkitError
 from labkit.files import umask
 from labkit.lock import lab_lock
@@ -123,7 +124,8 @@ def _apply(path: str, plan: Plan, progress: Progress) -> dict[str, Any]:
     build = Build(plan, get_runtime(plan.runtime), progress)
     build.sandboxes = {n["name"]: Sandbox(plan.lab, n["name"], n["netns_path"]) for n in summary["nodes"]}
     build.pods = [PodRecord(p["namespace"], p["name"], p["node"], p["ip"], p["netns"], p["netns_path"],
-                        p["pid"], p["labels"], p.get("pid_start")) for p in summary["pods"]]
+                        p["pid"], p["labels"], p.get("pid_start"), p.get("network_status") or [])
+                   for p in summary["pods"]]
     from labkit.proxy import ServiceView
 
     build.previous_services = [ServiceView.model_validate(v) for v in recorded.get("service_views", [])]
@@ -226,6 +228,7 @@ def _down(lab: str, runtimes: Sequence[Runtime] | None) -> bool:
         docker, docker_labs = _docker_engine_labs()
         runtimes = [get_runtime("netns"), *([docker] if docker else [])]
         existed = existed or lab in docker_labs
+    attach.release_all(lab)  # pods' extra networks: CNI DEL from their nodes while those still exist
     processes.stop_recorded(paths.lab_dir(lab), marker=paths.lab_dir(lab))  # the lab's servers, by their pid files
     # Servers whose pid files are gone (the state folder deleted by hand): found by the state
     # paths they were started with.

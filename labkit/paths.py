@@ -131,6 +131,19 @@ class LabPaths:
         """host-local style leases of one node's podCIDR, a file per address."""
         return self.path("ipam", _component(node))
 
+    # --- pods' extra networks (NetworkAttachmentDefinitions, labkit.cni.attach)
+    @property
+    def multus_pods_dir(self) -> str:
+        return self.path("multus", "pods")
+
+    def multus_record(self, namespace: str, pod: str) -> str:
+        """What a pod's attachments were made with: DEL reads it back."""
+        return self.path("multus", "pods", f"{_component(namespace)}.{_component(pod)}.json")
+
+    def multus_ipam_dir(self, node: str) -> str:
+        """host-local's dataDir for attachments on `node` (each node keeps its own leases)."""
+        return self.path("multus", "ipam", _component(node))
+
     # --- the cluster DNS
     @property
     def dns_dir(self) -> str:
