@@ -124,7 +124,7 @@ def add_attachments(b: Build, pod: Pod, record: PodRecord) -> None:
             container_id=container_id(b.plan.lab, pod.namespace, pod.name), netns_path=record.netns_path,
             node_netns=b.sandboxes[record.node].netns_path)
     except CNIError as exc:
-        raise LabkitError(f"pod {pod.key} on {record.node}: CNI ADD failed: {exc}: {exc.details}") from None
+        raise LabkitError(f"pod {pod.key} on {record.node}: CNI ADD failed: {exc}") from None
 
 
 def sync_pods(b: Build) -> None:

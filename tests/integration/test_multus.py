@@ -10,9 +10,9 @@ import shutil
 from labkit import lab, paths, state
 from labkit.cni import attach
 from labkit.progress import Progress
-from labkit.pytest_plugin import RunningLab, labkit_fixture
+from labkit.pytest_plugin import RunningLab, labkit_fixture, unique_lab_name
 
-from .conftest import RUNTIMES, TOPOLOGIES
+from .conftest import RUNTIMES, TOPOLOGIES, labkit
 
 multus = labkit_fixture(TOPOLOGIES / "kube-multus.yaml", runtime=RUNTIMES)
 
@@ -105,3 +105,22 @@ def test_the_records_keep_what_del_needs(multus: RunningLab) -> None:
     assert "K8S_POD_NAMESPACE=default;K8S_POD_NAME=db" in entries[0]["args"]
     assert entries[1]["conflist"]["plugins"][0]["ipam"]["dataDir"] == paths.lab(multus.name).multus_ipam_dir("w1")
     assert oct(os.stat(paths.lab(multus.name).multus_record("default", "db")).st_mode & 0o777) == "0o600"
+
+
+def test_an_attachment_the_plugin_refuses_fails_up_clearly_and_leaves_nothing(tmp_path) -> None:
+    """A config that validates but the plugin refuses at ADD (an MTU above its master's): up names the
+    pod and the network, and undoes everything, the attachments made before it included."""
+    shutil.copytree(TOPOLOGIES, tmp_path / "t")
+    workloads = tmp_path / "t" / "workloads" / "kube-multus.yaml"
+    workloads.write_text(workloads.read_text().replace('"mode": "bridge",', '"mode": "bridge", "mtu": 9000,'))
+    name = unique_lab_name("mubad")
+    try:
+        proc = labkit("up", "-q", "--name", name, str(tmp_path / "t" / "kube-multus.yaml"), check=False)
+    finally:
+        found = lab.leftovers(name)
+        lab.down(name)
+    assert found == []
+    assert proc.returncode == 1
+    assert "pod default/db on w1: CNI ADD failed: CNI error" in proc.stderr, proc.stderr
+    assert "network default/storage (net1): macvlan: " in proc.stderr and "mtu" in proc.stderr.lower(), proc.stderr
+    assert "Traceback" not in proc.stderr
