@@ -73,6 +73,17 @@ def _parser() -> argparse.ArgumentParser:
     graph.add_argument("--format", choices=["mermaid", "dot", "html"], help="default: from -o's suffix, else mermaid")
     graph.add_argument("-o", "--output", help="write to this file instead of stdout")
 
+    tr = sub.add_parser("trace", help="send one probe and show its path hop by hop: routes, and every "
+                                      "nftables rule that acted (service, endpoint, NetworkPolicy, masquerade)")
+    tr.add_argument("lab")
+    tr.add_argument("source", metavar="SRC", help="a node or NS/POD")
+    tr.add_argument("destination", metavar="DST[:PORT]",
+                    help="NS/POD, a node, a Service (web, web.ns, web.ns.svc.cluster.local) or an IPv4 address")
+    tr.add_argument("--protocol", choices=["tcp", "udp", "icmp"], help="default: the Service port's, else tcp")
+    tr.add_argument("--format", choices=["text", "json", "mermaid", "html"], default="text")
+    tr.add_argument("-o", "--output", help="write to this file instead of stdout")
+    tr.add_argument("--timeout", type=_seconds, default=1.0, help="seconds to wait for the answer (0 < T <= 30)")
+
     val = sub.add_parser("validate", help="check a topology file; needs no root")
     val.add_argument("topology")
 
@@ -111,7 +122,7 @@ def _check_names(args: argparse.Namespace) -> None:
 
     if getattr(args, "name", None) is not None:
         check_lab_name(args.name, "--name")
-    if args.verb == "exec":
+    if args.verb in ("exec", "trace"):
         check_lab_name(args.lab, "LAB")
 
 
@@ -215,6 +226,16 @@ def run(argv: Sequence[str]) -> int:
 
         check_output_format(args.format)
         return print_verify(lab.verify_topology(args.topology, name=args.name, timeout=args.timeout), args.format)
+    if args.verb == "trace":
+        report = lab.trace(args.lab, args.source, args.destination, args.protocol, args.timeout)
+        text = lab.render_trace(report, args.format)
+        if args.output:
+            with open(args.output, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            print(f"wrote {args.output}")
+        else:
+            print(text, end="" if text.endswith("\n") else "\n")
+        return 0
     if args.verb == "exec":
         command = list(args.argv)
         if command[:1] == ["--"]:

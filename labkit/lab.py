@@ -28,7 +28,8 @@ from labkit.topology import load_plan
 from labkit.topology.plan import Plan, host_link_name, netns_prefix
 
 __all__ = ["APPLY", "UP", "Build", "apply", "down", "exec_in", "get_runtime", "graph_summary", "known_labs",
-           "leftovers", "status", "summarize", "up", "validate", "verify_lab", "verify_topology"]
+           "leftovers", "render_trace", "status", "summarize", "trace", "up", "validate", "verify_lab",
+           "verify_topology"]
 
 # ---------------------------------------------------------------- the phase tables
 
@@ -414,6 +415,30 @@ def verify_topology(path: str, name: str | None = None, timeout: float = verify.
     """`labkit verify TOPO`: the topology's checks against its running lab (`name` overrides its name)."""
     plan = load_plan(path, name=name)  # its expects are parsed once, with the plan
     return verify.run_checks(status(plan.lab)[0], plan.expects, timeout)
+
+
+# ---------------------------------------------------------------- trace
+
+
+def trace(lab: str, src: str, dst: str, protocol: str | None = None, timeout: float | None = None) -> dict[str, Any]:
+    """`labkit trace`: one probe from `src` to `dst` in a running lab, and its path (labkit.trace)."""
+    from labkit import trace as tracing
+
+    paths.check_lab_name(lab, "lab")
+    found = status(lab)[0]
+    if not found.get("nodes"):
+        raise LabkitError(f"lab {lab!r} is not up: nothing to trace")
+    return tracing.trace(found, src, dst, protocol, timeout=timeout or tracing.DEFAULT_TIMEOUT)
+
+
+def render_trace(report: dict[str, Any], fmt: str) -> str:
+    """A trace report as text, json, mermaid, or html: drawn on the lab's picture (labkit graph)."""
+    from labkit import graph
+    from labkit import trace as tracing
+
+    if fmt == "html":
+        return graph.render_graph(status(report["lab"])[0], "html", trace=report)
+    return tracing.render(report, fmt)
 
 
 def validate(path: str) -> Plan:

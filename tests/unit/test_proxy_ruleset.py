@@ -133,7 +133,8 @@ def test_external_traffic_policy_local_serves_outside_clients_from_local_endpoin
         f"numgen random mod 2 vmap {{ 0 : goto {c.local_endpoints[0].name}, 1 : goto {c.local_endpoints[1].name} }}",
     ]  # outside clients: no mark, so no masquerade: the pod sees their address
     elsewhere = render_node_ruleset([svc], pod_cidr=POD_CIDR, node_name="n3")
-    assert chain(elsewhere, c.external_chain, comments=True).splitlines()[-1].strip() == 'drop comment "no local endpoints"'
+    last = chain(elsewhere, c.external_chain, comments=True).splitlines()[-1].strip()
+    assert last == 'drop comment "no local endpoints"'
     assert "30090" not in " ".join(elements(elsewhere, "no-endpoint-nodeports"))  # pods still get served
 
 
@@ -223,7 +224,8 @@ def test_rules_name_the_service_endpoint_and_node_port_they_come_from(text):
     assert chain(text, dns, comments=True).splitlines()[-1].endswith('comment "service default/dns:53/udp"')
     assert chain(text, web, comments=True).splitlines()[-1].endswith('comment "service default/web:80/tcp"')
     endpoint = chain(text, "endpoint-", comments=True).splitlines()[-1].strip()
-    assert re.fullmatch(r'meta l4proto \w+ dnat to ([\d.]+):(\d+) comment "endpoint default/\1 \1:\2"', endpoint), endpoint
+    assert re.fullmatch(r'meta l4proto \w+ dnat to ([\d.]+):(\d+) comment "endpoint default/\1 \1:\2"',
+                        endpoint), endpoint
     external = chain(text, "external-", comments=True)
     assert 'jump mark-for-masquerade comment "nodePort 30080/tcp of service default/web:80"' in external
     assert 'masquerade fully-random comment "masquerade: marked by a service rule"' in text

@@ -1,0 +1,161 @@
+"""Running one trace: trace tables and `nft monitor` in every namespace the probe may cross, the
+probe from the source (labkit's agent), then the tables removed and the events read back.
+
+Every namespace is entered with `nsenter --net=<path>` (a /run/netns file or a container's
+/proc/<pid>/ns/net), so the netns and docker runtimes are traced alike. What is started here
+is ended here, whatever happens: the monitors are this process's children, killed by their
+Popen; the tables are deleted in a `finally`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from labkit.errors import LabkitError
+from labkit.lean import module_argv
+from labkit.trace.nftrace import Marker, Monitored, delete_text, parse_line, table_text
+
+STEP_TIMEOUT = 10.0  # seconds for any one nft / ip command, and for a monitor to show a marker line
+T = TypeVar("T")
+
+
+def _in(netns_path: str, *argv: str) -> list[str]:
+    return ["nsenter", f"--net={netns_path}", "--", *argv]
+
+
+def _run(netns_path: str, argv: Sequence[str], stdin: str | None = None) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(_in(netns_path, *argv), input=stdin, capture_output=True, text=True,
+                              timeout=STEP_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise LabkitError(f"{' '.join(argv)} in {netns_path}: {exc}") from None
+
+
+def parallel(fn: Callable[[str], T], keys: Sequence[str]) -> dict[str, T]:
+    if not keys:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(16, len(keys))) as pool:
+        futures = {k: pool.submit(fn, k) for k in keys}
+        return {k: f.result() for k, f in futures.items()}
+
+
+class Monitor:
+    """`nft monitor` in one namespace, read until a marker line (our table added, then deleted)."""
+
+    def __init__(self, name: str, netns_path: str):
+        self.name, self.netns_path = name, netns_path
+        self.proc = subprocess.Popen(_in(netns_path, "nft", "monitor"), stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True, bufsize=1)
+        self.result = Monitored(name)
+
+    def read_until(self, marker_line: str, keep: bool) -> bool:
+        """Read lines until `marker_line`; False if the monitor ended or took too long."""
+        timer = threading.Timer(STEP_TIMEOUT, self.stop)
+        timer.start()
+        try:
+            assert self.proc.stdout is not None
+            for line in self.proc.stdout:
+                if line.strip() == marker_line:
+                    return True
+                if keep:
+                    self.result.lines.append(line.rstrip("\n"))
+                    event = parse_line(line)
+                    if event is not None:
+                        self.result.events.append(event)
+            return False
+        finally:
+            timer.cancel()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def probe_argv(netns_path: str) -> list[str]:
+    return _in(netns_path, *module_argv("labkit.agent", "probe-many"))
+
+
+def run_probe(netns_path: str, request: dict[str, Any]) -> dict[str, Any]:
+    """The agent's answer to one `trace` request, sent from the namespace at `netns_path`."""
+    budget = STEP_TIMEOUT + float(request.get("timeout", 1.0))
+    try:
+        proc = subprocess.run(probe_argv(netns_path), input=json.dumps(request) + "\n", capture_output=True,
+                              text=True, timeout=budget, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise LabkitError(f"the probe agent did not run in {netns_path}: {exc}") from None
+    for line in proc.stdout.splitlines():
+        try:
+            return json.loads(line)
+        except ValueError:
+            continue
+    why = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+    raise LabkitError(f"the probe agent failed in {netns_path}: {why}")
+
+
+def collect(namespaces: Mapping[str, str], source: str, request: dict[str, Any], protocol: str,
+            marker: Marker | None = None) -> tuple[Marker, dict[str, Any], dict[str, Monitored]]:
+    """Trace one probe: `namespaces` maps a name (node or NS/POD) to its netns path; `source` is
+    one of them. Returns the marker, the agent's answer and each namespace's trace events."""
+    marker = marker or Marker.new()
+    text = table_text(marker, protocol)
+    added, deleted = f"add table ip {marker.table}", f"delete table ip {marker.table}"
+    monitors: dict[str, Monitor] = {}
+    names = list(namespaces)
+    removed = False
+    try:
+        for name in names:
+            monitors[name] = Monitor(name, namespaces[name])
+
+        def install(name: str) -> None:
+            done = _run(namespaces[name], ["nft", "-f", "-"], stdin=text)
+            if done.returncode != 0:
+                raise LabkitError(f"cannot add the trace table in {name}: {done.stderr.strip()}")
+            if not monitors[name].read_until(added, keep=False):
+                raise LabkitError(f"nft monitor in {name} ended before the trace began")
+
+        parallel(install, names)
+        answer = run_probe(namespaces[source], {"id": 1, "op": "trace", "protocol": protocol,
+                                                "sport": marker.sport, "tos": marker.tos, **request})
+        parallel(lambda name: _delete(namespaces[name], marker), names)
+        removed = True
+        parallel(lambda name: monitors[name].read_until(deleted, keep=True), names)
+    finally:
+        for monitor in monitors.values():
+            monitor.stop()
+        if not removed:  # whatever failed: no table of this trace stays behind
+            parallel(lambda name: _delete(namespaces[name], marker, quiet=True), names)
+    return marker, answer, {name: monitors[name].result for name in names}
+
+
+def _delete(netns_path: str, marker: Marker, quiet: bool = False) -> None:
+    try:
+        done = _run(netns_path, ["nft", "-f", "-"], stdin=delete_text(marker))
+    except LabkitError:
+        if quiet:
+            return
+        raise
+    if done.returncode != 0 and not quiet:
+        raise LabkitError(f"cannot remove the trace table in {netns_path}: {done.stderr.strip()}")
+
+
+def route_get(netns_path: str, daddr: str, saddr: str | None = None, iif: str | None = None) -> dict[str, Any] | None:
+    """The route that matched (`ip route get fibmatch`) for a packet as it was in that namespace."""
+    argv = ["ip", "-j", "route", "get", "fibmatch", daddr]
+    if saddr and iif:
+        argv += ["from", saddr, "iif", iif]
+    done = _run(netns_path, argv)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip()}
+    try:
+        found = json.loads(done.stdout)
+    except ValueError:
+        return None
+    return found[0] if found else None
