@@ -149,7 +149,7 @@ def parse_line(line: str) -> Event | None:
             rule = rule[:verdict.start() - len(rest) + len(rule)].strip()
         return Event(**base, kind="rule", rule=rule, verdict=verdict.group("verdict") if verdict else None)
     if rest.startswith("policy "):
-        return Event(**base, kind="policy", verdict=rest[len("policy "):].strip())
+        return Event(**base, kind="policy", verdict=(rest[len("policy "):].split() or [""])[0])
     return Event(**base, kind="other", verdict=verdict.group("verdict") if verdict else rest.strip())
 
 

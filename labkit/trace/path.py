@@ -199,11 +199,19 @@ def encap_text(groups: list[list[Event]]) -> str | None:
     return None
 
 
+def _is_redirect(group: list[Event]) -> bool:
+    first = next((e.packet for e in group if e.kind == "packet" and e.packet is not None), None)
+    return first is not None and first.proto == "icmp" and first.flags == "redirect"
+
+
 def build(monitored: Mapping[str, Monitored], kinds: Mapping[str, str]) -> tuple[Direction, Direction]:
     """The probe's and the reply's paths from every namespace's events (`kinds`: name -> node | pod)."""
     probe, reply = Direction(), Direction()
     for name, mon in monitored.items():
         parts = split(mon.events)
+        # An ICMP redirect (a router sending the probe back out the interface it came in on) is
+        # related to the probe's connection, but it is not the reply.
+        parts["reply"] = [g for g in parts["reply"] if not _is_redirect(g)]
         for direction, groups in ((probe, parts["probe"]), (reply, parts["reply"])):
             if groups:
                 hop = hop_from(name, kinds.get(name, "node"), groups[0])

@@ -9,9 +9,12 @@ Popen; the tables are deleted in a `finally`.
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
+import select
 import subprocess
-import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -45,31 +48,67 @@ def parallel(fn: Callable[[str], T], keys: Sequence[str]) -> dict[str, T]:
 
 
 class Monitor:
-    """`nft monitor` in one namespace, read until a marker line (our table added, then deleted)."""
+    """`nft monitor` in one namespace. It prints every ruleset change and trace event it sees
+    once it listens; changes to our own table are how we know that it does, and when to stop."""
+
+    POLL = 0.05  # seconds to wait for the monitor to print our table's change before making another
 
     def __init__(self, name: str, netns_path: str):
         self.name, self.netns_path = name, netns_path
         self.proc = subprocess.Popen(_in(netns_path, "nft", "monitor"), stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True, bufsize=1)
+                                     stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, bufsize=0)
         self.result = Monitored(name)
+        self._pending = b""
+        self._lines: list[str] = []
 
-    def read_until(self, marker_line: str, keep: bool) -> bool:
-        """Read lines until `marker_line`; False if the monitor ended or took too long."""
-        timer = threading.Timer(STEP_TIMEOUT, self.stop)
-        timer.start()
-        try:
-            assert self.proc.stdout is not None
-            for line in self.proc.stdout:
+    def _read(self, timeout: float) -> bool:
+        """Read what the monitor printed within `timeout`; False once it has ended."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        ready, _, _ = select.select([fd], [], [], timeout)
+        if not ready:
+            return True
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return False
+        self._pending += chunk
+        *lines, self._pending = self._pending.split(b"\n")
+        self._lines += [line.decode("utf-8", "replace") for line in lines]
+        return True
+
+    def wait_listening(self, table: str, poke: Callable[[int], None]) -> None:
+        """Until the monitor prints a change of `table`: `poke(n)` makes the n-th change (0: the table
+        itself), and another one each time the monitor has printed nothing of it for POLL seconds."""
+        deadline = time.monotonic() + STEP_TIMEOUT
+        for n in itertools.count():
+            poke(n)
+            while True:
+                alive = self._read(self.POLL)
+                if any(f" ip {table}" in line for line in self._lines):
+                    self._lines.clear()
+                    return
+                if not alive:
+                    raise LabkitError(f"nft monitor ended in {self.name} before the trace began")
+                if time.monotonic() > deadline:
+                    raise LabkitError(f"nft monitor did not start listening in {self.name} in {STEP_TIMEOUT:g}s")
+                if not self._pending and not select.select([self.proc.stdout], [], [], 0)[0]:
+                    break
+
+    def read_until(self, marker_line: str) -> bool:
+        """Keep the trace events printed until `marker_line`; False if the monitor ended or took too long."""
+        deadline = time.monotonic() + STEP_TIMEOUT
+        while time.monotonic() < deadline:
+            while self._lines:
+                line = self._lines.pop(0)
                 if line.strip() == marker_line:
                     return True
-                if keep:
-                    self.result.lines.append(line.rstrip("\n"))
-                    event = parse_line(line)
-                    if event is not None:
-                        self.result.events.append(event)
-            return False
-        finally:
-            timer.cancel()
+                self.result.lines.append(line)
+                event = parse_line(line)
+                if event is not None:
+                    self.result.events.append(event)
+            if not self._read(deadline - time.monotonic()):
+                return False
+        return False
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -106,7 +145,7 @@ def collect(namespaces: Mapping[str, str], source: str, request: dict[str, Any],
     one of them. Returns the marker, the agent's answer and each namespace's trace events."""
     marker = marker or Marker.new()
     text = table_text(marker, protocol)
-    added, deleted = f"add table ip {marker.table}", f"delete table ip {marker.table}"
+    deleted = f"delete table ip {marker.table}"
     monitors: dict[str, Monitor] = {}
     names = list(namespaces)
     removed = False
@@ -115,18 +154,20 @@ def collect(namespaces: Mapping[str, str], source: str, request: dict[str, Any],
             monitors[name] = Monitor(name, namespaces[name])
 
         def install(name: str) -> None:
-            done = _run(namespaces[name], ["nft", "-f", "-"], stdin=text)
-            if done.returncode != 0:
-                raise LabkitError(f"cannot add the trace table in {name}: {done.stderr.strip()}")
-            if not monitors[name].read_until(added, keep=False):
-                raise LabkitError(f"nft monitor in {name} ended before the trace began")
+            def poke(n: int) -> None:
+                argv = ["nft", "-f", "-"] if n == 0 else ["nft", "add", "chain", "ip", marker.table, f"listening-{n}"]
+                done = _run(namespaces[name], argv, stdin=text if n == 0 else None)
+                if done.returncode != 0:
+                    raise LabkitError(f"cannot add the trace table in {name}: {done.stderr.strip()}")
+
+            monitors[name].wait_listening(marker.table, poke)
 
         parallel(install, names)
         answer = run_probe(namespaces[source], {"id": 1, "op": "trace", "protocol": protocol,
                                                 "sport": marker.sport, "tos": marker.tos, **request})
         parallel(lambda name: _delete(namespaces[name], marker), names)
         removed = True
-        parallel(lambda name: monitors[name].read_until(deleted, keep=True), names)
+        parallel(lambda name: monitors[name].read_until(deleted), names)
     finally:
         for monitor in monitors.values():
             monitor.stop()
