@@ -64,7 +64,7 @@ def text(report: Mapping[str, Any], verbose: bool = False) -> str:
                     out.append(f"       rule   {rule['meaning']}   [{rule['table']} {rule['chain']}]")
                 elif verbose:
                     out.append(f"       rule   {rule['rule']} ({rule['verdict']})   [{rule['table']} {rule['chain']}]")
-            if hop.get("dropped_by"):
+            if hop.get("dropped_by") and all(r.get("meaning") != hop["dropped_by"] for r in hop.get("rules") or []):
                 out.append(f"       drop   {hop['dropped_by']}")
     return "\n".join(out) + "\n"
 
