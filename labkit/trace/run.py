@@ -122,21 +122,45 @@ def probe_argv(netns_path: str) -> list[str]:
     return _in(netns_path, *module_argv("labkit.agent", "probe-many"))
 
 
-def run_probe(netns_path: str, request: dict[str, Any]) -> dict[str, Any]:
-    """The agent's answer to one `trace` request, sent from the namespace at `netns_path`."""
-    budget = STEP_TIMEOUT + float(request.get("timeout", 1.0))
-    try:
-        proc = subprocess.run(probe_argv(netns_path), input=json.dumps(request) + "\n", capture_output=True,
-                              text=True, timeout=budget, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise LabkitError(f"the probe agent did not run in {netns_path}: {exc}") from None
-    for line in proc.stdout.splitlines():
+class Agent:
+    """labkit's agent started in the source's namespace ahead of time (its interpreter starts while
+    the trace tables go in); it reads the request, sends the probe and answers when given it."""
+
+    def __init__(self, netns_path: str):
+        self.netns_path = netns_path
         try:
-            return json.loads(line)
-        except ValueError:
-            continue
-    why = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
-    raise LabkitError(f"the probe agent failed in {netns_path}: {why}")
+            self.proc = subprocess.Popen(probe_argv(netns_path), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, text=True)
+        except OSError as exc:
+            raise LabkitError(f"cannot start the probe agent in {netns_path}: {exc}") from None
+
+    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        budget = STEP_TIMEOUT + float(request.get("timeout", 1.0))
+        try:
+            out, err = self.proc.communicate(json.dumps(request) + "\n", timeout=budget)
+        except subprocess.TimeoutExpired:
+            raise LabkitError(f"the probe agent did not answer in {budget:g}s in {self.netns_path}") from None
+        for line in out.splitlines():
+            try:
+                return json.loads(line)
+            except ValueError:
+                continue
+        why = (err.strip().splitlines() or [f"exit code {self.proc.returncode}"])[-1]
+        raise LabkitError(f"the probe agent failed in {self.netns_path}: {why}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate()
+
+
+def run_probe(netns_path: str, request: dict[str, Any]) -> dict[str, Any]:
+    """The agent's answer to one request, sent from the namespace at `netns_path`."""
+    agent = Agent(netns_path)
+    try:
+        return agent.ask(request)
+    finally:
+        agent.stop()
 
 
 def collect(namespaces: Mapping[str, str], source: str, request: dict[str, Any], protocol: str,
@@ -149,9 +173,11 @@ def collect(namespaces: Mapping[str, str], source: str, request: dict[str, Any],
     monitors: dict[str, Monitor] = {}
     names = list(namespaces)
     removed = False
+    agent: Agent | None = None
     try:
         for name in names:
             monitors[name] = Monitor(name, namespaces[name])
+        agent = Agent(namespaces[source])
 
         def install(name: str) -> None:
             def poke(n: int) -> None:
@@ -163,12 +189,14 @@ def collect(namespaces: Mapping[str, str], source: str, request: dict[str, Any],
             monitors[name].wait_listening(marker.table, poke)
 
         parallel(install, names)
-        answer = run_probe(namespaces[source], {"id": 1, "op": "trace", "protocol": protocol,
-                                                "sport": marker.sport, "tos": marker.tos, **request})
+        answer = agent.ask({"id": 1, "op": "trace", "protocol": protocol, "sport": marker.sport, "tos": marker.tos,
+                            **request})
         parallel(lambda name: _delete(namespaces[name], marker), names)
         removed = True
         parallel(lambda name: monitors[name].read_until(deleted), names)
     finally:
+        if agent is not None:
+            agent.stop()
         for monitor in monitors.values():
             monitor.stop()
         if not removed:  # whatever failed: no table of this trace stays behind

@@ -95,6 +95,14 @@ def test_a_node_port_from_outside_is_masqueraded_and_comes_back(kube_lab: Runnin
     assert _nodes_of(report, "reply", pods) == list(reversed(_nodes_of(report, "probe", pods)))
 
 
+def test_a_service_without_endpoints_is_rejected_on_the_client_s_node(kube_lab: RunningLab) -> None:
+    report = trace(kube_lab.name, "default/client", "nobody")
+    assert report["result"] == {"open": False, "reason": "connection refused"}
+    assert report["service"] == "default/nobody:80/tcp" and report["endpoint"] is None
+    assert report["dropped"]["where"] == "cp" and "without endpoints" in report["dropped"]["by"]
+    assert [(h["name"], h["outcome"]) for h in report["reply"]] == [("cp", "sent"), ("default/client", "delivered")]
+
+
 def test_tracing_leaves_no_table_and_no_process(kube_lab: RunningLab) -> None:
     trace(kube_lab.name, "default/client", "web", protocol="tcp")
     report = trace(kube_lab.name, "team-a/probe", "kube-dns.kube-system:53", protocol="udp")
