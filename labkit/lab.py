@@ -428,7 +428,9 @@ def trace(lab: str, src: str, dst: str, protocol: str | None = None, timeout: fl
     found = status(lab)[0]
     if not found.get("nodes"):
         raise LabkitError(f"lab {lab!r} is not up: nothing to trace")
-    return tracing.trace(found, src, dst, protocol, timeout=timeout or tracing.DEFAULT_TIMEOUT)
+    with lab_lock(lab, "trace"):  # one trace at a time: they share the trace table's name
+        return tracing.trace(found, src, dst, protocol, timeout=timeout or tracing.DEFAULT_TIMEOUT,
+                             journal=paths.lab(lab).path("trace.json"))
 
 
 def render_trace(report: dict[str, Any], fmt: str) -> str:

@@ -53,14 +53,16 @@ def _chosen_endpoint(probe: path.Direction, target: Target) -> str | None:
 
 
 def trace(status: Mapping[str, Any], src: str, dst: str, protocol: str | None = None, port: int | None = None,
-          timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
-    """Send one probe from `src` to `dst` in the running lab whose status is given; its report (JSON-able)."""
+          timeout: float = DEFAULT_TIMEOUT, journal: str | None = None) -> dict[str, Any]:
+    """Send one probe from `src` to `dst` in the running lab whose status is given; its report (JSON-able).
+    `journal`: see labkit.trace.run.collect."""
     started = time.perf_counter()
     target = resolve(status, src, dst, protocol, port)
     if not 0 < timeout <= 30:
         raise LabkitError(f"timeout {timeout:g}s: give 0 < T <= 30 seconds")
     request = {"host": target.address, "port": target.port or 0, "timeout": timeout}
-    marker, answer, monitored = run.collect(target.namespaces, target.source, request, target.protocol)
+    marker, answer, monitored = run.collect(target.namespaces, target.source, request, target.protocol,
+                                            journal=journal)
     probe, reply = path.build(monitored, target.kinds)
     hops = [h for d in (probe, reply) for h in d.hops if h.route_query]
     routes = run.parallel(lambda i: run.route_get(target.namespaces[hops[int(i)].name], **hops[int(i)].route_query),

@@ -8,8 +8,8 @@ ruleset changes it sees and one line per trace event:
         (verdict goto service-...)      [one line]
     trace id 7e80d85b inet labkit-policy forward policy accept
 
-Seeing the `add table` of our own table tells that the monitor listens (nothing to wait for by
-the clock); its `delete table` tells that every event of the trace has been read.
+Seeing a change of our own table tells that the monitor listens (nothing to wait for by the
+clock); the chain `end-<token>` added last tells that every event of the trace has been read.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 from labkit import templating
 
-TABLE_PREFIX = "labkit-trace-"
+TABLE = "labkit-trace"
+TABLE_PREFIX = TABLE  # every table a trace event of ours comes from starts with it
 VXLAN_PORT = 8472
 _TRACE = re.compile(r"^trace id (?P<id>[0-9a-f]+) (?P<family>\w+) (?P<table>\S+) (?P<chain>\S+) (?P<rest>.*?)\s*$")
 _VERDICT = re.compile(r"\(verdict (?P<verdict>[^)]*)\)$")
@@ -39,7 +40,12 @@ class Marker:
 
     @property
     def table(self) -> str:
-        return TABLE_PREFIX + self.token
+        return TABLE
+
+    @property
+    def end_marker(self) -> str:
+        """The monitor line that comes after every event of this trace (see `end_text`)."""
+        return f"add chain ip {TABLE} end-{self.token}"
 
     @property
     def tos(self) -> int:
@@ -60,9 +66,14 @@ def table_text(marker: Marker, protocol: str) -> str:
                              dscp=marker.dscp, label=marker.label, protocol=protocol, vxlan_port=VXLAN_PORT)
 
 
-def delete_text(marker: Marker) -> str:
+def end_text(marker: Marker) -> str:
+    """Ends a trace in one namespace: a chain named for it (the monitor's last line of it), then the table goes."""
+    return f"add chain ip {TABLE} end-{marker.token}\ndelete table ip {TABLE}\n"
+
+
+def delete_text(marker: Marker | None = None) -> str:
     """Removes the trace table if it is there (idempotent)."""
-    return f"table ip {marker.table} {{\n}}\ndelete table ip {marker.table}\n"
+    return f"table ip {TABLE} {{\n}}\ndelete table ip {TABLE}\n"
 
 
 @dataclass

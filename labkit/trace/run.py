@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import select
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -20,8 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from labkit.errors import LabkitError
+from labkit.files import write_atomic
 from labkit.lean import module_argv
-from labkit.trace.nftrace import Marker, Monitored, delete_text, parse_line, table_text
+from labkit.trace.nftrace import Marker, Monitored, delete_text, end_text, parse_line, table_text
 
 STEP_TIMEOUT = 10.0  # seconds for any one nft / ip command, and for a monitor to show a marker line
 T = TypeVar("T")
@@ -37,6 +39,24 @@ def _run(netns_path: str, argv: Sequence[str], stdin: str | None = None) -> subp
                               timeout=STEP_TIMEOUT, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise LabkitError(f"{' '.join(argv)} in {netns_path}: {exc}") from None
+
+
+def _dies_with_us() -> Callable[[], None]:
+    """A preexec_fn: the child (nsenter, then the nft or python it becomes) is killed when the thread
+    that started it goes, so a trace killed half way leaves no monitor or agent running."""
+    parent = os.getpid()
+
+    def preexec() -> None:
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+        if os.getppid() != parent:  # gone already, before prctl took effect
+            os._exit(1)
+
+    return preexec
 
 
 def parallel(fn: Callable[[str], T], keys: Sequence[str]) -> dict[str, T]:
@@ -56,7 +76,8 @@ class Monitor:
     def __init__(self, name: str, netns_path: str):
         self.name, self.netns_path = name, netns_path
         self.proc = subprocess.Popen(_in(netns_path, "nft", "monitor"), stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, bufsize=0)
+                                     stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, bufsize=0,
+                                     preexec_fn=_dies_with_us())
         self.result = Monitored(name)
         self._pending = b""
         self._lines: list[str] = []
@@ -130,7 +151,7 @@ class Agent:
         self.netns_path = netns_path
         try:
             self.proc = subprocess.Popen(probe_argv(netns_path), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, text=True)
+                                         stderr=subprocess.PIPE, text=True, preexec_fn=_dies_with_us())
         except OSError as exc:
             raise LabkitError(f"cannot start the probe agent in {netns_path}: {exc}") from None
 
@@ -163,13 +184,33 @@ def run_probe(netns_path: str, request: dict[str, Any]) -> dict[str, Any]:
         agent.stop()
 
 
+def _clean_after_a_killed_trace(journal: str) -> None:
+    """A trace that was killed half way left its table where the journal says: remove it there."""
+    try:
+        with open(journal, encoding="utf-8") as fh:
+            recorded = json.load(fh)
+    except (OSError, ValueError):
+        return
+    stale = [p for p in recorded.get("namespaces", []) if isinstance(p, str) and p.startswith(("/run/netns/", "/proc/"))
+             and os.path.exists(p)] if isinstance(recorded, dict) else []
+    parallel(lambda p: _delete(p, Marker.new(), quiet=True), stale)
+    os.unlink(journal)
+
+
 def collect(namespaces: Mapping[str, str], source: str, request: dict[str, Any], protocol: str,
-            marker: Marker | None = None) -> tuple[Marker, dict[str, Any], dict[str, Monitored]]:
+            marker: Marker | None = None,
+            journal: str | None = None) -> tuple[Marker, dict[str, Any], dict[str, Monitored]]:
     """Trace one probe: `namespaces` maps a name (node or NS/POD) to its netns path; `source` is
-    one of them. Returns the marker, the agent's answer and each namespace's trace events."""
+    one of them. Returns the marker, the agent's answer and each namespace's trace events.
+
+    `journal`, a file in the lab's state folder, lists the namespaces given a trace table while the
+    trace runs; one left by a trace killed half way has its tables removed first."""
     marker = marker or Marker.new()
+    if journal is not None:
+        if os.path.exists(journal):
+            _clean_after_a_killed_trace(journal)
+        write_atomic(journal, json.dumps({"pid": os.getpid(), "namespaces": sorted(set(namespaces.values()))}))
     text = table_text(marker, protocol)
-    deleted = f"delete table ip {marker.table}"
     monitors: dict[str, Monitor] = {}
     names = list(namespaces)
     removed = False
@@ -191,9 +232,9 @@ def collect(namespaces: Mapping[str, str], source: str, request: dict[str, Any],
         parallel(install, names)
         answer = agent.ask({"id": 1, "op": "trace", "protocol": protocol, "sport": marker.sport, "tos": marker.tos,
                             **request})
-        parallel(lambda name: _delete(namespaces[name], marker), names)
+        parallel(lambda name: _delete(namespaces[name], marker, text=end_text(marker)), names)
         removed = True
-        parallel(lambda name: monitors[name].read_until(deleted), names)
+        parallel(lambda name: monitors[name].read_until(marker.end_marker), names)
     finally:
         if agent is not None:
             agent.stop()
@@ -201,12 +242,14 @@ def collect(namespaces: Mapping[str, str], source: str, request: dict[str, Any],
             monitor.stop()
         if not removed:  # whatever failed: no table of this trace stays behind
             parallel(lambda name: _delete(namespaces[name], marker, quiet=True), names)
+        if journal is not None and os.path.exists(journal):
+            os.unlink(journal)
     return marker, answer, {name: monitors[name].result for name in names}
 
 
-def _delete(netns_path: str, marker: Marker, quiet: bool = False) -> None:
+def _delete(netns_path: str, marker: Marker, quiet: bool = False, text: str | None = None) -> None:
     try:
-        done = _run(netns_path, ["nft", "-f", "-"], stdin=delete_text(marker))
+        done = _run(netns_path, ["nft", "-f", "-"], stdin=text or delete_text(marker))
     except LabkitError:
         if quiet:
             return

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
+import time
 
 import pytest
 
@@ -14,7 +16,7 @@ from labkit.lab import trace
 from labkit.net import netns
 from labkit.pytest_plugin import RunningLab
 
-from .conftest import labkit
+from .conftest import ROOT, labkit
 
 
 def _nodes_of(report: dict, key: str, pods: dict) -> list[str]:
@@ -145,3 +147,38 @@ def test_bad_trace_input_is_one_clear_error(kube_lab: RunningLab) -> None:
     assert proc.returncode != 0 and proc.stderr.startswith("error: ") and "no node or pod 'default/nope'" in proc.stderr
     proc = labkit("trace", kube_lab.name, "ext", "cp", check=False)
     assert proc.returncode != 0 and "give a port" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _tables(netns_path: str) -> str:
+    return subprocess.run(["nsenter", f"--net={netns_path}", "nft", "list", "tables"], capture_output=True,
+                          text=True, check=True).stdout
+
+
+def test_a_trace_killed_half_way_leaves_no_process_and_the_next_trace_no_table(kube_lab: RunningLab) -> None:
+    """The monitors and the agent die with the trace (PR_SET_PDEATHSIG); the table a killed trace
+    left is replaced by the next trace's and removed with it."""
+    w2 = kube_lab.nodes()["w2"]["netns_path"]
+    paths = [n["netns_path"] for n in kube_lab.summary["nodes"]] + [p["netns_path"] for p in kube_lab.pods().values()]
+    before = set(netns.pids_in_namespaces(paths))  # the lab's own: servers, pods' processes
+    # w2 drops this (externalTrafficPolicy: Local, no local endpoint): the trace waits for its timeout
+    proc = subprocess.Popen([sys.executable, "-m", "labkit.cli", "trace", kube_lab.name, "ext", "w2:30090",
+                             "--timeout", "30"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    try:
+        while "labkit-trace" not in _tables(w2):  # the trace tables are going in (each call a few ms)
+            assert proc.poll() is None and time.monotonic() < deadline, "the trace never put its table in w2"
+    finally:
+        proc.kill()
+        proc.wait()
+    while True:  # SIGKILL reaches the children as their parent goes
+        left = sorted(set(netns.pids_in_namespaces(paths)) - before)
+        if not left:
+            break
+        assert time.monotonic() < deadline, f"processes of the killed trace still run: {left}"
+    assert "labkit-trace" in _tables(w2)  # a killed trace cannot clean up ...
+    report = trace(kube_lab.name, "ext", "cp", protocol="icmp")  # ... the next trace does
+    assert report["result"]["open"]
+    for where in paths:
+        assert "labkit-trace" not in _tables(where), where
+    w2_report = trace(kube_lab.name, "ext", "w2:30090")
+    assert w2_report["dropped"]["where"] == "w2" and "externalTrafficPolicy: Local" in w2_report["dropped"]["by"]

@@ -134,7 +134,8 @@ def test_external_traffic_policy_local_serves_outside_clients_from_local_endpoin
     ]  # outside clients: no mark, so no masquerade: the pod sees their address
     elsewhere = render_node_ruleset([svc], pod_cidr=POD_CIDR, node_name="n3")
     last = chain(elsewhere, c.external_chain, comments=True).splitlines()[-1].strip()
-    assert last == 'drop comment "no local endpoints"'
+    assert last == ('drop comment "nodePort 30090/tcp of service default/echo:8080: no local endpoints '
+                    '(externalTrafficPolicy: Local)"')
     assert "30090" not in " ".join(elements(elsewhere, "no-endpoint-nodeports"))  # pods still get served
 
 

@@ -10,43 +10,43 @@ import pytest
 from labkit.errors import LabkitError
 from labkit.graph import render_graph
 from labkit.trace import path, render, resolve
-from labkit.trace.nftrace import Marker, Monitored, delete_text, parse_line, table_text
+from labkit.trace.nftrace import Marker, Monitored, delete_text, end_text, parse_line, table_text
 
 MARKER = Marker(token="0a1b2c3d", dscp=43, label=77, sport=45000)
 
 # One namespace's monitor output, as nft 1.0.6 printed it for ext -> w2:30080 on kube-vxlan (shortened).
 W2 = """\
-trace id 01 ip labkit-trace-0a1b2c3d probe-pre packet: iif "eth0" ip saddr 172.31.0.5 ip daddr 172.31.0.4 ip dscp 0x2b ip ttl 64 tcp sport 45000 tcp dport 30080 tcp flags == syn
-trace id 01 ip labkit-trace-0a1b2c3d probe-pre unknown rule handle 10 (verdict continue)
+trace id 01 ip labkit-trace probe-pre packet: iif "eth0" ip saddr 172.31.0.5 ip daddr 172.31.0.4 ip dscp 0x2b ip ttl 64 tcp sport 45000 tcp dport 30080 tcp flags == syn
+trace id 01 ip labkit-trace probe-pre unknown rule handle 10 (verdict continue)
 trace id 01 ip labkit-proxy services rule fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports (verdict goto external-GCGJ-default/web-nodeport/tcp/http)
 trace id 01 ip labkit-proxy external-GCGJ-default/web-nodeport/tcp/http rule jump mark-for-masquerade comment "nodePort 30080/tcp of service default/web-nodeport:80" (verdict jump mark-for-masquerade)
 trace id 01 ip labkit-proxy service-GCGJ-default/web-nodeport/tcp/http rule numgen random mod 3 vmap { 0 : goto endpoint-Y5KT-default/web-nodeport/tcp/http__10.244.0.4/8080 } comment "service default/web-nodeport:80/tcp" (verdict goto endpoint-Y5KT-default/web-nodeport/tcp/http__10.244.0.4/8080)
 trace id 01 ip labkit-proxy endpoint-Y5KT-default/web-nodeport/tcp/http__10.244.0.4/8080 rule meta l4proto tcp dnat to 10.244.0.4:8080 comment "endpoint default/web-1 10.244.0.4:8080" (verdict accept)
-trace id 01 ip labkit-trace-0a1b2c3d seen-forward packet: iif "eth0" oif "flannel.1" ip saddr 172.31.0.5 ip daddr 10.244.0.4 ip dscp 0x2b ip ttl 63 tcp sport 45000 tcp dport 8080 tcp flags == syn
-trace id 01 ip labkit-trace-0a1b2c3d seen-forward policy accept meta mark 0x00004000
+trace id 01 ip labkit-trace seen-forward packet: iif "eth0" oif "flannel.1" ip saddr 172.31.0.5 ip daddr 10.244.0.4 ip dscp 0x2b ip ttl 63 tcp sport 45000 tcp dport 8080 tcp flags == syn
+trace id 01 ip labkit-trace seen-forward policy accept meta mark 0x00004000
 trace id 01 ip labkit-proxy masquerading rule masquerade fully-random comment "masquerade: marked by a service rule" (verdict accept)
-trace id 01 ip labkit-trace-0a1b2c3d seen-postrouting packet: iif "eth0" oif "flannel.1" ip saddr 10.244.2.0 ip daddr 10.244.0.4 ip dscp 0x2b ip ttl 63 tcp sport 5876 tcp dport 8080 tcp flags == syn
-trace id 01 ip labkit-trace-0a1b2c3d seen-postrouting policy accept
-trace id 02 ip labkit-trace-0a1b2c3d encap-out packet: oif "eth0" ip saddr 172.31.0.4 ip daddr 172.31.0.2 ip dscp cs0 ip ttl 64 udp sport 41000 udp dport 8472
-trace id 02 ip labkit-trace-0a1b2c3d encap-out unknown rule handle 16 (verdict continue)
-trace id 03 ip labkit-trace-0a1b2c3d reply-out packet: oif "eth0" ip saddr 172.31.0.4 ip daddr 172.31.0.5 ip dscp 0x37 ip ttl 64 icmp type redirect icmp code host-unreachable
-trace id 03 ip labkit-trace-0a1b2c3d reply-out unknown rule handle 14 (verdict continue)
-trace id 04 ip labkit-trace-0a1b2c3d reply-pre packet: iif "flannel.1" ip saddr 10.244.0.4 ip daddr 10.244.2.0 ip dscp cs0 ip ttl 63 tcp sport 8080 tcp dport 5876 tcp flags == 0x12
-trace id 04 ip labkit-trace-0a1b2c3d reply-pre unknown rule handle 11 (verdict continue)
-trace id 04 ip labkit-trace-0a1b2c3d seen-forward packet: iif "flannel.1" oif "eth0" ip saddr 10.244.0.4 ip daddr 172.31.0.5 ip dscp cs0 ip ttl 62 tcp sport 8080 tcp dport 45000 tcp flags == 0x12
-trace id 04 ip labkit-trace-0a1b2c3d seen-postrouting packet: iif "flannel.1" oif "eth0" ip saddr 172.31.0.4 ip daddr 172.31.0.5 ip dscp cs0 ip ttl 62 tcp sport 30080 tcp dport 45000 tcp flags == 0x12
+trace id 01 ip labkit-trace seen-postrouting packet: iif "eth0" oif "flannel.1" ip saddr 10.244.2.0 ip daddr 10.244.0.4 ip dscp 0x2b ip ttl 63 tcp sport 5876 tcp dport 8080 tcp flags == syn
+trace id 01 ip labkit-trace seen-postrouting policy accept
+trace id 02 ip labkit-trace encap-out packet: oif "eth0" ip saddr 172.31.0.4 ip daddr 172.31.0.2 ip dscp cs0 ip ttl 64 udp sport 41000 udp dport 8472
+trace id 02 ip labkit-trace encap-out unknown rule handle 16 (verdict continue)
+trace id 03 ip labkit-trace reply-out packet: oif "eth0" ip saddr 172.31.0.4 ip daddr 172.31.0.5 ip dscp 0x37 ip ttl 64 icmp type redirect icmp code host-unreachable
+trace id 03 ip labkit-trace reply-out unknown rule handle 14 (verdict continue)
+trace id 04 ip labkit-trace reply-pre packet: iif "flannel.1" ip saddr 10.244.0.4 ip daddr 10.244.2.0 ip dscp cs0 ip ttl 63 tcp sport 8080 tcp dport 5876 tcp flags == 0x12
+trace id 04 ip labkit-trace reply-pre unknown rule handle 11 (verdict continue)
+trace id 04 ip labkit-trace seen-forward packet: iif "flannel.1" oif "eth0" ip saddr 10.244.0.4 ip daddr 172.31.0.5 ip dscp cs0 ip ttl 62 tcp sport 8080 tcp dport 45000 tcp flags == 0x12
+trace id 04 ip labkit-trace seen-postrouting packet: iif "flannel.1" oif "eth0" ip saddr 172.31.0.4 ip daddr 172.31.0.5 ip dscp cs0 ip ttl 62 tcp sport 30080 tcp dport 45000 tcp flags == 0x12
 """
 EXT = """\
-trace id 11 ip labkit-trace-0a1b2c3d probe-out packet: oif "eth0" ip saddr 172.31.0.5 ip daddr 172.31.0.4 ip dscp 0x2b ip ttl 64 tcp sport 45000 tcp dport 30080 tcp flags == syn
-trace id 11 ip labkit-trace-0a1b2c3d probe-out unknown rule handle 13 (verdict continue)
-trace id 11 ip labkit-trace-0a1b2c3d seen-postrouting packet: oif "eth0" ip saddr 172.31.0.5 ip daddr 172.31.0.4 ip dscp 0x2b ip ttl 64 tcp sport 45000 tcp dport 30080 tcp flags == syn
-trace id 12 ip labkit-trace-0a1b2c3d reply-pre packet: iif "eth0" ip saddr 172.31.0.4 ip daddr 172.31.0.5 ip dscp cs0 ip ttl 62 tcp sport 30080 tcp dport 45000 tcp flags == 0x12
-trace id 12 ip labkit-trace-0a1b2c3d reply-pre unknown rule handle 11 (verdict continue)
-trace id 12 ip labkit-trace-0a1b2c3d seen-input packet: iif "eth0" ip saddr 172.31.0.4 ip daddr 172.31.0.5 ip dscp cs0 ip ttl 62 tcp sport 30080 tcp dport 45000 tcp flags == 0x12
+trace id 11 ip labkit-trace probe-out packet: oif "eth0" ip saddr 172.31.0.5 ip daddr 172.31.0.4 ip dscp 0x2b ip ttl 64 tcp sport 45000 tcp dport 30080 tcp flags == syn
+trace id 11 ip labkit-trace probe-out unknown rule handle 13 (verdict continue)
+trace id 11 ip labkit-trace seen-postrouting packet: oif "eth0" ip saddr 172.31.0.5 ip daddr 172.31.0.4 ip dscp 0x2b ip ttl 64 tcp sport 45000 tcp dport 30080 tcp flags == syn
+trace id 12 ip labkit-trace reply-pre packet: iif "eth0" ip saddr 172.31.0.4 ip daddr 172.31.0.5 ip dscp cs0 ip ttl 62 tcp sport 30080 tcp dport 45000 tcp flags == 0x12
+trace id 12 ip labkit-trace reply-pre unknown rule handle 11 (verdict continue)
+trace id 12 ip labkit-trace seen-input packet: iif "eth0" ip saddr 172.31.0.4 ip daddr 172.31.0.5 ip dscp cs0 ip ttl 62 tcp sport 30080 tcp dport 45000 tcp flags == 0x12
 """
 DROP = """\
-trace id 21 ip labkit-trace-0a1b2c3d probe-pre packet: iif "veth1" ip saddr 10.244.0.5 ip daddr 10.244.0.2 ip dscp 0x2b ip ttl 64 tcp sport 45000 tcp dport 80 tcp flags == syn
-trace id 21 ip labkit-trace-0a1b2c3d probe-pre unknown rule handle 10 (verdict continue)
+trace id 21 ip labkit-trace probe-pre packet: iif "veth1" ip saddr 10.244.0.5 ip daddr 10.244.0.2 ip dscp 0x2b ip ttl 64 tcp sport 45000 tcp dport 80 tcp flags == syn
+trace id 21 ip labkit-trace probe-pre unknown rule handle 10 (verdict continue)
 trace id 21 inet labkit-policy forward packet: iif "veth1" oif "veth2" ip saddr 10.244.0.5 ip daddr 10.244.0.2 ip dscp 0x2b ip ttl 63 tcp sport 45000 tcp dport 80 tcp flags == syn
 trace id 21 inet labkit-policy forward rule ip daddr vmap @ingress-pods (verdict jump ingress-uwxnlp-x/a)
 trace id 21 inet labkit-policy ingress-uwxnlp-x/a rule counter packets 0 bytes 0 drop comment "denied by NetworkPolicy x/deny (ingress of x/a): nothing allows it" (verdict drop)
@@ -60,13 +60,16 @@ def _monitored(name: str, text: str) -> Monitored:
 
 def test_the_trace_table_marks_the_probe_its_reply_and_its_vxlan_packet():
     text = table_text(MARKER, "tcp")
-    assert "table ip labkit-trace-0a1b2c3d {" in text
+    assert text.startswith("table ip labkit-trace {\n}\ndelete table ip labkit-trace\ntable ip labkit-trace {\n")
+    assert 'comment "labkit trace 0a1b2c3d: temporary' in text
     assert "ip dscp 43 meta l4proto tcp ct state new ct label set 77 meta nftrace set 1" in text
     assert "ct direction reply ct label 77 meta nftrace set 1" in text
     assert "udp dport 8472 @th,248,6 43 meta nftrace set 1" in text  # the inner header's DSCP
     for hook in ("prerouting", "output", "input", "forward", "postrouting"):
         assert f"hook {hook} " in text
-    assert delete_text(MARKER) == "table ip labkit-trace-0a1b2c3d {\n}\ndelete table ip labkit-trace-0a1b2c3d\n"
+    assert delete_text(MARKER) == "table ip labkit-trace {\n}\ndelete table ip labkit-trace\n"
+    assert end_text(MARKER) == "add chain ip labkit-trace end-0a1b2c3d\ndelete table ip labkit-trace\n"
+    assert MARKER.end_marker == "add chain ip labkit-trace end-0a1b2c3d"
     assert MARKER.tos == 43 << 2
     with pytest.raises(ValueError):
         table_text(MARKER, "sctp")
@@ -82,7 +85,7 @@ def test_monitor_lines_parse_into_events():
     assert (packet.iif, packet.saddr, packet.daddr, packet.sport, packet.dport, packet.ttl) == (
         "eth0", "172.31.0.5", "172.31.0.4", 45000, 30080, 64)
     assert parse_line("trace id ab ip t c policy accept meta mark 0x00004000").verdict == "accept"
-    assert parse_line("add table ip labkit-trace-0a1b2c3d") is None
+    assert parse_line("add table ip labkit-trace") is None
 
 
 def test_hops_are_ordered_by_ttl_and_say_what_acted():
