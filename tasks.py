@@ -101,7 +101,7 @@ BENCHES = ("lab", "cni", "pods", "dns", "runtimes", "trace")
 
 @task(help={"only": f"comma-separated subset of {','.join(BENCHES)}", "sizes": "chain sizes for the lab bench",
             "repeat": "runs per size (best is kept)"})
-def bench(c, only="lab,cni,pods,dns,runtimes", sizes="10,100,1000", repeat=3):
+def bench(c, only="lab,cni,pods,dns,runtimes,trace", sizes="10,100,1000", repeat=3):
     """Benchmarks against baselines measured in the same run; prints tables, writes nothing."""
     chosen = [b.strip() for b in only.split(",") if b.strip()]
     unknown = set(chosen) - set(BENCHES)
