@@ -33,7 +33,7 @@ def create_nodes(b: Build) -> None:
     plan = b.plan
     hosts, resolv_conf = _hosts_file(plan), _resolv_conf(plan)
     specs = [NodeSpec(name=n.name, kind=n.kind, netns=n.netns, image=n.image, hostname=n.name, hosts=hosts,
-                      resolv_conf=resolv_conf) for n in plan.nodes]
+                      resolv_conf=resolv_conf, container=n.container) for n in plan.nodes]
     if plan.mgmt:
         netns.create_namespaces([plan.mgmt.netns])
     b.sandboxes = {s.name: s for s in b.runtime.create_nodes(plan.lab, specs)}

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from labkit.topology import kinds
+from labkit.topology.schema import CLAB_LINK_TYPES, LINK_TYPES
 
 _SAME = "same as netns"
 # node key (as written) -> (netns runtime, docker runtime); None: accepted, no effect there
@@ -89,9 +90,14 @@ def unsupported_kind(kind: object, nodes: list[str]) -> str:
     return f"unknown kind {kind!r}{whose}{meant}; labkit runs: {', '.join(kinds.names())}"
 
 
+def unsupported_link_type(ltype: object) -> str:
+    what = "is not one labkit builds" if ltype in CLAB_LINK_TYPES else "is unknown"
+    return f"link type {ltype!r} {what}; labkit builds: {', '.join(LINK_TYPES)}"
+
+
 def raw_kind_problems(data: Any) -> list[tuple[tuple, str]]:
-    """Unknown kinds found in the raw document (paths and messages), for a file the schema refused,
-    so the kind is named in the same run as every other problem. One message per kind."""
+    """Unknown kinds and link types found in the raw document (paths and messages), for a file the
+    schema refused, so they are named in the same run as every other problem. One message per kind."""
     topo = data.get("topology") if isinstance(data, dict) else None
     if not isinstance(topo, dict):
         return []
@@ -118,4 +124,10 @@ def raw_kind_problems(data: Any) -> list[tuple[tuple, str]]:
         if not isinstance(kind, str) or kind in kinds.REGISTRY:
             continue
         found.setdefault(kind, (path, []))[1].append(str(name))
-    return [(path, unsupported_kind(kind, names)) for kind, (path, names) in found.items()]
+    problems = [(path, unsupported_kind(kind, names)) for kind, (path, names) in found.items()]
+    links = topo.get("links") if isinstance(topo.get("links"), list) else []
+    for li, link in enumerate(links):
+        ltype = link.get("type") if isinstance(link, dict) else None
+        if isinstance(ltype, str) and ltype not in LINK_TYPES:
+            problems.append((("topology", "links", li, "type"), unsupported_link_type(ltype)))
+    return problems

@@ -22,7 +22,7 @@ from labkit.topology.containers import ContainerSettings
 from labkit.topology.expand import effective_settings, group_of
 from labkit.topology.names import CLAB_NODE_NAME, lab_key, node_key
 from labkit.yamldoc import dotted
-from labkit.topology.schema import CLAB_LINK_TYPES, IFNAME, LINK_TYPES, NODE_NAME, Mgmt, Topology
+from labkit.topology.schema import IFNAME, LINK_TYPES, NODE_NAME, Mgmt, Topology
 from labkit.topology.sysctls import namespaced_problem
 
 if TYPE_CHECKING:
@@ -370,7 +370,6 @@ def check_cluster_nodes(d: Draft) -> None:
 
 
 PSEUDO_NODES = ("host", "mgmt-net", "macvlan")  # containerlab's brief form: "host:veth0", "macvlan:enp0s3"
-BUILT_TYPES = ", ".join(LINK_TYPES)
 
 
 def _link_type(link, nodes: dict | None = None) -> str:
@@ -430,8 +429,7 @@ def plan_links(d: Draft) -> None:
         lpath = ("topology", "links", li)
         ltype = _link_type(link, body.nodes)
         if ltype not in LINK_TYPES:
-            what = "is not one labkit builds" if ltype in CLAB_LINK_TYPES else "is unknown"
-            d.add(lpath + ("type",), f"link type {ltype!r} {what}; labkit builds: {BUILT_TYPES}")
+            d.add(lpath + ("type",), clab.unsupported_link_type(ltype))
             continue
         if link.mode is not None and ltype != "macvlan":
             d.add(lpath + ("mode",), f"'mode' is for macvlan links; this link is of type {ltype!r}")
@@ -510,8 +508,9 @@ def _plan_external(d: Draft, link, ltype: str, lpath: tuple, addresses: dict, ho
     mtu = ep.mtu or link.mtu
     d.ifaces[ep.node][ep.interface] = _Iface(address, mtu, epath, peer=(ltype, host_if))
     d.external.append(ExternalLink(ltype, ep.node, ep.interface, host_if, link.mode or "bridge", mtu))
-    if address is not None:
-        _check_address(d, address, epath, {ep.node} if d.is_bridge(ep.node) else set(), addresses)
+    if address is not None:  # the macvlans of one parent share its layer 2, as a bridge's ports do
+        shared = {f"macvlan:{host_if}"} if ltype == "macvlan" else set()
+        _check_address(d, address, epath, shared | ({ep.node} if d.is_bridge(ep.node) else set()), addresses)
 
 
 def check_link_subnets(d: Draft) -> None:
