@@ -47,6 +47,10 @@ def with_host_access(plan: Plan) -> bool:
     return bool(plan.mgmt and plan.mgmt.host_access)
 
 
+def with_ports(plan: Plan) -> bool:
+    return any(n.container and n.container.ports for n in plan.nodes)
+
+
 UP: tuple[Phase, ...] = (
     ("nodes", nodes.create_nodes, always),
     ("links", nodes.create_links, always),
@@ -58,6 +62,7 @@ UP: tuple[Phase, ...] = (
     ("dns", dns.start_dns, with_cluster),
     ("policies", services.apply_policies, with_cluster),
     ("exec", nodes.run_exec, always),
+    ("ports", nodes.publish_ports, with_ports),  # containerlab's `ports`, forwarded into the nodes
     ("cni server", cni.wait_cni_server, with_cluster),  # listening before `up` returns
     ("readiness", pods.wait_ready, with_cluster),
 )

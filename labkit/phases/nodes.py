@@ -62,3 +62,14 @@ def run_exec(b: Build) -> None:
             code, output = b.runtime.exec(b.sandboxes[node.name], argv, capture=True)
             if code != 0:
                 raise LabkitError(f"node {node.name}: exec {' '.join(argv)!r} exited with {code}: {output.strip()}")
+
+
+def publish_ports(b: Build) -> None:
+    """containerlab's `ports`: the lab's forwarder listens on each host port (labkit.runtime.portfwd)."""
+    from labkit.runtime import portfwd
+
+    forwards = [portfwd.Forward(ip, host_port, b.sandboxes[n.name].netns_path,
+                                str(n.mgmt_ipv4.ip) if n.mgmt_ipv4 else "127.0.0.1", port,
+                                f"node {n.name} port {port}")
+                for n in b.plan.nodes for ip, host_port, port in (n.container.ports if n.container else ())]
+    portfwd.start(b.plan.lab, forwards)

@@ -38,10 +38,12 @@ EFFECTS: dict[str, tuple[str | None, str | None]] = {
     "memory": (None, "memory limit"),
     "cpu": (None, "CPU limit (cpus)"),
     "cpu-set": (None, "CPUs the container may use"),
+    "ports": ("TCP host:node ports forwarded by the lab's forwarder into the node (its mgmt address, "
+              "else 127.0.0.1)", _SAME),
 }
 # every other key of containerlab's node schema: accepted, no effect on either runtime
 NO_EFFECT = (
-    "ports", "startup-delay", "volumes", "image-pull-policy", "restart-policy", "license", "type", "startup-config",
+    "startup-delay", "volumes", "image-pull-policy", "restart-policy", "license", "type", "startup-config",
     "enforce-startup-config", "suppress-startup-config", "auto-remove", "credentials", "runtime", "network-mode",
     "link-apply-mode", "extras", "config", "dns", "certificate", "components", "aliases", "shm-size", "cap-add",
     "privileged", "cgroupns-mode", "cgroup-parent", "pid-mode", "tmpfs", "security-opts", "devices", "sandbox",

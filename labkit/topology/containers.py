@@ -41,8 +41,11 @@ class ContainerSettings:
     memory: int | None = None  # bytes
     cpus: float | None = None
     cpu_set: str | None = None
+    ports: tuple[tuple[str, int, int], ...] = ()  # (host address, host port, node port), TCP: both runtimes
 
 
+PORT = re.compile(r"^(?:(?P<ip>[0-9]{1,3}(?:\.[0-9]{1,3}){3}):)?(?:(?P<host>[0-9]{1,5}):)?(?P<port>[0-9]{1,5})"
+                  r"(?:/(?P<proto>tcp|udp|sctp))?$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 MAX_ENV_FILE_BYTES = 256 * 1024
@@ -123,13 +126,23 @@ def container_settings(d: Draft, name: str) -> ContainerSettings | None:
             what = "itself" if other == name else f"unknown node {other!r}"
             d.add(path + ("stages",) if s.get("stages") else path + ("wait-for", i),
                   f"node {name!r} waits for {what}; nodes: {', '.join(n for n in d.body.nodes if n != name)}")
+    ports = []
+    for i, text in enumerate(s.get("ports", [])):
+        match = PORT.match(str(text))
+        if match is None or not all(0 < int(match.group(g)) < 65536 for g in ("host", "port") if match.group(g)):
+            d.add(path + ("ports", i), f"{text!r} is not a port mapping like 8080:80, 127.0.0.1:8080:80 "
+                                       "or 8080:80/tcp")
+        elif match.group("host") and (match.group("proto") or "tcp") == "tcp":
+            ports.append((match.group("ip") or "0.0.0.0", int(match.group("host")), int(match.group("port"))))
+        else:
+            d.skipped_ports.append(f"{name}: {text}")
     return ContainerSettings(
         binds=tuple(binds), env=tuple(env.items()),
         labels=tuple((k, _text(v)) for k, v in s.get("labels", {}).items()),
         cmd=_split(d, path + ("cmd",), s.get("cmd")), entrypoint=_split(d, path + ("entrypoint",), s.get("entrypoint")),
         user=None if s.get("user") is None else str(s["user"]), hostname=s.get("hostname"),
         healthcheck=healthcheck, after=tuple(dict.fromkeys(after)), memory=memory, cpus=s.get("cpu"),
-        cpu_set=s.get("cpu_set"),
+        cpu_set=s.get("cpu_set"), ports=tuple(ports),
     )
 
 
@@ -160,6 +173,19 @@ def check_order(d: Draft) -> None:
                                               "(stages/wait-for); one of them must not wait")
 
 
+def check_ports(d: Draft) -> None:
+    """A host port (on an address, or on all: 0.0.0.0) is forwarded to one node only."""
+    seen: list[tuple[str, int, str]] = []
+    for node in d.nodes:
+        for i, (ip, host_port, _) in enumerate(node.container.ports if node.container else ()):
+            owner = next((o for o_ip, o_port, o in seen
+                          if o_port == host_port and (o_ip == ip or "0.0.0.0" in (ip, o_ip))), None)
+            if owner is not None:
+                d.add(("topology", "nodes", node.name, "ports", i),
+                      f"host port {host_port} is already forwarded to node {owner!r}")
+            seen.append((ip, host_port, node.name))
+
+
 def collect_notes(d: Draft) -> None:
     """One note naming every key the lab's runtime leaves without effect, and the nodes setting it."""
     runtime = d.runtime or d.topo.runtime
@@ -180,3 +206,6 @@ def collect_notes(d: Draft) -> None:
         others += [f"links.{k}" for k in ("ipv6", "vars", "labels") if getattr(link, k) is not None]
         others += [f"links.endpoints.{k}" for k in ("ipv6", "mac", "vars") for ep in ends if getattr(ep, k)]
     d.notes.extend(clab.notes(runtime, by_key, others))
+    if d.skipped_ports:
+        d.notes.append("ports are forwarded for TCP host:node mappings only; not forwarded: "
+                       + ", ".join(d.skipped_ports))

@@ -247,6 +247,7 @@ class Draft:
     keys: dict[str, str] = field(default_factory=dict)  # node -> its kernel-safe name
     external: list[ExternalLink] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    skipped_ports: list[str] = field(default_factory=list)  # containerlab ports labkit does not forward
 
     def add(self, path: tuple[str | int, ...], message: str, hint: str = "") -> None:
         self.problems.append(PlanProblem(path, message, hint))
@@ -618,6 +619,7 @@ PASSES: tuple[Callable[[Draft], None], ...] = (
     assign_pod_cidrs,
     plan_nodes,
     containers.check_order,
+    containers.check_ports,
     containers.collect_notes,
 )
 

@@ -10,7 +10,9 @@ as containerlab's `${VAR:=default}` reads it.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -91,8 +93,33 @@ def _every_key(lab) -> None:
                        "hostname", check=True).stdout
         assert out.split("\n")[:3] == ["hello from the host", "hello labkit 3 yes defaults", "app-host"]
     _ping(lab, "db", "10.78.0.3")  # through the bridge node
+    _check_port_forward(lab)
     assert lab.nodes()["app"]["mgmt_ipv4"] == "172.31.78.10"
     assert lab.nodes()["db"]["mgmt_ipv4"].startswith("172.31.78.1")  # from ipv4-range 172.31.78.128/25
+
+
+SERVER = """
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 80)); s.listen(1)
+print("ready", flush=True)
+c, _ = s.accept(); c.sendall(b"hi from app " + c.recv(64)); c.close()
+"""
+
+
+def _check_port_forward(lab) -> None:
+    """`ports: [127.0.0.1:47080:80]`: the host's 47080 reaches port 80 inside node app."""
+    server = subprocess.Popen(["nsenter", f"--net={lab.netns_path('app')}", sys.executable, "-c", SERVER],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None and server.stdout.readline() == "ready\n"
+        with socket.create_connection(("127.0.0.1", 47080), timeout=10) as conn:
+            conn.sendall(b"host")
+            conn.shutdown(socket.SHUT_WR)
+            assert conn.recv(64) == b"hi from app host"
+        assert server.wait(timeout=10) == 0
+    finally:
+        server.kill()
+        server.wait()
 
 
 CHECKS = {"all-linux": _all_linux, "names": _names, "links": _links, "every-key": _every_key}

@@ -118,3 +118,17 @@ def test_notes_name_the_keys_a_runtime_leaves(tmp_path: Path) -> None:
     docker = load_plan(path, runtime="docker").notes
     assert netns == ("the netns runtime leaves these keys without effect: binds (h1); license (h1)",)
     assert docker == ("the docker runtime leaves these keys without effect: license (h1)",)
+
+
+def test_ports_parse_and_one_owner_per_host_port(tmp_path: Path) -> None:
+    path = _topo(tmp_path, "name: p\ntopology:\n  defaults: {kind: linux}\n  nodes:\n"
+                           "    a: {ports: ['8080:80', '127.0.0.1:9090:90/tcp', '53:53/udp', '70']}\n")
+    plan = load_plan(path)
+    assert plan.nodes[0].container.ports == (("0.0.0.0", 8080, 80), ("127.0.0.1", 9090, 90))
+    assert plan.notes[-1] == "ports are forwarded for TCP host:node mappings only; not forwarded: a: 53:53/udp, a: 70"
+    clash = _topo(tmp_path, "name: p\ntopology:\n  defaults: {kind: linux}\n  nodes:\n"
+                            "    a: {ports: ['8080:80']}\n    b: {ports: ['127.0.0.1:8080:81', '99999:1']}\n")
+    with pytest.raises(InputError) as info:
+        load_plan(clash)
+    assert "topology.nodes.b.ports[0]: host port 8080 is already forwarded to node 'a'" in str(info.value)
+    assert "'99999:1' is not a port mapping" in str(info.value)
