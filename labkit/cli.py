@@ -138,6 +138,10 @@ def run(argv: Sequence[str]) -> int:
 
         plan = load_plan(args.topology)
         print(f"{args.topology}: ok — lab {plan.lab}: {len(plan.nodes)} nodes, {len(plan.links)} links")
+        from labkit.topology.workloads import plan_notes
+
+        for note in plan_notes(plan):
+            print(f"note: {note}")
         return 0
     from labkit import lab
 

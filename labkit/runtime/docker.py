@@ -174,9 +174,10 @@ class DockerRuntime(RuntimeBase):
         info = self._run(
             name=pod.netns,
             image=PAUSE_IMAGE,
-            hostname=pod.hostname,
+            # hostNetwork: the node container's network (and so its hostname: Docker allows no other)
+            hostname=None if pod.host_netns else pod.hostname,
             labels=labels,
-            network_mode="none",
+            network_mode=f"container:{pod.host_netns}" if pod.host_netns else "none",
             log_config=QUIET_LOG,
             mounts=self._etc_mounts(lab, pod.hosts, pod.resolv_conf),
         )
@@ -218,6 +219,17 @@ class DockerRuntime(RuntimeBase):
             )
 
         parallel(start, list(enumerate(pod.containers)), self.workers)
+
+    def exit_codes(self, lab: str, pod: str) -> list[int | None]:
+        """Each app container's exit code (None while it runs), for pods that run once."""
+        found = self._containers(f"{LABEL_LAB}={lab}", f"{LABEL_POD}={pod}", f"{LABEL_ROLE}=container")
+        codes: list[int | None] = []
+        for c in sorted(found, key=lambda c: int(c["Labels"].get(LABEL_INDEX, "0"))):
+            if c.get("State") == "running":
+                codes.append(None)
+            else:
+                codes.append(self.client.api.inspect_container(c["Id"])["State"]["ExitCode"])
+        return codes
 
     def exec(
         self, sandbox: Sandbox, argv: Sequence[str], *, capture: bool = False
