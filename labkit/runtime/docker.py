@@ -306,7 +306,8 @@ class DockerRuntime(RuntimeBase):
         import docker.errors
 
         containers = self._containers(f"{LABEL_LAB}={lab}", f"{LABEL_POD}={sandbox.name}")
-        self._stop_host_processes(containers)
+        if not sandbox.labels.get("host-network"):  # a hostNetwork pod's namespace is its node's, and stays
+            self._stop_host_processes(containers)
         for c in sorted(containers, key=lambda c: _role(c) == "pause"):
             try:
                 self.client.api.remove_container(c["Id"], force=True, v=True)
