@@ -75,7 +75,14 @@ def test_apply_moves_daemon_set_pods_with_their_node_selector(corpus_lab, tmp_pa
     shutil.copytree(CORPUS, copy)
     daemonsets = copy / "daemonset.yaml"
     daemonsets.write_text(daemonsets.read_text().replace("kubernetes.io/hostname: w2", "kubernetes.io/hostname: w1"))
+    host_network = copy / "hostnetwork.yaml"  # the exporter pod goes; the node and its other pods stay
+    host_network.write_text(host_network.read_text().split("---\n", 1)[1])
     before = set(owned(corpus_lab, "DaemonSet/agent"))
     lab.apply(str(copy / "lab.yaml"), name=corpus_lab.name, progress=Progress(quiet=True))
     assert [p["node"] for p in owned(corpus_lab, "DaemonSet/only-w2").values()] == ["w1"]
     assert set(owned(corpus_lab, "DaemonSet/agent")) == before, "an unchanged DaemonSet's pods stay"
+    assert "default/exporter" not in {f"{p['namespace']}/{p['name']}" for p in lab.status(corpus_lab.name)[0]["pods"]}
+    gone = corpus_lab.exec("w1", "socat", "-T2", "-", "TCP:127.0.0.1:9100,connect-timeout=2")
+    assert gone.returncode != 0, "the removed hostNetwork pod's server is stopped"
+    kept = corpus_lab.exec("w1", "socat", "-T2", "-", "TCP:127.0.0.1:9101,connect-timeout=2", check=True)
+    assert kept.stdout.strip() == "w1", "the node's other hostNetwork pod keeps running"
