@@ -117,3 +117,18 @@ def test_a_run_once_container_leaves_its_exit_code(tmp_path):
         subprocess.run(podproc.recording_exit(argv, str(tmp_path / f"{name}.exit")), check=False)
     (tmp_path / "running.log").write_text("")
     assert podproc.exit_codes(str(tmp_path)) == [3, 0, None]  # bad, ok, running (by name)
+
+
+def test_status_table_shows_the_phase_of_pods_that_ran_once():
+    import io
+
+    from rich.console import Console
+
+    from labkit.report import print_status
+
+    pods = [{"namespace": "default", "name": "once-x2b4d", "node": "w1", "ip": "10.244.1.5", "phase": "Succeeded"},
+            {"namespace": "default", "name": "web", "node": "w2", "ip": "10.244.2.5", "phase": "Running"}]
+    out = io.StringIO()
+    print_status([{"name": "lab", "runtime": "netns", "phase": "up", "nodes": [], "pods": pods, "services": []}],
+                 Console(file=out, width=120, force_terminal=False))
+    assert "phase" in out.getvalue() and "Succeeded" in out.getvalue()
