@@ -13,7 +13,6 @@ _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _IANA_SVC_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 
 
 def dns1123_label(value: str) -> str | None:
@@ -97,8 +96,11 @@ def path_segment_name(value: str) -> str | None:
 
 
 def env_var_name(value: str) -> str | None:
-    if not _ENV_NAME.match(value):
-        return f"{value!r} is not a valid environment variable name; valid: letters, digits, '_', '-', '.'"
+    """As the API server has checked them since RelaxedEnvironmentVariableValidation (on by default from
+    1.32, GA in 1.34): any printable ASCII but '=', not empty."""
+    if not value or any(not 32 <= ord(c) <= 126 or c == "=" for c in value):
+        return (f"{value!r} is not a valid environment variable name; valid: printable ASCII characters "
+                "other than '=' (at least one)")
     return None
 
 

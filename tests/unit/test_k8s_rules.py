@@ -132,3 +132,8 @@ def test_status_table_shows_the_phase_of_pods_that_ran_once():
     print_status([{"name": "lab", "runtime": "netns", "phase": "up", "nodes": [], "pods": pods, "services": []}],
                  Console(file=out, width=120, force_terminal=False))
     assert "phase" in out.getvalue() and "Succeeded" in out.getvalue()
+
+
+def test_environment_variable_names_are_printable_ascii_without_equals():
+    assert names.env_var_name("1st.var name") is None  # the API server's relaxed rule (GA in 1.34)
+    assert names.env_var_name("A=B") and names.env_var_name("") and names.env_var_name("caf\u00e9")
