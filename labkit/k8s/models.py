@@ -104,7 +104,6 @@ class K8sModel(BaseModel):
             raise PydanticCustomError("k8s_type", "expected a mapping, got {got}", {"got": _describe(data)})
         known = {f.alias or name for name, f in cls.model_fields.items()}
         kept = {}
-        valid = known | (cls._ignored - cls._bookkeeping)
         for key, value in data.items():
             if value is None or key in cls._ignored:
                 continue
@@ -112,7 +111,7 @@ class K8sModel(BaseModel):
                 raise PydanticCustomError(
                     "k8s_unknown_field",
                     "unknown field; valid: {valid}",
-                    {"field": key, "valid": ", ".join(sorted(valid))},
+                    {"field": key, "valid": ", ".join(sorted(known | (cls._ignored - cls._bookkeeping)))},
                 )
             kept[key] = value
         return kept
