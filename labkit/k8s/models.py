@@ -146,9 +146,9 @@ class TemplateMeta(K8sModel):
 
 
 class LabelSelectorRequirement(K8sModel):
-    key: StrictStr
+    key: Annotated[StrictStr, _check(names.label_key)]
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
-    values: tuple[StrictStr, ...] = ()
+    values: tuple[Annotated[StrictStr, _check(names.label_value)], ...] = ()
 
     @model_validator(mode="after")
     def _values_fit_operator(self) -> LabelSelectorRequirement:
