@@ -108,11 +108,13 @@ def _check_names(args: argparse.Namespace) -> None:
     """Every lab name given on the command line is checked before anything uses it (as a path,
     a namespace prefix or a label)."""
     from labkit.paths import check_lab_name
+    from labkit.topology.names import is_clab_lab_name, lab_key
 
+    # a lab is named as its file names it (containerlab's rule), or by the name labkit runs it under
     if getattr(args, "name", None) is not None:
-        check_lab_name(args.name, "--name")
+        args.name = check_lab_name(lab_key(args.name) if is_clab_lab_name(args.name) else args.name, "--name")
     if args.verb == "exec":
-        check_lab_name(args.lab, "LAB")
+        args.lab = check_lab_name(lab_key(args.lab) if is_clab_lab_name(args.lab) else args.lab, "LAB")
 
 
 def _lab_name(args: argparse.Namespace) -> str | None:
@@ -120,8 +122,9 @@ def _lab_name(args: argparse.Namespace) -> str | None:
         return args.name
     if getattr(args, "topology", None):
         from labkit.topology import load_topology
+        from labkit.topology.names import lab_key
 
-        return load_topology(args.topology)[0].name
+        return lab_key(load_topology(args.topology)[0].name)
     return None
 
 
@@ -137,10 +140,12 @@ def run(argv: Sequence[str]) -> int:
         from labkit.topology import load_plan
 
         plan = load_plan(args.topology)
-        print(f"{args.topology}: ok — lab {plan.lab}: {len(plan.nodes)} nodes, {len(plan.links)} links")
+        named = f"lab {plan.title}" + (f" (runs as {plan.lab})" if plan.title and plan.title != plan.lab else "")
+        links = len(plan.links) + len(plan.external_links)
+        print(f"{args.topology}: ok — {named}: {len(plan.nodes)} nodes, {links} links")
         from labkit.topology.workloads import plan_notes
 
-        for note in plan_notes(plan):
+        for note in [*plan.notes, *plan_notes(plan)]:
             print(f"note: {note}")
         return 0
     from labkit import lab

@@ -47,6 +47,10 @@ def with_host_access(plan: Plan) -> bool:
     return bool(plan.mgmt and plan.mgmt.host_access)
 
 
+def with_ports(plan: Plan) -> bool:
+    return any(n.container and n.container.ports for n in plan.nodes)
+
+
 UP: tuple[Phase, ...] = (
     ("nodes", nodes.create_nodes, always),
     ("links", nodes.create_links, always),
@@ -58,6 +62,7 @@ UP: tuple[Phase, ...] = (
     ("dns", dns.start_dns, with_cluster),
     ("policies", services.apply_policies, with_cluster),
     ("exec", nodes.run_exec, always),
+    ("ports", nodes.publish_ports, with_ports),  # containerlab's `ports`, forwarded into the nodes
     ("cni server", cni.wait_cni_server, with_cluster),  # listening before `up` returns
     ("readiness", pods.wait_ready, with_cluster),
 )
@@ -91,6 +96,8 @@ def up(path: str, runtime: str | None = None, progress: Progress | None = None,
 def _up(path: str, plan: Plan, rt: Runtime, progress: Progress) -> dict[str, Any]:
     if plan.lab in known_labs():
         raise LabkitError(f"lab {plan.lab!r} is already up; take it down first: labkit down --name {plan.lab}")
+    for note in plan.notes:  # keys this runtime leaves without effect, said once
+        progress.note(f"note: {note}")
     build = Build(plan, rt, progress)
     from labkit.topology.workloads import plan_notes
 
@@ -197,7 +204,8 @@ def summarize(plan: Plan, build: Build | None = None) -> dict[str, Any]:
                            for i in node.interfaces],
         })
     return {
-        "name": plan.lab, "runtime": plan.runtime, "source": plan.source, "nodes": nodes,
+        "name": plan.lab, "title": plan.title or plan.lab, "runtime": plan.runtime, "source": plan.source,
+        "nodes": nodes,
         "links": [{"a": f"{link.a.node}:{link.a.ifname}", "b": f"{link.b.node}:{link.b.ifname}"}
                   for link in plan.links],
         "mgmt": {"netns": plan.mgmt.netns, "subnet": str(plan.mgmt.subnet),
@@ -256,6 +264,7 @@ def _down(lab: str, runtimes: Sequence[Runtime] | None) -> bool:
 
 def _remove_host_link(lab: str) -> None:
     wiring.remove_host_link(host_link_name(lab))
+    wiring.remove_lab_host_links(lab)  # the host ends of containerlab `host` links, by their mark
 
 
 def known_labs(*, containers: bool = False) -> set[str]:
@@ -465,6 +474,7 @@ def leftovers(lab: str) -> list[str]:
         found.append(files.dir)
     if os.path.exists(f"/sys/class/net/{host_link_name(lab)}"):
         found.append(f"host link {host_link_name(lab)}")
+    found += [f"host link {name}" for name in wiring.lab_host_links(lab)]
     if lab in _docker_engine_labs()[1]:
         found.append(f"docker containers labelled labkit.lab={lab}")
     if os.path.exists(paths.lock_path(lab)):  # the lab's lock file (labkit.lock), beside its folder

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class NodeSpec:
     hostname: str | None = None
     hosts: str = ""  # contents of the node's /etc/hosts
     resolv_conf: str = ""  # contents of the node's /etc/resolv.conf
+    container: Any = None  # labkit.topology.containers.ContainerSettings: containerlab's container keys
 
 
 @dataclass(frozen=True)
