@@ -102,7 +102,7 @@ def _up(path: str, plan: Plan, rt: Runtime, progress: Progress) -> dict[str, Any
     from labkit.topology.workloads import plan_notes
 
     for note in plan_notes(plan):
-        progress.note(note)
+        progress.note(f"note: {note}")
     state.write(plan.lab, {"name": plan.lab, "runtime": plan.runtime, "source": os.path.abspath(path),
                            "phase": "starting", "created": time.time()})
     _run_phases(build, UP, undo=True)
