@@ -100,6 +100,10 @@ def _up(path: str, plan: Plan, rt: Runtime, progress: Progress) -> dict[str, Any
     for note in plan.notes:  # keys this runtime leaves without effect, said once
         progress.note(f"note: {note}")
     build = Build(plan, rt, progress)
+    from labkit.topology.workloads import plan_notes
+
+    for note in plan_notes(plan):
+        progress.note(f"note: {note}")
     state.write(plan.lab, {"name": plan.lab, "runtime": plan.runtime, "source": os.path.abspath(path),
                            "phase": "starting", "created": time.time()})
     _run_phases(build, UP, undo=True)
@@ -131,7 +135,8 @@ def _apply(path: str, plan: Plan, progress: Progress) -> dict[str, Any]:
     build = Build(plan, get_runtime(plan.runtime), progress)
     build.sandboxes = {n["name"]: Sandbox(plan.lab, n["name"], n["netns_path"]) for n in summary["nodes"]}
     build.pods = [PodRecord(p["namespace"], p["name"], p["node"], p["ip"], p["netns"], p["netns_path"],
-                        p["pid"], p["labels"], p.get("pid_start")) for p in summary["pods"]]
+                        p["pid"], p["labels"], p.get("pid_start"), p.get("host_network", False),
+                        p.get("run_once", False)) for p in summary["pods"]]
     from labkit.proxy import ServiceView
 
     build.previous_services = [ServiceView.model_validate(v) for v in recorded.get("service_views", [])]
@@ -213,7 +218,14 @@ def summarize(plan: Plan, build: Build | None = None) -> dict[str, Any]:
                 "conflists": {n.name: files.conflist(n.name) for n in k8s_nodes(plan)}}
         if plan.cluster else None,
         "timings": dict(build.timings) if build else {},
+        "not_acted_on": _not_acted_on(plan),
     }
+
+
+def _not_acted_on(plan: Plan) -> dict[str, list]:
+    from labkit.topology.workloads import not_acted_on
+
+    return not_acted_on(plan)
 
 
 # ---------------------------------------------------------------- down
@@ -303,10 +315,25 @@ def status(lab: str | None = None) -> list[dict[str, Any]]:
             node["running"] = node["netns"] in present if summary.get("runtime") == "netns" else None
         phase = (recorded or {}).get("phase", "unknown (no state file)")
         problems = health_problems(name, summary, present) if phase == "up" else []
+        _pod_phases(name, summary)
         summary["phase"] = "degraded" if problems else phase
         summary["health"] = {"ok": not problems and phase == "up", "problems": problems}
         result.append(summary)
     return result
+
+
+def _pod_phases(lab: str, summary: dict[str, Any]) -> None:
+    """Each pod's `phase` (Running; Succeeded or Failed once a pod that runs once is done)."""
+    from labkit.phases.pods import pod_phase
+
+    pods = summary.get("pods", [])
+    if not any(p.get("run_once") for p in pods):
+        for pod in pods:
+            pod["phase"] = "Running"
+        return
+    rt = get_runtime(summary.get("runtime") or "netns")
+    for pod in pods:
+        pod["phase"] = pod_phase(rt, lab, pod)
 
 
 def health_problems(lab: str, summary: dict[str, Any], present: set[str]) -> list[str]:

@@ -42,8 +42,12 @@ def print_status(labs: list[dict[str, Any]], console: Console | None = None) -> 
             for column in ("namespace", "name", "node"):
                 pods.add_column(column)
             pods.add_column("ip", no_wrap=True)
+            phases = any(pod.get("phase", "Running") != "Running" for pod in lab["pods"])  # pods that ran once
+            if phases:
+                pods.add_column("phase")
             for pod in lab["pods"]:
-                pods.add_row(pod["namespace"], pod["name"], pod["node"], pod.get("ip") or "")
+                pods.add_row(pod["namespace"], pod["name"], pod["node"], pod.get("ip") or "",
+                             *([pod.get("phase", "Running")] if phases else []))
             console.print(pods)
         if lab.get("services"):
             console.print(_services(lab["services"]))
