@@ -349,6 +349,10 @@ def attachment_problems(pods: Iterable[Pod], networks: Iterable[NetworkAttachmen
     for pod in pods:
         if NETWORKS_ANNOTATION not in pod.metadata.annotations:
             continue
+        if pod.spec.hostNetwork:
+            out.append(problem(pod, "a hostNetwork pod lives in its node's network namespace, and Multus attaches "
+                                    "no networks to it; drop the annotation or hostNetwork: true"))
+            continue
         try:
             selections = parse_networks(pod.metadata.annotations[NETWORKS_ANNOTATION], pod.namespace)
         except ValueError as exc:

@@ -177,6 +177,12 @@ def test_bad_networks_annotation_names_file_line_and_field(tmp_path, networks: s
     assert message in text, text
 
 
+def test_a_host_network_pod_gets_no_attachments(tmp_path) -> None:
+    text = pod("p", "storage").replace("nodeName: w1,", "nodeName: w1, hostNetwork: true,")
+    with pytest.raises(InputError, match="a hostNetwork pod lives in its node's network namespace"):
+        load_plan(lab(tmp_path, [nad("storage", MACVLAN), text]))
+
+
 def test_ips_need_a_plugin_that_takes_them(tmp_path) -> None:
     config = {**MACVLAN, "capabilities": {}, "ipam": {"type": "host-local", "subnet": "10.1.0.0/24"}}
     with pytest.raises(InputError, match="asks for 'ips', but no plugin"):
