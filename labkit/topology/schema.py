@@ -131,9 +131,39 @@ class Mgmt(Model):
     network: str | None = None  # containerlab's docker network name; unused here
 
 
+ASN_MAX = 4294967294  # 4-byte ASNs; 4294967295 is reserved (RFC 7300), 0 too (RFC 7607)
+
+
+class BGPPeer(Model):
+    """An external BGP peer every k8s-node sessions with over its node IP (Calico's global BGPPeer):
+    `address` of a router the user runs, or `node`, a linux node of this lab whose BIRD labkit runs."""
+
+    address: ipaddress.IPv4Address | None = None
+    node: str | None = None
+    asn: int = Field(ge=1, le=ASN_MAX)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> BGPPeer:
+        if (self.address is None) == (self.node is None):
+            raise ValueError("a peer is {address: IP, asn: N} (a router you run) or {node: NAME, asn: N} "
+                             "(a linux node of this lab, whose BIRD labkit runs): give exactly one of address, node")
+        return self
+
+
+class BGP(Model):
+    """`cni.bgp` (backend bgp): Calico's BGPConfiguration, in small."""
+
+    asn: int = Field(default=64512, ge=1, le=ASN_MAX)
+    mesh: bool | None = None  # iBGP full mesh between the nodes; default: true unless route-reflectors are given
+    route_reflectors: list[str] = []
+    peers: list[BGPPeer] = []
+
+
 class CNI(Model):
     backend: str = kinds.DEFAULT_CNI_BACKEND
     mtu: int | None = Field(default=None, ge=576, le=65535)
+    masquerade: bool = True  # pod traffic leaving the cluster takes the node's address (Calico's natOutgoing)
+    bgp: BGP | None = None
 
     @field_validator("backend")
     @classmethod
