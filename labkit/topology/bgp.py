@@ -117,7 +117,7 @@ def plan_bgp(d: Any) -> BgpPlan | None:  # d: labkit.topology.plan.Draft (which 
                 continue
             if str(address) in node_ips:
                 owner = node_ips[str(address)]
-                d.add(path + ("address",), f"peer address {address} is node {owner!r}'s own; "
+                d.add(path + ("address",), f"peer address {address} is the address of node {owner!r}; "
                                            f"for a lab node use {{node: {owner}, asn: N}}")
                 ok = False
                 continue

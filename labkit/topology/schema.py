@@ -134,13 +134,22 @@ class Mgmt(Model):
 ASN_MAX = 4294967294  # 4-byte ASNs; 4294967295 is reserved (RFC 7300), 0 too (RFC 7607)
 
 
+def _asn(value: Any) -> Any:
+    if type(value) is int and 1 <= value <= ASN_MAX:
+        return value
+    raise ValueError(f"an AS number is 1-{ASN_MAX} (private ones: 64512-65534, 4200000000-{ASN_MAX}), "
+                     f"got {value!r}")
+
+
 class BGPPeer(Model):
     """An external BGP peer every k8s-node sessions with over its node IP (Calico's global BGPPeer):
     `address` of a router the user runs, or `node`, a linux node of this lab whose BIRD labkit runs."""
 
     address: ipaddress.IPv4Address | None = None
     node: str | None = None
-    asn: int = Field(ge=1, le=ASN_MAX)
+    asn: int
+
+    _check_asn = field_validator("asn", mode="before")(_asn)
 
     @model_validator(mode="after")
     def _one_of(self) -> BGPPeer:
@@ -153,7 +162,9 @@ class BGPPeer(Model):
 class BGP(Model):
     """`cni.bgp` (backend bgp): Calico's BGPConfiguration, in small."""
 
-    asn: int = Field(default=64512, ge=1, le=ASN_MAX)
+    asn: int = 64512
+
+    _check_asn = field_validator("asn", mode="before")(_asn)
     mesh: bool | None = None  # iBGP full mesh between the nodes; default: true unless route-reflectors are given
     route_reflectors: list[str] = []
     peers: list[BGPPeer] = []
@@ -169,7 +180,8 @@ class CNI(Model):
     @classmethod
     def _known_backend(cls, value: str) -> str:
         if value not in kinds.CNI_BACKENDS:
-            valid = " or ".join(repr(b) for b in kinds.CNI_BACKENDS)
+            names = [repr(b) for b in kinds.CNI_BACKENDS]
+            valid = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
             raise ValueError(f"should be {valid} (got {value!r})")
         return value
 
