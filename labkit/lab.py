@@ -413,10 +413,26 @@ def sandbox_of(lab: str, target: str) -> tuple[Runtime, Sandbox]:
 
 
 def exec_in(lab: str, target: str, argv: Sequence[str]) -> int:
-    """Run argv in a node of a running lab; its exit code passes through."""
+    """Run argv in a node of a running lab; its exit code passes through.
+
+    `birdc` (without -s) in a node running BGP talks to that node's BIRD: it runs on the host with the
+    daemon's control socket, so it works under every runtime and no image needs it."""
+    socket = _bird_socket(lab, target) if argv[:1] == ["birdc"] and "-s" not in argv else None
+    if socket is not None:
+        import subprocess
+
+        return subprocess.run(["birdc", "-s", socket, *argv[1:]], check=False).returncode
     rt, sandbox = sandbox_of(lab, target)
     code, _ = rt.exec(sandbox, argv)
     return code
+
+
+def _bird_socket(lab: str, target: str) -> str | None:
+    """The control socket of `target`'s BGP daemon, if it is a node of `lab` that runs one."""
+    sandbox_of(lab, target)  # the lab and the node exist, or one clear error
+    summary = (state.read(lab) or {}).get("summary") or {}
+    node = next((n for n in summary.get("nodes", []) if n.get("name") == target), {})
+    return node.get("bgp", {}).get("socket") if isinstance(node.get("bgp"), dict) else None
 
 
 def graph_summary(topology: str | Path | None = None, name: str | None = None) -> dict[str, Any]:
