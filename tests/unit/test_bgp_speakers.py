@@ -51,7 +51,8 @@ def test_route_reflectors_replace_the_mesh() -> None:
 
 def test_an_address_peer_gets_a_session_from_every_node_and_no_speaker(tmp_path: Path) -> None:
     path = tmp_path / "t.yaml"
-    path.write_text("name: t\ncluster:\n  cni:\n    backend: bgp\n    bgp: {peers: [{address: 172.31.0.9, asn: 65001}]}\n"
+    path.write_text("name: t\ncluster:\n  cni:\n    backend: bgp\n"
+                    "    bgp: {peers: [{address: 172.31.0.9, asn: 65001}]}\n"
                     "topology:\n  nodes: {cp: {kind: k8s-node}, w1: {kind: k8s-node}}\n")
     found = _by_node(path)
     assert list(found) == ["cp", "w1"]
