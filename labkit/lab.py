@@ -183,7 +183,7 @@ def _record(build: Build) -> dict[str, Any]:
 def summarize(plan: Plan, build: Build | None = None) -> dict[str, Any]:
     """What status reports about a lab (the JSON keys of DESIGN.md section 4)."""
     files = paths.lab(plan.lab)
-    speakers = {s.node: s for s in bgp_speakers(plan)}
+    speakers = {s.node: s for s in _bgp_speakers(plan)}
     nodes = []
     for node in plan.nodes:
         nodes.append({
@@ -213,7 +213,7 @@ def summarize(plan: Plan, build: Build | None = None) -> dict[str, Any]:
     }
 
 
-def bgp_speakers(plan: Plan) -> list:
+def _bgp_speakers(plan: Plan) -> list:
     from labkit.bgp import speakers
 
     return speakers(plan)

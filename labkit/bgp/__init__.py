@@ -11,9 +11,9 @@ The phases (labkit.phases.bgp) start the daemons in `up`, start dead ones again 
 from __future__ import annotations
 
 from .birdc import BirdcError, ask, live, parse_protocols, parse_routes, sessions
-from .daemon import TIMERS, BirdFiles, Timers, files_of, render, running, start, stop, write_config
+from .daemon import TIMERS, BirdFiles, Timers, files_of, reconfigure, render, running, start, stop, write_config
 from .speakers import Prefix, Session, Speaker, speakers
 
 __all__ = ["TIMERS", "BirdFiles", "BirdcError", "Prefix", "Session", "Speaker", "Timers", "ask", "files_of",
-           "live", "parse_protocols", "parse_routes", "render", "running", "sessions", "speakers", "start",
-           "stop", "write_config"]
+           "live", "parse_protocols", "parse_routes", "reconfigure", "render", "running", "sessions", "speakers",
+           "start", "stop", "write_config"]

@@ -17,6 +17,7 @@ BGP mode): announced, not installed in the node's own kernel.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from labkit.topology.bgp import BgpPlan
@@ -62,8 +63,11 @@ def protocol_name(prefix: str, peer: str) -> str:
     return f"{prefix}_" + "".join(c if c.isalnum() else "_" for c in peer)
 
 
-def speakers(plan: Plan) -> list[Speaker]:
-    """Every speaker of the lab (k8s-nodes first, then router nodes); empty unless the backend is bgp."""
+def speakers(plan: Plan, announce: Mapping[str, Sequence[Prefix]] | None = None) -> list[Speaker]:
+    """Every speaker of the lab (k8s-nodes first, then router nodes); empty unless the backend is bgp.
+
+    `announce`: node -> further prefixes it originates to all its peers without installing them
+    (e.g. LoadBalancer addresses, as MetalLB's BGP mode announces them from the nodes)."""
     cluster = plan.cluster
     if cluster is None or cluster.bgp is None:
         return []
@@ -88,7 +92,8 @@ def speakers(plan: Plan) -> list[Speaker]:
             label = peer.node or str(peer.address)
             sessions.append(Session(protocol_name("peer", label), str(peer.address), peer.asn, label))
         found.append(Speaker(name, "node", bgp.asn, ip, tuple(sessions),
-                             install=(Prefix(pod_cidr, f"podCIDR of {name}"),)))
+                             install=(Prefix(pod_cidr, f"podCIDR of {name}"),),
+                             announce=tuple((announce or {}).get(name, ()))))
     for peer in bgp.router_nodes:
         assert peer.node is not None
         router = plan.node(peer.node)

@@ -45,7 +45,7 @@ def ensure_bgp(b: Build) -> None:
         files = bgp.write_config(lab, speaker)
         if bgp.running(files) is not None:
             try:
-                bgp.daemon.reconfigure(files)
+                bgp.reconfigure(files)
             except bgp.BirdcError as e:
                 raise LabkitError(f"node {speaker.node}: the BGP daemon did not take its new config: {e}") from None
         else:

@@ -92,10 +92,9 @@ def test_every_rendered_config_is_one_bird_accepts(topology: Path, tmp_path: Pat
 def test_announced_prefixes_are_exported_but_not_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """What a later LoadBalancer announcement (MetalLB's BGP mode) adds: its own static protocol."""
     monkeypatch.setenv("LABKIT_STATE_DIR", str(tmp_path))
-    import dataclasses
-
-    speaker = _by_node(KUBE_BGP)["w1"]
-    speaker = dataclasses.replace(speaker, announce=(bgp.Prefix("192.0.2.10/32", "LoadBalancer default/web"),))
+    lb = bgp.Prefix("192.0.2.10/32", "LoadBalancer default/web")
+    speaker = {s.node: s for s in bgp.speakers(load_plan(KUBE_BGP), announce={"w1": [lb]})}["w1"]
+    assert speaker.announce == (lb,)
     files = bgp.write_config("kubebgp", speaker)
     text = Path(files.config).read_text()
     assert "protocol static announce" in text and 'if proto = "announce" then accept;' in text
