@@ -157,6 +157,18 @@ class LabPaths:
         """The pid file of the DNS server serving kube-dns pod `pod`."""
         return self.path("dns", f"{_component(pod)}.pid")
 
+    # --- BGP daemons (backend bgp): one BIRD per k8s-node, and per router node peering with them
+    @property
+    def bgp_dir(self) -> str:
+        return self.path("bgp")
+
+    def bird_dir(self, node: str) -> str:
+        """A node's BIRD: bird.conf, bird.ctl (its control socket, for birdc -s), bird.pid, bird.log."""
+        return self.path("bgp", _component(node))
+
+    def bird_socket(self, node: str) -> str:
+        return self.path("bgp", _component(node), "bird.ctl")
+
     # --- pods and containers
     @property
     def pods_dir(self) -> str:
