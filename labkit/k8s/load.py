@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from labkit.errors import InputError, Problem
-from labkit.k8s import models, multus
+from labkit.k8s import gateway, ingress, models, multus
 from labkit.k8s import names
 from labkit.k8s.fields import UnusedField, unused_fields
 from labkit.k8s.models import (
@@ -55,8 +55,12 @@ API_VERSIONS = {
     "ReplicaSet": "apps/v1",
     "Job": "batch/v1",
     **multus.API_VERSIONS,
+    **ingress.API_VERSIONS,
+    **gateway.API_VERSIONS,
 }
 KINDS = {**KINDS, **multus.KINDS}  # NetworkAttachmentDefinition: labkit.k8s.multus
+# Ingress, IngressClass, kubernetes.io/tls Secrets (labkit.k8s.ingress); the Gateway API (labkit.k8s.gateway)
+KINDS = {**KINDS, **ingress.KINDS, **gateway.KINDS}
 
 # The built-in API's other kinds, by apiVersion: accepted, and listed as not acted on. Some would
 # shape traffic in a real cluster (Ingress, EndpointSlice, ReplicationController, CronJob): their
@@ -92,7 +96,6 @@ CLUSTER_SCOPED = frozenset({
 })
 # What a real cluster would do with them that the lab does not.
 NOT_BUILT = {
-    "Ingress": "no ingress controller runs in the lab",
     "EndpointSlice": "endpoints come from Service selectors only",
     "Endpoints": "endpoints come from Service selectors only",
     "ReplicationController": "write a ReplicaSet or Deployment to get its pods",
@@ -156,6 +159,12 @@ class Workloads:
     replica_sets: tuple[ReplicaSet, ...] = ()
     jobs: tuple[Job, ...] = ()
     network_attachments: tuple[multus.NetworkAttachmentDefinition, ...] = ()
+    ingresses: tuple[ingress.Ingress, ...] = ()
+    ingress_classes: tuple[ingress.IngressClass, ...] = ()
+    tls_secrets: tuple[ingress.Secret, ...] = ()
+    gateway_classes: tuple[gateway.GatewayClass, ...] = ()
+    gateways: tuple[gateway.Gateway, ...] = ()
+    http_routes: tuple[gateway.HTTPRoute, ...] = ()
     # "ns/pod" -> "Deployment/web": which controller made a pod (absent for bare pods).
     owners: Mapping[str, str] = field(default_factory=dict)
     # Objects accepted but not built (ConfigMaps, RBAC, custom resources ...), and fields set but not acted on.
@@ -272,8 +281,8 @@ def _parse_object(doc: Document, prefix: Loc, problems: list[Problem]) -> models
     if kind is None:
         report(("kind",), f"required field is missing; valid: {valid_kinds}")
         return None
-    if kind not in KINDS:
-        return _other_object(doc, prefix, data, report)
+    if kind not in KINDS or (kind == "Secret" and data.get("type") != ingress.TLS_TYPE):
+        return _other_object(doc, prefix, data, report)  # only TLS Secrets are acted on (by the proxy)
     api_version = data.get("apiVersion")
     if api_version != API_VERSIONS[kind]:
         what = "required field is missing" if api_version is None else f"{api_version!r} is not valid for {kind}"
@@ -494,6 +503,12 @@ def _assemble(objects: list[tuple[models._Object, Origin]]) -> Workloads:
         replica_sets=tuple(by_kind["ReplicaSet"]),
         jobs=tuple(by_kind["Job"]),
         network_attachments=tuple(by_kind[multus.KIND]),
+        ingresses=tuple(by_kind["Ingress"]),
+        ingress_classes=tuple(by_kind["IngressClass"]),
+        tls_secrets=tuple(by_kind["Secret"]),
+        gateway_classes=tuple(by_kind["GatewayClass"]),
+        gateways=tuple(by_kind["Gateway"]),
+        http_routes=tuple(by_kind["HTTPRoute"]),
         owners=owners,
         origins=origins,
     )

@@ -165,6 +165,7 @@ class ClusterPlan:
     dns_workers: int | None = None    # DNS server processes per replica; None: one per two CPUs
     masquerade: bool = True  # pod traffic leaving the cluster pod CIDR takes the node's address
     bgp: BgpPlan | None = None  # backend bgp: the speakers' AS, mesh or route reflectors, external peers
+    ingress_replicas: int | None = None  # cluster.ingress: the controller runs even without Ingress objects
 
 
 @dataclass(frozen=True)
@@ -360,6 +361,7 @@ def plan_cluster(d: Draft) -> None:
         mtu=c.cni.mtu, dns_ip=c.dns.ip, dns_replicas=c.dns.replicas,
         dns_upstreams=tuple(str(u) for u in c.dns.upstreams),
         dns_workers=None if c.dns.workers == "auto" else c.dns.workers, masquerade=c.cni.masquerade,
+        ingress_replicas=c.ingress.replicas if c.ingress else None,
     )
 
 

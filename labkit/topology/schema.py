@@ -362,12 +362,17 @@ class DNS(Model):
         raise ValueError(f"workers is auto (one per two CPUs) or a number from 1 to 64, got {value!r}")
 
 
+class IngressSettings(Model):
+    replicas: int = Field(default=1, ge=1, le=8)  # proxy pods of the ingress controller (labkit.k8s.edge)
+
+
 class Cluster(Model):
     domain: str = "cluster.local"
     pod_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("10.244.0.0/16")
     service_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("10.96.0.0/16")
     cni: CNI = CNI()
     dns: DNS = DNS()
+    ingress: IngressSettings | None = None  # present: the ingress controller runs even without an Ingress
 
 
 class TopologyBody(Model):

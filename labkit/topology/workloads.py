@@ -13,7 +13,7 @@ from pathlib import Path
 
 from labkit.errors import InputError, Problem
 from labkit.k8s import Pod, Workloads, load_workloads
-from labkit.k8s import multus
+from labkit.k8s import edge, multus
 from labkit.k8s.allocate import Allocation, allocate
 from labkit.k8s.nodes import cluster_nodes, place_daemon_sets
 from labkit.k8s.system import system_manifests
@@ -27,7 +27,14 @@ def plan_workloads(plan: Plan, doc: Document) -> Plan:
     assert cluster is not None
     data = doc.data if isinstance(doc.data, dict) else {}
     sources = list(data.get("workloads") or []) + system_manifests(cluster.dns_ip, cluster.dns_replicas)
-    workloads = load_workloads(sources, Path(plan.source).resolve().parent, origin=doc.file, line_of=doc.line_of)
+    base = Path(plan.source).resolve().parent
+    workloads = load_workloads(sources, base, origin=doc.file, line_of=doc.line_of)
+    if edge.wanted(workloads, cluster.ingress_replicas):  # the ingress controller's pods and Service too
+        edge_problems = edge.edge_problems(workloads)
+        if edge_problems:
+            raise InputError(edge_problems)
+        sources += edge.controller_manifests(workloads, cluster.ingress_replicas)
+        workloads = load_workloads(sources, base, origin=doc.file, line_of=doc.line_of)
     workloads = place_daemon_sets(workloads, cluster_nodes([n.name for n in plan.cluster_nodes]))
     allocation = allocate(workloads, [n.name for n in plan.cluster_nodes],
                           service_cidr=str(cluster.service_cidr), dns_ip=str(cluster.dns_ip))
