@@ -395,6 +395,10 @@ def run_request(req: dict) -> dict:
             addresses = res["addresses"]
         result: dict = {}
         for address in addresses:
+            if req.get("op") == "http":  # one HTTP request (labkit verify's `http:` checks)
+                result = http_get(address, port, req.get("http") or {}, timeout)
+                result["address"] = address
+                break
             result = probe(protocol, address, port, timeout)
             result["address"] = address
             if result["open"]:
@@ -402,6 +406,46 @@ def run_request(req: dict) -> dict:
         return {**out, **result, "addresses": addresses}
     except Exception as exc:  # noqa: BLE001 - bad request: report it as the result
         return {**out, "open": False, "status": "ERROR", "reason": f"agent error: {exc!r}"}
+
+
+def http_get(address: str, port: int, spec: dict, timeout: float = 1.0) -> dict:
+    """One HTTP/1.1 request (GET unless `method`), `Host` (and for https the SNI name) from `host`;
+    the status code and the body's first 4 KiB. Certificates are not verified (a lab's are its own)."""
+    import ssl
+
+    host = spec.get("host") or address
+    path = spec.get("path") or "/"
+    try:
+        sock = socket.create_connection((address, port), timeout=timeout)
+    except OSError as exc:
+        return {"open": False, "reason": _os_reason(exc, timeout)}
+    try:
+        if spec.get("scheme") == "https":
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            sock = context.wrap_socket(sock, server_hostname=host)
+        head = [f"{spec.get('method') or 'GET'} {path} HTTP/1.1", f"Host: {host}", "Connection: close",
+                "User-Agent: labkit-agent"]
+        head += [f"{k}: {v}" for k, v in (spec.get("headers") or {}).items()]
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+        data = b""
+        while len(data) < 65536:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except (OSError, ssl.SSLError) as exc:
+        return {"open": False, "reason": f"HTTP request failed: {exc}"}
+    finally:
+        sock.close()
+    header, _, body = data.partition(b"\r\n\r\n")
+    first = header.split(b"\r\n", 1)[0].decode(errors="replace").split()
+    if len(first) < 2 or not first[1].isdigit():
+        return {"open": True, "http_status": 0, "body": "", "reason": f"not an HTTP answer: {data[:80]!r}"}
+    text = body[:4096].decode(errors="replace")
+    return {"open": True, "http_status": int(first[1]), "body": text,
+            "reason": f"HTTP {first[1]}: {text.strip().splitlines()[0] if text.strip() else '(empty body)'}"}
 
 
 def probe_many(inp=None, out=None) -> int:

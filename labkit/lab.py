@@ -21,7 +21,7 @@ from labkit.errors import LabkitError
 from labkit.files import umask
 from labkit.lock import lab_lock
 from labkit.net import netns, wiring
-from labkit.phases import bgp, cni, dns, nodes, pods, services
+from labkit.phases import bgp, cni, dns, ingress, nodes, pods, services
 from labkit.phases.build import Build, PodRecord, k8s_nodes
 from labkit.progress import Progress
 from labkit.runtime import Runtime, Sandbox, get_runtime
@@ -64,6 +64,7 @@ UP: tuple[Phase, ...] = (
     ("services", services.apply_services, with_cluster),
     ("dns", dns.start_dns, with_cluster),
     ("policies", services.apply_policies, with_cluster),
+    ("ingress", ingress.start_ingress, ingress.with_ingress),  # HAProxy in the proxy pods (labkit.ingress)
     ("exec", nodes.run_exec, always),
     ("ports", nodes.publish_ports, with_ports),  # containerlab's `ports`, forwarded into the nodes
     ("cni server", cni.wait_cni_server, with_cluster),  # listening before `up` returns
@@ -79,6 +80,7 @@ APPLY: tuple[Phase, ...] = (  # a running cluster lab's workloads; nodes and lin
     ("services", services.apply_services, with_cluster),
     ("dns", dns.start_dns, with_cluster),
     ("policies", services.apply_policies, with_cluster),
+    ("ingress", ingress.start_ingress, ingress.with_ingress),  # reloaded: established connections stay
     ("readiness", pods.wait_ready, with_cluster),
 )
 
@@ -226,6 +228,7 @@ def summarize(plan: Plan, build: Build | None = None) -> dict[str, Any]:
         if plan.cluster else None,
         "timings": dict(build.timings) if build else {},
         "not_acted_on": _not_acted_on(plan),
+        "ingress": ingress.ingress_status(build) if build else None,  # the HTTP front door (labkit.ingress)
     }
 
 

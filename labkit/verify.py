@@ -324,6 +324,17 @@ def _run_agent(netns_path: str, requests: list[dict], timeout: float) -> dict[An
 
 
 def _judge(index: int, expect: Expect, raw: dict) -> CheckResult:
+    if expect.http is not None:
+        code = raw.get("http_status")
+        body = raw.get("body") or ""
+        want_code, _, want_text = expect.result.partition(" ")
+        if raw.get("status") == "ERROR" or code is None:
+            actual = "error" if raw.get("status") == "ERROR" else "closed"
+        else:
+            first = body.strip().splitlines()[0] if body.strip() else ""
+            actual = f"{code} {first}".strip()
+        ok = code is not None and str(code) == want_code and (not want_text or want_text in body)
+        return CheckResult(index, expect, actual, ok, raw.get("reason", ""), (), raw.get("address"))
     if expect.kind == "connect":
         if raw.get("status") == "ERROR":
             actual = "error"
@@ -378,6 +389,8 @@ def run_checks(lab_status: Mapping[str, Any], expects: Iterable[Expect | Mapping
                     raise LabkitError(f"cannot resolve {host!r}: lab {view.name!r} has no cluster DNS")
                 req = {"id": i, "op": "connect", "protocol": check.proto, "host": host,
                        "port": check.to.port, "timeout": timeout, "dns": dns}
+                if check.http is not None:  # one HTTP request: status code (and body text) judged
+                    req.update(op="http", http=check.http.model_dump(), timeout=max(timeout, 2.0))
             else:
                 if dns is None:
                     raise LabkitError(f"lab {view.name!r} has no cluster DNS to ask")

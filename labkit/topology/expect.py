@@ -4,10 +4,13 @@
       - {from: default/client, to: web.default.svc.cluster.local:80, result: open}
       - {from: default/client, to: db.prod:5432, protocol: udp, result: closed}
       - {from: default/client, resolve: web, result: 10.96.0.0/16}
+      - {from: ext, to: w1:32080, http: {host: shop.example.test, path: /b}, result: 200 app-b}
 
 `from` is a pod (`NS/POD`) or a node (`NODE`); `to` is `NS/POD:PORT`, `NODE:PORT`,
 `IP:PORT` or a DNS name with a port; `resolve` is a DNS name whose answer must be
-in `result` (a CIDR, an IP or NXDOMAIN). Pure: `labkit.verify` runs the checks.
+in `result` (a CIDR, an IP or NXDOMAIN). `http` makes a `to` check one HTTP request (`host`: the
+Host header and TLS SNI name, `path`, `scheme` http|https, `method`, `headers`) whose `result` is
+the status code, optionally followed by text the body must hold. Pure: `labkit.verify` runs the checks.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from pydantic_core import PydanticCustomError
 
 from labkit.errors import InputError, Problem
 
-KEYS = ("from", "to", "resolve", "result", "protocol")
+KEYS = ("from", "to", "resolve", "result", "protocol", "http")
+_HTTP_RESULT = re.compile(r"^([1-5][0-9][0-9])(?: (.+))?$", re.S)
 EXAMPLE = "{from: default/client, to: web:80, result: open}"
 TARGET_FORMS = "e.g. web.default:80, default/web-0:8080, cp:30080 or 10.96.0.10:53"
 
@@ -113,6 +117,38 @@ def parse_source(text: str) -> str:
 # ---------------------------------------------------------------- the expect model
 
 
+class HttpCheck(BaseModel):
+    """What an `http` check sends: one request, like `curl -H 'Host: HOST' http://TO/PATH`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str | None = None
+    path: str = "/"
+    scheme: Literal["http", "https"] = "http"
+    method: Literal["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"] = "GET"
+    headers: dict[str, str] = {}
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str | None) -> str | None:
+        return None if value is None else _check_dns_name(value, "host")
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/") or any(ch.isspace() for ch in value):
+            raise ValueError(f"{value!r} is not a request path; valid: /, /api/v1?x=1 (no spaces)")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not re.match(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$", name) or any(ch in text for ch in "\r\n"):
+                raise ValueError(f"header {name!r}: a token name and a value on one line")
+        return value
+
+
 class Expect(BaseModel):
     """One `expect:` entry: a connection check (`to`) or a DNS check (`resolve`)."""
 
@@ -122,6 +158,7 @@ class Expect(BaseModel):
     to: Target | None = None
     resolve: str | None = None
     protocol: Literal["tcp", "udp"] | None = None
+    http: HttpCheck | None = None
     result: str
 
     @field_validator("source", mode="before")
@@ -169,6 +206,14 @@ class Expect(BaseModel):
         if self.to is None and self.resolve is None:
             raise _field_fail("to", f"missing: give 'to' (a connection check) or 'resolve' (a DNS check), "
                                     f"e.g. {EXAMPLE}")
+        if self.http is not None:
+            if self.to is None or self.protocol == "udp":
+                raise _field_fail("http", "an http check needs 'to' (a TCP port): {from: ext, to: w1:32080, "
+                                          "http: {host: shop.example.test}, result: 200}")
+            if not _HTTP_RESULT.match(self.result):
+                raise _field_fail("result", f"{self.result!r} is not valid for an http check; valid: a status "
+                                            "code, optionally followed by text the body holds (200, 404, 200 app-a)")
+            return self
         if self.to is not None:
             if self.result not in ("open", "closed"):
                 raise _field_fail("result", f"{self.result!r} is not valid for a 'to' check; valid: open, closed")
@@ -193,6 +238,8 @@ class Expect(BaseModel):
     @property
     def destination(self) -> str:
         """The matrix column: the target as written (with /udp), or `resolve NAME`."""
+        if self.to is not None and self.http is not None:
+            return f"{self.http.scheme}://{self.http.host or self.to}{self.http.path} @{self.to}"
         if self.to is not None:
             return f"{self.to}/udp" if self.proto == "udp" else str(self.to)
         return f"resolve {self.resolve}"
