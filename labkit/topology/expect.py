@@ -137,7 +137,7 @@ class HttpCheck(BaseModel):
     @classmethod
     def _path(cls, value: str) -> str:
         if not value.startswith("/") or any(ch.isspace() for ch in value):
-            raise ValueError(f"{value!r} is not a request path; valid: /, /api/v1?x=1 (no spaces)")
+            raise _fail(f"path {value!r} is not a request path; valid: /, /api/v1?x=1 (no spaces)")
         return value
 
     @field_validator("headers")
@@ -145,7 +145,7 @@ class HttpCheck(BaseModel):
     def _headers(cls, value: dict[str, str]) -> dict[str, str]:
         for name, text in value.items():
             if not re.match(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$", name) or any(ch in text for ch in "\r\n"):
-                raise ValueError(f"header {name!r}: a token name and a value on one line")
+                raise _fail(f"header {name!r}: a token name and a value on one line")
         return value
 
 

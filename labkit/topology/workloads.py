@@ -29,10 +29,10 @@ def plan_workloads(plan: Plan, doc: Document) -> Plan:
     sources = list(data.get("workloads") or []) + system_manifests(cluster.dns_ip, cluster.dns_replicas)
     base = Path(plan.source).resolve().parent
     workloads = load_workloads(sources, base, origin=doc.file, line_of=doc.line_of)
+    edge_problems = edge.edge_problems(workloads)  # Ingresses and HTTPRoutes naming what is not there
+    if edge_problems:
+        raise InputError(edge_problems)
     if edge.wanted(workloads, cluster.ingress_replicas):  # the ingress controller's pods and Service too
-        edge_problems = edge.edge_problems(workloads)
-        if edge_problems:
-            raise InputError(edge_problems)
         sources += edge.controller_manifests(workloads, cluster.ingress_replicas)
         workloads = load_workloads(sources, base, origin=doc.file, line_of=doc.line_of)
     workloads = place_daemon_sets(workloads, cluster_nodes([n.name for n in plan.cluster_nodes]))

@@ -111,7 +111,7 @@ EXAMPLE = "{from: default/client, to: web:80, result: open}"
     ({"from": "default/client", "to": "web:80", "result": "open", "protocol": "sctp"},
      ["expect[0].protocol: 'sctp' is not valid; valid: tcp, udp"]),
     ({"from": "default/client", "to": "web:80", "result": "open", "timeout": 3},
-     ["expect[0].timeout: unknown key; valid keys: from, to, resolve, result, protocol"]),
+     ["expect[0].timeout: unknown key; valid keys: from, to, resolve, result, protocol, http"]),
     ({"from": "default/client", "to": "web", "result": "open"},
      [f"expect[0].to: 'web' has no port; write TARGET:PORT, {FORMS}"]),
     ({"from": "Default/Client", "to": "web:80", "result": "open"},
@@ -139,7 +139,7 @@ EXAMPLE = "{from: default/client, to: web:80, result: open}"
      ["expect[0].from: 'a/b/c' is not NS/POD: a namespace and a pod name of a-z, 0-9, '-' (pod names also '.'), "
       "e.g. default/client",
       f"expect[0].to: 'web' has no port; write TARGET:PORT, {FORMS}",
-      "expect[0].via: unknown key; valid keys: from, to, resolve, result, protocol"]),
+      "expect[0].via: unknown key; valid keys: from, to, resolve, result, protocol, http"]),
 ])
 def test_bad_entries_name_the_entry_and_field(entry: object, problems: list[str]) -> None:
     checks, found = expect_problems([entry])
