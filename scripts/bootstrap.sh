@@ -16,8 +16,9 @@ fi
 
 # busybox-static and socat: the shipped labs' pods run them (and the docker runtime's image holds them).
 # bird2: the bgp backend's routing daemon; tcpdump: `labkit capture`.
+# haproxy: the ingress controller's proxy (Ingress and Gateway API routes, labkit.ingress).
 packages=(iproute2 nftables iputils-ping procps util-linux python3 python3-venv python3-pip busybox-static socat
-          bird2 tcpdump)
+          bird2 tcpdump haproxy)
 if [ "$want_tests" = 1 ]; then
   packages+=(containernetworking-plugins iptables dnsutils dnsperf dnsmasq-base docker.io chromium graphviz
             iperf3 tshark)
