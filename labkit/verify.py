@@ -165,8 +165,8 @@ class Report:
     def grid(self) -> tuple[list[str], list[str], dict[tuple[str, str], str]]:
         """Rows (sources), columns (connection destinations) in first-seen order, and the cells.
 
-        A cell is `.` (open), `X` (closed), with `!` appended when that differs from what was
-        expected; several checks in one cell (rare) show the worst.
+        A cell is `.` (open), `X` (closed), an http check's status code, with `!` appended when that
+        differs from what was expected; several checks in one cell (rare) show the worst.
         """
         rows: list[str] = []
         cols: list[str] = []
@@ -179,7 +179,11 @@ class Report:
                 rows.append(row)
             if col not in cols:
                 cols.append(col)
-            cell = (CELL_OPEN if r.actual == "open" else CELL_CLOSED) + ("" if r.ok else CELL_MISMATCH)
+            if r.expect.http is not None:  # an http check's cell is the status code it got
+                cell = (r.actual.split(" ")[0] if r.actual[:1].isdigit() else CELL_CLOSED) + \
+                    ("" if r.ok else CELL_MISMATCH)
+            else:
+                cell = (CELL_OPEN if r.actual == "open" else CELL_CLOSED) + ("" if r.ok else CELL_MISMATCH)
             if (row, col) not in cells or not r.ok:
                 cells[(row, col)] = cell
         return rows, cols, cells
