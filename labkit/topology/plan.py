@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from labkit.topology import kinds
+from labkit.topology.impairment import Impairment
 from labkit.topology.expand import effective_settings
 from labkit.yamldoc import dotted
 from labkit.topology.schema import IFNAME, NODE_NAME, Mgmt, Topology
@@ -108,6 +109,7 @@ class NodePlan:
 class LinkEnd:
     node: str
     ifname: str
+    impairment: Impairment | None = None  # tc keys of the link and this endpoint (labkit.impair applies them)
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,11 @@ class Plan:
     @property
     def netns_prefix(self) -> str:
         return netns_prefix(self.lab)
+
+    @property
+    def impairments(self) -> tuple[LinkEnd, ...]:
+        """The link ends the topology impairs (`delay`, `loss`, `rate`, ...), in link order."""
+        return tuple(end for link in self.links for end in (link.a, link.b) if end.impairment is not None)
 
 
 @dataclass
@@ -358,7 +365,9 @@ def plan_links(d: Draft) -> None:
             (ea, _, _), (eb, _, _) = ends
             d.ifaces[ea.node][ea.interface].peer = (eb.node, eb.interface)
             d.ifaces[eb.node][eb.interface].peer = (ea.node, ea.interface)
-            d.links.append(LinkPlan(LinkEnd(ea.node, ea.interface), LinkEnd(eb.node, eb.interface), link.mtu))
+            impaired = [_impairment(d, link, ep, lpath + ("endpoints", i)) for i, ep in enumerate((ea, eb))]
+            d.links.append(LinkPlan(LinkEnd(ea.node, ea.interface, impaired[0]),
+                                    LinkEnd(eb.node, eb.interface, impaired[1]), link.mtu))
             nets = {a.network for _, a, _ in ends if a is not None}
             if len(nets) == 2:
                 d.add(lpath + (("ipv4",) if link.ipv4 else ("endpoints", 1)),
@@ -379,6 +388,14 @@ def plan_links(d: Draft) -> None:
                              "every address must be unique")
             addresses.setdefault(address.ip, epath)
             d.subnets.append((address.network, epath, bridges))
+
+
+def _impairment(d: Draft, link: Any, ep: Any, epath: tuple) -> Impairment | None:
+    """The link's tc keys with the endpoint's over them; None when the end is not impaired."""
+    merged = link.impairment().merged(ep.impairment())
+    for problem in merged.problems():
+        d.add(epath, problem)
+    return None if merged.is_empty() else merged
 
 
 def check_link_subnets(d: Draft) -> None:

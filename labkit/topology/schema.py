@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from labkit.topology import kinds
+from labkit.topology import impairment, kinds
 
 LAB_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?$")
 NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
@@ -87,7 +87,31 @@ class Node(NodeSettings):
     mgmt_ipv4: ipaddress.IPv4Address | None = None
 
 
-class Endpoint(Model):
+class Impaired(Model):
+    """Link impairment keys with netlab's `tc` names (labkit.topology.impairment): on a link, for both ends;
+    on an endpoint, for that end (over the link's). Values are checked here so errors name their line."""
+
+    delay: float | str | None = None
+    jitter: float | str | None = None
+    loss: float | str | None = None
+    rate: float | str | None = None
+    corrupt: float | str | None = None
+    duplicate: float | str | None = None
+    reorder: float | str | None = None
+
+    @field_validator(*impairment.FIELDS, mode="before")
+    @classmethod
+    def _impairment(cls, value: Any, info: Any) -> Any:
+        return None if value is None else impairment.parse(info.field_name, value)
+
+    def impairment(self) -> impairment.Impairment:
+        values = {name: getattr(self, name) or None for name in impairment.FIELDS}
+        if values["rate"] is not None:
+            values["rate"] = int(values["rate"])
+        return impairment.Impairment(**values)
+
+
+class Endpoint(Impaired):
     node: str
     interface: str
     ipv4: ipaddress.IPv4Interface | None = None
@@ -106,7 +130,7 @@ class Endpoint(Model):
         return value
 
 
-class Link(Model):
+class Link(Impaired):
     """A veth link, brief (`endpoints: ["a:eth1", "b:eth1"]`) or extended form."""
 
     type: Literal["veth"] = "veth"
