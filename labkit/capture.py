@@ -8,6 +8,8 @@ so the same tcpdump from the host works for either, and nothing needs installing
   type (Ethernet for a veth).
 - The pcap goes to stdout (`-w -`, packet-buffered with `-U`), which labkit points at the user's file or
   leaves on its own stdout, so `labkit capture kube3 w1:eth0 | wireshark -k -i -` streams.
+  `--immediate-mode`: each packet is handed over as it comes (not when the kernel's ring block times out,
+  up to a second later), so a stream is live and a capture stopped right after a probe holds it.
 - The filter expression never becomes an argument: labkit writes it to a file in the lab's state folder
   (`-F FILE`) after checking it, and tcpdump compiles it (`-d`) before the capture starts, so a bad filter
   is one error message and no capture.
@@ -97,8 +99,8 @@ def start(lab: str, netns_path: str, ifname: str | None, filter_words: Sequence[
                                   timeout=30, check=False)
         if compiled.returncode != 0:
             raise LabkitError(f"capture {where}: {_tcpdump_reason(compiled.stderr)}")
-        process = subprocess.Popen(_argv(netns_path, ifname, filter_file, "-U", "-w", "-", *(["-q"] if quiet else [])),
-                                   stdin=subprocess.DEVNULL, stdout=out,
+        argv = _argv(netns_path, ifname, filter_file, "--immediate-mode", "-U", "-w", "-", *(["-q"] if quiet else []))
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                    stderr=subprocess.DEVNULL if quiet else None)
     except BaseException:
         os.unlink(filter_file)

@@ -86,6 +86,11 @@ def _parser() -> argparse.ArgumentParser:
     cap.add_argument("-w", "--write", metavar="FILE", help="write the pcap here (default: stdout, for a pipe)")
     cap.add_argument("filter", nargs="*", metavar="-- FILTER", help="a tcpdump filter after --, e.g. -- port 53")
 
+    ev = sub.add_parser("events", help="interfaces up/down, addresses, routes and pods as they change, until "
+                                       "Ctrl-C or down")
+    ev.add_argument("lab")
+    ev.add_argument("--format", choices=["text", "json"], default="text", help="json: one object per line")
+
     netem = sub.add_parser("netem", help="impair a link end live (delay, jitter, loss, rate, corrupt, duplicate, "
                                          "reorder), clear it, or show what is in force",
                            usage="labkit netem LAB NODE:IFACE [--delay 50ms] [--loss 1%%] [--rate 10mbit] ... | "
@@ -132,7 +137,7 @@ def _check_names(args: argparse.Namespace) -> None:
         check_lab_name(args.name, "--name")
     if args.verb == "exec":
         check_lab_name(args.lab, "LAB")
-    if args.verb == "capture":
+    if args.verb in ("capture", "events"):
         check_lab_name(args.lab, "LAB")
     if args.verb == "netem":
         check_lab_name(args.words[1] if args.words[0] == "show" and len(args.words) == 2 else args.words[0], "LAB")
@@ -246,6 +251,8 @@ def run(argv: Sequence[str]) -> int:
         return print_verify(lab.verify_topology(args.topology, name=args.name, timeout=args.timeout), args.format)
     if args.verb == "netem":
         return _netem(lab, args)
+    if args.verb == "events":
+        return _events(lab, args)
     if args.verb == "capture":
         words = list(args.filter)
         if args.write is None and sys.stdout.isatty():
@@ -260,6 +267,26 @@ def run(argv: Sequence[str]) -> int:
             raise LabkitError("no command given: labkit exec LAB TARGET -- CMD ...")
         return lab.exec_in(args.lab, args.target, command)
     raise AssertionError(args.verb)
+
+
+def _events(lab, args: argparse.Namespace) -> int:  # noqa: ANN001 - labkit.lab, imported late
+    import signal
+
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+
+    def emit(event) -> None:  # noqa: ANN001
+        print(json.dumps(event.as_dict()) if args.format == "json" else event.text(), flush=True)
+
+    def ready(names: list[str]) -> None:
+        print(f"watching lab {args.lab}: {len(names)} namespaces (nodes and pods); Ctrl-C stops", file=sys.stderr,
+              flush=True)
+
+    try:
+        lab.events(args.lab, emit, lambda: bool(stop), ready)
+    except KeyboardInterrupt:
+        pass
+    return 0
 
 
 NETEM_KEYS = ("delay", "jitter", "loss", "rate", "corrupt", "duplicate", "reorder")

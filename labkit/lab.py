@@ -418,6 +418,16 @@ def capture(lab: str, target: str, output: str | None, filter_words: Sequence[st
     return capturing.run(lab, sandbox.netns_path, ifname or None, filter_words, output, where=target)
 
 
+def events(lab: str, emit: Callable[[Any], None], stopped: Callable[[], bool] = lambda: False,
+           ready: Callable[[list[str]], None] = lambda names: None) -> None:
+    """`labkit events LAB`: every change in the lab (labkit.events) until stopped() or the lab goes down."""
+    from labkit import events as watching
+
+    if lab not in known_labs():
+        raise LabkitError(f"no lab named {lab!r} is up (labs: {', '.join(sorted(known_labs())) or 'none'})")
+    watching.watch(lab, emit, stopped, ready)
+
+
 def graph_summary(topology: str | Path | None = None, name: str | None = None) -> dict[str, Any]:
     """What `labkit graph` draws: the running lab's status when that lab is up (with its pods
     and services), else the plan of the topology file (no root needed, nothing created).
