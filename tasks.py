@@ -116,12 +116,12 @@ def test(c, k=None):
     c.run(shlex.join([sys.executable, "-m", "pytest", "-q", *(["-k", k] if k else [])]), pty=sys.stdout.isatty())
 
 
-BENCHES = ("lab", "cni", "pods", "dns", "runtimes")
+BENCHES = ("lab", "cni", "pods", "dns", "runtimes", "capture")
 
 
 @task(help={"only": f"comma-separated subset of {','.join(BENCHES)}", "sizes": "chain sizes for the lab bench",
             "repeat": "runs per size (best is kept)"})
-def bench(c, only="lab,cni,pods,dns,runtimes", sizes="10,100,1000", repeat=3):
+def bench(c, only="lab,cni,pods,dns,runtimes,capture", sizes="10,100,1000", repeat=3):
     """Benchmarks against baselines measured in the same run; prints tables, writes nothing."""
     chosen = [b.strip() for b in only.split(",") if b.strip()]
     unknown = set(chosen) - set(BENCHES)
@@ -148,6 +148,11 @@ def bench(c, only="lab,cni,pods,dns,runtimes", sizes="10,100,1000", repeat=3):
         from tests.bench.bench_runtimes import print_runtime_bench
 
         print_runtime_bench(50)
+    if "capture" in chosen:
+        from tests.bench.bench_capture import bench_capture
+
+        _print_rows("What a running capture costs a pod's throughput (iperf3, pod to pod across nodes)",
+                    bench_capture())
 
 
 def _print_rows(title: str, rows: dict) -> None:
