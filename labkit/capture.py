@@ -122,6 +122,7 @@ def run(lab: str, netns_path: str, ifname: str | None, filter_words: Sequence[st
         *, where: str) -> int:
     """`labkit capture`: capture until Ctrl-C, SIGTERM, the reader going away, or the lab going down.
     `output`: a pcap file to write (0644), or None for stdout. Returns tcpdump's exit code (0 when stopped)."""
+    created = bool(output) and not os.path.exists(output)
     fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644) if output else 1
     stopping = False
 
@@ -131,7 +132,12 @@ def run(lab: str, netns_path: str, ifname: str | None, filter_words: Sequence[st
         processes.signal_process(capture.proc, signal.SIGTERM)
 
     try:
-        capture = start(lab, netns_path, ifname, filter_words, fd, where=where)
+        try:
+            capture = start(lab, netns_path, ifname, filter_words, fd, where=where)
+        except BaseException:
+            if created and output:  # a capture that never started leaves no empty file behind
+                os.unlink(output)
+            raise
         previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         try:
             code = capture.wait()

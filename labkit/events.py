@@ -155,11 +155,14 @@ def watch(lab: str, emit: Callable[[Event], None], stopped: Callable[[], bool] =
     try:
         _follow(lab, summary, watched)
         ready(sorted(watched))
+        next_look = time.monotonic() + POLL
         while not stopped():
-            ready, _, _ = select.select(list(watched.values()), [], [], POLL) if watched else ([], [], [])
-            if not watched:
-                time.sleep(POLL)
-            for item in ready:
+            poller = select.poll()  # not select(): a lab of a thousand pods has more sockets than FD_SETSIZE
+            by_fd = {item.fileno(): item for item in watched.values()}
+            for fd in by_fd:
+                poller.register(fd, select.POLLIN)
+            for fd, _ in poller.poll(POLL * 1000):
+                item = by_fd[fd]
                 try:
                     for event in item.events(lab):
                         emit(event)
@@ -167,6 +170,9 @@ def watch(lab: str, emit: Callable[[Event], None], stopped: Callable[[], bool] =
                     if exc.errno != errno.ENOBUFS:
                         raise
                     emit(Event(time.time(), lab, item.name, "lab", "missed events (receive buffer full)"))
+            if time.monotonic() < next_look:  # a busy lab's notifications do not make it re-read its state
+                continue
+            next_look = time.monotonic() + POLL
             summary = _summary(lab)
             if summary is None:
                 emit(Event(time.time(), lab, lab, "lab", "down"))

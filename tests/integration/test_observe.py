@@ -225,12 +225,15 @@ def test_capture_of_a_pod_streams_dns_to_stdout(kube_lab) -> None:
     assert ["web.default.svc.cluster.local", "0"] in rows and ["web.default.svc.cluster.local", "1"] in rows
 
 
-def test_capture_refuses_a_bad_filter_and_interface(impaired) -> None:
-    for args, expected in (((impaired.name, "h1", "--", "port", "53", "and", "("), "can't parse filter"),
+def test_capture_refuses_a_bad_filter_and_interface(impaired, tmp_path) -> None:
+    never = tmp_path / "never.pcap"
+    for args, expected in (((impaired.name, "h1", "-w", str(never), "--", "port", "53", "and", "("),
+                            "can't parse filter"),
                            ((impaired.name, "h1:eth7", "-w", "/dev/null"), "no such interface"),
                            ((impaired.name, "h9", "-w", "/dev/null"), "no node 'h9'")):
         result = labkit("capture", *args, check=False)
         assert result.returncode == 1 and expected in result.stderr, result.stderr
+    assert not never.exists()  # a capture that never started leaves no empty file
     assert capture_files(impaired.name) == []
 
 
