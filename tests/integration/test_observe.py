@@ -185,8 +185,8 @@ def read_until(stream, marker: bytes, deadline: float) -> bytes:
     return seen
 
 
-def stop_capture(proc: subprocess.Popen) -> bytes:
-    proc.send_signal(signal.SIGTERM)
+def stop_capture(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> bytes:
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     return out
@@ -221,7 +221,7 @@ def test_capture_of_a_pod_streams_dns_to_stdout(kube_lab) -> None:
     """Every interface of a client pod (cooked capture), streamed: the DNS query and its answer."""
     proc = start_capture(kube_lab.name, "default/client", "--", "udp", "port", "53")
     assert kube_lab.resolve("default/client", "web")
-    rows = tshark(stop_capture(proc), "dns.qry.name", "dns.flags.response", display="dns")
+    rows = tshark(stop_capture(proc, signal.SIGINT), "dns.qry.name", "dns.flags.response", display="dns")  # Ctrl-C
     assert ["web.default.svc.cluster.local", "0"] in rows and ["web.default.svc.cluster.local", "1"] in rows
 
 
