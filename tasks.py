@@ -70,6 +70,14 @@ def graph(c, topo=DEFAULT_TOPOLOGY, name=None, format=None, output=None):
             *(["-o", output] if output else []))
 
 
+@task(help={"lab": "lab name", "src": "a node or NS/POD", "dst": "DST[:PORT]: NS/POD, node, Service or address",
+            "protocol": "tcp, udp or icmp", "format": "text, json, mermaid or html", "output": "file to write"})
+def trace(c, lab, src, dst, protocol=None, format="text", output=None):
+    """Send one probe and show its path hop by hop: routes and the nftables rules that acted."""
+    _labkit(c, "trace", lab, src, dst, *(["--protocol", protocol] if protocol else []), "--format", format,
+            *(["-o", output] if output else []))
+
+
 @task(help={"lab": "lab name", "target": "NODE or NS/POD, optionally :IFACE (default: every interface)",
             "write": "pcap file (default: stdout, for a pipe)", "filter": "tcpdump filter, e.g. 'port 53'"})
 def capture(c, lab, target, write=None, filter=None):
@@ -116,12 +124,12 @@ def test(c, k=None):
     c.run(shlex.join([sys.executable, "-m", "pytest", "-q", *(["-k", k] if k else [])]), pty=sys.stdout.isatty())
 
 
-BENCHES = ("lab", "cni", "pods", "dns", "runtimes", "capture")
+BENCHES = ("lab", "cni", "pods", "dns", "runtimes", "trace", "capture")
 
 
 @task(help={"only": f"comma-separated subset of {','.join(BENCHES)}", "sizes": "chain sizes for the lab bench",
             "repeat": "runs per size (best is kept)"})
-def bench(c, only="lab,cni,pods,dns,runtimes,capture", sizes="10,100,1000", repeat=3):
+def bench(c, only="lab,cni,pods,dns,runtimes,trace,capture", sizes="10,100,1000", repeat=3):
     """Benchmarks against baselines measured in the same run; prints tables, writes nothing."""
     chosen = [b.strip() for b in only.split(",") if b.strip()]
     unknown = set(chosen) - set(BENCHES)
@@ -148,6 +156,10 @@ def bench(c, only="lab,cni,pods,dns,runtimes,capture", sizes="10,100,1000", repe
         from tests.bench.bench_runtimes import print_runtime_bench
 
         print_runtime_bench(50)
+    if "trace" in chosen:
+        from tests.bench.bench_trace import bench_trace
+
+        _print_rows("labkit trace end to end, a cross-node Service request on kube-3node (ms)", bench_trace(5))
     if "capture" in chosen:
         from tests.bench.bench_capture import bench_capture
 
@@ -190,5 +202,6 @@ def lint(c):
     c.run(shlex.join([os.path.join(os.path.dirname(sys.executable), "lint-imports"), "--no-logo"]))
 
 
-lab = Collection("lab", up, apply, down, status, exec_, verify, graph, validate, list_, capture, netem, events)
+lab = Collection("lab", up, apply, down, status, exec_, verify, graph, trace, validate, list_, capture, netem,
+                 events)
 ns = Collection(lab, test, bench, image, lint)

@@ -28,7 +28,8 @@ from labkit.topology import load_plan
 from labkit.topology.plan import Plan, host_link_name, netns_prefix
 
 __all__ = ["APPLY", "UP", "Build", "apply", "down", "exec_in", "get_runtime", "graph_summary", "known_labs",
-           "leftovers", "status", "summarize", "up", "validate", "verify_lab", "verify_topology"]
+           "leftovers", "render_trace", "status", "summarize", "trace", "up", "validate", "verify_lab",
+           "verify_topology"]
 
 # ---------------------------------------------------------------- the phase tables
 
@@ -47,6 +48,10 @@ def with_host_access(plan: Plan) -> bool:
     return bool(plan.mgmt and plan.mgmt.host_access)
 
 
+def with_ports(plan: Plan) -> bool:
+    return any(n.container and n.container.ports for n in plan.nodes)
+
+
 UP: tuple[Phase, ...] = (
     ("nodes", nodes.create_nodes, always),
     ("links", nodes.create_links, always),
@@ -59,6 +64,7 @@ UP: tuple[Phase, ...] = (
     ("dns", dns.start_dns, with_cluster),
     ("policies", services.apply_policies, with_cluster),
     ("exec", nodes.run_exec, always),
+    ("ports", nodes.publish_ports, with_ports),  # containerlab's `ports`, forwarded into the nodes
     ("cni server", cni.wait_cni_server, with_cluster),  # listening before `up` returns
     ("readiness", pods.wait_ready, with_cluster),
 )
@@ -92,7 +98,13 @@ def up(path: str, runtime: str | None = None, progress: Progress | None = None,
 def _up(path: str, plan: Plan, rt: Runtime, progress: Progress) -> dict[str, Any]:
     if plan.lab in known_labs():
         raise LabkitError(f"lab {plan.lab!r} is already up; take it down first: labkit down --name {plan.lab}")
+    for note in plan.notes:  # keys this runtime leaves without effect, said once
+        progress.note(f"note: {note}")
     build = Build(plan, rt, progress)
+    from labkit.topology.workloads import plan_notes
+
+    for note in plan_notes(plan):
+        progress.note(f"note: {note}")
     state.write(plan.lab, {"name": plan.lab, "runtime": plan.runtime, "source": os.path.abspath(path),
                            "phase": "starting", "created": time.time()})
     _run_phases(build, UP, undo=True)
@@ -124,7 +136,8 @@ def _apply(path: str, plan: Plan, progress: Progress) -> dict[str, Any]:
     build = Build(plan, get_runtime(plan.runtime), progress)
     build.sandboxes = {n["name"]: Sandbox(plan.lab, n["name"], n["netns_path"]) for n in summary["nodes"]}
     build.pods = [PodRecord(p["namespace"], p["name"], p["node"], p["ip"], p["netns"], p["netns_path"],
-                        p["pid"], p["labels"], p.get("pid_start")) for p in summary["pods"]]
+                        p["pid"], p["labels"], p.get("pid_start"), p.get("host_network", False),
+                        p.get("run_once", False)) for p in summary["pods"]]
     from labkit.proxy import ServiceView
 
     build.previous_services = [ServiceView.model_validate(v) for v in recorded.get("service_views", [])]
@@ -193,7 +206,8 @@ def summarize(plan: Plan, build: Build | None = None) -> dict[str, Any]:
                            for i in node.interfaces],
         })
     return {
-        "name": plan.lab, "runtime": plan.runtime, "source": plan.source, "nodes": nodes,
+        "name": plan.lab, "title": plan.title or plan.lab, "runtime": plan.runtime, "source": plan.source,
+        "nodes": nodes,
         "links": [{"a": f"{link.a.node}:{link.a.ifname}", "b": f"{link.b.node}:{link.b.ifname}"}
                   for link in plan.links],
         "mgmt": {"netns": plan.mgmt.netns, "subnet": str(plan.mgmt.subnet),
@@ -205,7 +219,14 @@ def summarize(plan: Plan, build: Build | None = None) -> dict[str, Any]:
                 "conflists": {n.name: files.conflist(n.name) for n in k8s_nodes(plan)}}
         if plan.cluster else None,
         "timings": dict(build.timings) if build else {},
+        "not_acted_on": _not_acted_on(plan),
     }
+
+
+def _not_acted_on(plan: Plan) -> dict[str, list]:
+    from labkit.topology.workloads import not_acted_on
+
+    return not_acted_on(plan)
 
 
 # ---------------------------------------------------------------- down
@@ -245,6 +266,7 @@ def _down(lab: str, runtimes: Sequence[Runtime] | None) -> bool:
 
 def _remove_host_link(lab: str) -> None:
     wiring.remove_host_link(host_link_name(lab))
+    wiring.remove_lab_host_links(lab)  # the host ends of containerlab `host` links, by their mark
 
 
 def known_labs(*, containers: bool = False) -> set[str]:
@@ -294,11 +316,26 @@ def status(lab: str | None = None) -> list[dict[str, Any]]:
             node["running"] = node["netns"] in present if summary.get("runtime") == "netns" else None
         phase = (recorded or {}).get("phase", "unknown (no state file)")
         problems = health_problems(name, summary, present) if phase == "up" else []
+        _pod_phases(name, summary)
         summary["phase"] = "degraded" if problems else phase
         summary["impairments"] = impair.status_of(recorded, summary)  # from the kernel; None: cannot be read
         summary["health"] = {"ok": not problems and phase == "up", "problems": problems}
         result.append(summary)
     return result
+
+
+def _pod_phases(lab: str, summary: dict[str, Any]) -> None:
+    """Each pod's `phase` (Running; Succeeded or Failed once a pod that runs once is done)."""
+    from labkit.phases.pods import pod_phase
+
+    pods = summary.get("pods", [])
+    if not any(p.get("run_once") for p in pods):
+        for pod in pods:
+            pod["phase"] = "Running"
+        return
+    rt = get_runtime(summary.get("runtime") or "netns")
+    for pod in pods:
+        pod["phase"] = pod_phase(rt, lab, pod)
 
 
 def health_problems(lab: str, summary: dict[str, Any], present: set[str]) -> list[str]:
@@ -469,6 +506,32 @@ def verify_topology(path: str, name: str | None = None, timeout: float = verify.
     return verify.run_checks(status(plan.lab)[0], plan.expects, timeout)
 
 
+# ---------------------------------------------------------------- trace
+
+
+def trace(lab: str, src: str, dst: str, protocol: str | None = None, timeout: float | None = None) -> dict[str, Any]:
+    """`labkit trace`: one probe from `src` to `dst` in a running lab, and its path (labkit.trace)."""
+    from labkit import trace as tracing
+
+    paths.check_lab_name(lab, "lab")
+    found = status(lab)[0]
+    if not found.get("nodes"):
+        raise LabkitError(f"lab {lab!r} is not up: nothing to trace")
+    with lab_lock(lab, "trace"):  # one trace at a time: they share the trace table's name
+        return tracing.trace(found, src, dst, protocol, timeout=timeout or tracing.DEFAULT_TIMEOUT,
+                             journal=paths.lab(lab).path("trace.json"))
+
+
+def render_trace(report: dict[str, Any], fmt: str) -> str:
+    """A trace report as text, json, mermaid, or html: drawn on the lab's picture (labkit graph)."""
+    from labkit import graph
+    from labkit import trace as tracing
+
+    if fmt == "html":
+        return graph.render_graph(status(report["lab"])[0], "html", trace=report)
+    return tracing.render(report, fmt)
+
+
 def validate(path: str) -> Plan:
     return load_plan(path)
 
@@ -491,6 +554,7 @@ def leftovers(lab: str) -> list[str]:
         found.append(files.dir)
     if os.path.exists(f"/sys/class/net/{host_link_name(lab)}"):
         found.append(f"host link {host_link_name(lab)}")
+    found += [f"host link {name}" for name in wiring.lab_host_links(lab)]
     if lab in _docker_engine_labs()[1]:
         found.append(f"docker containers labelled labkit.lab={lab}")
     if os.path.exists(paths.lock_path(lab)):  # the lab's lock file (labkit.lock), beside its folder

@@ -22,7 +22,9 @@ def print_status(labs: list[dict[str, Any]], console: Console | None = None) -> 
     if not labs:
         console.print("no labs are up")
     for lab in labs:
-        nodes = Table(title=f"lab {lab['name']} ({lab.get('runtime')}, {lab.get('phase')})", title_justify="left")
+        title = lab.get("title") or lab["name"]  # the file's name for it; `name` is what labkit runs it as
+        named = title if title == lab["name"] else f"{title} (runs as {lab['name']})"
+        nodes = Table(title=f"lab {named} ({lab.get('runtime')}, {lab.get('phase')})", title_justify="left")
         nodes.add_column("node")
         nodes.add_column("kind")
         nodes.add_column("mgmt ipv4", no_wrap=True)
@@ -42,8 +44,12 @@ def print_status(labs: list[dict[str, Any]], console: Console | None = None) -> 
             for column in ("namespace", "name", "node"):
                 pods.add_column(column)
             pods.add_column("ip", no_wrap=True)
+            phases = any(pod.get("phase", "Running") != "Running" for pod in lab["pods"])  # pods that ran once
+            if phases:
+                pods.add_column("phase")
             for pod in lab["pods"]:
-                pods.add_row(pod["namespace"], pod["name"], pod["node"], pod.get("ip") or "")
+                pods.add_row(pod["namespace"], pod["name"], pod["node"], pod.get("ip") or "",
+                             *([pod.get("phase", "Running")] if phases else []))
             console.print(pods)
         if lab.get("services"):
             console.print(_services(lab["services"]))

@@ -7,6 +7,7 @@ import shutil
 from typing import TYPE_CHECKING
 
 from labkit import paths, processes
+from labkit.k8s.schedule import pick_node
 from labkit.k8s.system import DNS_APP
 from labkit.cni.conflist import execute_conflist
 from labkit.cni.errors import CNIError
@@ -47,15 +48,19 @@ def kubelet_hosts(pod: Pod, ip: str, cluster: ClusterPlan) -> str:
 def pod_spec(plan: Plan, pod: Pod, node: str, ip: str) -> PodSpec:
     cluster = plan.cluster
     assert cluster is not None
+    host_network = pod.spec.hostNetwork  # the node's namespace, hostname and /etc/hosts, as the kubelet does
     containers = tuple(
         ContainerSpec(name=c.name, image=c.image, argv=tuple(c.command) + tuple(c.args),
                       env={e.name: e.value or "" for e in c.env}, capabilities=capabilities(c.securityContext))
         for c in pod.spec.containers
     )
     return PodSpec(namespace=pod.namespace, name=pod.name, node=node,
-                   netns=pod_netns(plan.lab, pod.namespace, pod.name), hostname=pod.hostname,
-                   hosts=kubelet_hosts(pod, ip, cluster), resolv_conf=kubelet_resolv_conf(cluster, pod.namespace),
-                   containers=containers)
+                   netns=pod_netns(plan.lab, pod.namespace, pod.name),
+                   hostname=node if host_network else pod.hostname,
+                   hosts="" if host_network else kubelet_hosts(pod, ip, cluster),
+                   resolv_conf=kubelet_resolv_conf(cluster, pod.namespace) if pod.spec.cluster_dns else "",
+                   containers=containers, host_netns=plan.node(node).netns if host_network else None,
+                   run_once=pod.spec.restartPolicy != "Always")
 
 
 def start_pods(b: Build) -> None:
@@ -75,10 +80,15 @@ def start_pod_set(b: Build, todo: list[tuple[Pod, str]]) -> None:
     sandboxes = b.runtime.create_pods(plan.lab, first_specs)
     records = []
     for (pod, node), spec, sandbox in zip(todo, first_specs, sandboxes, strict=True):
-        records.append(PodRecord(pod.namespace, pod.name, node, None, spec.netns, sandbox.netns_path,
-                                 labels=dict(pod.labels)))
+        records.append(PodRecord(pod.namespace, pod.name, node, None, spec.host_netns or spec.netns,
+                                 sandbox.netns_path, labels=dict(pod.labels), host_network=bool(spec.host_netns),
+                                 run_once=spec.run_once))
     b.pods.extend(records)
     for (pod, node), sandbox, record in zip(todo, sandboxes, records, strict=True):
+        if record.host_network:  # no CNI: the pod's address is its node's
+            mgmt = plan.node(node).mgmt_ipv4
+            record.ip = str(mgmt.ip) if mgmt else None
+            continue
         try:
             result = execute_conflist("ADD", paths.lab(plan.lab).conflist(node),
                                       container_id=container_id(plan.lab, pod.namespace, pod.name),
@@ -121,7 +131,7 @@ def sync_pods(b: Build) -> None:
     for key, pod in wanted.items():
         if key in running:
             continue
-        node = pod.spec.nodeName or min(load, key=lambda n: load[n])
+        node = pick_node(pod.spec, load)
         load[node] += 1
         todo.append((pod, node))
     if todo:
@@ -132,9 +142,11 @@ def stop_pod(b: Build, record: PodRecord) -> None:
     """Release the pod's address (CNI DEL from its node), then remove its sandbox and processes."""
     plan = b.plan
     try:
-        execute_conflist("DEL", paths.lab(plan.lab).conflist(record.node),
-                         container_id=container_id(plan.lab, record.namespace, record.name),
-                         netns=record.netns_path, ifname=POD_IFNAME, node_netns=b.sandboxes[record.node].netns_path)
+        if not record.host_network:
+            execute_conflist("DEL", paths.lab(plan.lab).conflist(record.node),
+                             container_id=container_id(plan.lab, record.namespace, record.name),
+                             netns=record.netns_path, ifname=POD_IFNAME,
+                             node_netns=b.sandboxes[record.node].netns_path)
     except CNIError as exc:
         raise LabkitError(f"pod {record.namespace}/{record.name}: CNI DEL failed: {exc}") from None
     files = paths.lab(plan.lab)
@@ -144,7 +156,8 @@ def stop_pod(b: Build, record: PodRecord) -> None:
         processes.stop([server] if server else [])
         os.unlink(pid_file)
     b.runtime.remove_pod(plan.lab, Sandbox(plan.lab, f"{record.namespace}/{record.name}", record.netns_path,
-                                           pid=record.pid))
+                                           pid=record.pid,
+                                           labels={"host-network": "true"} if record.host_network else {}))
     b.pods.remove(record)
 
 
@@ -170,6 +183,22 @@ def remove_unrecorded_pods(b: Build) -> None:
         netns.delete_namespace(name)
         shutil.rmtree(files.pod_dir(namespace, pod), ignore_errors=True)
         b.progress.note(f"removed {name}, left by an interrupted apply")
+
+
+def pod_phase(runtime, lab: str, pod: dict) -> str:
+    """A pod's phase as the API reports it: Running, or for a pod that runs once (restartPolicy
+    Never/OnFailure: a Job's), Succeeded when every container exited 0, Failed when one did not."""
+    if not pod.get("run_once"):
+        return "Running"
+    codes = runtime.exit_codes(lab, f"{pod['namespace']}/{pod['name']}")
+    if not codes or any(code is None for code in codes):
+        return "Running"
+    return "Succeeded" if all(code == 0 for code in codes) else "Failed"
+
+
+def finished(b: Build, record: PodRecord) -> bool:
+    """A pod that ran to its end: no longer a Service endpoint."""
+    return record.run_once and pod_phase(b.runtime, b.plan.lab, record.as_status()) != "Running"
 
 
 def container_id(lab: str, namespace: str, pod: str) -> str:
@@ -203,7 +232,9 @@ def wait_ready(b: Build) -> None:
         return
     declared = {pod.key: {p.containerPort for c in pod.spec.containers for p in c.ports if p.protocol == "TCP"}
                 for pod in workloads.pods}
-    waiting = [(record, declared.get(f"{record.namespace}/{record.name}", set())) for record in b.pods]
+    # a pod that runs once may be done before it listens: only pods that keep running are waited for
+    waiting = [(record, declared.get(f"{record.namespace}/{record.name}", set())) for record in b.pods
+               if not record.run_once]
     waiting = [(record, ports) for record, ports in waiting if ports
                and not (record.namespace == "kube-system" and record.labels.get("k8s-app") == DNS_APP)]
     timeout = READY_TIMEOUT
