@@ -35,6 +35,8 @@ def print_status(labs: list[dict[str, Any]], console: Console | None = None) -> 
             nodes.add_row(node["name"], node["kind"], node.get("mgmt_ipv4") or "", node.get("pod_cidr") or "",
                           ifaces)
         console.print(nodes)
+        if any(isinstance(n.get("bgp"), dict) for n in lab.get("nodes", [])):
+            console.print(_bgp(lab["nodes"]))
         for problem in lab.get("health", {}).get("problems", []):
             console.print(f"degraded: {problem}")
         if lab.get("impairments"):
@@ -74,6 +76,26 @@ def _services(services: list[dict[str, Any]]) -> Table:
         target = svc.get("external_name") or "\n".join(e["ip"] for e in svc.get("endpoints", []))
         table.add_row(f"{svc['namespace']}/{svc['name']}", svc["type"], str(svc.get("cluster_ip") or ""), ports,
                       target)
+    return table
+
+
+def _bgp(nodes: list[dict[str, Any]]) -> Table:
+    """Each BGP speaker's sessions and the routes its daemon holds (`birdc -s SOCKET show route` for more)."""
+    table = Table(title="bgp (birdc -s <socket> show protocols | show route)", title_justify="left")
+    table.add_column("node")
+    table.add_column("as / router id", no_wrap=True)
+    table.add_column("sessions", no_wrap=True)
+    table.add_column("routes", no_wrap=True)
+    table.add_column("socket", overflow="fold")
+    for node in nodes:
+        info = node.get("bgp")
+        if not isinstance(info, dict):
+            continue
+        sessions = "\n".join(f"{s['peer']} AS{s['asn']} {s.get('state', '')}".rstrip() for s in info["sessions"])
+        routes = "\n".join(f"{r['prefix']} {r['type']}" + (f" via {', '.join(r['via'])}" if r["via"] else "")
+                           + f" ({r['protocol']})" for r in info.get("routes", []) if r.get("primary"))
+        table.add_row(node["name"], f"AS{info['asn']}\n{info['router_id']}", sessions,
+                      info.get("error") or routes, info.get("socket", ""))
     return table
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from labkit.errors import InputError, Problem
-from labkit.k8s import models
+from labkit.k8s import models, multus
 from labkit.k8s import names
 from labkit.k8s.fields import UnusedField, unused_fields
 from labkit.k8s.models import (
@@ -54,7 +54,9 @@ API_VERSIONS = {
     "DaemonSet": "apps/v1",
     "ReplicaSet": "apps/v1",
     "Job": "batch/v1",
+    **multus.API_VERSIONS,
 }
+KINDS = {**KINDS, **multus.KINDS}  # NetworkAttachmentDefinition: labkit.k8s.multus
 
 # The built-in API's other kinds, by apiVersion: accepted, and listed as not acted on. Some would
 # shape traffic in a real cluster (Ingress, EndpointSlice, ReplicationController, CronJob): their
@@ -153,6 +155,7 @@ class Workloads:
     daemon_sets: tuple[DaemonSet, ...] = ()
     replica_sets: tuple[ReplicaSet, ...] = ()
     jobs: tuple[Job, ...] = ()
+    network_attachments: tuple[multus.NetworkAttachmentDefinition, ...] = ()
     # "ns/pod" -> "Deployment/web": which controller made a pod (absent for bare pods).
     owners: Mapping[str, str] = field(default_factory=dict)
     # Objects accepted but not built (ConfigMaps, RBAC, custom resources ...), and fields set but not acted on.
@@ -490,6 +493,7 @@ def _assemble(objects: list[tuple[models._Object, Origin]]) -> Workloads:
         daemon_sets=tuple(by_kind["DaemonSet"]),
         replica_sets=tuple(by_kind["ReplicaSet"]),
         jobs=tuple(by_kind["Job"]),
+        network_attachments=tuple(by_kind[multus.KIND]),
         owners=owners,
         origins=origins,
     )
@@ -514,12 +518,12 @@ def _deployment_pods(deploy: Deployment) -> list[Pod]:
     pod_hash = template_hash(deploy.spec.template)
     labels = {**deploy.spec.template.metadata.labels, "pod-template-hash": pod_hash}
     return _generated_pods(deploy.namespace, f"{deploy.name}-{pod_hash}", deploy.spec.replicas, labels,
-                           deploy.spec.template.spec)
+                           deploy.spec.template.spec, annotations=deploy.spec.template.metadata.annotations)
 
 
 def _replica_set_pods(rs: ReplicaSet) -> list[Pod]:
     return _generated_pods(rs.namespace, rs.name, rs.spec.replicas, rs.spec.template.metadata.labels,
-                           rs.spec.template.spec)
+                           rs.spec.template.spec, annotations=rs.spec.template.metadata.annotations)
 
 
 def _job_pods(job: Job) -> list[Pod]:
@@ -529,7 +533,8 @@ def _job_pods(job: Job) -> list[Pod]:
     labels = {**job.spec.template.metadata.labels, "batch.kubernetes.io/controller-uid": uid,
               "batch.kubernetes.io/job-name": job.name, "controller-uid": uid, "job-name": job.name}
     salt = template_hash(job.spec.template)
-    return _generated_pods(job.namespace, job.name, job.spec.pod_count, labels, job.spec.template.spec, salt=salt)
+    return _generated_pods(job.namespace, job.name, job.spec.pod_count, labels, job.spec.template.spec, salt=salt,
+                           annotations=job.spec.template.metadata.annotations)
 
 
 def _job_uid(job: Job) -> str:
@@ -538,7 +543,7 @@ def _job_uid(job: Job) -> str:
 
 
 def _generated_pods(namespace: str, owner: str, count: int, labels: Mapping[str, str], spec: models.PodSpec,
-                    *, salt: str = "") -> list[Pod]:
+                    *, salt: str = "", annotations: Mapping[str, str] | None = None) -> list[Pod]:
     """`count` pods named as a controller's generateName `<owner>-` gives them: 5 safe characters,
     derived from the owner (and `salt`) rather than random, so a lab's pod names are reproducible."""
     base = f"{owner}-"[:58]  # as the API server truncates generateName
@@ -552,7 +557,7 @@ def _generated_pods(namespace: str, owner: str, count: int, labels: Mapping[str,
                 break
             attempt += 1
         seen.add(name)
-        pods.append(_pod(namespace, name, labels, spec))
+        pods.append(_pod(namespace, name, labels, spec, annotations))
     return pods
 
 
@@ -567,9 +572,11 @@ def _stateful_set_pods(sts: StatefulSet) -> list[Pod]:
             "apps.kubernetes.io/pod-index": str(index),
         }
         spec = template.model_copy(update={"hostname": name, "subdomain": sts.spec.serviceName})
-        pods.append(_pod(sts.namespace, name, labels, spec))
+        pods.append(_pod(sts.namespace, name, labels, spec, sts.spec.template.metadata.annotations))
     return pods
 
 
-def _pod(namespace: str, name: str, labels: Mapping[str, str], spec: models.PodSpec) -> Pod:
-    return Pod(metadata=ObjectMeta(name=name, namespace=namespace, labels=dict(labels)), spec=spec)
+def _pod(namespace: str, name: str, labels: Mapping[str, str], spec: models.PodSpec,
+         annotations: Mapping[str, str] | None = None) -> Pod:
+    return Pod(metadata=ObjectMeta(name=name, namespace=namespace, labels=dict(labels),
+                                   annotations=dict(annotations or {})), spec=spec)

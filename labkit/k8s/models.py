@@ -121,10 +121,13 @@ class K8sModel(BaseModel):
 
 
 _META_BOOKKEEPING = frozenset({
-    "annotations", "uid", "resourceVersion", "generation", "creationTimestamp",
+    "uid", "resourceVersion", "generation", "creationTimestamp",
     "deletionTimestamp", "deletionGracePeriodSeconds", "ownerReferences", "finalizers",
     "managedFields", "selfLink", "generateName",
 })
+# metadata.annotations: read for the few labkit acts on (k8s.v1.cni.cncf.io/networks); kept out of a
+# template's hash when empty, so pods of templates without annotations keep their names.
+Annotations = Annotated[dict[StrictStr, StrictStr], Field(default_factory=dict, exclude_if=lambda v: not v)]
 
 
 class ObjectMeta(K8sModel):
@@ -134,6 +137,7 @@ class ObjectMeta(K8sModel):
     name: StrictStr
     namespace: DNS1123Label = "default"
     labels: Labels = Field(default_factory=dict)
+    annotations: Annotations
 
 
 class TemplateMeta(K8sModel):
@@ -143,6 +147,7 @@ class TemplateMeta(K8sModel):
     _bookkeeping = _ignored
 
     labels: Labels = Field(default_factory=dict)
+    annotations: Annotations
 
 
 class LabelSelectorRequirement(K8sModel):

@@ -123,5 +123,6 @@ def daemon_set_pods(ds: DaemonSet, nodes: Sequence[ClusterNode]) -> list[Pod]:
         seed = f"{ds.namespace}/{ds.name}/{revision}/{node.name}".encode()
         name = f"{ds.name}-"[:58] + _safe_encode(hashlib.sha256(seed).digest(), 5)
         spec = template.spec.model_copy(update={"nodeName": node.name})
-        pods.append(Pod(metadata=ObjectMeta(name=name, namespace=ds.namespace, labels=dict(labels)), spec=spec))
+        pods.append(Pod(metadata=ObjectMeta(name=name, namespace=ds.namespace, labels=dict(labels),
+                                            annotations=dict(template.metadata.annotations)), spec=spec))
     return pods

@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING
 from labkit import paths, processes
 from labkit.k8s.schedule import pick_node
 from labkit.k8s.system import DNS_APP
+from labkit.cni import attach
 from labkit.cni.conflist import execute_conflist
 from labkit.cni.errors import CNIError
 from labkit.errors import LabkitError
+from labkit.k8s.multus import pod_attachments
 from labkit.net import netns
 from labkit.phases.build import PodRecord, k8s_nodes, workloads_of
 from labkit.runtime import ContainerSpec, PodSpec, Sandbox
@@ -97,6 +99,9 @@ def start_pod_set(b: Build, todo: list[tuple[Pod, str]]) -> None:
         except CNIError as exc:
             raise LabkitError(f"pod {pod.key} on {node}: CNI ADD failed: {exc}") from None
         record.ip = result["ips"][0]["address"].split("/")[0]
+        record.network_status = [attach.status_entry(paths.CNI_NETWORK, POD_IFNAME, result, sandbox.netns_path,
+                                                     default=True)]
+        add_attachments(b, pod, record)
 
     def start(item: tuple) -> None:
         (pod, node), sandbox, record = item
@@ -114,6 +119,22 @@ def start_pod_set(b: Build, todo: list[tuple[Pod, str]]) -> None:
     else:
         for item in items:
             start(item)
+
+
+def add_attachments(b: Build, pod: Pod, record: PodRecord) -> None:
+    """The pod's extra networks (its `k8s.v1.cni.cncf.io/networks`), after the cluster network, as Multus
+    adds them; their network-status follows the cluster network's in the record."""
+    workloads = workloads_of(b.plan)
+    attachments = pod_attachments(pod, workloads.network_attachments) if workloads else ()
+    if not attachments:
+        return
+    try:
+        record.network_status += attach.add(
+            b.plan.lab, pod.namespace, pod.name, record.node, attachments,
+            container_id=container_id(b.plan.lab, pod.namespace, pod.name), netns_path=record.netns_path,
+            node_netns=b.sandboxes[record.node].netns_path)
+    except CNIError as exc:
+        raise LabkitError(f"pod {pod.key} on {record.node}: CNI ADD failed: {exc}") from None
 
 
 def sync_pods(b: Build) -> None:
@@ -139,9 +160,11 @@ def sync_pods(b: Build) -> None:
 
 
 def stop_pod(b: Build, record: PodRecord) -> None:
-    """Release the pod's address (CNI DEL from its node), then remove its sandbox and processes."""
+    """Release the pod's extra networks and its address (CNI DEL from its node, last added first),
+    then remove its sandbox and processes."""
     plan = b.plan
     try:
+        attach.release(plan.lab, record.namespace, record.name)
         if not record.host_network:
             execute_conflist("DEL", paths.lab(plan.lab).conflist(record.node),
                              container_id=container_id(plan.lab, record.namespace, record.name),
@@ -172,6 +195,10 @@ def remove_unrecorded_pods(b: Build) -> None:
         if name in recorded or "." not in rest:
             continue  # a node's, the mgmt network's, or a pod the state knows
         path, (namespace, pod) = netns.netns_path(name), rest.split(".", 1)
+        try:
+            attach.release(b.plan.lab, namespace, pod)
+        except CNIError as exc:
+            raise LabkitError(f"leftover pod namespace {name}: CNI DEL failed: {exc}") from None
         for node in k8s_nodes(b.plan):
             try:
                 execute_conflist("DEL", files.conflist(node.name),

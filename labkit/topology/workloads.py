@@ -13,6 +13,7 @@ from pathlib import Path
 
 from labkit.errors import InputError, Problem
 from labkit.k8s import Pod, Workloads, load_workloads
+from labkit.k8s import multus
 from labkit.k8s.allocate import Allocation, allocate
 from labkit.k8s.nodes import cluster_nodes, place_daemon_sets
 from labkit.k8s.system import system_manifests
@@ -31,6 +32,7 @@ def plan_workloads(plan: Plan, doc: Document) -> Plan:
     allocation = allocate(workloads, [n.name for n in plan.cluster_nodes],
                           service_cidr=str(cluster.service_cidr), dns_ip=str(cluster.dns_ip))
     problems = netns_name_problems(plan, workloads) + capacity_problems(plan, workloads, allocation)
+    problems += attachment_problems(plan, workloads, allocation)
     if problems:
         raise InputError(list(dict.fromkeys(problems)))
     return dataclasses.replace(plan, workloads=workloads, allocation=allocation)
@@ -117,3 +119,13 @@ def capacity_problems(plan: Plan, workloads: Workloads, allocation: Allocation) 
             "run fewer replicas, spread pods with spec.nodeName, or add k8s-nodes",
         ))
     return problems
+
+
+def attachment_problems(plan: Plan, workloads: Workloads, allocation: Allocation) -> list[Problem]:
+    """Pods' `k8s.v1.cni.cncf.io/networks` annotations: networks that exist, interfaces the nodes have."""
+    where = ("metadata", "annotations", multus.NETWORKS_ANNOTATION)
+    return multus.attachment_problems(
+        workloads.pods, workloads.network_attachments, allocation.placement,
+        {n.name: [i.name for i in n.interfaces] for n in plan.cluster_nodes},
+        lambda pod, message: workloads.problem(pod, where, message),
+    )
