@@ -208,6 +208,7 @@ def summarize(plan: Plan, build: Build | None = None) -> dict[str, Any]:
             "netns_path": build.sandboxes[node.name].netns_path if build else None,
             "mgmt_ipv4": str(node.mgmt_ipv4.ip) if node.mgmt_ipv4 else None,
             "pod_cidr": str(node.pod_cidr) if node.pod_cidr else None,
+            **({"hosts": dict(node.hosts)} if node.hosts else {}),  # the node's own /etc/hosts entries
             "interfaces": [{"name": i.name, "ipv4": [str(a) for a in i.addresses],
                             "peer": f"{i.peer_node}:{i.peer_ifname}" if i.peer_node else None}
                            for i in node.interfaces],

@@ -388,13 +388,18 @@ def run_checks(lab_status: Mapping[str, Any], expects: Iterable[Expect | Mapping
             dns = view.dns_config(src)
             if check.kind == "connect":
                 assert check.to is not None
-                host = view.target_host(check.to)
+                # a node's own `hosts:` entries first, as its /etc/hosts comes before DNS (nsswitch)
+                host = view.nodes.get(check.source, {}).get("hosts", {}).get(check.to.host) \
+                    or view.target_host(check.to)
                 if dns is None and not _IPV4.match(host):
                     raise LabkitError(f"cannot resolve {host!r}: lab {view.name!r} has no cluster DNS")
                 req = {"id": i, "op": "connect", "protocol": check.proto, "host": host,
                        "port": check.to.port, "timeout": timeout, "dns": dns}
                 if check.http is not None:  # one HTTP request: status code (and body text) judged
-                    req.update(op="http", http=check.http.model_dump(), timeout=max(timeout, 2.0))
+                    spec = check.http.model_dump()
+                    if spec["host"] is None and check.to.kind not in ("ip", "pod") and check.to.host != host:
+                        spec["host"] = check.to.host  # a name asked for by name is the request's Host
+                    req.update(op="http", http=spec, timeout=max(timeout, 2.0))
             else:
                 if dns is None:
                     raise LabkitError(f"lab {view.name!r} has no cluster DNS to ask")

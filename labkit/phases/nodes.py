@@ -32,7 +32,8 @@ def _resolv_conf(plan: Plan) -> str:
 def create_nodes(b: Build) -> None:
     plan = b.plan
     hosts, resolv_conf = _hosts_file(plan), _resolv_conf(plan)
-    specs = [NodeSpec(name=n.name, kind=n.kind, netns=n.netns, image=n.image, hostname=n.name, hosts=hosts,
+    specs = [NodeSpec(name=n.name, kind=n.kind, netns=n.netns, image=n.image, hostname=n.name,
+                      hosts=hosts + "".join(f"{ip}\t{name}\n" for name, ip in n.hosts),  # the node's `hosts:`
                       resolv_conf=resolv_conf, container=n.container) for n in plan.nodes]
     if plan.mgmt:
         netns.create_namespaces([plan.mgmt.netns])

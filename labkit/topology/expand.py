@@ -7,7 +7,7 @@ from typing import Any
 from labkit.topology.schema import Node, NodeSettings, TopologyBody
 
 # Mapping settings merge key by key; every other setting is taken whole from the most specific level.
-_MERGED = ("sysctls", "env", "labels")
+_MERGED = ("sysctls", "env", "labels", "hosts")
 
 
 def group_of(body: TopologyBody, node: Node) -> str | None:

@@ -101,6 +101,7 @@ class NodePlan:
     pod_cidr: ipaddress.IPv4Network | None = None
     key: str = ""  # the kernel-safe name (labkit.topology.names): namespace suffix, mgmt bridge port
     container: ContainerSettings | None = None  # containerlab's container keys (the docker runtime's)
+    hosts: tuple[tuple[str, str], ...] = ()  # extra /etc/hosts entries (name, IPv4): `hosts:`
 
     @property
     def port(self) -> str:
@@ -638,7 +639,23 @@ def plan_nodes(d: Draft) -> None:
             image=s.get("image"), interfaces=tuple(interfaces), routes=_routes(d, name, path, interfaces),
             sysctls=_sysctls(d, kind, path), exec=_commands(d, path), mgmt_ipv4=d.mgmt_ips.get(name),
             pod_cidr=d.pod_cidrs.get(name), container=containers.container_settings(d, name),
+            hosts=_hosts(d, path),
         ))
+
+
+_HOST_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+
+
+def _hosts(d: Draft, path: tuple) -> tuple[tuple[str, str], ...]:
+    """`hosts:` entries: each name a DNS name (as /etc/hosts holds them), each address an IPv4 address."""
+    found = []
+    for name, address in d.settings[path[-1]].get("hosts", {}).items():
+        if not _HOST_NAME.match(name):
+            d.add(path + ("hosts", name), f"{name!r} is not a host name; valid: lowercase DNS names such as "
+                                          "shop.example.test")
+            continue
+        found.append((name, str(address)))
+    return tuple(found)
 
 
 PASSES: tuple[Callable[[Draft], None], ...] = (

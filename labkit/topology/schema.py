@@ -116,6 +116,8 @@ class NodeSettings(Model):
     exec: list[str] | None = None
     routes: list[Route] | None = None
     sysctls: dict[str, str | int] | None = None
+    # extra /etc/hosts entries, name -> IPv4 (a client that finds a lab's front door by name)
+    hosts: dict[str, ipaddress.IPv4Address] | None = None
     # containerlab keys: the docker runtime acts on these (labkit.runtime.docker)
     binds: list[str] | None = None
     env: dict[str, str | int | float | bool] | None = None

@@ -63,6 +63,6 @@ def test_every_node_key_of_the_schema_is_in_the_every_key_file() -> None:
     given = set()
     for level in [topo["defaults"], *topo["kinds"].values(), *topo["groups"].values(), *topo["nodes"].values()]:
         given |= set(level)
-    labkit_own = {"routes", "sysctls", "exec"}  # labkit's keys beside containerlab's, covered elsewhere
+    labkit_own = {"routes", "sysctls", "exec", "hosts"}  # labkit's keys beside containerlab's, covered elsewhere
     wanted = {f.alias or n for n, f in NodeSettings.model_fields.items()} - labkit_own
     assert wanted - given == set()

@@ -193,3 +193,15 @@ def test_an_http_check_names_the_url_it_asks() -> None:
                                       "http": {"host": "shop.example.test", "path": "/b"}}])
     assert found == []
     assert checks[0].destination == "http://shop.example.test/b @w1:32080"
+
+
+def test_a_nodes_hosts_entries_are_planned_and_reach_status() -> None:
+    from labkit.lab import summarize
+    from labkit.topology import load_plan
+
+    plan = load_plan("topologies/kube-edge.yaml")
+    ext = next(n for n in plan.nodes if n.name == "ext")
+    assert ext.hosts == (("shop.example.test", "172.31.0.3"), ("canary.gw.test", "172.31.0.4"))
+    nodes = {n["name"]: n for n in summarize(plan)["nodes"]}
+    assert nodes["ext"]["hosts"] == {"shop.example.test": "172.31.0.3", "canary.gw.test": "172.31.0.4"}
+    assert "hosts" not in nodes["w1"]
