@@ -385,6 +385,7 @@ def _pod_phases(lab: str, summary: dict[str, Any]) -> None:
 
 def health_problems(lab: str, summary: dict[str, Any], present: set[str]) -> list[str]:
     """What of a lab that came up is gone now: node namespaces, pod holders, DNS servers, the CNI server."""
+    from labkit.k8s import edge
     from labkit.k8s.system import DNS_APP
 
     files = paths.lab(lab)
@@ -402,6 +403,13 @@ def health_problems(lab: str, summary: dict[str, Any], present: set[str]) -> lis
         if pod["namespace"] == "kube-system" and pod.get("labels", {}).get("k8s-app") == DNS_APP:
             if processes.recorded(files.dns_pid_file(pod["name"]), marker=files.dir) is None:
                 problems.append(f"DNS server of pod {key} is not running (labkit apply restarts it)")
+    if summary.get("ingress"):  # the ingress controller's HAProxy in each of its proxy pods
+        folder = files.path("ingress")
+        for pod in summary.get("pods", []):
+            if pod["namespace"] == edge.NAMESPACE and edge.APP_LABEL.items() <= pod.get("labels", {}).items():
+                if processes.recorded(os.path.join(folder, f"{pod['name']}.pid"), marker=folder) is None:
+                    problems.append(f"HAProxy of ingress pod {pod['namespace']}/{pod['name']} is not running "
+                                    "(labkit apply restarts it)")
     for node in summary.get("nodes", []):
         if isinstance(node.get("bgp"), dict):
             from labkit.bgp import files_of, running

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from labkit import lab
+from labkit import lab, processes
 from labkit.ingress import haproxy
 from labkit.phases.ingress import folder_of
 from labkit.pytest_plugin import RunningLab, labkit_fixture
@@ -147,3 +147,15 @@ def test_apply_shifts_the_canary_and_a_long_connection_survives_the_reload(labki
     finally:
         stream.kill()
         stream.wait()
+    # a proxy whose HAProxy died: status says so, and apply starts it again
+    victim = proxies[0].split("/")[1]
+    master = processes.recorded(f"{folder}/{victim}.pid", marker=folder)
+    assert master is not None
+    processes.stop([master])
+    found = lab.status(running.name)[0]
+    assert found["phase"] == "degraded"
+    assert found["health"]["problems"] == [f"HAProxy of ingress pod {proxies[0]} is not running (labkit apply "
+                                           "restarts it)"]
+    lab.apply(str(topo), name=running.name)
+    assert lab.status(running.name)[0]["health"]["ok"]
+    assert haproxy.workers(f"{folder}/{victim}.sock")
