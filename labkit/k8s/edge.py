@@ -78,9 +78,11 @@ def frontends(workloads: Workloads) -> list[Frontend]:
 
 
 def controller_manifests(workloads: Workloads, replicas: int | None,
-                         service_type: str = "NodePort") -> list[dict[str, Any]]:
+                         annotations: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """The ingress controller: a Deployment of proxy pods (their container only sleeps: labkit runs
-    HAProxy from the host in each pod's network namespace) and its Service."""
+    HAProxy from the host in each pod's network namespace) and its Service: NodePort, or LoadBalancer
+    when the workloads hold a MetalLB address pool (`annotations` go on it: a pool, an address)."""
+    service_type = "LoadBalancer" if getattr(workloads, "ip_address_pools", ()) else "NodePort"
     ports = frontends(workloads)
     template = {"metadata": {"labels": APP_LABEL}, "spec": {"containers": [{
         "name": "haproxy", "image": "labkit/node", "command": ["sleep", "infinity"],
@@ -97,7 +99,7 @@ def controller_manifests(workloads: Workloads, replicas: int | None,
          "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": APP_LABEL},
          "spec": {"replicas": replicas or 1, "selector": {"matchLabels": APP_LABEL}, "template": template}},
         {"apiVersion": "v1", "kind": "Service",
-         "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": APP_LABEL},
+         "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": APP_LABEL, "annotations": annotations or {}},
          "spec": {"type": service_type, "selector": APP_LABEL, "ports": service_ports}},
     ]
 

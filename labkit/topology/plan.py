@@ -169,6 +169,7 @@ class ClusterPlan:
     masquerade: bool = True  # pod traffic leaving the cluster pod CIDR takes the node's address
     bgp: BgpPlan | None = None  # backend bgp: the speakers' AS, mesh or route reflectors, external peers
     ingress_replicas: int | None = None  # cluster.ingress: the controller runs even without Ingress objects
+    ingress_annotations: tuple[tuple[str, str], ...] = ()  # cluster.ingress.annotations: on the proxy's Service
 
 
 @dataclass(frozen=True)
@@ -370,6 +371,7 @@ def plan_cluster(d: Draft) -> None:
         dns_upstreams=tuple(str(u) for u in c.dns.upstreams),
         dns_workers=None if c.dns.workers == "auto" else c.dns.workers, masquerade=c.cni.masquerade,
         ingress_replicas=c.ingress.replicas if c.ingress else None,
+        ingress_annotations=tuple(c.ingress.annotations.items()) if c.ingress else (),
     )
 
 

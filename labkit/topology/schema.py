@@ -390,6 +390,7 @@ class DNS(Model):
 
 class IngressSettings(Model):
     replicas: int = Field(default=1, ge=1, le=8)  # proxy pods of the ingress controller (labkit.k8s.edge)
+    annotations: dict[str, str] = {}  # on its Service, as a chart's controller.service.annotations (MetalLB's)
 
 
 class Cluster(Model):

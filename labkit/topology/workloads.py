@@ -33,7 +33,7 @@ def plan_workloads(plan: Plan, doc: Document) -> Plan:
     if edge_problems:
         raise InputError(edge_problems)
     if edge.wanted(workloads, cluster.ingress_replicas):  # the ingress controller's pods and Service too
-        sources += edge.controller_manifests(workloads, cluster.ingress_replicas)
+        sources += edge.controller_manifests(workloads, cluster.ingress_replicas, dict(cluster.ingress_annotations))
         workloads = load_workloads(sources, base, origin=doc.file, line_of=doc.line_of)
     workloads = place_daemon_sets(workloads, cluster_nodes([n.name for n in plan.cluster_nodes]))
     allocation = allocate(workloads, [n.name for n in plan.cluster_nodes],
