@@ -56,8 +56,11 @@ def served(workloads: Workloads) -> tuple[list[ingress.Ingress], list[gateway.Ga
 
 def wanted(workloads: Workloads, replicas: int | None) -> bool:
     """Whether the controller runs: `cluster.ingress` asks for it, or the workloads hold an Ingress
-    or a Gateway."""
-    return replicas is not None or bool(workloads.ingresses or workloads.gateways)
+    or a Gateway it serves (one of another controller's class is left alone, as in a cluster)."""
+    if replicas is not None:
+        return True
+    ingresses, gateways, _ = served(workloads)
+    return bool(ingresses or gateways)
 
 
 def tls_secret_names(workloads: Workloads) -> bool:

@@ -73,6 +73,12 @@ def plan_notes(plan: Plan) -> list[str]:
     for (kind, pattern), places in seen.items():
         more = f" and {len(places) - 1} more" if len(places) > 1 else ""
         notes.append(f"field not acted on: {kind} {pattern} ({places[0].file}:{places[0].line}{more})")
+    _, _, skipped = edge.served(workloads)  # another controller's Ingresses and Gateways, left alone
+    for obj in (*workloads.ingresses, *workloads.gateways):
+        if obj.key in skipped:
+            where = workloads.problem(obj, ("metadata", "name"), "")
+            notes.append(f"not served by labkit's ingress controller: {obj.kind} {obj.key} "
+                         f"({where.file}:{where.line}): {skipped[obj.key]}")
     return notes
 
 

@@ -205,3 +205,18 @@ def test_a_nodes_hosts_entries_are_planned_and_reach_status() -> None:
     nodes = {n["name"]: n for n in summarize(plan)["nodes"]}
     assert nodes["ext"]["hosts"] == {"shop.example.test": "172.31.0.3", "canary.gw.test": "172.31.0.4"}
     assert "hosts" not in nodes["w1"]
+
+
+def test_validate_notes_what_another_controller_would_serve(tmp_path) -> None:
+    from labkit.topology import load_plan
+    from labkit.topology.workloads import plan_notes
+
+    topo = tmp_path / "lab.yaml"
+    topo.write_text("name: notes\ncluster: {}\ntopology:\n  nodes:\n    cp: {kind: k8s-node}\nworkloads:\n"
+                    "  - apiVersion: networking.k8s.io/v1\n    kind: Ingress\n    metadata: {name: other}\n"
+                    "    spec:\n      ingressClassName: nginx\n"
+                    "      defaultBackend: {service: {name: nope, port: {number: 80}}}\n")
+    plan = load_plan(str(topo))  # its missing Service is no error: labkit's controller does not serve it
+    assert f"not served by labkit's ingress controller: Ingress default/other ({topo}:9): no IngressClass " \
+           "'nginx'" in plan_notes(plan)
+    assert not any(p.namespace == edge.NAMESPACE for p in plan.workloads.pods)  # nothing to serve: no controller
