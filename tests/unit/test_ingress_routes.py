@@ -158,11 +158,25 @@ spec: {controller: k8s.io/ingress-nginx}
                                          "labkit.io/ingress-haproxy"}
 
 
+REGEX_ROUTE = """---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: regex}
+spec:
+  parentRefs: [{name: edge}]
+  rules:
+    - matches: [{path: {type: RegularExpression, value: '/v[0-9]+/\\d+$'},
+                 headers: [{type: RegularExpression, name: x-id, value: '^\\w+"$'}]}]
+      backendRefs: [{name: a, port: 80}]
+"""
+
+
 def test_the_rendered_config_is_one_haproxy_accepts(tmp_path) -> None:
-    workloads = parse_manifests(SERVICES + ingress(RULES) + GATEWAY)
+    workloads = parse_manifests(SERVICES + ingress(RULES) + GATEWAY + REGEX_ROUTE)
     path, table = configure("lab", workloads, VIEWS, str(tmp_path))
     text = open(path).read()
     assert "backend no-route" in text and "bind :8080" in text and "default_backend no-route" in text
+    assert '{ path -m reg "/v[0-9]+/\\\\d+\\$" }' in text
     proc = subprocess.run(["haproxy", "-c", "-q", "-f", path], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -220,3 +234,24 @@ def test_validate_notes_what_another_controller_would_serve(tmp_path) -> None:
     assert f"not served by labkit's ingress controller: Ingress default/other ({topo}:9): no IngressClass " \
            "'nginx'" in plan_notes(plan)
     assert not any(p.namespace == edge.NAMESPACE for p in plan.workloads.pods)  # nothing to serve: no controller
+
+
+@pytest.mark.parametrize(("match", "problem"), [
+    ("{headers: [{name: 'x$y', value: a}]}", "'x$y': labkit's proxy matches header names of letters"),
+    ("{headers: [{type: RegularExpression, name: x, value: 'a('}]}", "'a(' is not a regular expression"),
+    ("{path: {type: Exact, value: 'a b'}}", "'a b' must be an absolute path"),
+    ("{path: {type: PathPrefix, value: '/a#b'}}", "'/a#b' holds a space, a quote, a backslash, '#' or braces"),
+])
+def test_matches_the_proxy_cannot_hold_are_refused(match, problem) -> None:
+    from labkit.errors import InputError
+
+    text = SERVICES + GATEWAY.replace("- matches: [{headers: [{name: X-Canary, value: \"yes\"}], method: GET}]",
+                                      f"- matches: [{match}]")
+    with pytest.raises(InputError) as exc:
+        parse_manifests(text)
+    assert problem in str(exc.value)
+
+
+def test_a_regular_expression_keeps_its_backslashes() -> None:
+    route = Route(None, "RegularExpression", "/v[0-9]+/\\d+", headers=(("RegularExpression", "x-id", "^\\w+$"),))
+    assert condition(route) == '{ req.hdr(x-id) -m reg "^\\\\w+\\$" } { path -m reg "/v[0-9]+/\\\\d+" }'
