@@ -77,12 +77,15 @@ APPLY: tuple[Phase, ...] = (  # a running cluster lab's workloads; nodes and lin
 
 
 def up(path: str, runtime: str | None = None, progress: Progress | None = None,
-       name: str | None = None) -> dict[str, Any]:
-    """Build the lab in `path` (named `name` if given); on any failure remove everything built and raise."""
+       name: str | None = None, stand_in: bool = False) -> dict[str, Any]:
+    """Build the lab in `path` (named `name` if given); on any failure remove everything built and raise.
+    `stand_in`: containers whose image the engine lacks run labkit's stand-in (as `cluster.stand-ins: true`)."""
     progress = progress or Progress()
     if name is not None:
         paths.check_lab_name(name)
     plan = load_plan(path, runtime, name)
+    if stand_in and plan.cluster is not None:
+        plan = dataclasses.replace(plan, cluster=dataclasses.replace(plan.cluster, stand_ins=True))
     rt = get_runtime(plan.runtime)
     with lab_lock(plan.lab, "up"), umask():  # one verb at a time; files and servers never take the caller's umask
         return _up(path, plan, rt, progress)
@@ -93,7 +96,8 @@ def _up(path: str, plan: Plan, rt: Runtime, progress: Progress) -> dict[str, Any
         raise LabkitError(f"lab {plan.lab!r} is already up; take it down first: labkit down --name {plan.lab}")
     build = Build(plan, rt, progress)
     state.write(plan.lab, {"name": plan.lab, "runtime": plan.runtime, "source": os.path.abspath(path),
-                           "phase": "starting", "created": time.time()})
+                           "phase": "starting", "created": time.time(),
+                           "stand_ins": plan.cluster.stand_ins if plan.cluster else None})
     _run_phases(build, UP, undo=True)
     return _record(build)
 
@@ -117,13 +121,16 @@ def _apply(path: str, plan: Plan, progress: Progress) -> dict[str, Any]:
     plan = dataclasses.replace(plan, runtime=summary["runtime"])
     if plan.cluster is None:
         raise LabkitError(f"lab {plan.lab!r} has no cluster: apply changes workloads only")
+    if recorded.get("stand_ins") is True:  # `up --stand-in` holds for the lab's later pods too
+        plan = dataclasses.replace(plan, cluster=dataclasses.replace(plan.cluster, stand_ins=True))
     if _shape(summarize(plan)) != _shape(summary):
         raise LabkitError(f"the nodes or links of {path} changed since lab {plan.lab!r} came up; "
                           f"rebuild it: labkit up --reconfigure {path}")
     build = Build(plan, get_runtime(plan.runtime), progress)
     build.sandboxes = {n["name"]: Sandbox(plan.lab, n["name"], n["netns_path"]) for n in summary["nodes"]}
     build.pods = [PodRecord(p["namespace"], p["name"], p["node"], p["ip"], p["netns"], p["netns_path"],
-                        p["pid"], p["labels"], p.get("pid_start")) for p in summary["pods"]]
+                        p["pid"], p["labels"], p.get("pid_start"), p.get("containers", []))
+                   for p in summary["pods"]]
     from labkit.proxy import ServiceView
 
     build.previous_services = [ServiceView.model_validate(v) for v in recorded.get("service_views", [])]

@@ -13,6 +13,7 @@ from labkit.topology.plan import Plan
 
 if TYPE_CHECKING:
     from labkit.k8s import Workloads
+    from labkit.k8s.standin import StandIn
     from labkit.proxy import ServiceView
 
 N = TypeVar("N")
@@ -31,11 +32,13 @@ class PodRecord:
     pid: int | None = None
     labels: dict[str, str] = field(default_factory=dict)
     pid_start: int | None = None  # the holder's start time: `pid` is trusted only while it matches
+    # Its containers: {"name", "stand_in": why labkit's stand-in runs instead, or None} (labkit.k8s.standin).
+    containers: list[dict[str, Any]] = field(default_factory=list)
 
     def as_status(self) -> dict[str, Any]:
         return {"namespace": self.namespace, "name": self.name, "node": self.node, "ip": self.ip,
                 "netns": self.netns, "netns_path": self.netns_path, "pid": self.pid, "labels": self.labels,
-                "pid_start": self.pid_start}
+                "pid_start": self.pid_start, "containers": self.containers}
 
 
 class Build:
@@ -50,6 +53,7 @@ class Build:
         self.timings: dict[str, float] = {}
         self.services: list[ServiceView] = []
         self.previous_services: list[ServiceView] | None = None  # set by `apply`: the views applied before
+        self.stand_ins: dict[str, dict[str, StandIn]] = {}  # pod key -> container -> stand-in, of pods started now
 
 
 def workloads_of(plan: Plan) -> Workloads | None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from labkit import paths, processes
+from labkit.k8s.standin import StandIn, pod_stand_ins, program
 from labkit.k8s.system import DNS_APP
 from labkit.cni.conflist import execute_conflist
 from labkit.cni.errors import CNIError
@@ -44,12 +46,15 @@ def kubelet_hosts(pod: Pod, ip: str, cluster: ClusterPlan) -> str:
             f"{ip}\t{' '.join(names)}\n")
 
 
-def pod_spec(plan: Plan, pod: Pod, node: str, ip: str) -> PodSpec:
+def pod_spec(plan: Plan, pod: Pod, node: str, ip: str, stand_ins: Mapping[str, StandIn] | None = None) -> PodSpec:
+    """What the runtime needs to start `pod`; `stand_ins`: its containers that run labkit's stand-in."""
     cluster = plan.cluster
     assert cluster is not None
+    stand_ins = stand_ins or {}
     containers = tuple(
-        ContainerSpec(name=c.name, image=c.image, argv=tuple(c.command) + tuple(c.args),
-                      env={e.name: e.value or "" for e in c.env}, capabilities=capabilities(c.securityContext))
+        ContainerSpec(name=c.name, image=c.image, argv=program(c), env={e.name: e.value or "" for e in c.env},
+                      capabilities=capabilities(c.securityContext), command=tuple(c.command), args=tuple(c.args),
+                      stand_in=stand_ins.get(c.name))
         for c in pod.spec.containers
     )
     return PodSpec(namespace=pod.namespace, name=pod.name, node=node,
@@ -71,13 +76,20 @@ def start_pod_set(b: Build, todo: list[tuple[Pod, str]]) -> None:
     """Sandboxes (all at once where the runtime can), CNI ADD from each pod's node in a fixed
     order (so every run of a lab gives the same addresses), then the pods' own files and containers."""
     plan = b.plan
+    assert plan.cluster is not None
+    for pod, _ in todo:  # decided from the plan; of the system, only which images a container engine has
+        b.stand_ins[pod.key] = pod_stand_ins(pod, plan.runtime, plan.cluster.stand_ins, b.runtime.has_image)
     first_specs = [pod_spec(plan, pod, node, ip="0.0.0.0") for pod, node in todo]
     sandboxes = b.runtime.create_pods(plan.lab, first_specs)
     records = []
     for (pod, node), spec, sandbox in zip(todo, first_specs, sandboxes, strict=True):
+        stand_ins = b.stand_ins[pod.key]
         records.append(PodRecord(pod.namespace, pod.name, node, None, spec.netns, sandbox.netns_path,
-                                 labels=dict(pod.labels)))
+                                 labels=dict(pod.labels),
+                                 containers=[{"name": c.name, "stand_in": s.reason if (s := stand_ins.get(c.name))
+                                              else None} for c in pod.spec.containers]))
     b.pods.extend(records)
+    note_stand_ins(b, [(pod, name, s) for pod, _ in todo for name, s in b.stand_ins[pod.key].items()])
     for (pod, node), sandbox, record in zip(todo, sandboxes, records, strict=True):
         try:
             result = execute_conflist("ADD", paths.lab(plan.lab).conflist(node),
@@ -90,7 +102,8 @@ def start_pod_set(b: Build, todo: list[tuple[Pod, str]]) -> None:
 
     def start(item: tuple) -> None:
         (pod, node), sandbox, record = item
-        started = b.runtime.start_containers(plan.lab, pod_spec(plan, pod, node, record.ip), sandbox)
+        started = b.runtime.start_containers(plan.lab, pod_spec(plan, pod, node, record.ip, b.stand_ins[pod.key]),
+                                             sandbox)
         if isinstance(started, Sandbox):
             record.pid = started.pid
             record.pid_start = processes.start_time(started.pid) if started.pid else None
@@ -104,6 +117,15 @@ def start_pod_set(b: Build, todo: list[tuple[Pod, str]]) -> None:
     else:
         for item in items:
             start(item)
+
+
+def note_stand_ins(b: Build, found: list[tuple[Pod, str, StandIn]], shown: int = 10) -> None:
+    """`up` says which containers run labkit's stand-in and why (`status` lists them all)."""
+    for pod, name, stand_in in found[:shown]:
+        b.progress.note(f"stand-in for {pod.key} container {name}: {stand_in.reason}")
+    if len(found) > shown:
+        b.progress.note(f"... and {len(found) - shown} more containers run labkit's stand-in "
+                        "(labkit status lists them)")
 
 
 def sync_pods(b: Build) -> None:
@@ -177,19 +199,30 @@ def container_id(lab: str, namespace: str, pod: str) -> str:
     return f"{lab}.{namespace}.{pod}"
 
 
-def _listening_tcp_ports() -> set[int]:
-    """TCP ports listened on in the calling thread's network namespace."""
+def _listening_ports() -> set[tuple[str, int]]:
+    """(protocol, port) of the TCP ports listened on and the UDP ports bound in the calling thread's
+    network namespace."""
     ports = set()
-    for table in ("/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"):
-        try:
-            with open(table, encoding="ascii") as fh:
-                next(fh)
-                for line in fh:
-                    fields = line.split()
-                    if fields[3] == "0A":  # LISTEN
-                        ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-        except FileNotFoundError:
-            continue
+    for protocol, state, tables in (("TCP", "0A", ("tcp", "tcp6")), ("UDP", "07", ("udp", "udp6"))):
+        for table in tables:  # 0A: TCP LISTEN; 07: an unconnected (bound) UDP socket
+            try:
+                with open(f"/proc/thread-self/net/{table}", encoding="ascii") as fh:
+                    next(fh)
+                    for line in fh:
+                        fields = line.split()
+                        if fields[3] == state:
+                            ports.add((protocol, int(fields[1].rsplit(":", 1)[1], 16)))
+            except FileNotFoundError:
+                continue
+    return ports
+
+
+def _awaited(pod: Pod, stand_ins: Mapping[str, StandIn]) -> set[tuple[str, int]]:
+    """What must be served before the pod counts as ready: its declared TCP containerPorts, and every
+    port of its stand-ins (UDP too: the stand-in binds what it serves before anything else)."""
+    ports = {("TCP", p.containerPort) for c in pod.spec.containers for p in c.ports if p.protocol == "TCP"}
+    for stand_in in stand_ins.values():
+        ports |= {("TCP", p) for p in stand_in.tcp} | {("UDP", p) for p in stand_in.udp}
     return ports
 
 
@@ -201,21 +234,26 @@ def wait_ready(b: Build) -> None:
     workloads = workloads_of(b.plan)
     if workloads is None:
         return
-    declared = {pod.key: {p.containerPort for c in pod.spec.containers for p in c.ports if p.protocol == "TCP"}
-                for pod in workloads.pods}
+    declared = {pod.key: _awaited(pod, b.stand_ins.get(pod.key, {})) for pod in workloads.pods}
     waiting = [(record, declared.get(f"{record.namespace}/{record.name}", set())) for record in b.pods]
     waiting = [(record, ports) for record, ports in waiting if ports
                and not (record.namespace == "kube-system" and record.labels.get("k8s-app") == DNS_APP)]
     timeout = READY_TIMEOUT
     deadline = time.monotonic() + timeout
     while waiting:
-        waiting = [(record, ports - netns.run_in_netns(record.netns_path, _listening_tcp_ports))
+        waiting = [(record, ports - netns.run_in_netns(record.netns_path, _listening_ports))
                    for record, ports in waiting]
         waiting = [(record, ports) for record, ports in waiting if ports]
         if not waiting:
             return
         if time.monotonic() > deadline:
             record, ports = waiting[0]
-            raise LabkitError(f"pod {record.namespace}/{record.name}: nothing listens on containerPort "
-                              f"{', '.join(map(str, sorted(ports)))} after {timeout:.0f} s; is its command right?")
+            key = f"{record.namespace}/{record.name}"
+            stood_in = sorted(b.stand_ins.get(key, {}))
+            hint = (f"labkit's stand-in did not start; see {', '.join(c + '.log' for c in stood_in)} in "
+                    f"{paths.lab(b.plan.lab).pod_dir(record.namespace, record.name)}" if stood_in
+                    else "is its command right?")
+            listed = ", ".join(str(p) if proto == "TCP" else f"{p}/UDP"
+                               for proto, p in sorted(ports, key=lambda x: x[1]))
+            raise LabkitError(f"pod {key}: nothing listens on containerPort {listed} after {timeout:.0f} s; {hint}")
         time.sleep(0.02)

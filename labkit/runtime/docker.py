@@ -32,7 +32,9 @@ from labkit.files import write_atomic
 from labkit.k8s.models import CAPABILITIES  # by number (capability.h): index i is capability i
 from labkit.runtime.base import DEFAULT_CAPABILITIES, ContainerSpec, NodeSpec, PodSpec, RuntimeBase, Sandbox
 from labkit.runtime.engine import WORKERS, connect, engine_url
-from labkit.runtime.image import DEFAULT_IMAGE, PAUSE_IMAGE, ensure_image
+from labkit.runtime.image import (
+    DEFAULT_IMAGE, NODE_REPOSITORY, PAUSE_IMAGE, PAUSE_REPOSITORY, ensure_image, image_present,
+)
 
 if TYPE_CHECKING:
     import docker
@@ -123,6 +125,7 @@ class DockerRuntime(RuntimeBase):
         self.state_dir = state_dir or paths.state_root()  # a temp folder in the runtime's own tests
         self.workers = workers
         self._images_checked: set[str] = set()
+        self._images_present: dict[str, bool] = {}
         self._lock = threading.Lock()
         self._privileges = node_privileges()
 
@@ -188,19 +191,26 @@ class DockerRuntime(RuntimeBase):
         return parallel(lambda p: self.create_pod(lab, p), pods, self.workers)
 
     def start_containers(self, lab: str, pod: PodSpec, sandbox: Sandbox) -> None:
-        """Start the pod's app containers in the pause container's network namespace."""
+        """Start the pod's app containers in the pause container's network namespace; a container
+        with a stand-in (an image the engine lacks, where the topology allows it) gets no container:
+        labkit's stand-in runs from the host in the pause container's network and UTS namespaces."""
         pause = self._pause(lab, pod)
-        for image in {c.image or DEFAULT_IMAGE for c in pod.containers}:
-            self._ensure_image(image)
+        for spec in pod.containers:
+            if spec.stand_in is None:
+                self._ensure_image(spec.image or DEFAULT_IMAGE, f"pod {pod.namespace}/{pod.name} "
+                                   f"container {spec.name}")
         # The same hosts/resolv.conf as the pause container (Docker copies its hostname).
         mounts = self._etc_mounts(lab, pod.hosts, pod.resolv_conf)
+        self._start_stand_ins(lab, pod, sandbox)
 
         def start(item: tuple[int, ContainerSpec]) -> dict:
             index, spec = item
             return self._run(
                 name=f"{pod.netns}.{spec.name}",
                 image=spec.image or DEFAULT_IMAGE,
-                command=list(spec.argv) or None,
+                # Kubernetes' mapping: command replaces the image's ENTRYPOINT, args its CMD.
+                entrypoint=list(spec.command) or None,
+                command=list(spec.args) or None,
                 environment=dict(spec.env),
                 labels={
                     LABEL_LAB: lab,
@@ -217,7 +227,32 @@ class DockerRuntime(RuntimeBase):
                 **_capability_settings(spec.capabilities),
             )
 
-        parallel(start, list(enumerate(pod.containers)), self.workers)
+        parallel(start, [(i, c) for i, c in enumerate(pod.containers) if c.stand_in is None], self.workers)
+
+    def _start_stand_ins(self, lab: str, pod: PodSpec, sandbox: Sandbox) -> None:
+        from labkit.files import makedirs
+        from labkit.runtime import podproc
+
+        stand_ins = [c for c in pod.containers if c.stand_in is not None]
+        if not stand_ins:
+            return
+        if not sandbox.pid:
+            raise LabkitError(f"lab {lab}: pod {pod.namespace}/{pod.name} has no running pause container")
+        folder = paths.lab(lab, root=self.state_dir).pod_dir(pod.namespace, pod.name)
+        makedirs(folder)
+        for spec in stand_ins:
+            argv = podproc.stand_in_program(pod.namespace, pod.name, spec, os.path.join(folder, f"{spec.name}.pid"))
+            podproc.spawn_stand_in(sandbox.pid, argv, os.path.join(folder, f"{spec.name}.log"))
+
+    def has_image(self, image: str) -> bool:
+        """Whether the engine has `image` (asked once per image and runtime object)."""
+        with self._lock:
+            known = self._images_present.get(image)
+        if known is None:
+            known = image_present(self.client, image)
+            with self._lock:
+                self._images_present[image] = known
+        return known
 
     def exec(
         self, sandbox: Sandbox, argv: Sequence[str], *, capture: bool = False
@@ -322,10 +357,17 @@ class DockerRuntime(RuntimeBase):
 
     # --- helpers --------------------------------------------------------------
 
-    def _ensure_image(self, image: str) -> None:
-        if image not in self._images_checked:
-            ensure_image(self.client, image)
-            self._images_checked.add(image)
+    def _ensure_image(self, image: str, user: str | None = None) -> None:
+        if image in self._images_checked:
+            return
+        if user is not None and not image.startswith((NODE_REPOSITORY, PAUSE_REPOSITORY)) \
+                and not self.has_image(image):
+            raise LabkitError(f"{user}: Docker image {image} not found in the Docker engine and labkit does not "
+                              f"pull images: load it first (`docker load -i IMAGE.tar`, or `docker pull {image}` "
+                              "where a registry is reachable), or let labkit's stand-in serve the container's "
+                              "ports (`cluster.stand-ins: true` in the topology, or `labkit up --stand-in`)")
+        ensure_image(self.client, image)
+        self._images_checked.add(image)
 
     def _run(
         self,
@@ -335,6 +377,7 @@ class DockerRuntime(RuntimeBase):
         labels: dict[str, str],
         hostname: str | None = None,
         command: list[str] | None = None,
+        entrypoint: list[str] | None = None,
         environment: dict[str, str] | None = None,
         inspect: bool = True,
         **host: object,
@@ -351,6 +394,7 @@ class DockerRuntime(RuntimeBase):
             created = api.create_container(
                 image,
                 command=command,
+                entrypoint=entrypoint,
                 name=name,
                 hostname=hostname,
                 labels=labels,
@@ -371,6 +415,7 @@ class DockerRuntime(RuntimeBase):
                     labels=labels,
                     hostname=hostname,
                     command=command,
+                    entrypoint=entrypoint,
                     environment=environment,
                     inspect=inspect,
                     **{**host, **raw, "cap_drop": list(self._privileges["cap_drop"])},

@@ -82,9 +82,13 @@ class NetnsRuntime(RuntimeBase):
         podproc.record_exec_capabilities(folder, pod.containers[0].capabilities if pod.containers
                                          else podproc.DEFAULT_CAPABILITIES)
         for container in pod.containers:
-            if container.argv:
-                podproc.spawn_in_pod(holder, container.argv, container.env,
-                                     os.path.join(folder, f"{container.name}.log"), container.capabilities)
+            log = os.path.join(folder, f"{container.name}.log")
+            if container.stand_in is not None:
+                argv = podproc.stand_in_program(pod.namespace, pod.name, container,
+                                                os.path.join(folder, f"{container.name}.pid"))
+                podproc.spawn_in_pod(holder, argv, {}, log, podproc.STAND_IN_CAPABILITIES)
+            elif container.argv:
+                podproc.spawn_in_pod(holder, container.argv, container.env, log, container.capabilities)
         return dataclasses.replace(sandbox, pid=holder)
 
     def remove_pod(self, lab: str, sandbox: Sandbox) -> None:

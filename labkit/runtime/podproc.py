@@ -27,9 +27,12 @@ from labkit.errors import LabkitError
 from labkit.net.syscalls import (
     CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWUTS, MNT_DETACH, MS_BIND, MS_PRIVATE, MS_REC, check, libc,
 )
-from labkit.runtime.base import DEFAULT_CAPABILITIES
+from labkit.runtime.base import DEFAULT_CAPABILITIES, ContainerSpec
 
 EXEC_CAPABILITIES_FILE = "exec-capabilities"  # in a pod's folder: the set `labkit exec` into it runs with
+# All labkit's stand-in workload needs: a port below 1024. It runs as root on the host's filesystem (the
+# interpreter is the host's), so it gets nothing else, whatever the container it stands in for would.
+STAND_IN_CAPABILITIES = ("NET_BIND_SERVICE",)
 
 
 def capabilities(security_context: Any | None) -> tuple[str, ...] | None:
@@ -77,6 +80,33 @@ def exec_capabilities(folder: str) -> tuple[str, ...] | None:
     return None if words == ["ALL"] else tuple(w for w in words if w.isidentifier())
 
 
+
+def stand_in_program(namespace: str, pod: str, container: ContainerSpec, pidfile: str) -> list[str]:
+    """The command line of a container's stand-in (labkit.standin, on the host's Python started bare:
+    no site, no pyroute2). It writes `pidfile` once its ports are bound; the file is also how
+    `down` and `leftovers` know it (its path is inside the lab's state folder)."""
+    from labkit.lean import module_argv
+
+    stand_in = container.stand_in
+    assert stand_in is not None
+    args = ["--pod", f"{namespace}/{pod}", "--container", container.name]
+    if stand_in.tcp:
+        args += ["--tcp", ",".join(map(str, stand_in.tcp))]
+    if stand_in.udp:
+        args += ["--udp", ",".join(map(str, stand_in.udp))]
+    return module_argv("labkit.standin", *args, "--pidfile", pidfile)
+
+
+def spawn_stand_in(sandbox_pid: int, argv: Sequence[str], log_path: str) -> int:
+    """Start a stand-in from the host into the network and UTS namespaces of `sandbox_pid` (a pause
+    container's process), as the DNS server is: no image needs Python. Returns its pid."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "ab") as log:
+        proc = subprocess.Popen(["nsenter", f"--net=/proc/{sandbox_pid}/ns/net", f"--uts=/proc/{sandbox_pid}/ns/uts",
+                                 "--", *with_capabilities(STAND_IN_CAPABILITIES, argv)],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd="/",
+                                start_new_session=True, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    return proc.pid
 
 
 def _fork_checked(child, what: str) -> int:

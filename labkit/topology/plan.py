@@ -138,6 +138,7 @@ class ClusterPlan:
     dns_replicas: int
     dns_upstreams: tuple[str, ...]
     dns_workers: int | None = None    # DNS server processes per replica; None: one per two CPUs
+    stand_ins: bool | None = None     # cluster.stand-ins; None: auto (labkit.k8s.standin)
 
 
 @dataclass(frozen=True)
@@ -303,6 +304,7 @@ def plan_cluster(d: Draft) -> None:
         mtu=c.cni.mtu, dns_ip=c.dns.ip, dns_replicas=c.dns.replicas,
         dns_upstreams=tuple(str(u) for u in c.dns.upstreams),
         dns_workers=None if c.dns.workers == "auto" else c.dns.workers,
+        stand_ins=None if c.stand_ins == "auto" else c.stand_ins,
     )
 
 
