@@ -198,7 +198,7 @@ def bind(tcp: list[int], udp: list[int], address: str = "0.0.0.0") -> list[tuple
 
 
 def serve(listeners: list[tuple[_socket.socket, str, int]], identity: Identity, stop=None) -> None:
-    """Answer on every listener until `stop()` returns true (checked at least once a second) or forever."""
+    """Answer on every listener until `stop()` returns true (checked every tenth of a second) or forever."""
     poller = select.epoll()
     # fd -> [socket, protocol ("UDP", "TCP": a listener, "CONN": a client), port, buffer, peer]
     watched: dict[int, list] = {}
@@ -206,7 +206,7 @@ def serve(listeners: list[tuple[_socket.socket, str, int]], identity: Identity, 
         watched[s.fileno()] = [s, protocol, port, None, None]
         poller.register(s.fileno(), select.EPOLLIN)
     while stop is None or not stop():
-        for fd, _ in poller.poll(1.0 if stop else -1):
+        for fd, _ in poller.poll(0.1 if stop else -1):
             sock, protocol, port, buffer, peer = watched[fd]
             if protocol == "UDP":
                 _answer_datagram(sock, identity, port)
@@ -229,7 +229,8 @@ def serve(listeners: list[tuple[_socket.socket, str, int]], identity: Identity, 
                     continue
                 except OSError:
                     chunk = b""
-                reply = None
+                if chunk and buffer is None:  # answered already: what the client still sends is dropped
+                    continue
                 if chunk:
                     buffer += chunk
                     reply = respond(bytes(buffer), identity, peer, port)
@@ -237,6 +238,12 @@ def serve(listeners: list[tuple[_socket.socket, str, int]], identity: Identity, 
                         continue
                     try:
                         sock.sendall(reply)  # a few hundred bytes: the socket buffer takes them at once
+                        if len(buffer) >= MAX_REQUEST:
+                            # Refused unread: closing now would reset the connection and lose the answer;
+                            # read the rest away until the client closes.
+                            sock.shutdown(_socket.SHUT_WR)
+                            watched[fd][3] = None
+                            continue
                     except OSError:
                         pass
                 poller.unregister(fd)

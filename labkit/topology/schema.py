@@ -173,7 +173,7 @@ class Cluster(Model):
     def _stand_ins(cls, value: Any) -> Any:
         if value == "auto" or type(value) is bool:
             return value
-        raise ValueError(f"stand-ins is auto, true or false, got {value!r}")
+        raise ValueError(f"should be auto (the netns runtime only), true or false (got {value!r})")
 
 
 class TopologyBody(Model):
