@@ -92,7 +92,8 @@ def test_image_name() -> None:
 
 
 def test_the_cluster_dns_pods_never_stand_in() -> None:
-    dns = Pod.model_validate({"metadata": {"name": "dns", "namespace": "kube-system", "labels": {"k8s-app": "kube-dns"}},
+    dns = Pod.model_validate({"metadata": {"name": "dns", "namespace": "kube-system",
+                                           "labels": {"k8s-app": "kube-dns"}},
                               "spec": {"containers": [{"name": "dns", "image": "labkit/node"}]}})
     assert pod_stand_ins(dns, "netns", None) == {}
 
