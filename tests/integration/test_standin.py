@@ -141,3 +141,51 @@ def test_stand_ins_off_runs_nothing_in_their_place(labkit_lab_factory, tmp_path)
     assert [c["stand_in"] for c in running.pods()["default/web"]["containers"]] == [None, None]
     files = paths.lab(running.name)
     assert not list(Path(files.pod_dir("default", "web")).glob("*.pid"))
+
+
+ENTRYPOINT_POD = """\
+name: sient
+cluster: {}
+topology:
+  nodes:
+    cp: {kind: k8s-node}
+workloads:
+  - apiVersion: v1
+    kind: Pod
+    metadata: {name: web}
+    spec:
+      containers:
+        - name: server
+          image: "IMAGE"
+          command: ["socat"]
+          args: ["TCP-LISTEN:8080,fork,reuseaddr", "SYSTEM:hostname"]
+          ports: [{containerPort: 8080}]
+"""
+
+
+@pytest.fixture
+def entrypoint_image(labkit_docker):
+    """An image with an ENTRYPOINT of its own (/bin/false), made from labkit's node image; removed after the
+    lab that uses it (request it before labkit_lab_factory)."""
+    from labkit.runtime.image import DEFAULT_IMAGE
+
+    base = labkit_docker.containers.create(DEFAULT_IMAGE, command=["true"])
+    try:
+        image = base.commit(repository="labkit-test/standin-entrypoint", tag="1",
+                            changes=['ENTRYPOINT ["/bin/false"]', 'CMD ["never"]'])
+    finally:
+        base.remove(force=True)
+    yield "labkit-test/standin-entrypoint:1"
+    labkit_docker.images.remove(image.id, force=True)
+
+
+def test_docker_gives_command_as_the_entrypoint_and_args_as_its_arguments(entrypoint_image, labkit_lab_factory,
+                                                                          tmp_path) -> None:
+    """`command` replaces the image's ENTRYPOINT, `args` its CMD (with both as the image's CMD, the image's
+    /bin/false would run and nothing would listen)."""
+    topology = tmp_path / "entry.yaml"
+    topology.write_text(ENTRYPOINT_POD.replace("IMAGE", entrypoint_image))
+    running = labkit_lab_factory(topology, runtime="docker")
+    assert [c["stand_in"] for c in running.pods()["default/web"]["containers"]] == [None]
+    said = running.exec("default/web", "socat", "-u", "TCP:localhost:8080", "-", check=True, timeout=10)
+    assert said.stdout.strip() == "web"
