@@ -20,11 +20,12 @@ def _labkit(c, *args: str, pty: bool = True, warn: bool = False):
 
 
 @task(help={"topo": "topology file", "runtime": "a runtime of labkit.runtime's registry (labkit up --help lists them)",
-            "name": "run under another lab name"})
-def up(c, topo=DEFAULT_TOPOLOGY, runtime=None, name=None, reconfigure=False):
+            "name": "run under another lab name",
+            "stand_in": "containers whose image the Docker engine lacks run labkit's stand-in"})
+def up(c, topo=DEFAULT_TOPOLOGY, runtime=None, name=None, reconfigure=False, stand_in=False):
     """Build a lab from a topology file."""
     args = ["up", topo] + (["--runtime", runtime] if runtime else []) + (["--name", name] if name else [])
-    _labkit(c, *args, *(["--reconfigure"] if reconfigure else []))
+    _labkit(c, *args, *(["--reconfigure"] if reconfigure else []), *(["--stand-in"] if stand_in else []))
 
 
 @task(help={"topo": "topology file", "name": "the running lab's name, if not the file's"})
