@@ -322,6 +322,10 @@ def health_problems(lab: str, summary: dict[str, Any], present: set[str]) -> lis
             problems.append(f"pod {key}: namespace {pod.get('netns')} is gone")
         elif netns_runtime and pod.get("pid") and _pod_holder(pod) is None:
             problems.append(f"pod {key}: its holder process {pod['pid']} is gone")
+        for container in pod.get("containers") or []:  # labkit's stand-ins, by the pid files they write
+            pid_file = os.path.join(files.pod_dir(pod["namespace"], pod["name"]), f"{container.get('name')}.pid")
+            if container.get("stand_in") and processes.recorded(pid_file, marker=files.dir) is None:
+                problems.append(f"pod {key}: the stand-in of container {container['name']} is not running")
         if pod["namespace"] == "kube-system" and pod.get("labels", {}).get("k8s-app") == DNS_APP:
             if processes.recorded(files.dns_pid_file(pod["name"]), marker=files.dir) is None:
                 problems.append(f"DNS server of pod {key} is not running (labkit apply restarts it)")

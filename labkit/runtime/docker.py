@@ -208,8 +208,9 @@ class DockerRuntime(RuntimeBase):
             return self._run(
                 name=f"{pod.netns}.{spec.name}",
                 image=spec.image or DEFAULT_IMAGE,
-                # Kubernetes' mapping: command replaces the image's ENTRYPOINT, args its CMD.
-                entrypoint=list(spec.command) or None,
+                # Kubernetes' mapping: command replaces the image's ENTRYPOINT, args its CMD; an argv alone
+                # (a spec made without command/args) is the whole program.
+                entrypoint=list(spec.command) or (list(spec.argv) if not spec.args else []) or None,
                 command=list(spec.args) or None,
                 environment=dict(spec.env),
                 labels={
@@ -335,6 +336,8 @@ class DockerRuntime(RuntimeBase):
                 self.client.api.remove_container(c["Id"], force=True, v=True)
             except docker.errors.NotFound:
                 pass
+        # its stand-ins' pid files and logs
+        shutil.rmtree(paths.lab(lab, root=self.state_dir).pod_dir(*sandbox.name.split("/", 1)), ignore_errors=True)
 
     def _stop_host_processes(self, containers: list[dict]) -> None:
         """Processes started from the host into a container's network namespace (agents, DNS

@@ -189,3 +189,17 @@ def test_docker_gives_command_as_the_entrypoint_and_args_as_its_arguments(entryp
     assert [c["stand_in"] for c in running.pods()["default/web"]["containers"]] == [None]
     said = running.exec("default/web", "socat", "-u", "TCP:localhost:8080", "-", check=True, timeout=10)
     assert said.stdout.strip() == "web"
+
+
+def test_status_calls_a_lab_whose_stand_in_died_degraded(labkit_lab_factory, tmp_path) -> None:
+    topology = tmp_path / "died.yaml"
+    topology.write_text(ONE_NGINX.format(name="sidied", cluster="{}"))
+    running = labkit_lab_factory(topology, runtime="netns")
+    assert lab.status(running.name)[0]["health"]["ok"]
+    files = paths.lab(running.name)
+    stand_in = processes.recorded(str(Path(files.pod_dir("default", "web")) / "nginx.pid"), marker=files.dir)
+    assert stand_in is not None
+    processes.stop([stand_in])
+    found = lab.status(running.name)[0]
+    assert found["phase"] == "degraded"
+    assert found["health"]["problems"] == ["pod default/web: the stand-in of container nginx is not running"]
