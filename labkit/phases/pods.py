@@ -109,14 +109,17 @@ def start_pod_set(b: Build, todo: list[tuple[Pod, str]]) -> None:
             record.pid_start = processes.start_time(started.pid) if started.pid else None
 
     items = list(zip(todo, sandboxes, records, strict=True))
-    if b.runtime.workers > 1:  # a container engine overlaps its calls; forks of this process would not gain
-        from concurrent.futures import ThreadPoolExecutor
+    try:
+        if b.runtime.workers > 1:  # a container engine overlaps its calls; forks of this process would not gain
+            from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(b.runtime.workers) as pool:
-            list(pool.map(start, items))
-    else:
-        for item in items:
-            start(item)
+            with ThreadPoolExecutor(b.runtime.workers) as pool:
+                list(pool.map(start, items))
+        else:
+            for item in items:
+                start(item)
+    finally:
+        b.runtime.finish_pods(plan.lab)
 
 
 def note_stand_ins(b: Build, found: list[tuple[Pod, str, StandIn]], shown: int = 10) -> None:

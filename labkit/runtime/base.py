@@ -104,6 +104,10 @@ class Runtime(Protocol):
         """Whether the runtime can run `image` as it is (a container engine that has it)."""
         ...
 
+    def finish_pods(self, lab: str) -> None:
+        """After a batch of start_containers: let go of what the batch needed (the stand-ins' launcher)."""
+        ...
+
     def destroy(self, lab: str) -> None:
         """Remove every sandbox of `lab` that exists, found by name prefix or label. Idempotent."""
         ...
@@ -133,3 +137,6 @@ class RuntimeBase:
 
     def has_image(self, image: str) -> bool:
         return False  # a runtime without images runs none
+
+    def finish_pods(self, lab: str) -> None:
+        return None

@@ -32,6 +32,7 @@ from labkit.files import write_atomic
 from labkit.k8s.models import CAPABILITIES  # by number (capability.h): index i is capability i
 from labkit.runtime.base import DEFAULT_CAPABILITIES, ContainerSpec, NodeSpec, PodSpec, RuntimeBase, Sandbox
 from labkit.runtime.engine import WORKERS, connect, engine_url
+from labkit.runtime.podproc import StandInLaunchers
 from labkit.runtime.image import (
     DEFAULT_IMAGE, NODE_REPOSITORY, PAUSE_IMAGE, PAUSE_REPOSITORY, ensure_image, image_present,
 )
@@ -126,6 +127,7 @@ class DockerRuntime(RuntimeBase):
         self.workers = workers
         self._images_checked: set[str] = set()
         self._images_present: dict[str, bool] = {}
+        self._stand_in_launchers = StandInLaunchers(self.state_dir)
         self._lock = threading.Lock()
         self._privileges = node_privileges()
 
@@ -231,19 +233,15 @@ class DockerRuntime(RuntimeBase):
         parallel(start, [(i, c) for i, c in enumerate(pod.containers) if c.stand_in is None], self.workers)
 
     def _start_stand_ins(self, lab: str, pod: PodSpec, sandbox: Sandbox) -> None:
-        from labkit.files import makedirs
-        from labkit.runtime import podproc
-
         stand_ins = [c for c in pod.containers if c.stand_in is not None]
-        if not stand_ins:
-            return
-        if not sandbox.pid:
+        if stand_ins and not sandbox.pid:
             raise LabkitError(f"lab {lab}: pod {pod.namespace}/{pod.name} has no running pause container")
-        folder = paths.lab(lab, root=self.state_dir).pod_dir(pod.namespace, pod.name)
-        makedirs(folder)
-        for spec in stand_ins:
-            argv = podproc.stand_in_program(pod.namespace, pod.name, spec, os.path.join(folder, f"{spec.name}.pid"))
-            podproc.spawn_stand_in(sandbox.pid, argv, os.path.join(folder, f"{spec.name}.log"))
+        for spec in stand_ins:  # from the host, into the pause container's namespaces
+            self._stand_in_launchers.start(lab, net=f"/proc/{sandbox.pid}/ns/net", uts=f"/proc/{sandbox.pid}/ns/uts",
+                                           namespace=pod.namespace, pod=pod.name, container=spec)
+
+    def finish_pods(self, lab: str) -> None:
+        self._stand_in_launchers.close(lab)
 
     def has_image(self, image: str) -> bool:
         """Whether the engine has `image` (asked once per image and runtime object)."""

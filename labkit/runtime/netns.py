@@ -48,6 +48,12 @@ def _write_etc(lab: str, nodes: Sequence[NodeSpec]) -> None:
 class NetnsRuntime(RuntimeBase):
     name = "netns"
 
+    def __init__(self) -> None:
+        self._stand_ins = podproc.StandInLaunchers()
+
+    def finish_pods(self, lab: str) -> None:
+        self._stand_ins.close(lab)
+
     def create_nodes(self, lab: str, nodes: Sequence[NodeSpec]) -> list[Sandbox]:
         try:
             netns.create_namespaces(n.netns for n in nodes)
@@ -84,9 +90,8 @@ class NetnsRuntime(RuntimeBase):
         for container in pod.containers:
             log = os.path.join(folder, f"{container.name}.log")
             if container.stand_in is not None:
-                argv = podproc.stand_in_program(pod.namespace, pod.name, container,
-                                                os.path.join(folder, f"{container.name}.pid"))
-                podproc.spawn_in_pod(holder, argv, {}, log, podproc.STAND_IN_CAPABILITIES)
+                self._stand_ins.start(lab, net=sandbox.netns_path, uts=f"/proc/{holder}/ns/uts",
+                                      namespace=pod.namespace, pod=pod.name, container=container)
             elif container.argv:
                 podproc.spawn_in_pod(holder, container.argv, container.env, log, container.capabilities)
         return dataclasses.replace(sandbox, pid=holder)

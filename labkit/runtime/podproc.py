@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,9 +31,6 @@ from labkit.net.syscalls import (
 from labkit.runtime.base import DEFAULT_CAPABILITIES, ContainerSpec
 
 EXEC_CAPABILITIES_FILE = "exec-capabilities"  # in a pod's folder: the set `labkit exec` into it runs with
-# All labkit's stand-in workload needs: a port below 1024. It runs as root on the host's filesystem (the
-# interpreter is the host's), so it gets nothing else, whatever the container it stands in for would.
-STAND_IN_CAPABILITIES = ("NET_BIND_SERVICE",)
 
 
 def capabilities(security_context: Any | None) -> tuple[str, ...] | None:
@@ -81,32 +79,77 @@ def exec_capabilities(folder: str) -> tuple[str, ...] | None:
 
 
 
-def stand_in_program(namespace: str, pod: str, container: ContainerSpec, pidfile: str) -> list[str]:
-    """The command line of a container's stand-in (labkit.standin, on the host's Python started bare:
-    no site, no pyroute2). It writes `pidfile` once its ports are bound; the file is also how
-    `down` and `leftovers` know it (its path is inside the lab's state folder)."""
-    from labkit.lean import module_argv
+class StandInLaunchers:
+    """labkit's stand-ins, started through one launcher per lab and batch of pods (labkit.standin's
+    `launch`: one interpreter forks every stand-in into its pod's network and UTS namespaces, with
+    NET_BIND_SERVICE alone, so each costs a fork, not an interpreter). A launcher starts with the
+    batch's first stand-in and ends at `close` (or when labkit exits: its input ends); the stand-ins
+    live on, each writing its pid file in its pod's folder once its ports are bound."""
 
-    stand_in = container.stand_in
-    assert stand_in is not None
-    args = ["--pod", f"{namespace}/{pod}", "--container", container.name]
-    if stand_in.tcp:
-        args += ["--tcp", ",".join(map(str, stand_in.tcp))]
-    if stand_in.udp:
-        args += ["--udp", ",".join(map(str, stand_in.udp))]
-    return module_argv("labkit.standin", *args, "--pidfile", pidfile)
+    def __init__(self, state_root: str | None = None) -> None:
+        self.state_root = state_root
+        self._running: dict[str, subprocess.Popen] = {}
+        self._lock = threading.Lock()
 
+    def start(self, lab: str, *, net: str, uts: str, namespace: str, pod: str, container: ContainerSpec) -> int:
+        """Start the stand-in of `container`; its pid. `net`, `uts`: namespace paths setns() accepts."""
+        from labkit import paths
+        from labkit.files import makedirs
 
-def spawn_stand_in(sandbox_pid: int, argv: Sequence[str], log_path: str) -> int:
-    """Start a stand-in from the host into the network and UTS namespaces of `sandbox_pid` (a pause
-    container's process), as the DNS server is: no image needs Python. Returns its pid."""
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "ab") as log:
-        proc = subprocess.Popen(["nsenter", f"--net=/proc/{sandbox_pid}/ns/net", f"--uts=/proc/{sandbox_pid}/ns/uts",
-                                 "--", *with_capabilities(STAND_IN_CAPABILITIES, argv)],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd="/",
-                                start_new_session=True, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
-    return proc.pid
+        stand_in = container.stand_in
+        assert stand_in is not None
+        files = paths.lab(lab, root=self.state_root) if self.state_root else paths.lab(lab)
+        folder = files.pod_dir(namespace, pod)
+        makedirs(folder)
+        fields = [net, uts, os.path.join(folder, f"{container.name}.log"),
+                  os.path.join(folder, f"{container.name}.pid"), f"{namespace}/{pod}", container.name,
+                  ",".join(map(str, stand_in.tcp)), ",".join(map(str, stand_in.udp))]
+        if any("\t" in f or "\n" in f for f in fields):  # names are checked long before; a request is one line
+            raise LabkitError(f"pod {namespace}/{pod}: cannot start a stand-in for container {container.name!r}")
+        with self._lock:
+            launcher = self._running.get(lab)
+            if launcher is None or launcher.poll() is not None:
+                launcher = self._running[lab] = self._launch(files.dir)
+            try:
+                launcher.stdin.write("\t".join(fields) + "\n")
+                launcher.stdin.flush()
+                reply = launcher.stdout.readline()
+            except OSError:
+                reply = ""
+        if reply.startswith("OK "):
+            return int(reply.split()[1])
+        raise LabkitError(f"pod {namespace}/{pod}: the stand-in of container {container.name} did not start: "
+                          f"{reply.removeprefix('ERR ').strip() or 'its launcher exited'} "
+                          f"(see {os.path.join(files.dir, 'standin-launcher.log')})")
+
+    def _launch(self, lab_dir: str) -> subprocess.Popen:
+        from labkit.lean import module_argv
+
+        fd = os.open(os.path.join(lab_dir, "standin-launcher.log"),
+                     os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "ab") as log:
+            # `--state` names the lab's folder on its command line (and so on its stand-ins'): `down` and
+            # `leftovers` find them by it.
+            return subprocess.Popen(module_argv("labkit.standin", "launch", "--state", lab_dir),
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
+                                    cwd="/", start_new_session=True,
+                                    env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+
+    def close(self, lab: str) -> None:
+        """End the lab's launcher (its stand-ins keep running)."""
+        with self._lock:
+            launcher = self._running.pop(lab, None)
+        if launcher is not None:
+            try:
+                launcher.stdin.close()
+            except OSError:
+                pass
+            try:
+                launcher.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                launcher.kill()
+                launcher.wait()
+            launcher.stdout.close()
 
 
 def _fork_checked(child, what: str) -> int:

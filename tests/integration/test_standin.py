@@ -101,7 +101,9 @@ def test_status_says_which_containers_stand_in_and_why(docs_lab: RunningLab, cap
 
 
 def test_each_stand_in_is_one_process_the_lab_knows(docs_lab: RunningLab) -> None:
+    """Bare interpreter, no workers, NET_BIND_SERVICE alone (bound, effective; none ambient)."""
     files = paths.lab(docs_lab.name)
+    stand_ins = set()
     for pod in docs_lab.summary["pods"]:
         for container in pod["containers"]:
             if container["stand_in"] is None:
@@ -109,8 +111,15 @@ def test_each_stand_in_is_one_process_the_lab_knows(docs_lab: RunningLab) -> Non
             pid_file = Path(files.pod_dir(pod["namespace"], pod["name"])) / f"{container['name']}.pid"
             proc = processes.recorded(str(pid_file), marker=files.dir)
             assert proc is not None, pid_file
+            stand_ins.add(proc.pid)
             assert processes.cmdline(proc.pid)[1] == "-IS"  # the host's interpreter, bare
             assert processes.children(proc.pid) == set()
+            with open(f"/proc/{proc.pid}/status", encoding="ascii") as fh:
+                caps = dict(line.split(":\t") for line in fh if line.startswith(("CapEff", "CapBnd", "CapAmb")))
+            assert {k: int(v, 16) for k, v in caps.items()} == {"CapEff": 1 << 10, "CapBnd": 1 << 10, "CapAmb": 0}
+    # forked from one launcher, which ended with the batch of pods it started; the stand-ins live on
+    assert {pid for pid in processes.naming(files.dir) if "launch" in processes.cmdline(pid)} == stand_ins
+    assert len(stand_ins) == 10
 
 
 def test_docker_refuses_a_missing_image_unless_stand_ins_are_allowed(labkit_docker, tmp_path) -> None:

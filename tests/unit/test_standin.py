@@ -224,3 +224,11 @@ def test_bad_arguments_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert standin.main(["--bogus", "1"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "usage:" in err
+
+
+def test_the_launcher_answers_a_malformed_request_and_ends_with_its_input() -> None:
+    from labkit.lean import module_argv
+
+    proc = subprocess.run(module_argv("labkit.standin", "launch", "--state", "/nonexistent"), input="a\tb\n",
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert (proc.returncode, proc.stdout) == (0, "ERR a request has 8 tab-separated fields, got 2\n")
