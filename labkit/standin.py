@@ -354,7 +354,9 @@ def _stand_in_child(kernel: _Kernel, request: dict[str, str]) -> int:
 
 
 def launch() -> int:
-    """Read requests from stdin (FIELDS, tab-separated, one a line); answer each with `OK PID` or `ERR why`."""
+    """Read requests from stdin (FIELDS, tab-separated, one a line) until it ends; start each. Only a request
+    that cannot be started is answered, with `ERR why` (labkit reads the answers once it has sent them all;
+    a stand-in that fails later says why in its log)."""
     import signal
 
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the children reap themselves; they outlive this process
@@ -365,7 +367,11 @@ def launch() -> int:
             print(f"ERR a request has {len(FIELDS)} tab-separated fields, got {len(values)}", flush=True)
             continue
         sys.stdout.flush()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            print(f"ERR {values[4]} container {values[5]}: fork: {exc.strerror}", flush=True)
+            continue
         if pid == 0:
             code = 1
             try:
@@ -377,7 +383,6 @@ def launch() -> int:
                     pass
             finally:
                 os._exit(code)
-        print(f"OK {pid}", flush=True)
     return 0
 
 

@@ -118,8 +118,13 @@ def start_pod_set(b: Build, todo: list[tuple[Pod, str]]) -> None:
         else:
             for item in items:
                 start(item)
-    finally:
-        b.runtime.finish_pods(plan.lab)
+    except BaseException:
+        try:
+            b.runtime.finish_pods(plan.lab)
+        except LabkitError:
+            pass  # the first failure is the one to report
+        raise
+    b.runtime.finish_pods(plan.lab)
 
 
 def note_stand_ins(b: Build, found: list[tuple[Pod, str, StandIn]], shown: int = 10) -> None:

@@ -84,21 +84,26 @@ class StandInLaunchers:
     `launch`: one interpreter forks every stand-in into its pod's network and UTS namespaces, with
     NET_BIND_SERVICE alone, so each costs a fork, not an interpreter). A launcher starts with the
     batch's first stand-in and ends at `close` (or when labkit exits: its input ends); the stand-ins
-    live on, each writing its pid file in its pod's folder once its ports are bound."""
+    live on, each writing its pid file in its pod's folder once its ports are bound. Requests are only
+    written, never waited for one by one: `close` reads what could not be started."""
 
     def __init__(self, state_root: str | None = None) -> None:
         self.state_root = state_root
         self._running: dict[str, subprocess.Popen] = {}
         self._lock = threading.Lock()
 
-    def start(self, lab: str, *, net: str, uts: str, namespace: str, pod: str, container: ContainerSpec) -> int:
-        """Start the stand-in of `container`; its pid. `net`, `uts`: namespace paths setns() accepts."""
+    def _files(self, lab: str):
         from labkit import paths
+
+        return paths.lab(lab, root=self.state_root) if self.state_root else paths.lab(lab)
+
+    def start(self, lab: str, *, net: str, uts: str, namespace: str, pod: str, container: ContainerSpec) -> None:
+        """Have the stand-in of `container` started. `net`, `uts`: namespace paths setns() accepts."""
         from labkit.files import makedirs
 
         stand_in = container.stand_in
         assert stand_in is not None
-        files = paths.lab(lab, root=self.state_root) if self.state_root else paths.lab(lab)
+        files = self._files(lab)
         folder = files.pod_dir(namespace, pod)
         makedirs(folder)
         fields = [net, uts, os.path.join(folder, f"{container.name}.log"),
@@ -108,19 +113,14 @@ class StandInLaunchers:
             raise LabkitError(f"pod {namespace}/{pod}: cannot start a stand-in for container {container.name!r}")
         with self._lock:
             launcher = self._running.get(lab)
-            if launcher is None or launcher.poll() is not None:
+            if launcher is None:
                 launcher = self._running[lab] = self._launch(files.dir)
             try:
                 launcher.stdin.write("\t".join(fields) + "\n")
                 launcher.stdin.flush()
-                reply = launcher.stdout.readline()
             except OSError:
-                reply = ""
-        if reply.startswith("OK "):
-            return int(reply.split()[1])
-        raise LabkitError(f"pod {namespace}/{pod}: the stand-in of container {container.name} did not start: "
-                          f"{reply.removeprefix('ERR ').strip() or 'its launcher exited'} "
-                          f"(see {os.path.join(files.dir, 'standin-launcher.log')})")
+                raise LabkitError(f"pod {namespace}/{pod}: the stand-ins' launcher exited; see "
+                                  f"{os.path.join(files.dir, 'standin-launcher.log')}") from None
 
     def _launch(self, lab_dir: str) -> subprocess.Popen:
         from labkit.lean import module_argv
@@ -136,20 +136,23 @@ class StandInLaunchers:
                                     env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
 
     def close(self, lab: str) -> None:
-        """End the lab's launcher (its stand-ins keep running)."""
+        """End the lab's launcher once it has started everything asked (the stand-ins keep running);
+        LabkitError names what it could not start."""
         with self._lock:
             launcher = self._running.pop(lab, None)
-        if launcher is not None:
-            try:
-                launcher.stdin.close()
-            except OSError:
-                pass
-            try:
-                launcher.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                launcher.kill()
-                launcher.wait()
-            launcher.stdout.close()
+        if launcher is None:
+            return
+        try:
+            answers, _ = launcher.communicate(timeout=60)  # ends its input, reads what it answered
+        except subprocess.TimeoutExpired:
+            launcher.kill()
+            answers, _ = launcher.communicate()
+        failed = [line.removeprefix("ERR ") for line in answers.splitlines() if line.strip()]
+        if launcher.returncode != 0:
+            failed.append(f"the launcher exited with {launcher.returncode}; see "
+                          f"{os.path.join(self._files(lab).dir, 'standin-launcher.log')}")
+        if failed:
+            raise LabkitError("stand-ins not started: " + "; ".join(failed))
 
 
 def _fork_checked(child, what: str) -> int:
