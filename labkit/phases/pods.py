@@ -207,61 +207,76 @@ def container_id(lab: str, namespace: str, pod: str) -> str:
     return f"{lab}.{namespace}.{pod}"
 
 
-def _listening_ports() -> set[tuple[str, int]]:
-    """(protocol, port) of the TCP ports listened on and the UDP ports bound in the calling thread's
-    network namespace."""
+def _listening_tcp_ports() -> set[int]:
+    """TCP ports listened on in the calling thread's network namespace."""
     ports = set()
-    for protocol, state, tables in (("TCP", "0A", ("tcp", "tcp6")), ("UDP", "07", ("udp", "udp6"))):
-        for table in tables:  # 0A: TCP LISTEN; 07: an unconnected (bound) UDP socket
-            try:
-                with open(f"/proc/thread-self/net/{table}", encoding="ascii") as fh:
-                    next(fh)
-                    for line in fh:
-                        fields = line.split()
-                        if fields[3] == state:
-                            ports.add((protocol, int(fields[1].rsplit(":", 1)[1], 16)))
-            except FileNotFoundError:
-                continue
+    for table in ("/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as fh:
+                next(fh)
+                for line in fh:
+                    fields = line.split()
+                    if fields[3] == "0A":  # LISTEN
+                        ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+        except FileNotFoundError:
+            continue
     return ports
 
 
-def _awaited(pod: Pod, stand_ins: Mapping[str, StandIn]) -> set[tuple[str, int]]:
-    """What must be served before the pod counts as ready: its declared TCP containerPorts, and every
-    port of its stand-ins (UDP too: the stand-in binds what it serves before anything else)."""
-    ports = {("TCP", p.containerPort) for c in pod.spec.containers for p in c.ports if p.protocol == "TCP"}
-    for stand_in in stand_ins.values():
-        ports |= {("TCP", p) for p in stand_in.tcp} | {("UDP", p) for p in stand_in.udp}
-    return ports
+def _listening_in(netns_paths: list[str]) -> dict[str, set[int]]:
+    """The TCP ports listened on in each namespace: one thread through them all, not a thread each."""
+    found: dict[str, set[int]] = {}
+
+    def look(path: str) -> None:
+        found[path] = _listening_tcp_ports()
+
+    netns.for_each_netns(netns_paths, look)
+    return found
+
+
+def _awaited(pod: Pod, stand_ins: Mapping[str, StandIn]) -> set[int]:
+    """The declared TCP containerPorts of the pod's containers that run as written (a stand-in is
+    awaited by the pid file it writes once every port it serves, TCP and UDP, is bound)."""
+    return {p.containerPort for c in pod.spec.containers if c.name not in stand_ins
+            for p in c.ports if p.protocol == "TCP"}
 
 
 def wait_ready(b: Build) -> None:
-    """Readiness: every TCP containerPort a pod declares is listened on before `up` returns, so a
-    check or a test right after `up` never races a server that is still starting."""
+    """Readiness: every TCP containerPort a pod declares is listened on, and every stand-in serves, before
+    `up` returns, so a check or a test right after `up` never races a server that is still starting."""
     import time
 
     workloads = workloads_of(b.plan)
     if workloads is None:
         return
-    declared = {pod.key: _awaited(pod, b.stand_ins.get(pod.key, {})) for pod in workloads.pods}
-    waiting = [(record, declared.get(f"{record.namespace}/{record.name}", set())) for record in b.pods]
-    waiting = [(record, ports) for record, ports in waiting if ports
-               and not (record.namespace == "kube-system" and record.labels.get("k8s-app") == DNS_APP)]
+    files = paths.lab(b.plan.lab)
+    pods = {pod.key: pod for pod in workloads.pods}
+    waiting = []
+    for record in b.pods:
+        key = f"{record.namespace}/{record.name}"
+        if key not in pods or (record.namespace == "kube-system" and record.labels.get("k8s-app") == DNS_APP):
+            continue
+        stand_ins = b.stand_ins.get(key, {})
+        folder = files.pod_dir(record.namespace, record.name)
+        waiting.append((record, _awaited(pods[key], stand_ins),
+                        {name: os.path.join(folder, f"{name}.pid") for name in stand_ins}))
     timeout = READY_TIMEOUT
     deadline = time.monotonic() + timeout
-    while waiting:
-        waiting = [(record, ports - netns.run_in_netns(record.netns_path, _listening_ports))
-                   for record, ports in waiting]
-        waiting = [(record, ports) for record, ports in waiting if ports]
-        if not waiting:
+    while waiting := [(r, ports, pids) for r, ports, pids in waiting if ports or pids]:
+        with_ports = [r.netns_path for r, ports, _ in waiting if ports]
+        listening = _listening_in(with_ports) if with_ports else {}
+        waiting = [(r, ports - listening.get(r.netns_path, set()),
+                    {name: f for name, f in pids.items() if not os.path.exists(f)}) for r, ports, pids in waiting]
+        if not any(ports or pids for _, ports, pids in waiting):
             return
         if time.monotonic() > deadline:
-            record, ports = waiting[0]
+            record, ports, pids = next((r, ports, pids) for r, ports, pids in waiting if ports or pids)
             key = f"{record.namespace}/{record.name}"
-            stood_in = sorted(b.stand_ins.get(key, {}))
-            hint = (f"labkit's stand-in did not start; see {', '.join(c + '.log' for c in stood_in)} in "
-                    f"{paths.lab(b.plan.lab).pod_dir(record.namespace, record.name)}" if stood_in
-                    else "is its command right?")
-            listed = ", ".join(str(p) if proto == "TCP" else f"{p}/UDP"
-                               for proto, p in sorted(ports, key=lambda x: x[1]))
-            raise LabkitError(f"pod {key}: nothing listens on containerPort {listed} after {timeout:.0f} s; {hint}")
+            if pids:
+                logs = ", ".join(f[:-len(".pid")] + ".log" for f in pids.values())
+                raise LabkitError(f"pod {key}: labkit's stand-in of container {', '.join(pids)} does not serve "
+                                  f"after {timeout:.0f} s; see {logs}")
+            listed = ", ".join(map(str, sorted(ports)))
+            raise LabkitError(f"pod {key}: nothing listens on containerPort {listed} after {timeout:.0f} s; "
+                              "is its command right?")
         time.sleep(0.02)
