@@ -1,10 +1,11 @@
 """labkit's stand-in workload: one small process that serves a container's ports as agnhost netexec does.
 
 A container labkit cannot run as written (labkit.k8s.standin decides which, and why) runs this
-instead, in the pod's network and UTS namespaces, from the host's Python started bare (`-I -S`,
+instead, in the pod's network and UTS namespaces, on the host's Python started bare (`-I -S`,
 standard library only: no site, no labkit package beyond this module):
 
     python -m labkit.standin --pod NS/NAME --container NAME [--tcp 80,443] [--udp 53] [--pidfile FILE]
+    python -m labkit.standin launch --state LAB_DIR      (how labkit starts them: see "the launcher")
 
 Every TCP port speaks HTTP, answering like the Kubernetes e2e image agnhost's `netexec`:
 `/hostname` (and `/hostName`): the pod's hostname; `/clientip`: the client's `IP:PORT`;
