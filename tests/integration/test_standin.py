@@ -212,3 +212,27 @@ def test_status_calls_a_lab_whose_stand_in_died_degraded(labkit_lab_factory, tmp
     found = lab.status(running.name)[0]
     assert found["phase"] == "degraded"
     assert found["health"]["problems"] == ["pod default/web: the stand-in of container nginx is not running"]
+
+
+SECOND_POD = """\
+  - apiVersion: v1
+    kind: Pod
+    metadata: {name: api}
+    spec:
+      containers:
+        - {name: api, image: "python:3.12", ports: [{containerPort: 8000}]}
+"""
+
+
+def test_apply_starts_the_stand_ins_of_new_pods(labkit_lab_factory, tmp_path) -> None:
+    topology = tmp_path / "grow.yaml"
+    topology.write_text(ONE_NGINX.format(name="sigrow", cluster="{}"))
+    running = labkit_lab_factory(topology, runtime="netns")
+    topology.write_text(ONE_NGINX.format(name="sigrow", cluster="{}") + SECOND_POD)
+    lab.apply(str(topology))
+    found = lab.status(running.name)[0]
+    assert found["health"]["ok"], found["health"]
+    reasons = {(p["name"], c["name"]): c["stand_in"] for p in found["pods"] for c in p["containers"]}
+    assert reasons[("web", "nginx")] and "python:3.12" in reasons[("api", "api")]  # the first pod's kept
+    updated = RunningLab(running.name, found)
+    assert fetch(updated, f"http://{updated.pod_ip('default/api')}:8000/hostname", "default/web") == "api"
