@@ -229,7 +229,7 @@ def test_apply_starts_the_stand_ins_of_new_pods(labkit_lab_factory, tmp_path) ->
     topology.write_text(ONE_NGINX.format(name="sigrow", cluster="{}"))
     running = labkit_lab_factory(topology, runtime="netns")
     topology.write_text(ONE_NGINX.format(name="sigrow", cluster="{}") + SECOND_POD)
-    lab.apply(str(topology))
+    lab.apply(str(topology), name=running.name)
     found = lab.status(running.name)[0]
     assert found["health"]["ok"], found["health"]
     reasons = {(p["name"], c["name"]): c["stand_in"] for p in found["pods"] for c in p["containers"]}
