@@ -28,7 +28,8 @@ from labkit.topology import load_plan
 from labkit.topology.plan import Plan, host_link_name, netns_prefix
 
 __all__ = ["APPLY", "UP", "Build", "apply", "down", "exec_in", "get_runtime", "graph_summary", "known_labs",
-           "leftovers", "status", "summarize", "up", "validate", "verify_lab", "verify_topology"]
+           "leftovers", "render_trace", "status", "summarize", "trace", "up", "validate", "verify_lab",
+           "verify_topology"]
 
 # ---------------------------------------------------------------- the phase tables
 
@@ -47,6 +48,10 @@ def with_host_access(plan: Plan) -> bool:
     return bool(plan.mgmt and plan.mgmt.host_access)
 
 
+def with_ports(plan: Plan) -> bool:
+    return any(n.container and n.container.ports for n in plan.nodes)
+
+
 UP: tuple[Phase, ...] = (
     ("nodes", nodes.create_nodes, always),
     ("links", nodes.create_links, always),
@@ -58,6 +63,7 @@ UP: tuple[Phase, ...] = (
     ("dns", dns.start_dns, with_cluster),
     ("policies", services.apply_policies, with_cluster),
     ("exec", nodes.run_exec, always),
+    ("ports", nodes.publish_ports, with_ports),  # containerlab's `ports`, forwarded into the nodes
     ("cni server", cni.wait_cni_server, with_cluster),  # listening before `up` returns
     ("readiness", pods.wait_ready, with_cluster),
 )
@@ -94,6 +100,8 @@ def up(path: str, runtime: str | None = None, progress: Progress | None = None,
 def _up(path: str, plan: Plan, rt: Runtime, progress: Progress) -> dict[str, Any]:
     if plan.lab in known_labs():
         raise LabkitError(f"lab {plan.lab!r} is already up; take it down first: labkit down --name {plan.lab}")
+    for note in plan.notes:  # keys this runtime leaves without effect, said once
+        progress.note(f"note: {note}")
     build = Build(plan, rt, progress)
     state.write(plan.lab, {"name": plan.lab, "runtime": plan.runtime, "source": os.path.abspath(path),
                            "phase": "starting", "created": time.time(),
@@ -199,7 +207,8 @@ def summarize(plan: Plan, build: Build | None = None) -> dict[str, Any]:
                            for i in node.interfaces],
         })
     return {
-        "name": plan.lab, "runtime": plan.runtime, "source": plan.source, "nodes": nodes,
+        "name": plan.lab, "title": plan.title or plan.lab, "runtime": plan.runtime, "source": plan.source,
+        "nodes": nodes,
         "links": [{"a": f"{link.a.node}:{link.a.ifname}", "b": f"{link.b.node}:{link.b.ifname}"}
                   for link in plan.links],
         "mgmt": {"netns": plan.mgmt.netns, "subnet": str(plan.mgmt.subnet),
@@ -251,6 +260,7 @@ def _down(lab: str, runtimes: Sequence[Runtime] | None) -> bool:
 
 def _remove_host_link(lab: str) -> None:
     wiring.remove_host_link(host_link_name(lab))
+    wiring.remove_lab_host_links(lab)  # the host ends of containerlab `host` links, by their mark
 
 
 def known_labs(*, containers: bool = False) -> set[str]:
@@ -427,6 +437,32 @@ def verify_topology(path: str, name: str | None = None, timeout: float = verify.
     return verify.run_checks(status(plan.lab)[0], plan.expects, timeout)
 
 
+# ---------------------------------------------------------------- trace
+
+
+def trace(lab: str, src: str, dst: str, protocol: str | None = None, timeout: float | None = None) -> dict[str, Any]:
+    """`labkit trace`: one probe from `src` to `dst` in a running lab, and its path (labkit.trace)."""
+    from labkit import trace as tracing
+
+    paths.check_lab_name(lab, "lab")
+    found = status(lab)[0]
+    if not found.get("nodes"):
+        raise LabkitError(f"lab {lab!r} is not up: nothing to trace")
+    with lab_lock(lab, "trace"):  # one trace at a time: they share the trace table's name
+        return tracing.trace(found, src, dst, protocol, timeout=timeout or tracing.DEFAULT_TIMEOUT,
+                             journal=paths.lab(lab).path("trace.json"))
+
+
+def render_trace(report: dict[str, Any], fmt: str) -> str:
+    """A trace report as text, json, mermaid, or html: drawn on the lab's picture (labkit graph)."""
+    from labkit import graph
+    from labkit import trace as tracing
+
+    if fmt == "html":
+        return graph.render_graph(status(report["lab"])[0], "html", trace=report)
+    return tracing.render(report, fmt)
+
+
 def validate(path: str) -> Plan:
     return load_plan(path)
 
@@ -449,6 +485,7 @@ def leftovers(lab: str) -> list[str]:
         found.append(files.dir)
     if os.path.exists(f"/sys/class/net/{host_link_name(lab)}"):
         found.append(f"host link {host_link_name(lab)}")
+    found += [f"host link {name}" for name in wiring.lab_host_links(lab)]
     if lab in _docker_engine_labs()[1]:
         found.append(f"docker containers labelled labkit.lab={lab}")
     if os.path.exists(paths.lock_path(lab)):  # the lab's lock file (labkit.lock), beside its folder

@@ -22,7 +22,9 @@ def print_status(labs: list[dict[str, Any]], console: Console | None = None) -> 
     if not labs:
         console.print("no labs are up")
     for lab in labs:
-        nodes = Table(title=f"lab {lab['name']} ({lab.get('runtime')}, {lab.get('phase')})", title_justify="left")
+        title = lab.get("title") or lab["name"]  # the file's name for it; `name` is what labkit runs it as
+        named = title if title == lab["name"] else f"{title} (runs as {lab['name']})"
+        nodes = Table(title=f"lab {named} ({lab.get('runtime')}, {lab.get('phase')})", title_justify="left")
         nodes.add_column("node")
         nodes.add_column("kind")
         nodes.add_column("mgmt ipv4", no_wrap=True)

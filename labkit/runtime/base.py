@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from labkit.k8s.standin import StandIn
@@ -32,6 +32,7 @@ class NodeSpec:
     hostname: str | None = None
     hosts: str = ""  # contents of the node's /etc/hosts
     resolv_conf: str = ""  # contents of the node's /etc/resolv.conf
+    container: Any = None  # labkit.topology.containers.ContainerSettings: containerlab's container keys
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, TypeVar
@@ -39,6 +40,8 @@ from labkit.runtime.image import (
 
 if TYPE_CHECKING:
     import docker
+
+    from labkit.topology.containers import ContainerSettings
 
 LABEL_LAB = "labkit.lab"
 LABEL_NODE = "labkit.node"
@@ -149,23 +152,57 @@ class DockerRuntime(RuntimeBase):
             LABEL_KIND: node.kind,
             LABEL_ROLE: "node",
         }
+        settings = node_container_settings(node.container)
         info = self._run(
             name=node.netns,
             image=image,
-            hostname=node.hostname or node.name,
-            labels=labels,
+            hostname=(node.container and node.container.hostname) or node.hostname or node.name,
+            labels={**settings.pop("labels"), **labels},  # labkit's own labels win: destroy finds the lab by them
+            command=settings.pop("command"),
+            environment=settings.pop("environment"),
+            create=settings.pop("create"),
             network_mode="none",
             log_config=QUIET_LOG,
             **copy.deepcopy(self._privileges),
             mounts=self._etc_mounts(lab, node.hosts, node.resolv_conf),
+            **settings,
         )
         return self._sandbox(lab, node.name, info, labels)
 
     def create_nodes(self, lab: str, nodes: Sequence[NodeSpec]) -> list[Sandbox]:
-        """create_node for many nodes at once (the engine's calls overlap)."""
+        """create_node for many nodes at once (the engine's calls overlap), in waves when nodes wait
+        for others (containerlab's `stages`/`wait-for`); `up` goes on once every healthcheck passes."""
+        from labkit.topology.containers import creation_waves
+
         for image in {n.image or DEFAULT_IMAGE for n in nodes}:
             self._ensure_image(image)
-        return parallel(lambda n: self.create_node(lab, n), nodes, self.workers)
+        by_name = {n.name: n for n in nodes}
+        after = {n.name: n.container.after if n.container else () for n in nodes}
+        made: dict[str, Sandbox] = {}
+        for wave in creation_waves(after) or [list(by_name)]:
+            for other in {o for n in wave for o, stage in after[n] if stage in HEALTHY_STAGES and o in made}:
+                self._wait_healthy(made[other], by_name[other])
+            made.update(zip(wave, parallel(lambda n: self.create_node(lab, by_name[n]), wave, self.workers),
+                            strict=True))
+        for name, sandbox in made.items():
+            self._wait_healthy(sandbox, by_name[name])
+        return [made[n.name] for n in nodes]
+
+    def _wait_healthy(self, sandbox: Sandbox, node: NodeSpec) -> None:
+        """Until the node's healthcheck says healthy (Docker runs it); at most what its settings allow."""
+        hc = node.container.healthcheck if node.container else None
+        if hc is None:
+            return
+        limit = (hc.start_period or 0) + ((hc.interval or 30) + (hc.timeout or 30)) * ((hc.retries or 3) + 1)
+        deadline = time.monotonic() + limit
+        cid = sandbox.labels["labkit.container-id"]
+        while True:
+            health = (self.client.api.inspect_container(cid)["State"].get("Health") or {}).get("Status")
+            if health == "healthy":
+                return
+            if health == "unhealthy" or time.monotonic() > deadline:
+                raise LabkitError(f"node {node.name}: its healthcheck did not pass within {limit} s (state: {health})")
+            time.sleep(0.2)  # polling the engine's own health state, not a readiness guess
 
     def create_pod(self, lab: str, pod: PodSpec) -> Sandbox:
         self._ensure_image(PAUSE_IMAGE)
@@ -212,7 +249,7 @@ class DockerRuntime(RuntimeBase):
                 image=spec.image or DEFAULT_IMAGE,
                 # Kubernetes' mapping: command replaces the image's ENTRYPOINT, args its CMD; an argv alone
                 # (a spec made without command/args) is the whole program.
-                entrypoint=list(spec.command) or (list(spec.argv) if not spec.args else []) or None,
+                create={"entrypoint": list(spec.command) or (list(spec.argv) if not spec.args else []) or None},
                 command=list(spec.args) or None,
                 environment=dict(spec.env),
                 labels={
@@ -378,9 +415,9 @@ class DockerRuntime(RuntimeBase):
         labels: dict[str, str],
         hostname: str | None = None,
         command: list[str] | None = None,
-        entrypoint: list[str] | None = None,
         environment: dict[str, str] | None = None,
         inspect: bool = True,
+        create: dict | None = None,
         **host: object,
     ) -> dict:
         """Create and start a container (low-level API: 3 engine calls, not 5); return its
@@ -395,13 +432,13 @@ class DockerRuntime(RuntimeBase):
             created = api.create_container(
                 image,
                 command=command,
-                entrypoint=entrypoint,
                 name=name,
                 hostname=hostname,
                 labels=labels,
                 environment=environment or None,
                 stop_signal="SIGTERM",
                 host_config=host_config,
+                **(create or {}),
             )
         except docker.errors.APIError as e:
             unknown = _UNKNOWN_CAP.search(_explain(e))
@@ -416,9 +453,9 @@ class DockerRuntime(RuntimeBase):
                     labels=labels,
                     hostname=hostname,
                     command=command,
-                    entrypoint=entrypoint,
                     environment=environment,
                     inspect=inspect,
+                    create=create,
                     **{**host, **raw, "cap_drop": list(self._privileges["cap_drop"])},
                 )
             if e.status_code == 409:
@@ -519,6 +556,39 @@ class DockerRuntime(RuntimeBase):
         if not candidates:
             raise LabkitError(f"lab {lab}: {what} has no running container")
         return candidates[0]
+
+
+HEALTHY_STAGES = ("healthy", "exit")  # waiting for these waits for the node's healthcheck
+_NS = 1_000_000_000
+
+
+def node_container_settings(c: ContainerSettings | None) -> dict:
+    """containerlab's container keys as the engine's create and host-config arguments."""
+    out: dict = {"labels": {}, "command": None, "environment": None, "create": {}}
+    if c is None:
+        return out
+    out["labels"] = dict(c.labels)
+    out["command"] = list(c.cmd) if c.cmd is not None else None
+    out["environment"] = dict(c.env) or None
+    if c.entrypoint is not None:
+        out["create"]["entrypoint"] = list(c.entrypoint)
+    if c.user is not None:
+        out["create"]["user"] = c.user
+    if c.healthcheck is not None:
+        hc = c.healthcheck
+        out["create"]["healthcheck"] = {k: v for k, v in {
+            "test": list(hc.test), "interval": hc.interval and hc.interval * _NS,
+            "timeout": hc.timeout and hc.timeout * _NS, "retries": hc.retries,
+            "start_period": hc.start_period and hc.start_period * _NS}.items() if v}
+    if c.binds:
+        out["binds"] = list(c.binds)
+    if c.memory is not None:
+        out["mem_limit"] = c.memory
+    if c.cpus is not None:
+        out["nano_cpus"] = int(c.cpus * _NS)
+    if c.cpu_set is not None:
+        out["cpuset_cpus"] = c.cpu_set
+    return out
 
 
 _UNKNOWN_CAP = re.compile(r'unknown capability: "?(?:CAP_)?([A-Z_]+)"?')

@@ -189,7 +189,7 @@ def test_union_values_get_one_message(tmp_path: Path) -> None:
               env: {A: [1, 2]}
     """)
     assert (line, field) == (6, "topology.nodes.h1.env.A")
-    assert message == "should be a string or an integer"
+    assert message == "should be a string, a number or true or false"
 
 
 @pytest.mark.parametrize(
