@@ -97,12 +97,12 @@ def test(c, k=None):
     c.run(shlex.join([sys.executable, "-m", "pytest", "-q", *(["-k", k] if k else [])]), pty=sys.stdout.isatty())
 
 
-BENCHES = ("lab", "cni", "pods", "dns", "runtimes", "trace", "standin")
+BENCHES = ("lab", "cni", "pods", "dns", "runtimes", "trace", "bgp", "standin")
 
 
 @task(help={"only": f"comma-separated subset of {','.join(BENCHES)}", "sizes": "chain sizes for the lab bench",
             "repeat": "runs per size (best is kept)"})
-def bench(c, only="lab,cni,pods,dns,runtimes,trace,standin", sizes="10,100,1000", repeat=3):
+def bench(c, only="lab,cni,pods,dns,runtimes,trace,bgp,standin", sizes="10,100,1000", repeat=3):
     """Benchmarks against baselines measured in the same run; prints tables, writes nothing."""
     chosen = [b.strip() for b in only.split(",") if b.strip()]
     unknown = set(chosen) - set(BENCHES)
@@ -133,6 +133,10 @@ def bench(c, only="lab,cni,pods,dns,runtimes,trace,standin", sizes="10,100,1000"
         from tests.bench.bench_trace import bench_trace
 
         _print_rows("labkit trace end to end, a cross-node Service request on kube-3node (ms)", bench_trace(5))
+    if "bgp" in chosen:
+        from tests.bench.bench_bgp import print_bgp_bench
+
+        print_bgp_bench(6)
     if "standin" in chosen:
         from tests.bench.bench_standin import print_standin_bench
 

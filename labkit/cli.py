@@ -157,7 +157,9 @@ def run(argv: Sequence[str]) -> int:
         named = f"lab {plan.title}" + (f" (runs as {plan.lab})" if plan.title and plan.title != plan.lab else "")
         links = len(plan.links) + len(plan.external_links)
         print(f"{args.topology}: ok — {named}: {len(plan.nodes)} nodes, {links} links")
-        for note in plan.notes:
+        from labkit.topology.workloads import plan_notes
+
+        for note in [*plan.notes, *plan_notes(plan)]:
             print(f"note: {note}")
         if plan.cluster is not None and plan.workloads is not None:
             from labkit.k8s.standin import stand_ins

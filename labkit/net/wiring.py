@@ -15,6 +15,13 @@ from labkit.net import netlink as nl
 from labkit.topology.plan import BRIDGE_IFNAME, MgmtPlan, NodePlan, Plan
 
 
+# Numbered by the kernel, the first link of two fresh namespaces is ifindex 2 at both ends, and a veth
+# whose index equals its peer's has its carrier changes handled as not urgent, up to a second late: a
+# bridge port that does not forward yet when `up` returns. So one end of every link and mgmt port is
+# numbered here, above anything the kernel hands out; the other ends (a node's eth0, ...) are the kernel's.
+LINK_INDEX_BASE = 1 << 20
+
+
 def create_links(plan: Plan, netns_paths: dict[str, str]) -> None:
     """Every veth pair, created with both ends in place, from one socket in the host."""
     fds: dict[str, int] = {}
@@ -22,14 +29,15 @@ def create_links(plan: Plan, netns_paths: dict[str, str]) -> None:
         for node, path in netns_paths.items():
             fds[node] = os.open(path, os.O_RDONLY)
         batch = [nl.veth(link.a.ifname, link.b.ifname, netns_fd=fds[link.a.node], peer_netns_fd=fds[link.b.node],
-                         mtu=link.mtu, up=True,
+                         mtu=link.mtu, up=True, index=LINK_INDEX_BASE + i,
                          what=f"create link {link.a.node}:{link.a.ifname} -- {link.b.node}:{link.b.ifname}")
-                 for link in plan.links]
+                 for i, link in enumerate(plan.links)]
         if plan.mgmt:
             fds["_mgmt"] = os.open(netns.netns_path(plan.mgmt.netns), os.O_RDONLY)
+            first = LINK_INDEX_BASE + len(plan.links)
             batch += [nl.veth(node.port, "eth0", netns_fd=fds["_mgmt"], peer_netns_fd=fds[node.name], up=True,
-                              what=f"connect {node.name}:eth0 to the mgmt network")
-                      for node in plan.nodes if node.mgmt_ipv4]
+                              index=first + i, what=f"connect {node.name}:eth0 to the mgmt network")
+                      for i, node in enumerate(n for n in plan.nodes if n.mgmt_ipv4)]
         batch += external_links(plan, fds)
         nl.send(*batch)
     finally:

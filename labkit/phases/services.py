@@ -20,7 +20,9 @@ def apply_services(b: Build) -> None:
     plan, workloads = b.plan, workloads_of(b.plan)
     if workloads is None or plan.cluster is None:
         return
-    pod_ips = {f"{p.namespace}/{p.name}": p.ip for p in b.pods if p.ip}
+    from labkit.phases.pods import finished
+
+    pod_ips = {f"{p.namespace}/{p.name}": p.ip for p in b.pods if p.ip and not finished(b, p)}
     pod_nodes = {f"{p.namespace}/{p.name}": p.node for p in b.pods}
     b.services = list(build_service_view(workloads, pod_ips, allocation=plan.allocation, pod_nodes=pod_nodes))
     cluster = plan.cluster
@@ -41,7 +43,8 @@ def apply_policies(b: Build) -> None:
             for node in k8s_nodes(plan):
                 remove_node_policies(b.sandboxes[node.name].netns_path)
         return
-    pod_ips = {f"{p.namespace}/{p.name}": p.ip for p in b.pods if p.ip}
+    # NetworkPolicy does not apply to hostNetwork pods (they share their node's address with it and each other)
+    pod_ips = {f"{p.namespace}/{p.name}": p.ip for p in b.pods if p.ip and not p.host_network}
     pod_nodes = {f"{p.namespace}/{p.name}": p.node for p in b.pods}
     on_every_node(lambda node: apply_node_policies(
         b.sandboxes[node.name].netns_path, workloads, pod_ips, node_name=node.name, pod_nodes=pod_nodes,

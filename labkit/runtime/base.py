@@ -47,6 +47,10 @@ class PodSpec:
     hosts: str
     resolv_conf: str
     containers: Sequence[ContainerSpec] = ()
+    # hostNetwork: true: the pod lives in this node sandbox's network namespace (its netns name), no CNI
+    host_netns: str | None = None
+    # restartPolicy Never/OnFailure (Jobs): containers run once, to their end; their exit codes are kept
+    run_once: bool = False
 
 
 # What a container gets when its securityContext asks for nothing (Docker's and containerd's default).

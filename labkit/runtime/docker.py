@@ -216,9 +216,10 @@ class DockerRuntime(RuntimeBase):
         info = self._run(
             name=pod.netns,
             image=PAUSE_IMAGE,
-            hostname=pod.hostname,
+            # hostNetwork: the node container's network (and so its hostname: Docker allows no other)
+            hostname=None if pod.host_netns else pod.hostname,
             labels=labels,
-            network_mode="none",
+            network_mode=f"container:{pod.host_netns}" if pod.host_netns else "none",
             log_config=QUIET_LOG,
             mounts=self._etc_mounts(lab, pod.hosts, pod.resolv_conf),
         )
@@ -289,6 +290,17 @@ class DockerRuntime(RuntimeBase):
             with self._lock:
                 self._images_present[image] = known
         return known
+
+    def exit_codes(self, lab: str, pod: str) -> list[int | None]:
+        """Each app container's exit code (None while it runs), for pods that run once."""
+        found = self._containers(f"{LABEL_LAB}={lab}", f"{LABEL_POD}={pod}", f"{LABEL_ROLE}=container")
+        codes: list[int | None] = []
+        for c in sorted(found, key=lambda c: int(c["Labels"].get(LABEL_INDEX, "0"))):
+            if c.get("State") == "running":
+                codes.append(None)
+            else:
+                codes.append(self.client.api.inspect_container(c["Id"])["State"]["ExitCode"])
+        return codes
 
     def exec(
         self, sandbox: Sandbox, argv: Sequence[str], *, capture: bool = False
@@ -365,7 +377,8 @@ class DockerRuntime(RuntimeBase):
         import docker.errors
 
         containers = self._containers(f"{LABEL_LAB}={lab}", f"{LABEL_POD}={sandbox.name}")
-        self._stop_host_processes(containers)
+        if not sandbox.labels.get("host-network"):  # a hostNetwork pod's namespace is its node's, and stays
+            self._stop_host_processes(containers)
         for c in sorted(containers, key=lambda c: _role(c) == "pause"):
             try:
                 self.client.api.remove_container(c["Id"], force=True, v=True)

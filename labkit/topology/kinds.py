@@ -92,5 +92,5 @@ get = REGISTRY.get
 names = REGISTRY.names
 
 # CNI backends the plan accepts (`cluster.cni.backend`); labkit.cni's registry implements exactly these.
-CNI_BACKENDS: tuple[str, ...] = ("host-gw", "vxlan")
+CNI_BACKENDS: tuple[str, ...] = ("host-gw", "vxlan", "bgp")
 DEFAULT_CNI_BACKEND = "host-gw"

@@ -10,6 +10,7 @@ message can name its line.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 import shlex
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from labkit.topology import clab, containers, kinds
+from labkit.topology.bgp import BgpPlan, plan_bgp
 from labkit.topology.containers import ContainerSettings
 from labkit.topology.expand import effective_settings, group_of
 from labkit.topology.names import CLAB_NODE_NAME, lab_key, node_key
@@ -161,6 +163,8 @@ class ClusterPlan:
     dns_replicas: int
     dns_upstreams: tuple[str, ...]
     dns_workers: int | None = None    # DNS server processes per replica; None: one per two CPUs
+    masquerade: bool = True  # pod traffic leaving the cluster pod CIDR takes the node's address
+    bgp: BgpPlan | None = None  # backend bgp: the speakers' AS, mesh or route reflectors, external peers
     stand_ins: bool | None = None     # cluster.stand-ins; None: auto (labkit.k8s.standin)
 
 
@@ -356,9 +360,17 @@ def plan_cluster(d: Draft) -> None:
         domain=c.domain, pod_cidr=c.pod_cidr, service_cidr=c.service_cidr, backend=c.cni.backend,
         mtu=c.cni.mtu, dns_ip=c.dns.ip, dns_replicas=c.dns.replicas,
         dns_upstreams=tuple(str(u) for u in c.dns.upstreams),
-        dns_workers=None if c.dns.workers == "auto" else c.dns.workers,
+        dns_workers=None if c.dns.workers == "auto" else c.dns.workers, masquerade=c.cni.masquerade,
         stand_ins=None if c.stand_ins == "auto" else c.stand_ins,
     )
+
+
+def plan_bgp_settings(d: Draft) -> None:
+    """`cluster.cni.bgp` (labkit.topology.bgp): after the mgmt pass, which gives peers their addresses."""
+    if d.cluster is not None:
+        bgp = plan_bgp(d)
+        if bgp is not None:
+            d.cluster = dataclasses.replace(d.cluster, bgp=bgp)
 
 
 def check_cluster_nodes(d: Draft) -> None:
@@ -617,6 +629,7 @@ PASSES: tuple[Callable[[Draft], None], ...] = (
     plan_links,
     check_link_subnets,
     plan_mgmt,
+    plan_bgp_settings,
     check_cluster_cidrs,
     assign_pod_cidrs,
     plan_nodes,

@@ -293,15 +293,57 @@ class Settings(Model):
     certificate_authority: dict[str, Any] | None = None
 
 
+ASN_MAX = 4294967294  # 4-byte ASNs; 4294967295 is reserved (RFC 7300), 0 too (RFC 7607)
+
+
+def _asn(value: Any) -> Any:
+    if type(value) is int and 1 <= value <= ASN_MAX:
+        return value
+    raise ValueError(f"an AS number is 1-{ASN_MAX} (private ones: 64512-65534, 4200000000-{ASN_MAX}), "
+                     f"got {value!r}")
+
+
+class BGPPeer(Model):
+    """An external BGP peer every k8s-node sessions with over its node IP (Calico's global BGPPeer):
+    `address` of a router the user runs, or `node`, a linux node of this lab whose BIRD labkit runs."""
+
+    address: ipaddress.IPv4Address | None = None
+    node: str | None = None
+    asn: int
+
+    _check_asn = field_validator("asn", mode="before")(_asn)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> BGPPeer:
+        if (self.address is None) == (self.node is None):
+            raise ValueError("a peer is {address: IP, asn: N} (a router you run) or {node: NAME, asn: N} "
+                             "(a linux node of this lab, whose BIRD labkit runs): give exactly one of address, node")
+        return self
+
+
+class BGP(Model):
+    """`cni.bgp` (backend bgp): Calico's BGPConfiguration, in small."""
+
+    asn: int = 64512
+
+    _check_asn = field_validator("asn", mode="before")(_asn)
+    mesh: bool | None = None  # iBGP full mesh between the nodes; default: true unless route-reflectors are given
+    route_reflectors: list[str] = []
+    peers: list[BGPPeer] = []
+
+
 class CNI(Model):
     backend: str = kinds.DEFAULT_CNI_BACKEND
     mtu: int | None = Field(default=None, ge=576, le=65535)
+    masquerade: bool = True  # pod traffic leaving the cluster takes the node's address (Calico's natOutgoing)
+    bgp: BGP | None = None
 
     @field_validator("backend")
     @classmethod
     def _known_backend(cls, value: str) -> str:
         if value not in kinds.CNI_BACKENDS:
-            valid = " or ".join(repr(b) for b in kinds.CNI_BACKENDS)
+            names = [repr(b) for b in kinds.CNI_BACKENDS]
+            valid = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
             raise ValueError(f"should be {valid} (got {value!r})")
         return value
 

@@ -22,7 +22,8 @@ from labkit.runtime import runtime_names
 ROOT = Path(__file__).resolve().parents[2]
 TOPOLOGIES = ROOT / "topologies"
 RUNTIMES = runtime_names()
-CLUSTER_TOPOLOGIES = {"host-gw": TOPOLOGIES / "kube-3node.yaml", "vxlan": TOPOLOGIES / "kube-vxlan.yaml"}
+CLUSTER_TOPOLOGIES = {"host-gw": TOPOLOGIES / "kube-3node.yaml", "vxlan": TOPOLOGIES / "kube-vxlan.yaml",
+                      "bgp": TOPOLOGIES / "kube-bgp.yaml"}
 
 __all__ = ["CLUSTER_TOPOLOGIES", "ROOT", "RUNTIMES", "TOPOLOGIES", "kube_lab", "labkit"]
 
