@@ -170,6 +170,7 @@ class ClusterPlan:
     bgp: BgpPlan | None = None  # backend bgp: the speakers' AS, mesh or route reflectors, external peers
     ingress_replicas: int | None = None  # cluster.ingress: the controller runs even without Ingress objects
     ingress_annotations: tuple[tuple[str, str], ...] = ()  # cluster.ingress.annotations: on the proxy's Service
+    stand_ins: bool | None = None     # cluster.stand-ins; None: auto (labkit.k8s.standin)
 
 
 @dataclass(frozen=True)
@@ -372,6 +373,7 @@ def plan_cluster(d: Draft) -> None:
         dns_workers=None if c.dns.workers == "auto" else c.dns.workers, masquerade=c.cni.masquerade,
         ingress_replicas=c.ingress.replicas if c.ingress else None,
         ingress_annotations=tuple(c.ingress.annotations.items()) if c.ingress else (),
+        stand_ins=None if c.stand_ins == "auto" else c.stand_ins,
     )
 
 
