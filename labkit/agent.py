@@ -439,8 +439,10 @@ def http_get(address: str, port: int, spec: dict, timeout: float = 1.0) -> dict:
         return {"open": False, "reason": f"HTTP request failed: {exc}"}
     finally:
         sock.close()
-    header, _, body = data.partition(b"\r\n\r\n")
-    first = header.split(b"\r\n", 1)[0].decode(errors="replace").split()
+    ends = [i for i in (data.find(b"\r\n\r\n"), data.find(b"\n\n")) if i >= 0]  # bare LF too, as curl takes
+    cut = min(ends) if ends else len(data)
+    header, body = data[:cut], data[cut:].lstrip(b"\r\n")
+    first = header.split(b"\n", 1)[0].decode(errors="replace").split()
     if len(first) < 2 or not first[1].isdigit():
         return {"open": True, "http_status": 0, "body": "", "reason": f"not an HTTP answer: {data[:80]!r}"}
     text = body[:4096].decode(errors="replace")
