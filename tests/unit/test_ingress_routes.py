@@ -255,3 +255,29 @@ def test_matches_the_proxy_cannot_hold_are_refused(match, problem) -> None:
 def test_a_regular_expression_keeps_its_backslashes() -> None:
     route = Route(None, "RegularExpression", "/v[0-9]+/\\d+", headers=(("RegularExpression", "x-id", "^\\w+$"),))
     assert condition(route) == '{ req.hdr(x-id) -m reg "^\\\\w+\\$" } { path -m reg "/v[0-9]+/\\\\d+" }'
+
+
+@pytest.mark.parametrize("answer", [b"HTTP/1.0 200 OK\r\nServer: x\r\n\r\napp-a pod\n",
+                                    b"HTTP/1.0 200 OK\n\napp-a pod\n"])
+def test_the_agents_http_request_reads_the_status_and_body(answer) -> None:
+    import socket
+    import threading
+
+    from labkit.agent import http_get
+
+    server = socket.create_server(("127.0.0.1", 0))
+    seen = []
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        seen.append(conn.recv(4096))
+        conn.sendall(answer)
+        conn.close()
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    found = http_get("127.0.0.1", server.getsockname()[1], {"host": "shop.example.test", "path": "/b"}, timeout=5)
+    thread.join()
+    server.close()
+    assert (found["http_status"], found["body"]) == (200, "app-a pod\n")
+    assert seen[0].startswith(b"GET /b HTTP/1.1\r\nHost: shop.example.test\r\n")
