@@ -65,6 +65,13 @@ def print_status(labs: list[dict[str, Any]], console: Console | None = None) -> 
             console.print(_services(lab["services"]))
         if lab.get("dns"):
             console.print(f"cluster DNS {lab['dns']['ip']} (zone {lab['dns'].get('domain', '')})", highlight=False)
+        if lab.get("ingress"):  # the HTTP front door: labkit.ingress
+            edge = lab["ingress"]
+            ports = ", ".join(f"{f['port']}/{f['protocol']} ({f['routes']} routes)" for f in edge["frontends"])
+            console.print(f"ingress: HAProxy behind {edge['service']} on {ports}; config {edge['config']}",
+                          highlight=False)
+            for name, why in (edge.get("skipped") or {}).items():
+                console.print(f"  not served: {name}: {why}", highlight=False)
         if lab.get("cni"):
             console.print(f"CNI bin dir {lab['cni']['bin_dir']} (labkit-cni, served by {lab['cni']['socket']})",
                           highlight=False)

@@ -44,3 +44,15 @@ def test_a_mapped_lab_shows_the_files_name_and_the_name_it_runs_as():
     out = io.StringIO()
     print_status([{**LAB, "name": "my-la-04d875", "title": "My_Lab.2026"}], Console(file=out, width=160))
     assert "lab My_Lab.2026 (runs as my-la-04d875) (netns, up)" in out.getvalue()
+
+
+def test_the_ingress_controller_is_one_line_with_what_it_leaves_alone():
+    out = io.StringIO()
+    edge = {"service": "labkit-ingress/haproxy", "config": "/run/labkit/edge/ingress/haproxy.cfg",
+            "frontends": [{"port": 80, "protocol": "HTTP", "routes": 3}],
+            "skipped": {"default/x": "no IngressClass 'nginx'"}}
+    print_status([{**LAB, "ingress": edge}], Console(file=out, width=200, force_terminal=False))
+    text = out.getvalue()
+    assert "ingress: HAProxy behind labkit-ingress/haproxy on 80/HTTP (3 routes); config " \
+           "/run/labkit/edge/ingress/haproxy.cfg" in text
+    assert "not served: default/x: no IngressClass 'nginx'" in text
