@@ -281,3 +281,46 @@ def test_the_agents_http_request_reads_the_status_and_body(answer) -> None:
     server.close()
     assert (found["http_status"], found["body"]) == (200, "app-a pod\n")
     assert seen[0].startswith(b"GET /b HTTP/1.1\r\nHost: shop.example.test\r\n")
+
+
+def test_a_default_backend_takes_what_no_rule_matches() -> None:
+    text = SERVICES + ingress("  defaultBackend: {service: {name: b, port: {number: 80}}}\n" + RULES)
+    table = proxy_config(parse_manifests(text), VIEWS)
+    default = next(b for b in table.backends if b.name == table.default_backend)
+    assert [s.ip for s in default.servers] == ["10.244.2.2"] and default.source == "Ingress default/shop default"
+
+
+def test_an_https_listener_serves_its_certificate_refs(tmp_path) -> None:
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    docs = yaml.safe_load_all((root / "topologies" / "workloads" / "kube-edge.yaml").read_text())
+    secret = "---\n" + yaml.safe_dump(next(d for d in docs if d and d["kind"] == "Secret"))
+    gateway = """---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: tls}
+spec:
+  gatewayClassName: haproxy
+  listeners:
+    - {name: https, port: 8443, protocol: HTTPS, hostname: shop.example.test,
+       tls: {certificateRefs: [{name: shop-tls}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r}
+spec:
+  parentRefs: [{name: tls}]
+  rules: [{backendRefs: [{name: a, port: 80}]}]
+"""
+    workloads = parse_manifests(SERVICES + secret + gateway)
+    path, table = configure("lab", workloads, VIEWS, str(tmp_path))
+    https = next(f for f in table.frontends if f.port == 8443)
+    assert (https.protocol, https.certs) == ("HTTPS", (("default/shop-tls", ("shop.example.test",)),))
+    assert (tmp_path / "certs" / "default_shop-tls.pem").stat().st_mode & 0o777 == 0o600
+    crt_list = (tmp_path / "https-8443.crt-list").read_text()
+    assert crt_list == f"{tmp_path}/certs/default_shop-tls.pem shop.example.test\n"
+    proc = subprocess.run(["haproxy", "-c", "-q", "-f", path], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
