@@ -232,13 +232,9 @@ def is_serving(path: str) -> bool:
 
 
 def wait_serving(path: str, pid: int, log: str, timeout: float) -> None:
-    """Return once the server `pid` accepts calls on `path`; CNIError with its log's tail if it cannot.
-
-    It connects rather than looking for the file: a server that was killed leaves its socket file
-    behind, and a new one replaces it only once it binds.
-    """
+    """Return once the server `pid` listens on `path`; CNIError with its log's tail if it cannot."""
     deadline = time.monotonic() + timeout
-    while not is_serving(path):
+    while not os.path.exists(path):
         alive = os.path.exists(f"/proc/{pid}") and _state(pid) != "Z"
         if not alive or time.monotonic() > deadline:
             try:
