@@ -144,9 +144,38 @@ def _need_root() -> None:
         raise LabkitError("this command builds network namespaces and needs root: run it with sudo")
 
 
+def _enter_rootless(args: argparse.Namespace) -> bool:
+    """An ordinary user's lab verbs run inside the user's own namespaces (labkit.rootless); True if entered."""
+    from labkit import rootless
+
+    lab_verb = args.verb in ("up", "apply", "down", "status", "exec", "verify", "trace", "list") or (
+        args.verb == "graph" and args.name)
+    if not rootless.needed() or not lab_verb:
+        if args.verb == "image" and rootless.needed():
+            raise LabkitError("the docker runtime needs root (its engine is root's): labkit image build as root; "
+                              "labs without root use the netns runtime")
+        return False
+    if getattr(args, "runtime", None) == "docker":
+        raise LabkitError("the docker runtime needs root (its engine is root's): run it as root, or leave out "
+                          "--runtime docker for a lab without root (netns runtime)")
+    rootless.enter()
+    return True
+
+
 def run(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
     _check_names(args)
+    if not _enter_rootless(args):
+        return _run(args)
+    from labkit.rootless import stop_holder_if_idle
+
+    try:
+        return _run(args)
+    finally:  # the user's namespaces go when no lab is left in them (a status of no lab leaves none)
+        stop_holder_if_idle()
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.verb == "validate":  # the plan layer only: nothing that builds is imported
         from labkit.topology import load_plan
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from labkit import paths, processes, state, verify
+from labkit import paths, processes, rootless, state, verify
 from labkit.cni import attach
 from labkit.errors import LabkitError
 from labkit.files import umask
@@ -93,6 +93,7 @@ def up(path: str, runtime: str | None = None, progress: Progress | None = None,
     if name is not None:
         paths.check_lab_name(name)
     plan = load_plan(path, runtime, name)
+    rootless.check_plan(plan.runtime, with_host_access(plan))
     rt = get_runtime(plan.runtime)
     with lab_lock(plan.lab, "up"), umask():  # one verb at a time; files and servers never take the caller's umask
         return _up(path, plan, rt, progress)
@@ -321,6 +322,8 @@ def _docker_engine_labs() -> tuple[Runtime | None, set[str]]:
     from labkit.runtime.engine import engine_url
 
     url = engine_url()
+    if rootless.in_user_namespace():  # the engine is root's: a user's labs are never docker's
+        return None, set()
     if url.startswith("unix://") and not os.path.exists(url[len("unix://"):]):
         return None, set()
     rt = get_runtime("docker")
