@@ -346,7 +346,7 @@ def _require_root(what: str) -> None:
         try:
             rootless.enter()
         except LabkitError as exc:
-            pytest.fail(f"{what}: labkit builds network namespaces: as root, or without root in your own "
+            pytest.fail(f"{what}: labkit builds network namespaces and needs root, or without root your own "
                         f"namespaces, which failed: {exc}", pytrace=False)
 
 
