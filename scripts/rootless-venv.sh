@@ -14,11 +14,11 @@ rm -rf "$dest/src/labkit" "$dest/src/templates" "$dest/src/topologies"
 cp -r labkit templates topologies pyproject.toml README.md "$dest/src/"
 find "$dest/src" -name __pycache__ -prune -exec rm -rf {} +
 [ -x "$dest/bin/python" ] || "$python" -m venv "$dest"
-if ! "$dest/bin/python" -c "import labkit, sys; sys.exit(labkit.__file__ != '$dest/src/labkit/__init__.py')" 2>/dev/null; then
-  "$dest/bin/pip" install -q --disable-pip-version-check -e "$dest/src" 2>&1 | grep -v "is ignored" || true
+if ! "$dest/bin/python" -I -c "import labkit, sys; sys.exit(labkit.__file__ != '$dest/src/labkit/__init__.py')" 2>/dev/null; then
+  "$dest/bin/pip" install -q --disable-pip-version-check -e "$dest/src"
 fi
 # pytest: the labkit pytest plugin works without root too (the rootless tests run it as a user)
 "$dest/bin/python" -c "import pytest" 2>/dev/null ||
-  "$dest/bin/pip" install -q --disable-pip-version-check pytest 2>&1 | grep -v "is ignored" || true
+  "$dest/bin/pip" install -q --disable-pip-version-check pytest
 "$dest/bin/python" -m compileall -q "$dest/src/labkit" >/dev/null
 chmod -R a+rX "$dest"
