@@ -323,7 +323,7 @@ def _docker_engine_labs() -> tuple[Runtime | None, set[str]]:
     from labkit.runtime.engine import engine_url
 
     url = engine_url()
-    if rootless.in_user_namespace():  # the engine is root's: a user's labs are never docker's
+    if rootless.joined():  # the engine is root's: a user's labs are never docker's
         return None, set()
     if url.startswith("unix://") and not os.path.exists(url[len("unix://"):]):
         return None, set()

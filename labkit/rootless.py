@@ -81,14 +81,10 @@ def _check(result: int, what: str) -> None:
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def in_user_namespace() -> bool:
-    """True inside a user namespace other than the machine's (uid 0 there is an ordinary user)."""
-    try:
-        with open("/proc/self/uid_map", encoding="ascii") as fh:
-            fields = fh.read().split()
-    except OSError:
-        return False
-    return fields != ["0", "0", "4294967295"]
+def joined() -> bool:
+    """True in a process that joined a user's holder (`enter`), and in what it starts: labkit as an
+    ordinary user. (Not "in some user namespace": root in an unprivileged container stays root here.)"""
+    return os.environ.get("LABKIT_ROOTLESS") == "1"
 
 
 def needed() -> bool:
@@ -324,7 +320,7 @@ def stop_holder_if_idle() -> bool:
 
 def check_plan(runtime: str, host_access: bool) -> None:
     """Refuse, clearly, what a lab without root cannot have (called by `up` with the plan's choices)."""
-    if not in_user_namespace():
+    if not joined():
         return
     if runtime == "docker":
         raise LabkitError("the docker runtime needs root (its engine is root's): run this lab as root, or use "

@@ -46,9 +46,19 @@ def test_a_runtime_folder_of_another_user_is_refused(tmp_path, monkeypatch):
         rootless.state_root()
 
 
-def test_the_machines_own_user_namespace_is_not_a_users(monkeypatch):
-    assert rootless.in_user_namespace() is False  # the test suite runs in the machine's namespace
-    rootless.check_plan("docker", True)  # root: nothing is refused
+def test_root_is_refused_nothing(monkeypatch):
+    monkeypatch.delenv("LABKIT_ROOTLESS", raising=False)
+    assert rootless.joined() is False
+    rootless.check_plan("docker", True)
+
+
+def test_a_user_is_refused_docker_and_host_access(monkeypatch):
+    monkeypatch.setenv("LABKIT_ROOTLESS", "1")
+    with pytest.raises(LabkitError, match="docker runtime needs root"):
+        rootless.check_plan("docker", False)
+    with pytest.raises(LabkitError, match="host-access needs root"):
+        rootless.check_plan("netns", True)
+    rootless.check_plan("netns", False)
 
 
 def test_no_holder_recorded_is_none(tmp_path):
