@@ -65,6 +65,7 @@ def test_user_lab_is_up_and_verifies(users: tuple[Attendee, Attendee], labs: dic
     verify = a.labkit("verify", KUBE, "--name", LAB, check=False)
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert a.labkit("exec", ONLY_A, "h1", "--", "ping", "-c1", "-W2", "10.0.0.2").returncode == 0
+    assert a.labkit("apply", KUBE, "--name", LAB, "-q").returncode == 0  # nothing changed: nothing to do
     assert "flowchart" in a.labkit("graph", "--name", LAB).stdout
     assert "delivered" in a.labkit("trace", LAB, "default/client", "web").stdout
 
