@@ -506,7 +506,7 @@ def verify_lab(name: str, expects: Sequence[verify.Expect | Mapping[str, Any]] |
     try:
         found = status(name)[0]
     except LabkitError as exc:
-        raise verify.CannotCheck(f"lab {name!r} is not up ({exc})") from None
+        raise verify.CannotCheck(str(exc)) from None
     if found.get("phase") not in ("up", "degraded") or not found.get("nodes"):
         raise verify.CannotCheck(f"lab {name!r} is not up (phase: {found.get('phase')})")
     source = topology or found.get("source")
