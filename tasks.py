@@ -20,11 +20,12 @@ def _labkit(c, *args: str, pty: bool = True, warn: bool = False):
 
 
 @task(help={"topo": "topology file", "runtime": "a runtime of labkit.runtime's registry (labkit up --help lists them)",
-            "name": "run under another lab name"})
-def up(c, topo=DEFAULT_TOPOLOGY, runtime=None, name=None, reconfigure=False):
+            "name": "run under another lab name",
+            "stand_in": "containers whose image the Docker engine lacks run labkit's stand-in"})
+def up(c, topo=DEFAULT_TOPOLOGY, runtime=None, name=None, reconfigure=False, stand_in=False):
     """Build a lab from a topology file."""
     args = ["up", topo] + (["--runtime", runtime] if runtime else []) + (["--name", name] if name else [])
-    _labkit(c, *args, *(["--reconfigure"] if reconfigure else []))
+    _labkit(c, *args, *(["--reconfigure"] if reconfigure else []), *(["--stand-in"] if stand_in else []))
 
 
 @task(help={"topo": "topology file", "name": "the running lab's name, if not the file's"})
@@ -132,12 +133,12 @@ def test(c, k=None):
     c.run(shlex.join([sys.executable, "-m", "pytest", "-q", *(["-k", k] if k else [])]), pty=sys.stdout.isatty())
 
 
-BENCHES = ("lab", "cni", "pods", "dns", "runtimes", "trace", "bgp", "capture")
+BENCHES = ("lab", "cni", "pods", "dns", "runtimes", "trace", "bgp", "capture", "standin")
 
 
 @task(help={"only": f"comma-separated subset of {','.join(BENCHES)}", "sizes": "chain sizes for the lab bench",
             "repeat": "runs per size (best is kept)"})
-def bench(c, only="lab,cni,pods,dns,runtimes,trace,bgp,capture", sizes="10,100,1000", repeat=3):
+def bench(c, only="lab,cni,pods,dns,runtimes,trace,bgp,capture,standin", sizes="10,100,1000", repeat=3):
     """Benchmarks against baselines measured in the same run; prints tables, writes nothing."""
     chosen = [b.strip() for b in only.split(",") if b.strip()]
     unknown = set(chosen) - set(BENCHES)
@@ -177,6 +178,10 @@ def bench(c, only="lab,cni,pods,dns,runtimes,trace,bgp,capture", sizes="10,100,1
 
         _print_rows("What a running capture costs a pod's throughput (iperf3, pod to pod across nodes)",
                     bench_capture())
+    if "standin" in chosen:
+        from tests.bench.bench_standin import print_standin_bench
+
+        print_standin_bench(50)
 
 
 def _print_rows(title: str, rows: dict) -> None:

@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--runtime", choices=_RuntimeNames())
     up.add_argument("--name", help="run the topology under another lab name (side by side with itself)")
     up.add_argument("--reconfigure", action="store_true", help="take the lab down first if it is up")
+    up.add_argument("--stand-in", action="store_true",
+                    help="containers whose image the Docker engine lacks run labkit's stand-in "
+                         "(as cluster.stand-ins: true)")
     up.add_argument("--quiet", "-q", action="store_true")
 
     apply = sub.add_parser("apply", help="bring a running lab's workloads in line with its file (pods, services, "
@@ -238,6 +241,11 @@ def run(argv: Sequence[str]) -> int:
 
         for note in [*plan.notes, *plan_notes(plan)]:
             print(f"note: {note}")
+        if plan.cluster is not None and plan.workloads is not None:
+            from labkit.k8s.standin import stand_ins
+
+            for pod, container, stand_in in stand_ins(plan.workloads.pods, plan.runtime, plan.cluster.stand_ins):
+                print(f"stand-in: {pod.key} container {container}: {stand_in.reason}")
         return 0
     from labkit import lab
 
@@ -287,7 +295,8 @@ def run(argv: Sequence[str]) -> int:
 
         if args.reconfigure:
             lab.down(_lab_name(args))
-        summary = lab.up(args.topology, args.runtime, Progress(quiet=args.quiet), name=args.name)
+        summary = lab.up(args.topology, args.runtime, Progress(quiet=args.quiet), name=args.name,
+                         stand_in=args.stand_in)
         if not args.quiet:  # what was built, as containerlab shows it after a deploy
             from labkit.report import print_status
 

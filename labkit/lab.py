@@ -88,12 +88,15 @@ APPLY: tuple[Phase, ...] = (  # a running cluster lab's workloads; nodes and lin
 
 
 def up(path: str, runtime: str | None = None, progress: Progress | None = None,
-       name: str | None = None) -> dict[str, Any]:
-    """Build the lab in `path` (named `name` if given); on any failure remove everything built and raise."""
+       name: str | None = None, stand_in: bool = False) -> dict[str, Any]:
+    """Build the lab in `path` (named `name` if given); on any failure remove everything built and raise.
+    `stand_in`: containers whose image the engine lacks run labkit's stand-in (as `cluster.stand-ins: true`)."""
     progress = progress or Progress()
     if name is not None:
         paths.check_lab_name(name)
     plan = load_plan(path, runtime, name)
+    if stand_in and plan.cluster is not None:
+        plan = dataclasses.replace(plan, cluster=dataclasses.replace(plan.cluster, stand_ins=True))
     rt = get_runtime(plan.runtime)
     with lab_lock(plan.lab, "up"), umask():  # one verb at a time; files and servers never take the caller's umask
         return _up(path, plan, rt, progress)
@@ -110,7 +113,8 @@ def _up(path: str, plan: Plan, rt: Runtime, progress: Progress) -> dict[str, Any
     for note in plan_notes(plan):
         progress.note(f"note: {note}")
     state.write(plan.lab, {"name": plan.lab, "runtime": plan.runtime, "source": os.path.abspath(path),
-                           "phase": "starting", "created": time.time()})
+                           "phase": "starting", "created": time.time(),
+                           "stand_ins": plan.cluster.stand_ins if plan.cluster else None})
     _run_phases(build, UP, undo=True)
     return _record(build)
 
@@ -134,6 +138,8 @@ def _apply(path: str, plan: Plan, progress: Progress) -> dict[str, Any]:
     plan = dataclasses.replace(plan, runtime=summary["runtime"])
     if plan.cluster is None:
         raise LabkitError(f"lab {plan.lab!r} has no cluster: apply changes workloads only")
+    if recorded.get("stand_ins") is True:  # `up --stand-in` holds for the lab's later pods too
+        plan = dataclasses.replace(plan, cluster=dataclasses.replace(plan.cluster, stand_ins=True))
     if _shape(summarize(plan)) != _shape(summary):
         raise LabkitError(f"the nodes or links of {path} changed since lab {plan.lab!r} came up; "
                           f"rebuild it: labkit up --reconfigure {path}")
@@ -141,7 +147,8 @@ def _apply(path: str, plan: Plan, progress: Progress) -> dict[str, Any]:
     build.sandboxes = {n["name"]: Sandbox(plan.lab, n["name"], n["netns_path"]) for n in summary["nodes"]}
     build.pods = [PodRecord(p["namespace"], p["name"], p["node"], p["ip"], p["netns"], p["netns_path"],
                         p["pid"], p["labels"], p.get("pid_start"), p.get("host_network", False),
-                        p.get("run_once", False), p.get("network_status") or []) for p in summary["pods"]]
+                        p.get("run_once", False), p.get("network_status") or [], p.get("containers", []))
+                   for p in summary["pods"]]
     from labkit.proxy import ServiceView
 
     build.previous_services = [ServiceView.model_validate(v) for v in recorded.get("service_views", [])]
@@ -395,6 +402,10 @@ def health_problems(lab: str, summary: dict[str, Any], present: set[str]) -> lis
             problems.append(f"pod {key}: namespace {pod.get('netns')} is gone")
         elif netns_runtime and pod.get("pid") and _pod_holder(pod) is None:
             problems.append(f"pod {key}: its holder process {pod['pid']} is gone")
+        for container in pod.get("containers") or []:  # labkit's stand-ins, by the pid files they write
+            pid_file = os.path.join(files.pod_dir(pod["namespace"], pod["name"]), f"{container.get('name')}.pid")
+            if container.get("stand_in") and processes.recorded(pid_file, marker=files.dir) is None:
+                problems.append(f"pod {key}: the stand-in of container {container['name']} is not running")
         if pod["namespace"] == "kube-system" and pod.get("labels", {}).get("k8s-app") == DNS_APP:
             if processes.recorded(files.dns_pid_file(pod["name"]), marker=files.dir) is None:
                 problems.append(f"DNS server of pod {key} is not running (labkit apply restarts it)")

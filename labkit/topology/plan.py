@@ -167,6 +167,7 @@ class ClusterPlan:
     dns_workers: int | None = None    # DNS server processes per replica; None: one per two CPUs
     masquerade: bool = True  # pod traffic leaving the cluster pod CIDR takes the node's address
     bgp: BgpPlan | None = None  # backend bgp: the speakers' AS, mesh or route reflectors, external peers
+    stand_ins: bool | None = None     # cluster.stand-ins; None: auto (labkit.k8s.standin)
 
 
 @dataclass(frozen=True)
@@ -367,6 +368,7 @@ def plan_cluster(d: Draft) -> None:
         mtu=c.cni.mtu, dns_ip=c.dns.ip, dns_replicas=c.dns.replicas,
         dns_upstreams=tuple(str(u) for u in c.dns.upstreams),
         dns_workers=None if c.dns.workers == "auto" else c.dns.workers, masquerade=c.cni.masquerade,
+        stand_ins=None if c.stand_ins == "auto" else c.stand_ins,
     )
 
 

@@ -392,6 +392,16 @@ class Cluster(Model):
     service_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("10.96.0.0/16")
     cni: CNI = CNI()
     dns: DNS = DNS()
+    # Containers labkit cannot run as written get its stand-in workload (labkit.k8s.standin):
+    # auto = on the netns runtime only; true = also for images the Docker engine lacks; false = never.
+    stand_ins: bool | Literal["auto"] = "auto"
+
+    @field_validator("stand_ins", mode="before")
+    @classmethod
+    def _stand_ins(cls, value: Any) -> Any:
+        if value == "auto" or type(value) is bool:
+            return value
+        raise ValueError(f"should be auto (the netns runtime only), true or false (got {value!r})")
 
 
 class TopologyBody(Model):
