@@ -30,7 +30,7 @@ from labkit.topology.plan import Plan, host_link_name, netns_prefix
 
 __all__ = ["APPLY", "UP", "Build", "apply", "down", "exec_in", "get_runtime", "graph_summary", "known_labs",
            "leftovers", "render_trace", "status", "summarize", "trace", "up", "validate", "verify_lab",
-           "verify_topology"]
+           "verify_labs", "verify_topology"]
 
 # ---------------------------------------------------------------- the phase tables
 
@@ -566,21 +566,63 @@ def graph_summary(topology: str | Path | None = None, name: str | None = None) -
 # ---------------------------------------------------------------- verify
 
 def verify_lab(name: str, expects: Sequence[verify.Expect | Mapping[str, Any]] | None = None,
-               timeout: float = verify.DEFAULT_TIMEOUT) -> verify.Report:
-    """Check a running lab: `expects`, or the `expect:` of the topology it was brought up from."""
-    found = status(name)[0]
+               timeout: float = verify.DEFAULT_TIMEOUT, retry: int = 0, topology: str | None = None) -> verify.Report:
+    """Check a running lab: `expects`, or the `expect:` of `topology`, or of the topology file it was
+    brought up from (its state records the file's absolute path at `up`). verify.CannotCheck (exit
+    code 2) when the lab is not up, the file is gone, or there is nothing to check."""
+    try:
+        found = status(name)[0]
+    except LabkitError as exc:
+        raise verify.CannotCheck(str(exc)) from None
+    if found.get("phase") not in ("up", "degraded") or not found.get("nodes"):
+        raise verify.CannotCheck(f"lab {name!r} is not up (phase: {found.get('phase')})")
+    source = topology or found.get("source")
     if expects is None:
-        source = found.get("source")
         if not source or not os.path.exists(source):
-            raise LabkitError(f"lab {name!r}: its topology file is unknown; give the checks to verify")
+            raise verify.CannotCheck(f"lab {name!r}: its topology file {source or '(not recorded)'} is not there; "
+                                     "name the file: labkit verify TOPO --name LAB")
         expects = verify.load_expects(source)
-    return verify.run_checks(found, expects, timeout)
+    if not expects:
+        raise verify.CannotCheck(f"lab {name!r}: {source or 'the checks given'} has no expect: entries to check")
+    report = verify.run_checks(found, expects, timeout, retry=retry, refresh=lambda: status(name)[0])
+    report.source = source
+    return report
 
 
-def verify_topology(path: str, name: str | None = None, timeout: float = verify.DEFAULT_TIMEOUT) -> verify.Report:
+def verify_topology(path: str, name: str | None = None, timeout: float = verify.DEFAULT_TIMEOUT,
+                    retry: int = 0) -> verify.Report:
     """`labkit verify TOPO`: the topology's checks against its running lab (`name` overrides its name)."""
-    plan = load_plan(path, name=name)  # its expects are parsed once, with the plan
-    return verify.run_checks(status(plan.lab)[0], plan.expects, timeout)
+    plan = load_plan(path, name=name)  # its expects are parsed once, with the plan (InputError: exit 2)
+    return verify_lab(plan.lab, list(plan.expects), timeout, retry, topology=os.path.abspath(path))
+
+
+def verify_labs(names: Sequence[str], topology: str | None = None, timeout: float = verify.DEFAULT_TIMEOUT,
+                retry: int = 0) -> list[verify.Report]:
+    """An instructor's view: each lab of `names` (globs such as `ws-*` match the labs that are up)
+    against `topology`'s expectations, or each against the file it was brought up from. A lab that
+    cannot be checked is a report with its reason (exit code 2), and the others still run."""
+    import fnmatch
+    from concurrent.futures import ThreadPoolExecutor
+
+    known = sorted(known_labs())
+    chosen: list[str] = []
+    for pattern in names:
+        matches = [n for n in known if fnmatch.fnmatchcase(n, pattern)] if set(pattern) & set("*?[") else [pattern]
+        if not matches:
+            raise verify.CannotCheck(f"no lab matches {pattern!r} (labs: {', '.join(known) or 'none'})")
+        chosen.extend(m for m in matches if m not in chosen)
+    expects = list(load_plan(topology).expects) if topology else None
+    source = os.path.abspath(topology) if topology else None
+
+    def one(lab_name: str) -> verify.Report:
+        try:
+            paths.check_lab_name(lab_name, "lab")
+            return verify_lab(lab_name, expects, timeout, retry, topology=source)
+        except LabkitError as exc:
+            return verify.Report.cannot_check(lab_name, str(exc), source)
+
+    with ThreadPoolExecutor(max_workers=min(4, max(1, len(chosen)))) as pool:
+        return list(pool.map(one, chosen))
 
 
 # ---------------------------------------------------------------- trace

@@ -2,7 +2,8 @@
 
 The upstream network-policy e2e layout: namespaces x, y, z with pods a, b, c each, spread over two
 nodes routed host-gw style (DESIGN.md section 7), every pod serving TCP 80/81 and UDP 80/81/53, every node TCP 80.
-Every namespace is `lkt-np-<random>-*`. Each case of tests/manifests/policy/cases.yaml is applied
+Every namespace is `lkt-np-<random>-*`. Each case of tests/manifests/policy/cases.yaml, and each
+step of the upstream e2e corpus (tests/manifests/policy/upstream.yaml, with its label changes), is applied
 to both nodes with `apply_node_policies` (replacing the previous case's table) and probed from
 every pod (and node, where the case asks) to every pod with a short timeout, in parallel: one agent
 process per namespace serves and probes. A probe expected open that failed is tried once more
@@ -27,8 +28,10 @@ from tests.unit.test_policy_cases import (
     NODES,
     POD_IPS,
     SERVICE,
+    UPSTREAM,
     Case,
     Matrix,
+    Step,
     explain,
     node_ips,
     pod_nodes,
@@ -166,8 +169,8 @@ class PolicyCluster:
         line = proc.stdout.readline().strip()
         assert line == "ready", f"agent in {short} did not start: {line} {proc.stderr.read()}"
 
-    def apply(self, policies: str) -> None:
-        w = workloads(policies)
+    def apply(self, policies: str, relabel: Mapping[str, Mapping[str, str]] | None = None) -> None:
+        w = workloads(policies, relabel)
         for node in NODES:
             apply_node_policies(self.path(node), w, POD_IPS, node_name=node, pod_nodes=self.placement,
                                 node_ips=node_ips(node))
@@ -276,6 +279,14 @@ def test_without_policies_everything_is_open(cluster):
 def test_truth_table(cluster, case: Case):
     cluster.apply(case.policies)
     check(cluster, case.name, case.expect)
+
+
+@pytest.mark.parametrize("step", UPSTREAM, ids=lambda s: s.name)
+def test_upstream_case(cluster, step: Step):
+    """The Kubernetes e2e network-policy suite's TCP and UDP cases; a step that differs prints
+    upstream's `.`/`X` truth table, expected and observed."""
+    cluster.apply(step.policies, step.relabel)
+    check(cluster, f"{step.name} ({step.upstream})", step.expect)
 
 
 def test_reapplying_replaces_the_table_atomically(cluster):
