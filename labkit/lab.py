@@ -200,7 +200,8 @@ def summarize(plan: Plan, build: Build | None = None) -> dict[str, Any]:
         "pods": [p.as_status() for p in build.pods] if build else [],
         "services": [s.as_status() for s in build.services] if build else [],
         "dns": {"ip": str(plan.cluster.dns_ip), "domain": plan.cluster.domain} if plan.cluster else None,
-        "cni": {"bin_dir": files.cni_bin_dir, "socket": files.cni_socket,
+        "cni": {"backend": plan.cluster.backend, "mode": plan.cluster.mode,
+                "bin_dir": files.cni_bin_dir, "socket": files.cni_socket,
                 "conflists": {n.name: files.conflist(n.name) for n in k8s_nodes(plan)}}
         if plan.cluster else None,
         "timings": dict(build.timings) if build else {},

@@ -60,11 +60,12 @@ def render_conflist(
     dns: Mapping | None = None,
     range_start: str | None = None,
     range_end: str | None = None,
+    mode: str = "ptp",
 ) -> str:
     """The conflist JSON text for one node: labkit-cni first, then `plugins`.
 
     `gateway` defaults to the podCIDR's .1, `data_dir` to
-    /var/lib/cni/networks/<name>. `cni_version` defaults to 1.1.0, or 1.0.0 when
+    /var/lib/cni/networks/<name>. `mode` is labkit-cni's: ptp or bridge. `cni_version` defaults to 1.1.0, or 1.0.0 when
     chained plugins follow (the reference plugins on Debian 12 stop at 1.0.0).
     """
 
@@ -82,6 +83,8 @@ def render_conflist(
             raise TypeError(f"chained plugin config must be a mapping: {p!r}")
         if not p.get("type") or not isinstance(p["type"], str):
             raise ValueError(f"chained plugin config needs a 'type': {p!r}")
+    if mode not in ("ptp", "bridge"):
+        raise ValueError(f"invalid labkit-cni mode {mode!r}: ptp or bridge")
     if cni_version is None:
         cni_version = "1.0.0" if plugins else "1.1.0"
     from labkit import templating  # jinja2: never on the plugin's exec path
@@ -99,6 +102,7 @@ def render_conflist(
         dns=dict(dns) if dns else None,
         range_start=range_start,
         range_end=range_end,
+        mode=mode,
     )
     json.loads(text)  # a template bug must not reach a runtime
     return text

@@ -37,7 +37,7 @@ def setup_pod_network(b: Build) -> None:
     files = paths.lab(plan.lab)
     for node in nodes:
         write_conflist(files.conflist_dir(node.name), paths.CNI_NETWORK, node.pod_cidr, mtu=pod_mtu(cluster),
-                       data_dir=files.ipam_dir(node.name))
+                       data_dir=files.ipam_dir(node.name), mode=cluster.mode)
 
     def wire(node: backends.ClusterNode) -> None:
         # a node's own processes reach ClusterIPs: DNAT in output needs a route first

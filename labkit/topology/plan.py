@@ -138,6 +138,7 @@ class ClusterPlan:
     dns_replicas: int
     dns_upstreams: tuple[str, ...]
     dns_workers: int | None = None    # DNS server processes per replica; None: one per two CPUs
+    mode: str = kinds.DEFAULT_CNI_MODE  # how pods attach to their node: ptp (routed veths) or bridge (cni0)
 
 
 @dataclass(frozen=True)
@@ -302,7 +303,7 @@ def plan_cluster(d: Draft) -> None:
         domain=c.domain, pod_cidr=c.pod_cidr, service_cidr=c.service_cidr, backend=c.cni.backend,
         mtu=c.cni.mtu, dns_ip=c.dns.ip, dns_replicas=c.dns.replicas,
         dns_upstreams=tuple(str(u) for u in c.dns.upstreams),
-        dns_workers=None if c.dns.workers == "auto" else c.dns.workers,
+        dns_workers=None if c.dns.workers == "auto" else c.dns.workers, mode=c.cni.mode,
     )
 
 
