@@ -107,6 +107,8 @@ def test_add_check_del_lifecycle(scratch):
     node, (pod,), conf = node_with_pods(s, 1)
     conf["dns"] = {"nameservers": ["10.96.0.10"], "search": ["default.svc.cluster.local"]}
     conf["mtu"] = 1400
+    if s.mode == "bridge":  # off, as on a node that never ran kubenet: ADD turns it on for NetworkPolicy
+        s.sh(node, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0")
     rc, res, raw, err = s.cni("ADD", conf, node=node, container_id="ctr-a1", netns=pod)
     assert rc == 0, raw + err
     assert err == ""
