@@ -21,7 +21,7 @@ from labkit.files import umask
 from labkit.lock import lab_lock
 from labkit.net import netns, wiring
 from labkit.phases import cni, dns, nodes, pods, services
-from labkit.phases.build import Build, PodRecord, k8s_nodes
+from labkit.phases.build import Build, PodRecord
 from labkit.progress import Progress
 from labkit.runtime import Runtime, Sandbox, get_runtime
 from labkit.topology import load_plan
@@ -202,7 +202,7 @@ def summarize(plan: Plan, build: Build | None = None) -> dict[str, Any]:
         "dns": {"ip": str(plan.cluster.dns_ip), "domain": plan.cluster.domain} if plan.cluster else None,
         "cni": {"backend": plan.cluster.backend, "mode": plan.cluster.mode,
                 "bin_dir": files.cni_bin_dir, "socket": files.cni_socket,
-                "conflists": {n.name: files.conflist(n.name) for n in k8s_nodes(plan)}}
+                "conflists": {n.name: files.conflist(n.name) for n in plan.pod_hosts}}
         if plan.cluster else None,
         "timings": dict(build.timings) if build else {},
     }

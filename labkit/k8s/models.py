@@ -169,15 +169,7 @@ class ContainerPort(K8sModel):
     name: PortName | None = None
     containerPort: PortNumber
     protocol: Protocol = "TCP"
-    hostPort: PortNumber | None = None
-
-    @model_validator(mode="after")
-    def _no_host_port(self) -> ContainerPort:
-        if self.hostPort is not None:
-            raise _fail("hostPort is not supported: labkit does not publish a pod's port on its node; "
-                        "use a Service of type NodePort (every node's IP) or reach the pod at its own IP",
-                        "hostPort")
-        return self
+    hostPort: PortNumber | None = None  # published on docker-host nodes only (the plan checks where a pod runs)
 
 
 class EnvVar(K8sModel):

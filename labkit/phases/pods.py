@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from labkit import paths, processes
 from labkit.k8s.system import DNS_APP
 from labkit.cni.conflist import execute_conflist
+from labkit.cni.dockerhost import port_mappings
 from labkit.cni.errors import CNIError
 from labkit.errors import LabkitError
 from labkit.net import netns
@@ -83,7 +84,8 @@ def start_pod_set(b: Build, todo: list[tuple[Pod, str]]) -> None:
             result = execute_conflist("ADD", paths.lab(plan.lab).conflist(node),
                                       container_id=container_id(plan.lab, pod.namespace, pod.name),
                                       netns=sandbox.netns_path, ifname=POD_IFNAME,
-                                      node_netns=b.sandboxes[node].netns_path)
+                                      node_netns=b.sandboxes[node].netns_path,
+                                      capability_args=published(pod))
         except CNIError as exc:
             raise LabkitError(f"pod {pod.key} on {node}: CNI ADD failed: {exc}") from None
         record.ip = result["ips"][0]["address"].split("/")[0]
@@ -116,13 +118,14 @@ def sync_pods(b: Build) -> None:
     running = {f"{r.namespace}/{r.name}" for r in b.pods}
     load = {n.name: 0 for n in k8s_nodes(b.plan)}
     for record in b.pods:
-        load[record.node] = load.get(record.node, 0) + 1
+        if record.node in load:
+            load[record.node] += 1
     todo = []
     for key, pod in wanted.items():
         if key in running:
             continue
         node = pod.spec.nodeName or min(load, key=lambda n: load[n])
-        load[node] += 1
+        load[node] = load.get(node, 0) + 1
         todo.append((pod, node))
     if todo:
         start_pod_set(b, todo)
@@ -131,10 +134,13 @@ def sync_pods(b: Build) -> None:
 def stop_pod(b: Build, record: PodRecord) -> None:
     """Release the pod's address (CNI DEL from its node), then remove its sandbox and processes."""
     plan = b.plan
+    pod = next((p for p in (workloads_of(plan).pods if workloads_of(plan) else ())
+                if (p.namespace, p.name) == (record.namespace, record.name)), None)
     try:
         execute_conflist("DEL", paths.lab(plan.lab).conflist(record.node),
                          container_id=container_id(plan.lab, record.namespace, record.name),
-                         netns=record.netns_path, ifname=POD_IFNAME, node_netns=b.sandboxes[record.node].netns_path)
+                         netns=record.netns_path, ifname=POD_IFNAME, node_netns=b.sandboxes[record.node].netns_path,
+                         capability_args=published(pod) if pod else None)
     except CNIError as exc:
         raise LabkitError(f"pod {record.namespace}/{record.name}: CNI DEL failed: {exc}") from None
     files = paths.lab(plan.lab)
@@ -159,7 +165,7 @@ def remove_unrecorded_pods(b: Build) -> None:
         if name in recorded or "." not in rest:
             continue  # a node's, the mgmt network's, or a pod the state knows
         path, (namespace, pod) = netns.netns_path(name), rest.split(".", 1)
-        for node in k8s_nodes(b.plan):
+        for node in b.plan.pod_hosts:
             try:
                 execute_conflist("DEL", files.conflist(node.name),
                                  container_id=container_id(b.plan.lab, namespace, pod),
@@ -170,6 +176,12 @@ def remove_unrecorded_pods(b: Build) -> None:
         netns.delete_namespace(name)
         shutil.rmtree(files.pod_dir(namespace, pod), ignore_errors=True)
         b.progress.note(f"removed {name}, left by an interrupted apply")
+
+
+def published(pod: Pod) -> dict | None:
+    """The `portMappings` capability of a pod's hostPorts (docker-hosts publish them with portmap)."""
+    mappings = port_mappings(p for c in pod.spec.containers for p in c.ports)
+    return {"portMappings": mappings} if mappings else None
 
 
 def container_id(lab: str, namespace: str, pod: str) -> str:

@@ -10,6 +10,15 @@ if TYPE_CHECKING:
     from labkit.phases.build import Build
 
 
+def cluster_pods(b: Build) -> tuple[dict[str, str], dict[str, str]]:
+    """("ns/pod" -> IP, "ns/pod" -> node) of the pods on the cluster's flat network: a docker-host's
+    containers have addresses of its own bridge (the same on every docker-host), so they are no
+    Service endpoints and no policy peers."""
+    members = {n.name for n in k8s_nodes(b.plan)}
+    pods = [p for p in b.pods if p.node in members]
+    return ({f"{p.namespace}/{p.name}": p.ip for p in pods if p.ip}, {f"{p.namespace}/{p.name}": p.node for p in pods})
+
+
 def apply_services(b: Build) -> None:
     """Service views from the running pods, then the same kube-proxy table in every k8s-node.
 
@@ -20,8 +29,7 @@ def apply_services(b: Build) -> None:
     plan, workloads = b.plan, workloads_of(b.plan)
     if workloads is None or plan.cluster is None:
         return
-    pod_ips = {f"{p.namespace}/{p.name}": p.ip for p in b.pods if p.ip}
-    pod_nodes = {f"{p.namespace}/{p.name}": p.node for p in b.pods}
+    pod_ips, pod_nodes = cluster_pods(b)
     b.services = list(build_service_view(workloads, pod_ips, allocation=plan.allocation, pod_nodes=pod_nodes))
     cluster = plan.cluster
     on_every_node(lambda node: apply_node_services(
@@ -41,8 +49,7 @@ def apply_policies(b: Build) -> None:
             for node in k8s_nodes(plan):
                 remove_node_policies(b.sandboxes[node.name].netns_path)
         return
-    pod_ips = {f"{p.namespace}/{p.name}": p.ip for p in b.pods if p.ip}
-    pod_nodes = {f"{p.namespace}/{p.name}": p.node for p in b.pods}
+    pod_ips, pod_nodes = cluster_pods(b)
     on_every_node(lambda node: apply_node_policies(
         b.sandboxes[node.name].netns_path, workloads, pod_ips, node_name=node.name, pod_nodes=pod_nodes,
         node_ips=[str(node.mgmt_ipv4.ip)]), k8s_nodes(plan))

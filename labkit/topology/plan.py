@@ -165,6 +165,11 @@ class Plan:
         return tuple(n for n in self.nodes if n.kind_info.cluster_node)
 
     @property
+    def pod_hosts(self) -> tuple[NodePlan, ...]:
+        """The nodes pods run on: cluster nodes, and container hosts (docker-host) for pods naming them."""
+        return tuple(n for n in self.nodes if n.kind_info.runs_pods)
+
+    @property
     def netns_prefix(self) -> str:
         return netns_prefix(self.lab)
 
@@ -311,7 +316,7 @@ def check_cluster_nodes(d: Draft) -> None:
     """A node of a cluster kind needs a `cluster:` section."""
     if d.cluster is not None:
         return
-    first = next((n for n in d.settings if (k := d.kind_of(n)) is not None and k.cluster_node), None)
+    first = next((n for n in d.settings if (k := d.kind_of(n)) is not None and k.runs_pods), None)
     if first is not None:
         kind = d.settings[first]["kind"]
         d.add(("topology", "nodes", first, "kind"), f"kind {kind} needs a 'cluster:' section "
@@ -436,6 +441,14 @@ def check_cluster_cidrs(d: Draft) -> None:
         for what, cidr in cidrs:
             if d.mgmt.subnet.overlaps(cidr):
                 d.add(("mgmt", "ipv4-subnet"), f"mgmt subnet {d.mgmt.subnet} overlaps the cluster {what} {cidr}")
+    docker = ipaddress.IPv4Network(kinds.DOCKER_SUBNET)
+    host = next((n for n in d.settings if (k := d.kind_of(n)) is not None and k.container_host), None)
+    for what, net in (("pod-cidr", cluster.pod_cidr), ("service-cidr", cluster.service_cidr),
+                      ("mgmt subnet", d.mgmt.subnet if d.mgmt else None)):
+        if host is not None and net is not None and net.overlaps(docker):
+            d.add(("topology", "nodes", host, "kind"),
+                  f"a docker-host's containers take {docker} (Docker's default bridge), which overlaps the {what} "
+                  f"{net}; move the {what} elsewhere (e.g. 10.244.0.0/16, 10.96.0.0/16, 172.31.0.0/24)")
 
 
 def assign_pod_cidrs(d: Draft) -> None:

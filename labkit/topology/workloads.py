@@ -27,8 +27,10 @@ def plan_workloads(plan: Plan, doc: Document) -> Plan:
     sources = list(data.get("workloads") or []) + system_manifests(cluster.dns_ip, cluster.dns_replicas)
     workloads = load_workloads(sources, Path(plan.source).resolve().parent, origin=doc.file, line_of=doc.line_of)
     allocation = allocate(workloads, [n.name for n in plan.cluster_nodes],
-                          service_cidr=str(cluster.service_cidr), dns_ip=str(cluster.dns_ip))
-    problems = netns_name_problems(plan, workloads) + capacity_problems(plan, workloads, allocation)
+                          service_cidr=str(cluster.service_cidr), dns_ip=str(cluster.dns_ip),
+                          pinned=[n.name for n in plan.pod_hosts if n.kind_info.container_host])
+    problems = (netns_name_problems(plan, workloads) + capacity_problems(plan, workloads, allocation)
+                + host_port_problems(plan, workloads, allocation))
     if problems:
         raise InputError(list(dict.fromkeys(problems)))
     return dataclasses.replace(plan, workloads=workloads, allocation=allocation)
@@ -71,6 +73,8 @@ def capacity_problems(plan: Plan, workloads: Workloads, allocation: Allocation) 
         node = allocation.placement.get(pod.key)
         if node is None:
             continue
+        if plan.node(node).kind_info.container_host:
+            continue  # Docker's bridge subnet is a /16
         counted[node] = counted.get(node, 0) + 1
         pod_cidr = plan.node(node).pod_cidr
         room = pod_capacity(pod_cidr) if pod_cidr is not None else 0
@@ -84,4 +88,26 @@ def capacity_problems(plan: Plan, workloads: Workloads, allocation: Allocation) 
             f"{total} pods are scheduled on node {node!r}, but its podCIDR {pod_cidr} holds {room}; "
             "run fewer replicas, spread pods with spec.nodeName, or add k8s-nodes",
         ))
+    return problems
+
+
+def host_port_problems(plan: Plan, workloads: Workloads, allocation: Allocation) -> list[Problem]:
+    """hostPort publishes a container's port on its host's address: what a docker-host does (portmap);
+    a k8s-node's pods are reached at their own address or through a Service instead."""
+    problems = []
+    for pod in workloads.pods:
+        node = allocation.placement.get(pod.key)
+        if node is None or plan.node(node).kind_info.container_host:
+            continue
+        for ci, container in enumerate(pod.spec.containers):
+            for pi, port in enumerate(container.ports):
+                if port.hostPort is None:
+                    continue
+                controller = _controller(workloads, pod)
+                prefix = ("spec", "template", "spec") if controller else ("spec",)
+                problems.append(workloads.problem(
+                    controller or pod, (*prefix, "containers", ci, "ports", pi, "hostPort"),
+                    f"hostPort is published only on a docker-host, and this pod runs on k8s-node {node!r}; "
+                    "use a Service of type NodePort (every node's IP), reach the pod at its own IP, or set "
+                    "spec.nodeName to a node of kind docker-host"))
     return problems

@@ -81,7 +81,7 @@ def test_several_problems_one_per_line(capsys: pytest.CaptureFixture[str], tmp_p
     code, out, err = _validate(capsys, path)
     assert (code, out) == (2, "")
     assert err.splitlines() == [
-        f"error: {path}:4: topology.nodes.h1.kind: unknown kind 'router'; valid: linux, bridge, k8s-node",
+        f"error: {path}:4: topology.nodes.h1.kind: unknown kind 'router'; valid: linux, bridge, k8s-node, docker-host",
         f"{path}:7: topology.links[0].endpoints[1]: link to unknown node 'h9'; nodes: h1, h2",
     ]
 
