@@ -443,12 +443,13 @@ def check_cluster_cidrs(d: Draft) -> None:
                 d.add(("mgmt", "ipv4-subnet"), f"mgmt subnet {d.mgmt.subnet} overlaps the cluster {what} {cidr}")
     docker = ipaddress.IPv4Network(kinds.DOCKER_SUBNET)
     host = next((n for n in d.settings if (k := d.kind_of(n)) is not None and k.container_host), None)
-    for what, net in (("pod-cidr", cluster.pod_cidr), ("service-cidr", cluster.service_cidr),
-                      ("mgmt subnet", d.mgmt.subnet if d.mgmt else None)):
+    for what, net, instead in (("pod-cidr", cluster.pod_cidr, "10.244.0.0/16"),
+                               ("service-cidr", cluster.service_cidr, "10.96.0.0/16"),
+                               ("mgmt subnet", d.mgmt.subnet if d.mgmt else None, "172.31.0.0/24")):
         if host is not None and net is not None and net.overlaps(docker):
             d.add(("topology", "nodes", host, "kind"),
                   f"a docker-host's containers take {docker} (Docker's default bridge), which overlaps the {what} "
-                  f"{net}; move the {what} elsewhere (e.g. 10.244.0.0/16, 10.96.0.0/16, 172.31.0.0/24)")
+                  f"{net}; move the {what} elsewhere (e.g. {instead})")
 
 
 def assign_pod_cidrs(d: Draft) -> None:

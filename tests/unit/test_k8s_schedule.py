@@ -52,3 +52,13 @@ def test_no_nodes():
     w = parse_manifests(DEPLOY.replace("      nodeName: NODE\n", ""), "web.yaml")
     with pytest.raises(InputError, match="no k8s-node"):
         schedule_pods(w, [])
+
+
+def test_a_docker_host_takes_only_the_pods_that_name_it():
+    w = parse_manifests(DEPLOY.replace("      nodeName: NODE\n", "").replace("nodeName: w2", "nodeName: dock1"))
+    placement = schedule_pods(w, ["cp", "w1"], pinned=["dock1"])
+    assert placement["default/pinned"] == "dock1"
+    assert sorted(n for k, n in placement.items() if k != "default/pinned") == ["cp", "cp", "w1", "w1"]
+    w = parse_manifests(DEPLOY.replace("NODE", "w9"), "web.yaml")
+    with pytest.raises(InputError, match="valid: cp, w1, dock1"):
+        schedule_pods(w, ["cp", "w1"], pinned=["dock1"])
