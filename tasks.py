@@ -88,12 +88,12 @@ def test(c, k=None):
     c.run(shlex.join([sys.executable, "-m", "pytest", "-q", *(["-k", k] if k else [])]), pty=sys.stdout.isatty())
 
 
-BENCHES = ("lab", "cni", "pods", "dns", "runtimes")
+BENCHES = ("lab", "cni", "pods", "dns", "runtimes", "up")
 
 
 @task(help={"only": f"comma-separated subset of {','.join(BENCHES)}", "sizes": "chain sizes for the lab bench",
             "repeat": "runs per size (best is kept)"})
-def bench(c, only="lab,cni,pods,dns,runtimes", sizes="10,100,1000", repeat=3):
+def bench(c, only="lab,cni,pods,dns,runtimes,up", sizes="10,100,1000", repeat=3):
     """Benchmarks against baselines measured in the same run; prints tables, writes nothing."""
     chosen = [b.strip() for b in only.split(",") if b.strip()]
     unknown = set(chosen) - set(BENCHES)
@@ -120,6 +120,10 @@ def bench(c, only="lab,cni,pods,dns,runtimes", sizes="10,100,1000", repeat=3):
         from tests.bench.bench_runtimes import print_runtime_bench
 
         print_runtime_bench(50)
+    if "up" in chosen:
+        from tests.bench.bench_up import print_up_bench
+
+        print_up_bench(int(repeat))
 
 
 def _print_rows(title: str, rows: dict) -> None:
