@@ -261,8 +261,8 @@ def execute_conflist(
     `capability_args` is the runtime's capability data, e.g.
     {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}.
     For CHECK/DEL, `prev_result` is the ADD result; with `cache_dir` the ADD
-    result is cached there (like /var/lib/cni/results) and read back when
-    `prev_result` is not given. `valid_attachments` ([{containerID, ifname}])
+    result and `capability_args` are cached there (like /var/lib/cni/results) and
+    read back when not given. `valid_attachments` ([{containerID, ifname}])
     is passed to GC. Raises CNIError.
     """
     listconf = load_conflist(conflist)
@@ -303,12 +303,17 @@ def execute_conflist(
         if cache is not None:
             _write_cache(cache, {"kind": "cniCacheV1", "containerId": container_id,
                                  "ifName": ifname, "networkName": listconf["name"],
-                                 "netns": netns, "result": result})
+                                 "netns": netns, "capabilityArgs": dict(capability_args or {}),
+                                 "result": result})
         return result
 
     if command in ("DEL", "CHECK"):
-        if prev_result is None and cache is not None:
-            prev_result = (_read_cache(cache) or {}).get("result")
+        if cache is not None and (prev_result is None or capability_args is None):
+            cached = _read_cache(cache) or {}
+            if prev_result is None:
+                prev_result = cached.get("result")
+            if capability_args is None:  # as libcni: portmap's DEL needs the mappings ADD had
+                capability_args = cached.get("capabilityArgs") or None
         if command == "CHECK":
             if not _version_ge(version, (0, 4, 0)):
                 raise CNIError(INVALID_CONFIG, f"CHECK is not supported by cniVersion {version}")
@@ -396,7 +401,6 @@ def _cached_attachments(cache_dir, name: str) -> list[dict]:
 
 
 def _write_cache(path: Path, result: Mapping) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(result))
-    os.replace(tmp, path)
+    from labkit.files import write_atomic
+
+    write_atomic(path, json.dumps(result), 0o600)  # explicit modes: the folder 0755, the entry root's alone

@@ -85,7 +85,7 @@ def start_pod_set(b: Build, todo: list[tuple[Pod, str]]) -> None:
                                       container_id=container_id(plan.lab, pod.namespace, pod.name),
                                       netns=sandbox.netns_path, ifname=POD_IFNAME,
                                       node_netns=b.sandboxes[node].netns_path,
-                                      capability_args=published(pod))
+                                      capability_args=published(pod), cache_dir=result_cache(plan, node))
         except CNIError as exc:
             raise LabkitError(f"pod {pod.key} on {node}: CNI ADD failed: {exc}") from None
         record.ip = result["ips"][0]["address"].split("/")[0]
@@ -134,13 +134,11 @@ def sync_pods(b: Build) -> None:
 def stop_pod(b: Build, record: PodRecord) -> None:
     """Release the pod's address (CNI DEL from its node), then remove its sandbox and processes."""
     plan = b.plan
-    pod = next((p for p in (workloads_of(plan).pods if workloads_of(plan) else ())
-                if (p.namespace, p.name) == (record.namespace, record.name)), None)
     try:
         execute_conflist("DEL", paths.lab(plan.lab).conflist(record.node),
                          container_id=container_id(plan.lab, record.namespace, record.name),
                          netns=record.netns_path, ifname=POD_IFNAME, node_netns=b.sandboxes[record.node].netns_path,
-                         capability_args=published(pod) if pod else None)
+                         cache_dir=result_cache(plan, record.node))
     except CNIError as exc:
         raise LabkitError(f"pod {record.namespace}/{record.name}: CNI DEL failed: {exc}") from None
     files = paths.lab(plan.lab)
@@ -169,7 +167,8 @@ def remove_unrecorded_pods(b: Build) -> None:
             try:
                 execute_conflist("DEL", files.conflist(node.name),
                                  container_id=container_id(b.plan.lab, namespace, pod),
-                                 netns=path, ifname=POD_IFNAME, node_netns=b.sandboxes[node.name].netns_path)
+                                 netns=path, ifname=POD_IFNAME, node_netns=b.sandboxes[node.name].netns_path,
+                                 cache_dir=result_cache(b.plan, node.name))
             except CNIError as exc:
                 raise LabkitError(f"leftover pod namespace {name}: CNI DEL failed: {exc}") from None
         processes.stop_in_namespaces([path])
@@ -182,6 +181,14 @@ def published(pod: Pod) -> dict | None:
     """The `portMappings` capability of a pod's hostPorts (docker-hosts publish them with portmap)."""
     mappings = port_mappings(p for c in pod.spec.containers for p in c.ports)
     return {"portMappings": mappings} if mappings else None
+
+
+def result_cache(plan: Plan, node: str) -> str | None:
+    """Where a docker-host's ADD results and port mappings are kept for DEL (libcni's results cache):
+    portmap removes a pod's DNAT only when DEL names its mappings again. labkit-cni needs none."""
+    if not plan.node(node).kind_info.container_host:
+        return None
+    return os.path.join(paths.lab(plan.lab).conflist_dir(node), "results")
 
 
 def container_id(lab: str, namespace: str, pod: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from labkit import lab
+from labkit.progress import Progress
 from labkit.pytest_plugin import RunningLab, labkit_fixture
 from labkit.verify import load_expects
 
@@ -52,3 +53,41 @@ def test_docker_hosts_are_no_cluster_nodes(side_by_side: RunningLab) -> None:
     assert dns and all(p["node"] in ("k1", "k2") for p in dns)  # no pod lands on a docker-host unasked
     conflist = json.loads(open(side_by_side.summary["cni"]["conflists"]["dock1"]).read())
     assert [p["type"] for p in conflist["plugins"]] == ["bridge", "portmap"]
+
+
+PUBLISHED = """name: dockap
+cluster: {{}}
+topology:
+  nodes:
+    d1: {{kind: docker-host}}
+    n1: {{kind: k8s-node}}
+workloads:
+  - {{apiVersion: v1, kind: Pod, metadata: {{name: client}},
+     spec: {{nodeName: n1, containers: [{{name: c, image: labkit/node, command: [sleep, infinity]}}]}}}}
+{extra}"""
+
+WEB = """  - {apiVersion: v1, kind: Pod, metadata: {name: web},
+     spec: {nodeName: d1, containers: [{name: web, image: labkit/node, ports: [{containerPort: 80, hostPort: 8080}],
+                                        command: [socat, "TCP-LISTEN:80,reuseaddr,fork", "SYSTEM:hostname"]}]}}
+"""
+
+
+def test_apply_publishes_and_unpublishes_a_docker_hosts_port(tmp_path, labkit_lab_factory) -> None:
+    path = tmp_path / "dockap.yaml"
+    path.write_text(PUBLISHED.format(extra=""))
+    running = labkit_lab_factory(str(path))
+    d1 = next(n["mgmt_ipv4"] for n in running.summary["nodes"] if n["name"] == "d1")
+
+    def fetch() -> str:
+        result = running.exec("default/client", "socat", "-T2", "-", f"TCP:{d1}:8080,connect-timeout=2")
+        return result.stdout.strip() if result.returncode == 0 else "closed"
+
+    assert fetch() == "closed"
+    path.write_text(PUBLISHED.format(extra=WEB))
+    lab.apply(str(path), name=running.name, progress=Progress(quiet=True))
+    assert fetch() == "web"
+    path.write_text(PUBLISHED.format(extra=""))
+    lab.apply(str(path), name=running.name, progress=Progress(quiet=True))
+    assert fetch() == "closed"  # portmap's DEL took its DNAT away with the pod
+    rules = running.exec("d1", "nft", "list", "ruleset").stdout
+    assert "dport 8080" not in rules
