@@ -1,4 +1,4 @@
-"""The cluster network on both backends: pods on every node reach each other without NAT,
+"""The cluster network on every backend and mode: pods on every node reach each other without NAT,
 reach the outside through the node's address, and leave nothing after down."""
 
 from __future__ import annotations
