@@ -70,6 +70,14 @@ def graph(c, topo=DEFAULT_TOPOLOGY, name=None, format=None, output=None):
             *(["-o", output] if output else []))
 
 
+@task(help={"lab": "lab name", "src": "a node or NS/POD", "dst": "DST[:PORT]: NS/POD, node, Service or address",
+            "protocol": "tcp, udp or icmp", "format": "text, json, mermaid or html", "output": "file to write"})
+def trace(c, lab, src, dst, protocol=None, format="text", output=None):
+    """Send one probe and show its path hop by hop: routes and the nftables rules that acted."""
+    _labkit(c, "trace", lab, src, dst, *(["--protocol", protocol] if protocol else []), "--format", format,
+            *(["-o", output] if output else []))
+
+
 @task(help={"topo": "topology file"})
 def validate(c, topo=DEFAULT_TOPOLOGY):
     """Check a topology file (needs no root)."""
@@ -88,12 +96,12 @@ def test(c, k=None):
     c.run(shlex.join([sys.executable, "-m", "pytest", "-q", *(["-k", k] if k else [])]), pty=sys.stdout.isatty())
 
 
-BENCHES = ("lab", "cni", "pods", "dns", "runtimes", "up")
+BENCHES = ("lab", "cni", "pods", "dns", "runtimes", "trace", "bgp", "up")
 
 
 @task(help={"only": f"comma-separated subset of {','.join(BENCHES)}", "sizes": "chain sizes for the lab bench",
             "repeat": "runs per size (best is kept)"})
-def bench(c, only="lab,cni,pods,dns,runtimes,up", sizes="10,100,1000", repeat=3):
+def bench(c, only="lab,cni,pods,dns,runtimes,trace,bgp,up", sizes="10,100,1000", repeat=3):
     """Benchmarks against baselines measured in the same run; prints tables, writes nothing."""
     chosen = [b.strip() for b in only.split(",") if b.strip()]
     unknown = set(chosen) - set(BENCHES)
@@ -120,6 +128,14 @@ def bench(c, only="lab,cni,pods,dns,runtimes,up", sizes="10,100,1000", repeat=3)
         from tests.bench.bench_runtimes import print_runtime_bench
 
         print_runtime_bench(50)
+    if "trace" in chosen:
+        from tests.bench.bench_trace import bench_trace
+
+        _print_rows("labkit trace end to end, a cross-node Service request on kube-3node (ms)", bench_trace(5))
+    if "bgp" in chosen:
+        from tests.bench.bench_bgp import print_bgp_bench
+
+        print_bgp_bench(6)
     if "up" in chosen:
         from tests.bench.bench_up import print_up_bench
 
@@ -161,5 +177,5 @@ def lint(c):
     c.run(shlex.join([os.path.join(os.path.dirname(sys.executable), "lint-imports"), "--no-logo"]))
 
 
-lab = Collection("lab", up, apply, down, status, exec_, verify, graph, validate, list_)
+lab = Collection("lab", up, apply, down, status, exec_, verify, graph, trace, validate, list_)
 ns = Collection(lab, test, bench, image, lint)

@@ -28,6 +28,12 @@ and ``ndots``: addresses on one line (exit 0), or NXDOMAIN / NODATA / the error
      "dns": {"nameserver": "10.96.0.10", "search": ["default.svc.cluster.local"], "ndots": 5}}
     {"id": 2, "op": "resolve", "name": "web", "dns": {...}, "timeout": 1}
 
+    {"id": 3, "op": "trace", "protocol": "tcp|udp|icmp", "host": "10.96.0.1", "port": 80,
+     "sport": 40001, "tos": 12, "timeout": 1}
+
+`trace` sends ONE packet marked for `labkit trace` (a source port or ICMP id, and an IP TOS)
+and waits for its answer, without retrying.
+
 A connect to a name resolves it first (with ``dns``), then tries each address in
 order, like ``socket.create_connection``.
 
@@ -157,6 +163,70 @@ def probe_udp(host: str, port: int, timeout: float = 1.0) -> dict:
 
 def probe(protocol: str, host: str, port: int, timeout: float = 1.0) -> dict:
     return (probe_udp if protocol == "udp" else probe_tcp)(host, port, timeout)
+
+
+# ---------------------------------------------------------------- one marked probe (labkit trace)
+
+
+def _marked_socket(kind: int, proto: int, sport: int, tos: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, kind, proto)
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+    if kind != socket.SOCK_RAW:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("0.0.0.0", sport))
+    return sock
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
+    total = (total >> 16) + (total & 0xFFFF)
+    return ~(total + (total >> 16)) & 0xFFFF
+
+
+def trace_probe(protocol: str, host: str, port: int, sport: int, tos: int, timeout: float = 1.0) -> dict:
+    """ONE packet that `labkit trace` can pick out in every namespace: TCP SYN or UDP datagram from
+    source port `sport`, or an ICMP echo request with identifier `sport`, all with IP TOS `tos`.
+    Never retried (a retry would be a second packet to trace); the answer, if any, is waited for."""
+    started = time.monotonic()
+    try:
+        if protocol == "icmp":
+            sock = _marked_socket(socket.SOCK_RAW, socket.IPPROTO_ICMP, sport, tos)
+            body = b"labkit trace"
+            header = bytes([8, 0, 0, 0]) + sport.to_bytes(2, "big") + (1).to_bytes(2, "big")
+            csum = _checksum(header + body).to_bytes(2, "big")
+            sock.sendto(header[:2] + csum + header[4:] + body, (host, 0))
+            deadline = started + timeout
+            while True:
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
+                data, peer = sock.recvfrom(2048)
+                icmp = data[(data[0] & 0x0F) * 4:]
+                if icmp[:1] == b"\0" and icmp[4:6] == sport.to_bytes(2, "big"):
+                    return {"open": True, "reason": f"echo reply from {peer[0]}"}
+                if icmp[:1] in (b"\3", b"\x0b"):  # unreachable / time exceeded about our echo
+                    inner = icmp[8:]
+                    echo = inner[(inner[0] & 0x0F) * 4:] if inner else b""
+                    if echo[4:6] == sport.to_bytes(2, "big"):
+                        return {"open": False, "reason": f"ICMP type {icmp[0]} code {icmp[1]} from {peer[0]}"}
+        kind = socket.SOCK_STREAM if protocol == "tcp" else socket.SOCK_DGRAM
+        sock = _marked_socket(kind, 0, sport, tos)
+        if protocol == "tcp":
+            # one SYN: the kernel's own retransmission waits 1 s, past most traces' budget
+            sock.settimeout(timeout)
+            sock.connect((host, port))
+            sock.close()
+            return {"open": True, "reason": "connected"}
+        sock.connect((host, port))
+        sock.send(UDP_PROBE_PAYLOAD)
+        sock.settimeout(timeout)
+        data = sock.recv(4096)
+        sock.close()
+        return {"open": True, "reason": f"reply ({len(data)} bytes)"}
+    except ConnectionRefusedError:
+        return {"open": False, "reason": "connection refused" if protocol == "tcp" else "port unreachable"}
+    except OSError as exc:
+        return {"open": False, "reason": _os_reason(exc, timeout)}
 
 
 # ---------------------------------------------------------------- resolve
@@ -311,6 +381,8 @@ def run_request(req: dict) -> dict:
                                      int(dns_conf.get("ndots", 1)), timeout)}
         host, port = str(req["host"]), int(req["port"])
         protocol = req.get("protocol", "tcp")
+        if req.get("op") == "trace":  # one marked packet to an address (labkit trace)
+            return {**out, **trace_probe(protocol, host, port, int(req["sport"]), int(req["tos"]), timeout)}
         addresses = [host]
         if not _ipv4(host):
             if not dns_conf.get("nameserver"):

@@ -73,6 +73,17 @@ def _parser() -> argparse.ArgumentParser:
     graph.add_argument("--format", choices=["mermaid", "dot", "html"], help="default: from -o's suffix, else mermaid")
     graph.add_argument("-o", "--output", help="write to this file instead of stdout")
 
+    tr = sub.add_parser("trace", help="send one probe and show its path hop by hop: routes, and every "
+                                      "nftables rule that acted (service, endpoint, NetworkPolicy, masquerade)")
+    tr.add_argument("lab")
+    tr.add_argument("source", metavar="SRC", help="a node or NS/POD")
+    tr.add_argument("destination", metavar="DST[:PORT]",
+                    help="NS/POD, a node, a Service (web, web.ns, web.ns.svc.cluster.local) or an IPv4 address")
+    tr.add_argument("--protocol", choices=["tcp", "udp", "icmp"], help="default: the Service port's, else tcp")
+    tr.add_argument("--format", choices=["text", "json", "mermaid", "html"], default="text")
+    tr.add_argument("-o", "--output", help="write to this file instead of stdout")
+    tr.add_argument("--timeout", type=_seconds, default=1.0, help="seconds to wait for the answer (0 < T <= 30)")
+
     val = sub.add_parser("validate", help="check a topology file; needs no root")
     val.add_argument("topology")
 
@@ -108,11 +119,13 @@ def _check_names(args: argparse.Namespace) -> None:
     """Every lab name given on the command line is checked before anything uses it (as a path,
     a namespace prefix or a label)."""
     from labkit.paths import check_lab_name
+    from labkit.topology.names import is_clab_lab_name, lab_key
 
+    # a lab is named as its file names it (containerlab's rule), or by the name labkit runs it under
     if getattr(args, "name", None) is not None:
-        check_lab_name(args.name, "--name")
-    if args.verb == "exec":
-        check_lab_name(args.lab, "LAB")
+        args.name = check_lab_name(lab_key(args.name) if is_clab_lab_name(args.name) else args.name, "--name")
+    if args.verb in ("exec", "trace"):
+        args.lab = check_lab_name(lab_key(args.lab) if is_clab_lab_name(args.lab) else args.lab, "LAB")
 
 
 def _lab_name(args: argparse.Namespace) -> str | None:
@@ -120,8 +133,9 @@ def _lab_name(args: argparse.Namespace) -> str | None:
         return args.name
     if getattr(args, "topology", None):
         from labkit.topology import load_topology
+        from labkit.topology.names import lab_key
 
-        return load_topology(args.topology)[0].name
+        return lab_key(load_topology(args.topology)[0].name)
     return None
 
 
@@ -137,7 +151,13 @@ def run(argv: Sequence[str]) -> int:
         from labkit.topology import load_plan
 
         plan = load_plan(args.topology)
-        print(f"{args.topology}: ok — lab {plan.lab}: {len(plan.nodes)} nodes, {len(plan.links)} links")
+        named = f"lab {plan.title}" + (f" (runs as {plan.lab})" if plan.title and plan.title != plan.lab else "")
+        links = len(plan.links) + len(plan.external_links)
+        print(f"{args.topology}: ok — {named}: {len(plan.nodes)} nodes, {links} links")
+        from labkit.topology.workloads import plan_notes
+
+        for note in [*plan.notes, *plan_notes(plan)]:
+            print(f"note: {note}")
         return 0
     from labkit import lab
 
@@ -215,6 +235,16 @@ def run(argv: Sequence[str]) -> int:
 
         check_output_format(args.format)
         return print_verify(lab.verify_topology(args.topology, name=args.name, timeout=args.timeout), args.format)
+    if args.verb == "trace":
+        report = lab.trace(args.lab, args.source, args.destination, args.protocol, args.timeout)
+        text = lab.render_trace(report, args.format)
+        if args.output:
+            with open(args.output, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            print(f"wrote {args.output}")
+        else:
+            print(text, end="" if text.endswith("\n") else "\n")
+        return 0
     if args.verb == "exec":
         command = list(args.argv)
         if command[:1] == ["--"]:

@@ -31,16 +31,59 @@ FORMATS = ("mermaid", "dot", "html")
 _TEMPLATE_FILES = {"mermaid": "graph.mmd.j2", "dot": "graph.dot.j2", "html": "graph.html.j2"}
 
 
-def render_graph(summary: dict[str, Any], fmt: str) -> str:
-    """The lab `summary` drawn in `fmt` (one of FORMATS); LabkitError for any other format."""
+def render_graph(summary: dict[str, Any], fmt: str, trace: dict[str, Any] | None = None) -> str:
+    """The lab `summary` drawn in `fmt` (one of FORMATS); LabkitError for any other format.
+
+    `trace`, a `labkit trace` report (html only), draws the probe's path on the picture: the
+    nodes, pods and links it crossed highlighted, each annotated with the rules that acted."""
     if fmt not in FORMATS:
         raise LabkitError(f"unknown graph format {fmt!r}; valid formats: {', '.join(FORMATS)}")
     model = build_model(summary)
     if fmt == "html":
         template = _environment(html=True).get_template(_TEMPLATE_FILES[fmt])
-        return template.render(lab=model, layout=layout(model),
+        return template.render(lab=model, layout=layout(model), trace=trace, path=trace_overlay(model, trace),
                                layout_px={"name": NAME_PX, "text": TEXT_PX, "label": LABEL_PX, "pod": POD_PX})
     return _environment(html=False).get_template(_TEMPLATE_FILES[fmt]).render(lab=model)
+
+
+@dataclass
+class PathOverlay:
+    """What a trace report marks on the picture: steps and notes per node or pod, links crossed."""
+
+    steps: dict[str, list[int]] = field(default_factory=dict)  # node name or pod key -> probe step numbers
+    notes: dict[str, list[str]] = field(default_factory=dict)  # node name or pod key -> what acted there
+    dropped: set[str] = field(default_factory=set)
+    links: set[str] = field(default_factory=set)  # Link.key of links between consecutive hops
+    mgmt_nodes: set[str] = field(default_factory=set)  # nodes whose mgmt port the probe used
+
+
+def trace_overlay(model: Model, trace: dict[str, Any] | None) -> PathOverlay:
+    overlay = PathOverlay()
+    if not trace:
+        return overlay
+    hops = trace.get("probe") or []
+    for step, hop in enumerate(hops, 1):
+        name = hop.get("name", "")
+        overlay.steps.setdefault(name, []).append(step)
+        notes = overlay.notes.setdefault(name, [])
+        notes += [r["meaning"] for r in hop.get("rules") or [] if r.get("meaning")]
+        if hop.get("encap"):
+            notes.append(hop["encap"])
+        if hop.get("outcome") == "dropped":
+            overlay.dropped.add(name)
+    pod_node = {p.key: p.node for p in model.pods}
+    nodes = [pod_node.get(h.get("name"), h.get("name")) for h in hops]
+    mgmt_if = {n.name: n.mgmt_ifname for n in model.nodes}
+    for here, there, hop, nxt in zip(nodes, nodes[1:], hops, hops[1:], strict=False):
+        if here == there:
+            continue
+        direct = [link.key for link in model.links
+                  if {link.a.ref, link.b.ref} == {f"{here}:{hop.get('oif')}", f"{there}:{nxt.get('iif')}"}]
+        if direct:
+            overlay.links.update(direct)
+        elif mgmt_if.get(here) and mgmt_if.get(there):
+            overlay.mgmt_nodes.update((here, there))
+    return overlay
 
 
 _SUFFIXES = {".html": "html", ".htm": "html", ".dot": "dot", ".gv": "dot", ".mmd": "mermaid",

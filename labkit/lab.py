@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from labkit import paths, processes, state, verify
+from labkit.cni import attach
 from labkit.errors import LabkitError
 from labkit.files import umask
 from labkit.lock import lab_lock
 from labkit.net import netns, wiring
-from labkit.phases import cni, dns, nodes, pods, services
+from labkit.phases import bgp, cni, dns, nodes, pods, services
 from labkit.phases.build import Build, PodRecord
 from labkit.progress import Progress
 from labkit.runtime import Runtime, Sandbox, get_runtime
@@ -28,7 +29,8 @@ from labkit.topology import load_plan
 from labkit.topology.plan import Plan, host_link_name, netns_prefix
 
 __all__ = ["APPLY", "UP", "Build", "apply", "down", "exec_in", "get_runtime", "graph_summary", "known_labs",
-           "leftovers", "status", "summarize", "up", "validate", "verify_lab", "verify_topology"]
+           "leftovers", "render_trace", "status", "summarize", "trace", "up", "validate", "verify_lab",
+           "verify_topology"]
 
 # ---------------------------------------------------------------- the phase tables
 
@@ -47,23 +49,31 @@ def with_host_access(plan: Plan) -> bool:
     return bool(plan.mgmt and plan.mgmt.host_access)
 
 
+def with_ports(plan: Plan) -> bool:
+    return any(n.container and n.container.ports for n in plan.nodes)
+
+
 UP: tuple[Phase, ...] = (
     ("nodes", nodes.create_nodes, always),
     ("links", nodes.create_links, always),
     ("addresses and routes", nodes.configure_nodes, always),
     ("host access", nodes.connect_host, with_host_access),
     ("pod network", cni.setup_pod_network, with_cluster),  # starts the CNI server first
+    ("bgp", bgp.start_bgp, bgp.with_bgp),  # backend bgp: a BIRD per node; sessions come up meanwhile
     ("pods", pods.start_pods, with_cluster),
     ("services", services.apply_services, with_cluster),
     ("dns", dns.start_dns, with_cluster),
     ("policies", services.apply_policies, with_cluster),
     ("exec", nodes.run_exec, always),
+    ("ports", nodes.publish_ports, with_ports),  # containerlab's `ports`, forwarded into the nodes
     ("cni server", cni.wait_cni_server, with_cluster),  # listening before `up` returns
+    ("bgp routes", bgp.wait_bgp, bgp.with_bgp),  # every node holds every other node's pod route
     ("readiness", pods.wait_ready, with_cluster),
 )
 
 APPLY: tuple[Phase, ...] = (  # a running cluster lab's workloads; nodes and links stay as they are
     ("cni server", cni.ensure_cni_server, with_cluster),  # one that died is replaced
+    ("bgp", bgp.ensure_bgp, bgp.with_bgp),  # configs re-read; a BGP daemon that died is started again
     ("leftover pods", pods.remove_unrecorded_pods, with_cluster),  # of an `apply` killed half way
     ("pods", pods.sync_pods, with_cluster),
     ("services", services.apply_services, with_cluster),
@@ -91,7 +101,13 @@ def up(path: str, runtime: str | None = None, progress: Progress | None = None,
 def _up(path: str, plan: Plan, rt: Runtime, progress: Progress) -> dict[str, Any]:
     if plan.lab in known_labs():
         raise LabkitError(f"lab {plan.lab!r} is already up; take it down first: labkit down --name {plan.lab}")
+    for note in plan.notes:  # keys this runtime leaves without effect, said once
+        progress.note(f"note: {note}")
     build = Build(plan, rt, progress)
+    from labkit.topology.workloads import plan_notes
+
+    for note in plan_notes(plan):
+        progress.note(f"note: {note}")
     state.write(plan.lab, {"name": plan.lab, "runtime": plan.runtime, "source": os.path.abspath(path),
                            "phase": "starting", "created": time.time()})
     _run_phases(build, UP, undo=True)
@@ -123,7 +139,8 @@ def _apply(path: str, plan: Plan, progress: Progress) -> dict[str, Any]:
     build = Build(plan, get_runtime(plan.runtime), progress)
     build.sandboxes = {n["name"]: Sandbox(plan.lab, n["name"], n["netns_path"]) for n in summary["nodes"]}
     build.pods = [PodRecord(p["namespace"], p["name"], p["node"], p["ip"], p["netns"], p["netns_path"],
-                        p["pid"], p["labels"], p.get("pid_start")) for p in summary["pods"]]
+                        p["pid"], p["labels"], p.get("pid_start"), p.get("host_network", False),
+                        p.get("run_once", False), p.get("network_status") or []) for p in summary["pods"]]
     from labkit.proxy import ServiceView
 
     build.previous_services = [ServiceView.model_validate(v) for v in recorded.get("service_views", [])]
@@ -180,6 +197,7 @@ def _record(build: Build) -> dict[str, Any]:
 def summarize(plan: Plan, build: Build | None = None) -> dict[str, Any]:
     """What status reports about a lab (the JSON keys of DESIGN.md section 4)."""
     files = paths.lab(plan.lab)
+    speakers = {s.node: s for s in _bgp_speakers(plan)}
     nodes = []
     for node in plan.nodes:
         nodes.append({
@@ -190,9 +208,11 @@ def summarize(plan: Plan, build: Build | None = None) -> dict[str, Any]:
             "interfaces": [{"name": i.name, "ipv4": [str(a) for a in i.addresses],
                             "peer": f"{i.peer_node}:{i.peer_ifname}" if i.peer_node else None}
                            for i in node.interfaces],
+            **({"bgp": _bgp_status(plan.lab, speakers[node.name])} if node.name in speakers else {}),
         })
     return {
-        "name": plan.lab, "runtime": plan.runtime, "source": plan.source, "nodes": nodes,
+        "name": plan.lab, "title": plan.title or plan.lab, "runtime": plan.runtime, "source": plan.source,
+        "nodes": nodes,
         "links": [{"a": f"{link.a.node}:{link.a.ifname}", "b": f"{link.b.node}:{link.b.ifname}"}
                   for link in plan.links],
         "mgmt": {"netns": plan.mgmt.netns, "subnet": str(plan.mgmt.subnet),
@@ -200,12 +220,49 @@ def summarize(plan: Plan, build: Build | None = None) -> dict[str, Any]:
         "pods": [p.as_status() for p in build.pods] if build else [],
         "services": [s.as_status() for s in build.services] if build else [],
         "dns": {"ip": str(plan.cluster.dns_ip), "domain": plan.cluster.domain} if plan.cluster else None,
-        "cni": {"backend": plan.cluster.backend, "mode": plan.cluster.mode,
-                "bin_dir": files.cni_bin_dir, "socket": files.cni_socket,
+        "cni": {"bin_dir": files.cni_bin_dir, "socket": files.cni_socket, "backend": plan.cluster.backend,
+                "mode": plan.cluster.mode, "masquerade": plan.cluster.masquerade,
                 "conflists": {n.name: files.conflist(n.name) for n in plan.pod_hosts}}
         if plan.cluster else None,
         "timings": dict(build.timings) if build else {},
+        "not_acted_on": _not_acted_on(plan),
     }
+
+
+def _bgp_speakers(plan: Plan) -> list:
+    from labkit.bgp import speakers
+
+    return speakers(plan)
+
+
+def _bgp_status(lab: str, speaker: Any) -> dict[str, Any]:
+    """`nodes[].bgp` as recorded: the speaker's AS, router id, sessions and control socket (status adds
+    the sessions' states and the routes, live)."""
+    from labkit.bgp import TIMERS, files_of
+
+    return {**speaker.as_status(), "socket": files_of(lab, speaker.node).socket, "timers": TIMERS.as_status()}
+
+
+def _bgp_live(node: dict[str, Any]) -> None:
+    """Fill a node's `bgp` with what its daemon says now (birdc): each session's state, the routes."""
+    from labkit.bgp import live
+
+    found = live(node["bgp"]["socket"])
+    states = {s["name"]: s for s in found.get("sessions", [])}
+    for session in node["bgp"]["sessions"]:
+        now = states.get(session["name"], {})
+        session["state"] = now.get("state", "unknown")
+        session["since"] = now.get("since")
+        session["info"] = now.get("info", "")
+    node["bgp"]["routes"] = found.get("routes", [])
+    if "error" in found:
+        node["bgp"]["error"] = found["error"]
+
+
+def _not_acted_on(plan: Plan) -> dict[str, list]:
+    from labkit.topology.workloads import not_acted_on
+
+    return not_acted_on(plan)
 
 
 # ---------------------------------------------------------------- down
@@ -227,6 +284,7 @@ def _down(lab: str, runtimes: Sequence[Runtime] | None) -> bool:
         docker, docker_labs = _docker_engine_labs()
         runtimes = [get_runtime("netns"), *([docker] if docker else [])]
         existed = existed or lab in docker_labs
+    attach.release_all(lab)  # pods' extra networks: CNI DEL from their nodes while those still exist
     processes.stop_recorded(paths.lab_dir(lab), marker=paths.lab_dir(lab))  # the lab's servers, by their pid files
     # Servers whose pid files are gone (the state folder deleted by hand): found by the state
     # paths they were started with.
@@ -245,6 +303,7 @@ def _down(lab: str, runtimes: Sequence[Runtime] | None) -> bool:
 
 def _remove_host_link(lab: str) -> None:
     wiring.remove_host_link(host_link_name(lab))
+    wiring.remove_lab_host_links(lab)  # the host ends of containerlab `host` links, by their mark
 
 
 def known_labs(*, containers: bool = False) -> set[str]:
@@ -293,11 +352,29 @@ def status(lab: str | None = None) -> list[dict[str, Any]]:
         for node in summary.get("nodes", []):
             node["running"] = node["netns"] in present if summary.get("runtime") == "netns" else None
         phase = (recorded or {}).get("phase", "unknown (no state file)")
+        for node in summary.get("nodes", []):
+            if isinstance(node.get("bgp"), dict) and phase == "up":
+                _bgp_live(node)
         problems = health_problems(name, summary, present) if phase == "up" else []
+        _pod_phases(name, summary)
         summary["phase"] = "degraded" if problems else phase
         summary["health"] = {"ok": not problems and phase == "up", "problems": problems}
         result.append(summary)
     return result
+
+
+def _pod_phases(lab: str, summary: dict[str, Any]) -> None:
+    """Each pod's `phase` (Running; Succeeded or Failed once a pod that runs once is done)."""
+    from labkit.phases.pods import pod_phase
+
+    pods = summary.get("pods", [])
+    if not any(p.get("run_once") for p in pods):
+        for pod in pods:
+            pod["phase"] = "Running"
+        return
+    rt = get_runtime(summary.get("runtime") or "netns")
+    for pod in pods:
+        pod["phase"] = pod_phase(rt, lab, pod)
 
 
 def health_problems(lab: str, summary: dict[str, Any], present: set[str]) -> list[str]:
@@ -319,6 +396,12 @@ def health_problems(lab: str, summary: dict[str, Any], present: set[str]) -> lis
         if pod["namespace"] == "kube-system" and pod.get("labels", {}).get("k8s-app") == DNS_APP:
             if processes.recorded(files.dns_pid_file(pod["name"]), marker=files.dir) is None:
                 problems.append(f"DNS server of pod {key} is not running (labkit apply restarts it)")
+    for node in summary.get("nodes", []):
+        if isinstance(node.get("bgp"), dict):
+            from labkit.bgp import files_of, running
+
+            if running(files_of(lab, node["name"])) is None:
+                problems.append(f"BGP daemon of node {node['name']} is not running (labkit apply restarts it)")
     if summary.get("cni"):  # by its pid file, as the DNS servers: the socket is root's alone, status is anyone's
         if processes.recorded(files.cni_server_pid, marker=files.dir) is None:
             problems.append("the CNI server is not running (labkit apply restarts it)")
@@ -370,10 +453,26 @@ def sandbox_of(lab: str, target: str) -> tuple[Runtime, Sandbox]:
 
 
 def exec_in(lab: str, target: str, argv: Sequence[str]) -> int:
-    """Run argv in a node of a running lab; its exit code passes through."""
+    """Run argv in a node of a running lab; its exit code passes through.
+
+    `birdc` (without -s) in a node running BGP talks to that node's BIRD: it runs on the host with the
+    daemon's control socket, so it works under every runtime and no image needs it."""
+    socket = _bird_socket(lab, target) if argv[:1] == ["birdc"] and "-s" not in argv else None
+    if socket is not None:
+        import subprocess
+
+        return subprocess.run(["birdc", "-s", socket, *argv[1:]], check=False).returncode
     rt, sandbox = sandbox_of(lab, target)
     code, _ = rt.exec(sandbox, argv)
     return code
+
+
+def _bird_socket(lab: str, target: str) -> str | None:
+    """The control socket of `target`'s BGP daemon, if it is a node of `lab` that runs one."""
+    sandbox_of(lab, target)  # the lab and the node exist, or one clear error
+    summary = (state.read(lab) or {}).get("summary") or {}
+    node = next((n for n in summary.get("nodes", []) if n.get("name") == target), {})
+    return node.get("bgp", {}).get("socket") if isinstance(node.get("bgp"), dict) else None
 
 
 def graph_summary(topology: str | Path | None = None, name: str | None = None) -> dict[str, Any]:
@@ -417,6 +516,32 @@ def verify_topology(path: str, name: str | None = None, timeout: float = verify.
     return verify.run_checks(status(plan.lab)[0], plan.expects, timeout)
 
 
+# ---------------------------------------------------------------- trace
+
+
+def trace(lab: str, src: str, dst: str, protocol: str | None = None, timeout: float | None = None) -> dict[str, Any]:
+    """`labkit trace`: one probe from `src` to `dst` in a running lab, and its path (labkit.trace)."""
+    from labkit import trace as tracing
+
+    paths.check_lab_name(lab, "lab")
+    found = status(lab)[0]
+    if not found.get("nodes"):
+        raise LabkitError(f"lab {lab!r} is not up: nothing to trace")
+    with lab_lock(lab, "trace"):  # one trace at a time: they share the trace table's name
+        return tracing.trace(found, src, dst, protocol, timeout=timeout or tracing.DEFAULT_TIMEOUT,
+                             journal=paths.lab(lab).path("trace.json"))
+
+
+def render_trace(report: dict[str, Any], fmt: str) -> str:
+    """A trace report as text, json, mermaid, or html: drawn on the lab's picture (labkit graph)."""
+    from labkit import graph
+    from labkit import trace as tracing
+
+    if fmt == "html":
+        return graph.render_graph(status(report["lab"])[0], "html", trace=report)
+    return tracing.render(report, fmt)
+
+
 def validate(path: str) -> Plan:
     return load_plan(path)
 
@@ -439,6 +564,7 @@ def leftovers(lab: str) -> list[str]:
         found.append(files.dir)
     if os.path.exists(f"/sys/class/net/{host_link_name(lab)}"):
         found.append(f"host link {host_link_name(lab)}")
+    found += [f"host link {name}" for name in wiring.lab_host_links(lab)]
     if lab in _docker_engine_labs()[1]:
         found.append(f"docker containers labelled labkit.lab={lab}")
     if os.path.exists(paths.lock_path(lab)):  # the lab's lock file (labkit.lock), beside its folder

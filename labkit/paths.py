@@ -131,6 +131,19 @@ class LabPaths:
         """host-local style leases of one node's podCIDR, a file per address."""
         return self.path("ipam", _component(node))
 
+    # --- pods' extra networks (NetworkAttachmentDefinitions, labkit.cni.attach)
+    @property
+    def multus_pods_dir(self) -> str:
+        return self.path("multus", "pods")
+
+    def multus_record(self, namespace: str, pod: str) -> str:
+        """What a pod's attachments were made with: DEL reads it back."""
+        return self.path("multus", "pods", f"{_component(namespace)}.{_component(pod)}.json")
+
+    def multus_ipam_dir(self, node: str) -> str:
+        """host-local's dataDir for attachments on `node` (each node keeps its own leases)."""
+        return self.path("multus", "ipam", _component(node))
+
     # --- the cluster DNS
     @property
     def dns_dir(self) -> str:
@@ -143,6 +156,18 @@ class LabPaths:
     def dns_pid_file(self, pod: str) -> str:
         """The pid file of the DNS server serving kube-dns pod `pod`."""
         return self.path("dns", f"{_component(pod)}.pid")
+
+    # --- BGP daemons (backend bgp): one BIRD per k8s-node, and per router node peering with them
+    @property
+    def bgp_dir(self) -> str:
+        return self.path("bgp")
+
+    def bird_dir(self, node: str) -> str:
+        """A node's BIRD: bird.conf, bird.ctl (its control socket, for birdc -s), bird.pid, bird.log."""
+        return self.path("bgp", _component(node))
+
+    def bird_socket(self, node: str) -> str:
+        return self.path("bgp", _component(node), "bird.ctl")
 
     # --- pods and containers
     @property

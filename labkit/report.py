@@ -22,7 +22,9 @@ def print_status(labs: list[dict[str, Any]], console: Console | None = None) -> 
     if not labs:
         console.print("no labs are up")
     for lab in labs:
-        nodes = Table(title=f"lab {lab['name']} ({lab.get('runtime')}, {lab.get('phase')})", title_justify="left")
+        title = lab.get("title") or lab["name"]  # the file's name for it; `name` is what labkit runs it as
+        named = title if title == lab["name"] else f"{title} (runs as {lab['name']})"
+        nodes = Table(title=f"lab {named} ({lab.get('runtime')}, {lab.get('phase')})", title_justify="left")
         nodes.add_column("node")
         nodes.add_column("kind")
         nodes.add_column("mgmt ipv4", no_wrap=True)
@@ -33,6 +35,8 @@ def print_status(labs: list[dict[str, Any]], console: Console | None = None) -> 
             nodes.add_row(node["name"], node["kind"], node.get("mgmt_ipv4") or "", node.get("pod_cidr") or "",
                           ifaces)
         console.print(nodes)
+        if any(isinstance(n.get("bgp"), dict) for n in lab.get("nodes", [])):
+            console.print(_bgp(lab["nodes"]))
         for problem in lab.get("health", {}).get("problems", []):
             console.print(f"degraded: {problem}")
         if lab.get("pods"):
@@ -40,8 +44,12 @@ def print_status(labs: list[dict[str, Any]], console: Console | None = None) -> 
             for column in ("namespace", "name", "node"):
                 pods.add_column(column)
             pods.add_column("ip", no_wrap=True)
+            phases = any(pod.get("phase", "Running") != "Running" for pod in lab["pods"])  # pods that ran once
+            if phases:
+                pods.add_column("phase")
             for pod in lab["pods"]:
-                pods.add_row(pod["namespace"], pod["name"], pod["node"], pod.get("ip") or "")
+                pods.add_row(pod["namespace"], pod["name"], pod["node"], pod.get("ip") or "",
+                             *([pod.get("phase", "Running")] if phases else []))
             console.print(pods)
         if lab.get("services"):
             console.print(_services(lab["services"]))
@@ -66,4 +74,24 @@ def _services(services: list[dict[str, Any]]) -> Table:
         target = svc.get("external_name") or "\n".join(e["ip"] for e in svc.get("endpoints", []))
         table.add_row(f"{svc['namespace']}/{svc['name']}", svc["type"], str(svc.get("cluster_ip") or ""), ports,
                       target)
+    return table
+
+
+def _bgp(nodes: list[dict[str, Any]]) -> Table:
+    """Each BGP speaker's sessions and the routes its daemon holds (`birdc -s SOCKET show route` for more)."""
+    table = Table(title="bgp (birdc -s <socket> show protocols | show route)", title_justify="left")
+    table.add_column("node")
+    table.add_column("as / router id", no_wrap=True)
+    table.add_column("sessions", no_wrap=True)
+    table.add_column("routes", no_wrap=True)
+    table.add_column("socket", overflow="fold")
+    for node in nodes:
+        info = node.get("bgp")
+        if not isinstance(info, dict):
+            continue
+        sessions = "\n".join(f"{s['peer']} AS{s['asn']} {s.get('state', '')}".rstrip() for s in info["sessions"])
+        routes = "\n".join(f"{r['prefix']} {r['type']}" + (f" via {', '.join(r['via'])}" if r["via"] else "")
+                           + f" ({r['protocol']})" for r in info.get("routes", []) if r.get("primary"))
+        table.add_row(node["name"], f"AS{info['asn']}\n{info['router_id']}", sessions,
+                      info.get("error") or routes, info.get("socket", ""))
     return table

@@ -260,7 +260,10 @@ def read_documents(path: str | Path) -> list[Document]:
 
 def read_document(path: str | Path) -> Document:
     """Read a single-document YAML file whose top level must be a mapping."""
-    docs = read_documents(path)
+    return _single(read_documents(path), str(path))
+
+
+def _single(docs: list[Document], path: str) -> Document:
     if len(docs) != 1 or not isinstance(docs[0].data, dict):
         if not docs:
             found = "the file is empty"
@@ -276,3 +279,49 @@ def read_document(path: str | Path) -> Document:
 
 def _yaml_kind(data: Any) -> str:
     return "list" if isinstance(data, list) else "mapping" if isinstance(data, dict) else "scalar"
+
+
+# ---------------------------------------------------------------- environment variables, as containerlab expands them
+
+# `$VAR`, `${VAR}`, `${VAR:=default}`, `${VAR:-default}`, `${VAR=default}`, `${VAR-default}`; an unset
+# variable without a default is left as written (containerlab's envsubst: "restricted, no replace").
+_ENV_REF = re.compile(r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[=-])(?P<default>[^}\n]*))?\}"
+                      r"|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))")
+MAX_ENV_VALUE = 64 * 1024
+
+
+def expand_env(text: str, file: str, environ: dict[str, str] | None = None) -> str:
+    """Expand environment variables anywhere in `text`, before it is parsed, line by line so every
+    line keeps its number: a value holding a line break is refused, not spliced in. Bounded: a
+    value of at most MAX_ENV_VALUE characters, a result of at most MAX_FILE_BYTES."""
+    env = os.environ if environ is None else environ
+    out, size = [], 0
+    for number, line in enumerate(text.split("\n"), 1):
+        def value(match: re.Match, number: int = number) -> str:
+            name = match.group("braced") or match.group("plain")
+            found = env.get(name)
+            op = match.group("op")
+            if op is not None and (found is None or (op.startswith(":") and found == "")):
+                found = match.group("default")
+            if found is None:
+                return match.group(0)
+            if "\n" in found or "\r" in found or len(found) > MAX_ENV_VALUE:
+                why = "holds a line break" if len(found) <= MAX_ENV_VALUE else f"is longer than {MAX_ENV_VALUE}"
+                raise InputError(Problem(file, number, "", f"environment variable {name} {why}; "
+                                                           "a value expanded into a topology stays on its line"))
+            return found
+
+        line = _ENV_REF.sub(value, line) if "$" in line else line
+        size += len(line) + 1
+        if size > MAX_FILE_BYTES:
+            raise InputError(Problem(file, number, "", f"with its environment variables expanded the file is "
+                                                       f"larger than {MAX_FILE_BYTES} bytes"))
+        out.append(line)
+    return "\n".join(out)
+
+
+def read_expanded_document(path: str | Path) -> Document:
+    """A topology file: read, environment variables expanded (containerlab's way), then parsed."""
+    file = str(path)
+    docs = parse_documents(expand_env(read_text(path), file), file)
+    return _single(docs, file)

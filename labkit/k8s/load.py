@@ -1,13 +1,19 @@
 """Read Kubernetes manifests (files or inline) into one `Workloads` value.
 
-The phases: read every document, check its kind and apiVersion, validate it into
-a model (collecting every problem with its file, line and field path), reject
-duplicates, then expand Deployments and StatefulSets into the pods their
-controllers would create, with names as reproducible as the lab itself.
+The phases: read every document (`kind: List` gives its items), check its kind and apiVersion,
+validate it into a model (collecting every problem with its file, line and field path), reject
+duplicates, then expand Deployments, ReplicaSets, StatefulSets and Jobs into the pods their
+controllers would create, with names as reproducible as the lab itself. DaemonSets need the
+nodes: `labkit.k8s.nodes.place_daemon_sets` expands them once the plan knows its nodes.
+
+Kinds of the API that have no effect on a lab's network (ConfigMap, Secret, RBAC, ...) and
+custom resources are accepted, their names checked, and listed in `Workloads.not_acted_on`;
+fields labkit accepts without acting on them are listed in `Workloads.unused_fields`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -18,14 +24,19 @@ from typing import Any
 from pydantic import ValidationError
 
 from labkit.errors import InputError, Problem
-from labkit.k8s import models
+from labkit.k8s import models, multus
+from labkit.k8s import names
+from labkit.k8s.fields import UnusedField, unused_fields
 from labkit.k8s.models import (
     KINDS,
+    DaemonSet,
     Deployment,
+    Job,
     Namespace,
     NetworkPolicy,
     ObjectMeta,
     Pod,
+    ReplicaSet,
     Service,
     StatefulSet,
 )
@@ -40,6 +51,56 @@ API_VERSIONS = {
     "Deployment": "apps/v1",
     "StatefulSet": "apps/v1",
     "NetworkPolicy": "networking.k8s.io/v1",
+    "DaemonSet": "apps/v1",
+    "ReplicaSet": "apps/v1",
+    "Job": "batch/v1",
+    **multus.API_VERSIONS,
+}
+KINDS = {**KINDS, **multus.KINDS}  # NetworkAttachmentDefinition: labkit.k8s.multus
+
+# The built-in API's other kinds, by apiVersion: accepted, and listed as not acted on. Some would
+# shape traffic in a real cluster (Ingress, EndpointSlice, ReplicationController, CronJob): their
+# note says so. A group not listed here is a custom resource's, and accepted as one.
+OTHER_KINDS: dict[str, tuple[str, ...]] = {
+    "v1": ("ConfigMap", "Secret", "ServiceAccount", "Endpoints", "PersistentVolumeClaim", "PersistentVolume",
+           "LimitRange", "ResourceQuota", "ReplicationController", "PodTemplate", "Event", "Node", "Binding"),
+    "apps/v1": ("ControllerRevision",),
+    "batch/v1": ("CronJob",),
+    "policy/v1": ("PodDisruptionBudget",),
+    "autoscaling/v1": ("HorizontalPodAutoscaler",),
+    "autoscaling/v2": ("HorizontalPodAutoscaler",),
+    "rbac.authorization.k8s.io/v1": ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"),
+    "networking.k8s.io/v1": ("Ingress", "IngressClass", "IPAddress", "ServiceCIDR"),
+    "discovery.k8s.io/v1": ("EndpointSlice",),
+    "storage.k8s.io/v1": ("StorageClass", "CSIDriver", "CSINode", "VolumeAttachment", "CSIStorageCapacity"),
+    "scheduling.k8s.io/v1": ("PriorityClass",),
+    "coordination.k8s.io/v1": ("Lease",),
+    "node.k8s.io/v1": ("RuntimeClass",),
+    "apiextensions.k8s.io/v1": ("CustomResourceDefinition",),
+    "admissionregistration.k8s.io/v1": ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration",
+                                        "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"),
+    "certificates.k8s.io/v1": ("CertificateSigningRequest",),
+    "events.k8s.io/v1": ("Event",),
+    "flowcontrol.apiserver.k8s.io/v1": ("FlowSchema", "PriorityLevelConfiguration"),
+}
+CLUSTER_SCOPED = frozenset({
+    "Namespace", "Node", "PersistentVolume", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
+    "StorageClass", "CSIDriver", "CSINode", "VolumeAttachment", "PriorityClass", "IngressClass", "RuntimeClass",
+    "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration", "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding", "CertificateSigningRequest", "FlowSchema", "PriorityLevelConfiguration",
+    "IPAddress", "ServiceCIDR",
+})
+# What a real cluster would do with them that the lab does not.
+NOT_BUILT = {
+    "Ingress": "no ingress controller runs in the lab",
+    "EndpointSlice": "endpoints come from Service selectors only",
+    "Endpoints": "endpoints come from Service selectors only",
+    "ReplicationController": "write a ReplicaSet or Deployment to get its pods",
+    "CronJob": "no schedule runs in the lab; write a Job to run its pods once",
+}
+_NAME_RULES = {
+    **dict.fromkeys(("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"), names.path_segment_name),
+    "CronJob": names.job_name,
 }
 
 # The namespaces every cluster has, whether or not a manifest names them.
@@ -62,6 +123,26 @@ class Origin:
 
 
 @dataclass(frozen=True)
+class OtherObject:
+    """An object of a kind that does not shape the lab's network: accepted, named in a note."""
+
+    api_version: str
+    kind: str
+    namespace: str  # "" for cluster-scoped kinds
+    name: str
+    origin: Origin = field(compare=False, repr=False)
+
+    @property
+    def why(self) -> str:
+        return NOT_BUILT.get(self.kind, "" if "/" not in self.api_version or self.api_version.split("/")[0]
+                             in {v.split("/")[0] for v in OTHER_KINDS} else "a custom resource")
+
+    def __str__(self) -> str:
+        where = f"{self.namespace}/{self.name}" if self.namespace else self.name
+        return f"{self.kind} {where}"
+
+
+@dataclass(frozen=True)
 class Workloads:
     """Everything the manifests declare, with controllers expanded into their pods."""
 
@@ -71,8 +152,15 @@ class Workloads:
     stateful_sets: tuple[StatefulSet, ...] = ()
     services: tuple[Service, ...] = ()
     network_policies: tuple[NetworkPolicy, ...] = ()
+    daemon_sets: tuple[DaemonSet, ...] = ()
+    replica_sets: tuple[ReplicaSet, ...] = ()
+    jobs: tuple[Job, ...] = ()
+    network_attachments: tuple[multus.NetworkAttachmentDefinition, ...] = ()
     # "ns/pod" -> "Deployment/web": which controller made a pod (absent for bare pods).
     owners: Mapping[str, str] = field(default_factory=dict)
+    # Objects accepted but not built (ConfigMaps, RBAC, custom resources ...), and fields set but not acted on.
+    not_acted_on: tuple[OtherObject, ...] = ()
+    unused_fields: tuple[tuple[UnusedField, Origin], ...] = field(default=(), compare=False, repr=False)
     origins: Mapping[tuple[str, str, str], Origin] = field(default_factory=dict, compare=False, repr=False)
 
     def namespace(self, name: str) -> Namespace | None:
@@ -132,13 +220,18 @@ def parse_manifests(text: str, file: str = "<manifest>") -> Workloads:
 
 def _from_documents(documents: list[tuple[Document, Loc]], problems: list[Problem]) -> Workloads:
     objects: list[tuple[models._Object, Origin]] = []
+    others: list[OtherObject] = []
+    unused: list[tuple[UnusedField, Origin]] = []
     for doc, prefix in _flatten_lists(documents, problems):
         obj = _parse_object(doc, prefix, problems)
-        if obj is not None:
+        if isinstance(obj, OtherObject):
+            others.append(obj)
+        elif obj is not None:
             objects.append((obj, Origin(doc, prefix)))
+            unused.extend((f, Origin(doc, prefix)) for f in unused_fields(type(obj), _at(doc.data, prefix), obj.kind))
     if problems:
         raise InputError(problems)
-    return _assemble(objects)
+    return dataclasses.replace(_assemble(objects), not_acted_on=tuple(others), unused_fields=tuple(unused))
 
 
 # ---------------------------------------------------------------- one document
@@ -165,7 +258,7 @@ def _at(data: Any, path: Loc) -> Any:
     return data
 
 
-def _parse_object(doc: Document, prefix: Loc, problems: list[Problem]) -> models._Object | None:
+def _parse_object(doc: Document, prefix: Loc, problems: list[Problem]) -> models._Object | OtherObject | None:
     data = _at(doc.data, prefix)
 
     def report(path: Loc, message: str) -> None:
@@ -180,8 +273,7 @@ def _parse_object(doc: Document, prefix: Loc, problems: list[Problem]) -> models
         report(("kind",), f"required field is missing; valid: {valid_kinds}")
         return None
     if kind not in KINDS:
-        report(("kind",), f"{kind!r} is not supported; valid: {valid_kinds}")
-        return None
+        return _other_object(doc, prefix, data, report)
     api_version = data.get("apiVersion")
     if api_version != API_VERSIONS[kind]:
         what = "required field is missing" if api_version is None else f"{api_version!r} is not valid for {kind}"
@@ -198,6 +290,78 @@ def _parse_object(doc: Document, prefix: Loc, problems: list[Problem]) -> models
         report(("metadata", "name"), problem)
         return None
     return obj
+
+
+def _other_object(doc: Document, prefix: Loc, data: Mapping[str, Any], report) -> OtherObject | None:
+    """An object of a kind labkit does not build: its apiVersion, kind and names checked, its body not."""
+    kind, api_version = data.get("kind"), data.get("apiVersion")
+    if not isinstance(kind, str) or not kind[:1].isupper() or not kind.isalnum():
+        report(("kind",), f"{kind!r} is not a kind; valid: a name like ConfigMap (built here: {', '.join(KINDS)})")
+        return None
+    if not isinstance(api_version, str) or not api_version:
+        report(("apiVersion",), "required field is missing; valid: v1, apps/v1, GROUP/VERSION")
+        return None
+    group = api_version.rpartition("/")[0]
+    versions_of_kind = sorted(v for v, kinds in OTHER_KINDS.items() if kind in kinds)
+    if versions_of_kind and api_version not in versions_of_kind and "." not in group.removesuffix(".k8s.io"):
+        report(("apiVersion",), f"{api_version!r} is not valid for {kind}; valid: {', '.join(versions_of_kind)}")
+        return None
+    builtin = api_version == "v1" or group in {v.rpartition("/")[0] for v in (*OTHER_KINDS, *API_VERSIONS.values())}
+    if builtin and kind not in OTHER_KINDS.get(api_version, ()):
+        known = sorted({k for k, v in API_VERSIONS.items() if v == api_version} | set(OTHER_KINDS.get(api_version, ())))
+        if not known:
+            versions = sorted(v for v in {*OTHER_KINDS, *API_VERSIONS.values()} if v.rpartition("/")[0] == group)
+            report(("apiVersion",), f"{api_version!r} is not served; valid: {', '.join(versions)}")
+        else:
+            report(("kind",), f"{kind!r} is not a kind of {api_version}; valid: {', '.join(known)}")
+        return None
+    if not builtin and (group.count(".") < 1 or names.dns1123_subdomain(group)):
+        report(("apiVersion",), f"{api_version!r} is not valid; valid: v1, or GROUP/VERSION with a DNS "
+                                "subdomain as GROUP (e.g. monitoring.coreos.com/v1)")
+        return None
+    meta = data.get("metadata")
+    if not isinstance(meta, Mapping):
+        report(("metadata",), "required field is missing; valid: a mapping with at least name")
+        return None
+    name = meta.get("name")
+    if not isinstance(name, str) or not name:
+        report(("metadata", "name"), "required field is missing")
+        return None
+    rule = _NAME_RULES.get(kind, names.dns1123_subdomain)
+    if kind == "CustomResourceDefinition" and "." not in name:
+        problem = f"{name!r} is not valid; valid: <plural>.<group>, as spec.names.plural and spec.group"
+    else:
+        problem = rule(name)
+    namespace = "" if kind in CLUSTER_SCOPED else meta.get("namespace") or "default"
+    if problem is None and namespace and (not isinstance(namespace, str) or names.dns1123_label(namespace)):
+        report(("metadata", "namespace"), names.dns1123_label(namespace) if isinstance(namespace, str)
+               else "expected a string")
+        return None
+    problem = problem or _labels_problem(meta.get("labels"), report)
+    if problem:
+        if problem is not True:
+            report(("metadata", "name"), problem)
+        return None
+    return OtherObject(api_version, kind, namespace, name, Origin(doc, prefix))
+
+
+def _labels_problem(labels: Any, report) -> str | bool | None:
+    """Label keys and values by the API's rules; True when already reported."""
+    if labels is None:
+        return None
+    if not isinstance(labels, Mapping):
+        report(("metadata", "labels"), "expected a mapping")
+        return True
+    found = False
+    for key, value in labels.items():
+        problem = names.label_key(key) if isinstance(key, str) else "label keys are strings"
+        if problem is None:
+            problem = names.label_value(value) if isinstance(value, str) else \
+                f"expected a string, got {models._describe(value)}"
+        if problem:
+            report(("metadata", "labels", key), problem)
+            found = True
+    return found or None
 
 
 def _explain(exc: ValidationError, data: Any) -> list[tuple[Loc, str]]:
@@ -291,10 +455,11 @@ def _assemble(objects: list[tuple[models._Object, Origin]]) -> Workloads:
     pods: list[Pod] = list(by_kind["Pod"])
     owners: dict[str, str] = {}
     pod_origin = {(p.namespace, p.name): origins[("Pod", p.namespace, p.name)] for p in pods}
-    for controller in (*by_kind["Deployment"], *by_kind["StatefulSet"]):
+    expanders = {"Deployment": _deployment_pods, "StatefulSet": _stateful_set_pods,
+                 "ReplicaSet": _replica_set_pods, "Job": _job_pods}
+    for controller in (*by_kind["Deployment"], *by_kind["StatefulSet"], *by_kind["ReplicaSet"], *by_kind["Job"]):
         origin = origins[(controller.kind, controller.namespace, controller.name)]
-        expand = _deployment_pods if controller.kind == "Deployment" else _stateful_set_pods
-        for pod in expand(controller):
+        for pod in expanders[controller.kind](controller):
             clash = pod_origin.get((pod.namespace, pod.name))
             if clash is not None:
                 clash_at = f"{clash.document.file}:{clash.document.line_of(clash.prefix + ('metadata', 'name'))}"
@@ -325,6 +490,10 @@ def _assemble(objects: list[tuple[models._Object, Origin]]) -> Workloads:
         stateful_sets=tuple(by_kind["StatefulSet"]),
         services=tuple(by_kind["Service"]),
         network_policies=tuple(by_kind["NetworkPolicy"]),
+        daemon_sets=tuple(by_kind["DaemonSet"]),
+        replica_sets=tuple(by_kind["ReplicaSet"]),
+        jobs=tuple(by_kind["Job"]),
+        network_attachments=tuple(by_kind[multus.KIND]),
         owners=owners,
         origins=origins,
     )
@@ -347,20 +516,48 @@ def template_hash(template: models.PodTemplate) -> str:
 
 def _deployment_pods(deploy: Deployment) -> list[Pod]:
     pod_hash = template_hash(deploy.spec.template)
-    replica_set = f"{deploy.name}-{pod_hash}"
-    base = f"{replica_set}-"[:58]  # as the API server truncates generateName
     labels = {**deploy.spec.template.metadata.labels, "pod-template-hash": pod_hash}
+    return _generated_pods(deploy.namespace, f"{deploy.name}-{pod_hash}", deploy.spec.replicas, labels,
+                           deploy.spec.template.spec, annotations=deploy.spec.template.metadata.annotations)
+
+
+def _replica_set_pods(rs: ReplicaSet) -> list[Pod]:
+    return _generated_pods(rs.namespace, rs.name, rs.spec.replicas, rs.spec.template.metadata.labels,
+                           rs.spec.template.spec, annotations=rs.spec.template.metadata.annotations)
+
+
+def _job_pods(job: Job) -> list[Pod]:
+    """The pods a Job starts, labelled as the Job controller labels them (controller-uid from the name:
+    a lab has no uids, and the same Job gets the same pods every time)."""
+    uid = _job_uid(job)
+    labels = {**job.spec.template.metadata.labels, "batch.kubernetes.io/controller-uid": uid,
+              "batch.kubernetes.io/job-name": job.name, "controller-uid": uid, "job-name": job.name}
+    salt = template_hash(job.spec.template)
+    return _generated_pods(job.namespace, job.name, job.spec.pod_count, labels, job.spec.template.spec, salt=salt,
+                           annotations=job.spec.template.metadata.annotations)
+
+
+def _job_uid(job: Job) -> str:
+    digest = hashlib.sha256(f"{job.namespace}/{job.name}".encode()).hexdigest()
+    return f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
+
+
+def _generated_pods(namespace: str, owner: str, count: int, labels: Mapping[str, str], spec: models.PodSpec,
+                    *, salt: str = "", annotations: Mapping[str, str] | None = None) -> list[Pod]:
+    """`count` pods named as a controller's generateName `<owner>-` gives them: 5 safe characters,
+    derived from the owner (and `salt`) rather than random, so a lab's pod names are reproducible."""
+    base = f"{owner}-"[:58]  # as the API server truncates generateName
     pods, seen = [], set()
-    for index in range(deploy.spec.replicas):
-        salt = 0
+    for index in range(count):
+        attempt = 0
         while True:
-            seed = f"{deploy.namespace}/{replica_set}/{index}/{salt}".encode()
+            seed = f"{namespace}/{owner}/{salt + '/' if salt else ''}{index}/{attempt}".encode()
             name = base + _safe_encode(hashlib.sha256(seed).digest(), 5)
             if name not in seen:
                 break
-            salt += 1
+            attempt += 1
         seen.add(name)
-        pods.append(_pod(deploy.namespace, name, labels, deploy.spec.template.spec))
+        pods.append(_pod(namespace, name, labels, spec, annotations))
     return pods
 
 
@@ -375,9 +572,11 @@ def _stateful_set_pods(sts: StatefulSet) -> list[Pod]:
             "apps.kubernetes.io/pod-index": str(index),
         }
         spec = template.model_copy(update={"hostname": name, "subdomain": sts.spec.serviceName})
-        pods.append(_pod(sts.namespace, name, labels, spec))
+        pods.append(_pod(sts.namespace, name, labels, spec, sts.spec.template.metadata.annotations))
     return pods
 
 
-def _pod(namespace: str, name: str, labels: Mapping[str, str], spec: models.PodSpec) -> Pod:
-    return Pod(metadata=ObjectMeta(name=name, namespace=namespace, labels=dict(labels)), spec=spec)
+def _pod(namespace: str, name: str, labels: Mapping[str, str], spec: models.PodSpec,
+         annotations: Mapping[str, str] | None = None) -> Pod:
+    return Pod(metadata=ObjectMeta(name=name, namespace=namespace, labels=dict(labels),
+                                   annotations=dict(annotations or {})), spec=spec)

@@ -2,9 +2,11 @@
 
 Field names are the API's own (camelCase), so a manifest reads straight into a
 model and an error path (`spec.ports[0].targetPort`) is the path in the YAML.
-Fields the API allows but labkit does not act on (probes, resources, volumes,
-annotations ...) are listed per model in `_ignored` and dropped; any other
-unknown field is an error. `null` is read as "not set", as the API server does.
+Every field of the API's schema for these kinds is accepted. Those labkit does not act on
+(probes, resources, volumes ...) are listed per model in `_ignored` (dropped unread) or
+`_unused` (validated, not acted on); `labkit.k8s.fields` reports the ones a manifest sets.
+Any other field is an error, as `kubectl apply --validate=strict` makes it.
+`null` is read as "not set", as the API server does.
 """
 
 from __future__ import annotations
@@ -76,7 +78,8 @@ def _describe(value: Any) -> str:
 
 DNS1123Label = Annotated[StrictStr, _check(names.dns1123_label)]
 DNS1123Subdomain = Annotated[StrictStr, _check(names.dns1123_subdomain)]
-PortName = Annotated[StrictStr, _check(names.iana_svc_name)]
+PortName = Annotated[StrictStr, _check(names.iana_svc_name)]  # a container's port: IANA_SVC_NAME
+ServicePortName = Annotated[StrictStr, _check(names.service_port_name)]  # a Service's port: a DNS-1123 label
 PortNumber = Annotated[StrictInt, _in_range(1, 65535, "port numbers")]
 IntOrString = Annotated[int | str, BeforeValidator(_int_or_str)]
 # keys and values checked one by one, so every bad label of a map is reported, not only the first
@@ -88,7 +91,9 @@ class K8sModel(BaseModel):
     """Frozen, strict about unknown fields, lenient about the ones listed in `_ignored`."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
-    _ignored: ClassVar[frozenset[str]] = frozenset()
+    _ignored: ClassVar[frozenset[str]] = frozenset()  # in the API, dropped unread: labkit does not act on them
+    _unused: ClassVar[frozenset[str]] = frozenset()  # modelled and checked, but labkit does not act on them
+    _bookkeeping: ClassVar[frozenset[str]] = frozenset()  # of `_ignored`: what the API server writes, never noted
 
     @model_validator(mode="before")
     @classmethod
@@ -106,7 +111,7 @@ class K8sModel(BaseModel):
                 raise PydanticCustomError(
                     "k8s_unknown_field",
                     "unknown field; valid: {valid}",
-                    {"field": key, "valid": ", ".join(sorted(known))},
+                    {"field": key, "valid": ", ".join(sorted(known | (cls._ignored - cls._bookkeeping)))},
                 )
             kept[key] = value
         return kept
@@ -115,30 +120,40 @@ class K8sModel(BaseModel):
 # ---------------------------------------------------------------- metadata, selectors
 
 
+_META_BOOKKEEPING = frozenset({
+    "uid", "resourceVersion", "generation", "creationTimestamp",
+    "deletionTimestamp", "deletionGracePeriodSeconds", "ownerReferences", "finalizers",
+    "managedFields", "selfLink", "generateName",
+})
+# metadata.annotations: read for the few labkit acts on (k8s.v1.cni.cncf.io/networks); kept out of a
+# template's hash when empty, so pods of templates without annotations keep their names.
+Annotations = Annotated[dict[StrictStr, StrictStr], Field(default_factory=dict, exclude_if=lambda v: not v)]
+
+
 class ObjectMeta(K8sModel):
-    _ignored = frozenset({
-        "annotations", "uid", "resourceVersion", "generation", "creationTimestamp",
-        "deletionTimestamp", "deletionGracePeriodSeconds", "ownerReferences", "finalizers",
-        "managedFields", "selfLink", "generateName",
-    })
+    _ignored = _META_BOOKKEEPING
+    _bookkeeping = _META_BOOKKEEPING
 
     name: StrictStr
     namespace: DNS1123Label = "default"
     labels: Labels = Field(default_factory=dict)
+    annotations: Annotations
 
 
 class TemplateMeta(K8sModel):
     """A pod template's metadata: labels only matter; a name or namespace is ignored there."""
 
-    _ignored = ObjectMeta._ignored | {"name", "namespace"}
+    _ignored = _META_BOOKKEEPING | {"name", "namespace"}
+    _bookkeeping = _ignored
 
     labels: Labels = Field(default_factory=dict)
+    annotations: Annotations
 
 
 class LabelSelectorRequirement(K8sModel):
-    key: StrictStr
+    key: Annotated[StrictStr, _check(names.label_key)]
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
-    values: tuple[StrictStr, ...] = ()
+    values: tuple[Annotated[StrictStr, _check(names.label_value)], ...] = ()
 
     @model_validator(mode="after")
     def _values_fit_operator(self) -> LabelSelectorRequirement:
@@ -165,6 +180,8 @@ class LabelSelector(K8sModel):
 
 class ContainerPort(K8sModel):
     _ignored = frozenset({"hostIP"})
+    # labkit does not publish a pod's port on its node: a NodePort Service does (or hostNetwork: true)
+    _unused = frozenset({"hostPort"})
 
     name: PortName | None = None
     containerPort: PortNumber
@@ -222,7 +239,7 @@ class Container(K8sModel):
         "resources", "livenessProbe", "readinessProbe", "startupProbe", "volumeMounts",
         "volumeDevices", "imagePullPolicy", "workingDir", "lifecycle",
         "terminationMessagePath", "terminationMessagePolicy", "stdin", "stdinOnce", "tty",
-        "envFrom", "resizePolicy", "restartPolicy",
+        "envFrom", "resizePolicy", "restartPolicy", "restartPolicyRules",
     })
 
     name: DNS1123Label
@@ -251,21 +268,69 @@ class Container(K8sModel):
         return self
 
 
+class Toleration(K8sModel):
+    """What taints a pod tolerates (core/v1 Toleration, validated as the API server does)."""
+
+    _unused = frozenset({"tolerationSeconds"})
+
+    key: Annotated[StrictStr, _check(names.label_key)] | None = None
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: Annotated[StrictStr, _check(names.label_value)] = ""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute", ""] = ""
+    tolerationSeconds: StrictInt | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Toleration:
+        if not self.key and self.operator != "Exists":
+            raise _fail("operator must be Exists when key is empty (a toleration of every taint)", "operator")
+        if self.operator == "Exists" and self.value:
+            raise _fail("must be empty when operator is Exists", "value")
+        if self.tolerationSeconds is not None and self.effect != "NoExecute":
+            raise _fail("only valid with effect NoExecute", "tolerationSeconds")
+        return self
+
+    def tolerates(self, key: str, value: str, effect: str) -> bool:
+        """As the scheduler's ToleratesTaint: an empty effect matches every effect, an empty key every key."""
+        if self.effect and self.effect != effect:
+            return False
+        if self.key and self.key != key:
+            return False
+        return self.operator == "Exists" or self.value == value
+
+
 class PodSpec(K8sModel):
     _ignored = frozenset({
-        "volumes", "restartPolicy", "terminationGracePeriodSeconds", "activeDeadlineSeconds",
-        "dnsPolicy", "dnsConfig", "serviceAccountName", "serviceAccount",
-        "automountServiceAccountToken", "securityContext", "affinity", "tolerations",
-        "nodeSelector", "imagePullSecrets", "priorityClassName", "priority", "initContainers",
+        "volumes", "terminationGracePeriodSeconds", "activeDeadlineSeconds",
+        "dnsConfig", "serviceAccountName", "serviceAccount",
+        "automountServiceAccountToken", "securityContext", "affinity",
+        "imagePullSecrets", "priorityClassName", "priority", "initContainers", "ephemeralContainers",
         "enableServiceLinks", "schedulerName", "topologySpreadConstraints", "runtimeClassName",
         "preemptionPolicy", "overhead", "readinessGates", "shareProcessNamespace",
-        "setHostnameAsFQDN", "os", "hostAliases",
+        "setHostnameAsFQDN", "os", "hostAliases", "hostPID", "hostIPC", "hostUsers", "schedulingGates",
+        "resourceClaims", "resources", "hostnameOverride",
     })
 
     containers: tuple[Container, ...] = Field(min_length=1)
     nodeName: StrictStr | None = None
     hostname: DNS1123Label | None = None
     subdomain: DNS1123Label | None = None
+    # Acted on: a pod runs only on a node whose labels match (and, for DaemonSets, whose taints it tolerates).
+    nodeSelector: Labels = Field(default_factory=dict)
+    tolerations: tuple[Toleration, ...] = ()
+    # The node's network namespace instead of the pod's own: the node's IP, no CNI.
+    hostNetwork: StrictBool = False
+    # Always (controllers), OnFailure or Never (Jobs): labkit starts a container once and never restarts it.
+    restartPolicy: Literal["Always", "OnFailure", "Never"] = "Always"
+    # ClusterFirst: the cluster DNS; Default: the node's resolv.conf; a hostNetwork pod gets the cluster DNS
+    # only with ClusterFirstWithHostNet, as the kubelet does. None (dnsConfig alone) is not acted on.
+    dnsPolicy: Literal["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"] = "ClusterFirst"
+
+    @property
+    def cluster_dns(self) -> bool:
+        """Whether the kubelet would give this pod the cluster DNS resolv.conf."""
+        if self.hostNetwork:
+            return self.dnsPolicy == "ClusterFirstWithHostNet"
+        return self.dnsPolicy in ("ClusterFirst", "ClusterFirstWithHostNet", "None")
 
     @model_validator(mode="after")
     def _unique_container_names(self) -> PodSpec:
@@ -274,6 +339,17 @@ class PodSpec(K8sModel):
             if container.name in seen:
                 raise _fail(f"{container.name!r} is used by two containers", "containers", i, "name")
             seen.add(container.name)
+        return self
+
+    @model_validator(mode="after")
+    def _host_ports(self) -> PodSpec:
+        if not self.hostNetwork:
+            return self
+        for i, container in enumerate(self.containers):
+            for j, port in enumerate(container.ports):
+                if port.hostPort is not None and port.hostPort != port.containerPort:
+                    raise _fail(f"{port.hostPort} must equal containerPort {port.containerPort} with hostNetwork: "
+                                "true (or be left out)", "containers", i, "ports", j, "hostPort")
         return self
 
     def named_port(self, name: str, protocol: str) -> int | None:
@@ -294,6 +370,7 @@ class _Object(K8sModel):
     """Every top-level object: apiVersion, kind, metadata; `status` is ignored."""
 
     _ignored = frozenset({"status"})
+    _bookkeeping = frozenset({"status"})
     _name_rule: ClassVar = staticmethod(names.dns1123_subdomain)
 
     apiVersion: StrictStr
@@ -349,18 +426,30 @@ class Namespace(_Object):
 # ---------------------------------------------------------------- controllers
 
 
-class _WorkloadSpec(K8sModel):
-    replicas: Annotated[StrictInt, _in_range(0, 1000, "replicas")] = 1
+def _restart_policy(spec: PodSpec, allowed: tuple[str, ...]) -> None:
+    if spec.restartPolicy not in allowed:
+        raise _fail(f"{spec.restartPolicy!r} is not valid here; valid: {', '.join(allowed)}",
+                    "template", "spec", "restartPolicy")
+
+
+class _ControllerSpec(K8sModel):
+    """A controller's selector and pod template, with the apps/v1 rules for both."""
+
     selector: LabelSelector
     template: PodTemplate
 
     @model_validator(mode="after")
-    def _selector_matches_template(self) -> _WorkloadSpec:
+    def _selector_matches_template(self) -> _ControllerSpec:
         if not self.selector.matchLabels and not self.selector.matchExpressions:
             raise _fail("must not be empty", "selector")
         if not self.selector.matches(self.template.metadata.labels):
             raise _fail("does not match the template's labels (spec.template.metadata.labels)", "selector")
+        _restart_policy(self.template.spec, ("Always",))
         return self
+
+
+class _WorkloadSpec(_ControllerSpec):
+    replicas: Annotated[StrictInt, _in_range(0, 1000, "replicas")] = 1
 
 
 class DeploymentSpec(_WorkloadSpec):
@@ -378,6 +467,50 @@ class StatefulSetSpec(_WorkloadSpec):
     serviceName: DNS1123Label | None = None
 
 
+class ReplicaSetSpec(_WorkloadSpec):
+    _ignored = frozenset({"minReadySeconds"})
+
+
+class DaemonSetSpec(_ControllerSpec):
+    """One pod per node that matches nodeSelector and whose taints the template tolerates."""
+
+    _ignored = frozenset({"updateStrategy", "minReadySeconds", "revisionHistoryLimit"})
+
+
+class JobSpec(K8sModel):
+    """A Job's pods: `parallelism` of them (at most `completions`), each run once to its end."""
+
+    _ignored = frozenset({
+        "activeDeadlineSeconds", "podFailurePolicy", "successPolicy", "backoffLimit", "backoffLimitPerIndex",
+        "maxFailedIndexes", "ttlSecondsAfterFinished", "completionMode", "podReplacementPolicy", "managedBy",
+    })
+    _unused = frozenset({"selector", "manualSelector"})
+
+    parallelism: Annotated[StrictInt, _in_range(0, 1000, "parallelism")] = 1
+    completions: Annotated[StrictInt, _in_range(0, 1000, "completions")] | None = None
+    suspend: StrictBool = False
+    selector: LabelSelector | None = None
+    manualSelector: StrictBool | None = None
+    template: PodTemplate
+
+    @model_validator(mode="after")
+    def _job_rules(self) -> JobSpec:
+        if self.template.spec.restartPolicy == "Always":
+            raise _fail("required for a Job; valid: OnFailure, Never", "template", "spec", "restartPolicy")
+        if self.selector is not None and not self.manualSelector:
+            raise _fail("is generated by the API server; set manualSelector: true to give one", "selector")
+        if self.selector is not None and not self.selector.matches(self.template.metadata.labels):
+            raise _fail("does not match the template's labels (spec.template.metadata.labels)", "selector")
+        return self
+
+    @property
+    def pod_count(self) -> int:
+        """How many pods run at once at the start: parallelism, capped by completions; none when suspended."""
+        if self.suspend:
+            return 0
+        return self.parallelism if self.completions is None else min(self.parallelism, self.completions)
+
+
 class Deployment(_Object):
     apiVersion: Literal["apps/v1"] = "apps/v1"
     kind: Literal["Deployment"] = "Deployment"
@@ -385,9 +518,31 @@ class Deployment(_Object):
 
 
 class StatefulSet(_Object):
+    _name_rule = staticmethod(names.dns1123_label)  # it prefixes its pods' names (apps ValidateStatefulSetName)
+
     apiVersion: Literal["apps/v1"] = "apps/v1"
     kind: Literal["StatefulSet"] = "StatefulSet"
     spec: StatefulSetSpec
+
+
+class ReplicaSet(_Object):
+    apiVersion: Literal["apps/v1"] = "apps/v1"
+    kind: Literal["ReplicaSet"] = "ReplicaSet"
+    spec: ReplicaSetSpec
+
+
+class DaemonSet(_Object):
+    apiVersion: Literal["apps/v1"] = "apps/v1"
+    kind: Literal["DaemonSet"] = "DaemonSet"
+    spec: DaemonSetSpec
+
+
+class Job(_Object):
+    _name_rule = staticmethod(names.job_name)
+
+    apiVersion: Literal["batch/v1"] = "batch/v1"
+    kind: Literal["Job"] = "Job"
+    spec: JobSpec
 
 
 # ---------------------------------------------------------------- services
@@ -408,7 +563,7 @@ def _cluster_ip(value: str) -> str:
 class ServicePort(K8sModel):
     _ignored = frozenset({"appProtocol"})
 
-    name: PortName | None = None
+    name: ServicePortName | None = None
     protocol: Protocol = "TCP"
     port: PortNumber
     targetPort: IntOrString | None = None
@@ -623,4 +778,7 @@ KINDS: dict[str, type[_Object]] = {
     "StatefulSet": StatefulSet,
     "Service": Service,
     "NetworkPolicy": NetworkPolicy,
+    "DaemonSet": DaemonSet,
+    "ReplicaSet": ReplicaSet,
+    "Job": Job,
 }

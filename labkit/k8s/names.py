@@ -13,7 +13,6 @@ _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _IANA_SVC_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 
 
 def dns1123_label(value: str) -> str | None:
@@ -66,17 +65,54 @@ def iana_svc_name(value: str) -> str | None:
     return None
 
 
+def service_port_name(value: str) -> str | None:
+    """A Service's port name: a DNS-1123 label (looser than a container's: `8001-8000` is one, as
+    `kubectl create service clusterip web --tcp 8001:8000` writes it)."""
+    if len(value) > 63:
+        return f"{value!r} is longer than 63 characters"
+    if not _DNS1123_LABEL.match(value):
+        return (
+            f"{value!r} is not a valid Service port name (a DNS-1123 label); valid: lowercase letters, "
+            "digits and '-', starting and ending with a letter or digit"
+        )
+    return None
+
+
+def job_name(value: str) -> str | None:
+    """A Job's name: a DNS-1123 subdomain that fits a label value (its pods carry it as `job-name`)."""
+    problem = dns1123_subdomain(value)
+    if problem is None and len(value) > 63:
+        return f"{value!r} is longer than 63 characters (its pods carry it as the label value job-name)"
+    return problem
+
+
+def path_segment_name(value: str) -> str | None:
+    """RBAC objects' names: anything that can be one segment of a URL path."""
+    if value in (".", ".."):
+        return f"{value!r} is not a valid name; valid: any name but '.' and '..', without '/' or '%'"
+    if "/" in value or "%" in value:
+        return f"{value!r} is not a valid name; valid: any name but '.' and '..', without '/' or '%'"
+    return None
+
+
 def env_var_name(value: str) -> str | None:
-    if not _ENV_NAME.match(value):
-        return f"{value!r} is not a valid environment variable name; valid: letters, digits, '_', '-', '.'"
+    """As the API server has checked them since RelaxedEnvironmentVariableValidation (on by default from
+    1.32, GA in 1.34): any printable ASCII but '=', not empty."""
+    if not value or any(not 32 <= ord(c) <= 126 or c == "=" for c in value):
+        return (f"{value!r} is not a valid environment variable name; valid: printable ASCII characters "
+                "other than '=' (at least one)")
     return None
 
 
 def label_key(key: str) -> str | None:
-    """`[prefix/]name`: prefix a DNS-1123 subdomain, name <= 63 of [A-Za-z0-9-_.]."""
-    prefix, _, name = key.rpartition("/")
-    if prefix and dns1123_subdomain(prefix):
-        return f"label key {key!r} has an invalid prefix; valid: a DNS-1123 subdomain"
+    """A qualified name `[prefix/]name`: prefix a DNS-1123 subdomain, name <= 63 of [A-Za-z0-9-_.]."""
+    parts = key.split("/")
+    if len(parts) > 2:
+        return f"label key {key!r} is not valid; valid: 'name' or 'prefix/name', with one '/' at most"
+    prefix, name = parts if len(parts) == 2 else ("", parts[0])
+    if len(parts) == 2 and (not prefix or dns1123_subdomain(prefix)):
+        return (f"label key {key!r} has an invalid prefix; valid: a DNS-1123 subdomain (lowercase letters, "
+                "digits, '-' and '.') before the '/'")
     if not name or len(name) > 63 or not _LABEL_NAME.match(name):
         return (
             f"label key {key!r} is not valid; valid: up to 63 letters, digits, '-', '_' and '.', "

@@ -149,10 +149,11 @@ def _create(replace: bool) -> int:
 
 
 def veth(name: str, peer: str, *, netns_fd: int | None = None, peer_netns_fd: int | None = None,
-         mtu: int | None = None, up: bool = False, what: str = "") -> Request:
-    """`ip link add NAME [netns FD] type veth peer name PEER [netns FD]`: both ends born in place.
+         mtu: int | None = None, up: bool = False, what: str = "", index: int = 0) -> Request:
+    """`ip link add NAME [netns FD] [index I] type veth peer name PEER [netns FD]`: both ends born in place.
 
     `up` brings `name`'s end up; the peer cannot be (the kernel configures it before the pair is joined).
+    `index` is `name`'s ifindex (0: the kernel's choice).
     """
     common = attr_u32(IFLA_MTU, mtu) if mtu else b""
     peer_attrs = attr_str(IFLA_IFNAME, peer) + common
@@ -163,7 +164,25 @@ def veth(name: str, peer: str, *, netns_fd: int | None = None, peer_netns_fd: in
     if netns_fd is not None:
         attrs += attr_u32(IFLA_NET_NS_FD, netns_fd)
     flags = IFF_UP if up else 0
-    return Request(RTM_NEWLINK, _create(False), _ifinfo(0, flags, flags) + attrs, what or f"create veth {name}/{peer}")
+    return Request(RTM_NEWLINK, _create(False), _ifinfo(index, flags, flags) + attrs,
+                   what or f"create veth {name}/{peer}")
+
+
+MACVLAN_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8, "source": 16}
+IFLA_LINK, IFLA_MACVLAN_MODE = 5, 1
+
+
+def macvlan(name: str, parent_index: int, *, mode: str = "bridge", netns_fd: int | None = None,
+            mtu: int | None = None, what: str = "") -> Request:
+    """`ip link add link PARENT name NAME [netns FD] type macvlan mode MODE`: born in its namespace."""
+    data = attr_u32(IFLA_MACVLAN_MODE, MACVLAN_MODES[mode])
+    attrs = attr_str(IFLA_IFNAME, name) + attr_u32(IFLA_LINK, parent_index)
+    if mtu:
+        attrs += attr_u32(IFLA_MTU, mtu)
+    attrs += attr(IFLA_LINKINFO, attr_str(IFLA_INFO_KIND, "macvlan") + attr(IFLA_INFO_DATA, data))
+    if netns_fd is not None:
+        attrs += attr_u32(IFLA_NET_NS_FD, netns_fd)
+    return Request(RTM_NEWLINK, _create(False), _ifinfo() + attrs, what or f"create macvlan {name}")
 
 
 def bridge(name: str, *, mac: str | None = None) -> Request:

@@ -15,6 +15,13 @@ from labkit.net import netlink as nl
 from labkit.topology.plan import BRIDGE_IFNAME, MgmtPlan, NodePlan, Plan
 
 
+# Numbered by the kernel, the first link of two fresh namespaces is ifindex 2 at both ends, and a veth
+# whose index equals its peer's has its carrier changes handled as not urgent, up to a second late: a
+# bridge port that does not forward yet when `up` returns. So one end of every link and mgmt port is
+# numbered here, above anything the kernel hands out; the other ends (a node's eth0, ...) are the kernel's.
+LINK_INDEX_BASE = 1 << 20
+
+
 def create_links(plan: Plan, netns_paths: dict[str, str]) -> None:
     """Every veth pair, created with both ends in place, from one socket in the host."""
     fds: dict[str, int] = {}
@@ -22,18 +29,74 @@ def create_links(plan: Plan, netns_paths: dict[str, str]) -> None:
         for node, path in netns_paths.items():
             fds[node] = os.open(path, os.O_RDONLY)
         batch = [nl.veth(link.a.ifname, link.b.ifname, netns_fd=fds[link.a.node], peer_netns_fd=fds[link.b.node],
-                         mtu=link.mtu, up=True,
+                         mtu=link.mtu, up=True, index=LINK_INDEX_BASE + i,
                          what=f"create link {link.a.node}:{link.a.ifname} -- {link.b.node}:{link.b.ifname}")
-                 for link in plan.links]
+                 for i, link in enumerate(plan.links)]
         if plan.mgmt:
             fds["_mgmt"] = os.open(netns.netns_path(plan.mgmt.netns), os.O_RDONLY)
-            batch += [nl.veth(node.name, "eth0", netns_fd=fds["_mgmt"], peer_netns_fd=fds[node.name], up=True,
-                              what=f"connect {node.name}:eth0 to the mgmt network")
-                      for node in plan.nodes if node.mgmt_ipv4]
+            first = LINK_INDEX_BASE + len(plan.links)
+            batch += [nl.veth(node.port, "eth0", netns_fd=fds["_mgmt"], peer_netns_fd=fds[node.name], up=True,
+                              index=first + i, what=f"connect {node.name}:eth0 to the mgmt network")
+                      for i, node in enumerate(n for n in plan.nodes if n.mgmt_ipv4)]
+        batch += external_links(plan, fds)
         nl.send(*batch)
     finally:
         for fd in fds.values():
             os.close(fd)
+    mark_host_links(plan)
+
+
+def host_link_alias(lab: str) -> str:
+    """The alias (`ip link show` says it) marking a host end of a lab's `host` link: `down` finds
+    and removes the lab's host ends by it, never another's, whatever the user named them."""
+    return f"labkit lab {lab}"
+
+
+def external_links(plan: Plan, fds: dict[str, int]) -> list[nl.Request]:
+    """containerlab's one-ended links: `host` (a veth into the host, its end named as written),
+    `mgmt-net` (a veth into the mgmt bridge's namespace) and `macvlan` (of a host interface)."""
+    batch = []
+    if any(x.type == "host" for x in plan.external_links):
+        fds["_host"] = os.open("/proc/self/ns/net", os.O_RDONLY)  # closed with the others, after the batch
+    host = fds.get("_host")
+    parents = nl.link_indexes() if any(x.type == "macvlan" for x in plan.external_links) else {}
+    for x in plan.external_links:
+        where = f"{x.node}:{x.ifname}"
+        if x.type == "host":
+            batch.append(nl.veth(x.ifname, x.host_ifname, netns_fd=fds[x.node], peer_netns_fd=host, up=True,
+                                 mtu=x.mtu, what=f"create host link {where} -- host:{x.host_ifname}"))
+        elif x.type == "mgmt-net":
+            batch.append(nl.veth(x.ifname, x.host_ifname, netns_fd=fds[x.node], peer_netns_fd=fds["_mgmt"],
+                                 up=True, mtu=x.mtu, what=f"create mgmt-net link {where} -- {x.host_ifname}"))
+        elif x.type == "macvlan":
+            if x.host_ifname not in parents:
+                raise LabkitError(f"macvlan link of {where}: the host has no interface {x.host_ifname!r}")
+            batch.append(nl.macvlan(x.ifname, parents[x.host_ifname], mode=x.mode, netns_fd=fds[x.node],
+                                    mtu=x.mtu, what=f"create macvlan {where} of host:{x.host_ifname}"))
+    return batch
+
+
+def mark_host_links(plan: Plan) -> None:
+    """Bring up each host end of a `host` link and mark it as the lab's (host_link_alias)."""
+    hosts = [x for x in plan.external_links if x.type == "host"]
+    if not hosts:
+        return
+    with nl.Netlink() as sock:
+        indexes = sock.link_indexes()
+        sock.do(*[nl.set_link(indexes[x.host_ifname], up=True, alias=host_link_alias(plan.lab),
+                              what=f"bring up host:{x.host_ifname}") for x in hosts])
+
+
+def lab_host_links(lab: str) -> list[str]:
+    """The host ends of `lab`'s `host` links that exist, found by their mark."""
+    with nl.Netlink() as sock:
+        return [link["name"] for link in sock.links() if link.get("alias") == host_link_alias(lab)]
+
+
+def remove_lab_host_links(lab: str) -> None:
+    with nl.Netlink() as sock:
+        for name in [link["name"] for link in sock.links() if link.get("alias") == host_link_alias(lab)]:
+            sock.delete_link(name)
 
 
 def configure_node(node: NodePlan) -> None:
@@ -79,9 +142,12 @@ def configure_nodes(plan: Plan, netns_paths: dict[str, str]) -> None:
                 sock.do(nl.bridge(mgmt.bridge))
                 indexes = sock.link_indexes()
                 sock.do(nl.set_link(indexes["lo"], up=True, what="bring up lo of the mgmt network"),
-                        *[nl.set_link(indexes[node.name], up=True, master=indexes[mgmt.bridge],
+                        *[nl.set_link(indexes[node.port], up=True, master=indexes[mgmt.bridge],
                                       what=f"bring up the mgmt port of {node.name}")
-                          for node in plan.nodes if node.mgmt_ipv4])
+                          for node in plan.nodes if node.mgmt_ipv4],
+                        *[nl.set_link(indexes[x.host_ifname], up=True, master=indexes[mgmt.bridge],
+                                      what=f"bring up the mgmt-net port {x.host_ifname}")
+                          for x in plan.external_links if x.type == "mgmt-net"])
 
         netns.run_in_netns(netns.netns_path(mgmt.netns), bridge_ports)
 

@@ -9,4 +9,5 @@ and records what it made there. Side effects go through the components
 - pods.py      pods: sandboxes, CNI ADD, containers; `apply`'s pod sync; readiness
 - services.py  the service data plane and NetworkPolicies on every k8s-node
 - dns.py       the cluster DNS servers in the kube-dns pods
+- bgp.py       backend bgp: a BIRD per speaker (labkit.bgp), and waiting for the pod routes to converge
 """

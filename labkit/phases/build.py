@@ -31,11 +31,16 @@ class PodRecord:
     pid: int | None = None
     labels: dict[str, str] = field(default_factory=dict)
     pid_start: int | None = None  # the holder's start time: `pid` is trusted only while it matches
+    host_network: bool = False  # in its node's network namespace, with the node's IP
+    run_once: bool = False  # restartPolicy Never/OnFailure: its containers run to their end (status: phase)
+    # Multus's k8s.v1.cni.cncf.io/network-status: the cluster network first (default), then attachments
+    network_status: list[dict[str, Any]] = field(default_factory=list)
 
     def as_status(self) -> dict[str, Any]:
         return {"namespace": self.namespace, "name": self.name, "node": self.node, "ip": self.ip,
                 "netns": self.netns, "netns_path": self.netns_path, "pid": self.pid, "labels": self.labels,
-                "pid_start": self.pid_start}
+                "pid_start": self.pid_start, "host_network": self.host_network, "run_once": self.run_once,
+                "network_status": self.network_status}
 
 
 class Build:

@@ -50,7 +50,8 @@ def setup_pod_network(b: Build) -> None:
         # a node's own processes reach ClusterIPs: DNAT in output needs a route first
         wiring.add_device_route(node.netns_path, str(cluster.service_cidr), "eth0")
         backends.apply_backend(cluster.backend, node, nodes)
-        backends.apply_masquerade(node.netns_path, str(cluster.pod_cidr), pod_cidr=node.pod_cidr)
+        if cluster.masquerade:  # false: pods reach outside by their own address (Calico's natOutgoing: false)
+            backends.apply_masquerade(node.netns_path, str(cluster.pod_cidr), pod_cidr=node.pod_cidr)
 
     try:
         on_every_node(wire, nodes)

@@ -33,7 +33,7 @@ def create_nodes(b: Build) -> None:
     plan = b.plan
     hosts, resolv_conf = _hosts_file(plan), _resolv_conf(plan)
     specs = [NodeSpec(name=n.name, kind=n.kind, netns=n.netns, image=n.image, hostname=n.name, hosts=hosts,
-                      resolv_conf=resolv_conf) for n in plan.nodes]
+                      resolv_conf=resolv_conf, container=n.container) for n in plan.nodes]
     if plan.mgmt:
         netns.create_namespaces([plan.mgmt.netns])
     b.sandboxes = {s.name: s for s in b.runtime.create_nodes(plan.lab, specs)}
@@ -62,3 +62,14 @@ def run_exec(b: Build) -> None:
             code, output = b.runtime.exec(b.sandboxes[node.name], argv, capture=True)
             if code != 0:
                 raise LabkitError(f"node {node.name}: exec {' '.join(argv)!r} exited with {code}: {output.strip()}")
+
+
+def publish_ports(b: Build) -> None:
+    """containerlab's `ports`: the lab's forwarder listens on each host port (labkit.runtime.portfwd)."""
+    from labkit.runtime import portfwd
+
+    forwards = [portfwd.Forward(ip, host_port, b.sandboxes[n.name].netns_path,
+                                str(n.mgmt_ipv4.ip) if n.mgmt_ipv4 else "127.0.0.1", port,
+                                f"node {n.name} port {port}")
+                for n in b.plan.nodes for ip, host_port, port in (n.container.ports if n.container else ())]
+    portfwd.start(b.plan.lab, forwards)

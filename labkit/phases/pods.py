@@ -7,11 +7,14 @@ import shutil
 from typing import TYPE_CHECKING
 
 from labkit import paths, processes
+from labkit.k8s.schedule import pick_node
 from labkit.k8s.system import DNS_APP
+from labkit.cni import attach
 from labkit.cni.conflist import execute_conflist
 from labkit.cni.dockerhost import port_mappings
 from labkit.cni.errors import CNIError
 from labkit.errors import LabkitError
+from labkit.k8s.multus import pod_attachments
 from labkit.net import netns
 from labkit.phases.build import PodRecord, k8s_nodes, workloads_of
 from labkit.runtime import ContainerSpec, PodSpec, Sandbox
@@ -48,15 +51,19 @@ def kubelet_hosts(pod: Pod, ip: str, cluster: ClusterPlan) -> str:
 def pod_spec(plan: Plan, pod: Pod, node: str, ip: str) -> PodSpec:
     cluster = plan.cluster
     assert cluster is not None
+    host_network = pod.spec.hostNetwork  # the node's namespace, hostname and /etc/hosts, as the kubelet does
     containers = tuple(
         ContainerSpec(name=c.name, image=c.image, argv=tuple(c.command) + tuple(c.args),
                       env={e.name: e.value or "" for e in c.env}, capabilities=capabilities(c.securityContext))
         for c in pod.spec.containers
     )
     return PodSpec(namespace=pod.namespace, name=pod.name, node=node,
-                   netns=pod_netns(plan.lab, pod.namespace, pod.name), hostname=pod.hostname,
-                   hosts=kubelet_hosts(pod, ip, cluster), resolv_conf=kubelet_resolv_conf(cluster, pod.namespace),
-                   containers=containers)
+                   netns=pod_netns(plan.lab, pod.namespace, pod.name),
+                   hostname=node if host_network else pod.hostname,
+                   hosts="" if host_network else kubelet_hosts(pod, ip, cluster),
+                   resolv_conf=kubelet_resolv_conf(cluster, pod.namespace) if pod.spec.cluster_dns else "",
+                   containers=containers, host_netns=plan.node(node).netns if host_network else None,
+                   run_once=pod.spec.restartPolicy != "Always")
 
 
 def start_pods(b: Build) -> None:
@@ -76,10 +83,15 @@ def start_pod_set(b: Build, todo: list[tuple[Pod, str]]) -> None:
     sandboxes = b.runtime.create_pods(plan.lab, first_specs)
     records = []
     for (pod, node), spec, sandbox in zip(todo, first_specs, sandboxes, strict=True):
-        records.append(PodRecord(pod.namespace, pod.name, node, None, spec.netns, sandbox.netns_path,
-                                 labels=dict(pod.labels)))
+        records.append(PodRecord(pod.namespace, pod.name, node, None, spec.host_netns or spec.netns,
+                                 sandbox.netns_path, labels=dict(pod.labels), host_network=bool(spec.host_netns),
+                                 run_once=spec.run_once))
     b.pods.extend(records)
     for (pod, node), sandbox, record in zip(todo, sandboxes, records, strict=True):
+        if record.host_network:  # no CNI: the pod's address is its node's
+            mgmt = plan.node(node).mgmt_ipv4
+            record.ip = str(mgmt.ip) if mgmt else None
+            continue
         try:
             result = execute_conflist("ADD", paths.lab(plan.lab).conflist(node),
                                       container_id=container_id(plan.lab, pod.namespace, pod.name),
@@ -89,6 +101,9 @@ def start_pod_set(b: Build, todo: list[tuple[Pod, str]]) -> None:
         except CNIError as exc:
             raise LabkitError(f"pod {pod.key} on {node}: CNI ADD failed: {exc}") from None
         record.ip = result["ips"][0]["address"].split("/")[0]
+        record.network_status = [attach.status_entry(paths.CNI_NETWORK, POD_IFNAME, result, sandbox.netns_path,
+                                                     default=True)]
+        add_attachments(b, pod, record)
 
     def start(item: tuple) -> None:
         (pod, node), sandbox, record = item
@@ -108,6 +123,22 @@ def start_pod_set(b: Build, todo: list[tuple[Pod, str]]) -> None:
             start(item)
 
 
+def add_attachments(b: Build, pod: Pod, record: PodRecord) -> None:
+    """The pod's extra networks (its `k8s.v1.cni.cncf.io/networks`), after the cluster network, as Multus
+    adds them; their network-status follows the cluster network's in the record."""
+    workloads = workloads_of(b.plan)
+    attachments = pod_attachments(pod, workloads.network_attachments) if workloads else ()
+    if not attachments:
+        return
+    try:
+        record.network_status += attach.add(
+            b.plan.lab, pod.namespace, pod.name, record.node, attachments,
+            container_id=container_id(b.plan.lab, pod.namespace, pod.name), netns_path=record.netns_path,
+            node_netns=b.sandboxes[record.node].netns_path)
+    except CNIError as exc:
+        raise LabkitError(f"pod {pod.key} on {record.node}: CNI ADD failed: {exc}") from None
+
+
 def sync_pods(b: Build) -> None:
     """`apply`: stop the pods the workloads no longer have, start the new ones; the others stay
     where they are, untouched (pods are not updated in place, as in Kubernetes)."""
@@ -124,21 +155,24 @@ def sync_pods(b: Build) -> None:
     for key, pod in wanted.items():
         if key in running:
             continue
-        node = pod.spec.nodeName or min(load, key=lambda n: load[n])
-        load[node] = load.get(node, 0) + 1
+        node = pick_node(pod.spec, load)
+        load[node] = load.get(node, 0) + 1  # a docker-host named by nodeName is not in `load`
         todo.append((pod, node))
     if todo:
         start_pod_set(b, todo)
 
 
 def stop_pod(b: Build, record: PodRecord) -> None:
-    """Release the pod's address (CNI DEL from its node), then remove its sandbox and processes."""
+    """Release the pod's extra networks and its address (CNI DEL from its node, last added first),
+    then remove its sandbox and processes."""
     plan = b.plan
     try:
-        execute_conflist("DEL", paths.lab(plan.lab).conflist(record.node),
-                         container_id=container_id(plan.lab, record.namespace, record.name),
-                         netns=record.netns_path, ifname=POD_IFNAME, node_netns=b.sandboxes[record.node].netns_path,
-                         cache_dir=result_cache(plan, record.node))
+        attach.release(plan.lab, record.namespace, record.name)
+        if not record.host_network:
+            execute_conflist("DEL", paths.lab(plan.lab).conflist(record.node),
+                             container_id=container_id(plan.lab, record.namespace, record.name),
+                             netns=record.netns_path, ifname=POD_IFNAME,
+                             node_netns=b.sandboxes[record.node].netns_path, cache_dir=result_cache(plan, record.node))
     except CNIError as exc:
         raise LabkitError(f"pod {record.namespace}/{record.name}: CNI DEL failed: {exc}") from None
     files = paths.lab(plan.lab)
@@ -148,7 +182,8 @@ def stop_pod(b: Build, record: PodRecord) -> None:
         processes.stop([server] if server else [])
         os.unlink(pid_file)
     b.runtime.remove_pod(plan.lab, Sandbox(plan.lab, f"{record.namespace}/{record.name}", record.netns_path,
-                                           pid=record.pid))
+                                           pid=record.pid,
+                                           labels={"host-network": "true"} if record.host_network else {}))
     b.pods.remove(record)
 
 
@@ -163,6 +198,10 @@ def remove_unrecorded_pods(b: Build) -> None:
         if name in recorded or "." not in rest:
             continue  # a node's, the mgmt network's, or a pod the state knows
         path, (namespace, pod) = netns.netns_path(name), rest.split(".", 1)
+        try:
+            attach.release(b.plan.lab, namespace, pod)
+        except CNIError as exc:
+            raise LabkitError(f"leftover pod namespace {name}: CNI DEL failed: {exc}") from None
         for node in b.plan.pod_hosts:
             try:
                 execute_conflist("DEL", files.conflist(node.name),
@@ -189,6 +228,22 @@ def result_cache(plan: Plan, node: str) -> str | None:
     if not plan.node(node).kind_info.container_host:
         return None
     return os.path.join(paths.lab(plan.lab).conflist_dir(node), "results")
+
+
+def pod_phase(runtime, lab: str, pod: dict) -> str:
+    """A pod's phase as the API reports it: Running, or for a pod that runs once (restartPolicy
+    Never/OnFailure: a Job's), Succeeded when every container exited 0, Failed when one did not."""
+    if not pod.get("run_once"):
+        return "Running"
+    codes = runtime.exit_codes(lab, f"{pod['namespace']}/{pod['name']}")
+    if not codes or any(code is None for code in codes):
+        return "Running"
+    return "Succeeded" if all(code == 0 for code in codes) else "Failed"
+
+
+def finished(b: Build, record: PodRecord) -> bool:
+    """A pod that ran to its end: no longer a Service endpoint."""
+    return record.run_once and pod_phase(b.runtime, b.plan.lab, record.as_status()) != "Running"
 
 
 def container_id(lab: str, namespace: str, pod: str) -> str:
@@ -222,7 +277,9 @@ def wait_ready(b: Build) -> None:
         return
     declared = {pod.key: {p.containerPort for c in pod.spec.containers for p in c.ports if p.protocol == "TCP"}
                 for pod in workloads.pods}
-    waiting = [(record, declared.get(f"{record.namespace}/{record.name}", set())) for record in b.pods]
+    # a pod that runs once may be done before it listens: only pods that keep running are waited for
+    waiting = [(record, declared.get(f"{record.namespace}/{record.name}", set())) for record in b.pods
+               if not record.run_once]
     waiting = [(record, ports) for record, ports in waiting if ports
                and not (record.namespace == "kube-system" and record.labels.get("k8s-app") == DNS_APP)]
     timeout = READY_TIMEOUT

@@ -63,6 +63,7 @@ class PodChain:
     direction: Direction
     comment: str
     rules: tuple[ChainRule, ...]
+    drop_comment: str = "nothing above allows it"  # on the final drop: the policies, for labkit trace
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,8 @@ def plan_policy_table(model: NodePolicy, table: str = DEFAULT_TABLE) -> PolicyTa
             direction=guard.direction,
             comment=_comment(f"{guard.direction} of {guard.pod}; policies {', '.join(guard.policies)}"),
             rules=tuple(rules),
+            drop_comment=_comment(f"denied by NetworkPolicy {', '.join(guard.policies)} ({guard.direction} of "
+                                  f"{guard.pod}): nothing allows it"),
         ))
     for name, value in (("table", table), ("node name", model.node)):
         if not _SAFE_NAME.fullmatch(value):

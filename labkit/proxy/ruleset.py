@@ -33,6 +33,7 @@ class EndpointChain:
     port: int
     protocol: str  # "tcp" | "udp"
     affinity_set: str | None = None
+    comment: str = ""  # on the DNAT rule: "endpoint NS/POD IP:PORT" (labkit trace reports it)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class ServiceChain:
     # externalTrafficPolicy: Local - outside clients get only these (this node's), without SNAT
     external_local: bool = False
     local_endpoints: tuple[EndpointChain, ...] = ()
+    comment: str = ""  # on the rule that picks the endpoint: "service NS/NAME:PORT/PROTO"
+    external_comment: str = ""  # on the NodePort chain's rules: "nodePort N/PROTO of service ..."
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,11 @@ class NodeRuleset:
 def _chain_id(*parts: str) -> str:
     digest = hashlib.sha256("/".join(parts).encode()).digest()
     return base64.b32encode(digest).decode()[:8]
+
+
+def _comment(text: str) -> str:
+    # Names are validated DNS labels/subdomains (no quotes); nft caps comments at 128 bytes.
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _port_label(port: ServicePortView) -> str:
@@ -117,6 +125,7 @@ def plan_node_ruleset(
                     port=ep.port,
                     protocol=proto,
                     affinity_set=f"affinity-{ep_id}-{ep_ident}" if affinity else None,
+                    comment=_comment(f"endpoint {ep.pod} {ep.ip}:{ep.port}"),
                 ))
                 if node_name is not None and ep.node == node_name:
                     local.append(endpoints[-1])
@@ -133,6 +142,9 @@ def plan_node_ruleset(
                 affinity_timeout=svc.affinity_timeout if affinity else None,
                 external_local=port.node_port is not None and svc.external_traffic_policy == "Local",
                 local_endpoints=tuple(local),
+                comment=_comment(f"service {svc.key}:{port.port}/{proto}"),
+                external_comment=_comment(f"nodePort {port.node_port}/{proto} of service {svc.key}:{port.port}")
+                if port.node_port is not None else "",
             ))
     return NodeRuleset(
         table=table,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class NodeSpec:
     hostname: str | None = None
     hosts: str = ""  # contents of the node's /etc/hosts
     resolv_conf: str = ""  # contents of the node's /etc/resolv.conf
+    container: Any = None  # labkit.topology.containers.ContainerSettings: containerlab's container keys
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ class PodSpec:
     hosts: str
     resolv_conf: str
     containers: Sequence[ContainerSpec] = ()
+    # hostNetwork: true: the pod lives in this node sandbox's network namespace (its netns name), no CNI
+    host_netns: str | None = None
+    # restartPolicy Never/OnFailure (Jobs): containers run once, to their end; their exit codes are kept
+    run_once: bool = False
 
 
 # What a container gets when its securityContext asks for nothing (Docker's and containerd's default).

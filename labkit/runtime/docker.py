@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, TypeVar
@@ -36,6 +37,8 @@ from labkit.runtime.image import DEFAULT_IMAGE, PAUSE_IMAGE, ensure_image
 
 if TYPE_CHECKING:
     import docker
+
+    from labkit.topology.containers import ContainerSettings
 
 LABEL_LAB = "labkit.lab"
 LABEL_NODE = "labkit.node"
@@ -144,23 +147,57 @@ class DockerRuntime(RuntimeBase):
             LABEL_KIND: node.kind,
             LABEL_ROLE: "node",
         }
+        settings = node_container_settings(node.container)
         info = self._run(
             name=node.netns,
             image=image,
-            hostname=node.hostname or node.name,
-            labels=labels,
+            hostname=(node.container and node.container.hostname) or node.hostname or node.name,
+            labels={**settings.pop("labels"), **labels},  # labkit's own labels win: destroy finds the lab by them
+            command=settings.pop("command"),
+            environment=settings.pop("environment"),
+            create=settings.pop("create"),
             network_mode="none",
             log_config=QUIET_LOG,
             **copy.deepcopy(self._privileges),
             mounts=self._etc_mounts(lab, node.hosts, node.resolv_conf),
+            **settings,
         )
         return self._sandbox(lab, node.name, info, labels)
 
     def create_nodes(self, lab: str, nodes: Sequence[NodeSpec]) -> list[Sandbox]:
-        """create_node for many nodes at once (the engine's calls overlap)."""
+        """create_node for many nodes at once (the engine's calls overlap), in waves when nodes wait
+        for others (containerlab's `stages`/`wait-for`); `up` goes on once every healthcheck passes."""
+        from labkit.topology.containers import creation_waves
+
         for image in {n.image or DEFAULT_IMAGE for n in nodes}:
             self._ensure_image(image)
-        return parallel(lambda n: self.create_node(lab, n), nodes, self.workers)
+        by_name = {n.name: n for n in nodes}
+        after = {n.name: n.container.after if n.container else () for n in nodes}
+        made: dict[str, Sandbox] = {}
+        for wave in creation_waves(after) or [list(by_name)]:
+            for other in {o for n in wave for o, stage in after[n] if stage in HEALTHY_STAGES and o in made}:
+                self._wait_healthy(made[other], by_name[other])
+            made.update(zip(wave, parallel(lambda n: self.create_node(lab, by_name[n]), wave, self.workers),
+                            strict=True))
+        for name, sandbox in made.items():
+            self._wait_healthy(sandbox, by_name[name])
+        return [made[n.name] for n in nodes]
+
+    def _wait_healthy(self, sandbox: Sandbox, node: NodeSpec) -> None:
+        """Until the node's healthcheck says healthy (Docker runs it); at most what its settings allow."""
+        hc = node.container.healthcheck if node.container else None
+        if hc is None:
+            return
+        limit = (hc.start_period or 0) + ((hc.interval or 30) + (hc.timeout or 30)) * ((hc.retries or 3) + 1)
+        deadline = time.monotonic() + limit
+        cid = sandbox.labels["labkit.container-id"]
+        while True:
+            health = (self.client.api.inspect_container(cid)["State"].get("Health") or {}).get("Status")
+            if health == "healthy":
+                return
+            if health == "unhealthy" or time.monotonic() > deadline:
+                raise LabkitError(f"node {node.name}: its healthcheck did not pass within {limit} s (state: {health})")
+            time.sleep(0.2)  # polling the engine's own health state, not a readiness guess
 
     def create_pod(self, lab: str, pod: PodSpec) -> Sandbox:
         self._ensure_image(PAUSE_IMAGE)
@@ -174,9 +211,10 @@ class DockerRuntime(RuntimeBase):
         info = self._run(
             name=pod.netns,
             image=PAUSE_IMAGE,
-            hostname=pod.hostname,
+            # hostNetwork: the node container's network (and so its hostname: Docker allows no other)
+            hostname=None if pod.host_netns else pod.hostname,
             labels=labels,
-            network_mode="none",
+            network_mode=f"container:{pod.host_netns}" if pod.host_netns else "none",
             log_config=QUIET_LOG,
             mounts=self._etc_mounts(lab, pod.hosts, pod.resolv_conf),
         )
@@ -218,6 +256,17 @@ class DockerRuntime(RuntimeBase):
             )
 
         parallel(start, list(enumerate(pod.containers)), self.workers)
+
+    def exit_codes(self, lab: str, pod: str) -> list[int | None]:
+        """Each app container's exit code (None while it runs), for pods that run once."""
+        found = self._containers(f"{LABEL_LAB}={lab}", f"{LABEL_POD}={pod}", f"{LABEL_ROLE}=container")
+        codes: list[int | None] = []
+        for c in sorted(found, key=lambda c: int(c["Labels"].get(LABEL_INDEX, "0"))):
+            if c.get("State") == "running":
+                codes.append(None)
+            else:
+                codes.append(self.client.api.inspect_container(c["Id"])["State"]["ExitCode"])
+        return codes
 
     def exec(
         self, sandbox: Sandbox, argv: Sequence[str], *, capture: bool = False
@@ -294,7 +343,8 @@ class DockerRuntime(RuntimeBase):
         import docker.errors
 
         containers = self._containers(f"{LABEL_LAB}={lab}", f"{LABEL_POD}={sandbox.name}")
-        self._stop_host_processes(containers)
+        if not sandbox.labels.get("host-network"):  # a hostNetwork pod's namespace is its node's, and stays
+            self._stop_host_processes(containers)
         for c in sorted(containers, key=lambda c: _role(c) == "pause"):
             try:
                 self.client.api.remove_container(c["Id"], force=True, v=True)
@@ -337,6 +387,7 @@ class DockerRuntime(RuntimeBase):
         command: list[str] | None = None,
         environment: dict[str, str] | None = None,
         inspect: bool = True,
+        create: dict | None = None,
         **host: object,
     ) -> dict:
         """Create and start a container (low-level API: 3 engine calls, not 5); return its
@@ -357,6 +408,7 @@ class DockerRuntime(RuntimeBase):
                 environment=environment or None,
                 stop_signal="SIGTERM",
                 host_config=host_config,
+                **(create or {}),
             )
         except docker.errors.APIError as e:
             unknown = _UNKNOWN_CAP.search(_explain(e))
@@ -373,6 +425,7 @@ class DockerRuntime(RuntimeBase):
                     command=command,
                     environment=environment,
                     inspect=inspect,
+                    create=create,
                     **{**host, **raw, "cap_drop": list(self._privileges["cap_drop"])},
                 )
             if e.status_code == 409:
@@ -473,6 +526,39 @@ class DockerRuntime(RuntimeBase):
         if not candidates:
             raise LabkitError(f"lab {lab}: {what} has no running container")
         return candidates[0]
+
+
+HEALTHY_STAGES = ("healthy", "exit")  # waiting for these waits for the node's healthcheck
+_NS = 1_000_000_000
+
+
+def node_container_settings(c: ContainerSettings | None) -> dict:
+    """containerlab's container keys as the engine's create and host-config arguments."""
+    out: dict = {"labels": {}, "command": None, "environment": None, "create": {}}
+    if c is None:
+        return out
+    out["labels"] = dict(c.labels)
+    out["command"] = list(c.cmd) if c.cmd is not None else None
+    out["environment"] = dict(c.env) or None
+    if c.entrypoint is not None:
+        out["create"]["entrypoint"] = list(c.entrypoint)
+    if c.user is not None:
+        out["create"]["user"] = c.user
+    if c.healthcheck is not None:
+        hc = c.healthcheck
+        out["create"]["healthcheck"] = {k: v for k, v in {
+            "test": list(hc.test), "interval": hc.interval and hc.interval * _NS,
+            "timeout": hc.timeout and hc.timeout * _NS, "retries": hc.retries,
+            "start_period": hc.start_period and hc.start_period * _NS}.items() if v}
+    if c.binds:
+        out["binds"] = list(c.binds)
+    if c.memory is not None:
+        out["mem_limit"] = c.memory
+    if c.cpus is not None:
+        out["nano_cpus"] = int(c.cpus * _NS)
+    if c.cpu_set is not None:
+        out["cpuset_cpus"] = c.cpu_set
+    return out
 
 
 _UNKNOWN_CAP = re.compile(r'unknown capability: "?(?:CAP_)?([A-Z_]+)"?')

@@ -22,6 +22,7 @@ from labkit.runtime.base import NodeSpec, PodSpec, RuntimeBase, Sandbox
 from labkit.topology.plan import netns_prefix
 
 ETC_NETNS = "/etc/netns"
+EXIT_SUFFIX = podproc.EXIT_SUFFIX
 
 
 def _write_etc(lab: str, nodes: Sequence[NodeSpec]) -> None:
@@ -61,7 +62,10 @@ class NetnsRuntime(RuntimeBase):
         return self.create_nodes(lab, [node])[0]
 
     def create_pod(self, lab: str, pod: PodSpec) -> Sandbox:
-        """The pod's network namespace; its holder and containers start once it is wired."""
+        """The pod's network namespace (its node's, for hostNetwork); holder and containers start once it is wired."""
+        if pod.host_netns:
+            return Sandbox(lab, f"{pod.namespace}/{pod.name}", netns.netns_path(pod.host_netns),
+                           labels={"node": pod.node, "host-network": "true"})
         try:
             netns.create_namespaces([pod.netns])
         except FileExistsError:
@@ -75,6 +79,8 @@ class NetnsRuntime(RuntimeBase):
         makedirs(folder)
         binds = {}
         for name, text in (("hosts", pod.hosts), ("resolv.conf", pod.resolv_conf)):
+            if not text:  # the node's own (hostNetwork, dnsPolicy Default)
+                continue
             path = os.path.join(folder, name)
             write_file(path, text)  # 0644, root's to write: the pod reads it as its /etc/{hosts,resolv.conf}
             binds[f"/etc/{name}"] = path
@@ -83,12 +89,24 @@ class NetnsRuntime(RuntimeBase):
                                          else podproc.DEFAULT_CAPABILITIES)
         for container in pod.containers:
             if container.argv:
-                podproc.spawn_in_pod(holder, container.argv, container.env,
+                argv = container.argv
+                if pod.run_once:  # the exit code outlives the process: status reads it (pod_exit_codes)
+                    podproc.check_program(argv)
+                    argv = podproc.recording_exit(argv, os.path.join(folder, f"{container.name}{EXIT_SUFFIX}"))
+                podproc.spawn_in_pod(holder, argv, container.env,
                                      os.path.join(folder, f"{container.name}.log"), container.capabilities)
         return dataclasses.replace(sandbox, pid=holder)
 
+    def exit_codes(self, lab: str, pod: str) -> list[int | None]:
+        """Each started container's exit code (None while it runs), for pods that run once."""
+        return podproc.exit_codes(paths.lab(lab).pod_dir(*pod.split("/", 1)))
+
     def remove_pod(self, lab: str, sandbox: Sandbox) -> None:
         """Stop the pod's processes, remove its namespace and files. Idempotent."""
+        if sandbox.labels.get("host-network"):  # the node's namespace stays; only the pod's processes go
+            processes.stop(podproc.pod_processes(sandbox.pid) if sandbox.pid else [])
+            shutil.rmtree(paths.lab(lab).pod_dir(*sandbox.name.split("/", 1)), ignore_errors=True)
+            return
         processes.stop_in_namespaces([sandbox.netns_path])
         netns.delete_namespace(os.path.basename(sandbox.netns_path))
         shutil.rmtree(paths.lab(lab).pod_dir(*sandbox.name.split("/", 1)), ignore_errors=True)

@@ -30,6 +30,61 @@ from labkit.net.syscalls import (
 from labkit.runtime.base import DEFAULT_CAPABILITIES
 
 EXEC_CAPABILITIES_FILE = "exec-capabilities"  # in a pod's folder: the set `labkit exec` into it runs with
+EXIT_SUFFIX = ".exit"  # in a pod's folder, beside <container>.log: the exit code of a container that ran once
+# Runs the container's argv ("$@"), then writes its exit code to the file named by $0.
+_RECORD_EXIT = 'code=0; "$@" || code=$?; echo "$code" > "$0"; exit "$code"'
+
+
+def recording_exit(argv: Sequence[str], exit_file: str) -> list[str]:
+    """argv run so that its exit code is written to `exit_file` when it ends (values are arguments, never
+    part of the shell text)."""
+    return ["sh", "-c", _RECORD_EXIT, exit_file, *argv]
+
+
+def exit_codes(folder: str) -> list[int | None]:
+    """The exit code of every container started in a pod's folder (by its log), None while it runs."""
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return []
+    codes: list[int | None] = []
+    for name in sorted(entries):
+        if not name.endswith(".log") or name == "holder.log":
+            continue
+        try:
+            with open(os.path.join(folder, name[:-4] + EXIT_SUFFIX), encoding="ascii") as fh:
+                codes.append(int(fh.read().strip() or "1"))
+        except (OSError, ValueError):
+            codes.append(None)
+    return codes
+
+
+def pod_processes(holder_pid: int) -> list[processes.ProcessId]:
+    """The holder and every process in its mount namespace: a hostNetwork pod's own processes, told
+    apart from its node's, which share the network namespace but not the mount namespace."""
+    try:
+        mine = os.stat(f"/proc/{holder_pid}/ns/mnt")
+    except OSError:
+        return []
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            theirs = os.stat(f"/proc/{entry}/ns/mnt")
+        except OSError:
+            continue
+        if (theirs.st_dev, theirs.st_ino) == (mine.st_dev, mine.st_ino):
+            proc = processes.identify(int(entry))
+            if proc is not None:
+                found.append(proc)
+    return found
+
+
+def check_program(argv: Sequence[str]) -> None:
+    if "/" not in argv[0] and shutil.which(argv[0]) is None:
+        raise LabkitError(f"command {argv[0]!r} not found on this machine (the netns runtime runs pod "
+                          "commands from the host's filesystem)")
 
 
 def capabilities(security_context: Any | None) -> tuple[str, ...] | None:
@@ -141,9 +196,7 @@ def spawn_in_pod(holder_pid: int, argv: Sequence[str], env: Mapping[str, str], l
     Through `nsenter`, spawned with vfork by subprocess: 3 ms, where forking
     this (large) Python process costs 7.
     """
-    if "/" not in argv[0] and shutil.which(argv[0]) is None:
-        raise LabkitError(f"command {argv[0]!r} not found on this machine (the netns runtime runs pod "
-                          "commands from the host's filesystem)")
+    check_program(argv)
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
     with os.fdopen(fd, "ab") as log:
         proc = subprocess.Popen(nsenter_argv(holder_pid, argv, caps), stdin=subprocess.DEVNULL, stdout=log,

@@ -10,14 +10,20 @@ from labkit.topology.schema import Node, NodeSettings, TopologyBody
 _MERGED = ("sysctls", "env", "labels")
 
 
+def group_of(body: TopologyBody, node: Node) -> str | None:
+    """The node's group: its own, else the one `defaults:` gives every node (containerlab's `defaults.group`)."""
+    return node.group or body.defaults.group
+
+
 def effective_settings(body: TopologyBody, node: Node) -> dict[str, Any]:
     """The node's settings after inheritance, as a plain dict (unset keys absent)."""
-    kind = node.kind or (body.groups.get(node.group or "") or NodeSettings()).kind or body.defaults.kind
+    group = group_of(body, node)
+    kind = node.kind or (body.groups.get(group or "") or NodeSettings()).kind or body.defaults.kind
     levels: list[NodeSettings] = [body.defaults]
     if kind and kind in body.kinds:
         levels.append(body.kinds[kind])
-    if node.group and node.group in body.groups:
-        levels.append(body.groups[node.group])
+    if group and group in body.groups:
+        levels.append(body.groups[group])
     levels.append(node)
 
     merged: dict[str, Any] = {}

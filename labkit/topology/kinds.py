@@ -107,7 +107,7 @@ get = REGISTRY.get
 names = REGISTRY.names
 
 # CNI backends the plan accepts (`cluster.cni.backend`); labkit.cni's registry implements exactly these.
-CNI_BACKENDS: tuple[str, ...] = ("host-gw", "vxlan")
+CNI_BACKENDS: tuple[str, ...] = ("host-gw", "vxlan", "bgp")
 DEFAULT_CNI_BACKEND = "host-gw"
 # How pods attach to their node (`cluster.cni.mode`): routed ptp veths, or one bridge per node (kubenet).
 CNI_MODES: tuple[str, ...] = ("ptp", "bridge")

@@ -10,6 +10,7 @@ message can name its line.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 import shlex
@@ -17,10 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from labkit.topology import kinds
-from labkit.topology.expand import effective_settings
+from labkit.topology import clab, containers, kinds
+from labkit.topology.bgp import BgpPlan, plan_bgp
+from labkit.topology.containers import ContainerSettings
+from labkit.topology.expand import effective_settings, group_of
+from labkit.topology.names import CLAB_NODE_NAME, lab_key, node_key
 from labkit.yamldoc import dotted
-from labkit.topology.schema import IFNAME, NODE_NAME, Mgmt, Topology
+from labkit.topology.schema import IFNAME, LINK_TYPES, NODE_NAME, Mgmt, Topology
 from labkit.topology.sysctls import namespaced_problem
 
 if TYPE_CHECKING:
@@ -94,6 +98,13 @@ class NodePlan:
     exec: tuple[tuple[str, ...], ...] = ()
     mgmt_ipv4: IPv4Interface | None = None
     pod_cidr: ipaddress.IPv4Network | None = None
+    key: str = ""  # the kernel-safe name (labkit.topology.names): namespace suffix, mgmt bridge port
+    container: ContainerSettings | None = None  # containerlab's container keys (the docker runtime's)
+
+    @property
+    def port(self) -> str:
+        """The node's port on the mgmt bridge (named by its key: a user's name may not fit a kernel's)."""
+        return self.key or self.name
 
     @property
     def kind_info(self) -> kinds.NodeKind:
@@ -114,6 +125,20 @@ class LinkEnd:
 class LinkPlan:
     a: LinkEnd
     b: LinkEnd
+    mtu: int | None = None
+
+
+@dataclass(frozen=True)
+class ExternalLink:
+    """containerlab's one-ended links: `host` (a veth whose other end is `host_ifname` in the host),
+    `mgmt-net` (its other end is a port of the mgmt bridge) and `macvlan` (a macvlan of the host's
+    `host_ifname`, moved into the node as `ifname`)."""
+
+    type: str
+    node: str
+    ifname: str
+    host_ifname: str
+    mode: str = "bridge"  # macvlan
     mtu: int | None = None
 
 
@@ -139,6 +164,8 @@ class ClusterPlan:
     dns_upstreams: tuple[str, ...]
     dns_workers: int | None = None    # DNS server processes per replica; None: one per two CPUs
     mode: str = kinds.DEFAULT_CNI_MODE  # how pods attach to their node: ptp (routed veths) or bridge (cni0)
+    masquerade: bool = True  # pod traffic leaving the cluster pod CIDR takes the node's address
+    bgp: BgpPlan | None = None  # backend bgp: the speakers' AS, mesh or route reflectors, external peers
 
 
 @dataclass(frozen=True)
@@ -155,6 +182,9 @@ class Plan:
     # Pod placement, ClusterIPs and NodePorts, decided once when the plan is loaded.
     allocation: Allocation | None = None
     expects: tuple[Expect, ...] = ()
+    external_links: tuple[ExternalLink, ...] = ()
+    title: str = ""  # the lab's name as the file gives it (lab is the name labkit runs it under)
+    notes: tuple[str, ...] = ()  # what `validate` and `up` say besides: keys the runtime leaves without effect
 
     def node(self, name: str) -> NodePlan:
         return next(n for n in self.nodes if n.name == name)
@@ -224,8 +254,18 @@ class Draft:
     pod_cidrs: dict[str, ipaddress.IPv4Network] = field(default_factory=dict)
     nodes: list[NodePlan] = field(default_factory=list)
 
+    keys: dict[str, str] = field(default_factory=dict)  # node -> its kernel-safe name
+    external: list[ExternalLink] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    skipped_ports: list[str] = field(default_factory=list)  # containerlab ports labkit does not forward
+
     def add(self, path: tuple[str | int, ...], message: str, hint: str = "") -> None:
         self.problems.append(PlanProblem(path, message, hint))
+
+    @property
+    def lab(self) -> str:
+        """The name the lab runs under: the file's, or its mapping when it breaks labkit's rule."""
+        return lab_key(self.topo.name)
 
     @property
     def body(self):
@@ -233,8 +273,9 @@ class Draft:
 
     @property
     def has_mgmt(self) -> bool:
-        """A mgmt network is given, or implied by a cluster."""
-        return self.topo.mgmt is not None or self.topo.cluster is not None
+        """A mgmt network is given, or implied by a cluster or by a `mgmt-net` link."""
+        return (self.topo.mgmt is not None or self.topo.cluster is not None
+                or any(_link_type(link) == "mgmt-net" for link in self.body.links))
 
     def kind_of(self, node: str) -> kinds.NodeKind | None:
         """The node's kind after inheritance; None while unknown (its problem is reported once)."""
@@ -254,26 +295,31 @@ class Draft:
 
 
 def check_kind_definitions(d: Draft) -> None:
-    """`topology.kinds:` only defines settings for kinds the registry has."""
+    """`topology.kinds:` only defines settings for kinds the registry has (or that a node is of:
+    then that node's kind is the one message)."""
+    used = {effective_settings(d.body, node).get("kind") for node in d.body.nodes.values()}
     for name in d.body.kinds:
-        if name not in kinds.REGISTRY:
+        if name not in kinds.REGISTRY and name not in used:
             d.add(("topology", "kinds", name), str(kinds.UnknownKind(name, kinds.names())))
 
 
 def resolve_nodes(d: Draft) -> None:
     """Node names, groups, and every setting inherited node -> group -> kind -> defaults."""
-    body, reported = d.body, set()
+    body = d.body
+    unknown: dict[str, tuple[tuple, list[str]]] = {}  # kind -> where it is first set, the nodes of it
     for name, node in body.nodes.items():
         path = ("topology", "nodes", name)
-        if not NODE_NAME.match(name):
-            d.add(path, f"{name!r} is not a node name: use 1-15 lowercase letters, digits or '-', "
-                        "starting and ending with a letter or digit")
+        if not NODE_NAME.match(name) and not CLAB_NODE_NAME.match(name):
+            d.add(path, f"{name!r} is not a node name: use 1-64 letters, digits, '-', '_' or '.', "
+                        "starting with a letter or digit (containerlab's rule)")
+        group = group_of(body, node)
         # containerlab: a group not under `groups:` is only a label (its graph and inventory use it);
         # labkit's own files are strict about it, as about every key, so a typo cannot pass silently
-        unknown_group = bool(node.group) and node.group not in body.groups and not is_containerlab_file(d.source)
+        unknown_group = bool(group) and group not in body.groups and not is_containerlab_file(d.source)
         if unknown_group:
             valid = ", ".join(body.groups) or "none defined"
-            d.add(path + ("group",), f"unknown group {node.group!r}; defined groups: {valid}")
+            where = path + ("group",) if node.group else ("topology", "defaults", "group")
+            d.add(where, f"unknown group {group!r}; defined groups: {valid}")
         merged = effective_settings(body, node)
         kind = merged.get("kind")
         if kind is None:
@@ -281,13 +327,24 @@ def resolve_nodes(d: Draft) -> None:
                 d.add(path, "no kind given (here, in its group or in defaults)", f"valid: {', '.join(kinds.names())}")
         elif kind not in kinds.REGISTRY:
             # name the level the kind came from, once: a bad kind in defaults is one mistake, not one per node
-            group = body.groups.get(node.group or "")
-            source = (path if node.kind else ("topology", "groups", node.group) if group and group.kind
+            grp = body.groups.get(group or "")
+            source = (path if node.kind else ("topology", "groups", group) if grp and grp.kind
                       else ("topology", "defaults")) + ("kind",)
-            if source not in reported:
-                reported.add(source)
-                d.add(source, str(kinds.UnknownKind(kind, kinds.names())))
+            unknown.setdefault(kind, (source, []))[1].append(name)
+        elif kinds.get(kind).cluster_node and not NODE_NAME.match(name):
+            d.add(path, f"{name!r} is not a name a Kubernetes node can have: a {kind} is named by 1-15 "
+                        "lowercase letters, digits or '-', starting and ending with a letter or digit "
+                        "(pods name it in spec.nodeName)")
         d.settings[name] = merged
+        d.keys[name] = node_key(name)
+    for kind, (source, names) in unknown.items():
+        d.add(source, clab.unsupported_kind(kind, names))
+    owners: dict[str, str] = {}
+    for name, key in d.keys.items():
+        if key in owners and owners[key] != name:
+            d.add(("topology", "nodes", name), f"node names {owners[key]!r} and {name!r} map to the same "
+                                               f"kernel name {key!r}; rename one of them")
+        owners.setdefault(key, name)
 
 
 def plan_cluster(d: Draft) -> None:
@@ -308,8 +365,16 @@ def plan_cluster(d: Draft) -> None:
         domain=c.domain, pod_cidr=c.pod_cidr, service_cidr=c.service_cidr, backend=c.cni.backend,
         mtu=c.cni.mtu, dns_ip=c.dns.ip, dns_replicas=c.dns.replicas,
         dns_upstreams=tuple(str(u) for u in c.dns.upstreams),
-        dns_workers=None if c.dns.workers == "auto" else c.dns.workers, mode=c.cni.mode,
+        dns_workers=None if c.dns.workers == "auto" else c.dns.workers, mode=c.cni.mode, masquerade=c.cni.masquerade,
     )
+
+
+def plan_bgp_settings(d: Draft) -> None:
+    """`cluster.cni.bgp` (labkit.topology.bgp): after the mgmt pass, which gives peers their addresses."""
+    if d.cluster is not None:
+        bgp = plan_bgp(d)
+        if bgp is not None:
+            d.cluster = dataclasses.replace(d.cluster, bgp=bgp)
 
 
 def check_cluster_nodes(d: Draft) -> None:
@@ -323,37 +388,84 @@ def check_cluster_nodes(d: Draft) -> None:
                                                     "(e.g. cluster: {pod-cidr: 10.244.0.0/16}); or use kind linux")
 
 
+PSEUDO_NODES = ("host", "mgmt-net", "macvlan")  # containerlab's brief form: "host:veth0", "macvlan:enp0s3"
+
+
+def _link_type(link, nodes: dict | None = None) -> str:
+    """The link's type: as given, or for a brief veth link with one end on containerlab's pseudo
+    node `host`, `mgmt-net` or `macvlan` (not a node of the file), that pseudo node's type."""
+    if link.type != "veth" or not link.endpoints:
+        return link.type
+    pseudo = [ep.node for ep in link.endpoints if ep.node in PSEUDO_NODES and ep.node not in (nodes or {})]
+    return pseudo[0] if len(pseudo) == 1 else link.type
+
+
+def _claim_end(d: Draft, ep, epath: tuple, lpath: tuple) -> bool:
+    """A link end on a known node and a free, valid interface name; its problem reported otherwise."""
+    names = list(d.body.nodes)
+    if ep.node not in d.body.nodes:
+        d.add(epath, f"link to unknown node {ep.node!r}; nodes: {', '.join(names)}")
+        return False
+    if not IFNAME.match(ep.interface):
+        d.add(epath, f"interface name {ep.interface!r} ({len(ep.interface)} characters) is invalid: "
+                     "use 1-15 letters, digits, '_', '.' or '-', starting with a letter or digit")
+        return False
+    if d.has_mgmt and ep.interface == MGMT_IFNAME and not d.is_bridge(ep.node):
+        d.add(epath, f"interface {MGMT_IFNAME} of node {ep.node!r} is the mgmt interface; "
+                     "use eth1 and up for links")
+        return False
+    if ep.interface in d.ifaces[ep.node]:
+        other = d.ifaces[ep.node][ep.interface].path
+        where = "the other end of this link" if other[:3] == lpath else _fmt(other)
+        d.add(epath, f"interface {ep.node}:{ep.interface} is already used by {where}; "
+                     "every link end needs its own interface")
+        return False
+    return True
+
+
+def _check_address(d: Draft, address, epath: tuple, bridges: set[str], addresses: dict) -> None:
+    if address.network.prefixlen < 31 and address.ip in (
+        address.network.network_address, address.network.broadcast_address
+    ):
+        which = "network" if address.ip == address.network.network_address else "broadcast"
+        d.add(epath, f"{address} is the {which} "
+                     f"address of its subnet; use a host address inside {address.network}")
+    if address.ip in addresses:
+        d.add(epath, f"address {address.ip} is already used at {_fmt(addresses[address.ip])}; "
+                     "every address must be unique")
+    addresses.setdefault(address.ip, epath)
+    d.subnets.append((address.network, epath, bridges))
+
+
 def plan_links(d: Draft) -> None:
     """Every link end: a known node, a free interface name, an address that fits the link."""
     body = d.body
     names = list(body.nodes)
     d.ifaces = {n: {} for n in names}
     addresses: dict[ipaddress.IPv4Address, tuple] = {}
+    host_names: dict[tuple[str, str], tuple] = {}  # (type, host-interface) -> where it is first used
     for li, link in enumerate(body.links):
         lpath = ("topology", "links", li)
+        ltype = _link_type(link, body.nodes)
+        if ltype not in LINK_TYPES:
+            d.add(lpath + ("type",), clab.unsupported_link_type(ltype))
+            continue
+        if link.mode is not None and ltype != "macvlan":
+            d.add(lpath + ("mode",), f"'mode' is for macvlan links; this link is of type {ltype!r}")
+        if ltype != "veth":
+            _plan_external(d, link, ltype, lpath, addresses, host_names)
+            continue
+        if link.endpoints is None:
+            d.add(lpath, "a veth link needs 'endpoints', e.g. endpoints: [\"h1:eth1\", \"h2:eth1\"]")
+            continue
         ends = []
         if link.ipv4 and any(ep.ipv4 for ep in link.endpoints):
             d.add(lpath + ("ipv4",), "give addresses either on the link or on its endpoints, not both")
         for ei, ep in enumerate(link.endpoints):
             epath = lpath + ("endpoints", ei)
-            if ep.node not in body.nodes:
-                d.add(epath, f"link to unknown node {ep.node!r}; nodes: {', '.join(names)}")
+            if not _claim_end(d, ep, epath, lpath):
                 continue
-            if not IFNAME.match(ep.interface):
-                d.add(epath, f"interface name {ep.interface!r} ({len(ep.interface)} characters) is invalid: "
-                             "use 1-15 letters, digits, '_', '.' or '-', starting with a letter or digit")
-                continue
-            if d.has_mgmt and ep.interface == MGMT_IFNAME and not d.is_bridge(ep.node):
-                d.add(epath, f"interface {MGMT_IFNAME} of node {ep.node!r} is the mgmt interface; "
-                             "use eth1 and up for links")
-                continue
-            if ep.interface in d.ifaces[ep.node]:
-                other = d.ifaces[ep.node][ep.interface].path
-                where = "the other end of this link" if other[:3] == lpath else _fmt(other)
-                d.add(epath, f"interface {ep.node}:{ep.interface} is already used by {where}; "
-                             "every link end needs its own interface")
-                continue
-            address = ep.ipv4 or (link.ipv4[ei] if link.ipv4 else None)
+            address = ep.ipv4 or (link.ipv4[ei] if link.ipv4 and ei < len(link.ipv4) else None)
             if address is not None and d.is_bridge(ep.node):
                 d.add(epath, f"node {ep.node!r} is a bridge: its ports carry no address; "
                              "remove ipv4 here and address the node on the other end")
@@ -372,19 +484,52 @@ def plan_links(d: Draft) -> None:
                       "a veth link is one subnet: give both ends addresses in it")
         bridges = {ep.node for ep, _, _ in ends if d.is_bridge(ep.node)}
         for _, address, epath in ends:
-            if address is None:
-                continue
-            if address.network.prefixlen < 31 and address.ip in (
-                address.network.network_address, address.network.broadcast_address
-            ):
-                which = "network" if address.ip == address.network.network_address else "broadcast"
-                d.add(epath, f"{address} is the {which} "
-                             f"address of its subnet; use a host address inside {address.network}")
-            if address.ip in addresses:
-                d.add(epath, f"address {address.ip} is already used at {_fmt(addresses[address.ip])}; "
-                             "every address must be unique")
-            addresses.setdefault(address.ip, epath)
-            d.subnets.append((address.network, epath, bridges))
+            if address is not None:
+                _check_address(d, address, epath, bridges, addresses)
+
+
+def _plan_external(d: Draft, link, ltype: str, lpath: tuple, addresses: dict, host_names: dict) -> None:
+    """A `host`, `mgmt-net` or `macvlan` link: one end on a node, the other named by `host-interface`."""
+    if link.endpoints and link.type != "veth":
+        d.add(lpath + ("endpoints",), f"a {ltype} link has one 'endpoint:' and a 'host-interface:'; "
+                                      "'endpoints:' (two of them) is for veth links")
+        return
+    if link.endpoints:  # brief form: ["l1:eth1", "host:l1-eth1"]
+        pi = next(i for i, ep in enumerate(link.endpoints) if ep.node == ltype)
+        ep, epath = link.endpoints[1 - pi], lpath + ("endpoints", 1 - pi)
+        host_if, hpath = link.endpoints[pi].interface, lpath + ("endpoints", pi)
+        address = ep.ipv4 or (link.ipv4[1 - pi] if link.ipv4 and 1 - pi < len(link.ipv4) else None)
+    else:
+        ep, epath = link.endpoint, lpath + ("endpoint",)
+        host_if, hpath = link.host_interface, lpath + ("host-interface",)
+        if ep is None or host_if is None:
+            missing = "endpoint: {node: h1, interface: eth1}" if ep is None else "host-interface: NAME"
+            d.add(lpath, f"a {ltype} link needs '{missing}'")
+            return
+        address = ep.ipv4 or (link.ipv4[0] if link.ipv4 else None)
+    if not IFNAME.match(host_if):
+        d.add(hpath, f"host interface name {host_if!r} ({len(host_if)} characters) is invalid: "
+                     "use 1-15 letters, digits, '_', '.' or '-', starting with a letter or digit")
+        return
+    reserved = {MGMT_BRIDGE, "host", "lo", *d.keys.values()} if ltype == "mgmt-net" else set()
+    if host_if in reserved:
+        d.add(hpath, f"{host_if!r} is already a port of the mgmt network's namespace; name the mgmt-net end otherwise")
+        return
+    if ltype != "macvlan" and (ltype, host_if) in host_names:  # several macvlans may share one parent
+        d.add(hpath, f"host interface {host_if!r} is already made by {_fmt(host_names[(ltype, host_if)])}")
+        return
+    if not _claim_end(d, ep, epath, lpath):
+        return
+    if address is not None and d.is_bridge(ep.node):
+        d.add(epath, f"node {ep.node!r} is a bridge: its ports carry no address; remove ipv4 here")
+        address = None
+    host_names.setdefault((ltype, host_if), hpath)
+    mtu = ep.mtu or link.mtu
+    d.ifaces[ep.node][ep.interface] = _Iface(address, mtu, epath, peer=(ltype, host_if))
+    d.external.append(ExternalLink(ltype, ep.node, ep.interface, host_if, link.mode or "bridge", mtu))
+    if address is not None:  # the macvlans of one parent share its layer 2, as a bridge's ports do
+        shared = {f"macvlan:{host_if}"} if ltype == "macvlan" else set()
+        _check_address(d, address, epath, shared | ({ep.node} if d.is_bridge(ep.node) else set()), addresses)
 
 
 def check_link_subnets(d: Draft) -> None:
@@ -482,10 +627,10 @@ def plan_nodes(d: Draft) -> None:
             interfaces.append(Interface(ifname, addrs, end.mtu, peer[0], peer[1]))
         kind = d.kind_of(name) or kinds.LINUX
         d.nodes.append(NodePlan(
-            name=name, kind=kind.name, index=index, netns=node_netns(d.topo.name, name),
+            name=name, kind=kind.name, index=index, netns=node_netns(d.lab, d.keys[name]), key=d.keys[name],
             image=s.get("image"), interfaces=tuple(interfaces), routes=_routes(d, name, path, interfaces),
             sysctls=_sysctls(d, kind, path), exec=_commands(d, path), mgmt_ipv4=d.mgmt_ips.get(name),
-            pod_cidr=d.pod_cidrs.get(name),
+            pod_cidr=d.pod_cidrs.get(name), container=containers.container_settings(d, name),
         ))
 
 
@@ -497,9 +642,13 @@ PASSES: tuple[Callable[[Draft], None], ...] = (
     plan_links,
     check_link_subnets,
     plan_mgmt,
+    plan_bgp_settings,
     check_cluster_cidrs,
     assign_pod_cidrs,
     plan_nodes,
+    containers.check_order,
+    containers.check_ports,
+    containers.collect_notes,
 )
 
 
@@ -511,8 +660,9 @@ def build_plan(topo: Topology, source: str, runtime: str | None = None) -> tuple
     if d.problems:
         return None, d.problems
     plan = Plan(
-        lab=topo.name, runtime=runtime or topo.runtime, source=source, nodes=tuple(d.nodes),
+        lab=d.lab, title=topo.name, runtime=runtime or topo.runtime, source=source, nodes=tuple(d.nodes),
         links=tuple(d.links), mgmt=d.mgmt, cluster=d.cluster,
+        external_links=tuple(d.external), notes=tuple(d.notes),
     )
     return plan, []
 
@@ -575,6 +725,17 @@ def _mgmt_plan(d: Draft) -> tuple[MgmtPlan | None, dict[str, IPv4Interface]]:
     if gateway_ip is None:
         d.add(("mgmt", "ipv4-subnet"), f"mgmt subnet {subnet} has no room for addresses")
         return None, {}
+    if m.ipv4_gw is not None:  # containerlab's ipv4-gw: the bridge's own address
+        if m.ipv4_gw not in subnet or m.ipv4_gw in (subnet.network_address, subnet.broadcast_address):
+            d.add(("mgmt", "ipv4-gw"), f"gateway {m.ipv4_gw} is not a host address of the mgmt subnet {subnet}")
+        else:
+            gateway_ip = m.ipv4_gw
+            hosts = iter(subnet.hosts())
+    if m.ipv4_range is not None:  # containerlab's ipv4-range: automatic addresses come from it
+        if not m.ipv4_range.subnet_of(subnet):
+            d.add(("mgmt", "ipv4-range"), f"range {m.ipv4_range} is not inside the mgmt subnet {subnet}")
+        else:
+            hosts = (h for h in subnet.hosts() if h in m.ipv4_range)
     taken = {gateway_ip}
     explicit: dict[str, ipaddress.IPv4Address] = {}
     for name, node in d.body.nodes.items():
@@ -614,8 +775,8 @@ def _mgmt_plan(d: Draft) -> tuple[MgmtPlan | None, dict[str, IPv4Interface]]:
             taken.add(ip)
         ips[name] = IPv4Interface(f"{ip}/{subnet.prefixlen}")
     plan = MgmtPlan(
-        netns=mgmt_netns(d.topo.name), bridge=MGMT_BRIDGE, subnet=subnet,
+        netns=mgmt_netns(d.lab), bridge=MGMT_BRIDGE, subnet=subnet,
         gateway=IPv4Interface(f"{gateway_ip}/{subnet.prefixlen}"), host_access=m.host_access,
-        host_ifname=host_link_name(d.topo.name),
+        host_ifname=host_link_name(d.lab),
     )
     return plan, ips

@@ -13,13 +13,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from labkit.topology import kinds
+from labkit.topology.names import CLAB_LAB_NAME, LAB_NAME, NODE_NAME
 
-LAB_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?$")
-NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
+__all__ = ["CLAB_LAB_NAME", "LAB_NAME", "NODE_NAME"]
 IFNAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,14}$")
 NODE_KINDS = kinds.names()
 RUNTIMES = ("netns", "docker")  # the runtime registry (labkit.runtime) holds exactly these; a test checks it
 IMAGE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")  # lenient: no spaces, no shell, no leading '-'
+MEMORY = re.compile(r"^[0-9]+(\.[0-9]+)?\s*([kKmMgGtT]i?[bB]?|[bB])?$")
+LINK_TYPES = ("veth", "mgmt-net", "host", "macvlan")  # the ones labkit builds
+CLAB_LINK_TYPES = LINK_TYPES + ("veth-stitch", "vxlan", "vxlan-stitch", "dummy")  # containerlab's others: refused
+MACVLAN_MODES = ("private", "vepa", "bridge", "passthru", "source")
 
 
 def _kebab(name: str) -> str:
@@ -50,21 +54,128 @@ class Route(Model):
         return value
 
 
+class Healthcheck(Model):
+    """containerlab's (and Docker's) healthcheck; the docker runtime waits for it (seconds)."""
+
+    test: list[str] | None = None
+    interval: int | None = Field(default=None, ge=0)
+    retries: int | None = Field(default=None, ge=0)
+    timeout: int | None = Field(default=None, ge=0)
+    start_period: int | None = Field(default=None, ge=0)
+
+
+STAGE_NAMES = ("create", "create-links", "configure", "healthy", "exit")
+
+
+class WaitFor(Model):
+    node: str
+    stage: Literal[STAGE_NAMES] = "create"
+
+
+class StageExec(Model):
+    command: str
+    phase: Literal["on-enter", "on-exit"]
+    target: Literal["container", "host"] = "container"
+
+
+class StageExecPhases(Model):
+    on_enter: list[str] | None = None
+    on_exit: list[str] | None = None
+
+
+class Stage(Model):
+    wait_for: list[WaitFor] | None = None
+    exec: list[StageExec] | StageExecPhases | None = None
+
+
+class Stages(Model):
+    """containerlab's node stages; labkit orders node creation by their `wait-for` (docker runtime)."""
+
+    create: Stage | None = None
+    create_links: Stage | None = None
+    configure: Stage | None = None
+    healthy: Stage | None = None
+    exit: Stage | None = None
+
+
+class DNSConfig(Model):
+    servers: list[str] | None = None
+    search: list[str] | None = None
+    options: list[str] | None = None
+
+
 class NodeSettings(Model):
-    """What a node inherits: from defaults, its kind, its group, and itself."""
+    """What a node inherits: from defaults, its kind, its group, and itself.
+
+    Every key of containerlab's node schema is here (labkit.topology.clab says which
+    runtime acts on which); keys only containerlab's own kinds read are typed loosely.
+    """
 
     kind: str | None = None
     image: str | None = None
     exec: list[str] | None = None
     routes: list[Route] | None = None
     sysctls: dict[str, str | int] | None = None
-    # containerlab keys accepted so .clab.yml files load; they have no effect on the netns runtime.
+    # containerlab keys: the docker runtime acts on these (labkit.runtime.docker)
     binds: list[str] | None = None
-    env: dict[str, str | int] | None = None
-    labels: dict[str, str] | None = None
+    env: dict[str, str | int | float | bool] | None = None
+    env_files: list[str] | None = None
+    labels: dict[str, str | int | float | bool] | None = None
     cmd: str | None = None
+    entrypoint: str | None = None
+    user: str | int | None = None
     ports: list[str] | None = None
+    hostname: str | None = None
+    healthcheck: Healthcheck | None = None
+    stages: Stages | None = None
+    wait_for: list[str] | None = None  # containerlab's older form: nodes this one is created after
+    cpu: float | None = Field(default=None, gt=0)
+    cpu_set: str | None = None
+    memory: str | None = None
+    # containerlab keys accepted so its files load as they are; no effect in labkit
     startup_delay: int | None = None
+    volumes: list[str] | None = None
+    image_pull_policy: str | None = None
+    restart_policy: str | None = None
+    license: str | None = None
+    type: str | None = None
+    startup_config: str | None = None
+    enforce_startup_config: bool | None = None
+    suppress_startup_config: bool | None = None
+    auto_remove: bool | None = None
+    credentials: dict[str, Any] | None = None
+    runtime: str | None = None
+    network_mode: str | None = None
+    link_apply_mode: str | None = None
+    extras: dict[str, Any] | None = None
+    config: dict[str, Any] | None = None
+    dns: DNSConfig | None = None
+    certificate: dict[str, Any] | None = None
+    components: list[Any] | None = None
+    aliases: list[str] | None = None
+    shm_size: str | None = None
+    cap_add: list[str] | None = None
+    privileged: bool | None = None
+    cgroupns_mode: str | None = None
+    cgroup_parent: str | None = None
+    pid_mode: str | None = None
+    tmpfs: dict[str, str] | None = None
+    security_opts: list[str] | None = None
+    devices: list[str] | None = None
+    sandbox: str | None = None
+    kernel: str | None = None
+    publish: list[str] | None = None
+    mgmt_ipv6: str | None = None
+    # where a node sits (read from the node itself; `group` also from defaults)
+    group: str | None = None
+    mgmt_ipv4: ipaddress.IPv4Address | None = None
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str | None) -> str | None:
+        if value is not None and not MEMORY.match(value):
+            raise ValueError(f"{value!r} is not a memory size like 512MB, 1G or 1.5GiB")
+        return value
 
     @field_validator("exec")
     @classmethod
@@ -83,16 +194,22 @@ class NodeSettings(Model):
 
 
 class Node(NodeSettings):
-    group: str | None = None
-    mgmt_ipv4: ipaddress.IPv4Address | None = None
+    pass
+
+
+def _blank_is_none(value: Any) -> Any:
+    """containerlab writes `""` for "no address here" (`ipv4: ["", 10.0.0.2/24]`)."""
+    return None if value == "" else value
 
 
 class Endpoint(Model):
     node: str
     interface: str
     ipv4: ipaddress.IPv4Interface | None = None
+    ipv6: str | None = None  # accepted; not acted on yet (IPv6 is its own issue)
     mtu: int | None = Field(default=None, ge=68, le=65535)
     mac: str | None = None
+    vars: dict[str, Any] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -105,14 +222,37 @@ class Endpoint(Model):
             return {"node": node, "interface": ifname}
         return value
 
+    @field_validator("ipv4", "ipv6", mode="before")
+    @classmethod
+    def _blank_address(cls, value: Any) -> Any:
+        return _blank_is_none(value)
+
 
 class Link(Model):
-    """A veth link, brief (`endpoints: ["a:eth1", "b:eth1"]`) or extended form."""
+    """A link in containerlab's brief form (`endpoints: ["a:eth1", "b:eth1"]`) or its extended
+    form (`type:` veth with `endpoints:`; mgmt-net, host or macvlan with `endpoint:` and
+    `host-interface:`). Which keys a type needs is checked by the plan, with every other problem."""
 
-    type: Literal["veth"] = "veth"
-    endpoints: list[Endpoint] = Field(min_length=2, max_length=2)
-    ipv4: list[ipaddress.IPv4Interface] | None = Field(default=None, min_length=2, max_length=2)
+    type: str = "veth"
+    endpoints: list[Endpoint] | None = None
+    endpoint: Endpoint | None = None
+    host_interface: str | None = None
+    mode: Literal[MACVLAN_MODES] | None = None  # macvlan
+    ipv4: list[ipaddress.IPv4Interface | None] | None = Field(default=None, min_length=1, max_length=2)
+    ipv6: list[str | None] | None = Field(default=None, min_length=1, max_length=2)  # accepted; not acted on
     mtu: int | None = Field(default=None, ge=68, le=65535)
+    vars: dict[str, Any] | None = None
+    labels: dict[str, Any] | None = None
+    # vxlan and vxlan-stitch keys: accepted, so such a link gets the one message naming its type
+    remote: str | None = None
+    vni: int | None = None
+    dst_port: int | None = None
+    src_port: int | None = None
+
+    @field_validator("ipv4", "ipv6", mode="before")
+    @classmethod
+    def _blank_addresses(cls, value: Any) -> Any:
+        return [_blank_is_none(v) for v in value] if isinstance(value, list) else value
 
     @field_validator("endpoints", mode="before")
     @classmethod
@@ -128,13 +268,76 @@ class Link(Model):
 class Mgmt(Model):
     ipv4_subnet: ipaddress.IPv4Network = ipaddress.IPv4Network("172.31.0.0/24")
     host_access: bool = False
-    network: str | None = None  # containerlab's docker network name; unused here
+    ipv4_range: ipaddress.IPv4Network | None = None  # automatic node addresses come from here
+    ipv4_gw: ipaddress.IPv4Address | None = None  # the bridge's (gateway) address; default the first host
+    # containerlab keys accepted; no effect (labkit's mgmt bridge lives in the lab's own namespace)
+    network: str | None = None
+    bridge: str | None = None
+    mtu: int | None = Field(default=None, ge=68, le=65535)
+    external_access: bool | None = None
+    skip_when_unused: bool | None = None
+    driver_opts: dict[str, Any] | None = None
+    ipv6_subnet: str | None = None  # accepted; not acted on yet (IPv6 is its own issue)
+    ipv6_gw: str | None = None
+    ipv6_range: str | None = None
+
+    @field_validator("ipv4_subnet", mode="before")
+    @classmethod
+    def _auto(cls, value: Any) -> Any:
+        return "172.31.0.0/24" if value == "auto" else value
+
+
+class Settings(Model):
+    """containerlab's top-level `settings:` (its certificate authority); accepted, no effect."""
+
+    certificate_authority: dict[str, Any] | None = None
+
+
+ASN_MAX = 4294967294  # 4-byte ASNs; 4294967295 is reserved (RFC 7300), 0 too (RFC 7607)
+
+
+def _asn(value: Any) -> Any:
+    if type(value) is int and 1 <= value <= ASN_MAX:
+        return value
+    raise ValueError(f"an AS number is 1-{ASN_MAX} (private ones: 64512-65534, 4200000000-{ASN_MAX}), "
+                     f"got {value!r}")
+
+
+class BGPPeer(Model):
+    """An external BGP peer every k8s-node sessions with over its node IP (Calico's global BGPPeer):
+    `address` of a router the user runs, or `node`, a linux node of this lab whose BIRD labkit runs."""
+
+    address: ipaddress.IPv4Address | None = None
+    node: str | None = None
+    asn: int
+
+    _check_asn = field_validator("asn", mode="before")(_asn)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> BGPPeer:
+        if (self.address is None) == (self.node is None):
+            raise ValueError("a peer is {address: IP, asn: N} (a router you run) or {node: NAME, asn: N} "
+                             "(a linux node of this lab, whose BIRD labkit runs): give exactly one of address, node")
+        return self
+
+
+class BGP(Model):
+    """`cni.bgp` (backend bgp): Calico's BGPConfiguration, in small."""
+
+    asn: int = 64512
+
+    _check_asn = field_validator("asn", mode="before")(_asn)
+    mesh: bool | None = None  # iBGP full mesh between the nodes; default: true unless route-reflectors are given
+    route_reflectors: list[str] = []
+    peers: list[BGPPeer] = []
 
 
 class CNI(Model):
     backend: str = kinds.DEFAULT_CNI_BACKEND
     mode: str = kinds.DEFAULT_CNI_MODE
     mtu: int | None = Field(default=None, ge=576, le=65535)
+    masquerade: bool = True  # pod traffic leaving the cluster takes the node's address (Calico's natOutgoing)
+    bgp: BGP | None = None
 
     @field_validator("mode")
     @classmethod
@@ -149,7 +352,8 @@ class CNI(Model):
     @classmethod
     def _known_backend(cls, value: str) -> str:
         if value not in kinds.CNI_BACKENDS:
-            valid = " or ".join(repr(b) for b in kinds.CNI_BACKENDS)
+            names = [repr(b) for b in kinds.CNI_BACKENDS]
+            valid = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
             raise ValueError(f"should be {valid} (got {value!r})")
         return value
 
@@ -197,6 +401,8 @@ class Topology(Model):
     name: str
     runtime: Literal[RUNTIMES] = "netns"
     prefix: str | None = None  # containerlab's container prefix; labkit always uses lk-<name>
+    settings: Settings | None = None  # containerlab's; no effect
+    debug: bool | None = None  # containerlab's; no effect
     mgmt: Mgmt | None = None
     cluster: Cluster | None = None
     topology: TopologyBody
@@ -206,9 +412,9 @@ class Topology(Model):
     @field_validator("name")
     @classmethod
     def _lab_name(cls, value: str) -> str:
-        if not LAB_NAME.match(value):
+        if not LAB_NAME.match(value) and not CLAB_LAB_NAME.match(value):
             raise ValueError(
-                f"{value!r} is not a lab name: use 1-12 lowercase letters, digits or '-', "
-                "starting and ending with a letter or digit"
+                f"{value!r} is not a lab name: use 1-64 letters, digits, '-', '_' or '.', "
+                "starting with a letter or digit (containerlab's rule)"
             )
         return value

@@ -13,7 +13,9 @@ from pathlib import Path
 
 from labkit.errors import InputError, Problem
 from labkit.k8s import Pod, Workloads, load_workloads
+from labkit.k8s import multus
 from labkit.k8s.allocate import Allocation, allocate
+from labkit.k8s.nodes import cluster_nodes, place_daemon_sets
 from labkit.k8s.system import system_manifests
 from labkit.yamldoc import Document
 from labkit.topology.plan import NETNS_NAME_MAX, Plan, pod_capacity, pod_netns
@@ -26,24 +28,56 @@ def plan_workloads(plan: Plan, doc: Document) -> Plan:
     data = doc.data if isinstance(doc.data, dict) else {}
     sources = list(data.get("workloads") or []) + system_manifests(cluster.dns_ip, cluster.dns_replicas)
     workloads = load_workloads(sources, Path(plan.source).resolve().parent, origin=doc.file, line_of=doc.line_of)
+    workloads = place_daemon_sets(workloads, cluster_nodes([n.name for n in plan.cluster_nodes]))
     allocation = allocate(workloads, [n.name for n in plan.cluster_nodes],
                           service_cidr=str(cluster.service_cidr), dns_ip=str(cluster.dns_ip),
                           pinned=[n.name for n in plan.pod_hosts if n.kind_info.container_host])
     problems = (netns_name_problems(plan, workloads) + capacity_problems(plan, workloads, allocation)
                 + host_port_problems(plan, workloads, allocation))
+    problems += attachment_problems(plan, workloads, allocation)
     if problems:
         raise InputError(list(dict.fromkeys(problems)))
     return dataclasses.replace(plan, workloads=workloads, allocation=allocation)
 
 
 def _controller(workloads: Workloads, pod: Pod):
-    """The Deployment or StatefulSet that makes `pod`, or None for a bare pod."""
+    """The controller (Deployment, StatefulSet, ReplicaSet, DaemonSet, Job) that makes `pod`, or None."""
     owner = workloads.owners.get(pod.key)
     if owner is None:
         return None
     kind, _, name = owner.partition("/")
-    pool = workloads.deployments if kind == "Deployment" else workloads.stateful_sets
+    pool = {"Deployment": workloads.deployments, "StatefulSet": workloads.stateful_sets,
+            "ReplicaSet": workloads.replica_sets, "DaemonSet": workloads.daemon_sets, "Job": workloads.jobs}[kind]
     return next((c for c in pool if c.namespace == pod.namespace and c.name == name), None)
+
+
+def plan_notes(plan: Plan) -> list[str]:
+    """What `validate` and `up` say about the manifests besides errors: the objects and the fields
+    they accept without acting on them, one line per kind of object and per field."""
+    workloads = plan.workloads
+    if workloads is None:
+        return []
+    notes = []
+    for obj in workloads.not_acted_on:
+        where = obj.origin.problem(("metadata", "name"), "")
+        why = f": {obj.why}" if obj.why else ""
+        notes.append(f"not acted on: {obj} ({where.file}:{where.line}){why}")
+    seen: dict[tuple[str, str], list] = {}
+    for unused, origin in workloads.unused_fields:
+        seen.setdefault((unused.kind, unused.pattern), []).append(origin.problem(unused.path, ""))
+    for (kind, pattern), places in seen.items():
+        more = f" and {len(places) - 1} more" if len(places) > 1 else ""
+        notes.append(f"field not acted on: {kind} {pattern} ({places[0].file}:{places[0].line}{more})")
+    return notes
+
+
+def not_acted_on(plan: Plan) -> dict[str, list]:
+    """The `not_acted_on` key of `up`'s summary: objects ("Kind ns/name") and fields ("Kind path")."""
+    workloads = plan.workloads
+    if workloads is None:
+        return {"objects": [], "fields": []}
+    fields = dict.fromkeys(f"{u.kind} {u.pattern}" for u, _ in workloads.unused_fields)
+    return {"objects": [str(o) for o in workloads.not_acted_on], "fields": list(fields)}
 
 
 def netns_name_problems(plan: Plan, workloads: Workloads) -> list[Problem]:
@@ -111,3 +145,13 @@ def host_port_problems(plan: Plan, workloads: Workloads, allocation: Allocation)
                     "use a Service of type NodePort (every node's IP), reach the pod at its own IP, or set "
                     "spec.nodeName to a node of kind docker-host"))
     return problems
+
+
+def attachment_problems(plan: Plan, workloads: Workloads, allocation: Allocation) -> list[Problem]:
+    """Pods' `k8s.v1.cni.cncf.io/networks` annotations: networks that exist, interfaces the nodes have."""
+    where = ("metadata", "annotations", multus.NETWORKS_ANNOTATION)
+    return multus.attachment_problems(
+        workloads.pods, workloads.network_attachments, allocation.placement,
+        {n.name: [i.name for i in n.interfaces] for n in plan.cluster_nodes},
+        lambda pod, message: workloads.problem(pod, where, message),
+    )

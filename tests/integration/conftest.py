@@ -27,12 +27,13 @@ RUNTIMES = runtime_names()
 # One shipped ptp topology per CNI backend (same nodes, pods and Services in each). The shared cluster
 # tests (pod network, Services and DNS, the topology's own `expect:`) run on each of them in every
 # pod attachment mode (labkit.topology.kinds.CNI_MODES); a backend is added here in one line.
-CLUSTER_TOPOLOGIES = {"host-gw": TOPOLOGIES / "kube-3node.yaml", "vxlan": TOPOLOGIES / "kube-vxlan.yaml"}
+CLUSTER_TOPOLOGIES = {"host-gw": TOPOLOGIES / "kube-3node.yaml", "vxlan": TOPOLOGIES / "kube-vxlan.yaml",
+                      "bgp": TOPOLOGIES / "kube-bgp.yaml"}
 # A mode's own shipped topology stands in for the variant of its backend's (so it is the one run).
 SHIPPED_VARIANTS = {("host-gw", "bridge"): TOPOLOGIES / "kube-bridge.yaml"}
 # The docker runtime carries every backend and mode too, but not their product: each container lab costs
 # several seconds more than a namespace one, and what docker changes (nodes in containers) is the same for all.
-DOCKER_LABS = (("host-gw", "ptp"), ("vxlan", "bridge"))
+DOCKER_LABS = (("host-gw", "ptp"), ("vxlan", "bridge"), ("bgp", "ptp"))
 
 
 def cluster_labs() -> list[tuple[str, str, str]]:

@@ -92,6 +92,7 @@ def test_pod_to_pod_across_nodes_keeps_the_source_address(kube_lab: RunningLab) 
 
 
 def test_pod_to_outside_is_masqueraded_to_the_node_address(kube_lab: RunningLab) -> None:
+    """... unless `cni.masquerade: false` (kube-bgp, Calico's natOutgoing: false): then by its own address."""
     nodes = {n["name"]: n for n in kube_lab.summary["nodes"]}
     probe = kube_lab.pods()["team-a/probe"]
     server = serve_peer_address(kube_lab.netns_path("ext"), 9001)
@@ -100,7 +101,8 @@ def test_pod_to_outside_is_masqueraded_to_the_node_address(kube_lab: RunningLab)
     finally:
         server.kill()
         server.wait()
-    assert seen.strip() == nodes[probe["node"]]["mgmt_ipv4"]
+    masquerade = kube_lab.summary["cni"]["masquerade"]
+    assert seen.strip() == (nodes[probe["node"]]["mgmt_ipv4"] if masquerade else probe["ip"])
 
 
 def test_deployment_replicas_serve(kube_lab: RunningLab) -> None:

@@ -132,7 +132,11 @@ def test_names_that_are_not_lab_names_touch_nothing(tmp_path, sleeper):
     subprocess.run(["ip", "netns", "add", pod_ns], check=True)
     env = {"LABKIT_STATE_DIR": str(root)}
     try:
-        for name in (str(decoy), ".", "..", f"{victim}.default", "a/b", str(root / "other")):
+        # `VICTIM.default` is a lab name by containerlab's rule: it runs mapped (labkit.topology.names),
+        # never as the prefix lk-VICTIM.default; down under it removes nothing of lab VICTIM's
+        proc = run_labkit("down", "--name", f"{victim}.default", env=env)
+        assert proc.returncode == 0 and "was not up" in proc.stdout, proc.stdout + proc.stderr
+        for name in (str(decoy), ".", "..", "a/b", str(root / "other")):
             for argv in (["down", "--name", name], ["status", "--name", name], ["exec", name, "x", "--", "true"],
                          ["apply", str(TOPOLOGIES / "kube-3node.yaml"), "--name", name]):
                 proc = run_labkit(*argv, env=env)

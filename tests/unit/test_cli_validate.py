@@ -81,7 +81,8 @@ def test_several_problems_one_per_line(capsys: pytest.CaptureFixture[str], tmp_p
     code, out, err = _validate(capsys, path)
     assert (code, out) == (2, "")
     assert err.splitlines() == [
-        f"error: {path}:4: topology.nodes.h1.kind: unknown kind 'router'; valid: linux, bridge, k8s-node, docker-host",
+        f"error: {path}:4: topology.nodes.h1.kind: unknown kind 'router' (node h1); "
+        "labkit runs: linux, bridge, k8s-node, docker-host",
         f"{path}:7: topology.links[0].endpoints[1]: link to unknown node 'h9'; nodes: h1, h2",
     ]
 
@@ -89,11 +90,11 @@ def test_several_problems_one_per_line(capsys: pytest.CaptureFixture[str], tmp_p
 def test_the_message_names_the_path_as_given(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "t.yaml").write_text("name: Bad\ntopology:\n  nodes:\n    h1: {kind: linux}\n")
+    (tmp_path / "sub" / "t.yaml").write_text("name: Bad/lab\ntopology:\n  nodes:\n    h1: {kind: linux}\n")
     monkeypatch.chdir(tmp_path)
     code, _, err = _validate(capsys, "sub/t.yaml")
     assert code == 2
-    assert err.startswith("error: sub/t.yaml:1: name: 'Bad' is not a lab name")
+    assert err.startswith("error: sub/t.yaml:1: name: 'Bad/lab' is not a lab name")
 
 
 def test_missing_argument_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

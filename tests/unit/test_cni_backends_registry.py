@@ -31,7 +31,7 @@ def test_unknown_backend_is_one_error_listing_the_valid_names():
     with pytest.raises(bk.UnknownBackend) as info:
         bk.get_backend("weave")
     assert isinstance(info.value, LabkitError) and isinstance(info.value, ValueError)
-    assert str(info.value) == "unknown CNI backend 'weave'; valid: host-gw, vxlan"
+    assert str(info.value) == "unknown CNI backend 'weave'; valid: host-gw, vxlan, bgp"
 
 
 def test_each_backend_satisfies_the_protocol():

@@ -64,7 +64,7 @@ def test_a_state_file_that_is_not_an_object_reads_as_none(text, state_root):
 
 
 @pytest.mark.parametrize("argv", [
-    ["status", "--name", "/"], ["status", "--name", "lab.default"], ["down", "--name", "."],
+    ["status", "--name", "/"], ["status", "--name", "lab default"], ["down", "--name", "."],
     ["exec", "../x", "node", "--", "true"], ["graph", "--name", "/etc"],
     ["verify", "topologies/two-hosts.yaml", "--name", "a/b"], ["apply", "topologies/two-hosts.yaml", "--name", ".."],
     ["up", "topologies/two-hosts.yaml", "--name", "/tmp"],
@@ -73,6 +73,14 @@ def test_cli_refuses_a_bad_lab_name_before_doing_anything(argv, capsys, state_ro
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert "is not a lab name" in err and "internal error" not in err
+
+
+def test_a_containerlab_lab_name_never_becomes_another_labs_prefix():
+    """`lab.default` is a name by containerlab's rule: it runs mapped (labkit.topology.names), never as
+    `lk-lab.default`, which would match the pods of lab `lab`."""
+    from labkit.topology.names import lab_key
+
+    assert lab_key("lab.default").startswith("lab-d-") and "." not in lab_key("lab.default")
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-1", "0", "1e9", "soon"])

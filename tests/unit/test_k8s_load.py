@@ -157,8 +157,9 @@ def test_every_problem_is_reported_at_once():
     assert [str(p) for p in exc.value.problems] == [
         "m.yaml:4: spec.hostname: 'A' is not a valid DNS-1123 label; valid: lowercase letters, digits "
         "and '-', starting and ending with a letter or digit",
-        "m.yaml:7: kind: 'Widget' is not supported; valid: Namespace, Pod, Deployment, StatefulSet, "
-        "Service, NetworkPolicy",
+        "m.yaml:7: kind: 'Widget' is not a kind of v1; valid: Binding, ConfigMap, Endpoints, Event, LimitRange, "
+        "Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, PodTemplate, ReplicationController, "
+        "ResourceQuota, Secret, Service, ServiceAccount",
     ]
 
 

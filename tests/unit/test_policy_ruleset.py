@@ -121,10 +121,12 @@ def test_pod_chain_lines_follow_the_rules():
                         r"\{ tcp \. 8002, tcp \. 9000-9100, udp \. 53 \} return comment \"shop/backends ingress\[0\]\"",
                         back[1]), back[1]
     assert back[2] == 'return comment "shop/backends ingress[1]"'
-    assert back[-1] == 'counter drop comment "nothing above allows it"'
+    assert back[-1] == ('counter drop comment "denied by NetworkPolicy shop/backends (ingress of shop/pod-2): '
+                        'nothing allows it"')
     egress = chain_body(text, "egress-", "/pod-1")
     assert egress[0].startswith('comment "egress of shop/pod-1; policies shop/deny-fronts"')
-    assert egress[1:] == ['counter drop comment "nothing above allows it"']
+    assert egress[1:] == ['counter drop comment "denied by NetworkPolicy shop/deny-fronts (egress of shop/pod-1): '
+                          'nothing allows it"']
 
 
 def test_egress_named_ports_become_a_destination_set():

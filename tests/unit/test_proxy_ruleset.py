@@ -41,10 +41,11 @@ def text() -> str:
     return render_node_ruleset(ALL, pod_cidr=POD_CIDR)
 
 
-def chain(text: str, name_prefix: str) -> str:
+def chain(text: str, name_prefix: str, comments: bool = False) -> str:
+    """A chain's body; without the rules' comments unless asked (they are checked on their own)."""
     match = re.search(rf"\n\tchain ({re.escape(name_prefix)}[^ ]*) {{\n(.*?)\n\t}}\n", text, re.S)
     assert match, f"no chain {name_prefix}"
-    return match.group(2)
+    return match.group(2) if comments else re.sub(r' comment "[^"]*"$', "", match.group(2), flags=re.M)
 
 
 def elements(text: str, map_name: str) -> list[str]:
@@ -73,6 +74,7 @@ def test_service_ips_map_has_one_element_per_served_port(text):
 
 def test_hooks_and_masquerade(text):
     assert "type nat hook prerouting priority dstnat; policy accept;\n\t\tjump services" in text
+    text = re.sub(r' comment "[^"]*"$', "", text, flags=re.M)
     assert "type nat hook output priority -100; policy accept;\n\t\tjump services" in text
     assert "type nat hook postrouting priority srcnat; policy accept;\n\t\tjump masquerading" in text
     assert chain(text, "masquerading") == (
@@ -131,7 +133,9 @@ def test_external_traffic_policy_local_serves_outside_clients_from_local_endpoin
         f"numgen random mod 2 vmap {{ 0 : goto {c.local_endpoints[0].name}, 1 : goto {c.local_endpoints[1].name} }}",
     ]  # outside clients: no mark, so no masquerade: the pod sees their address
     elsewhere = render_node_ruleset([svc], pod_cidr=POD_CIDR, node_name="n3")
-    assert chain(elsewhere, c.external_chain).splitlines()[-1].strip() == 'drop comment "no local endpoints"'
+    last = chain(elsewhere, c.external_chain, comments=True).splitlines()[-1].strip()
+    assert last == ('drop comment "nodePort 30090/tcp of service default/echo:8080: no local endpoints '
+                    '(externalTrafficPolicy: Local)"')
     assert "30090" not in " ".join(elements(elsewhere, "no-endpoint-nodeports"))  # pods still get served
 
 
@@ -213,3 +217,16 @@ def test_nft_error_names_the_offending_line():
         "Could not resolve hostname: Name or service not known (line 3: ip daddr 10.0.0.300 accept)"
     )
     assert explain_nft_error("", text) == "nft failed without a message"
+
+
+def test_rules_name_the_service_endpoint_and_node_port_they_come_from(text):
+    """labkit trace reports these comments: the rule that picked an endpoint, the DNAT, the NodePort."""
+    dns, web = (plan_node_ruleset([svc], pod_cidr=POD_CIDR).chains[0].name for svc in (DNS, WEB))
+    assert chain(text, dns, comments=True).splitlines()[-1].endswith('comment "service default/dns:53/udp"')
+    assert chain(text, web, comments=True).splitlines()[-1].endswith('comment "service default/web:80/tcp"')
+    endpoint = chain(text, "endpoint-", comments=True).splitlines()[-1].strip()
+    assert re.fullmatch(r'meta l4proto \w+ dnat to ([\d.]+):(\d+) comment "endpoint default/\1 \1:\2"',
+                        endpoint), endpoint
+    external = chain(text, "external-", comments=True)
+    assert 'jump mark-for-masquerade comment "nodePort 30080/tcp of service default/web:80"' in external
+    assert 'masquerade fully-random comment "masquerade: marked by a service rule"' in text

@@ -121,7 +121,7 @@ def test_entry_point_loads_the_plugin(pytester: pytest.Pytester) -> None:
 
 
 def test_invalid_topology_is_a_clear_error(inner: pytest.Pytester) -> None:
-    inner.makefile(".yaml", bad="name: Not_Valid\ntopology: {nodes: {h1: {kind: linux}}}\n")
+    inner.makefile(".yaml", bad="name: Not/Valid\ntopology: {nodes: {h1: {kind: linux}}}\n")
     inner.makepyfile("""
         import pytest
 

@@ -38,3 +38,9 @@ def test_no_labs():
     out = io.StringIO()
     print_status([], Console(file=out, width=80))
     assert out.getvalue().strip() == "no labs are up"
+
+
+def test_a_mapped_lab_shows_the_files_name_and_the_name_it_runs_as():
+    out = io.StringIO()
+    print_status([{**LAB, "name": "my-la-04d875", "title": "My_Lab.2026"}], Console(file=out, width=160))
+    assert "lab My_Lab.2026 (runs as my-la-04d875) (netns, up)" in out.getvalue()

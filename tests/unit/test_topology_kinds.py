@@ -76,9 +76,9 @@ def test_no_kind_is_compared_by_name_outside_the_registry() -> None:
 
 
 def test_cni_backend_names_live_in_the_plan_layer(tmp_path: Path) -> None:
-    assert kinds.CNI_BACKENDS == ("host-gw", "vxlan")
+    assert kinds.CNI_BACKENDS == ("host-gw", "vxlan", "bgp")
     path = tmp_path / "t.yaml"
-    path.write_text("name: c\ncluster: {cni: {backend: bgp}}\ntopology:\n  nodes: {cp: {kind: k8s-node}}\n")
+    path.write_text("name: c\ncluster: {cni: {backend: calico}}\ntopology:\n  nodes: {cp: {kind: k8s-node}}\n")
     with pytest.raises(InputError) as info:
         load_plan(path)
-    assert str(info.value) == f"{path}:2: cluster.cni.backend: should be 'host-gw' or 'vxlan' (got 'bgp')"
+    assert str(info.value) == f"{path}:2: cluster.cni.backend: should be 'host-gw', 'vxlan' or 'bgp' (got 'calico')"

@@ -504,7 +504,8 @@ def test_build_plan_is_a_list_of_named_passes() -> None:
 
     assert [p.__name__ for p in PASSES] == [
         "check_kind_definitions", "resolve_nodes", "plan_cluster", "check_cluster_nodes", "plan_links",
-        "check_link_subnets", "plan_mgmt", "check_cluster_cidrs", "assign_pod_cidrs", "plan_nodes",
+        "check_link_subnets", "plan_mgmt", "plan_bgp_settings", "check_cluster_cidrs", "assign_pod_cidrs",
+        "plan_nodes", "check_order", "check_ports", "collect_notes",
     ]
     assert all(p.__doc__ for p in PASSES)
 

@@ -9,6 +9,7 @@ registered ones, which tests/unit/test_cni_backends_registry.py checks.
 
 - host-gw (hostgw.py): a route per peer podCIDR via the peer's node IP.
 - vxlan (vxlan.py): flannel's vxlan device, neighbours, FDB entries, onlink routes.
+- bgp (bgp.py): nothing of its own: each node's BIRD (labkit.bgp) installs the peers' routes.
 - masquerade (masquerade.py): nftables table `labkit-cni` masquerading traffic from
   the node's pods to anything outside the cluster pod CIDR.
 """
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 
 from labkit.errors import LabkitError
 
+from .bgp import Bgp
 from .base import Backend, BackendError, ClusterNode, check_ifname, on_node, underlay_mtu, vtep_mac_for
 from .hostgw import HostGw
 from .masquerade import MASQ_TABLE, apply_masquerade, remove_masquerade, render_masquerade
@@ -64,6 +66,7 @@ class BackendRegister:
 REGISTRY = BackendRegister()
 REGISTRY.register(HostGw)
 REGISTRY.register(Vxlan)
+REGISTRY.register(Bgp)
 
 
 def get_backend(name: str) -> Backend:
