@@ -186,7 +186,7 @@ class ContainerPort(K8sModel):
     name: PortName | None = None
     containerPort: PortNumber
     protocol: Protocol = "TCP"
-    hostPort: PortNumber | None = None  # published on docker-host nodes only (the plan checks where a pod runs)
+    hostPort: PortNumber | None = None  # published on docker-host nodes (portmap); elsewhere not acted on
 
 
 class EnvVar(K8sModel):

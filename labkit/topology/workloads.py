@@ -32,8 +32,7 @@ def plan_workloads(plan: Plan, doc: Document) -> Plan:
     allocation = allocate(workloads, [n.name for n in plan.cluster_nodes],
                           service_cidr=str(cluster.service_cidr), dns_ip=str(cluster.dns_ip),
                           pinned=[n.name for n in plan.pod_hosts if n.kind_info.container_host])
-    problems = (netns_name_problems(plan, workloads) + capacity_problems(plan, workloads, allocation)
-                + host_port_problems(plan, workloads, allocation))
+    problems = netns_name_problems(plan, workloads) + capacity_problems(plan, workloads, allocation)
     problems += attachment_problems(plan, workloads, allocation)
     if problems:
         raise InputError(list(dict.fromkeys(problems)))
@@ -64,6 +63,8 @@ def plan_notes(plan: Plan) -> list[str]:
         notes.append(f"not acted on: {obj} ({where.file}:{where.line}){why}")
     seen: dict[tuple[str, str], list] = {}
     for unused, origin in workloads.unused_fields:
+        if unused.path[-1] == "hostPort" and _published(plan, origin):
+            continue  # a docker-host publishes it (portmap)
         seen.setdefault((unused.kind, unused.pattern), []).append(origin.problem(unused.path, ""))
     for (kind, pattern), places in seen.items():
         more = f" and {len(places) - 1} more" if len(places) > 1 else ""
@@ -71,12 +72,25 @@ def plan_notes(plan: Plan) -> list[str]:
     return notes
 
 
+def _published(plan: Plan, origin) -> bool:
+    """Whether every pod of the manifest at `origin` runs on a docker-host, where hostPort is acted on."""
+    workloads, allocation = plan.workloads, plan.allocation
+    hosts = {n.name for n in plan.pod_hosts if n.kind_info.container_host}
+    if workloads is None or allocation is None or not hosts:
+        return False
+    made = [(kind, ns, name) for (kind, ns, name), o in workloads.origins.items() if o == origin]
+    pods = [p.key for p in workloads.pods for kind, ns, name in made if p.namespace == ns
+            and ((kind == "Pod" and p.name == name) or workloads.owners.get(p.key) == f"{kind}/{name}")]
+    return bool(pods) and all(allocation.placement.get(key) in hosts for key in pods)
+
+
 def not_acted_on(plan: Plan) -> dict[str, list]:
     """The `not_acted_on` key of `up`'s summary: objects ("Kind ns/name") and fields ("Kind path")."""
     workloads = plan.workloads
     if workloads is None:
         return {"objects": [], "fields": []}
-    fields = dict.fromkeys(f"{u.kind} {u.pattern}" for u, _ in workloads.unused_fields)
+    fields = dict.fromkeys(f"{u.kind} {u.pattern}" for u, origin in workloads.unused_fields
+                           if not (u.path[-1] == "hostPort" and _published(plan, origin)))
     return {"objects": [str(o) for o in workloads.not_acted_on], "fields": list(fields)}
 
 
@@ -122,28 +136,6 @@ def capacity_problems(plan: Plan, workloads: Workloads, allocation: Allocation) 
             f"{total} pods are scheduled on node {node!r}, but its podCIDR {pod_cidr} holds {room}; "
             "run fewer replicas, spread pods with spec.nodeName, or add k8s-nodes",
         ))
-    return problems
-
-
-def host_port_problems(plan: Plan, workloads: Workloads, allocation: Allocation) -> list[Problem]:
-    """hostPort publishes a container's port on its host's address: what a docker-host does (portmap);
-    a k8s-node's pods are reached at their own address or through a Service instead."""
-    problems = []
-    for pod in workloads.pods:
-        node = allocation.placement.get(pod.key)
-        if node is None or plan.node(node).kind_info.container_host:
-            continue
-        for ci, container in enumerate(pod.spec.containers):
-            for pi, port in enumerate(container.ports):
-                if port.hostPort is None:
-                    continue
-                controller = _controller(workloads, pod)
-                prefix = ("spec", "template", "spec") if controller else ("spec",)
-                problems.append(workloads.problem(
-                    controller or pod, (*prefix, "containers", ci, "ports", pi, "hostPort"),
-                    f"hostPort is published only on a docker-host, and this pod runs on k8s-node {node!r}; "
-                    "use a Service of type NodePort (every node's IP), reach the pod at its own IP, or set "
-                    "spec.nodeName to a node of kind docker-host"))
     return problems
 
 
