@@ -21,7 +21,7 @@ from labkit.errors import LabkitError
 from labkit.files import umask
 from labkit.lock import lab_lock
 from labkit.net import netns, wiring
-from labkit.phases import bgp, cni, dns, nodes, pods, services
+from labkit.phases import bgp, cni, dns, impair, nodes, pods, services
 from labkit.phases.build import Build, PodRecord
 from labkit.progress import Progress
 from labkit.runtime import Runtime, Sandbox, get_runtime
@@ -57,6 +57,7 @@ UP: tuple[Phase, ...] = (
     ("nodes", nodes.create_nodes, always),
     ("links", nodes.create_links, always),
     ("addresses and routes", nodes.configure_nodes, always),
+    ("impairments", impair.apply_impairments, impair.with_impairments),  # tc/nft on link ends that are up
     ("host access", nodes.connect_host, with_host_access),
     ("pod network", cni.setup_pod_network, with_cluster),  # starts the CNI server first
     ("bgp", bgp.start_bgp, bgp.with_bgp),  # backend bgp: a BIRD per node; sessions come up meanwhile
@@ -87,12 +88,15 @@ APPLY: tuple[Phase, ...] = (  # a running cluster lab's workloads; nodes and lin
 
 
 def up(path: str, runtime: str | None = None, progress: Progress | None = None,
-       name: str | None = None) -> dict[str, Any]:
-    """Build the lab in `path` (named `name` if given); on any failure remove everything built and raise."""
+       name: str | None = None, stand_in: bool = False) -> dict[str, Any]:
+    """Build the lab in `path` (named `name` if given); on any failure remove everything built and raise.
+    `stand_in`: containers whose image the engine lacks run labkit's stand-in (as `cluster.stand-ins: true`)."""
     progress = progress or Progress()
     if name is not None:
         paths.check_lab_name(name)
     plan = load_plan(path, runtime, name)
+    if stand_in and plan.cluster is not None:
+        plan = dataclasses.replace(plan, cluster=dataclasses.replace(plan.cluster, stand_ins=True))
     rt = get_runtime(plan.runtime)
     with lab_lock(plan.lab, "up"), umask():  # one verb at a time; files and servers never take the caller's umask
         return _up(path, plan, rt, progress)
@@ -109,7 +113,8 @@ def _up(path: str, plan: Plan, rt: Runtime, progress: Progress) -> dict[str, Any
     for note in plan_notes(plan):
         progress.note(f"note: {note}")
     state.write(plan.lab, {"name": plan.lab, "runtime": plan.runtime, "source": os.path.abspath(path),
-                           "phase": "starting", "created": time.time()})
+                           "phase": "starting", "created": time.time(),
+                           "stand_ins": plan.cluster.stand_ins if plan.cluster else None})
     _run_phases(build, UP, undo=True)
     return _record(build)
 
@@ -133,6 +138,8 @@ def _apply(path: str, plan: Plan, progress: Progress) -> dict[str, Any]:
     plan = dataclasses.replace(plan, runtime=summary["runtime"])
     if plan.cluster is None:
         raise LabkitError(f"lab {plan.lab!r} has no cluster: apply changes workloads only")
+    if recorded.get("stand_ins") is True:  # `up --stand-in` holds for the lab's later pods too
+        plan = dataclasses.replace(plan, cluster=dataclasses.replace(plan.cluster, stand_ins=True))
     if _shape(summarize(plan)) != _shape(summary):
         raise LabkitError(f"the nodes or links of {path} changed since lab {plan.lab!r} came up; "
                           f"rebuild it: labkit up --reconfigure {path}")
@@ -140,7 +147,8 @@ def _apply(path: str, plan: Plan, progress: Progress) -> dict[str, Any]:
     build.sandboxes = {n["name"]: Sandbox(plan.lab, n["name"], n["netns_path"]) for n in summary["nodes"]}
     build.pods = [PodRecord(p["namespace"], p["name"], p["node"], p["ip"], p["netns"], p["netns_path"],
                         p["pid"], p["labels"], p.get("pid_start"), p.get("host_network", False),
-                        p.get("run_once", False), p.get("network_status") or []) for p in summary["pods"]]
+                        p.get("run_once", False), p.get("network_status") or [], p.get("containers", []))
+                   for p in summary["pods"]]
     from labkit.proxy import ServiceView
 
     build.previous_services = [ServiceView.model_validate(v) for v in recorded.get("service_views", [])]
@@ -358,6 +366,7 @@ def status(lab: str | None = None) -> list[dict[str, Any]]:
         problems = health_problems(name, summary, present) if phase == "up" else []
         _pod_phases(name, summary)
         summary["phase"] = "degraded" if problems else phase
+        summary["impairments"] = impair.status_of(recorded, summary)  # from the kernel; None: cannot be read
         summary["health"] = {"ok": not problems and phase == "up", "problems": problems}
         result.append(summary)
     return result
@@ -393,6 +402,10 @@ def health_problems(lab: str, summary: dict[str, Any], present: set[str]) -> lis
             problems.append(f"pod {key}: namespace {pod.get('netns')} is gone")
         elif netns_runtime and pod.get("pid") and _pod_holder(pod) is None:
             problems.append(f"pod {key}: its holder process {pod['pid']} is gone")
+        for container in pod.get("containers") or []:  # labkit's stand-ins, by the pid files they write
+            pid_file = os.path.join(files.pod_dir(pod["namespace"], pod["name"]), f"{container.get('name')}.pid")
+            if container.get("stand_in") and processes.recorded(pid_file, marker=files.dir) is None:
+                problems.append(f"pod {key}: the stand-in of container {container['name']} is not running")
         if pod["namespace"] == "kube-system" and pod.get("labels", {}).get("k8s-app") == DNS_APP:
             if processes.recorded(files.dns_pid_file(pod["name"]), marker=files.dir) is None:
                 problems.append(f"DNS server of pod {key} is not running (labkit apply restarts it)")
@@ -473,6 +486,57 @@ def _bird_socket(lab: str, target: str) -> str | None:
     summary = (state.read(lab) or {}).get("summary") or {}
     node = next((n for n in summary.get("nodes", []) if n.get("name") == target), {})
     return node.get("bgp", {}).get("socket") if isinstance(node.get("bgp"), dict) else None
+
+
+def _netem_target(lab: str, where: str) -> tuple[str, str, str]:
+    """`NODE:IFACE` or `NS/POD:IFACE` -> (target, netns path, interface)."""
+    target, sep, ifname = where.rpartition(":")
+    if not sep or not target or not ifname:
+        raise LabkitError(f"{where!r} is not NODE:IFACE or NS/POD:IFACE (e.g. w1:eth1)")
+    _, sandbox = sandbox_of(lab, target)
+    return target, sandbox.netns_path, ifname
+
+
+def netem(lab: str, where: str, values: Mapping[str, object] | None) -> list[dict[str, Any]]:
+    """`labkit netem LAB NODE:IFACE --delay 50ms ...`: these impairments, and only these, on that
+    interface's egress (None or nothing given: clear it). Returns what is in force there now."""
+    from labkit.topology.impairment import Impairment
+
+    try:
+        imp = Impairment.from_values(dict(values or {}))
+    except ValueError as exc:
+        raise LabkitError(str(exc)) from None
+    target, path, ifname = _netem_target(lab, where)
+    with lab_lock(lab, "netem"), umask():
+        return impair.set_live(lab, (state.read(lab) or {})["summary"], target, path, ifname, imp)
+
+
+def netem_show(lab: str) -> list[dict[str, Any]]:
+    """Every impairment in force in the lab (every node and pod asked), read back from the kernel."""
+    summary = status(lab)[0]
+    return impair.in_force(impair.targets_of(summary), impair.holders_of(summary))
+
+
+def capture(lab: str, target: str, output: str | None, filter_words: Sequence[str]) -> int:
+    """`labkit capture LAB TARGET[:IFACE] [-w FILE] [-- FILTER]`: tcpdump in a node's or pod's namespace
+    until Ctrl-C or `down` (labkit.capture); every interface when no IFACE is given."""
+    from labkit import capture as capturing
+
+    name, sep, ifname = target.rpartition(":")
+    if not sep:
+        name, ifname = target, None
+    _, sandbox = sandbox_of(lab, name)
+    return capturing.run(lab, sandbox.netns_path, ifname or None, filter_words, output, where=target)
+
+
+def events(lab: str, emit: Callable[[Any], None], stopped: Callable[[], bool] = lambda: False,
+           ready: Callable[[list[str]], None] = lambda names: None) -> None:
+    """`labkit events LAB`: every change in the lab (labkit.events) until stopped() or the lab goes down."""
+    from labkit import events as watching
+
+    if lab not in known_labs():
+        raise LabkitError(f"no lab named {lab!r} is up (labs: {', '.join(sorted(known_labs())) or 'none'})")
+    watching.watch(lab, emit, stopped, ready)
 
 
 def graph_summary(topology: str | Path | None = None, name: str | None = None) -> dict[str, Any]:

@@ -39,6 +39,8 @@ def print_status(labs: list[dict[str, Any]], console: Console | None = None) -> 
             console.print(_bgp(lab["nodes"]))
         for problem in lab.get("health", {}).get("problems", []):
             console.print(f"degraded: {problem}")
+        if lab.get("impairments"):
+            print_impairments(lab["impairments"], console)
         if lab.get("pods"):
             pods = Table(title="pods", title_justify="left")
             for column in ("namespace", "name", "node"):
@@ -47,9 +49,17 @@ def print_status(labs: list[dict[str, Any]], console: Console | None = None) -> 
             phases = any(pod.get("phase", "Running") != "Running" for pod in lab["pods"])  # pods that ran once
             if phases:
                 pods.add_column("phase")
+            stand_ins = any(c.get("stand_in") for pod in lab["pods"] for c in pod.get("containers") or [])
+            if stand_ins:
+                pods.add_column("stand-ins (labkit's stand-in runs instead, and why)", overflow="fold")
             for pod in lab["pods"]:
-                pods.add_row(pod["namespace"], pod["name"], pod["node"], pod.get("ip") or "",
-                             *([pod.get("phase", "Running")] if phases else []))
+                row = [pod["namespace"], pod["name"], pod["node"], pod.get("ip") or ""]
+                if phases:
+                    row.append(pod.get("phase", "Running"))
+                if stand_ins:
+                    row.append("\n".join(f"{c['name']}: {c['stand_in']}" for c in pod.get("containers") or []
+                                         if c.get("stand_in")))
+                pods.add_row(*row)
             console.print(pods)
         if lab.get("services"):
             console.print(_services(lab["services"]))
@@ -95,3 +105,21 @@ def _bgp(nodes: list[dict[str, Any]]) -> Table:
         table.add_row(node["name"], f"AS{info['asn']}\n{info['router_id']}", sessions,
                       info.get("error") or routes, info.get("socket", ""))
     return table
+
+
+def print_impairments(found: list[dict[str, Any]], console: Console | None = None) -> None:
+    """Impairments in force (labkit netem show, status), one row per interface, as the kernel has them."""
+    from labkit.topology.impairment import FIELDS, Impairment
+
+    console = console or _console()
+    if not found:
+        console.print("no impairments in force")
+        return
+    table = Table(title="impairments (egress, read back from the kernel)", title_justify="left")
+    for column in ("where", "impairment", "via", "dropped"):
+        table.add_column(column)
+    for item in found:
+        imp = Impairment(**{k: item[k] for k in FIELDS if k in item})
+        table.add_row(f"{item['node']}:{item['interface']}", imp.describe(), "+".join(item.get("via", [])),
+                      str(item["dropped"]) if item.get("dropped") is not None else "")
+    console.print(table)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from typing import TYPE_CHECKING
 
 from labkit import paths, processes
@@ -79,6 +81,9 @@ def ensure_cni_server(b: Build) -> None:
     if server.is_serving(files.cni_socket):
         return
     processes.stop_recorded(files.cni_dir, marker=files.dir)  # one that lives on must not outlive its pid file
+    # a killed server leaves its socket file behind: gone, the wait below sees the new one bind, not the old file
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(files.cni_socket)
     start_cni_server(b.plan.lab)
     wait_cni_server(b)
 
