@@ -133,12 +133,12 @@ def test(c, k=None):
     c.run(shlex.join([sys.executable, "-m", "pytest", "-q", *(["-k", k] if k else [])]), pty=sys.stdout.isatty())
 
 
-BENCHES = ("lab", "cni", "pods", "dns", "runtimes", "trace", "bgp", "capture", "standin", "rootless")
+BENCHES = ("lab", "cni", "pods", "dns", "runtimes", "trace", "bgp", "capture", "standin", "up", "rootless")
 
 
 @task(help={"only": f"comma-separated subset of {','.join(BENCHES)}", "sizes": "chain sizes for the lab bench",
             "repeat": "runs per size (best is kept)", "attendees": "users for the rootless bench (each one lab)"})
-def bench(c, only="lab,cni,pods,dns,runtimes,trace,bgp,capture,standin,rootless", sizes="10,100,1000", repeat=3,
+def bench(c, only="lab,cni,pods,dns,runtimes,trace,bgp,capture,standin,up,rootless", sizes="10,100,1000", repeat=3,
           attendees=30):
     """Benchmarks against baselines measured in the same run; prints tables, writes nothing."""
     chosen = [b.strip() for b in only.split(",") if b.strip()]
@@ -183,6 +183,10 @@ def bench(c, only="lab,cni,pods,dns,runtimes,trace,bgp,capture,standin,rootless"
         from tests.bench.bench_standin import print_standin_bench
 
         print_standin_bench(50)
+    if "up" in chosen:
+        from tests.bench.bench_up import print_up_bench
+
+        print_up_bench(int(repeat))
     if "rootless" in chosen:
         from tests.bench.bench_rootless import print_rootless_bench
 

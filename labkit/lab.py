@@ -22,7 +22,7 @@ from labkit.files import umask
 from labkit.lock import lab_lock
 from labkit.net import netns, wiring
 from labkit.phases import bgp, cni, dns, impair, nodes, pods, services
-from labkit.phases.build import Build, PodRecord, k8s_nodes
+from labkit.phases.build import Build, PodRecord
 from labkit.progress import Progress
 from labkit.runtime import Runtime, Sandbox, get_runtime
 from labkit.topology import load_plan
@@ -230,8 +230,8 @@ def summarize(plan: Plan, build: Build | None = None) -> dict[str, Any]:
         "services": [s.as_status() for s in build.services] if build else [],
         "dns": {"ip": str(plan.cluster.dns_ip), "domain": plan.cluster.domain} if plan.cluster else None,
         "cni": {"bin_dir": files.cni_bin_dir, "socket": files.cni_socket, "backend": plan.cluster.backend,
-                "masquerade": plan.cluster.masquerade,
-                "conflists": {n.name: files.conflist(n.name) for n in k8s_nodes(plan)}}
+                "mode": plan.cluster.mode, "masquerade": plan.cluster.masquerade,
+                "conflists": {n.name: files.conflist(n.name) for n in plan.pod_hosts}}
         if plan.cluster else None,
         "timings": dict(build.timings) if build else {},
         "not_acted_on": _not_acted_on(plan),

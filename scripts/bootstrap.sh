@@ -16,10 +16,11 @@ fi
 
 # busybox-static and socat: the shipped labs' pods run them (and the docker runtime's image holds them).
 # bird2: the bgp backend's routing daemon; tcpdump: `labkit capture`.
+# containernetworking-plugins and iptables: a docker-host's bridge and portmap plugins (iptables-nft rules).
 packages=(iproute2 nftables iputils-ping procps util-linux python3 python3-venv python3-pip busybox-static socat
-          bird2 tcpdump)
+          bird2 tcpdump containernetworking-plugins iptables)
 if [ "$want_tests" = 1 ]; then
-  packages+=(containernetworking-plugins iptables dnsutils dnsperf dnsmasq-base docker.io chromium graphviz
+  packages+=(dnsutils dnsperf dnsmasq-base docker.io chromium graphviz
             iperf3 tshark)
 fi
 missing=()

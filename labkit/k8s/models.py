@@ -189,7 +189,7 @@ class ContainerPort(K8sModel):
     name: PortName | None = None
     containerPort: PortNumber
     protocol: Protocol = "TCP"
-    hostPort: PortNumber | None = None
+    hostPort: PortNumber | None = None  # published on docker-host nodes (portmap); elsewhere not acted on
 
 
 class EnvVar(K8sModel):
