@@ -45,11 +45,12 @@ class Allocation:
 
 
 def allocate(workloads: Workloads, nodes: Sequence[str], *, service_cidr: str,
-             dns_ip: str | None = None) -> Allocation:
-    """Schedule every pod and allocate every ClusterIP and NodePort; InputError lists every problem."""
+             dns_ip: str | None = None, pinned: Sequence[str] = ()) -> Allocation:
+    """Schedule every pod and allocate every ClusterIP and NodePort; InputError lists every problem.
+    `pinned` nodes (docker-hosts) run only the pods naming them in spec.nodeName."""
     problems: list[Problem] = []
     results: list[Mapping] = []
-    for step in (lambda: schedule_pods(workloads, nodes),
+    for step in (lambda: schedule_pods(workloads, nodes, pinned),
                  lambda: allocate_cluster_ips(workloads, service_cidr=service_cidr, dns_ip=dns_ip),
                  lambda: allocate_node_ports(workloads)):
         try:

@@ -13,6 +13,7 @@ from labkit.k8s.standin import StandIn, pod_stand_ins, program
 from labkit.k8s.system import DNS_APP
 from labkit.cni import attach
 from labkit.cni.conflist import execute_conflist
+from labkit.cni.dockerhost import port_mappings
 from labkit.cni.errors import CNIError
 from labkit.errors import LabkitError
 from labkit.k8s.multus import pod_attachments
@@ -107,7 +108,8 @@ def start_pod_set(b: Build, todo: list[tuple[Pod, str]]) -> None:
             result = execute_conflist("ADD", paths.lab(plan.lab).conflist(node),
                                       container_id=container_id(plan.lab, pod.namespace, pod.name),
                                       netns=sandbox.netns_path, ifname=POD_IFNAME,
-                                      node_netns=b.sandboxes[node].netns_path)
+                                      node_netns=b.sandboxes[node].netns_path,
+                                      capability_args=published(pod), cache_dir=result_cache(plan, node))
         except CNIError as exc:
             raise LabkitError(f"pod {pod.key} on {node}: CNI ADD failed: {exc}") from None
         record.ip = result["ips"][0]["address"].split("/")[0]
@@ -177,13 +179,14 @@ def sync_pods(b: Build) -> None:
     running = {f"{r.namespace}/{r.name}" for r in b.pods}
     load = {n.name: 0 for n in k8s_nodes(b.plan)}
     for record in b.pods:
-        load[record.node] = load.get(record.node, 0) + 1
+        if record.node in load:
+            load[record.node] += 1
     todo = []
     for key, pod in wanted.items():
         if key in running:
             continue
         node = pick_node(pod.spec, load)
-        load[node] += 1
+        load[node] = load.get(node, 0) + 1  # a docker-host named by nodeName is not in `load`
         todo.append((pod, node))
     if todo:
         start_pod_set(b, todo)
@@ -199,7 +202,7 @@ def stop_pod(b: Build, record: PodRecord) -> None:
             execute_conflist("DEL", paths.lab(plan.lab).conflist(record.node),
                              container_id=container_id(plan.lab, record.namespace, record.name),
                              netns=record.netns_path, ifname=POD_IFNAME,
-                             node_netns=b.sandboxes[record.node].netns_path)
+                             node_netns=b.sandboxes[record.node].netns_path, cache_dir=result_cache(plan, record.node))
     except CNIError as exc:
         raise LabkitError(f"pod {record.namespace}/{record.name}: CNI DEL failed: {exc}") from None
     files = paths.lab(plan.lab)
@@ -229,17 +232,32 @@ def remove_unrecorded_pods(b: Build) -> None:
             attach.release(b.plan.lab, namespace, pod)
         except CNIError as exc:
             raise LabkitError(f"leftover pod namespace {name}: CNI DEL failed: {exc}") from None
-        for node in k8s_nodes(b.plan):
+        for node in b.plan.pod_hosts:
             try:
                 execute_conflist("DEL", files.conflist(node.name),
                                  container_id=container_id(b.plan.lab, namespace, pod),
-                                 netns=path, ifname=POD_IFNAME, node_netns=b.sandboxes[node.name].netns_path)
+                                 netns=path, ifname=POD_IFNAME, node_netns=b.sandboxes[node.name].netns_path,
+                                 cache_dir=result_cache(b.plan, node.name))
             except CNIError as exc:
                 raise LabkitError(f"leftover pod namespace {name}: CNI DEL failed: {exc}") from None
         processes.stop_in_namespaces([path])
         netns.delete_namespace(name)
         shutil.rmtree(files.pod_dir(namespace, pod), ignore_errors=True)
         b.progress.note(f"removed {name}, left by an interrupted apply")
+
+
+def published(pod: Pod) -> dict | None:
+    """The `portMappings` capability of a pod's hostPorts (docker-hosts publish them with portmap)."""
+    mappings = port_mappings(p for c in pod.spec.containers for p in c.ports)
+    return {"portMappings": mappings} if mappings else None
+
+
+def result_cache(plan: Plan, node: str) -> str | None:
+    """Where a docker-host's ADD results and port mappings are kept for DEL (libcni's results cache):
+    portmap removes a pod's DNAT only when DEL names its mappings again. labkit-cni needs none."""
+    if not plan.node(node).kind_info.container_host:
+        return None
+    return os.path.join(paths.lab(plan.lab).conflist_dir(node), "results")
 
 
 def pod_phase(runtime, lab: str, pod: dict) -> str:

@@ -360,9 +360,19 @@ class BGP(Model):
 
 class CNI(Model):
     backend: str = kinds.DEFAULT_CNI_BACKEND
+    mode: str = kinds.DEFAULT_CNI_MODE
     mtu: int | None = Field(default=None, ge=576, le=65535)
     masquerade: bool = True  # pod traffic leaving the cluster takes the node's address (Calico's natOutgoing)
     bgp: BGP | None = None
+
+    @field_validator("mode")
+    @classmethod
+    def _known_mode(cls, value: str) -> str:
+        if value not in kinds.CNI_MODES:
+            valid = " or ".join(repr(m) for m in kinds.CNI_MODES)
+            raise ValueError(f"should be {valid} (got {value!r}): ptp routes each pod's veth, "
+                             "bridge puts a node's pods on one bridge (cni0)")
+        return value
 
     @field_validator("backend")
     @classmethod

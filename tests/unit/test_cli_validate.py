@@ -82,7 +82,7 @@ def test_several_problems_one_per_line(capsys: pytest.CaptureFixture[str], tmp_p
     assert (code, out) == (2, "")
     assert err.splitlines() == [
         f"error: {path}:4: topology.nodes.h1.kind: unknown kind 'router' (node h1); "
-        "labkit runs: linux, bridge, k8s-node",
+        "labkit runs: linux, bridge, k8s-node, docker-host",
         f"{path}:7: topology.links[0].endpoints[1]: link to unknown node 'h9'; nodes: h1, h2",
     ]
 
