@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from labkit.errors import InputError, Problem
-from labkit.k8s import models, multus
+from labkit.k8s import metallb, models, multus
 from labkit.k8s import names
 from labkit.k8s.fields import UnusedField, unused_fields
 from labkit.k8s.models import (
@@ -55,8 +55,10 @@ API_VERSIONS = {
     "ReplicaSet": "apps/v1",
     "Job": "batch/v1",
     **multus.API_VERSIONS,
+    **metallb.API_VERSIONS,
 }
 KINDS = {**KINDS, **multus.KINDS}  # NetworkAttachmentDefinition: labkit.k8s.multus
+KINDS = {**KINDS, **metallb.KINDS}  # IPAddressPool, L2Advertisement, BGPAdvertisement, BGPPeer: labkit.k8s.metallb
 
 # The built-in API's other kinds, by apiVersion: accepted, and listed as not acted on. Some would
 # shape traffic in a real cluster (Ingress, EndpointSlice, ReplicationController, CronJob): their
@@ -156,6 +158,10 @@ class Workloads:
     replica_sets: tuple[ReplicaSet, ...] = ()
     jobs: tuple[Job, ...] = ()
     network_attachments: tuple[multus.NetworkAttachmentDefinition, ...] = ()
+    ip_address_pools: tuple[metallb.IPAddressPool, ...] = ()  # MetalLB's objects: labkit.k8s.metallb
+    l2_advertisements: tuple[metallb.L2Advertisement, ...] = ()
+    bgp_advertisements: tuple[metallb.BGPAdvertisement, ...] = ()
+    bgp_peers: tuple[metallb.BGPPeer, ...] = ()
     # "ns/pod" -> "Deployment/web": which controller made a pod (absent for bare pods).
     owners: Mapping[str, str] = field(default_factory=dict)
     # Objects accepted but not built (ConfigMaps, RBAC, custom resources ...), and fields set but not acted on.
@@ -494,6 +500,10 @@ def _assemble(objects: list[tuple[models._Object, Origin]]) -> Workloads:
         replica_sets=tuple(by_kind["ReplicaSet"]),
         jobs=tuple(by_kind["Job"]),
         network_attachments=tuple(by_kind[multus.KIND]),
+        ip_address_pools=tuple(by_kind["IPAddressPool"]),
+        l2_advertisements=tuple(by_kind["L2Advertisement"]),
+        bgp_advertisements=tuple(by_kind["BGPAdvertisement"]),
+        bgp_peers=tuple(by_kind["BGPPeer"]),
         owners=owners,
         origins=origins,
     )
