@@ -96,12 +96,12 @@ def test(c, k=None):
     c.run(shlex.join([sys.executable, "-m", "pytest", "-q", *(["-k", k] if k else [])]), pty=sys.stdout.isatty())
 
 
-BENCHES = ("lab", "cni", "pods", "dns", "runtimes", "trace", "bgp")
+BENCHES = ("lab", "cni", "pods", "dns", "runtimes", "trace", "bgp", "lb")
 
 
 @task(help={"only": f"comma-separated subset of {','.join(BENCHES)}", "sizes": "chain sizes for the lab bench",
             "repeat": "runs per size (best is kept)"})
-def bench(c, only="lab,cni,pods,dns,runtimes,trace,bgp", sizes="10,100,1000", repeat=3):
+def bench(c, only="lab,cni,pods,dns,runtimes,trace,bgp,lb", sizes="10,100,1000", repeat=3):
     """Benchmarks against baselines measured in the same run; prints tables, writes nothing."""
     chosen = [b.strip() for b in only.split(",") if b.strip()]
     unknown = set(chosen) - set(BENCHES)
@@ -136,6 +136,10 @@ def bench(c, only="lab,cni,pods,dns,runtimes,trace,bgp", sizes="10,100,1000", re
         from tests.bench.bench_bgp import print_bgp_bench
 
         print_bgp_bench(6)
+    if "lb" in chosen:
+        from tests.bench.bench_lb import print_lb_bench
+
+        print_lb_bench(6)
 
 
 def _print_rows(title: str, rows: dict) -> None:

@@ -29,7 +29,11 @@ import time
 
 POLL = 0.05  # seconds between looks at the other speakers and the config
 ETH_P_ARP = 0x0806
-GARP_COUNT = 2  # gratuitous ARPs sent on taking an address over
+# On taking an address over, gratuitous ARP every GARP_EVERY seconds for GARP_FOR seconds, as MetalLB's
+# announcer does: a neighbour entry updated less than locktime (1 s) ago ignores a new address, so one
+# burst right after another takeover would be lost.
+GARP_EVERY = 1.1
+GARP_FOR = 5.0
 
 
 def _start_time(pid: int) -> int | None:
@@ -78,6 +82,7 @@ class Speaker:
         self.config: dict = {}
         self.sockets: dict[str, tuple[socket.socket, bytes]] = {}  # ifname -> (socket, its MAC)
         self.owned: dict[str, tuple[str, ...]] = {}  # ip -> interfaces answered on
+        self.garps: dict[str, tuple[float, float]] = {}  # ip -> (next gratuitous ARP, last one), monotonic
 
     def load(self) -> None:
         try:
@@ -115,22 +120,33 @@ class Speaker:
         taken = [ip for ip in owned if owned[ip] != self.owned.get(ip)]
         changed = owned.keys() != self.owned.keys()
         self.owned = owned
+        now = time.monotonic()
+        self.garps = {ip: due for ip, due in self.garps.items() if ip in owned}
         for ip in taken:
-            self.garp(ip)
+            self.garps[ip] = (now, now + GARP_FOR)
+        self.send_garps(now)
         if changed or taken:
             _write(self.config["announcing"], json.dumps(sorted(owned)) + "\n")
 
+    def send_garps(self, now: float) -> None:
+        for ip, (due, last) in list(self.garps.items()):
+            if now < due:
+                continue
+            self.garp(ip)
+            if due + GARP_EVERY <= last:
+                self.garps[ip] = (due + GARP_EVERY, last)
+            else:
+                del self.garps[ip]
+
     def garp(self, ip: str) -> None:
         packed = socket.inet_aton(ip)
-        for _ in range(GARP_COUNT):
-            for ifname in self.owned.get(ip, ()):
-                if ifname in self.sockets:
-                    sock, mac = self.sockets[ifname]
-                    frame = _arp(2, mac, packed, b"\xff" * 6, packed, b"\xff" * 6)
-                    try:
-                        sock.send(frame)
-                    except OSError:
-                        pass
+        for ifname in self.owned.get(ip, ()):
+            if ifname in self.sockets:
+                sock, mac = self.sockets[ifname]
+                try:
+                    sock.send(_arp(2, mac, packed, b"\xff" * 6, packed, b"\xff" * 6))
+                except OSError:
+                    pass
 
     def answer(self, ifname: str) -> None:
         sock, mac = self.sockets[ifname]
@@ -160,6 +176,8 @@ class Speaker:
                 self.load()
                 self.elect()
                 next_look = now + POLL
+            else:
+                self.send_garps(now)
             socks = {s.fileno(): name for name, (s, _) in self.sockets.items()}
             ready, _, _ = select.select(list(socks), [], [], max(0.0, next_look - time.monotonic()))
             for fd in ready:
