@@ -135,7 +135,7 @@ class L2Advertisement(_Object):
 
 
 class BGPAdvertisementSpec(_AdvertisementSpec):
-    _unused = frozenset({"localPref", "communities", "aggregationLengthV6"})
+    _unused = frozenset({"localPref", "communities", "aggregationLengthV6", "peers"})  # peers: names checked
 
     aggregationLength: Annotated[StrictInt, _in_range(32, 32, "prefix lengths (only /32 is acted on)")] = 32
     aggregationLengthV6: StrictInt | None = None
