@@ -78,6 +78,34 @@ def trace(c, lab, src, dst, protocol=None, format="text", output=None):
             *(["-o", output] if output else []))
 
 
+@task(help={"lab": "lab name", "target": "NODE or NS/POD, optionally :IFACE (default: every interface)",
+            "write": "pcap file (default: stdout, for a pipe)", "filter": "tcpdump filter, e.g. 'port 53'"})
+def capture(c, lab, target, write=None, filter=None):
+    """tcpdump in a node or pod until Ctrl-C or down: pcap to a file or stdout."""
+    _labkit(c, "capture", lab, target, *(["-w", write] if write else []),
+            *(["--", *shlex.split(filter)] if filter else []), pty=False)
+
+
+@task(help={"lab": "lab name ('show' lists every impairment)", "where": "NODE:IFACE", "delay": "e.g. 50ms",
+            "jitter": "e.g. 5ms", "loss": "e.g. 1%", "rate": "e.g. 10mbit", "corrupt": "e.g. 0.1%",
+            "duplicate": "e.g. 1%", "reorder": "e.g. 25%", "clear": "remove every impairment of the interface"})
+def netem(c, lab, where=None, delay=None, jitter=None, loss=None, rate=None, corrupt=None, duplicate=None,
+          reorder=None, clear=False):
+    """Impair a link end live, clear it (--clear), or list what is in force (--lab show --where LAB)."""
+    values = {"delay": delay, "jitter": jitter, "loss": loss, "rate": rate, "corrupt": corrupt,
+              "duplicate": duplicate, "reorder": reorder}
+    options = [arg for key, value in values.items() if value is not None for arg in (f"--{key}", str(value))]
+    result = _labkit(c, "netem", lab, *([where] if where else []), *options, *(["--clear"] if clear else []),
+                     warn=True)
+    sys.exit(result.exited)
+
+
+@task(help={"lab": "lab name", "format": "text or json (one object per line)"})
+def events(c, lab, format="text"):
+    """Interfaces, addresses, routes and pods of a lab as they change, until Ctrl-C or down."""
+    _labkit(c, "events", lab, "--format", format, pty=False)
+
+
 @task(help={"topo": "topology file"})
 def validate(c, topo=DEFAULT_TOPOLOGY):
     """Check a topology file (needs no root)."""
@@ -96,12 +124,12 @@ def test(c, k=None):
     c.run(shlex.join([sys.executable, "-m", "pytest", "-q", *(["-k", k] if k else [])]), pty=sys.stdout.isatty())
 
 
-BENCHES = ("lab", "cni", "pods", "dns", "runtimes", "trace", "bgp", "lb")
+BENCHES = ("lab", "cni", "pods", "dns", "runtimes", "trace", "bgp", "capture", "lb")
 
 
 @task(help={"only": f"comma-separated subset of {','.join(BENCHES)}", "sizes": "chain sizes for the lab bench",
             "repeat": "runs per size (best is kept)"})
-def bench(c, only="lab,cni,pods,dns,runtimes,trace,bgp,lb", sizes="10,100,1000", repeat=3):
+def bench(c, only="lab,cni,pods,dns,runtimes,trace,bgp,capture,lb", sizes="10,100,1000", repeat=3):
     """Benchmarks against baselines measured in the same run; prints tables, writes nothing."""
     chosen = [b.strip() for b in only.split(",") if b.strip()]
     unknown = set(chosen) - set(BENCHES)
@@ -136,6 +164,11 @@ def bench(c, only="lab,cni,pods,dns,runtimes,trace,bgp,lb", sizes="10,100,1000",
         from tests.bench.bench_bgp import print_bgp_bench
 
         print_bgp_bench(6)
+    if "capture" in chosen:
+        from tests.bench.bench_capture import bench_capture
+
+        _print_rows("What a running capture costs a pod's throughput (iperf3, pod to pod across nodes)",
+                    bench_capture())
     if "lb" in chosen:
         from tests.bench.bench_lb import print_lb_bench
 
@@ -177,5 +210,6 @@ def lint(c):
     c.run(shlex.join([os.path.join(os.path.dirname(sys.executable), "lint-imports"), "--no-logo"]))
 
 
-lab = Collection("lab", up, apply, down, status, exec_, verify, graph, trace, validate, list_)
+lab = Collection("lab", up, apply, down, status, exec_, verify, graph, trace, validate, list_, capture, netem,
+                 events)
 ns = Collection(lab, test, bench, image, lint)

@@ -89,6 +89,30 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", help="names of the labs that are up")
 
+    cap = sub.add_parser("capture", help="tcpdump in a node (NODE) or pod (NS/POD), every interface or one "
+                                         "(TARGET:IFACE); pcap to a file or stdout, until Ctrl-C or down",
+                         usage="labkit capture LAB TARGET[:IFACE] [-w FILE] [-- FILTER ...]")
+    cap.add_argument("lab")
+    cap.add_argument("target", metavar="TARGET[:IFACE]")
+    cap.add_argument("-w", "--write", metavar="FILE", help="write the pcap here (default: stdout, for a pipe)")
+    cap.add_argument("filter", nargs="*", metavar="-- FILTER", help="a tcpdump filter after --, e.g. -- port 53")
+
+    ev = sub.add_parser("events", help="interfaces up/down, addresses, routes and pods as they change, until "
+                                       "Ctrl-C or down")
+    ev.add_argument("lab")
+    ev.add_argument("--format", choices=["text", "json"], default="text", help="json: one object per line")
+
+    netem = sub.add_parser("netem", help="impair a link end live (delay, jitter, loss, rate, corrupt, duplicate, "
+                                         "reorder), clear it, or show what is in force",
+                           usage="labkit netem LAB NODE:IFACE [--delay 50ms] [--loss 1%%] [--rate 10mbit] ... | "
+                                 "LAB NODE:IFACE --clear | show LAB [--format json]")
+    netem.add_argument("words", nargs="+", metavar="LAB NODE:IFACE | show LAB")
+    for key, example in (("delay", "50ms"), ("jitter", "5ms"), ("loss", "1%"), ("rate", "10mbit"),
+                         ("corrupt", "0.1%"), ("duplicate", "1%"), ("reorder", "25%")):
+        netem.add_argument(f"--{key}", help=f"e.g. {example}")
+    netem.add_argument("--clear", action="store_true", help="remove every impairment of the interface")
+    netem.add_argument("--format", choices=["table", "json"], default="table")
+
     image = sub.add_parser("image", help="labkit's Docker images (built locally; nothing is pulled)")
     image_sub = image.add_subparsers(dest="image_verb", required=True, metavar="ACTION")
     build = image_sub.add_parser("build", help="build labkit/node and labkit/pause from this machine's packages")
@@ -124,8 +148,12 @@ def _check_names(args: argparse.Namespace) -> None:
     # a lab is named as its file names it (containerlab's rule), or by the name labkit runs it under
     if getattr(args, "name", None) is not None:
         args.name = check_lab_name(lab_key(args.name) if is_clab_lab_name(args.name) else args.name, "--name")
-    if args.verb in ("exec", "trace"):
+    if args.verb in ("exec", "trace", "capture", "events"):
         args.lab = check_lab_name(lab_key(args.lab) if is_clab_lab_name(args.lab) else args.lab, "LAB")
+    if args.verb == "netem":
+        at = 1 if args.words[0] == "show" and len(args.words) == 2 else 0
+        word = args.words[at]
+        args.words[at] = check_lab_name(lab_key(word) if is_clab_lab_name(word) else word, "LAB")
 
 
 def _lab_name(args: argparse.Namespace) -> str | None:
@@ -145,7 +173,13 @@ def _need_root() -> None:
 
 
 def run(argv: Sequence[str]) -> int:
+    argv, after = list(argv), None
+    if argv[:1] == ["capture"] and "--" in argv:  # the filter's words never pass through option parsing
+        after = argv[argv.index("--") + 1:]
+        argv = argv[:argv.index("--")]
     args = _parser().parse_args(argv)
+    if after is not None:
+        args.filter = [*args.filter, *after]
     _check_names(args)
     if args.verb == "validate":  # the plan layer only: nothing that builds is imported
         from labkit.topology import load_plan
@@ -235,6 +269,16 @@ def run(argv: Sequence[str]) -> int:
 
         check_output_format(args.format)
         return print_verify(lab.verify_topology(args.topology, name=args.name, timeout=args.timeout), args.format)
+    if args.verb == "netem":
+        return _netem(lab, args)
+    if args.verb == "events":
+        return _events(lab, args)
+    if args.verb == "capture":
+        words = list(args.filter)
+        if args.write is None and sys.stdout.isatty():
+            raise LabkitError("the capture is pcap, not text: write it to a file (-w FILE) or pipe it "
+                              "(| wireshark -k -i -, | tcpdump -r -)")
+        return lab.capture(args.lab, args.target, args.write, words)
     if args.verb == "trace":
         report = lab.trace(args.lab, args.source, args.destination, args.protocol, args.timeout)
         text = lab.render_trace(report, args.format)
@@ -253,6 +297,59 @@ def run(argv: Sequence[str]) -> int:
             raise LabkitError("no command given: labkit exec LAB TARGET -- CMD ...")
         return lab.exec_in(args.lab, args.target, command)
     raise AssertionError(args.verb)
+
+
+def _events(lab, args: argparse.Namespace) -> int:  # noqa: ANN001 - labkit.lab, imported late
+    import signal
+
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+
+    def emit(event) -> None:  # noqa: ANN001
+        print(json.dumps(event.as_dict()) if args.format == "json" else event.text(), flush=True)
+
+    def ready(names: list[str]) -> None:
+        print(f"watching lab {args.lab}: {len(names)} namespaces (nodes and pods); Ctrl-C stops", file=sys.stderr,
+              flush=True)
+
+    try:
+        lab.events(args.lab, emit, lambda: bool(stop), ready)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+NETEM_KEYS = ("delay", "jitter", "loss", "rate", "corrupt", "duplicate", "reorder")
+
+
+def _netem(lab, args: argparse.Namespace) -> int:  # noqa: ANN001 - labkit.lab, imported late
+    values = {key: getattr(args, key) for key in NETEM_KEYS if getattr(args, key) is not None}
+    if args.words[0] == "show" and len(args.words) == 2:
+        if values or args.clear:
+            raise LabkitError("netem show takes no impairment options")
+        found = lab.netem_show(args.words[1])
+    elif len(args.words) == 2:
+        if args.clear and values:
+            raise LabkitError("--clear removes every impairment; give it alone")
+        if not args.clear and not values:
+            raise LabkitError("give impairments (--delay, --jitter, --loss, --rate, --corrupt, --duplicate, "
+                              "--reorder) or --clear")
+        found = lab.netem(args.words[0], args.words[1], None if args.clear else values)
+        target, _, ifname = args.words[1].rpartition(":")
+        found = [f for f in found if (f["node"], f["interface"]) == (target, ifname)]
+        if not found and args.format == "table":
+            print(f"{args.words[1]}: no impairments in force")
+            return 0
+    else:
+        raise LabkitError("usage: labkit netem LAB NODE:IFACE [--delay 50ms --loss 1% ...] | "
+                          "LAB NODE:IFACE --clear | show LAB")
+    if args.format == "json":
+        print(json.dumps(found, indent=2))
+        return 0
+    from labkit.report import print_impairments
+
+    print_impairments(found)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

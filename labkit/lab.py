@@ -21,7 +21,7 @@ from labkit.errors import LabkitError
 from labkit.files import umask
 from labkit.lock import lab_lock
 from labkit.net import netns, wiring
-from labkit.phases import bgp, cni, dns, lb, nodes, pods, services
+from labkit.phases import bgp, cni, dns, impair, lb, nodes, pods, services
 from labkit.phases.build import Build, PodRecord, k8s_nodes
 from labkit.progress import Progress
 from labkit.runtime import Runtime, Sandbox, get_runtime
@@ -57,6 +57,7 @@ UP: tuple[Phase, ...] = (
     ("nodes", nodes.create_nodes, always),
     ("links", nodes.create_links, always),
     ("addresses and routes", nodes.configure_nodes, always),
+    ("impairments", impair.apply_impairments, impair.with_impairments),  # tc/nft on link ends that are up
     ("host access", nodes.connect_host, with_host_access),
     ("pod network", cni.setup_pod_network, with_cluster),  # starts the CNI server first
     ("bgp", bgp.start_bgp, bgp.with_bgp),  # backend bgp: a BIRD per node; sessions come up meanwhile
@@ -362,6 +363,7 @@ def status(lab: str | None = None) -> list[dict[str, Any]]:
         problems = health_problems(name, summary, present) if phase == "up" else []
         _pod_phases(name, summary)
         summary["phase"] = "degraded" if problems else phase
+        summary["impairments"] = impair.status_of(recorded, summary)  # from the kernel; None: cannot be read
         summary["health"] = {"ok": not problems and phase == "up", "problems": problems}
         result.append(summary)
     return result
@@ -496,6 +498,57 @@ def _bird_socket(lab: str, target: str) -> str | None:
     summary = (state.read(lab) or {}).get("summary") or {}
     node = next((n for n in summary.get("nodes", []) if n.get("name") == target), {})
     return node.get("bgp", {}).get("socket") if isinstance(node.get("bgp"), dict) else None
+
+
+def _netem_target(lab: str, where: str) -> tuple[str, str, str]:
+    """`NODE:IFACE` or `NS/POD:IFACE` -> (target, netns path, interface)."""
+    target, sep, ifname = where.rpartition(":")
+    if not sep or not target or not ifname:
+        raise LabkitError(f"{where!r} is not NODE:IFACE or NS/POD:IFACE (e.g. w1:eth1)")
+    _, sandbox = sandbox_of(lab, target)
+    return target, sandbox.netns_path, ifname
+
+
+def netem(lab: str, where: str, values: Mapping[str, object] | None) -> list[dict[str, Any]]:
+    """`labkit netem LAB NODE:IFACE --delay 50ms ...`: these impairments, and only these, on that
+    interface's egress (None or nothing given: clear it). Returns what is in force there now."""
+    from labkit.topology.impairment import Impairment
+
+    try:
+        imp = Impairment.from_values(dict(values or {}))
+    except ValueError as exc:
+        raise LabkitError(str(exc)) from None
+    target, path, ifname = _netem_target(lab, where)
+    with lab_lock(lab, "netem"), umask():
+        return impair.set_live(lab, (state.read(lab) or {})["summary"], target, path, ifname, imp)
+
+
+def netem_show(lab: str) -> list[dict[str, Any]]:
+    """Every impairment in force in the lab (every node and pod asked), read back from the kernel."""
+    summary = status(lab)[0]
+    return impair.in_force(impair.targets_of(summary), impair.holders_of(summary))
+
+
+def capture(lab: str, target: str, output: str | None, filter_words: Sequence[str]) -> int:
+    """`labkit capture LAB TARGET[:IFACE] [-w FILE] [-- FILTER]`: tcpdump in a node's or pod's namespace
+    until Ctrl-C or `down` (labkit.capture); every interface when no IFACE is given."""
+    from labkit import capture as capturing
+
+    name, sep, ifname = target.rpartition(":")
+    if not sep:
+        name, ifname = target, None
+    _, sandbox = sandbox_of(lab, name)
+    return capturing.run(lab, sandbox.netns_path, ifname or None, filter_words, output, where=target)
+
+
+def events(lab: str, emit: Callable[[Any], None], stopped: Callable[[], bool] = lambda: False,
+           ready: Callable[[list[str]], None] = lambda names: None) -> None:
+    """`labkit events LAB`: every change in the lab (labkit.events) until stopped() or the lab goes down."""
+    from labkit import events as watching
+
+    if lab not in known_labs():
+        raise LabkitError(f"no lab named {lab!r} is up (labs: {', '.join(sorted(known_labs())) or 'none'})")
+    watching.watch(lab, emit, stopped, ready)
 
 
 def graph_summary(topology: str | Path | None = None, name: str | None = None) -> dict[str, Any]:

@@ -39,6 +39,8 @@ def print_status(labs: list[dict[str, Any]], console: Console | None = None) -> 
             console.print(_bgp(lab["nodes"]))
         for problem in lab.get("health", {}).get("problems", []):
             console.print(f"degraded: {problem}")
+        if lab.get("impairments"):
+            print_impairments(lab["impairments"], console)
         if lab.get("pods"):
             pods = Table(title="pods", title_justify="left")
             for column in ("namespace", "name", "node"):
@@ -113,3 +115,21 @@ def _bgp(nodes: list[dict[str, Any]]) -> Table:
         table.add_row(node["name"], f"AS{info['asn']}\n{info['router_id']}", sessions,
                       info.get("error") or routes, info.get("socket", ""))
     return table
+
+
+def print_impairments(found: list[dict[str, Any]], console: Console | None = None) -> None:
+    """Impairments in force (labkit netem show, status), one row per interface, as the kernel has them."""
+    from labkit.topology.impairment import FIELDS, Impairment
+
+    console = console or _console()
+    if not found:
+        console.print("no impairments in force")
+        return
+    table = Table(title="impairments (egress, read back from the kernel)", title_justify="left")
+    for column in ("where", "impairment", "via", "dropped"):
+        table.add_column(column)
+    for item in found:
+        imp = Impairment(**{k: item[k] for k in FIELDS if k in item})
+        table.add_row(f"{item['node']}:{item['interface']}", imp.describe(), "+".join(item.get("via", [])),
+                      str(item["dropped"]) if item.get("dropped") is not None else "")
+    console.print(table)

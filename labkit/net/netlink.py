@@ -34,6 +34,8 @@ RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 RTM_NEWNEIGH, RTM_DELNEIGH = 28, 29
 NLMSG_ERROR, NLMSG_DONE = 2, 3
+# multicast groups a monitoring socket joins (labkit.events)
+RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE = 0x1, 0x10, 0x40
 # flags
 NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK = 0x1, 0x2, 0x4
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
@@ -45,6 +47,7 @@ IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
 VETH_INFO_PEER = 1
 IFLA_VXLAN_ID, IFLA_VXLAN_LINK, IFLA_VXLAN_LOCAL, IFLA_VXLAN_LEARNING, IFLA_VXLAN_PORT = 1, 3, 4, 7, 15
 IFF_UP = 0x1
+IFF_LOWER_UP = 0x10000  # carrier: the link's other end is up too
 # address / route / neighbour attributes
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
@@ -330,16 +333,16 @@ def _new_socket():
 class Netlink:
     """One NETLINK_ROUTE socket, bound to the namespace it was opened in."""
 
-    def __init__(self, sock=None):
+    def __init__(self, sock=None, groups: int = 0):
         self.sock = sock if sock is not None else _new_socket()
-        self.sock.bind((0, 0))
+        self.sock.bind((0, groups))  # groups: the multicast groups whose notifications it receives
         self.seq = 0
 
     @classmethod
-    def in_netns(cls, path: str | None) -> Netlink:
-        """A socket inside the namespace at `path` (None: the thread's own)."""
+    def in_netns(cls, path: str | None, groups: int = 0) -> Netlink:
+        """A socket inside the namespace at `path` (None: the thread's own), joined to `groups`."""
         if not path:
-            return cls()
+            return cls(groups=groups)
         target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
@@ -353,7 +356,23 @@ class Netlink:
                 os.close(own)
         finally:
             os.close(target)
-        return cls(sock)
+        return cls(sock, groups)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def receive(self) -> list[tuple[int, bytes]]:
+        """The messages of one datagram (type, payload): a monitoring socket's notifications, read when
+        select() says the socket is readable."""
+        data = self.sock.recv(1 << 16)
+        out, off = [], 0
+        while off + _HDR.size <= len(data):
+            ln, rtype, _flags, _seq, _ = _HDR.unpack_from(data, off)
+            if ln < _HDR.size:
+                break
+            out.append((rtype, data[off + _HDR.size : off + ln]))
+            off += _align(ln)
+        return out
 
     def close(self) -> None:
         self.sock.close()
@@ -499,6 +518,35 @@ def _link_info(payload: bytes) -> dict:
         "master": _U32.unpack(a[IFLA_MASTER])[0] if IFLA_MASTER in a else None,
         "kind": info.get(IFLA_INFO_KIND, b"").rstrip(b"\0").decode() or None,
         "data": parse_attrs(info[IFLA_INFO_DATA]) if IFLA_INFO_DATA in info else {},
+    }
+
+
+def link_info(payload: bytes) -> dict:
+    """An RTM_NEWLINK / RTM_DELLINK payload as {index, name, flags, mtu, mac, alias, master, kind, data}."""
+    return _link_info(payload)
+
+
+def address_info(payload: bytes) -> dict:
+    """An RTM_NEWADDR / RTM_DELADDR payload (IPv4) as {index, address, prefixlen}."""
+    _fam, plen, _, _scope, index = _IFADDR.unpack_from(payload)
+    a = parse_attrs(payload, _IFADDR.size)
+    raw = a.get(IFA_LOCAL) or a.get(IFA_ADDRESS)
+    return {"index": index, "address": socket.inet_ntoa(raw) if raw and len(raw) == 4 else None,
+            "prefixlen": plen}
+
+
+def route_info(payload: bytes) -> dict:
+    """An RTM_NEWROUTE / RTM_DELROUTE payload (IPv4) as {dst, prefixlen, gateway, oif, table, type, scope}."""
+    _fam, dlen, _, _, table, _, scope, rtn, _ = _RTMSG.unpack_from(payload)
+    a = parse_attrs(payload, _RTMSG.size)
+    if RTA_TABLE in a:
+        table = _U32.unpack(a[RTA_TABLE])[0]
+    return {
+        "dst": socket.inet_ntoa(a[RTA_DST]) if RTA_DST in a else "0.0.0.0",
+        "prefixlen": dlen,
+        "gateway": socket.inet_ntoa(a[RTA_GATEWAY]) if RTA_GATEWAY in a else None,
+        "oif": _U32.unpack(a[RTA_OIF])[0] if RTA_OIF in a else None,
+        "table": table, "type": rtn, "scope": scope,
     }
 
 

@@ -22,6 +22,7 @@ from labkit.topology import clab, containers, kinds
 from labkit.topology.bgp import BgpPlan, plan_bgp
 from labkit.topology.containers import ContainerSettings
 from labkit.topology.expand import effective_settings, group_of
+from labkit.topology.impairment import Impairment
 from labkit.topology.names import CLAB_NODE_NAME, lab_key, node_key
 from labkit.yamldoc import dotted
 from labkit.topology.schema import IFNAME, LINK_TYPES, NODE_NAME, Mgmt, Topology
@@ -119,6 +120,7 @@ class NodePlan:
 class LinkEnd:
     node: str
     ifname: str
+    impairment: Impairment | None = None  # tc keys of the link and this endpoint (labkit.impair applies them)
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,11 @@ class Plan:
     @property
     def netns_prefix(self) -> str:
         return netns_prefix(self.lab)
+
+    @property
+    def impairments(self) -> tuple[LinkEnd, ...]:
+        """The link ends the topology impairs (`delay`, `loss`, `rate`, ...), in link order."""
+        return tuple(end for link in self.links for end in (link.a, link.b) if end.impairment is not None)
 
 
 @dataclass
@@ -447,6 +454,9 @@ def plan_links(d: Draft) -> None:
         if link.mode is not None and ltype != "macvlan":
             d.add(lpath + ("mode",), f"'mode' is for macvlan links; this link is of type {ltype!r}")
         if ltype != "veth":
+            if not link.impairment().is_empty() or (link.endpoint and not link.endpoint.impairment().is_empty()):
+                d.add(lpath, f"delay, loss, rate and the other tc keys are for veth links between nodes, not a "
+                             f"{ltype} link; impair the node's interface with labkit netem")
             _plan_external(d, link, ltype, lpath, addresses, host_names)
             continue
         if link.endpoints is None:
@@ -470,7 +480,9 @@ def plan_links(d: Draft) -> None:
             (ea, _, _), (eb, _, _) = ends
             d.ifaces[ea.node][ea.interface].peer = (eb.node, eb.interface)
             d.ifaces[eb.node][eb.interface].peer = (ea.node, ea.interface)
-            d.links.append(LinkPlan(LinkEnd(ea.node, ea.interface), LinkEnd(eb.node, eb.interface), link.mtu))
+            impaired = [_impairment(d, link, ep, lpath + ("endpoints", i)) for i, ep in enumerate((ea, eb))]
+            d.links.append(LinkPlan(LinkEnd(ea.node, ea.interface, impaired[0]),
+                                    LinkEnd(eb.node, eb.interface, impaired[1]), link.mtu))
             nets = {a.network for _, a, _ in ends if a is not None}
             if len(nets) == 2:
                 d.add(lpath + (("ipv4",) if link.ipv4 else ("endpoints", 1)),
@@ -524,6 +536,14 @@ def _plan_external(d: Draft, link, ltype: str, lpath: tuple, addresses: dict, ho
     if address is not None:  # the macvlans of one parent share its layer 2, as a bridge's ports do
         shared = {f"macvlan:{host_if}"} if ltype == "macvlan" else set()
         _check_address(d, address, epath, shared | ({ep.node} if d.is_bridge(ep.node) else set()), addresses)
+
+
+def _impairment(d: Draft, link: Any, ep: Any, epath: tuple) -> Impairment | None:
+    """The link's tc keys with the endpoint's over them; None when the end is not impaired."""
+    merged = link.impairment().merged(ep.impairment())
+    for problem in merged.problems():
+        d.add(epath, problem)
+    return None if merged.is_empty() else merged
 
 
 def check_link_subnets(d: Draft) -> None:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from labkit.topology import kinds
+from labkit.topology import impairment, kinds
 from labkit.topology.names import CLAB_LAB_NAME, LAB_NAME, NODE_NAME
 
 __all__ = ["CLAB_LAB_NAME", "LAB_NAME", "NODE_NAME"]
@@ -202,7 +202,31 @@ def _blank_is_none(value: Any) -> Any:
     return None if value == "" else value
 
 
-class Endpoint(Model):
+class Impaired(Model):
+    """Link impairment keys with netlab's `tc` names (labkit.topology.impairment): on a link, for both ends;
+    on an endpoint, for that end (over the link's). Values are checked here so errors name their line."""
+
+    delay: float | str | None = None
+    jitter: float | str | None = None
+    loss: float | str | None = None
+    rate: float | str | None = None
+    corrupt: float | str | None = None
+    duplicate: float | str | None = None
+    reorder: float | str | None = None
+
+    @field_validator(*impairment.FIELDS, mode="before")
+    @classmethod
+    def _impairment(cls, value: Any, info: Any) -> Any:
+        return None if value is None else impairment.parse(info.field_name, value)
+
+    def impairment(self) -> impairment.Impairment:
+        values = {name: getattr(self, name) or None for name in impairment.FIELDS}
+        if values["rate"] is not None:
+            values["rate"] = int(values["rate"])
+        return impairment.Impairment(**values)
+
+
+class Endpoint(Impaired):
     node: str
     interface: str
     ipv4: ipaddress.IPv4Interface | None = None
@@ -228,7 +252,7 @@ class Endpoint(Model):
         return _blank_is_none(value)
 
 
-class Link(Model):
+class Link(Impaired):
     """A link in containerlab's brief form (`endpoints: ["a:eth1", "b:eth1"]`) or its extended
     form (`type:` veth with `endpoints:`; mgmt-net, host or macvlan with `endpoint:` and
     `host-interface:`). Which keys a type needs is checked by the plan, with every other problem."""
