@@ -9,8 +9,10 @@ re-read their configs. `apply` does the same again: speakers re-read their confi
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
+from labkit import paths
 from labkit.phases.build import k8s_nodes
 from labkit.topology.plan import Plan
 
@@ -19,8 +21,10 @@ if TYPE_CHECKING:
 
 
 def with_load_balancers(plan: Plan) -> bool:
+    """LoadBalancers in the plan, or speakers from before (`apply` of a file that no longer has them)."""
     allocation = plan.allocation
-    return plan.cluster is not None and allocation is not None and bool(allocation.load_balancers)
+    return plan.cluster is not None and (bool(allocation and allocation.load_balancers)
+                                         or os.path.isdir(paths.lab(plan.lab).lb_dir))
 
 
 def _l2(plan: Plan) -> bool:
@@ -32,7 +36,7 @@ def apply_load_balancers(b: Build) -> None:
 
     plan = b.plan
     nodes = k8s_nodes(plan)
-    if _l2(plan):
+    if _l2(plan) or os.path.isdir(paths.lab(plan.lab).lb_dir):  # none left: the speakers answer for nothing
         interfaces = {n.name: [i.name for i in n.interfaces] for n in nodes}
         announce.write_configs(plan.lab, interfaces, b.services)
         announce.start_speakers(plan.lab, {n.name: b.sandboxes[n.name].netns_path for n in nodes})
@@ -45,7 +49,8 @@ def apply_load_balancers(b: Build) -> None:
 
 
 def wait_bgp_announced(b: Build, timeout: float = 30.0) -> None:
-    """Until every router node holds each LoadBalancer /32 from every node announcing it (polled, bounded)."""
+    """Until every router node holds each LoadBalancer /32 announced, and none withdrawn since the views
+    applied before (`apply`), polled over birdc, bounded."""
     import time
 
     from labkit import bgp
@@ -56,6 +61,7 @@ def wait_bgp_announced(b: Build, timeout: float = 30.0) -> None:
     for node, found in announce.bgp_prefixes(b.services).items():
         for prefix, _ in found:
             wanted.setdefault(prefix, set()).add(node)
+    gone = {p for found in announce.bgp_prefixes(b.previous_services or []).values() for p, _ in found} - set(wanted)
     routers = [s for s in bgp.speakers(b.plan) if s.role == "router"]
     deadline = time.monotonic() + timeout
     while True:
@@ -64,6 +70,7 @@ def wait_bgp_announced(b: Build, timeout: float = 30.0) -> None:
             found = bgp.live(bgp.files_of(b.plan.lab, router.node).socket)
             learned = {r["prefix"] for r in found.get("routes", []) if r["type"] == "unicast"}
             lacking += [f"{router.node} lacks {p}" for p in wanted if p not in learned]
+            lacking += [f"{router.node} still holds {p}" for p in gone if p in learned]
         if not lacking:
             return
         if time.monotonic() > deadline:

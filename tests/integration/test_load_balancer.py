@@ -120,3 +120,23 @@ def test_a_stopped_speaker_hands_over_with_gratuitous_arp_and_apply_restarts_it(
     labkit("apply", str(KUBE_LB), "--name", kube_lb.name)  # returns once every address is answered for
     assert _lb(kube_lb, "default/web-l2")["announcing_node"] == first
     assert _status(kube_lb)["health"]["ok"]
+
+
+def test_apply_withdraws_a_removed_service_and_brings_it_back(kube_lb: RunningLab, tmp_path) -> None:
+    """A Service gone from the file: its L2 address is answered by nobody, its /32 leaves the ToR."""
+    (tmp_path / "workloads").mkdir()
+    docs = (KUBE_LB.parent / "workloads" / "kube-lb.yaml").read_text().split("\n---\n")
+    kept = [d for d in docs if "name: web-l2" not in d and "name: web-bgp" not in d]
+    assert len(kept) == len(docs) - 2
+    (tmp_path / "workloads" / "kube-lb.yaml").write_text("\n---\n".join(kept))
+    (tmp_path / "kube-lb.yaml").write_text(KUBE_LB.read_text())
+    labkit("apply", str(tmp_path / "kube-lb.yaml"), "--name", kube_lb.name)
+    try:
+        nodes = [n for n, entry in kube_lb.nodes().items() if entry["kind"] == "k8s-node"]
+        assert "172.31.0.240" not in announce.announcing(kube_lb.name, nodes)
+        assert "198.51.100.2" not in kube_lb.exec("tor", "ip", "route", check=True).stdout
+        assert "198.51.100.1 via" in kube_lb.exec("tor", "ip", "route", check=True).stdout  # the others stay
+    finally:
+        labkit("apply", str(KUBE_LB), "--name", kube_lb.name)
+    assert _lb(kube_lb, "default/web-l2")["announcing_node"] is not None
+    assert "198.51.100.2" in kube_lb.exec("tor", "ip", "route", check=True).stdout
