@@ -400,9 +400,9 @@ def allocate_load_balancers(workloads: Workloads, nodes: Mapping[str, Mapping[st
             # A sharing key first reuses an address already given under it (MetalLB does the same).
             shared = [a for a, owners in taken.items() if sharing and pool.spec.contains(a)
                       and fits(a, svc, sharing) is None and any(o[1] == sharing for o in owners)]
-            free = shared[:1] or [a for a in pool.spec.hosts() if a not in taken][:1]
-            if free:
-                chosen = (free[0], pool)
+            free = shared[0] if shared else next((a for a in pool.spec.hosts() if a not in taken), None)
+            if free is not None:
+                chosen = (free, pool)
                 break
         if chosen is None:
             done(svc, None, None, f"no available IPs in pool {', '.join(p.name for p in candidates)}")
