@@ -246,10 +246,17 @@ def _ports(svc: Service) -> set[tuple[str, int]]:
 
 
 def check_config(workloads: Workloads, *, pod_cidr: str, service_cidr: str,
-                 bgp_peers: Sequence[tuple[str, int]] = (), bgp_asn: int | None = None) -> list[Problem]:
-    """What the file alone shows wrong with the MetalLB objects (pools overlapping each other or the
-    cluster's networks, advertisements naming pools that do not exist, BGP without the bgp backend)."""
+                 bgp_peers: Sequence[tuple[str, int]] = (), bgp_asn: int | None = None,
+                 lab_addresses: Mapping[str, str] | None = None) -> list[Problem]:
+    """What the file alone shows wrong with the MetalLB objects (pools overlapping each other, the
+    cluster's networks or the lab's own addresses, advertisements naming pools that do not exist, BGP
+    without the bgp backend). `lab_addresses`: address -> whose it is (a node's interface)."""
     problems: list[Problem] = []
+    for pool in workloads.ip_address_pools:
+        for ip, owner in sorted((lab_addresses or {}).items()):
+            if pool.spec.contains(ipaddress.IPv4Address(ip)):
+                problems.append(workloads.problem(pool, ("spec", "addresses"), f"holds {ip}, {owner}; a speaker "
+                                                  "would answer for it: leave the lab's own addresses out"))
     nets = {"pod-cidr": ipaddress.IPv4Network(pod_cidr), "service-cidr": ipaddress.IPv4Network(service_cidr)}
     seen: list[tuple[IPAddressPool, int, ipaddress.IPv4Address, ipaddress.IPv4Address]] = []
     pool_names = {p.name for p in workloads.ip_address_pools}

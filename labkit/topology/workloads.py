@@ -32,7 +32,9 @@ def plan_workloads(plan: Plan, doc: Document) -> Plan:
     nodes = cluster_nodes([n.name for n in plan.cluster_nodes])
     bgp_peers = [(str(p.address), p.asn) for p in cluster.bgp.peers] if cluster.bgp else []
     problems = metallb.check_config(workloads, pod_cidr=str(cluster.pod_cidr), service_cidr=str(cluster.service_cidr),
-                                    bgp_peers=bgp_peers, bgp_asn=cluster.bgp.asn if cluster.bgp else None)
+                                    bgp_peers=bgp_peers, bgp_asn=cluster.bgp.asn if cluster.bgp else None,
+                                    lab_addresses={str(a.ip): f"the address of {n.name}:{i.name}" for n in plan.nodes
+                                                   for i in n.interfaces for a in i.addresses})
     if problems:
         raise InputError(problems)
     allocation = allocate(workloads, [n.name for n in plan.cluster_nodes],

@@ -255,3 +255,13 @@ def test_local_policy_and_no_endpoints_for_lb_addresses() -> None:
     assert "no local endpoints (externalTrafficPolicy: Local)" in local
     empty = render_node_ruleset([_lb_view(endpoints=())], pod_cidr="10.244.0.0/16")
     assert "172.31.0.240 . tcp . 80 : goto reject-chain" in empty
+
+
+def test_a_pool_may_not_hold_the_labs_own_addresses(tmp_path: Path) -> None:
+    (tmp_path / "apps.yaml").write_text(pool("p", "172.31.0.2-172.31.0.9"))
+    (tmp_path / "t.yaml").write_text("name: lbbad\nmgmt: {ipv4-subnet: 172.31.0.0/24}\ncluster: {}\ntopology:\n"
+                                     "  nodes:\n    n1: {kind: k8s-node}\nworkloads: [apps.yaml]\n")
+    with pytest.raises(InputError) as exc:
+        load_plan(tmp_path / "t.yaml")
+    assert "apps.yaml:5: spec.addresses: holds 172.31.0.2, the address of n1:eth0; a speaker would answer for it" \
+        in str(exc.value)
