@@ -20,11 +20,12 @@ def _labkit(c, *args: str, pty: bool = True, warn: bool = False):
 
 
 @task(help={"topo": "topology file", "runtime": "a runtime of labkit.runtime's registry (labkit up --help lists them)",
-            "name": "run under another lab name"})
-def up(c, topo=DEFAULT_TOPOLOGY, runtime=None, name=None, reconfigure=False):
+            "name": "run under another lab name",
+            "stand_in": "containers whose image the Docker engine lacks run labkit's stand-in"})
+def up(c, topo=DEFAULT_TOPOLOGY, runtime=None, name=None, reconfigure=False, stand_in=False):
     """Build a lab from a topology file."""
     args = ["up", topo] + (["--runtime", runtime] if runtime else []) + (["--name", name] if name else [])
-    _labkit(c, *args, *(["--reconfigure"] if reconfigure else []))
+    _labkit(c, *args, *(["--reconfigure"] if reconfigure else []), *(["--stand-in"] if stand_in else []))
 
 
 @task(help={"topo": "topology file", "name": "the running lab's name, if not the file's"})
@@ -55,10 +56,18 @@ def exec_(c, lab, target, cmd):
     sys.exit(result.exited)
 
 
-@task(help={"topo": "topology file", "name": "the running lab's name, if not the file's", "format": "table or json"})
-def verify(c, topo="topologies/netpol-demo.yaml", name=None, format="table"):
-    """Check the topology's expect: against the running lab (a from/to matrix); exit 1 on any miss."""
-    result = _labkit(c, "verify", topo, *(["--name", name] if name else []), "--format", format, warn=True)
+@task(iterable=["name"],
+      help={"topo": "topology file (default: each lab's own, when --name or --all is given)",
+            "name": "a running lab or a glob (ws-*); several times for a table of labs",
+            "all": "every lab that is up", "format": "table, json or junit",
+            "retry": "probe a missed check again, up to N more rounds", "output": "write the report to this file"})
+def verify(c, topo=None, name=None, all=False, format="table", retry=0, output=None):
+    """Check expect: against running labs; exit 0 all met, 1 some not met, 2 not up or invalid."""
+    if not topo and not name and not all:
+        topo = "topologies/netpol-demo.yaml"
+    argv = [*([topo] if topo else []), *(a for n in name or [] for a in ("--name", n)), *(["--all"] if all else []),
+            "--format", format, "--retry", str(retry), *(["-o", output] if output else [])]
+    result = _labkit(c, "verify", *argv, warn=True)
     sys.exit(result.exited)
 
 
@@ -124,12 +133,13 @@ def test(c, k=None):
     c.run(shlex.join([sys.executable, "-m", "pytest", "-q", *(["-k", k] if k else [])]), pty=sys.stdout.isatty())
 
 
-BENCHES = ("lab", "cni", "pods", "dns", "runtimes", "trace", "bgp", "capture", "lb")
+BENCHES = ("lab", "cni", "pods", "dns", "runtimes", "trace", "bgp", "capture", "standin", "up", "rootless", "lb")
 
 
 @task(help={"only": f"comma-separated subset of {','.join(BENCHES)}", "sizes": "chain sizes for the lab bench",
-            "repeat": "runs per size (best is kept)"})
-def bench(c, only="lab,cni,pods,dns,runtimes,trace,bgp,capture,lb", sizes="10,100,1000", repeat=3):
+            "repeat": "runs per size (best is kept)", "attendees": "users for the rootless bench (each one lab)"})
+def bench(c, only="lab,cni,pods,dns,runtimes,trace,bgp,capture,standin,up,rootless,lb", sizes="10,100,1000",
+          repeat=3, attendees=30):
     """Benchmarks against baselines measured in the same run; prints tables, writes nothing."""
     chosen = [b.strip() for b in only.split(",") if b.strip()]
     unknown = set(chosen) - set(BENCHES)
@@ -169,6 +179,18 @@ def bench(c, only="lab,cni,pods,dns,runtimes,trace,bgp,capture,lb", sizes="10,10
 
         _print_rows("What a running capture costs a pod's throughput (iperf3, pod to pod across nodes)",
                     bench_capture())
+    if "standin" in chosen:
+        from tests.bench.bench_standin import print_standin_bench
+
+        print_standin_bench(50)
+    if "up" in chosen:
+        from tests.bench.bench_up import print_up_bench
+
+        print_up_bench(int(repeat))
+    if "rootless" in chosen:
+        from tests.bench.bench_rootless import print_rootless_bench
+
+        print_rootless_bench(int(attendees))
     if "lb" in chosen:
         from tests.bench.bench_lb import print_lb_bench
 

@@ -8,6 +8,7 @@ import math
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from labkit.errors import InputError, LabkitError
 
@@ -38,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--runtime", choices=_RuntimeNames())
     up.add_argument("--name", help="run the topology under another lab name (side by side with itself)")
     up.add_argument("--reconfigure", action="store_true", help="take the lab down first if it is up")
+    up.add_argument("--stand-in", action="store_true",
+                    help="containers whose image the Docker engine lacks run labkit's stand-in "
+                         "(as cluster.stand-ins: true)")
     up.add_argument("--quiet", "-q", action="store_true")
 
     apply = sub.add_parser("apply", help="bring a running lab's workloads in line with its file (pods, services, "
@@ -61,11 +65,17 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("target")
     ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...")
 
-    ver = sub.add_parser("verify", help="check the topology's expect: against the running lab; exit 1 on a miss")
-    ver.add_argument("topology")
-    ver.add_argument("--name", help="the running lab's name, if it was brought up with --name")
-    ver.add_argument("--format", choices=["table", "json"], default="table")
+    ver = sub.add_parser("verify", help="check the topology's expect: against the running lab; exit 0 all met, "
+                                        "1 some not met, 2 the lab is not up or the expectations are invalid")
+    ver.add_argument("topology", nargs="?", help="whose expect: to check (default: each lab's own topology file)")
+    ver.add_argument("--name", action="append", metavar="LAB",
+                     help="a running lab (its name, or a glob such as 'ws-*'); give it several times for a "
+                          "table of labs")
+    ver.add_argument("--all", action="store_true", help="every lab that is up, each against its own topology")
+    ver.add_argument("--format", choices=["table", "json", "junit"], default="table")
     ver.add_argument("--timeout", type=_seconds, default=1.0, help="seconds per probe (0 < T <= 3600)")
+    ver.add_argument("--retry", type=_rounds, default=0, help="probe a missed check again, up to N more rounds")
+    ver.add_argument("-o", "--output", help="write the report to this file instead of stdout")
 
     graph = sub.add_parser("graph", help="a picture of a lab: nodes, links, pods, services (no root needed)")
     graph.add_argument("topology", nargs="?")
@@ -146,7 +156,10 @@ def _check_names(args: argparse.Namespace) -> None:
     from labkit.topology.names import is_clab_lab_name, lab_key
 
     # a lab is named as its file names it (containerlab's rule), or by the name labkit runs it under
-    if getattr(args, "name", None) is not None:
+    if args.verb == "verify" and args.name:  # several names, or globs that verify matches to the labs that are up
+        args.name = [n if set(n) & set("*?[") else check_lab_name(lab_key(n) if is_clab_lab_name(n) else n, "--name")
+                     for n in args.name]
+    elif getattr(args, "name", None) is not None:
         args.name = check_lab_name(lab_key(args.name) if is_clab_lab_name(args.name) else args.name, "--name")
     if args.verb in ("exec", "trace", "capture", "events"):
         args.lab = check_lab_name(lab_key(args.lab) if is_clab_lab_name(args.lab) else args.lab, "LAB")
@@ -154,6 +167,42 @@ def _check_names(args: argparse.Namespace) -> None:
         at = 1 if args.words[0] == "show" and len(args.words) == 2 else 0
         word = args.words[at]
         args.words[at] = check_lab_name(lab_key(word) if is_clab_lab_name(word) else word, "LAB")
+
+
+def _rounds(text: str) -> int:
+    """A number of further rounds: a whole number 0-100."""
+    if not text.isdigit() or int(text) > 100:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of rounds 0-100")
+    return int(text)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from labkit import lab
+    from labkit.verify import CannotCheck, Report, print_verify
+
+    names = list(args.name or [])
+    if args.all:
+        names += sorted(lab.known_labs())
+    several = args.all or len(names) > 1 or any(set(n) & set("*?[") for n in names)
+    if not several and not args.topology and not names:
+        raise InputError("name what to check: labkit verify TOPO, --name LAB (several times, or a glob) or --all")
+    if several:
+        report: Any = lab.verify_labs(names, args.topology, args.timeout, args.retry)
+    else:
+        try:
+            if args.topology:
+                report = lab.verify_topology(args.topology, name=names[0] if names else None, timeout=args.timeout,
+                                             retry=args.retry)
+            else:
+                report = lab.verify_lab(names[0], timeout=args.timeout, retry=args.retry)
+        except CannotCheck as exc:  # reported in the format asked for (a grader reads JUnit): exit code 2
+            report = Report.cannot_check(names[0] if names else args.topology, str(exc), args.topology)
+    if not args.output:
+        return print_verify(report, args.format)
+    with open(args.output, "w", encoding="utf-8") as fh:
+        code = print_verify(report, args.format, file=fh)
+    print(f"wrote {args.output}")
+    return code
 
 
 def _lab_name(args: argparse.Namespace) -> str | None:
@@ -172,6 +221,25 @@ def _need_root() -> None:
         raise LabkitError("this command builds network namespaces and needs root: run it with sudo")
 
 
+def _enter_rootless(args: argparse.Namespace) -> bool:
+    """An ordinary user's lab verbs run inside the user's own namespaces (labkit.rootless); True if entered."""
+    from labkit import rootless
+
+    lab_verb = args.verb in ("up", "apply", "down", "status", "exec", "verify", "trace", "list",
+                             "capture", "events", "netem") or (
+        args.verb == "graph" and args.name)
+    if not rootless.needed() or not lab_verb:
+        if args.verb == "image" and rootless.needed():
+            raise LabkitError("the docker runtime needs root (its engine is root's): labkit image build as root; "
+                              "labs without root use the netns runtime")
+        return False
+    if getattr(args, "runtime", None) == "docker":
+        raise LabkitError("the docker runtime needs root (its engine is root's): run it as root, or leave out "
+                          "--runtime docker for a lab without root (netns runtime)")
+    rootless.enter()
+    return True
+
+
 def run(argv: Sequence[str]) -> int:
     argv, after = list(argv), None
     if argv[:1] == ["capture"] and "--" in argv:  # the filter's words never pass through option parsing
@@ -181,6 +249,17 @@ def run(argv: Sequence[str]) -> int:
     if after is not None:
         args.filter = [*args.filter, *after]
     _check_names(args)
+    if not _enter_rootless(args):
+        return _run(args)
+    from labkit.rootless import stop_holder_if_idle
+
+    try:
+        return _run(args)
+    finally:  # the user's namespaces go when no lab is left in them (a status of no lab leaves none)
+        stop_holder_if_idle()
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.verb == "validate":  # the plan layer only: nothing that builds is imported
         from labkit.topology import load_plan
 
@@ -192,6 +271,11 @@ def run(argv: Sequence[str]) -> int:
 
         for note in [*plan.notes, *plan_notes(plan)]:
             print(f"note: {note}")
+        if plan.cluster is not None and plan.workloads is not None:
+            from labkit.k8s.standin import stand_ins
+
+            for pod, container, stand_in in stand_ins(plan.workloads.pods, plan.runtime, plan.cluster.stand_ins):
+                print(f"stand-in: {pod.key} container {container}: {stand_in.reason}")
         return 0
     from labkit import lab
 
@@ -241,7 +325,8 @@ def run(argv: Sequence[str]) -> int:
 
         if args.reconfigure:
             lab.down(_lab_name(args))
-        summary = lab.up(args.topology, args.runtime, Progress(quiet=args.quiet), name=args.name)
+        summary = lab.up(args.topology, args.runtime, Progress(quiet=args.quiet), name=args.name,
+                         stand_in=args.stand_in)
         if not args.quiet:  # what was built, as containerlab shows it after a deploy
             from labkit.report import print_status
 
@@ -265,10 +350,7 @@ def run(argv: Sequence[str]) -> int:
         print(f"lab {name}: {'removed' if existed else 'was not up; nothing to remove'}")
         return 0
     if args.verb == "verify":
-        from labkit.verify import check_output_format, print_verify
-
-        check_output_format(args.format)
-        return print_verify(lab.verify_topology(args.topology, name=args.name, timeout=args.timeout), args.format)
+        return _verify(args)
     if args.verb == "netem":
         return _netem(lab, args)
     if args.verb == "events":

@@ -15,14 +15,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from labkit import paths, processes, state, verify
+from labkit import paths, processes, rootless, state, verify
 from labkit.cni import attach
 from labkit.errors import LabkitError
 from labkit.files import umask
 from labkit.lock import lab_lock
 from labkit.net import netns, wiring
 from labkit.phases import bgp, cni, dns, impair, lb, nodes, pods, services
-from labkit.phases.build import Build, PodRecord, k8s_nodes
+from labkit.phases.build import Build, PodRecord
 from labkit.progress import Progress
 from labkit.runtime import Runtime, Sandbox, get_runtime
 from labkit.topology import load_plan
@@ -30,7 +30,7 @@ from labkit.topology.plan import Plan, host_link_name, netns_prefix
 
 __all__ = ["APPLY", "UP", "Build", "apply", "down", "exec_in", "get_runtime", "graph_summary", "known_labs",
            "leftovers", "render_trace", "status", "summarize", "trace", "up", "validate", "verify_lab",
-           "verify_topology"]
+           "verify_labs", "verify_topology"]
 
 # ---------------------------------------------------------------- the phase tables
 
@@ -90,12 +90,16 @@ APPLY: tuple[Phase, ...] = (  # a running cluster lab's workloads; nodes and lin
 
 
 def up(path: str, runtime: str | None = None, progress: Progress | None = None,
-       name: str | None = None) -> dict[str, Any]:
-    """Build the lab in `path` (named `name` if given); on any failure remove everything built and raise."""
+       name: str | None = None, stand_in: bool = False) -> dict[str, Any]:
+    """Build the lab in `path` (named `name` if given); on any failure remove everything built and raise.
+    `stand_in`: containers whose image the engine lacks run labkit's stand-in (as `cluster.stand-ins: true`)."""
     progress = progress or Progress()
     if name is not None:
         paths.check_lab_name(name)
     plan = load_plan(path, runtime, name)
+    rootless.check_plan(plan.runtime, with_host_access(plan))
+    if stand_in and plan.cluster is not None:
+        plan = dataclasses.replace(plan, cluster=dataclasses.replace(plan.cluster, stand_ins=True))
     rt = get_runtime(plan.runtime)
     with lab_lock(plan.lab, "up"), umask():  # one verb at a time; files and servers never take the caller's umask
         return _up(path, plan, rt, progress)
@@ -112,7 +116,8 @@ def _up(path: str, plan: Plan, rt: Runtime, progress: Progress) -> dict[str, Any
     for note in plan_notes(plan):
         progress.note(f"note: {note}")
     state.write(plan.lab, {"name": plan.lab, "runtime": plan.runtime, "source": os.path.abspath(path),
-                           "phase": "starting", "created": time.time()})
+                           "phase": "starting", "created": time.time(),
+                           "stand_ins": plan.cluster.stand_ins if plan.cluster else None})
     _run_phases(build, UP, undo=True)
     return _record(build)
 
@@ -136,6 +141,8 @@ def _apply(path: str, plan: Plan, progress: Progress) -> dict[str, Any]:
     plan = dataclasses.replace(plan, runtime=summary["runtime"])
     if plan.cluster is None:
         raise LabkitError(f"lab {plan.lab!r} has no cluster: apply changes workloads only")
+    if recorded.get("stand_ins") is True:  # `up --stand-in` holds for the lab's later pods too
+        plan = dataclasses.replace(plan, cluster=dataclasses.replace(plan.cluster, stand_ins=True))
     if _shape(summarize(plan)) != _shape(summary):
         raise LabkitError(f"the nodes or links of {path} changed since lab {plan.lab!r} came up; "
                           f"rebuild it: labkit up --reconfigure {path}")
@@ -143,7 +150,8 @@ def _apply(path: str, plan: Plan, progress: Progress) -> dict[str, Any]:
     build.sandboxes = {n["name"]: Sandbox(plan.lab, n["name"], n["netns_path"]) for n in summary["nodes"]}
     build.pods = [PodRecord(p["namespace"], p["name"], p["node"], p["ip"], p["netns"], p["netns_path"],
                         p["pid"], p["labels"], p.get("pid_start"), p.get("host_network", False),
-                        p.get("run_once", False), p.get("network_status") or []) for p in summary["pods"]]
+                        p.get("run_once", False), p.get("network_status") or [], p.get("containers", []))
+                   for p in summary["pods"]]
     from labkit.proxy import ServiceView
 
     build.previous_services = [ServiceView.model_validate(v) for v in recorded.get("service_views", [])]
@@ -224,8 +232,8 @@ def summarize(plan: Plan, build: Build | None = None) -> dict[str, Any]:
         "services": [s.as_status() for s in build.services] if build else [],
         "dns": {"ip": str(plan.cluster.dns_ip), "domain": plan.cluster.domain} if plan.cluster else None,
         "cni": {"bin_dir": files.cni_bin_dir, "socket": files.cni_socket, "backend": plan.cluster.backend,
-                "masquerade": plan.cluster.masquerade,
-                "conflists": {n.name: files.conflist(n.name) for n in k8s_nodes(plan)}}
+                "mode": plan.cluster.mode, "masquerade": plan.cluster.masquerade,
+                "conflists": {n.name: files.conflist(n.name) for n in plan.pod_hosts}}
         if plan.cluster else None,
         "timings": dict(build.timings) if build else {},
         "not_acted_on": _not_acted_on(plan),
@@ -324,6 +332,8 @@ def _docker_engine_labs() -> tuple[Runtime | None, set[str]]:
     from labkit.runtime.engine import engine_url
 
     url = engine_url()
+    if rootless.joined():  # the engine is root's: a user's labs are never docker's
+        return None, set()
     if url.startswith("unix://") and not os.path.exists(url[len("unix://"):]):
         return None, set()
     rt = get_runtime("docker")
@@ -415,6 +425,10 @@ def health_problems(lab: str, summary: dict[str, Any], present: set[str]) -> lis
             problems.append(f"pod {key}: namespace {pod.get('netns')} is gone")
         elif netns_runtime and pod.get("pid") and _pod_holder(pod) is None:
             problems.append(f"pod {key}: its holder process {pod['pid']} is gone")
+        for container in pod.get("containers") or []:  # labkit's stand-ins, by the pid files they write
+            pid_file = os.path.join(files.pod_dir(pod["namespace"], pod["name"]), f"{container.get('name')}.pid")
+            if container.get("stand_in") and processes.recorded(pid_file, marker=files.dir) is None:
+                problems.append(f"pod {key}: the stand-in of container {container['name']} is not running")
         if pod["namespace"] == "kube-system" and pod.get("labels", {}).get("k8s-app") == DNS_APP:
             if processes.recorded(files.dns_pid_file(pod["name"]), marker=files.dir) is None:
                 problems.append(f"DNS server of pod {key} is not running (labkit apply restarts it)")
@@ -575,21 +589,63 @@ def graph_summary(topology: str | Path | None = None, name: str | None = None) -
 # ---------------------------------------------------------------- verify
 
 def verify_lab(name: str, expects: Sequence[verify.Expect | Mapping[str, Any]] | None = None,
-               timeout: float = verify.DEFAULT_TIMEOUT) -> verify.Report:
-    """Check a running lab: `expects`, or the `expect:` of the topology it was brought up from."""
-    found = status(name)[0]
+               timeout: float = verify.DEFAULT_TIMEOUT, retry: int = 0, topology: str | None = None) -> verify.Report:
+    """Check a running lab: `expects`, or the `expect:` of `topology`, or of the topology file it was
+    brought up from (its state records the file's absolute path at `up`). verify.CannotCheck (exit
+    code 2) when the lab is not up, the file is gone, or there is nothing to check."""
+    try:
+        found = status(name)[0]
+    except LabkitError as exc:
+        raise verify.CannotCheck(str(exc)) from None
+    if found.get("phase") not in ("up", "degraded") or not found.get("nodes"):
+        raise verify.CannotCheck(f"lab {name!r} is not up (phase: {found.get('phase')})")
+    source = topology or found.get("source")
     if expects is None:
-        source = found.get("source")
         if not source or not os.path.exists(source):
-            raise LabkitError(f"lab {name!r}: its topology file is unknown; give the checks to verify")
+            raise verify.CannotCheck(f"lab {name!r}: its topology file {source or '(not recorded)'} is not there; "
+                                     "name the file: labkit verify TOPO --name LAB")
         expects = verify.load_expects(source)
-    return verify.run_checks(found, expects, timeout)
+    if not expects:
+        raise verify.CannotCheck(f"lab {name!r}: {source or 'the checks given'} has no expect: entries to check")
+    report = verify.run_checks(found, expects, timeout, retry=retry, refresh=lambda: status(name)[0])
+    report.source = source
+    return report
 
 
-def verify_topology(path: str, name: str | None = None, timeout: float = verify.DEFAULT_TIMEOUT) -> verify.Report:
+def verify_topology(path: str, name: str | None = None, timeout: float = verify.DEFAULT_TIMEOUT,
+                    retry: int = 0) -> verify.Report:
     """`labkit verify TOPO`: the topology's checks against its running lab (`name` overrides its name)."""
-    plan = load_plan(path, name=name)  # its expects are parsed once, with the plan
-    return verify.run_checks(status(plan.lab)[0], plan.expects, timeout)
+    plan = load_plan(path, name=name)  # its expects are parsed once, with the plan (InputError: exit 2)
+    return verify_lab(plan.lab, list(plan.expects), timeout, retry, topology=os.path.abspath(path))
+
+
+def verify_labs(names: Sequence[str], topology: str | None = None, timeout: float = verify.DEFAULT_TIMEOUT,
+                retry: int = 0) -> list[verify.Report]:
+    """An instructor's view: each lab of `names` (globs such as `ws-*` match the labs that are up)
+    against `topology`'s expectations, or each against the file it was brought up from. A lab that
+    cannot be checked is a report with its reason (exit code 2), and the others still run."""
+    import fnmatch
+    from concurrent.futures import ThreadPoolExecutor
+
+    known = sorted(known_labs())
+    chosen: list[str] = []
+    for pattern in names:
+        matches = [n for n in known if fnmatch.fnmatchcase(n, pattern)] if set(pattern) & set("*?[") else [pattern]
+        if not matches:
+            raise verify.CannotCheck(f"no lab matches {pattern!r} (labs: {', '.join(known) or 'none'})")
+        chosen.extend(m for m in matches if m not in chosen)
+    expects = list(load_plan(topology).expects) if topology else None
+    source = os.path.abspath(topology) if topology else None
+
+    def one(lab_name: str) -> verify.Report:
+        try:
+            paths.check_lab_name(lab_name, "lab")
+            return verify_lab(lab_name, expects, timeout, retry, topology=source)
+        except LabkitError as exc:
+            return verify.Report.cannot_check(lab_name, str(exc), source)
+
+    with ThreadPoolExecutor(max_workers=min(4, max(1, len(chosen)))) as pool:
+        return list(pool.map(one, chosen))
 
 
 # ---------------------------------------------------------------- trace

@@ -84,6 +84,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         from labkit import lab
 
         lab.down(name)
+    from labkit import rootless
+
+    rootless.stop_holder_if_idle()  # without root: the user's namespaces go with its last lab
 
 
 # ---------------------------------------------------------------- names, paths, leftovers
@@ -336,9 +339,15 @@ def _quote(argv: Sequence[str]) -> str:
 
 
 def _require_root(what: str) -> None:
+    """Root, or an ordinary user's own namespaces (labkit.rootless: joined once, first time a lab is needed)."""
+    from labkit import rootless
+
     if os.geteuid() != 0:
-        pytest.fail(f"{what}: labkit builds network namespaces and needs root "
-                    "(run pytest as root, e.g. sudo .venv/bin/pytest)", pytrace=False)
+        try:
+            rootless.enter()
+        except LabkitError as exc:
+            pytest.fail(f"{what}: labkit builds network namespaces and needs root, or without root your own "
+                        f"namespaces, which failed: {exc}", pytrace=False)
 
 
 def _require_docker(config: pytest.Config, what: str) -> None:

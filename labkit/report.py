@@ -49,9 +49,17 @@ def print_status(labs: list[dict[str, Any]], console: Console | None = None) -> 
             phases = any(pod.get("phase", "Running") != "Running" for pod in lab["pods"])  # pods that ran once
             if phases:
                 pods.add_column("phase")
+            stand_ins = any(c.get("stand_in") for pod in lab["pods"] for c in pod.get("containers") or [])
+            if stand_ins:
+                pods.add_column("stand-ins (labkit's stand-in runs instead, and why)", overflow="fold")
             for pod in lab["pods"]:
-                pods.add_row(pod["namespace"], pod["name"], pod["node"], pod.get("ip") or "",
-                             *([pod.get("phase", "Running")] if phases else []))
+                row = [pod["namespace"], pod["name"], pod["node"], pod.get("ip") or ""]
+                if phases:
+                    row.append(pod.get("phase", "Running"))
+                if stand_ins:
+                    row.append("\n".join(f"{c['name']}: {c['stand_in']}" for c in pod.get("containers") or []
+                                         if c.get("stand_in")))
+                pods.add_row(*row)
             console.print(pods)
         if lab.get("services"):
             console.print(_services(lab["services"]))

@@ -19,6 +19,12 @@ a node of the lab means that node. A name that does not resolve counts as closed
 Every probe runs in the source's network namespace through `labkit.agent`
 (`nsenter --net=<netns path> <host python> -m labkit.agent probe-many`): one
 agent process per source, all sources at once, all of a source's probes at once.
+
+As a grader: a check that misses is probed again while its `within:` lasts, or
+`retry` more rounds, with a short growing pause between rounds (never past the
+check's time); exit codes 0 (all met), 1 (some not met), 2 (the lab is not up,
+its topology is unknown, or the expectations are invalid or empty); the report
+as JUnit XML and several labs in one table.
 """
 
 from __future__ import annotations
@@ -30,9 +36,9 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from labkit.errors import LabkitError
@@ -124,6 +130,8 @@ class CheckResult:
     reason: str
     addresses: tuple[str, ...] = ()   # what the name resolved to (DNS targets, resolve checks)
     address: str | None = None        # the address probed last
+    attempts: int = 1                 # rounds this check was probed in
+    elapsed: float = 0.0              # seconds from the first probe to this result
 
     @property
     def expected(self) -> str:
@@ -138,10 +146,20 @@ class CheckResult:
         return {"index": self.index, "from": e.source, "kind": e.kind,
                 "to": str(e.to) if e.to else None, "protocol": e.proto if e.to else None,
                 "resolve": e.resolve, "expected": self.expected, "actual": self.actual, "ok": self.ok,
-                "reason": self.reason, "addresses": list(self.addresses), "address": self.address}
+                "reason": self.reason, "addresses": list(self.addresses), "address": self.address,
+                "within": e.within, "attempts": self.attempts, "elapsed": round(self.elapsed, 3)}
 
 
 CELL_OPEN, CELL_CLOSED, CELL_MISMATCH, CELL_NONE = ".", "X", "!", ""
+
+
+EXIT_MET, EXIT_NOT_MET, EXIT_CANNOT_CHECK = 0, 1, 2
+
+
+class CannotCheck(LabkitError):
+    """The lab is not up, its topology is unknown, or its expectations are invalid or empty."""
+
+    exit_code = EXIT_CANNOT_CHECK
 
 
 @dataclass
@@ -149,14 +167,22 @@ class Report:
     lab: str
     results: list[CheckResult] = field(default_factory=list)
     elapsed: float = 0.0
+    error: str | None = None        # why the lab could not be checked at all (exit code 2)
+    source: str | None = None       # the topology file whose expectations were checked
 
     @property
     def ok(self) -> bool:
-        return all(r.ok for r in self.results)
+        return self.error is None and all(r.ok for r in self.results)
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.ok else 1
+        if self.error is not None:
+            return EXIT_CANNOT_CHECK
+        return EXIT_MET if self.ok else EXIT_NOT_MET
+
+    @classmethod
+    def cannot_check(cls, lab: str, error: str, source: str | None = None) -> Report:
+        return cls(lab, [], 0.0, error, source)
 
     @property
     def mismatches(self) -> list[CheckResult]:
@@ -203,13 +229,16 @@ class Report:
         return [r for r in self.results if r.expect.kind == "resolve"]
 
     def summary(self) -> str:
+        if self.error is not None:
+            return f"lab {self.lab}: not checked: {self.error}"
         passed = sum(r.ok for r in self.results)
         return (f"lab {self.lab}: {passed}/{len(self.results)} checks as expected "
                 f"in {self.elapsed:.2f}s")
 
     def as_dict(self) -> dict[str, Any]:
         rows, cols, cells = self.grid()
-        return {"lab": self.lab, "ok": self.ok, "elapsed": round(self.elapsed, 3),
+        return {"lab": self.lab, "ok": self.ok, "exit_code": self.exit_code, "error": self.error,
+                "source": self.source, "elapsed": round(self.elapsed, 3),
                 "checks": [r.as_dict() for r in self.results],
                 "matrix": {"rows": rows, "columns": cols,
                            "cells": [[cells.get((r, c), CELL_NONE) for c in cols] for r in rows]},
@@ -353,21 +382,14 @@ def _judge(index: int, expect: Expect, raw: dict) -> CheckResult:
     return CheckResult(index, expect, actual, ok, raw.get("reason", ""), addresses)
 
 
-def run_checks(lab_status: Mapping[str, Any], expects: Iterable[Expect | Mapping[str, Any]],
-               timeout: float = DEFAULT_TIMEOUT, domain: str | None = None) -> Report:
-    """Run every check from its source's network namespace; one agent per source, all at once.
-
-    `lab_status`: `labkit.lab.status(name)[0]`. Dict entries are validated first (InputError).
-    Names that the lab does not have (a source, a pod or node target) make that check fail
-    with actual `error` and the reason; the other checks still run.
-    """
-    started = time.perf_counter()
-    checks = parse_expects(list(expects))
-    view = LabView(lab_status, domain)
-    results: dict[int, CheckResult] = {}
+def _plan_requests(view: LabView, checks: list[Expect], indices: Iterable[int], timeout: float,
+                   results: dict[int, CheckResult]) -> tuple[dict[str, list[dict]], dict[str, str]]:
+    """Agent requests per source for the checks of `indices`; a check the lab cannot take (a name it
+    does not have) gets its result at once, with actual `error`."""
     per_source: dict[str, list[dict]] = {}
     paths: dict[str, str] = {}
-    for i, check in enumerate(checks):
+    for i in indices:
+        check = checks[i]
         try:
             src = view.source(check.source)
             dns = view.dns_config(src)
@@ -387,16 +409,67 @@ def run_checks(lab_status: Mapping[str, Any], expects: Iterable[Expect | Mapping
             continue
         per_source.setdefault(src.name, []).append(req)
         paths[src.name] = src.netns_path
+    return per_source, paths
+
+
+def _run_round(view: LabView, checks: list[Expect], indices: list[int], timeout: float) -> dict[int, CheckResult]:
+    """One probe of each check of `indices`: one agent per source, all at once."""
+    results: dict[int, CheckResult] = {}
+    per_source, paths = _plan_requests(view, checks, indices, timeout, results)
     if per_source:
         with ThreadPoolExecutor(max_workers=min(32, len(per_source))) as pool:
             futures = {name: pool.submit(_run_agent, paths[name], reqs, timeout)
                        for name, reqs in per_source.items()}
             for _name, fut in futures.items():
                 for item_id, raw in fut.result().items():
-                    if isinstance(item_id, int) and 0 <= item_id < len(checks) and item_id not in results:
+                    if isinstance(item_id, int) and item_id in indices and item_id not in results:
                         results[item_id] = _judge(item_id, checks[item_id], raw)
-    ordered = [results[i] for i in sorted(results)]
-    return Report(view.name, ordered, time.perf_counter() - started)
+    return results
+
+
+FIRST_PAUSE, LONGEST_PAUSE = 0.2, 2.0  # seconds between rounds of probes for checks still missing
+
+
+def run_checks(lab_status: Mapping[str, Any], expects: Iterable[Expect | Mapping[str, Any]],
+               timeout: float = DEFAULT_TIMEOUT, domain: str | None = None, retry: int = 0,
+               refresh: Callable[[], Mapping[str, Any]] | None = None) -> Report:
+    """Run every check from its source's network namespace; one agent per source, all at once.
+
+    `lab_status`: `labkit.lab.status(name)[0]`. Dict entries are validated first (InputError).
+    Names that the lab does not have (a source, a pod or node target) make that check fail
+    with actual `error` and the reason; the other checks still run. A check that misses is
+    probed again, in rounds, while its `within:` seconds last or for `retry` more rounds;
+    `refresh` gives the lab's status anew before each further round (pods an `apply` adds).
+    """
+    if isinstance(retry, bool) or not isinstance(retry, int) or retry < 0:
+        raise LabkitError(f"retry must be a whole number of rounds, 0 or more; got {retry!r}")
+    started = time.monotonic()
+    checks = parse_expects(list(expects))
+    view = LabView(lab_status, domain)
+    done = _run_round(view, checks, list(range(len(checks))), timeout)
+    attempts = dict.fromkeys(range(len(checks)), 1)
+    stamps = dict.fromkeys(range(len(checks)), time.monotonic() - started)
+    rounds, pause = 0, FIRST_PAUSE
+    while True:
+        now = time.monotonic()
+        missing = [i for i, r in done.items() if not r.ok]
+        again = [i for i in missing if rounds < retry or now < started + checks[i].within]
+        if not again:
+            break
+        wait = pause
+        if rounds >= retry:  # only `within` keeps them going: the last round falls on the latest deadline
+            wait = min(pause, max(started + checks[i].within for i in again) - now)
+        time.sleep(wait)  # a pause between rounds of a poll, bounded by the checks' deadlines
+        pause = min(pause * 2, LONGEST_PAUSE)
+        rounds += 1
+        if refresh is not None:
+            view = LabView(refresh(), domain)
+        for i, result in _run_round(view, checks, again, timeout).items():
+            done[i] = result
+            attempts[i] += 1
+            stamps[i] = time.monotonic() - started
+    ordered = [replace(done[i], attempts=attempts[i], elapsed=stamps[i]) for i in sorted(done)]
+    return Report(view.name, ordered, time.monotonic() - started)
 
 
 def load_expects(path: str) -> list[Expect]:
@@ -406,18 +479,113 @@ def load_expects(path: str) -> list[Expect]:
     return list(load_plan(path).expects)
 
 
-def print_verify(report: Report, output_format: str = "table", file: Any = None) -> int:
-    """Print a report as `labkit verify [--format table|json]` does; return its exit code."""
+FORMATS = ("table", "json", "junit")
+
+
+def print_verify(report: Report | list[Report], output_format: str = "table", file: Any = None) -> int:
+    """Print a report (or several labs' reports) as `labkit verify --format table|json|junit` does;
+    return the exit code: the worst of the labs' (0 all met, 1 some not met, 2 some not checked)."""
     check_output_format(output_format)
+    reports = report if isinstance(report, list) else [report]
+    stream = file or sys.stdout
+    code = max((r.exit_code for r in reports), default=EXIT_CANNOT_CHECK)
+    if output_format == "junit":
+        stream.write(junit_xml(reports))
+        stream.flush()
+        return code
     if output_format == "json":
-        print(report.as_json(), file=file or sys.stdout, flush=True)
-        return report.exit_code
-    return print_report(report, file=file)
+        data = reports[0].as_dict() if not isinstance(report, list) else [r.as_dict() for r in reports]
+        print(json.dumps(data, indent=2), file=stream, flush=True)
+        return code
+    if not isinstance(report, list):
+        if report.error is not None:
+            print(report.summary(), file=stream, flush=True)
+            return code
+        return print_report(report, file=file)
+    print(labs_table(reports), file=stream, flush=True)
+    return code
 
 
 def check_output_format(output_format: str) -> None:
-    if output_format not in ("table", "json"):
-        raise LabkitError(f"unknown format {output_format!r}; valid: table, json")
+    if output_format not in FORMATS:
+        raise LabkitError(f"unknown format {output_format!r}; valid: {', '.join(FORMATS)}")
+
+
+# ---------------------------------------------------------------- grading: JUnit XML and the labs table
+
+
+def junit_xml(reports: Iterable[Report], hostname: str | None = None) -> str:
+    """JUnit XML as CI systems and grading scripts read it: a `testsuite` per lab, a `testcase` per
+    expect entry; a miss is a `failure`, a check that could not run (no such pod, the agent failed)
+    an `error`, and a lab that could not be checked at all one `error` testcase "lab is up"."""
+    import socket
+    import xml.etree.ElementTree as ET
+    from datetime import datetime, timezone
+
+    reports = list(reports)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    host = hostname or socket.gethostname()
+    root = ET.Element("testsuites", name="labkit verify")
+    totals = {"tests": 0, "failures": 0, "errors": 0}
+    for n, report in enumerate(reports):
+        suite = ET.SubElement(root, "testsuite", name=report.lab, id=str(n), package="labkit.verify",
+                              timestamp=stamp, hostname=host)
+        if report.source:
+            props = ET.SubElement(suite, "properties")
+            ET.SubElement(props, "property", name="topology", value=report.source)
+        counts = {"tests": 0, "failures": 0, "errors": 0}
+        if report.error is not None:
+            case = ET.SubElement(suite, "testcase", name="lab is up", classname=f"labkit.verify.{report.lab}",
+                                 time="0")
+            ET.SubElement(case, "error", message=report.error, type="CannotCheck").text = report.error
+            counts["tests"], counts["errors"] = 1, 1
+        for r in report.results:
+            counts["tests"] += 1
+            case = ET.SubElement(suite, "testcase", name=f"{r.expect.describe()} {r.expected}",
+                                 classname=f"labkit.verify.{report.lab}", time=f"{r.elapsed:.3f}")
+            if r.ok:
+                continue
+            message = f"expected {r.expected}, got {r.actual} ({r.reason})"
+            if r.actual == "error":
+                counts["errors"] += 1
+                ET.SubElement(case, "error", message=message, type="CheckError").text = r.line()
+            else:
+                counts["failures"] += 1
+                waited = f", within {r.expect.within:g}s" if r.expect.within else ""
+                ET.SubElement(case, "failure", message=message, type="NotAsExpected").text = (
+                    f"{r.line()}\nattempts: {r.attempts}{waited}")
+        for key, value in counts.items():
+            suite.set(key, str(value))
+            totals[key] += value
+        suite.set("skipped", "0")
+        suite.set("time", f"{report.elapsed:.3f}")
+        ET.SubElement(suite, "system-out").text = report.text() if report.error is None else report.summary()
+    for key, value in totals.items():
+        root.set(key, str(value))
+    root.set("time", f"{sum(r.elapsed for r in reports):.3f}")
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def labs_table(reports: Iterable[Report]) -> str:
+    """An instructor's view: one row per lab (passed / failed / total, and what failed), then a total."""
+    rows = [("lab", "passed", "failed", "total", "not as expected")]
+    reports = list(reports)
+    for r in reports:
+        if r.error is not None:
+            rows.append((r.lab, "-", "-", "-", f"not checked: {r.error}"))
+            continue
+        passed = sum(c.ok for c in r.results)
+        failing = "; ".join(f"{c.expect.describe()} expected {c.expected}, got {c.actual}" for c in r.mismatches)
+        rows.append((r.lab, str(passed), str(len(r.results) - passed), str(len(r.results)), failing))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join([row[0].ljust(widths[0]), *(row[i].rjust(widths[i]) for i in (1, 2, 3)), row[4]]).rstrip()
+             for row in rows]
+    met = sum(r.ok for r in reports)
+    unchecked = sum(r.error is not None for r in reports)
+    lines.append(f"{met}/{len(reports)} labs meet every expectation"
+                 + (f"; {unchecked} not checked" if unchecked else ""))
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- serving ports for tests and demos

@@ -16,10 +16,11 @@ fi
 
 # busybox-static and socat: the shipped labs' pods run them (and the docker runtime's image holds them).
 # bird2: the bgp backend's routing daemon; tcpdump: `labkit capture`.
+# containernetworking-plugins and iptables: a docker-host's bridge and portmap plugins (iptables-nft rules).
 packages=(iproute2 nftables iputils-ping procps util-linux python3 python3-venv python3-pip busybox-static socat
-          bird2 tcpdump)
+          bird2 tcpdump containernetworking-plugins iptables)
 if [ "$want_tests" = 1 ]; then
-  packages+=(containernetworking-plugins iptables dnsutils dnsperf dnsmasq-base docker.io chromium graphviz
+  packages+=(dnsutils dnsperf dnsmasq-base docker.io chromium graphviz
             iperf3 tshark)
 fi
 missing=()
@@ -41,6 +42,13 @@ extra=""
 if [ "$want_tests" = 1 ]; then
   # an ordinary user: the tests check that it can change nothing a lab made (files, pid files, launcher)
   id -u labkit-test >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin labkit-test
+  # labs without root: a second ordinary user (the two must not reach each other's labs), each with a
+  # runtime folder of its own as a login session makes it, and a labkit every user can run
+  id -u labkit-test2 >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin labkit-test2
+  for u in labkit-test labkit-test2; do
+    install -d -m 0755 /run/user && install -d -m 0700 -o "$u" -g "$u" "/run/user/$(id -u "$u")"
+  done
+  scripts/rootless-venv.sh
   scripts/start-dockerd.sh            # the docker runtime's tests need an engine ...
   .venv/bin/labkit image build        # ... and labkit's images, built locally (nothing is pulled)
 fi

@@ -6,6 +6,10 @@ Standard library only: imported on the `labkit-cni` exec path.
       "cniVersion": "1.1.0",
       "name": "labkit",                 # network name
       "type": "labkit-cni",
+      "mode": "ptp",                    # optional: ptp (routed /32 pods; "routed" is its old name) or
+                                        # bridge (pods on one Linux bridge holding the gateway, kubenet-style)
+      "bridge": "cni0",                 # optional, bridge mode: the bridge's name
+      "hairpinMode": true,              # optional, bridge mode: a port may send a frame back out of itself
       "mtu": 1500,                      # optional: pod and host veth MTU
       "ipam": {
         "type": "host-local",           # optional; built in (only host-local semantics)
@@ -41,7 +45,8 @@ SUPPORTED_VERSIONS = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
 LATEST = "1.1.0"
 PLUGIN_TYPE = "labkit-cni"
 IPAM_TYPES = (None, "", "host-local", "labkit-cni")
-MODES = ("routed",)
+MODES = ("ptp", "bridge", "routed")  # routed: the first name of ptp
+DEFAULT_BRIDGE = "cni0"
 
 _FIRST = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 _REST = _FIRST | frozenset("_.-")
@@ -70,8 +75,12 @@ class NetConf:
                  dns: dict | None = None, prev_result: dict | None = None,
                  runtime_config: dict | None = None,
                  valid_attachments: list[tuple[str, str]] | None = None,
-                 raw: dict | None = None, lock_timeout: float = 30.0):
+                 raw: dict | None = None, lock_timeout: float = 30.0, mode: str = "ptp",
+                 bridge: str = DEFAULT_BRIDGE, hairpin: bool = True):
         self.lock_timeout = lock_timeout
+        self.mode = mode
+        self.bridge = bridge
+        self.hairpin = hairpin
         self.cni_version = cni_version
         self.name = name
         self.pool = pool
@@ -138,10 +147,18 @@ def parse(raw, *, need_ipam: bool = True) -> NetConf:
     ptype = raw.get("type")
     if ptype is not None and not isinstance(ptype, str):
         raise _bad("invalid network configuration: type must be a string")
-    mode = raw.get("mode", "routed")
+    mode = raw.get("mode", "ptp")
     if mode not in MODES:
         raise CNIError(UNSUPPORTED_FIELD, f"unsupported mode {mode!r}",
                        f"labkit-cni supports: {', '.join(MODES)}")
+    mode = "ptp" if mode == "routed" else mode
+    bridge = raw.get("bridge", DEFAULT_BRIDGE)
+    if not (isinstance(bridge, str) and 0 < len(bridge) <= 15 and valid_name(bridge)):
+        raise _bad(f"invalid network configuration: bridge {bridge!r} is not an interface name",
+                   "1-15 letters, digits, '_', '.', '-', starting with a letter or digit")
+    hairpin = raw.get("hairpinMode", True)
+    if not isinstance(hairpin, bool):
+        raise _bad(f"invalid network configuration: hairpinMode {hairpin!r} must be true or false")
     mtu = raw.get("mtu")
     if mtu is not None and (not isinstance(mtu, int) or isinstance(mtu, bool) or not 68 <= mtu <= 65535):
         raise _bad(f"invalid network configuration: mtu {mtu!r} must be an integer in 68..65535")
@@ -234,7 +251,7 @@ def parse(raw, *, need_ipam: bool = True) -> NetConf:
     return NetConf(
         cni_version=version, name=name, pool=pool, data_dir=data_dir, mtu=mtu, routes=routes,
         dns=dns, prev_result=prev, runtime_config=rc, valid_attachments=valid, raw=raw,
-        lock_timeout=float(lock_timeout),
+        lock_timeout=float(lock_timeout), mode=mode, bridge=bridge, hairpin=hairpin,
     )
 
 

@@ -60,11 +60,12 @@ def render_conflist(
     dns: Mapping | None = None,
     range_start: str | None = None,
     range_end: str | None = None,
+    mode: str = "ptp",
 ) -> str:
     """The conflist JSON text for one node: labkit-cni first, then `plugins`.
 
     `gateway` defaults to the podCIDR's .1, `data_dir` to
-    /var/lib/cni/networks/<name>. `cni_version` defaults to 1.1.0, or 1.0.0 when
+    /var/lib/cni/networks/<name>. `mode` is labkit-cni's: ptp or bridge. `cni_version` defaults to 1.1.0, or 1.0.0 when
     chained plugins follow (the reference plugins on Debian 12 stop at 1.0.0).
     """
 
@@ -82,6 +83,8 @@ def render_conflist(
             raise TypeError(f"chained plugin config must be a mapping: {p!r}")
         if not p.get("type") or not isinstance(p["type"], str):
             raise ValueError(f"chained plugin config needs a 'type': {p!r}")
+    if mode not in ("ptp", "bridge"):
+        raise ValueError(f"invalid labkit-cni mode {mode!r}: ptp or bridge")
     if cni_version is None:
         cni_version = "1.0.0" if plugins else "1.1.0"
     from labkit import templating  # jinja2: never on the plugin's exec path
@@ -99,6 +102,7 @@ def render_conflist(
         dns=dict(dns) if dns else None,
         range_start=range_start,
         range_end=range_end,
+        mode=mode,
     )
     json.loads(text)  # a template bug must not reach a runtime
     return text
@@ -257,8 +261,8 @@ def execute_conflist(
     `capability_args` is the runtime's capability data, e.g.
     {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}.
     For CHECK/DEL, `prev_result` is the ADD result; with `cache_dir` the ADD
-    result is cached there (like /var/lib/cni/results) and read back when
-    `prev_result` is not given. `valid_attachments` ([{containerID, ifname}])
+    result and `capability_args` are cached there (like /var/lib/cni/results) and
+    read back when not given. `valid_attachments` ([{containerID, ifname}])
     is passed to GC. Raises CNIError.
     """
     listconf = load_conflist(conflist)
@@ -299,12 +303,17 @@ def execute_conflist(
         if cache is not None:
             _write_cache(cache, {"kind": "cniCacheV1", "containerId": container_id,
                                  "ifName": ifname, "networkName": listconf["name"],
-                                 "netns": netns, "result": result})
+                                 "netns": netns, "capabilityArgs": dict(capability_args or {}),
+                                 "result": result})
         return result
 
     if command in ("DEL", "CHECK"):
-        if prev_result is None and cache is not None:
-            prev_result = (_read_cache(cache) or {}).get("result")
+        if cache is not None and (prev_result is None or capability_args is None):
+            cached = _read_cache(cache) or {}
+            if prev_result is None:
+                prev_result = cached.get("result")
+            if capability_args is None:  # as libcni: portmap's DEL needs the mappings ADD had
+                capability_args = cached.get("capabilityArgs") or None
         if command == "CHECK":
             if not _version_ge(version, (0, 4, 0)):
                 raise CNIError(INVALID_CONFIG, f"CHECK is not supported by cniVersion {version}")
@@ -392,7 +401,6 @@ def _cached_attachments(cache_dir, name: str) -> list[dict]:
 
 
 def _write_cache(path: Path, result: Mapping) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(result))
-    os.replace(tmp, path)
+    from labkit.files import write_atomic
+
+    write_atomic(path, json.dumps(result), 0o600)  # explicit modes: the folder 0755, the entry root's alone

@@ -1,6 +1,10 @@
-"""labkit-cni: the routed pod network plugin (CNI spec 1.1.0) and its in-process API.
+"""labkit-cni: the pod network plugin (CNI spec 1.1.0) and its in-process API.
 
-Why routed (ptp-style) and not a bridge: every pod gets an `IP/32`, a link
+Two modes (the config's "mode"): `ptp`, below, and `bridge` (kubenet, the reference
+`bridge` plugin: pods on one Linux bridge per node; see bridged.py). Same verbs, IPAM,
+results and errors in both.
+
+Why routed (ptp-style) by default: every pod gets an `IP/32`, a link
 route to the node's gateway address and `default via` it; the node gets a
 `/32` route to the pod through the pod's veth. There is no bridge, so no L2
 broadcast domain, no ARP flooding between pods, no MAC learning; every hop is
@@ -235,6 +239,7 @@ def cmd_add(conf: cfg.NetConf, cid: str, netns: str, ifname: str) -> dict:
 def _wire(conf, node: Netlink, pod: Netlink, podfd: int, host: str, cid: str, netns: str,
           ifname: str, ip: str, gw: str) -> dict:
     alias = host_veth_alias(conf.name, cid, ifname)
+    bridge = None
     try:
         stale = node.link(host)
         if stale is not None:  # left over from an attachment whose pod side is gone
@@ -243,6 +248,11 @@ def _wire(conf, node: Netlink, pod: Netlink, podfd: int, host: str, cid: str, ne
             else:
                 raise CNIError(INTERFACE_EXISTS, f"node interface {host} exists and is not ours",
                                f"alias {stale.get('alias')!r}")
+        if conf.mode == "bridge":
+            from . import bridged
+
+            bridge, h, p = bridged.wire(conf, node, pod, podfd, host, alias, ifname, ip, gw)
+            return _result(conf, netns, ifname, ip, gw, h, p, bridge)
         node.do(nl.veth(host, ifname, peer_netns_fd=podfd, mtu=conf.mtu, what=f"add veth {host}/{ifname}"))
         h = node.link(host)
         lo = node.link("lo")
@@ -265,19 +275,29 @@ def _wire(conf, node: Netlink, pod: Netlink, podfd: int, host: str, cid: str, ne
                  for r in conf.routes])
     except NetlinkError as e:
         raise _nl_error(e, f"ADD {cid}/{ifname}") from e
-    iface_host = {"name": host, "mac": h["mac"]}
+    return _result(conf, netns, ifname, ip, gw, h, p, bridge)
+
+
+def _result(conf, netns: str, ifname: str, ip: str, gw: str, h: dict, p: dict, bridge: dict | None) -> dict:
+    """The ADD result: [bridge,] node veth, pod interface; the pod's address, its gateway and routes."""
+    iface_host = {"name": h["name"], "mac": h["mac"]}
     iface_pod = {"name": ifname, "mac": p["mac"], "sandbox": netns}
     if conf.mtu and cfg.version_tuple(conf.cni_version) >= (1, 1, 0):
         iface_host["mtu"] = conf.mtu
         iface_pod["mtu"] = conf.mtu
-    ipc = {"address": f"{ip}/32", "gateway": gw, "interface": 1}
+    ifaces = [iface_host, iface_pod]
+    plen = 32
+    if bridge is not None:  # as the reference bridge plugin reports it: the bridge first
+        ifaces.insert(0, {"name": bridge["name"], "mac": bridge["mac"]})
+        plen = conf.pool.subnet.prefixlen
+    ipc = {"address": f"{ip}/{plen}", "gateway": gw, "interface": len(ifaces) - 1}
     if cfg.version_tuple(conf.cni_version) < (1, 0, 0):
         ipc = {"version": "4", **ipc}
     routes = [{"dst": "0.0.0.0/0", "gw": gw}]
     routes += [{"dst": str(r.dst), "gw": str(r.gw or gw)} for r in conf.routes]
     result = {
         "cniVersion": conf.cni_version,
-        "interfaces": [iface_host, iface_pod],
+        "interfaces": ifaces,
         "ips": [ipc],
         "routes": routes,
         "dns": dict(conf.dns or {}),
@@ -367,11 +387,19 @@ def cmd_check(conf: cfg.NetConf, cid: str, netns: str, ifname: str) -> None:
         os.close(podfd)
     host = host_veth_name(cid, ifname)
     with Netlink() as node:
-        h = node.link(host)
-        if h is None:
-            raise CHECK_ERR(f"node-side interface {host} is missing")
-        routes = node.routes()
-        for ip in want:
+        if conf.mode == "bridge":
+            from . import bridged
+
+            problem = bridged.check_node(conf, node, host)
+            if problem:
+                raise CHECK_ERR(problem)
+            h, want_routes = None, False
+        else:
+            h, want_routes = node.link(host), True
+            if h is None:
+                raise CHECK_ERR(f"node-side interface {host} is missing")
+        routes = node.routes() if want_routes else []
+        for ip in want if want_routes else ():
             if not any(r["dst"] == ip and r["prefixlen"] == 32 and r["oif"] == h["index"]
                        for r in routes):
                 raise CHECK_ERR(f"node has no route {ip}/32 dev {host}")

@@ -5,7 +5,8 @@
 
 Process model: a supervisor binds the sockets (so a bad address fails at once, with a
 message and exit code 1; a bad config exits 2), then forks N workers (default:
-`default_workers()`, one per two CPUs). Each worker owns one UDP socket (SO_REUSEPORT,
+`default_workers()`, one per two CPUs; when that is one, the process serves alone, with no
+supervisor: one interpreter per DNS pod). Each worker owns one UDP socket (SO_REUSEPORT,
 bound to the same address) and shares the TCP listening socket. SIGHUP: every worker re-reads the config file and
 swaps its tables (a bad file is logged and the old records kept). SIGTERM/SIGINT: the
 supervisor stops the workers and exits 0; workers also die with the supervisor
@@ -733,10 +734,23 @@ def _die_with_parent() -> None:
         os._exit(0)
 
 
-def worker_main(state: State, udp: socket.socket, tcp: socket.socket) -> None:
+def worker_main(state: State, udp: socket.socket, tcp: socket.socket, alone: str | None = None) -> None:
+    """A worker's life. `alone`: the server is this one process (no supervisor): SIGTERM/SIGINT remove
+    the pid file named (if any) and exit 0, and no parent's death ends it."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    if alone is not None:
+        def on_stop(signum, frame) -> None:
+            if alone:
+                try:
+                    os.unlink(alone)
+                except OSError:
+                    pass
+            os._exit(0)
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
 
     def on_hup(signum, frame) -> None:
         try:
@@ -748,7 +762,8 @@ def worker_main(state: State, udp: socket.socket, tcp: socket.socket) -> None:
             log(f"reload failed, keeping the previous records: {e!r}")
 
     signal.signal(signal.SIGHUP, on_hup)
-    _die_with_parent()
+    if alone is None:
+        _die_with_parent()
     _start_thread(serve_tcp, state, tcp)     # signals still blocked: inherited
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
     serve_udp(state, udp)
@@ -815,6 +830,9 @@ def run(config: str, listen: str, port: int = 53, workers: int | None = None,
     """The supervisor. Returns the exit code."""
     global _supervisor_pid
     _supervisor_pid = os.getpid()
+    # One worker by default (a small machine): the process serves itself rather than supervising a
+    # fork of itself, which would be a second interpreter per DNS pod doing nothing (a lab's weight).
+    alone = not workers and default_workers() == 1
     workers = max(1, workers or default_workers())
     state = State(config)
     try:
@@ -841,7 +859,7 @@ def run(config: str, listen: str, port: int = 53, workers: int | None = None,
             os._exit(code)
         children[pid] = i
 
-    for i in range(workers):
+    for i in range(0 if alone else workers):
         spawn(i)
     if pidfile:  # "PID START" as labkit.processes records pids: a reused pid is never taken for this server
         with open("/proc/self/stat", encoding="ascii") as f:
@@ -852,7 +870,10 @@ def run(config: str, listen: str, port: int = 53, workers: int | None = None,
             f.write(f"{os.getpid()} {start}\n")
         os.replace(pidfile + ".tmp", pidfile)
     log(f"serving {state.rs.zone if state.rs else '?'} on {listen} port {port} "
-        f"(udp+tcp, {workers} workers)")
+        f"(udp+tcp, {'one process' if alone else f'{workers} workers'})")
+    if alone:
+        worker_main(state, udps[0], tcp, alone=pidfile or "")
+        return 0
     code = 0
     stopping = False
     respawns: list[float] = []

@@ -48,11 +48,14 @@ class Allocation:
 
 
 def allocate(workloads: Workloads, nodes: Sequence[str], *, service_cidr: str,
-             dns_ip: str | None = None, node_labels: Mapping[str, Mapping[str, str]] | None = None) -> Allocation:
-    """Schedule every pod and allocate every ClusterIP and NodePort; InputError lists every problem."""
+             dns_ip: str | None = None, pinned: Sequence[str] = (),
+             node_labels: Mapping[str, Mapping[str, str]] | None = None) -> Allocation:
+    """Schedule every pod and allocate every ClusterIP and NodePort; InputError lists every problem.
+    `pinned` nodes (docker-hosts) run only the pods naming them in spec.nodeName; `node_labels` (each
+    k8s-node's labels) are for MetalLB's advertisements' nodeSelectors."""
     problems: list[Problem] = []
     results: list[Mapping] = []
-    for step in (lambda: schedule_pods(workloads, nodes),
+    for step in (lambda: schedule_pods(workloads, nodes, pinned),
                  lambda: allocate_cluster_ips(workloads, service_cidr=service_cidr, dns_ip=dns_ip),
                  lambda: allocate_node_ports(workloads),
                  lambda: allocate_load_balancers(workloads, node_labels or {n: {} for n in nodes})):

@@ -85,6 +85,9 @@ IntOrString = Annotated[int | str, BeforeValidator(_int_or_str)]
 # keys and values checked one by one, so every bad label of a map is reported, not only the first
 Labels = dict[Annotated[StrictStr, _check(names.label_key)], Annotated[StrictStr, _check(names.label_value)]]
 Protocol = Literal["TCP", "UDP"]
+# A NetworkPolicy may name SCTP even where nothing speaks it: its rule still selects (isolates) the
+# pods, and allows no TCP or UDP (the upstream e2e cases on SCTP policies probe exactly that).
+PolicyProtocol = Literal["TCP", "UDP", "SCTP"]
 
 
 class K8sModel(BaseModel):
@@ -186,7 +189,7 @@ class ContainerPort(K8sModel):
     name: PortName | None = None
     containerPort: PortNumber
     protocol: Protocol = "TCP"
-    hostPort: PortNumber | None = None
+    hostPort: PortNumber | None = None  # published on docker-host nodes (portmap); elsewhere not acted on
 
 
 class EnvVar(K8sModel):
@@ -743,7 +746,7 @@ class NetworkPolicyPeer(K8sModel):
 
 
 class NetworkPolicyPort(K8sModel):
-    protocol: Protocol = "TCP"
+    protocol: PolicyProtocol = "TCP"
     port: IntOrString | None = None
     endPort: PortNumber | None = None
 

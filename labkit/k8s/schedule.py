@@ -15,8 +15,10 @@ from labkit.k8s.load import Workloads
 from labkit.k8s.nodes import cluster_nodes, describe, selects
 
 
-def schedule_pods(workloads: Workloads, nodes: Sequence[str]) -> dict[str, str]:
-    """"namespace/pod" -> node name for every pod; InputError (file:line) for unknown nodeNames."""
+def schedule_pods(workloads: Workloads, nodes: Sequence[str], pinned: Sequence[str] = ()) -> dict[str, str]:
+    """"namespace/pod" -> node name for every pod; InputError (file:line) for unknown nodeNames.
+
+    `pinned` nodes (docker-hosts) take only the pods that name them in spec.nodeName."""
     problems: list[Problem] = []
     placement: dict[str, str] = {}
     load = dict.fromkeys(nodes, 0)
@@ -25,8 +27,11 @@ def schedule_pods(workloads: Workloads, nodes: Sequence[str]) -> dict[str, str]:
         wanted = pod.spec.nodeName
         if wanted is None:
             continue
+        if wanted in pinned:
+            placement[pod.key] = wanted
+            continue
         if wanted not in load:
-            valid = ", ".join(nodes) if nodes else "none (the topology has no k8s-node)"
+            valid = ", ".join([*nodes, *pinned]) if nodes or pinned else "none (the topology has no k8s-node)"
             problems.append(workloads.problem(pod, ("spec", "nodeName"),
                                               f"no k8s-node named {wanted!r}; valid: {valid}"))
             continue

@@ -44,6 +44,8 @@ NLM_F_DUMP = 0x300
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
 IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD = 18, 20, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
+IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 4, 5
+IFLA_BRPORT_MODE = 4  # the port's hairpin mode (u8)
 VETH_INFO_PEER = 1
 IFLA_VXLAN_ID, IFLA_VXLAN_LINK, IFLA_VXLAN_LOCAL, IFLA_VXLAN_LEARNING, IFLA_VXLAN_PORT = 1, 3, 4, 7, 15
 IFF_UP = 0x1
@@ -186,10 +188,19 @@ def macvlan(name: str, parent_index: int, *, mode: str = "bridge", netns_fd: int
     return Request(RTM_NEWLINK, _create(False), _ifinfo() + attrs, what or f"create macvlan {name}")
 
 
-def bridge(name: str) -> Request:
-    """`ip link add NAME up type bridge`."""
-    attrs = attr_str(IFLA_IFNAME, name) + attr(IFLA_LINKINFO, attr_str(IFLA_INFO_KIND, "bridge"))
+def bridge(name: str, *, mac: str | None = None) -> Request:
+    """`ip link add NAME [address MAC] up type bridge` (a set MAC does not follow its ports' MACs)."""
+    attrs = attr_str(IFLA_IFNAME, name) + (attr(IFLA_ADDRESS, _mac(mac)) if mac else b"")
+    attrs += attr(IFLA_LINKINFO, attr_str(IFLA_INFO_KIND, "bridge"))
     return Request(RTM_NEWLINK, _create(False), _ifinfo(0, IFF_UP, IFF_UP) + attrs, f"create bridge {name}")
+
+
+def bridge_port(index: int, *, hairpin: bool, what: str = "") -> Request:
+    """`ip link set dev #index type bridge_slave hairpin on|off` (the link must already have a bridge master)."""
+    data = attr(IFLA_BRPORT_MODE, bytes([int(hairpin)]))
+    info = attr_str(IFLA_INFO_SLAVE_KIND, "bridge") + attr(IFLA_INFO_SLAVE_DATA, data)
+    return Request(RTM_NEWLINK, 0, _ifinfo(index) + attr(IFLA_LINKINFO, info),
+                   what or f"set hairpin {'on' if hairpin else 'off'} on link #{index}")
 
 
 def vxlan(name: str, *, vni: int, local: str, dev_index: int, port: int, mac: str, learning: bool = False,

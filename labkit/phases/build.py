@@ -13,6 +13,7 @@ from labkit.topology.plan import Plan
 
 if TYPE_CHECKING:
     from labkit.k8s import Workloads
+    from labkit.k8s.standin import StandIn
     from labkit.proxy import ServiceView
 
 N = TypeVar("N")
@@ -35,12 +36,14 @@ class PodRecord:
     run_once: bool = False  # restartPolicy Never/OnFailure: its containers run to their end (status: phase)
     # Multus's k8s.v1.cni.cncf.io/network-status: the cluster network first (default), then attachments
     network_status: list[dict[str, Any]] = field(default_factory=list)
+    # Its containers: {"name", "stand_in": why labkit's stand-in runs instead, or None} (labkit.k8s.standin).
+    containers: list[dict[str, Any]] = field(default_factory=list)
 
     def as_status(self) -> dict[str, Any]:
         return {"namespace": self.namespace, "name": self.name, "node": self.node, "ip": self.ip,
                 "netns": self.netns, "netns_path": self.netns_path, "pid": self.pid, "labels": self.labels,
                 "pid_start": self.pid_start, "host_network": self.host_network, "run_once": self.run_once,
-                "network_status": self.network_status}
+                "network_status": self.network_status, "containers": self.containers}
 
 
 class Build:
@@ -55,6 +58,7 @@ class Build:
         self.timings: dict[str, float] = {}
         self.services: list[ServiceView] = []
         self.previous_services: list[ServiceView] | None = None  # set by `apply`: the views applied before
+        self.stand_ins: dict[str, dict[str, StandIn]] = {}  # pod key -> container -> stand-in, of pods started now
 
 
 def workloads_of(plan: Plan) -> Workloads | None:

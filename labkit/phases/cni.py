@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from typing import TYPE_CHECKING
 
 from labkit import paths, processes
 from labkit.cni import backends
 from labkit.cni.conflist import write_conflist
+from labkit.cni.dockerhost import write_docker_conflist
 from labkit.cni.errors import CNIError
 from labkit.errors import LabkitError
 from labkit.files import makedirs
 from labkit.net import wiring
 from labkit.phases.build import k8s_nodes, on_every_node
+from labkit.topology import kinds
 from labkit.topology.plan import ClusterPlan
 
 if TYPE_CHECKING:
@@ -37,7 +41,12 @@ def setup_pod_network(b: Build) -> None:
     files = paths.lab(plan.lab)
     for node in nodes:
         write_conflist(files.conflist_dir(node.name), paths.CNI_NETWORK, node.pod_cidr, mtu=pod_mtu(cluster),
-                       data_dir=files.ipam_dir(node.name))
+                       data_dir=files.ipam_dir(node.name), mode=cluster.mode)
+
+    for host in plan.pod_hosts:
+        if host.kind_info.container_host:  # Docker's model: the reference bridge and portmap plugins
+            write_docker_conflist(files.conflist_dir(host.name), paths.CNI_NETWORK, bridge=kinds.DOCKER_BRIDGE,
+                                  subnet=kinds.DOCKER_SUBNET, data_dir=files.ipam_dir(host.name))
 
     def wire(node: backends.ClusterNode) -> None:
         # a node's own processes reach ClusterIPs: DNAT in output needs a route first
@@ -72,6 +81,9 @@ def ensure_cni_server(b: Build) -> None:
     if server.is_serving(files.cni_socket):
         return
     processes.stop_recorded(files.cni_dir, marker=files.dir)  # one that lives on must not outlive its pid file
+    # a killed server leaves its socket file behind: gone, the wait below sees the new one bind, not the old file
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(files.cni_socket)
     start_cni_server(b.plan.lab)
     wait_cni_server(b)
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from labkit import paths, processes
 from labkit.k8s.schedule import pick_node
+from labkit.k8s.standin import StandIn, pod_stand_ins, program
 from labkit.k8s.system import DNS_APP
 from labkit.cni import attach
 from labkit.cni.conflist import execute_conflist
+from labkit.cni.dockerhost import port_mappings
 from labkit.cni.errors import CNIError
 from labkit.errors import LabkitError
 from labkit.k8s.multus import pod_attachments
@@ -47,13 +50,16 @@ def kubelet_hosts(pod: Pod, ip: str, cluster: ClusterPlan) -> str:
             f"{ip}\t{' '.join(names)}\n")
 
 
-def pod_spec(plan: Plan, pod: Pod, node: str, ip: str) -> PodSpec:
+def pod_spec(plan: Plan, pod: Pod, node: str, ip: str, stand_ins: Mapping[str, StandIn] | None = None) -> PodSpec:
+    """What the runtime needs to start `pod`; `stand_ins`: its containers that run labkit's stand-in."""
     cluster = plan.cluster
     assert cluster is not None
+    stand_ins = stand_ins or {}
     host_network = pod.spec.hostNetwork  # the node's namespace, hostname and /etc/hosts, as the kubelet does
     containers = tuple(
-        ContainerSpec(name=c.name, image=c.image, argv=tuple(c.command) + tuple(c.args),
-                      env={e.name: e.value or "" for e in c.env}, capabilities=capabilities(c.securityContext))
+        ContainerSpec(name=c.name, image=c.image, argv=program(c), env={e.name: e.value or "" for e in c.env},
+                      capabilities=capabilities(c.securityContext), command=tuple(c.command), args=tuple(c.args),
+                      stand_in=stand_ins.get(c.name))
         for c in pod.spec.containers
     )
     return PodSpec(namespace=pod.namespace, name=pod.name, node=node,
@@ -78,14 +84,21 @@ def start_pod_set(b: Build, todo: list[tuple[Pod, str]]) -> None:
     """Sandboxes (all at once where the runtime can), CNI ADD from each pod's node in a fixed
     order (so every run of a lab gives the same addresses), then the pods' own files and containers."""
     plan = b.plan
+    assert plan.cluster is not None
+    for pod, _ in todo:  # decided from the plan; of the system, only which images a container engine has
+        b.stand_ins[pod.key] = pod_stand_ins(pod, plan.runtime, plan.cluster.stand_ins, b.runtime.has_image)
     first_specs = [pod_spec(plan, pod, node, ip="0.0.0.0") for pod, node in todo]
     sandboxes = b.runtime.create_pods(plan.lab, first_specs)
     records = []
     for (pod, node), spec, sandbox in zip(todo, first_specs, sandboxes, strict=True):
+        stand_ins = b.stand_ins[pod.key]
         records.append(PodRecord(pod.namespace, pod.name, node, None, spec.host_netns or spec.netns,
                                  sandbox.netns_path, labels=dict(pod.labels), host_network=bool(spec.host_netns),
-                                 run_once=spec.run_once))
+                                 run_once=spec.run_once,
+                                 containers=[{"name": c.name, "stand_in": s.reason if (s := stand_ins.get(c.name))
+                                              else None} for c in pod.spec.containers]))
     b.pods.extend(records)
+    note_stand_ins(b, [(pod, name, s) for pod, _ in todo for name, s in b.stand_ins[pod.key].items()])
     for (pod, node), sandbox, record in zip(todo, sandboxes, records, strict=True):
         if record.host_network:  # no CNI: the pod's address is its node's
             mgmt = plan.node(node).mgmt_ipv4
@@ -95,7 +108,8 @@ def start_pod_set(b: Build, todo: list[tuple[Pod, str]]) -> None:
             result = execute_conflist("ADD", paths.lab(plan.lab).conflist(node),
                                       container_id=container_id(plan.lab, pod.namespace, pod.name),
                                       netns=sandbox.netns_path, ifname=POD_IFNAME,
-                                      node_netns=b.sandboxes[node].netns_path)
+                                      node_netns=b.sandboxes[node].netns_path,
+                                      capability_args=published(pod), cache_dir=result_cache(plan, node))
         except CNIError as exc:
             raise LabkitError(f"pod {pod.key} on {node}: CNI ADD failed: {exc}") from None
         record.ip = result["ips"][0]["address"].split("/")[0]
@@ -105,20 +119,38 @@ def start_pod_set(b: Build, todo: list[tuple[Pod, str]]) -> None:
 
     def start(item: tuple) -> None:
         (pod, node), sandbox, record = item
-        started = b.runtime.start_containers(plan.lab, pod_spec(plan, pod, node, record.ip), sandbox)
+        started = b.runtime.start_containers(plan.lab, pod_spec(plan, pod, node, record.ip, b.stand_ins[pod.key]),
+                                             sandbox)
         if isinstance(started, Sandbox):
             record.pid = started.pid
             record.pid_start = processes.start_time(started.pid) if started.pid else None
 
     items = list(zip(todo, sandboxes, records, strict=True))
-    if b.runtime.workers > 1:  # a container engine overlaps its calls; forks of this process would not gain
-        from concurrent.futures import ThreadPoolExecutor
+    try:
+        if b.runtime.workers > 1:  # a container engine overlaps its calls; forks of this process would not gain
+            from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(b.runtime.workers) as pool:
-            list(pool.map(start, items))
-    else:
-        for item in items:
-            start(item)
+            with ThreadPoolExecutor(b.runtime.workers) as pool:
+                list(pool.map(start, items))
+        else:
+            for item in items:
+                start(item)
+    except BaseException:
+        try:
+            b.runtime.finish_pods(plan.lab)
+        except LabkitError:
+            pass  # the first failure is the one to report
+        raise
+    b.runtime.finish_pods(plan.lab)
+
+
+def note_stand_ins(b: Build, found: list[tuple[Pod, str, StandIn]], shown: int = 10) -> None:
+    """`up` says which containers run labkit's stand-in and why (`status` lists them all)."""
+    for pod, name, stand_in in found[:shown]:
+        b.progress.note(f"stand-in for {pod.key} container {name}: {stand_in.reason}")
+    if len(found) > shown:
+        b.progress.note(f"... and {len(found) - shown} more containers run labkit's stand-in "
+                        "(labkit status lists them)")
 
 
 def add_attachments(b: Build, pod: Pod, record: PodRecord) -> None:
@@ -147,13 +179,14 @@ def sync_pods(b: Build) -> None:
     running = {f"{r.namespace}/{r.name}" for r in b.pods}
     load = {n.name: 0 for n in k8s_nodes(b.plan)}
     for record in b.pods:
-        load[record.node] = load.get(record.node, 0) + 1
+        if record.node in load:
+            load[record.node] += 1
     todo = []
     for key, pod in wanted.items():
         if key in running:
             continue
         node = pick_node(pod.spec, load)
-        load[node] += 1
+        load[node] = load.get(node, 0) + 1  # a docker-host named by nodeName is not in `load`
         todo.append((pod, node))
     if todo:
         start_pod_set(b, todo)
@@ -169,7 +202,7 @@ def stop_pod(b: Build, record: PodRecord) -> None:
             execute_conflist("DEL", paths.lab(plan.lab).conflist(record.node),
                              container_id=container_id(plan.lab, record.namespace, record.name),
                              netns=record.netns_path, ifname=POD_IFNAME,
-                             node_netns=b.sandboxes[record.node].netns_path)
+                             node_netns=b.sandboxes[record.node].netns_path, cache_dir=result_cache(plan, record.node))
     except CNIError as exc:
         raise LabkitError(f"pod {record.namespace}/{record.name}: CNI DEL failed: {exc}") from None
     files = paths.lab(plan.lab)
@@ -199,17 +232,32 @@ def remove_unrecorded_pods(b: Build) -> None:
             attach.release(b.plan.lab, namespace, pod)
         except CNIError as exc:
             raise LabkitError(f"leftover pod namespace {name}: CNI DEL failed: {exc}") from None
-        for node in k8s_nodes(b.plan):
+        for node in b.plan.pod_hosts:
             try:
                 execute_conflist("DEL", files.conflist(node.name),
                                  container_id=container_id(b.plan.lab, namespace, pod),
-                                 netns=path, ifname=POD_IFNAME, node_netns=b.sandboxes[node.name].netns_path)
+                                 netns=path, ifname=POD_IFNAME, node_netns=b.sandboxes[node.name].netns_path,
+                                 cache_dir=result_cache(b.plan, node.name))
             except CNIError as exc:
                 raise LabkitError(f"leftover pod namespace {name}: CNI DEL failed: {exc}") from None
         processes.stop_in_namespaces([path])
         netns.delete_namespace(name)
         shutil.rmtree(files.pod_dir(namespace, pod), ignore_errors=True)
         b.progress.note(f"removed {name}, left by an interrupted apply")
+
+
+def published(pod: Pod) -> dict | None:
+    """The `portMappings` capability of a pod's hostPorts (docker-hosts publish them with portmap)."""
+    mappings = port_mappings(p for c in pod.spec.containers for p in c.ports)
+    return {"portMappings": mappings} if mappings else None
+
+
+def result_cache(plan: Plan, node: str) -> str | None:
+    """Where a docker-host's ADD results and port mappings are kept for DEL (libcni's results cache):
+    portmap removes a pod's DNAT only when DEL names its mappings again. labkit-cni needs none."""
+    if not plan.node(node).kind_info.container_host:
+        return None
+    return os.path.join(paths.lab(plan.lab).conflist_dir(node), "results")
 
 
 def pod_phase(runtime, lab: str, pod: dict) -> str:
@@ -249,31 +297,62 @@ def _listening_tcp_ports() -> set[int]:
     return ports
 
 
+def _listening_in(netns_paths: list[str]) -> dict[str, set[int]]:
+    """The TCP ports listened on in each namespace: one thread through them all, not a thread each."""
+    found: dict[str, set[int]] = {}
+
+    def look(path: str) -> None:
+        found[path] = _listening_tcp_ports()
+
+    netns.for_each_netns(netns_paths, look)
+    return found
+
+
+def _awaited(pod: Pod, stand_ins: Mapping[str, StandIn]) -> set[int]:
+    """The declared TCP containerPorts of the pod's containers that run as written (a stand-in is
+    awaited by the pid file it writes once every port it serves, TCP and UDP, is bound)."""
+    return {p.containerPort for c in pod.spec.containers if c.name not in stand_ins
+            for p in c.ports if p.protocol == "TCP"}
+
+
 def wait_ready(b: Build) -> None:
-    """Readiness: every TCP containerPort a pod declares is listened on before `up` returns, so a
-    check or a test right after `up` never races a server that is still starting."""
+    """Readiness: every TCP containerPort a pod declares is listened on, and every stand-in serves, before
+    `up` returns, so a check or a test right after `up` never races a server that is still starting."""
     import time
 
     workloads = workloads_of(b.plan)
     if workloads is None:
         return
-    declared = {pod.key: {p.containerPort for c in pod.spec.containers for p in c.ports if p.protocol == "TCP"}
-                for pod in workloads.pods}
-    # a pod that runs once may be done before it listens: only pods that keep running are waited for
-    waiting = [(record, declared.get(f"{record.namespace}/{record.name}", set())) for record in b.pods
-               if not record.run_once]
-    waiting = [(record, ports) for record, ports in waiting if ports
-               and not (record.namespace == "kube-system" and record.labels.get("k8s-app") == DNS_APP)]
+    files = paths.lab(b.plan.lab)
+    pods = {pod.key: pod for pod in workloads.pods}
+    waiting = []
+    for record in b.pods:
+        key = f"{record.namespace}/{record.name}"
+        if key not in pods or (record.namespace == "kube-system" and record.labels.get("k8s-app") == DNS_APP):
+            continue
+        if record.run_once:  # a pod that runs once may be done before it listens: only pods that keep running
+            continue
+        stand_ins = b.stand_ins.get(key, {})
+        folder = files.pod_dir(record.namespace, record.name)
+        waiting.append((record, _awaited(pods[key], stand_ins),
+                        {name: os.path.join(folder, f"{name}.pid") for name in stand_ins}))
     timeout = READY_TIMEOUT
     deadline = time.monotonic() + timeout
-    while waiting:
-        waiting = [(record, ports - netns.run_in_netns(record.netns_path, _listening_tcp_ports))
-                   for record, ports in waiting]
-        waiting = [(record, ports) for record, ports in waiting if ports]
-        if not waiting:
+    while waiting := [(r, ports, pids) for r, ports, pids in waiting if ports or pids]:
+        with_ports = [r.netns_path for r, ports, _ in waiting if ports]
+        listening = _listening_in(with_ports) if with_ports else {}
+        waiting = [(r, ports - listening.get(r.netns_path, set()),
+                    {name: f for name, f in pids.items() if not os.path.exists(f)}) for r, ports, pids in waiting]
+        if not any(ports or pids for _, ports, pids in waiting):
             return
         if time.monotonic() > deadline:
-            record, ports = waiting[0]
-            raise LabkitError(f"pod {record.namespace}/{record.name}: nothing listens on containerPort "
-                              f"{', '.join(map(str, sorted(ports)))} after {timeout:.0f} s; is its command right?")
+            record, ports, pids = next((r, ports, pids) for r, ports, pids in waiting if ports or pids)
+            key = f"{record.namespace}/{record.name}"
+            if pids:
+                logs = ", ".join(f[:-len(".pid")] + ".log" for f in pids.values())
+                raise LabkitError(f"pod {key}: labkit's stand-in of container {', '.join(pids)} does not serve "
+                                  f"after {timeout:.0f} s; see {logs}")
+            listed = ", ".join(map(str, sorted(ports)))
+            raise LabkitError(f"pod {key}: nothing listens on containerPort {listed} after {timeout:.0f} s; "
+                              "is its command right?")
         time.sleep(0.02)

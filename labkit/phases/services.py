@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from labkit.phases.build import k8s_nodes, on_every_node, workloads_of
 
 if TYPE_CHECKING:
-    from labkit.phases.build import Build
+    from labkit.phases.build import Build, PodRecord
+
+
+def cluster_pods(b: Build, addressed: Callable[[PodRecord], bool]) -> tuple[dict[str, str], dict[str, str]]:
+    """("ns/pod" -> IP of those `addressed` keeps, "ns/pod" -> node) of the pods on the cluster's flat
+    network: a docker-host's containers have addresses of its own bridge (the same on every
+    docker-host), so they are no Service endpoints and no policy peers."""
+    members = {n.name for n in k8s_nodes(b.plan)}
+    pods = [p for p in b.pods if p.node in members]
+    return ({f"{p.namespace}/{p.name}": p.ip for p in pods if p.ip and addressed(p)},
+            {f"{p.namespace}/{p.name}": p.node for p in pods})
 
 
 def apply_services(b: Build) -> None:
@@ -22,8 +33,7 @@ def apply_services(b: Build) -> None:
         return
     from labkit.phases.pods import finished
 
-    pod_ips = {f"{p.namespace}/{p.name}": p.ip for p in b.pods if p.ip and not finished(b, p)}
-    pod_nodes = {f"{p.namespace}/{p.name}": p.node for p in b.pods}
+    pod_ips, pod_nodes = cluster_pods(b, lambda p: not finished(b, p))
     b.services = list(build_service_view(workloads, pod_ips, allocation=plan.allocation, pod_nodes=pod_nodes))
     cluster = plan.cluster
     on_every_node(lambda node: apply_node_services(
@@ -44,8 +54,7 @@ def apply_policies(b: Build) -> None:
                 remove_node_policies(b.sandboxes[node.name].netns_path)
         return
     # NetworkPolicy does not apply to hostNetwork pods (they share their node's address with it and each other)
-    pod_ips = {f"{p.namespace}/{p.name}": p.ip for p in b.pods if p.ip and not p.host_network}
-    pod_nodes = {f"{p.namespace}/{p.name}": p.node for p in b.pods}
+    pod_ips, pod_nodes = cluster_pods(b, lambda p: not p.host_network)
     on_every_node(lambda node: apply_node_policies(
         b.sandboxes[node.name].netns_path, workloads, pod_ips, node_name=node.name, pod_nodes=pod_nodes,
         node_ips=[str(node.mgmt_ipv4.ip)]), k8s_nodes(plan))

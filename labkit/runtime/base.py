@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from labkit.k8s.standin import StandIn
 
 
 @dataclass(frozen=True)
@@ -61,9 +64,13 @@ DEFAULT_CAPABILITIES = (
 class ContainerSpec:
     name: str
     image: str | None
-    argv: Sequence[str]  # command + args; empty means the image's default
+    argv: Sequence[str]  # what the netns runtime runs: command + args, empty without a command (k8s.standin.program)
     env: dict[str, str] = field(default_factory=dict)
     capabilities: tuple[str, ...] | None = DEFAULT_CAPABILITIES  # None: all (privileged); podproc.capabilities
+    # As Kubernetes gives them to an image: `command` replaces its entrypoint, `args` its default arguments.
+    command: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    stand_in: StandIn | None = None  # set: labkit's stand-in runs instead (labkit.k8s.standin decides)
 
 
 class Runtime(Protocol):
@@ -98,6 +105,14 @@ class Runtime(Protocol):
         """Remove one pod's sandbox, containers and processes (for `apply`). Idempotent."""
         ...
 
+    def has_image(self, image: str) -> bool:
+        """Whether the runtime can run `image` as it is (a container engine that has it)."""
+        ...
+
+    def finish_pods(self, lab: str) -> None:
+        """After a batch of start_containers: let go of what the batch needed (the stand-ins' launcher)."""
+        ...
+
     def destroy(self, lab: str) -> None:
         """Remove every sandbox of `lab` that exists, found by name prefix or label. Idempotent."""
         ...
@@ -124,3 +139,9 @@ class RuntimeBase:
 
     def create_pods(self, lab: str, pods: Sequence[PodSpec]) -> list[Sandbox]:
         return [self.create_pod(lab, pod) for pod in pods]
+
+    def has_image(self, image: str) -> bool:
+        return False  # a runtime without images runs none
+
+    def finish_pods(self, lab: str) -> None:
+        return None

@@ -33,7 +33,10 @@ from labkit.files import write_atomic
 from labkit.k8s.models import CAPABILITIES  # by number (capability.h): index i is capability i
 from labkit.runtime.base import DEFAULT_CAPABILITIES, ContainerSpec, NodeSpec, PodSpec, RuntimeBase, Sandbox
 from labkit.runtime.engine import WORKERS, connect, engine_url
-from labkit.runtime.image import DEFAULT_IMAGE, PAUSE_IMAGE, ensure_image
+from labkit.runtime.podproc import StandInLaunchers
+from labkit.runtime.image import (
+    DEFAULT_IMAGE, NODE_REPOSITORY, PAUSE_IMAGE, PAUSE_REPOSITORY, ensure_image, image_present,
+)
 
 if TYPE_CHECKING:
     import docker
@@ -126,6 +129,8 @@ class DockerRuntime(RuntimeBase):
         self.state_dir = state_dir or paths.state_root()  # a temp folder in the runtime's own tests
         self.workers = workers
         self._images_checked: set[str] = set()
+        self._images_present: dict[str, bool] = {}
+        self._stand_in_launchers = StandInLaunchers(self.state_dir)
         self._lock = threading.Lock()
         self._privileges = node_privileges()
 
@@ -226,19 +231,27 @@ class DockerRuntime(RuntimeBase):
         return parallel(lambda p: self.create_pod(lab, p), pods, self.workers)
 
     def start_containers(self, lab: str, pod: PodSpec, sandbox: Sandbox) -> None:
-        """Start the pod's app containers in the pause container's network namespace."""
+        """Start the pod's app containers in the pause container's network namespace; a container
+        with a stand-in (an image the engine lacks, where the topology allows it) gets no container:
+        labkit's stand-in runs from the host in the pause container's network and UTS namespaces."""
         pause = self._pause(lab, pod)
-        for image in {c.image or DEFAULT_IMAGE for c in pod.containers}:
-            self._ensure_image(image)
+        for spec in pod.containers:
+            if spec.stand_in is None:
+                self._ensure_image(spec.image or DEFAULT_IMAGE, f"pod {pod.namespace}/{pod.name} "
+                                   f"container {spec.name}")
         # The same hosts/resolv.conf as the pause container (Docker copies its hostname).
         mounts = self._etc_mounts(lab, pod.hosts, pod.resolv_conf)
+        self._start_stand_ins(lab, pod, sandbox)
 
         def start(item: tuple[int, ContainerSpec]) -> dict:
             index, spec = item
             return self._run(
                 name=f"{pod.netns}.{spec.name}",
                 image=spec.image or DEFAULT_IMAGE,
-                command=list(spec.argv) or None,
+                # Kubernetes' mapping: command replaces the image's ENTRYPOINT, args its CMD; an argv alone
+                # (a spec made without command/args) is the whole program.
+                create={"entrypoint": list(spec.command) or (list(spec.argv) if not spec.args else []) or None},
+                command=list(spec.args) or None,
                 environment=dict(spec.env),
                 labels={
                     LABEL_LAB: lab,
@@ -255,7 +268,28 @@ class DockerRuntime(RuntimeBase):
                 **_capability_settings(spec.capabilities),
             )
 
-        parallel(start, list(enumerate(pod.containers)), self.workers)
+        parallel(start, [(i, c) for i, c in enumerate(pod.containers) if c.stand_in is None], self.workers)
+
+    def _start_stand_ins(self, lab: str, pod: PodSpec, sandbox: Sandbox) -> None:
+        stand_ins = [c for c in pod.containers if c.stand_in is not None]
+        if stand_ins and not sandbox.pid:
+            raise LabkitError(f"lab {lab}: pod {pod.namespace}/{pod.name} has no running pause container")
+        for spec in stand_ins:  # from the host, into the pause container's namespaces
+            self._stand_in_launchers.start(lab, net=f"/proc/{sandbox.pid}/ns/net", uts=f"/proc/{sandbox.pid}/ns/uts",
+                                           namespace=pod.namespace, pod=pod.name, container=spec)
+
+    def finish_pods(self, lab: str) -> None:
+        self._stand_in_launchers.close(lab)
+
+    def has_image(self, image: str) -> bool:
+        """Whether the engine has `image` (asked once per image and runtime object)."""
+        with self._lock:
+            known = self._images_present.get(image)
+        if known is None:
+            known = image_present(self.client, image)
+            with self._lock:
+                self._images_present[image] = known
+        return known
 
     def exit_codes(self, lab: str, pod: str) -> list[int | None]:
         """Each app container's exit code (None while it runs), for pods that run once."""
@@ -350,6 +384,8 @@ class DockerRuntime(RuntimeBase):
                 self.client.api.remove_container(c["Id"], force=True, v=True)
             except docker.errors.NotFound:
                 pass
+        # its stand-ins' pid files and logs
+        shutil.rmtree(paths.lab(lab, root=self.state_dir).pod_dir(*sandbox.name.split("/", 1)), ignore_errors=True)
 
     def _stop_host_processes(self, containers: list[dict]) -> None:
         """Processes started from the host into a container's network namespace (agents, DNS
@@ -372,10 +408,17 @@ class DockerRuntime(RuntimeBase):
 
     # --- helpers --------------------------------------------------------------
 
-    def _ensure_image(self, image: str) -> None:
-        if image not in self._images_checked:
-            ensure_image(self.client, image)
-            self._images_checked.add(image)
+    def _ensure_image(self, image: str, user: str | None = None) -> None:
+        if image in self._images_checked:
+            return
+        if user is not None and not image.startswith((NODE_REPOSITORY, PAUSE_REPOSITORY)) \
+                and not self.has_image(image):
+            raise LabkitError(f"{user}: Docker image {image} not found in the Docker engine and labkit does not "
+                              f"pull images: load it first (`docker load -i IMAGE.tar`, or `docker pull {image}` "
+                              "where a registry is reachable), or let labkit's stand-in serve the container's "
+                              "ports (`cluster.stand-ins: true` in the topology, or `labkit up --stand-in`)")
+        ensure_image(self.client, image)
+        self._images_checked.add(image)
 
     def _run(
         self,

@@ -49,6 +49,12 @@ def _write_etc(lab: str, nodes: Sequence[NodeSpec]) -> None:
 class NetnsRuntime(RuntimeBase):
     name = "netns"
 
+    def __init__(self) -> None:
+        self._stand_ins = podproc.StandInLaunchers()
+
+    def finish_pods(self, lab: str) -> None:
+        self._stand_ins.close(lab)
+
     def create_nodes(self, lab: str, nodes: Sequence[NodeSpec]) -> list[Sandbox]:
         try:
             netns.create_namespaces(n.netns for n in nodes)
@@ -88,7 +94,10 @@ class NetnsRuntime(RuntimeBase):
         podproc.record_exec_capabilities(folder, pod.containers[0].capabilities if pod.containers
                                          else podproc.DEFAULT_CAPABILITIES)
         for container in pod.containers:
-            if container.argv:
+            if container.stand_in is not None:
+                self._stand_ins.start(lab, net=sandbox.netns_path, uts=f"/proc/{holder}/ns/uts",
+                                      namespace=pod.namespace, pod=pod.name, container=container)
+            elif container.argv:
                 argv = container.argv
                 if pod.run_once:  # the exit code outlives the process: status reads it (pod_exit_codes)
                     podproc.check_program(argv)

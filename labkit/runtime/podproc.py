@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,7 +28,7 @@ from labkit.errors import LabkitError
 from labkit.net.syscalls import (
     CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWUTS, MNT_DETACH, MS_BIND, MS_PRIVATE, MS_REC, check, libc,
 )
-from labkit.runtime.base import DEFAULT_CAPABILITIES
+from labkit.runtime.base import DEFAULT_CAPABILITIES, ContainerSpec
 
 EXEC_CAPABILITIES_FILE = "exec-capabilities"  # in a pod's folder: the set `labkit exec` into it runs with
 EXIT_SUFFIX = ".exit"  # in a pod's folder, beside <container>.log: the exit code of a container that ran once
@@ -132,6 +133,81 @@ def exec_capabilities(folder: str) -> tuple[str, ...] | None:
     return None if words == ["ALL"] else tuple(w for w in words if w.isidentifier())
 
 
+
+class StandInLaunchers:
+    """labkit's stand-ins, started through one launcher per lab and batch of pods (labkit.standin's
+    `launch`: one interpreter forks every stand-in into its pod's network and UTS namespaces, with
+    NET_BIND_SERVICE alone, so each costs a fork, not an interpreter). A launcher starts with the
+    batch's first stand-in and ends at `close` (or when labkit exits: its input ends); the stand-ins
+    live on, each writing its pid file in its pod's folder once its ports are bound. Requests are only
+    written, never waited for one by one: `close` reads what could not be started."""
+
+    def __init__(self, state_root: str | None = None) -> None:
+        self.state_root = state_root
+        self._running: dict[str, subprocess.Popen] = {}
+        self._lock = threading.Lock()
+
+    def _files(self, lab: str):
+        from labkit import paths
+
+        return paths.lab(lab, root=self.state_root) if self.state_root else paths.lab(lab)
+
+    def start(self, lab: str, *, net: str, uts: str, namespace: str, pod: str, container: ContainerSpec) -> None:
+        """Have the stand-in of `container` started. `net`, `uts`: namespace paths setns() accepts."""
+        from labkit.files import makedirs
+
+        stand_in = container.stand_in
+        assert stand_in is not None
+        files = self._files(lab)
+        folder = files.pod_dir(namespace, pod)
+        makedirs(folder)
+        fields = [net, uts, os.path.join(folder, f"{container.name}.log"),
+                  os.path.join(folder, f"{container.name}.pid"), f"{namespace}/{pod}", container.name,
+                  ",".join(map(str, stand_in.tcp)), ",".join(map(str, stand_in.udp))]
+        if any("\t" in f or "\n" in f for f in fields):  # names are checked long before; a request is one line
+            raise LabkitError(f"pod {namespace}/{pod}: cannot start a stand-in for container {container.name!r}")
+        with self._lock:
+            launcher = self._running.get(lab)
+            if launcher is None:
+                launcher = self._running[lab] = self._launch(files.dir)
+            try:
+                launcher.stdin.write("\t".join(fields) + "\n")
+                launcher.stdin.flush()
+            except OSError:
+                raise LabkitError(f"pod {namespace}/{pod}: the stand-ins' launcher exited; see "
+                                  f"{os.path.join(files.dir, 'standin-launcher.log')}") from None
+
+    def _launch(self, lab_dir: str) -> subprocess.Popen:
+        from labkit.lean import module_argv
+
+        fd = os.open(os.path.join(lab_dir, "standin-launcher.log"),
+                     os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "ab") as log:
+            # `--state` names the lab's folder on its command line (and so on its stand-ins'): `down` and
+            # `leftovers` find them by it.
+            return subprocess.Popen(module_argv("labkit.standin", "launch", "--state", lab_dir),
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
+                                    cwd="/", start_new_session=True,
+                                    env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+
+    def close(self, lab: str) -> None:
+        """End the lab's launcher once it has started everything asked (the stand-ins keep running);
+        LabkitError names what it could not start."""
+        with self._lock:
+            launcher = self._running.pop(lab, None)
+        if launcher is None:
+            return
+        try:
+            answers, _ = launcher.communicate(timeout=60)  # ends its input, reads what it answered
+        except subprocess.TimeoutExpired:
+            launcher.kill()
+            answers, _ = launcher.communicate()
+        failed = [line.removeprefix("ERR ") for line in answers.splitlines() if line.strip()]
+        if launcher.returncode != 0:
+            failed.append(f"the launcher exited with {launcher.returncode}; see "
+                          f"{os.path.join(self._files(lab).dir, 'standin-launcher.log')}")
+        if failed:
+            raise LabkitError("stand-ins not started: " + "; ".join(failed))
 
 
 def _fork_checked(child, what: str) -> int:

@@ -4,10 +4,13 @@
       - {from: default/client, to: web.default.svc.cluster.local:80, result: open}
       - {from: default/client, to: db.prod:5432, protocol: udp, result: closed}
       - {from: default/client, resolve: web, result: 10.96.0.0/16}
+      - {from: default/client, to: web:80, result: open, within: 10}
 
 `from` is a pod (`NS/POD`) or a node (`NODE`); `to` is `NS/POD:PORT`, `NODE:PORT`,
 `IP:PORT` or a DNS name with a port; `resolve` is a DNS name whose answer must be
-in `result` (a CIDR, an IP or NXDOMAIN). Pure: `labkit.verify` runs the checks.
+in `result` (a CIDR, an IP or NXDOMAIN). `within` (seconds, 0-600) lets a check take that long
+to become true: `labkit verify` probes it again until it holds or the time is up (after an
+`apply`, a Deployment's pods take a moment). Pure: `labkit.verify` runs the checks.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from pydantic_core import PydanticCustomError
 
 from labkit.errors import InputError, Problem
 
-KEYS = ("from", "to", "resolve", "result", "protocol")
+KEYS = ("from", "to", "resolve", "result", "protocol", "within")
+MAX_WITHIN = 600.0  # seconds: a check that needs longer is waiting for something else
 EXAMPLE = "{from: default/client, to: web:80, result: open}"
 TARGET_FORMS = "e.g. web.default:80, default/web-0:8080, cp:30080 or 10.96.0.10:53"
 
@@ -123,6 +127,15 @@ class Expect(BaseModel):
     resolve: str | None = None
     protocol: Literal["tcp", "udp"] | None = None
     result: str
+    within: float = 0.0
+
+    @field_validator("within", mode="before")
+    @classmethod
+    def _within(cls, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= MAX_WITHIN:
+            raise _fail(f"expected seconds as a number 0-{MAX_WITHIN:g} (how long the check may take to "
+                        f"become true), got {_describe(value)}")
+        return float(value)
 
     @field_validator("source", mode="before")
     @classmethod

@@ -1,7 +1,7 @@
 """Node kinds: what each `kind:` of a topology node is, as a small typed registry.
 
     kinds.get("k8s-node").cluster_node    # True: podCIDR, CNI, service rules, pods
-    kinds.names()                         # ("linux", "bridge", "k8s-node"): every list of valid kinds
+    kinds.names()                         # ("linux", "bridge", "k8s-node", "docker-host"): every list of valid kinds
 
 Every question the code asks about a node's kind is a field of its `NodeKind`
 (`node.kind_info.l2_bridge`), never a comparison with a kind's name. Adding a
@@ -26,7 +26,15 @@ class NodeKind:
     description: str
     cluster_node: bool = False  # a Kubernetes node: gets a podCIDR, the CNI, service rules and pods
     l2_bridge: bool = False  # joins its links at layer 2: its ports carry no address, it has no mgmt interface
+    # runs the pods that name it in spec.nodeName, Docker's way (a bridge of its own, NAT, published
+    # hostPorts), outside the cluster's flat pod network: no podCIDR, Services or policies
+    container_host: bool = False
     sysctls: Mapping[str, str] = field(default_factory=dict)  # defaults; the topology's own override them
+
+    @property
+    def runs_pods(self) -> bool:
+        """Whether pods may be placed on it (a cluster node, or a container host by spec.nodeName)."""
+        return self.cluster_node or self.container_host
 
     @property
     def has_mgmt_interface(self) -> bool:
@@ -86,7 +94,14 @@ class Registry:
         return iter(self._members.values())
 
 
-REGISTRY = Registry([LINUX, BRIDGE, K8S_NODE])
+DOCKER_HOST = NodeKind("docker-host", "a Docker host: the pods naming it in spec.nodeName sit behind its own "
+                       "bridge docker0 with NAT; only published ports (hostPort) reach them from outside",
+                       container_host=True, sysctls=MappingProxyType({"net.ipv4.ip_forward": "1"}))
+# What Docker gives every host alike: so two hosts' containers have overlapping addresses
+DOCKER_BRIDGE = "docker0"
+DOCKER_SUBNET = "172.17.0.0/16"
+
+REGISTRY = Registry([LINUX, BRIDGE, K8S_NODE, DOCKER_HOST])
 
 get = REGISTRY.get
 names = REGISTRY.names
@@ -94,3 +109,6 @@ names = REGISTRY.names
 # CNI backends the plan accepts (`cluster.cni.backend`); labkit.cni's registry implements exactly these.
 CNI_BACKENDS: tuple[str, ...] = ("host-gw", "vxlan", "bgp")
 DEFAULT_CNI_BACKEND = "host-gw"
+# How pods attach to their node (`cluster.cni.mode`): routed ptp veths, or one bridge per node (kubenet).
+CNI_MODES: tuple[str, ...] = ("ptp", "bridge")
+DEFAULT_CNI_MODE = "ptp"

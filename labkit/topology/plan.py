@@ -165,8 +165,10 @@ class ClusterPlan:
     dns_replicas: int
     dns_upstreams: tuple[str, ...]
     dns_workers: int | None = None    # DNS server processes per replica; None: one per two CPUs
+    mode: str = kinds.DEFAULT_CNI_MODE  # how pods attach to their node: ptp (routed veths) or bridge (cni0)
     masquerade: bool = True  # pod traffic leaving the cluster pod CIDR takes the node's address
     bgp: BgpPlan | None = None  # backend bgp: the speakers' AS, mesh or route reflectors, external peers
+    stand_ins: bool | None = None     # cluster.stand-ins; None: auto (labkit.k8s.standin)
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,11 @@ class Plan:
     def cluster_nodes(self) -> tuple[NodePlan, ...]:
         """The nodes that join the cluster (kind k8s-node), in topology order."""
         return tuple(n for n in self.nodes if n.kind_info.cluster_node)
+
+    @property
+    def pod_hosts(self) -> tuple[NodePlan, ...]:
+        """The nodes pods run on: cluster nodes, and container hosts (docker-host) for pods naming them."""
+        return tuple(n for n in self.nodes if n.kind_info.runs_pods)
 
     @property
     def netns_prefix(self) -> str:
@@ -366,7 +373,8 @@ def plan_cluster(d: Draft) -> None:
         domain=c.domain, pod_cidr=c.pod_cidr, service_cidr=c.service_cidr, backend=c.cni.backend,
         mtu=c.cni.mtu, dns_ip=c.dns.ip, dns_replicas=c.dns.replicas,
         dns_upstreams=tuple(str(u) for u in c.dns.upstreams),
-        dns_workers=None if c.dns.workers == "auto" else c.dns.workers, masquerade=c.cni.masquerade,
+        dns_workers=None if c.dns.workers == "auto" else c.dns.workers, mode=c.cni.mode, masquerade=c.cni.masquerade,
+        stand_ins=None if c.stand_ins == "auto" else c.stand_ins,
     )
 
 
@@ -382,7 +390,7 @@ def check_cluster_nodes(d: Draft) -> None:
     """A node of a cluster kind needs a `cluster:` section."""
     if d.cluster is not None:
         return
-    first = next((n for n in d.settings if (k := d.kind_of(n)) is not None and k.cluster_node), None)
+    first = next((n for n in d.settings if (k := d.kind_of(n)) is not None and k.runs_pods), None)
     if first is not None:
         kind = d.settings[first]["kind"]
         d.add(("topology", "nodes", first, "kind"), f"kind {kind} needs a 'cluster:' section "
@@ -600,6 +608,15 @@ def check_cluster_cidrs(d: Draft) -> None:
         for what, cidr in cidrs:
             if d.mgmt.subnet.overlaps(cidr):
                 d.add(("mgmt", "ipv4-subnet"), f"mgmt subnet {d.mgmt.subnet} overlaps the cluster {what} {cidr}")
+    docker = ipaddress.IPv4Network(kinds.DOCKER_SUBNET)
+    host = next((n for n in d.settings if (k := d.kind_of(n)) is not None and k.container_host), None)
+    for what, net, instead in (("pod-cidr", cluster.pod_cidr, "10.244.0.0/16"),
+                               ("service-cidr", cluster.service_cidr, "10.96.0.0/16"),
+                               ("mgmt subnet", d.mgmt.subnet if d.mgmt else None, "172.31.0.0/24")):
+        if host is not None and net is not None and net.overlaps(docker):
+            d.add(("topology", "nodes", host, "kind"),
+                  f"a docker-host's containers take {docker} (Docker's default bridge), which overlaps the {what} "
+                  f"{net}; move the {what} elsewhere (e.g. {instead})")
 
 
 def assign_pod_cidrs(d: Draft) -> None:

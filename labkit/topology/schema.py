@@ -358,9 +358,19 @@ class BGP(Model):
 
 class CNI(Model):
     backend: str = kinds.DEFAULT_CNI_BACKEND
+    mode: str = kinds.DEFAULT_CNI_MODE
     mtu: int | None = Field(default=None, ge=576, le=65535)
     masquerade: bool = True  # pod traffic leaving the cluster takes the node's address (Calico's natOutgoing)
     bgp: BGP | None = None
+
+    @field_validator("mode")
+    @classmethod
+    def _known_mode(cls, value: str) -> str:
+        if value not in kinds.CNI_MODES:
+            valid = " or ".join(repr(m) for m in kinds.CNI_MODES)
+            raise ValueError(f"should be {valid} (got {value!r}): ptp routes each pod's veth, "
+                             "bridge puts a node's pods on one bridge (cni0)")
+        return value
 
     @field_validator("backend")
     @classmethod
@@ -392,6 +402,16 @@ class Cluster(Model):
     service_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("10.96.0.0/16")
     cni: CNI = CNI()
     dns: DNS = DNS()
+    # Containers labkit cannot run as written get its stand-in workload (labkit.k8s.standin):
+    # auto = on the netns runtime only; true = also for images the Docker engine lacks; false = never.
+    stand_ins: bool | Literal["auto"] = "auto"
+
+    @field_validator("stand_ins", mode="before")
+    @classmethod
+    def _stand_ins(cls, value: Any) -> Any:
+        if value == "auto" or type(value) is bool:
+            return value
+        raise ValueError(f"should be auto (the netns runtime only), true or false (got {value!r})")
 
 
 class TopologyBody(Model):

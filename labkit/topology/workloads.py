@@ -39,6 +39,7 @@ def plan_workloads(plan: Plan, doc: Document) -> Plan:
         raise InputError(problems)
     allocation = allocate(workloads, [n.name for n in plan.cluster_nodes],
                           service_cidr=str(cluster.service_cidr), dns_ip=str(cluster.dns_ip),
+                          pinned=[n.name for n in plan.pod_hosts if n.kind_info.container_host],
                           node_labels={n.name: n.labels for n in nodes})
     problems = netns_name_problems(plan, workloads) + capacity_problems(plan, workloads, allocation)
     problems += attachment_problems(plan, workloads, allocation)
@@ -71,6 +72,8 @@ def plan_notes(plan: Plan) -> list[str]:
         notes.append(f"not acted on: {obj} ({where.file}:{where.line}){why}")
     seen: dict[tuple[str, str], list] = {}
     for unused, origin in workloads.unused_fields:
+        if unused.path[-1] == "hostPort" and _published(plan, origin):
+            continue  # a docker-host publishes it (portmap)
         seen.setdefault((unused.kind, unused.pattern), []).append(origin.problem(unused.path, ""))
     for (kind, pattern), places in seen.items():
         more = f" and {len(places) - 1} more" if len(places) > 1 else ""
@@ -78,12 +81,25 @@ def plan_notes(plan: Plan) -> list[str]:
     return notes
 
 
+def _published(plan: Plan, origin) -> bool:
+    """Whether every pod of the manifest at `origin` runs on a docker-host, where hostPort is acted on."""
+    workloads, allocation = plan.workloads, plan.allocation
+    hosts = {n.name for n in plan.pod_hosts if n.kind_info.container_host}
+    if workloads is None or allocation is None or not hosts:
+        return False
+    made = [(kind, ns, name) for (kind, ns, name), o in workloads.origins.items() if o == origin]
+    pods = [p.key for p in workloads.pods for kind, ns, name in made if p.namespace == ns
+            and ((kind == "Pod" and p.name == name) or workloads.owners.get(p.key) == f"{kind}/{name}")]
+    return bool(pods) and all(allocation.placement.get(key) in hosts for key in pods)
+
+
 def not_acted_on(plan: Plan) -> dict[str, list]:
     """The `not_acted_on` key of `up`'s summary: objects ("Kind ns/name") and fields ("Kind path")."""
     workloads = plan.workloads
     if workloads is None:
         return {"objects": [], "fields": []}
-    fields = dict.fromkeys(f"{u.kind} {u.pattern}" for u, _ in workloads.unused_fields)
+    fields = dict.fromkeys(f"{u.kind} {u.pattern}" for u, origin in workloads.unused_fields
+                           if not (u.path[-1] == "hostPort" and _published(plan, origin)))
     return {"objects": [str(o) for o in workloads.not_acted_on], "fields": list(fields)}
 
 
@@ -114,6 +130,8 @@ def capacity_problems(plan: Plan, workloads: Workloads, allocation: Allocation) 
         node = allocation.placement.get(pod.key)
         if node is None:
             continue
+        if plan.node(node).kind_info.container_host:
+            continue  # Docker's bridge subnet is a /16
         counted[node] = counted.get(node, 0) + 1
         pod_cidr = plan.node(node).pod_cidr
         room = pod_capacity(pod_cidr) if pod_cidr is not None else 0

@@ -226,5 +226,7 @@ def build(monitored: Mapping[str, Monitored], kinds: Mapping[str, str]) -> tuple
         if hop.oif and hop.oif.startswith("flannel."):
             hop.encap = f"vxlan via {hop.oif}"
     for direction in (probe, reply):
-        direction.hops.sort(key=lambda h: (-(h.ttl or 0), 0 if h.outcome == "sent" else 1))
+        # a bridge (cni.mode: bridge) forwards without lowering the TTL: among equal TTLs the
+        # sender comes first and the receiver last
+        direction.hops.sort(key=lambda h: (-(h.ttl or 0), {"sent": 0, "delivered": 2}.get(h.outcome, 1)))
     return probe, reply

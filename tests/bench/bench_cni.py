@@ -5,9 +5,10 @@ then for each plugin ADDs every pod and DELs every pod again, each call a
 fresh process run exactly as a runtime would (env vars + config on stdin,
 `nsenter --net=<node ns>` in front of each so the wrapper cost is equal).
 Rows: the reference `bridge` (which execs `host-local` for IPAM), and the
-launcher labkit puts in a CNI bin dir (`labkit.cni.install`) twice: handing
-each call to a running labkit CNI server (`labkit.cni.server`, what a lab
-starts), and running the plugin in place in a `python -IS` (no server).
+launcher labkit puts in a CNI bin dir (`labkit.cni.install`) in both of the
+plugin's modes (ptp and bridge): handing each call to a running labkit CNI
+server (`labkit.cni.server`, what a lab starts), and running the plugin in
+place in a `python -IS` (no server).
 Calls are interleaved so the rows share whatever else the machine is doing;
 `p50_vs_ref` is each row's ADD+DEL p50 over the reference's.
 Returns milliseconds; `invoke bench` prints them. Needs root.
@@ -109,9 +110,10 @@ def bench_cni_exec(pods: int = 200) -> dict:
                    "ipam": {"type": "host-local", "subnet": "10.252.0.0/16",
                             "dataDir": f"{tmp}/bridge"}}
 
-        def lk_conf(net: str, subnet: str) -> dict:
-            return {"cniVersion": "1.0.0", "name": f"{net}{tag}", "type": "labkit-cni",
+        def lk_conf(net: str, subnet: str, mode: str = "ptp") -> dict:
+            conf = {"cniVersion": "1.0.0", "name": f"{net}{tag}", "type": "labkit-cni", "mode": mode,
                     "ipam": {"subnet": subnet, "dataDir": f"{tmp}/{net}"}}
+            return conf | ({"bridge": f"lk{net}{tag}"} if mode == "bridge" else {})
 
         from labkit.cni.install import install_launcher
         from labkit.cni.server import command, wait_serving
@@ -122,11 +124,13 @@ def bench_cni_exec(pods: int = 200) -> dict:
         wait_serving(sock, server.pid, log, timeout=30)
         served = str(install_launcher(f"{tmp}/served", socket=sock))
         in_place = str(install_launcher(f"{tmp}/bin"))
-        # (row label, executable, config, ifname): one pod namespace holds all three
+        # (row label, executable, config, ifname): one pod namespace holds all five
         plugins = [
             (REFERENCE, f"{REF_DIR}/bridge", br_conf, "eth0"),
-            ("labkit-cni -> CNI server", served, lk_conf("lks", "10.251.0.0/16"), "eth1"),
-            ("labkit-cni in place", in_place, lk_conf("lkl", "10.253.0.0/16"), "eth2"),
+            ("labkit-cni ptp -> CNI server", served, lk_conf("lks", "10.251.0.0/16"), "eth1"),
+            ("labkit-cni bridge -> CNI server", served, lk_conf("lbs", "10.249.0.0/16", "bridge"), "eth3"),
+            ("labkit-cni ptp in place", in_place, lk_conf("lkl", "10.253.0.0/16"), "eth2"),
+            ("labkit-cni bridge in place", in_place, lk_conf("lbl", "10.248.0.0/16", "bridge"), "eth4"),
         ]
         _drive(plugins, node, pod_ns[:3], "warm")  # page cache and bytecode
         rows = _drive(plugins, node, pod_ns, "c")

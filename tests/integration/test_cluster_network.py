@@ -1,4 +1,4 @@
-"""The cluster network on both backends: pods on every node reach each other without NAT,
+"""The cluster network on every backend and mode: pods on every node reach each other without NAT,
 reach the outside through the node's address, and leave nothing after down."""
 
 from __future__ import annotations
@@ -119,6 +119,36 @@ def test_exec_into_a_pod_and_status_json(kube_lab: RunningLab) -> None:
         (p["namespace"], p["name"]) for p in kube_lab.summary["pods"]}
     assert all({"namespace", "name", "node", "ip"} <= set(p) for p in status["pods"])
     assert status["dns"] == {"ip": "10.96.0.10", "domain": "cluster.local"}
+
+
+def test_pods_attach_as_the_topologys_cni_mode_says(kube_lab: RunningLab) -> None:
+    """ptp: a routed /32 per pod and a /32 route per pod in the node; bridge: pods on cni0 (the
+    gateway's address, hairpin on every port), /24 pod addresses, their MACs learnt by the bridge."""
+    import yaml
+
+    cni = yaml.safe_load(kube_lab.topology.read_text())["cluster"]["cni"]
+    status = json.loads(labkit("status", "--name", kube_lab.name, "--format", "json").stdout)
+    assert (status["cni"]["backend"], status["cni"]["mode"]) == (cni["backend"], cni.get("mode", "ptp"))
+    cp = kube_lab.netns_path("cp")
+    on_cp = [p for p in kube_lab.summary["pods"] if p["node"] == "cp"]
+    assert len(on_cp) >= 2
+    client = kube_lab.exec("default/client", "ip", "-j", "addr", "show", "eth0").stdout
+    (prefixlen,) = [a["prefixlen"] for a in json.loads(client)[0]["addr_info"] if a["family"] == "inet"]
+    node = lambda *argv: subprocess.run(["nsenter", f"--net={cp}", *argv], capture_output=True, text=True,  # noqa: E731
+                                        check=True).stdout
+    if status["cni"]["mode"] == "bridge":
+        assert prefixlen == 24
+        ports = [p for p in json.loads(node("bridge", "-j", "-d", "link", "show")) if p.get("master") == "cni0"]
+        assert len(ports) == len(on_cp) and all(p["hairpin"] for p in ports)
+        kube_lab.exec("default/client", "ping", "-c1", "-W2", on_cp[-1]["ip"])
+        learnt = {e["mac"] for e in json.loads(node("bridge", "-j", "fdb", "show", "br", "cni0"))}
+        pod_mac = json.loads(kube_lab.exec(f"{on_cp[-1]['namespace']}/{on_cp[-1]['name']}", "ip", "-j", "link",
+                                           "show", "eth0").stdout)[0]["address"]
+        assert pod_mac in learnt
+    else:
+        assert prefixlen == 32
+        routes = {r["dst"] for r in json.loads(node("ip", "-j", "route"))}
+        assert {p["ip"] for p in on_cp} <= routes
 
 
 def test_a_pod_that_never_listens_fails_up_clearly_and_leaves_nothing(

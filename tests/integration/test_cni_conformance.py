@@ -3,7 +3,9 @@ environment variables + config on stdin, results and errors parsed from stdout.
 
 Every test runs twice: against the console script pip installs (the plugin runs in the exec'd
 process) and against the launcher labkit puts in a CNI bin dir, which hands the call to a
-running labkit CNI server; a runtime must not be able to tell the two apart."""
+running labkit CNI server; a runtime must not be able to tell the two apart. The tests of an
+attachment run in both of the plugin's modes (ptp and bridge); the error cases, which fail
+before any attachment, once."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import pytest
 
 from labkit.cni import plugin
 from labkit.cni.errors import CNIError
+from labkit.topology.kinds import CNI_MODES
 
 from .test_cni_helpers import LABKIT_CNI, CNIServer, Scratch, needs_root, node_with_pods, scratch_with
 
@@ -41,9 +44,25 @@ def executable(request):
         server.stop()
 
 
+@pytest.fixture(scope="module", params=CNI_MODES)
+def mode(request) -> str:
+    return request.param
+
+
 @pytest.fixture
-def scratch(executable):
+def scratch(executable, mode):
+    yield from scratch_with(executable, mode)
+
+
+@pytest.fixture
+def any_scratch(executable):
+    """For what fails before the mode matters: the plugin's default mode."""
     yield from scratch_with(executable)
+
+
+def host_side(res: dict) -> dict:
+    """The node's veth in an ADD result: just before the pod's interface (the bridge, if any, comes first)."""
+    return res["interfaces"][-2]
 
 
 def assert_error(rc, out, raw, err, code):
@@ -88,6 +107,8 @@ def test_add_check_del_lifecycle(scratch):
     node, (pod,), conf = node_with_pods(s, 1)
     conf["dns"] = {"nameservers": ["10.96.0.10"], "search": ["default.svc.cluster.local"]}
     conf["mtu"] = 1400
+    if s.mode == "bridge":  # off, as on a node that never ran kubenet: ADD turns it on for NetworkPolicy
+        s.sh(node, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0")
     rc, res, raw, err = s.cni("ADD", conf, node=node, container_id="ctr-a1", netns=pod)
     assert rc == 0, raw + err
     assert err == ""
@@ -95,7 +116,12 @@ def test_add_check_del_lifecycle(scratch):
     # the result, field by field
     assert set(res) == {"cniVersion", "interfaces", "ips", "routes", "dns"}
     assert res["cniVersion"] == "1.1.0"
-    host, ctr = res["interfaces"]
+    bridged = s.mode == "bridge"
+    if bridged:  # as the reference bridge plugin reports it: bridge, node veth, pod interface
+        br, host, ctr = res["interfaces"]
+        assert br == {"name": "cni0", "mac": "0e:62:0a:f4:07:01"}  # the gateway's bytes: stable for the pods' ARP
+    else:
+        host, ctr = res["interfaces"]
     assert set(host) == {"name", "mac", "mtu"} and "sandbox" not in host
     assert re.fullmatch(r"veth[0-9a-f]{8}", host["name"])
     assert host["name"] == plugin.host_veth_name("ctr-a1", "eth0")
@@ -104,9 +130,10 @@ def test_add_check_del_lifecycle(scratch):
     assert ctr["name"] == "eth0" and ctr["sandbox"] == pod and MAC_RE.match(ctr["mac"])
     (ip,) = res["ips"]
     assert set(ip) == {"address", "gateway", "interface"}
-    assert ip["interface"] == 1 and ip["gateway"] == "10.244.7.1"
+    assert ip["interface"] == len(res["interfaces"]) - 1 and ip["gateway"] == "10.244.7.1"
     addr = ipaddress.ip_interface(ip["address"])
-    assert addr.network.prefixlen == 32 and addr.ip in ipaddress.ip_network("10.244.7.0/24")
+    plen = 24 if bridged else 32  # bridged pods share the podCIDR's subnet; routed ones are alone
+    assert addr.network.prefixlen == plen and addr.ip in ipaddress.ip_network("10.244.7.0/24")
     assert res["routes"] == [{"dst": "0.0.0.0/0", "gw": "10.244.7.1"}]
     assert res["dns"] == conf["dns"]
 
@@ -114,17 +141,28 @@ def test_add_check_del_lifecycle(scratch):
     pl = link_json(s, pod, "eth0")
     assert pl["address"] == ctr["mac"] and pl["mtu"] == 1400 and "UP" in pl["flags"]
     assert [(a["local"], a["prefixlen"]) for a in pl["addr_info"] if a["family"] == "inet"] == \
-        [(str(addr.ip), 32)]
+        [(str(addr.ip), plen)]
     routes = json.loads(s.sh(pod, "ip", "-j", "route").stdout)
     assert {"dst": "default", "gateway": "10.244.7.1", "dev": "eth0"}.items() <= routes[0].items()
-    assert any(r["dst"] == "10.244.7.1" and r.get("scope") == "link" for r in routes)
+    if bridged:
+        assert any(r["dst"] == "10.244.7.0/24" and r.get("scope") == "link" for r in routes)
+    else:
+        assert any(r["dst"] == "10.244.7.1" and r.get("scope") == "link" for r in routes)
     hl = link_json(s, node, host["name"])
     assert hl["address"] == host["mac"] and "UP" in hl["flags"]
     assert hl["ifalias"].startswith("labkit-cni ")
     nroutes = json.loads(s.sh(node, "ip", "-j", "route").stdout)
-    assert any(r["dst"] == str(addr.ip) and r["dev"] == host["name"] for r in nroutes)
-    lo = link_json(s, node, "lo")
-    assert ("10.244.7.1", 32) in [(a["local"], a["prefixlen"]) for a in lo["addr_info"]]
+    if bridged:  # a port of cni0 with hairpin on; cni0 holds the gateway; the pods are on-link through it
+        assert hl["master"] == "cni0" and hl["linkinfo"]["info_slave_data"]["hairpin"] is True
+        bl = link_json(s, node, "cni0")
+        assert bl["linkinfo"]["info_kind"] == "bridge" and bl["address"] == br["mac"] and "UP" in bl["flags"]
+        assert ("10.244.7.1", 24) in [(a["local"], a["prefixlen"]) for a in bl["addr_info"]]
+        assert any(r["dst"] == "10.244.7.0/24" and r["dev"] == "cni0" for r in nroutes)
+        assert s.sh(node, "cat", "/proc/sys/net/bridge/bridge-nf-call-iptables").stdout.strip() == "1"
+    else:
+        assert any(r["dst"] == str(addr.ip) and r["dev"] == host["name"] for r in nroutes)
+        lo = link_json(s, node, "lo")
+        assert ("10.244.7.1", 32) in [(a["local"], a["prefixlen"]) for a in lo["addr_info"]]
     assert s.sh(node, "cat", "/proc/sys/net/ipv4/ip_forward").stdout.strip() == "1"
     assert leases(conf) == {str(addr.ip): "ctr-a1\r\neth0"}
     assert s.ping(pod, "10.244.7.1")
@@ -156,7 +194,7 @@ def test_add_check_del_lifecycle(scratch):
     assert leases(conf) == {}
     assert link_json(s, node, host["name"]) is None
     assert link_json(s, pod, "eth0") is None
-    # 10.244.7.1 stays on lo: other pods of the node still use it (idempotent ADD)
+    # 10.244.7.1 stays on lo (cni0): other pods of the node still use it (idempotent ADD)
     rc, res2, raw, err = s.cni("ADD", conf, node=node, container_id="ctr-a2", netns=pod)
     assert rc == 0, raw + err
     assert res2["ips"][0]["address"] != res["ips"][0]["address"]  # round robin, not reuse
@@ -176,7 +214,7 @@ def test_del_when_netns_is_gone(scratch):
         rc, out, raw, err = s.cni("DEL", conf, node=node, container_id="gone1", netns=pod)
         assert (rc, out) == (0, None), raw + err
     assert leases(conf) == {}
-    assert link_json(s, node, res["interfaces"][0]["name"]) is None
+    assert link_json(s, node, host_side(res)["name"]) is None
 
 
 def test_pods_ping_each_other_through_node(scratch):
@@ -191,7 +229,7 @@ def test_pods_ping_each_other_through_node(scratch):
     assert s.ping(pods[0], ips[1]) and s.ping(pods[1], ips[0])
     srv = s.tcp_server(pods[1], 7000)
     assert s.tcp_client(pods[0], ips[1], 7000) == "hello"
-    assert srv.stdout.readline().strip() == ips[0]  # routed: the peer sees the pod's own IP
+    assert srv.stdout.readline().strip() == ips[0]  # no NAT: the peer sees the pod's own IP
     for i, pod in enumerate(pods):
         assert s.cni("DEL", conf, node=node, container_id=f"pp{i}", netns=pod)[0] == 0
     assert leases(conf) == {}
@@ -228,15 +266,15 @@ def test_gc_removes_what_is_not_valid(scratch):
     rc, out, raw, err = s.cni("GC", gc_conf, node=node, container_id=None, ifname=None)
     assert (rc, out) == (0, None), raw + err
     assert list(leases(conf).values()) == ["gc0\r\neth0"]
-    assert link_json(s, node, results[0]["interfaces"][0]["name"]) is not None
+    assert link_json(s, node, host_side(results[0])["name"]) is not None
     for res in results[1:]:
-        assert link_json(s, node, res["interfaces"][0]["name"]) is None
+        assert link_json(s, node, host_side(res)["name"]) is None
     assert s.ping(pods[0], "10.244.7.1")
     # GC with nothing valid clears the network
     rc, *_ = s.cni("GC", {**conf, "cni.dev/valid-attachments": []}, node=node,
                    container_id=None, ifname=None)
     assert rc == 0 and leases(conf) == {}
-    assert link_json(s, node, results[0]["interfaces"][0]["name"]) is None
+    assert link_json(s, node, host_side(results[0])["name"]) is None
 
 
 def test_concurrent_adds_get_distinct_ips(scratch):
@@ -305,13 +343,13 @@ def test_node_netns_env_and_in_process_api(scratch):
     rc, res, raw, err = s.cni("ADD", conf, container_id="env1", netns=pods[0],
                               extra_env={"LABKIT_CNI_NODE_NETNS": node})
     assert rc == 0, raw + err
-    host = res["interfaces"][0]["name"]
+    host = host_side(res)["name"]
     assert link_json(s, node, host) is not None
     assert subprocess.run(["ip", "link", "show", host], capture_output=True).returncode != 0
     # the in-process API, from this (host namespace) process
     res2 = plugin.execute("ADD", conf, container_id="api1", netns=pods[1], ifname="eth0",
                           node_netns=node)
-    host2 = res2["interfaces"][0]["name"]
+    host2 = host_side(res2)["name"]
     assert link_json(s, node, host2) is not None
     assert subprocess.run(["ip", "link", "show", host2], capture_output=True).returncode != 0
     assert s.ping(pods[1], res["ips"][0]["address"].split("/")[0])
@@ -339,7 +377,7 @@ def test_older_cni_versions(scratch):
     rc, res, raw, err = s.cni("ADD", {**conf, "cniVersion": "1.0.0"}, node=node,
                               container_id="old2", netns=pods[1])
     assert rc == 0 and "version" not in res["ips"][0]
-    assert "mtu" not in res["interfaces"][1]
+    assert "mtu" not in host_side(res)
     for i, pod in enumerate(pods):
         assert s.cni("DEL", conf, node=node, container_id=f"old{i + 1}", netns=pod)[0] == 0
 
@@ -380,7 +418,8 @@ ENV_CASES = [
 
 @pytest.mark.parametrize(("what", "command", "over", "code"), ENV_CASES,
                          ids=[c[0] for c in ENV_CASES])
-def test_environment_errors(scratch, what, command, over, code):
+def test_environment_errors(any_scratch, what, command, over, code):
+    scratch = any_scratch
     kw = {"container_id": "e1", "netns": "/run/netns/does-not-matter", "ifname": "eth0",
           "cni_path": "/usr/lib/cni"}
     kw.update(over)
@@ -400,7 +439,9 @@ CONFIG_CASES = [
     ("missing version", {k: v for k, v in GOOD.items() if k != "cniVersion"}, 7),
     ("bad name", _cfg(name="bad name!"), 7),
     ("unsupported ipam type", _cfg(ipam={"type": "dhcp"}), 2),
-    ("unsupported mode", _cfg(mode="bridge"), 2),
+    ("unsupported mode", _cfg(mode="macvlan"), 2),
+    ("bad bridge name", _cfg(mode="bridge", bridge="a-very-long-bridge0"), 7),
+    ("hairpinMode not a bool", _cfg(mode="bridge", hairpinMode="on"), 7),
     ("bad subnet", _cfg(ipam={"subnet": "10.244.300.0/24"}), 7),
     ("missing subnet", _cfg(ipam={"subnet": None}), 7),
     ("subnet too small", _cfg(ipam={"subnet": "10.244.9.0/31"}), 7),
@@ -416,8 +457,8 @@ CONFIG_CASES = [
 
 
 @pytest.mark.parametrize(("what", "conf", "code"), CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])
-def test_config_errors(scratch, what, conf, code):
-    s = scratch
+def test_config_errors(any_scratch, what, conf, code):
+    s = any_scratch
     node, (pod,), _ = node_with_pods(s, 1)
     if isinstance(conf, dict):
         rc, out, raw, err = s.cni("ADD", conf, node=node, container_id="c1", netns=pod)

@@ -48,9 +48,10 @@ print(c.recv(100).decode().strip())
 class Scratch:
     """Namespaces, links, processes and dirs of one test, all torn down by cleanup()."""
 
-    def __init__(self, executable: str = LABKIT_CNI) -> None:
+    def __init__(self, executable: str = LABKIT_CNI, mode: str | None = None) -> None:
         self.prefix = f"lkt-cni-{secrets.token_hex(2)}"
         self.executable = executable  # the pip console script, or a launcher in a CNI bin dir
+        self.mode = mode  # labkit-cni's mode in node_with_pods' config (None: the plugin's default, ptp)
         self.namespaces: list[str] = []
         self.procs: list[subprocess.Popen] = []
         self.dirs: list[str] = []
@@ -146,8 +147,8 @@ def scratch_fixture():
     yield from scratch_with(LABKIT_CNI)
 
 
-def scratch_with(executable: str):
-    s = Scratch(executable)
+def scratch_with(executable: str, mode: str | None = None):
+    s = Scratch(executable, mode)
     try:
         yield s
     finally:
@@ -161,6 +162,8 @@ def node_with_pods(s: Scratch, n_pods: int, subnet: str = "10.244.7.0/24", **ipa
     pods = [s.netns(f"p{i}") for i in range(n_pods)]
     conf = {"cniVersion": "1.1.0", "name": f"{s.prefix}-net", "type": "labkit-cni",
             "ipam": {"subnet": subnet, "dataDir": f"{s.tmpdir()}/ipam", **ipam}}
+    if s.mode:
+        conf["mode"] = s.mode
     return node, pods, conf
 
 

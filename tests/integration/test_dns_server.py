@@ -531,7 +531,8 @@ def test_udp_answers_stay_within_our_edns_size(tmp_path):
 @pytest.mark.parametrize("workers", [None, 1])
 def test_deploy_starts_the_configured_process_model(tmp_path, workers):
     """`up`'s start path (dns.deploy.start_servers): by default the server's default
-    number of workers; `cluster.dns.workers` fixes the count."""
+    number of workers, and when that is one, the server process alone (no fork: one interpreter
+    per DNS pod); `cluster.dns.workers` fixes the count."""
     from labkit.dns.deploy import start_servers
 
     config = tmp_path / "dns.json"
@@ -541,7 +542,8 @@ def test_deploy_starts_the_configured_process_model(tmp_path, workers):
                            workers=workers, port=port)
     try:
         serving = int((tmp_path / "dns-0.pid").read_text().split()[0])   # written once every worker is forked
-        assert len(processes.children(serving)) == (workers or dns_server.default_workers())
+        default = dns_server.default_workers()
+        assert len(processes.children(serving)) == (workers or (0 if default == 1 else default))
         q = dns.message.make_query("web.default.svc.cluster.local.", "A")
         assert dns.query.udp(q, addr, port=port, timeout=5).answer[0][0].address == "10.96.0.20"
     finally:

@@ -1,8 +1,12 @@
-"""NetworkPolicy truth tables on a hand-built two-node routed cluster.
+"""NetworkPolicy truth tables on a hand-built two-node cluster, in both pod attachment modes.
 
 The upstream network-policy e2e layout: namespaces x, y, z with pods a, b, c each, spread over two
 nodes routed host-gw style (DESIGN.md section 7), every pod serving TCP 80/81 and UDP 80/81/53, every node TCP 80.
-Every namespace is `lkt-np-<random>-*`. Each case of tests/manifests/policy/cases.yaml is applied
+Pods attach as labkit-cni attaches them: routed /32 veths (ptp), or ports of a bridge cni0 holding the
+gateway (bridge, kubenet), where pods of one node talk at layer 2 and only br_netfilter
+(`bridge-nf-call-iptables`, which the plugin sets) brings that traffic to the policy's forward hook.
+Every namespace is `lkt-np-<random>-*`. Each case of tests/manifests/policy/cases.yaml, and each
+step of the upstream e2e corpus (tests/manifests/policy/upstream.yaml, with its label changes), is applied
 to both nodes with `apply_node_policies` (replacing the previous case's table) and probed from
 every pod (and node, where the case asks) to every pod with a short timeout, in parallel: one agent
 process per namespace serves and probes. A probe expected open that failed is tried once more
@@ -21,14 +25,17 @@ import pytest
 
 from labkit.net import nft
 from labkit.policy import DEFAULT_TABLE, FAMILY, apply_node_policies, remove_node_policies
+from labkit.topology.kinds import CNI_MODES
 from tests.unit.test_policy_cases import (
     CASES,
     LAYOUT,
     NODES,
     POD_IPS,
     SERVICE,
+    UPSTREAM,
     Case,
     Matrix,
+    Step,
     explain,
     node_ips,
     pod_nodes,
@@ -95,8 +102,9 @@ def sh(*argv: str) -> None:
 class PolicyCluster:
     """Two node namespaces, nine pod namespaces, one agent per namespace; torn down whatever happens."""
 
-    def __init__(self, prefix: str):
+    def __init__(self, prefix: str, mode: str = "ptp"):
         self.prefix = prefix
+        self.mode = mode
         self.namespaces: list[str] = []
         self.agents: dict[str, subprocess.Popen] = {}
         self.placement: dict[str, str] = {}
@@ -118,7 +126,13 @@ class PolicyCluster:
         for node, spec in NODES.items():
             ns = self.add_ns(node)
             sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-            sh("ip", "-n", ns, "addr", "add", f"{spec['gateway']}/32", "dev", "lo")
+            if self.mode == "bridge":  # what labkit-cni's bridge mode makes of a node
+                plen = spec["pod_cidr"].split("/")[1]
+                sh("ip", "-n", ns, "link", "add", "cni0", "up", "type", "bridge")
+                sh("ip", "-n", ns, "addr", "add", f"{spec['gateway']}/{plen}", "dev", "cni0")
+                sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1")
+            else:
+                sh("ip", "-n", ns, "addr", "add", f"{spec['gateway']}/32", "dev", "lo")
         (node1, spec1), (node2, spec2) = NODES.items()
         sh("ip", "link", "add", "peer0", "netns", self.ns(node1), "type", "veth",
            "peer", "name", "peer0", "netns", self.ns(node2))
@@ -150,6 +164,13 @@ class PolicyCluster:
         ns, node_ns = self.add_ns(pod), self.ns(node)
         gateway, veth = NODES[node]["gateway"], f"v-{pod.replace('/', '-')}"
         sh("ip", "link", "add", veth, "netns", node_ns, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        if self.mode == "bridge":
+            sh("ip", "-n", ns, "addr", "add", f"{ip}/{NODES[node]['pod_cidr'].split('/')[1]}", "dev", "eth0")
+            sh("ip", "-n", ns, "link", "set", "eth0", "up")
+            sh("ip", "-n", ns, "route", "add", "default", "via", gateway, "dev", "eth0")
+            sh("ip", "-n", node_ns, "link", "set", veth, "master", "cni0", "up")
+            sh("ip", "-n", node_ns, "link", "set", veth, "type", "bridge_slave", "hairpin", "on")
+            return
         sh("ip", "-n", ns, "addr", "add", f"{ip}/32", "dev", "eth0")
         sh("ip", "-n", ns, "link", "set", "eth0", "up")
         sh("ip", "-n", ns, "route", "add", gateway, "dev", "eth0", "scope", "link")
@@ -166,8 +187,8 @@ class PolicyCluster:
         line = proc.stdout.readline().strip()
         assert line == "ready", f"agent in {short} did not start: {line} {proc.stderr.read()}"
 
-    def apply(self, policies: str) -> None:
-        w = workloads(policies)
+    def apply(self, policies: str, relabel: Mapping[str, Mapping[str, str]] | None = None) -> None:
+        w = workloads(policies, relabel)
         for node in NODES:
             apply_node_policies(self.path(node), w, POD_IPS, node_name=node, pod_nodes=self.placement,
                                 node_ips=node_ips(node))
@@ -228,9 +249,9 @@ class PolicyCluster:
         return [line.split()[0] for line in listing.splitlines() if line.startswith(self.prefix)]
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[PolicyCluster]:
-    c = PolicyCluster(f"lkt-np-{secrets.token_hex(3)}")
+@pytest.fixture(scope="module", params=CNI_MODES)
+def cluster(request) -> Iterator[PolicyCluster]:
+    c = PolicyCluster(f"lkt-np-{secrets.token_hex(3)}", request.param)
     try:
         c.build()
         yield c
@@ -276,6 +297,14 @@ def test_without_policies_everything_is_open(cluster):
 def test_truth_table(cluster, case: Case):
     cluster.apply(case.policies)
     check(cluster, case.name, case.expect)
+
+
+@pytest.mark.parametrize("step", UPSTREAM, ids=lambda s: s.name)
+def test_upstream_case(cluster, step: Step):
+    """The Kubernetes e2e network-policy suite's TCP and UDP cases; a step that differs prints
+    upstream's `.`/`X` truth table, expected and observed."""
+    cluster.apply(step.policies, step.relabel)
+    check(cluster, f"{step.name} ({step.upstream})", step.expect)
 
 
 def test_reapplying_replaces_the_table_atomically(cluster):

@@ -164,5 +164,6 @@ def test_the_topologys_own_expectations_hold(kube_lab: RunningLab) -> None:
     from labkit.lab import verify_lab
     from labkit.verify import load_expects
 
-    report = verify_lab(kube_lab.name, load_expects(kube_lab.topology))
-    assert [r.line() for r in report.mismatches] == [] and len(report.results) == 14
+    expects = load_expects(kube_lab.topology)
+    report = verify_lab(kube_lab.name, expects)
+    assert [r.line() for r in report.mismatches] == [] and len(report.results) == len(expects) >= 14

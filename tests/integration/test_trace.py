@@ -102,7 +102,9 @@ def test_a_service_without_endpoints_is_rejected_on_the_client_s_node(kube_lab: 
     assert report["result"] == {"open": False, "reason": "connection refused"}
     assert report["service"] == "default/nobody:80/tcp" and report["endpoint"] is None
     assert report["dropped"]["where"] == "cp" and "without endpoints" in report["dropped"]["by"]
-    assert [(h["name"], h["outcome"]) for h in report["reply"]] == [("cp", "sent"), ("default/client", "delivered")]
+    # on a bridge (cni.mode: bridge) the node's reject goes back out at layer 2, past its ip output hook
+    sender = [] if kube_lab.summary["cni"]["mode"] == "bridge" else [("cp", "sent")]
+    assert [(h["name"], h["outcome"]) for h in report["reply"]] == [*sender, ("default/client", "delivered")]
 
 
 def test_tracing_leaves_no_table_and_no_process(kube_lab: RunningLab) -> None:

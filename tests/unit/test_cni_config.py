@@ -71,7 +71,10 @@ def test_host_local_ranges_form():
     (conf(name=""), 7),
     (conf(name="-x"), 7),
     (conf(name=None), 7),
-    (conf(mode="bridge"), 2),
+    (conf(mode="macvlan"), 2),
+    (conf(mode="bridge", bridge=""), 7),
+    (conf(mode="bridge", bridge="br/0"), 7),
+    (conf(mode="bridge", hairpinMode="yes"), 7),
     (conf(ipam={"type": "dhcp"}), 2),
     (conf(mtu=True), 7),
     (conf(mtu=70000), 7),
@@ -92,6 +95,14 @@ def test_host_local_ranges_form():
 ])
 def test_invalid(raw, code):
     assert code_of(raw) == code
+
+
+def test_modes():
+    assert (cfg.parse(conf()).mode, cfg.parse(conf(mode="routed")).mode) == ("ptp", "ptp")  # routed: ptp's first name
+    c = cfg.parse(conf(mode="bridge"))
+    assert (c.mode, c.bridge, c.hairpin) == ("bridge", "cni0", True)
+    c = cfg.parse(conf(mode="bridge", bridge="kbr0", hairpinMode=False))
+    assert (c.bridge, c.hairpin) == ("kbr0", False)
 
 
 def test_subnet_only_needed_for_add():

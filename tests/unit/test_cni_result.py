@@ -66,7 +66,7 @@ def test_render_conflist_defaults_and_chain():
     c = json.loads(text)
     assert c["cniVersion"] == "1.1.0" and c["name"] == "lab-1"
     (p,) = c["plugins"]
-    assert p == {"type": "labkit-cni", "mode": "routed",
+    assert p == {"type": "labkit-cni", "mode": "ptp",
                  "ipam": {"subnet": "10.244.2.0/24", "gateway": "10.244.2.1",
                           "dataDir": "/var/lib/cni/networks/lab-1"}}
     assert cfg.parse({**p, "name": "lab-1", "cniVersion": "1.1.0"}).pool.size() == 253

@@ -15,18 +15,20 @@ from labkit.topology.schema import NODE_KINDS
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_the_registry_holds_the_three_kinds_in_order() -> None:
-    assert kinds.names() == ("linux", "bridge", "k8s-node")
+def test_the_registry_holds_the_kinds_in_order() -> None:
+    assert kinds.names() == ("linux", "bridge", "k8s-node", "docker-host")
     assert NODE_KINDS == kinds.names()
     assert [k.name for k in kinds.REGISTRY if k.cluster_node] == ["k8s-node"]
     assert [k.name for k in kinds.REGISTRY if k.l2_bridge] == ["bridge"]
     assert dict(kinds.get("k8s-node").sysctls) == {"net.ipv4.ip_forward": "1"}
+    assert [k.name for k in kinds.REGISTRY if k.container_host] == ["docker-host"]
+    assert [k.name for k in kinds.REGISTRY if k.runs_pods] == ["k8s-node", "docker-host"]
 
 
 def test_an_unknown_kind_is_one_error_listing_the_valid_ones() -> None:
     with pytest.raises(kinds.UnknownKind) as info:
         kinds.get("router")
-    assert str(info.value) == "unknown kind 'router'; valid: linux, bridge, k8s-node"
+    assert str(info.value) == "unknown kind 'router'; valid: linux, bridge, k8s-node, docker-host"
 
 
 def test_a_kind_is_registered_once() -> None:

@@ -165,7 +165,7 @@ def test_unknown_key_suggests_the_near_one_and_lists_the_valid(tmp_path: Path) -
           nodes: {cp: {kind: k8s-node}}
     """)
     assert (line, field) == (3, "cluster.cni.backnd")
-    assert message == "unknown key (did you mean 'backend'?); valid keys: backend, mtu, masquerade, bgp"
+    assert message == "unknown key (did you mean 'backend'?); valid keys: backend, mode, mtu, masquerade, bgp"
 
 
 def test_a_typo_is_not_also_reported_missing(tmp_path: Path) -> None:

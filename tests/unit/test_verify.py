@@ -111,7 +111,7 @@ EXAMPLE = "{from: default/client, to: web:80, result: open}"
     ({"from": "default/client", "to": "web:80", "result": "open", "protocol": "sctp"},
      ["expect[0].protocol: 'sctp' is not valid; valid: tcp, udp"]),
     ({"from": "default/client", "to": "web:80", "result": "open", "timeout": 3},
-     ["expect[0].timeout: unknown key; valid keys: from, to, resolve, result, protocol"]),
+     ["expect[0].timeout: unknown key; valid keys: from, to, resolve, result, protocol, within"]),
     ({"from": "default/client", "to": "web", "result": "open"},
      [f"expect[0].to: 'web' has no port; write TARGET:PORT, {FORMS}"]),
     ({"from": "Default/Client", "to": "web:80", "result": "open"},
@@ -139,7 +139,7 @@ EXAMPLE = "{from: default/client, to: web:80, result: open}"
      ["expect[0].from: 'a/b/c' is not NS/POD: a namespace and a pod name of a-z, 0-9, '-' (pod names also '.'), "
       "e.g. default/client",
       f"expect[0].to: 'web' has no port; write TARGET:PORT, {FORMS}",
-      "expect[0].via: unknown key; valid keys: from, to, resolve, result, protocol"]),
+      "expect[0].via: unknown key; valid keys: from, to, resolve, result, protocol, within"]),
 ])
 def test_bad_entries_name_the_entry_and_field(entry: object, problems: list[str]) -> None:
     checks, found = expect_problems([entry])
@@ -377,7 +377,7 @@ def test_report_as_json() -> None:
     assert data["checks"][2] == {
         "index": 2, "from": "default/client", "kind": "connect", "to": "10.96.0.10:53", "protocol": "udp",
         "resolve": None, "expected": "open", "actual": "open", "ok": True, "reason": "reply (26 bytes)",
-        "addresses": [], "address": None}
+        "addresses": [], "address": None, "within": 0.0, "attempts": 1, "elapsed": 0.0}
     assert data["checks"][6]["kind"] == "resolve" and data["checks"][6]["protocol"] is None
     assert len(data["mismatches"]) == 2
 
