@@ -133,13 +133,14 @@ def test(c, k=None):
     c.run(shlex.join([sys.executable, "-m", "pytest", "-q", *(["-k", k] if k else [])]), pty=sys.stdout.isatty())
 
 
-BENCHES = ("lab", "cni", "pods", "dns", "runtimes", "trace", "bgp", "capture", "standin", "up", "rootless", "ingress")
+BENCHES = ("lab", "cni", "pods", "dns", "runtimes", "trace", "bgp", "capture", "standin", "up", "rootless", "lb",
+           "ingress")
 
 
 @task(help={"only": f"comma-separated subset of {','.join(BENCHES)}", "sizes": "chain sizes for the lab bench",
             "repeat": "runs per size (best is kept)", "attendees": "users for the rootless bench (each one lab)"})
-def bench(c, only="lab,cni,pods,dns,runtimes,trace,bgp,capture,standin,up,rootless,ingress", sizes="10,100,1000",
-          repeat=3, attendees=30):
+def bench(c, only="lab,cni,pods,dns,runtimes,trace,bgp,capture,standin,up,rootless,lb,ingress",
+          sizes="10,100,1000", repeat=3, attendees=30):
     """Benchmarks against baselines measured in the same run; prints tables, writes nothing."""
     chosen = [b.strip() for b in only.split(",") if b.strip()]
     unknown = set(chosen) - set(BENCHES)
@@ -191,6 +192,10 @@ def bench(c, only="lab,cni,pods,dns,runtimes,trace,bgp,capture,standin,up,rootle
         from tests.bench.bench_rootless import print_rootless_bench
 
         print_rootless_bench(int(attendees))
+    if "lb" in chosen:
+        from tests.bench.bench_lb import print_lb_bench
+
+        print_lb_bench(6)
     if "ingress" in chosen:
         from tests.bench.bench_ingress import bench_ingress
 

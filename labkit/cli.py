@@ -282,14 +282,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.verb == "graph":
         from labkit.graph import choose_format, render_graph
 
-        text = render_graph(lab.graph_summary(args.topology, name=args.name), choose_format(args.format, args.output))
-        if args.output:
-            with open(args.output, "w", encoding="utf-8") as fh:
-                fh.write(text)
-            print(f"wrote {args.output}")
-        else:
-            print(text, end="" if text.endswith("\n") else "\n")
-        return 0
+        return _emit(render_graph(lab.graph_summary(args.topology, name=args.name),
+                                  choose_format(args.format, args.output)), args.output)
     if args.verb == "list":
         for name in sorted(lab.known_labs(containers=True)):
             print(name)
@@ -363,14 +357,7 @@ def _run(args: argparse.Namespace) -> int:
         return lab.capture(args.lab, args.target, args.write, words)
     if args.verb == "trace":
         report = lab.trace(args.lab, args.source, args.destination, args.protocol, args.timeout)
-        text = lab.render_trace(report, args.format)
-        if args.output:
-            with open(args.output, "w", encoding="utf-8") as fh:
-                fh.write(text)
-            print(f"wrote {args.output}")
-        else:
-            print(text, end="" if text.endswith("\n") else "\n")
-        return 0
+        return _emit(lab.render_trace(report, args.format), args.output)
     if args.verb == "exec":
         command = list(args.argv)
         if command[:1] == ["--"]:
@@ -431,6 +418,17 @@ def _netem(lab, args: argparse.Namespace) -> int:  # noqa: ANN001 - labkit.lab, 
     from labkit.report import print_impairments
 
     print_impairments(found)
+    return 0
+
+
+def _emit(text: str, output: str | None) -> int:
+    """A rendered picture or report: to the file `-o` names, or to stdout."""
+    if output:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        print(f"wrote {output}")
+    else:
+        print(text, end="" if text.endswith("\n") else "\n")
     return 0
 
 

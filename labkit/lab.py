@@ -21,7 +21,7 @@ from labkit.errors import LabkitError
 from labkit.files import umask
 from labkit.lock import lab_lock
 from labkit.net import netns, wiring
-from labkit.phases import bgp, cni, dns, impair, ingress, nodes, pods, services
+from labkit.phases import bgp, cni, dns, impair, ingress, lb, nodes, pods, services
 from labkit.phases.build import Build, PodRecord
 from labkit.progress import Progress
 from labkit.runtime import Runtime, Sandbox, get_runtime
@@ -70,6 +70,7 @@ UP: tuple[Phase, ...] = (
     ("ports", nodes.publish_ports, with_ports),  # containerlab's `ports`, forwarded into the nodes
     ("cni server", cni.wait_cni_server, with_cluster),  # listening before `up` returns
     ("bgp routes", bgp.wait_bgp, bgp.with_bgp),  # every node holds every other node's pod route
+    ("load balancers", lb.apply_load_balancers, lb.with_load_balancers),  # L2 speakers; BGP /32s
     ("readiness", pods.wait_ready, with_cluster),
 )
 
@@ -82,6 +83,7 @@ APPLY: tuple[Phase, ...] = (  # a running cluster lab's workloads; nodes and lin
     ("dns", dns.start_dns, with_cluster),
     ("policies", services.apply_policies, with_cluster),
     ("ingress", ingress.start_ingress, ingress.with_ingress),  # reloaded: established connections stay
+    ("load balancers", lb.apply_load_balancers, lb.with_load_balancers),
     ("readiness", pods.wait_ready, with_cluster),
 )
 
@@ -370,6 +372,8 @@ def status(lab: str | None = None) -> list[dict[str, Any]]:
         for node in summary.get("nodes", []):
             if isinstance(node.get("bgp"), dict) and phase == "up":
                 _bgp_live(node)
+        if phase == "up":
+            _lb_live(name, summary)
         problems = health_problems(name, summary, present) if phase == "up" else []
         _pod_phases(name, summary)
         summary["phase"] = "degraded" if problems else phase
@@ -377,6 +381,22 @@ def status(lab: str | None = None) -> list[dict[str, Any]]:
         summary["health"] = {"ok": not problems and phase == "up", "problems": problems}
         result.append(summary)
     return result
+
+
+def _lb_live(lab: str, summary: dict[str, Any]) -> None:
+    """Each L2 LoadBalancer's `announcing_node`: the node whose speaker answers ARP for it now (None: nobody)."""
+    services = [s for s in summary.get("services", []) if isinstance(s.get("load_balancer"), dict)]
+    if not any(s["load_balancer"].get("l2_nodes") for s in services):
+        return
+    from labkit.lb import announce
+
+    nodes = [n["name"] for n in summary.get("nodes", []) if n.get("kind") == "k8s-node"]
+    now = announce.announcing(lab, nodes)
+    for svc in services:
+        lb = svc["load_balancer"]
+        if lb.get("l2_nodes"):
+            lb["announcing_node"] = now.get(lb.get("ip") or "")
+    summary["lb_speakers"] = {n: announce.running(lab, n) is not None for n in nodes}
 
 
 def _pod_phases(lab: str, summary: dict[str, Any]) -> None:
@@ -430,6 +450,9 @@ def health_problems(lab: str, summary: dict[str, Any], present: set[str]) -> lis
 
             if running(files_of(lab, node["name"])) is None:
                 problems.append(f"BGP daemon of node {node['name']} is not running (labkit apply restarts it)")
+    for node, runs in (summary.get("lb_speakers") or {}).items():
+        if not runs:
+            problems.append(f"L2 speaker of node {node} is not running (labkit apply restarts it)")
     if summary.get("cni"):  # by its pid file, as the DNS servers: the socket is root's alone, status is anyone's
         if processes.recorded(files.cni_server_pid, marker=files.dir) is None:
             problems.append("the CNI server is not running (labkit apply restarts it)")

@@ -169,6 +169,23 @@ class LabPaths:
     def bird_socket(self, node: str) -> str:
         return self.path("bgp", _component(node), "bird.ctl")
 
+    # --- LoadBalancer L2 speakers (labkit.lb): one per k8s-node
+    @property
+    def lb_dir(self) -> str:
+        return self.path("lb")
+
+    def lb_config(self, node: str) -> str:
+        """What the node's speaker answers ARP for, and whom it defers to (rewritten by `apply`)."""
+        return self.path("lb", f"{_component(node)}.json")
+
+    def lb_pid_file(self, node: str) -> str:
+        """The speaker's pid file: the other speakers read it to know it runs."""
+        return self.path("lb", f"{_component(node)}.pid")
+
+    def lb_announcing(self, node: str) -> str:
+        """The addresses the node's speaker answers for now, written by the speaker on every change."""
+        return self.path("lb", f"{_component(node)}.announcing")
+
     # --- pods and containers
     @property
     def pods_dir(self) -> str:

@@ -89,9 +89,27 @@ def _services(services: list[dict[str, Any]]) -> Table:
         ports = "\n".join(f"{p['port']}/{p['protocol']}" + (f" (node {p['node_port']}{local})" if p.get("node_port")
                                                             else "") for p in svc["ports"])
         target = svc.get("external_name") or "\n".join(e["ip"] for e in svc.get("endpoints", []))
-        table.add_row(f"{svc['namespace']}/{svc['name']}", svc["type"], str(svc.get("cluster_ip") or ""), ports,
-                      target)
+        table.add_row(f"{svc['namespace']}/{svc['name']}", svc["type"], _addresses(svc), ports, target)
     return table
+
+
+def _addresses(svc: dict[str, Any]) -> str:
+    """The ClusterIP, then the external addresses: a LoadBalancer's with its mode and announcing node (L2),
+    or why it is pending; externalIPs."""
+    lines = [str(svc.get("cluster_ip") or "")]
+    lb = svc.get("load_balancer")
+    if isinstance(lb, dict):
+        if lb.get("ip") is None:
+            lines.append(f"lb <pending>: {lb.get('pending')}")
+        else:
+            how = lb.get("mode") or "not announced"
+            if "announcing_node" in lb:
+                how += f" @{lb['announcing_node'] or 'nobody'}"
+            if lb.get("bgp_announcing"):
+                how += f" from {','.join(lb['bgp_announcing'])}"
+            lines.append(f"lb {lb['ip']} ({how})")
+    lines += [f"ext {ip}" for ip in svc.get("external_ips", []) if not (isinstance(lb, dict) and ip == lb.get("ip"))]
+    return "\n".join(lines)
 
 
 def _bgp(nodes: list[dict[str, Any]]) -> Table:

@@ -22,6 +22,7 @@ from types import MappingProxyType
 
 from labkit.errors import InputError, Problem
 from labkit.k8s.load import Workloads
+from labkit.k8s.metallb import LoadBalancer, allocate_load_balancers
 from labkit.k8s.schedule import schedule_pods
 
 NODE_PORT_RANGE = range(30000, 32768)
@@ -39,20 +40,25 @@ class Allocation:
     placement: Mapping[str, str] = field(default_factory=dict)  # "namespace/pod" -> node
     cluster_ips: Mapping[tuple[str, str], str] = field(default_factory=dict)  # (namespace, name) -> IP
     node_ports: Mapping[tuple[str, str, int], int] = field(default_factory=dict)  # (ns, name, port index) -> port
+    # (namespace, name) -> MetalLB's decision for each type: LoadBalancer Service (labkit.k8s.metallb)
+    load_balancers: Mapping[tuple[str, str], LoadBalancer] = field(default_factory=dict)
 
     def pods_on(self, node: str) -> int:
         return sum(1 for placed in self.placement.values() if placed == node)
 
 
 def allocate(workloads: Workloads, nodes: Sequence[str], *, service_cidr: str,
-             dns_ip: str | None = None, pinned: Sequence[str] = ()) -> Allocation:
+             dns_ip: str | None = None, pinned: Sequence[str] = (),
+             node_labels: Mapping[str, Mapping[str, str]] | None = None) -> Allocation:
     """Schedule every pod and allocate every ClusterIP and NodePort; InputError lists every problem.
-    `pinned` nodes (docker-hosts) run only the pods naming them in spec.nodeName."""
+    `pinned` nodes (docker-hosts) run only the pods naming them in spec.nodeName; `node_labels` (each
+    k8s-node's labels) are for MetalLB's advertisements' nodeSelectors."""
     problems: list[Problem] = []
     results: list[Mapping] = []
     for step in (lambda: schedule_pods(workloads, nodes, pinned),
                  lambda: allocate_cluster_ips(workloads, service_cidr=service_cidr, dns_ip=dns_ip),
-                 lambda: allocate_node_ports(workloads)):
+                 lambda: allocate_node_ports(workloads),
+                 lambda: allocate_load_balancers(workloads, node_labels or {n: {} for n in nodes})):
         try:
             results.append(step())
         except InputError as exc:
@@ -60,8 +66,9 @@ def allocate(workloads: Workloads, nodes: Sequence[str], *, service_cidr: str,
             results.append({})
     if problems:
         raise InputError(problems)
-    placement, cluster_ips, node_ports = (MappingProxyType(dict(r)) for r in results)
-    return Allocation(placement=placement, cluster_ips=cluster_ips, node_ports=node_ports)
+    placement, cluster_ips, node_ports, load_balancers = (MappingProxyType(dict(r)) for r in results)
+    return Allocation(placement=placement, cluster_ips=cluster_ips, node_ports=node_ports,
+                      load_balancers=load_balancers)
 
 
 # ---------------------------------------------------------------- ClusterIPs
@@ -139,7 +146,7 @@ def allocate_node_ports(workloads: Workloads) -> dict[tuple[str, str, int], int]
     used_in_service: set[tuple[str, str, int, str]] = set()
     result: dict[tuple[str, str, int], int] = {}
     problems: list[Problem] = []
-    services = [s for s in workloads.services if s.spec.type == "NodePort"]
+    services = [s for s in workloads.services if s.spec.node_ports]
     for svc in services:
         key = (svc.namespace, svc.name)
         for index, port in enumerate(svc.spec.ports):

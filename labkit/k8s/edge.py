@@ -85,7 +85,7 @@ def controller_manifests(workloads: Workloads, replicas: int | None,
     """The ingress controller: a Deployment of proxy pods (their container only sleeps: labkit runs
     HAProxy from the host in each pod's network namespace) and its Service: NodePort, or LoadBalancer
     when the workloads hold a MetalLB address pool (`annotations` go on it: a pool, an address)."""
-    service_type = "LoadBalancer" if getattr(workloads, "ip_address_pools", ()) else "NodePort"
+    service_type = "LoadBalancer" if workloads.ip_address_pools else "NodePort"
     ports = frontends(workloads)
     template = {"metadata": {"labels": APP_LABEL}, "spec": {"containers": [{
         "name": "haproxy", "image": "labkit/node", "command": ["sleep", "infinity"],

@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from labkit.errors import InputError, Problem
-from labkit.k8s import gateway, ingress, models, multus
+from labkit.k8s import gateway, ingress, metallb, models, multus
 from labkit.k8s import names
 from labkit.k8s.fields import UnusedField, unused_fields
 from labkit.k8s.models import (
@@ -57,10 +57,12 @@ API_VERSIONS = {
     **multus.API_VERSIONS,
     **ingress.API_VERSIONS,
     **gateway.API_VERSIONS,
+    **metallb.API_VERSIONS,
 }
 KINDS = {**KINDS, **multus.KINDS}  # NetworkAttachmentDefinition: labkit.k8s.multus
 # Ingress, IngressClass, kubernetes.io/tls Secrets (labkit.k8s.ingress); the Gateway API (labkit.k8s.gateway)
 KINDS = {**KINDS, **ingress.KINDS, **gateway.KINDS}
+KINDS = {**KINDS, **metallb.KINDS}  # IPAddressPool, L2Advertisement, BGPAdvertisement, BGPPeer: labkit.k8s.metallb
 
 # The built-in API's other kinds, by apiVersion: accepted, and listed as not acted on. Some would
 # shape traffic in a real cluster (Ingress, EndpointSlice, ReplicationController, CronJob): their
@@ -165,6 +167,10 @@ class Workloads:
     gateway_classes: tuple[gateway.GatewayClass, ...] = ()
     gateways: tuple[gateway.Gateway, ...] = ()
     http_routes: tuple[gateway.HTTPRoute, ...] = ()
+    ip_address_pools: tuple[metallb.IPAddressPool, ...] = ()  # MetalLB's objects: labkit.k8s.metallb
+    l2_advertisements: tuple[metallb.L2Advertisement, ...] = ()
+    bgp_advertisements: tuple[metallb.BGPAdvertisement, ...] = ()
+    bgp_peers: tuple[metallb.BGPPeer, ...] = ()
     # "ns/pod" -> "Deployment/web": which controller made a pod (absent for bare pods).
     owners: Mapping[str, str] = field(default_factory=dict)
     # Objects accepted but not built (ConfigMaps, RBAC, custom resources ...), and fields set but not acted on.
@@ -509,6 +515,10 @@ def _assemble(objects: list[tuple[models._Object, Origin]]) -> Workloads:
         gateway_classes=tuple(by_kind["GatewayClass"]),
         gateways=tuple(by_kind["Gateway"]),
         http_routes=tuple(by_kind["HTTPRoute"]),
+        ip_address_pools=tuple(by_kind["IPAddressPool"]),
+        l2_advertisements=tuple(by_kind["L2Advertisement"]),
+        bgp_advertisements=tuple(by_kind["BGPAdvertisement"]),
+        bgp_peers=tuple(by_kind["BGPPeer"]),
         owners=owners,
         origins=origins,
     )

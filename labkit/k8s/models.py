@@ -563,6 +563,23 @@ def _cluster_ip(value: str) -> str:
     return value
 
 
+def _ipv4(value: str) -> str:
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        raise PydanticCustomError("k8s_value", f"{value!r} is not valid; valid: an IPv4 address") from None
+    return value
+
+
+def _cidr_loose(value: str) -> str:
+    """loadBalancerSourceRanges: a CIDR, host bits allowed (as the API server accepts 10.0.0.1/8)."""
+    try:
+        ipaddress.IPv4Network(value.strip(), strict=False)
+    except ValueError:
+        raise PydanticCustomError("k8s_value", f"{value!r} is not valid; valid: an IPv4 CIDR") from None
+    return value
+
+
 class ServicePort(K8sModel):
     _ignored = frozenset({"appProtocol"})
 
@@ -598,12 +615,11 @@ class SessionAffinityConfig(K8sModel):
 class ServiceSpec(K8sModel):
     _ignored = frozenset({
         "clusterIPs", "ipFamilies", "ipFamilyPolicy",
-        "internalTrafficPolicy", "publishNotReadyAddresses", "allocateLoadBalancerNodePorts",
-        "healthCheckNodePort", "trafficDistribution", "externalIPs", "loadBalancerIP",
-        "loadBalancerSourceRanges", "loadBalancerClass",
+        "internalTrafficPolicy", "publishNotReadyAddresses",
+        "healthCheckNodePort", "trafficDistribution",
     })
 
-    type: Literal["ClusterIP", "NodePort", "ExternalName"] = "ClusterIP"
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"] = "ClusterIP"
     clusterIP: Annotated[StrictStr, AfterValidator(_cluster_ip)] = ""
     selector: Labels = Field(default_factory=dict)
     ports: tuple[ServicePort, ...] = ()
@@ -613,12 +629,20 @@ class ServiceSpec(K8sModel):
     # Local: NodePort traffic from outside goes only to endpoints on the node it arrived at, unNATed
     # (the client's address survives); a node without one drops it.
     externalTrafficPolicy: Literal["Cluster", "Local"] = "Cluster"
+    # LoadBalancer (labkit.k8s.metallb assigns the address) and externalIPs: served as kube-proxy serves them.
+    loadBalancerIP: StrictStr = ""
+    loadBalancerClass: StrictStr | None = None
+    loadBalancerSourceRanges: tuple[Annotated[StrictStr, AfterValidator(_cidr_loose)], ...] = ()
+    allocateLoadBalancerNodePorts: StrictBool = True
+    externalIPs: tuple[Annotated[StrictStr, AfterValidator(_ipv4)], ...] = ()
 
     @model_validator(mode="after")
     def _consistent(self) -> ServiceSpec:
-        if self.externalTrafficPolicy == "Local" and self.type != "NodePort":
-            raise _fail("Local only applies to type NodePort (Kubernetes: NodePort or LoadBalancer)",
-                        "externalTrafficPolicy")
+        if self.externalTrafficPolicy == "Local" and self.type not in ("NodePort", "LoadBalancer"):
+            raise _fail("Local only applies to type NodePort or LoadBalancer", "externalTrafficPolicy")
+        for what in ("loadBalancerIP", "loadBalancerClass", "loadBalancerSourceRanges"):
+            if getattr(self, what) and self.type != "LoadBalancer":
+                raise _fail("only valid with type LoadBalancer", what)
         if self.type == "ExternalName":
             if not self.externalName:
                 raise _fail("required with type ExternalName", "externalName")
@@ -629,8 +653,8 @@ class ServiceSpec(K8sModel):
             raise _fail("only valid with type ExternalName", "externalName")
         if not self.ports and self.clusterIP != "None":
             raise _fail("at least one port is required", "ports")
-        if self.type == "NodePort" and self.clusterIP == "None":
-            raise _fail("a headless service (clusterIP: None) cannot be NodePort", "type")
+        if self.type in ("NodePort", "LoadBalancer") and self.clusterIP == "None":
+            raise _fail(f"a headless service (clusterIP: None) cannot be {self.type}", "type")
         if len(self.ports) > 1 and any(p.name is None for p in self.ports):
             raise _fail("every port needs a name when there are several", "ports")
         seen_names: set[str] = set()
@@ -640,8 +664,9 @@ class ServiceSpec(K8sModel):
                 raise _fail(f"{port.name!r} is used by two ports", "ports", i, "name")
             if (port.port, port.protocol) in seen_ports:
                 raise _fail(f"{port.protocol}/{port.port} is used by two ports", "ports", i, "port")
-            if port.nodePort is not None and self.type != "NodePort":
-                raise _fail("only valid with type NodePort", "ports", i, "nodePort")
+            if port.nodePort is not None and not self.node_ports:
+                raise _fail("only valid with type NodePort, or LoadBalancer allocating node ports",
+                            "ports", i, "nodePort")
             if port.name:
                 seen_names.add(port.name)
             seen_ports.add((port.port, port.protocol))
@@ -650,6 +675,11 @@ class ServiceSpec(K8sModel):
     @property
     def headless(self) -> bool:
         return self.clusterIP == "None"
+
+    @property
+    def node_ports(self) -> bool:
+        """Whether the Service's ports get NodePorts (LoadBalancer too, unless allocateLoadBalancerNodePorts: false)."""
+        return self.type == "NodePort" or (self.type == "LoadBalancer" and self.allocateLoadBalancerNodePorts)
 
 
 class Service(_Object):

@@ -37,9 +37,13 @@ def start_bgp(b: Build) -> None:
     on_every_node(start, bgp.speakers(b.plan))
 
 
-def ensure_bgp(b: Build) -> None:
-    """`apply`: configs written again; running daemons re-read theirs, dead ones start again."""
+def ensure_bgp(b: Build, announce: dict | None = None) -> None:
+    """`apply`: configs written again; running daemons re-read theirs, dead ones start again.
+    `announce`: node -> further prefixes (LoadBalancer /32s, labkit.phases.lb); by default those of
+    the service views applied last."""
     lab = b.plan.lab
+    if announce is None:
+        announce = bgp_announce(b)
 
     def ensure(speaker: bgp.Speaker) -> None:
         files = bgp.write_config(lab, speaker)
@@ -51,7 +55,7 @@ def ensure_bgp(b: Build) -> None:
         else:
             bgp.start(files, b.sandboxes[speaker.node].netns_path)
 
-    on_every_node(ensure, bgp.speakers(b.plan))
+    on_every_node(ensure, bgp.speakers(b.plan, announce))
     wait_bgp(b)
 
 
@@ -83,3 +87,13 @@ def wait_bgp(b: Build, timeout: float = CONVERGE_TIMEOUT) -> None:
             raise LabkitError(f"BGP did not converge within {timeout:.0f} s: {detail} "
                               f"(see birdc -s {bgp.files_of(b.plan.lab, next(iter(missing))).socket} show protocols)")
         time.sleep(0.1)
+
+
+def bgp_announce(b: Build) -> dict:
+    """node -> the LoadBalancer /32s its BGP daemon announces (from the views applied last, on `apply`'s
+    early BGP pass, so a running lab's announcements stay while its pods are brought in line)."""
+    from labkit.bgp import Prefix
+    from labkit.lb import announce
+
+    views = b.services or b.previous_services or []
+    return {node: [Prefix(p, why) for p, why in found] for node, found in announce.bgp_prefixes(views).items()}

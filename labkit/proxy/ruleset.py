@@ -53,7 +53,13 @@ class ServiceChain:
     external_local: bool = False
     local_endpoints: tuple[EndpointChain, ...] = ()
     comment: str = ""  # on the rule that picks the endpoint: "service NS/NAME:PORT/PROTO"
-    external_comment: str = ""  # on the NodePort chain's rules: "nodePort N/PROTO of service ..."
+    external_comment: str = ""  # on the external chain's rules: "nodePort N/PROTO of service ..."
+    # LoadBalancer addresses and externalIPs: in the service map too, to the external chain (through the
+    # firewall chain when loadBalancerSourceRanges limits who may come)
+    external_ips: tuple[str, ...] = ()
+    firewall_chain: str | None = None
+    source_ranges: tuple[str, ...] = ()
+    firewall_comment: str = ""
 
 
 @dataclass(frozen=True)
@@ -107,8 +113,12 @@ def plan_node_ruleset(
         for port in svc.ports:
             proto = port.protocol.lower()
             ident = f"{svc.namespace}/{svc.name}/{proto}/{_port_label(port)}"
+            external_ips = svc.external_addresses
+            for ip in external_ips:
+                ipaddress.IPv4Address(ip)
             if not port.endpoints:
                 no_ep_ips.append((svc.cluster_ip, proto, port.port))
+                no_ep_ips.extend((ip, proto, port.port) for ip in external_ips)
                 if port.node_port is not None:
                     no_ep_nodeports.append((proto, port.node_port))
                 continue
@@ -130,6 +140,14 @@ def plan_node_ruleset(
                 if node_name is not None and ep.node == node_name:
                     local.append(endpoints[-1])
             chain_id = _chain_id(ident)
+            external = port.node_port is not None or bool(external_ips)
+            ranges = svc.source_ranges if svc.load_balancer_ip else ()
+            for cidr in ranges:
+                ipaddress.IPv4Network(cidr)
+            if port.node_port is not None:
+                external_comment = f"nodePort {port.node_port}/{proto} of service {svc.key}:{port.port}"
+            else:
+                external_comment = f"external address of service {svc.key}:{port.port}/{proto}"
             chains.append(ServiceChain(
                 name=f"service-{chain_id}-{ident}",
                 service=svc.key,
@@ -137,14 +155,17 @@ def plan_node_ruleset(
                 cluster_ip=svc.cluster_ip,
                 port=port.port,
                 node_port=port.node_port,
-                external_chain=f"external-{chain_id}-{ident}" if port.node_port is not None else None,
+                external_chain=f"external-{chain_id}-{ident}" if external else None,
                 endpoints=tuple(endpoints),
                 affinity_timeout=svc.affinity_timeout if affinity else None,
-                external_local=port.node_port is not None and svc.external_traffic_policy == "Local",
+                external_local=external and svc.external_traffic_policy == "Local",
                 local_endpoints=tuple(local),
                 comment=_comment(f"service {svc.key}:{port.port}/{proto}"),
-                external_comment=_comment(f"nodePort {port.node_port}/{proto} of service {svc.key}:{port.port}")
-                if port.node_port is not None else "",
+                external_comment=_comment(external_comment) if external else "",
+                external_ips=external_ips,
+                firewall_chain=f"firewall-{chain_id}-{ident}" if ranges else None,
+                source_ranges=ranges,
+                firewall_comment=_comment(f"loadBalancerSourceRanges of service {svc.key}: source not allowed"),
             ))
     return NodeRuleset(
         table=table,

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from labkit.k8s import Pod, Service, Workloads
 from labkit.k8s.allocate import Allocation, allocate_cluster_ips, allocate_node_ports
+from labkit.k8s.metallb import LoadBalancer, l2_order
 
 
 class _View(BaseModel):
@@ -52,7 +53,7 @@ class ServiceView(_View):
 
     namespace: str
     name: str
-    type: Literal["ClusterIP", "NodePort", "ExternalName"]
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"]
     cluster_ip: str | None  # None for headless and ExternalName services
     headless: bool = False
     external_name: str | None = None
@@ -61,10 +62,23 @@ class ServiceView(_View):
     external_traffic_policy: Literal["Cluster", "Local"] = "Cluster"
     ports: tuple[ServicePortView, ...] = ()
     addresses: tuple[EndpointAddress, ...] = ()
+    external_ips: tuple[str, ...] = ()  # spec.externalIPs
+    load_balancer: dict[str, Any] | None = None  # labkit.k8s.metallb.LoadBalancer.as_status(), for type LoadBalancer
+    source_ranges: tuple[str, ...] = ()  # loadBalancerSourceRanges
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def load_balancer_ip(self) -> str | None:
+        return (self.load_balancer or {}).get("ip")
+
+    @property
+    def external_addresses(self) -> tuple[str, ...]:
+        """Addresses from outside the cluster served as kube-proxy serves them: the LoadBalancer's, externalIPs."""
+        lb = (self.load_balancer_ip,) if self.load_balancer_ip else ()
+        return tuple(dict.fromkeys((*lb, *self.external_ips)))
 
     def as_status(self) -> dict[str, Any]:
         """The `services[]` entry of `labkit status --format json`."""
@@ -76,6 +90,9 @@ class ServiceView(_View):
             "external_name": self.external_name,
             "session_affinity": self.session_affinity,
             "external_traffic_policy": self.external_traffic_policy,
+            "external_ips": list(self.external_addresses),
+            "load_balancer": dict(self.load_balancer) if self.load_balancer else None,
+            "load_balancer_source_ranges": list(self.source_ranges),
             "ports": [
                 {
                     "name": p.name,
@@ -145,8 +162,32 @@ def build_service_view(
             external_traffic_policy=spec.externalTrafficPolicy,
             ports=tuple(ports),
             addresses=() if spec.type == "ExternalName" else addresses,
+            external_ips=spec.externalIPs,
+            load_balancer=_load_balancer(allocation.load_balancers.get((svc.namespace, svc.name)), spec, ports),
+            source_ranges=tuple(str(ipaddress.IPv4Network(r.strip(), strict=False))
+                                for r in spec.loadBalancerSourceRanges),
         ))
     return tuple(views)
+
+
+def _load_balancer(lb: LoadBalancer | None, spec, ports: list[ServicePortView]) -> dict[str, Any] | None:
+    """MetalLB's decision, with the nodes that may announce it now that endpoints are known: none without a
+    ready endpoint; with externalTrafficPolicy: Local, only nodes holding one. `l2_candidates` are in
+    MetalLB's election order: the first whose speaker runs answers ARP."""
+    if lb is None:
+        return None
+    found = lb.as_status()
+    nodes_with_endpoints = {e.node for p in ports for e in p.endpoints if e.node}
+    has_endpoints = any(p.endpoints for p in ports)
+
+    def eligible(nodes: tuple[str, ...]) -> list[str]:
+        if not has_endpoints:
+            return []
+        return [n for n in nodes if spec.externalTrafficPolicy != "Local" or n in nodes_with_endpoints]
+
+    found["l2_candidates"] = l2_order(eligible(lb.l2_nodes), lb.ip) if lb.ip else []
+    found["bgp_announcing"] = eligible(lb.bgp_nodes) if lb.ip else []
+    return found
 
 
 # ---------------------------------------------------------------- endpoints

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from labkit.errors import InputError, Problem
 from labkit.k8s import Pod, Workloads, load_workloads
-from labkit.k8s import edge, multus
+from labkit.k8s import edge, metallb, multus
 from labkit.k8s.allocate import Allocation, allocate
 from labkit.k8s.nodes import cluster_nodes, place_daemon_sets
 from labkit.k8s.system import system_manifests
@@ -36,9 +36,18 @@ def plan_workloads(plan: Plan, doc: Document) -> Plan:
         sources += edge.controller_manifests(workloads, cluster.ingress_replicas, dict(cluster.ingress_annotations))
         workloads = load_workloads(sources, base, origin=doc.file, line_of=doc.line_of)
     workloads = place_daemon_sets(workloads, cluster_nodes([n.name for n in plan.cluster_nodes]))
+    nodes = cluster_nodes([n.name for n in plan.cluster_nodes])
+    bgp_peers = [(str(p.address), p.asn) for p in cluster.bgp.peers] if cluster.bgp else []
+    problems = metallb.check_config(workloads, pod_cidr=str(cluster.pod_cidr), service_cidr=str(cluster.service_cidr),
+                                    bgp_peers=bgp_peers, bgp_asn=cluster.bgp.asn if cluster.bgp else None,
+                                    lab_addresses={str(a.ip): f"the address of {n.name}:{i.name}" for n in plan.nodes
+                                                   for i in n.interfaces for a in i.addresses})
+    if problems:
+        raise InputError(problems)
     allocation = allocate(workloads, [n.name for n in plan.cluster_nodes],
                           service_cidr=str(cluster.service_cidr), dns_ip=str(cluster.dns_ip),
-                          pinned=[n.name for n in plan.pod_hosts if n.kind_info.container_host])
+                          pinned=[n.name for n in plan.pod_hosts if n.kind_info.container_host],
+                          node_labels={n.name: n.labels for n in nodes})
     problems = netns_name_problems(plan, workloads) + capacity_problems(plan, workloads, allocation)
     problems += attachment_problems(plan, workloads, allocation)
     if problems:

@@ -1,0 +1,267 @@
+"""LoadBalancer Services, MetalLB's model: pools, allocation, election order, checks at validate, the rules."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+from pathlib import Path
+
+import pytest
+
+from labkit.errors import InputError
+from labkit.k8s import parse_manifests
+from labkit.k8s.allocate import allocate
+from labkit.k8s.metallb import check_config, l2_order, parse_addresses
+from labkit.lb import speaker
+from labkit.proxy import build_service_view, render_node_ruleset
+from labkit.proxy.views import Endpoint, ServicePortView, ServiceView
+from labkit.topology import load_plan
+
+NODES = ["cp", "w1", "w2"]
+
+
+def pool(name: str, *addresses: str, extra: str = "", labels: str = "") -> str:
+    return (f"apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: {name}, namespace: metallb-system"
+            f"{', labels: ' + labels if labels else ''}}}\nspec:\n  addresses: [{', '.join(addresses)}]\n{extra}---\n")
+
+
+L2 = "apiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: l2, namespace: metallb-system}\n---\n"
+
+
+def lb(name: str, *, annotations: str = "", spec: str = "", namespace: str = "default", port: int = 80,
+       labels: str = "") -> str:
+    meta = f"name: {name}, namespace: {namespace}"
+    if annotations:
+        meta += f", annotations: {{{annotations}}}"
+    if labels:
+        meta += f", labels: {labels}"
+    return (f"apiVersion: v1\nkind: Service\nmetadata: {{{meta}}}\nspec:\n  type: LoadBalancer\n"
+            f"  selector: {{app: web}}\n  ports: [{{port: {port}}}]\n{spec}---\n")
+
+
+def lbs(text: str):
+    return allocate(parse_manifests(text, "m.yaml"), NODES, service_cidr="10.96.0.0/16").load_balancers
+
+
+def errors(text: str) -> str:
+    with pytest.raises(InputError) as exc:
+        lbs(text)
+    return str(exc.value)
+
+
+# ---------------------------------------------------------------- pools
+
+
+def test_pool_addresses_are_ranges_and_cidrs() -> None:
+    assert parse_addresses("192.168.1.10-192.168.1.20") == (ipaddress.IPv4Address("192.168.1.10"),
+                                                            ipaddress.IPv4Address("192.168.1.20"))
+    assert parse_addresses("10.0.0.0/30")[1] == ipaddress.IPv4Address("10.0.0.3")
+    for bad in ("10.0.0.5-10.0.0.1", "10.0.0.1/24", "nope", "fd00::/64"):
+        with pytest.raises(ValueError, match="valid: an IPv4 CIDR"):
+            parse_addresses(bad)
+
+
+def test_a_cidr_pool_hands_out_every_address_avoid_buggy_ips_skips_0_and_255() -> None:
+    found = lbs(pool("p", "10.9.0.0/24") + L2 + lb("a"))
+    assert found[("default", "a")].ip == "10.9.0.0"  # MetalLB gives the network address too
+    found = lbs(pool("p", "10.9.0.255-10.9.1.1", extra="  avoidBuggyIPs: true\n") + L2 + lb("a") + lb("b"))
+    assert [found[("default", n)].ip for n in "ab"] == ["10.9.1.1", None]
+    assert found[("default", "b")].pending == "no available IPs in pool p"
+
+
+def test_bad_pool_addresses_name_the_field() -> None:
+    with pytest.raises(InputError) as exc:
+        parse_manifests(pool("p", "10.0.0.9-10.0.0.1"), "m.yaml")
+    assert "m.yaml:5: spec.addresses[0]: '10.0.0.9-10.0.0.1' is not valid" in str(exc.value)
+
+
+# ---------------------------------------------------------------- allocation
+
+
+def test_requested_addresses_are_honoured_both_ways() -> None:
+    found = lbs(pool("p", "10.9.0.10-10.9.0.12") + L2
+                + lb("a", annotations="metallb.io/loadBalancerIPs: 10.9.0.12")
+                + lb("b", spec="  loadBalancerIP: 10.9.0.11\n") + lb("c"))
+    assert {k[1]: v.ip for k, v in found.items()} == {"a": "10.9.0.12", "b": "10.9.0.11", "c": "10.9.0.10"}
+    assert found[("default", "a")].modes == ("l2",) and found[("default", "a")].l2_nodes == tuple(NODES)
+
+
+def test_an_address_outside_every_pool_is_an_error_at_its_line() -> None:
+    text = errors(pool("p", "10.9.0.10-10.9.0.12") + lb("a", annotations="metallb.io/loadBalancerIPs: 10.9.9.9"))
+    assert "m.yaml:9: metadata.annotations.metallb.io/loadBalancerIPs: 10.9.9.9 is in no IPAddressPool " \
+           "(p: 10.9.0.10-10.9.0.12)" in text
+
+
+def test_a_taken_address_is_an_error_unless_shared() -> None:
+    twice = pool("p", "10.9.0.10/31") + lb("a", spec="  loadBalancerIP: 10.9.0.10\n") \
+        + lb("b", spec="  loadBalancerIP: 10.9.0.10\n", port=81)
+    assert "10.9.0.10 is already given to service default/a" in errors(twice)
+    share = "metallb.io/allow-shared-ip: k, "
+    shared = pool("p", "10.9.0.10/31") + lb("a", annotations=share + "metallb.io/loadBalancerIPs: 10.9.0.10") \
+        + lb("b", annotations=share + "metallb.io/loadBalancerIPs: 10.9.0.10", port=81) \
+        + lb("c", annotations="metallb.io/allow-shared-ip: k", port=82)
+    found = lbs(shared)
+    assert {found[("default", n)].ip for n in "abc"} == {"10.9.0.10"}  # c joins its sharing key's address
+    clash = pool("p", "10.9.0.10/31") + lb("a", annotations=share + "metallb.io/loadBalancerIPs: 10.9.0.10") \
+        + lb("b", annotations=share + "metallb.io/loadBalancerIPs: 10.9.0.10")
+    assert "already given to service default/a" in errors(clash)  # same port: no sharing
+
+
+def test_pool_choice_priority_auto_assign_and_service_allocation() -> None:
+    text = (pool("low", "10.1.0.1/32", extra="  serviceAllocation: {priority: 50}\n")
+            + pool("high", "10.2.0.1/32", extra="  serviceAllocation: {priority: 10, namespaces: [prod]}\n")
+            + pool("manual", "10.3.0.1/32", extra="  autoAssign: false\n")
+            + pool("any", "10.4.0.0/30")
+            + lb("a", namespace="prod") + lb("b") + lb("c", annotations="metallb.io/address-pool: manual") + lb("d"))
+    found = lbs(text)
+    assert found[("prod", "a")].pool == "high"  # priority 10 first, and it serves namespace prod
+    assert found[("default", "b")].pool == "low"  # high serves prod only
+    assert found[("default", "c")].pool == "manual"  # only by name
+    assert found[("default", "d")].pool == "any"  # low is full: the next pool, pools without priority last
+    assert "no IPAddressPool 'gone'" in errors(pool("p", "10.1.0.1/32")
+                                               + lb("x", annotations="metallb.io/address-pool: gone"))
+
+
+def test_pending_without_pool_or_for_another_class() -> None:
+    found = lbs(lb("a") + pool("p", "10.1.0.0/30") + lb("b", spec="  loadBalancerClass: example.com/other\n"))
+    assert found[("default", "a")].ip is not None and found[("default", "a")].pending and "not announced" in \
+        found[("default", "a")].pending  # no advertisement: given an address, announced by nobody
+    assert found[("default", "b")].ip is None and "not MetalLB's" in found[("default", "b")].pending
+    assert lbs(lb("c"))[("default", "c")].pending.startswith("no IPAddressPool may serve it")
+
+
+def test_node_ports_unless_allocate_load_balancer_node_ports_is_false() -> None:
+    w = parse_manifests(pool("p", "10.1.0.0/30") + lb("a") + lb("b", spec="  allocateLoadBalancerNodePorts: false\n"))
+    ports = allocate(w, NODES, service_cidr="10.96.0.0/16").node_ports
+    assert ("default", "a", 0) in ports and ("default", "b", 0) not in ports
+
+
+# ---------------------------------------------------------------- election
+
+
+def test_l2_order_is_metallbs_sha256_of_node_and_ip() -> None:
+    ip = "172.31.0.240"
+    expected = sorted(NODES, key=lambda n: hashlib.sha256(f"{n}#{ip}".encode()).hexdigest())
+    assert l2_order(NODES, ip) == expected
+    assert l2_order(list(reversed(NODES)), ip) == expected  # the order of the nodes given does not matter
+
+
+def test_the_first_running_candidate_answers() -> None:
+    assert speaker.owner(["w2", "w1", "cp"], {"cp", "w1", "w2"}) == "w2"
+    assert speaker.owner(["w2", "w1", "cp"], {"cp", "w1"}) == "w1"
+    assert speaker.owner(["w2"], {"cp"}) is None
+
+
+def test_liveness_is_a_pid_file_with_its_start_time(tmp_path: Path) -> None:
+    path = tmp_path / "n.pid"
+    assert not speaker.alive(str(path))
+    path.write_text(f"{os.getpid()} {speaker._start_time(os.getpid())}\n")
+    assert speaker.alive(str(path))
+    path.write_text(f"{os.getpid()} 1\n")  # another process that once had this pid
+    assert not speaker.alive(str(path))
+
+
+def test_local_candidates_are_nodes_with_endpoints_and_none_without_endpoints() -> None:
+    text = (pool("p", "10.1.0.0/30") + L2 + lb("a", spec="  externalTrafficPolicy: Local\n") + lb("b")
+            + "apiVersion: v1\nkind: Pod\nmetadata: {name: p1, labels: {app: web}}\nspec:\n  nodeName: w1\n"
+              "  containers: [{name: c, image: x, command: [sleep, '1']}]\n")
+    w = parse_manifests(text)
+    allocation = allocate(w, NODES, service_cidr="10.96.0.0/16")
+    views = {v.name: v for v in build_service_view(w, {"default/p1": "10.244.1.2"}, allocation=allocation,
+                                                   pod_nodes={"default/p1": "w1"})}
+    assert views["a"].load_balancer["l2_candidates"] == ["w1"]
+    assert sorted(views["b"].load_balancer["l2_candidates"]) == NODES
+    empty = {v.name: v for v in build_service_view(w, {}, allocation=allocation)}
+    assert empty["b"].load_balancer["l2_candidates"] == []  # no ready endpoint: MetalLB announces nothing
+
+
+# ---------------------------------------------------------------- checks at validate
+
+
+def test_pools_may_not_overlap_each_other_or_the_cluster_networks() -> None:
+    w = parse_manifests(pool("a", "10.9.0.0/24") + pool("b", "10.9.0.100-10.9.0.110") + pool("c", "10.244.3.0/28")
+                        + pool("d", "10.96.5.5/32"), "m.yaml")
+    found = "\n".join(map(str, check_config(w, pod_cidr="10.244.0.0/16", service_cidr="10.96.0.0/16")))
+    assert "m.yaml:11: spec.addresses[0]: 10.9.0.100-10.9.0.110 overlaps 10.9.0.0/24 of IPAddressPool " \
+           "metallb-system/a" in found
+    assert "10.244.3.0/28 overlaps the cluster's pod-cidr 10.244.0.0/16" in found
+    assert "10.96.5.5/32 overlaps the cluster's service-cidr 10.96.0.0/16" in found
+
+
+def test_advertisements_and_peers_must_name_what_exists() -> None:
+    bgp = ("apiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: b, namespace: metallb-system}\n"
+           "spec: {ipAddressPools: [nope], peers: [tor]}\n---\n"
+           "apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: tor, namespace: metallb-system}\n"
+           "spec: {myASN: 64512, peerASN: 65001, peerAddress: 172.31.0.5}\n")
+    w = parse_manifests(pool("p", "10.1.0.0/30") + bgp, "m.yaml")
+    found = "\n".join(map(str, check_config(w, pod_cidr="10.244.0.0/16", service_cidr="10.96.0.0/16",
+                                            bgp_peers=[("172.31.0.5", 65000)], bgp_asn=64512)))
+    assert "spec.ipAddressPools[0]: no IPAddressPool 'nope'; valid: p" in found
+    assert "spec.peerAddress: 172.31.0.5 AS 65001 is not one of cluster.cni.bgp.peers (172.31.0.5 AS 65000)" in found
+    without = "\n".join(map(str, check_config(w, pod_cidr="10.244.0.0/16", service_cidr="10.96.0.0/16")))
+    assert "set cluster.cni.backend: bgp" in without
+
+
+def test_validate_reports_a_bad_request_with_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "apps.yaml").write_text(pool("p", "192.168.9.10-192.168.9.20")
+                                        + lb("a", spec="  loadBalancerIP: 192.168.9.99\n"))
+    (tmp_path / "t.yaml").write_text("name: lbbad\ncluster: {}\ntopology:\n  nodes:\n    n1: {kind: k8s-node}\n"
+                                     "workloads: [apps.yaml]\n")
+    with pytest.raises(InputError) as exc:
+        load_plan(tmp_path / "t.yaml")
+    assert "apps.yaml:14: spec.loadBalancerIP: 192.168.9.99 is in no IPAddressPool" in str(exc.value)
+
+
+def test_the_shipped_lab_allocates_as_its_comments_say() -> None:
+    plan = load_plan(Path(__file__).parents[2] / "topologies" / "kube-lb.yaml")
+    found = {k[1]: v for k, v in plan.allocation.load_balancers.items()}
+    assert found["web-l2"].ip == "172.31.0.240" and found["guarded"].ip == "172.31.0.241"
+    assert (found["solo-bgp"].ip, found["web-bgp"].ip) == ("198.51.100.1", "198.51.100.2")
+    assert found["web-bgp"].modes == ("bgp",) and found["web-l2"].interfaces == ("eth0",)
+    assert found["tiny-a"].ip == "172.31.0.250" and found["tiny-b"].pending == "no available IPs in pool tiny"
+
+
+# ---------------------------------------------------------------- data plane
+
+
+def _lb_view(**kw) -> ServiceView:
+    endpoints = (Endpoint(ip="10.244.1.2", port=8080, pod="default/p1", node="w1"),)
+    return ServiceView(namespace="default", name="web", type="LoadBalancer", cluster_ip="10.96.0.20",
+                       ports=(ServicePortView(name="http", protocol="TCP", port=80, target_port=8080,
+                                              node_port=kw.pop("node_port", 30080), endpoints=kw.pop("endpoints",
+                                                                                                     endpoints)),),
+                       load_balancer={"ip": "172.31.0.240"}, **kw)
+
+
+def test_lb_addresses_and_external_ips_are_in_the_service_map() -> None:
+    text = render_node_ruleset([_lb_view(external_ips=("203.0.113.10",), node_port=None)], pod_cidr="10.244.0.0/16")
+    assert "172.31.0.240 . tcp . 80 : goto external-" in text
+    assert "203.0.113.10 . tcp . 80 : goto external-" in text
+    assert "external address of service default/web:80/tcp" in text
+    assert "service-nodeports {" in text and "tcp . None" not in text
+
+
+def test_source_ranges_put_a_firewall_chain_in_front() -> None:
+    text = render_node_ruleset([_lb_view(source_ranges=("172.31.0.6/32",))], pod_cidr="10.244.0.0/16")
+    assert "172.31.0.240 . tcp . 80 : goto firewall-" in text
+    assert "ip saddr { 172.31.0.6/32 } goto external-" in text
+    assert 'drop comment "loadBalancerSourceRanges of service default/web: source not allowed"' in text
+
+
+def test_local_policy_and_no_endpoints_for_lb_addresses() -> None:
+    local = render_node_ruleset([_lb_view(external_traffic_policy="Local")], pod_cidr="10.244.0.0/16",
+                                node_name="w2")
+    assert "no local endpoints (externalTrafficPolicy: Local)" in local
+    empty = render_node_ruleset([_lb_view(endpoints=())], pod_cidr="10.244.0.0/16")
+    assert "172.31.0.240 . tcp . 80 : goto reject-chain" in empty
+
+
+def test_a_pool_may_not_hold_the_labs_own_addresses(tmp_path: Path) -> None:
+    (tmp_path / "apps.yaml").write_text(pool("p", "172.31.0.2-172.31.0.9"))
+    (tmp_path / "t.yaml").write_text("name: lbbad\nmgmt: {ipv4-subnet: 172.31.0.0/24}\ncluster: {}\ntopology:\n"
+                                     "  nodes:\n    n1: {kind: k8s-node}\nworkloads: [apps.yaml]\n")
+    with pytest.raises(InputError) as exc:
+        load_plan(tmp_path / "t.yaml")
+    assert "apps.yaml:5: spec.addresses: holds 172.31.0.2, the address of n1:eth0; a speaker would answer for it" \
+        in str(exc.value)
