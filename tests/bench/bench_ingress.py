@@ -1,5 +1,6 @@
 """The cluster's front door on kube-edge.yaml: HTTP requests per second and p50/p99 latency from the outside
-client `ext` through a NodePort and the ingress proxy (HAProxy) to app-a's pods, against the same client
+client `ext` through the LoadBalancer address (MetalLB BGP mode: the ToR's ECMP route to the nodes) and
+the ingress proxy (HAProxy) to app-a's pods, the same through a NodePort, against the same client
 straight to an app-a pod by its own address (bgp backend: routed through the ToR), in the same run; and
 `labkit apply` of a changed HTTPRoute (the canary's weights 100/0 -> 0/100) until the proxy serves it.
 
@@ -104,10 +105,12 @@ def bench_ingress(count: int = 400, applies: int = 3) -> dict[str, dict]:
         ext = next(n for n in status["nodes"] if n["name"] == "ext")["netns_path"]
         w1 = next(n for n in status["nodes"] if n["name"] == "w1")["mgmt_ipv4"].split("/")[0]
         pod = next(p for p in status["pods"] if p["name"].startswith("app-a-"))["ip"].split("/")[0]
+        front = next(s for s in status["services"] if s["name"] == "haproxy")["load_balancer"]["ip"]
         rows = {"ext -> pod (direct, its own IP)": _load(ext, pod, 8080, "app-a", count),
+                "ext -> LB (BGP) -> HAProxy -> pod": _load(ext, front, 80, "shop.example.test", count),
                 "ext -> NodePort -> HAProxy -> pod": _load(ext, w1, 32080, "shop.example.test", count)}
-        direct, proxied = rows["ext -> pod (direct, its own IP)"], rows["ext -> NodePort -> HAProxy -> pod"]
-        rows["overhead (front door / direct)"] = {
+        direct, proxied = rows["ext -> pod (direct, its own IP)"], rows["ext -> LB (BGP) -> HAProxy -> pod"]
+        rows["overhead (LB + proxy / direct)"] = {
             "req/s": round(direct["req/s"] / proxied["req/s"], 2),
             "p50 ms": round(proxied["p50 ms"] / direct["p50 ms"], 2),
             "p99 ms": round(proxied["p99 ms"] / direct["p99 ms"], 2)}

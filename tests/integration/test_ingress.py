@@ -50,13 +50,15 @@ def test_the_shipped_expectations_hold(edge: RunningLab) -> None:
 
 
 def test_a_zero_weight_gets_nothing_and_a_half_split_reaches_both(edge: RunningLab) -> None:
-    gateway = edge.service("labkit-ingress/haproxy")["ports"][-1]["node_port"]  # the Gateway's listener, 8080
-    w1 = node_ip(edge, "w1")
-    assert set(apps(ask(edge, "ext", w1, gateway, 20, host="canary.gw.test"))) == {"app-a"}  # weight 100/0
-    assert set(apps(ask(edge, "ext", w1, gateway, 10, host="canary.gw.test", headers={"X-Canary": "yes"}))) \
+    front = "198.51.100.10"  # the LoadBalancer address, the Gateway's listener on 8080
+    assert set(apps(ask(edge, "ext", front, 8080, 20, host="canary.gw.test"))) == {"app-a"}  # weight 100/0
+    assert set(apps(ask(edge, "ext", front, 8080, 10, host="canary.gw.test", headers={"X-Canary": "yes"}))) \
         == {"app-b"}
     # 50/50, weighted round robin in each of the two proxies: both apps within any four of one proxy's requests
-    assert set(apps(ask(edge, "ext", w1, gateway, 20, host="half.gw.test"))) == {"app-a", "app-b"}
+    assert set(apps(ask(edge, "ext", front, 8080, 20, host="half.gw.test"))) == {"app-a", "app-b"}
+    # and through a NodePort of the same Service
+    node_port = edge.service("labkit-ingress/haproxy")["ports"][-1]["node_port"]
+    assert set(apps(ask(edge, "ext", node_ip(edge, "w1"), node_port, 10, host="canary.gw.test"))) == {"app-a"}
 
 
 def test_tls_is_served_with_the_secrets_certificate(edge: RunningLab) -> None:
@@ -87,6 +89,9 @@ def _secret_certificate() -> bytes:
 def test_status_says_what_the_proxy_serves(edge: RunningLab) -> None:
     found = lab.status(edge.name)[0]["ingress"]
     assert found["service"] == "labkit-ingress/haproxy"
+    service = edge.service("labkit-ingress/haproxy")  # a LoadBalancer: MetalLB's BGP pool, announced by every node
+    assert (service["type"], service["load_balancer"]["ip"], service["load_balancer"]["mode"]) == \
+        ("LoadBalancer", "198.51.100.10", "bgp")
     assert [(f["port"], f["protocol"]) for f in found["frontends"]] == [(80, "HTTP"), (443, "HTTPS"), (8080, "HTTP")]
     assert [i["name"] for i in found["ingresses"]] == ["default/shop"]
     assert {r["name"] for r in found["routes"]} == {"default/canary", "default/half"}
