@@ -215,9 +215,9 @@ def test_a_nodes_hosts_entries_are_planned_and_reach_status() -> None:
 
     plan = load_plan("topologies/kube-edge.yaml")
     ext = next(n for n in plan.nodes if n.name == "ext")
-    assert ext.hosts == (("shop.example.test", "172.31.0.3"), ("canary.gw.test", "172.31.0.4"))
+    assert ext.hosts == (("shop.example.test", "198.51.100.10"), ("canary.gw.test", "198.51.100.10"))
     nodes = {n["name"]: n for n in summarize(plan)["nodes"]}
-    assert nodes["ext"]["hosts"] == {"shop.example.test": "172.31.0.3", "canary.gw.test": "172.31.0.4"}
+    assert nodes["ext"]["hosts"] == {"shop.example.test": "198.51.100.10", "canary.gw.test": "198.51.100.10"}
     assert "hosts" not in nodes["w1"]
 
 
