@@ -22,7 +22,7 @@ packages=(iproute2 nftables iputils-ping procps util-linux python3 python3-venv 
           bird2 tcpdump containernetworking-plugins iptables haproxy)
 if [ "$want_tests" = 1 ]; then
   packages+=(dnsutils dnsperf dnsmasq-base docker.io chromium graphviz
-            iperf3 tshark)
+            iperf3 tshark openssl)
 fi
 missing=()
 for p in "${packages[@]}"; do
