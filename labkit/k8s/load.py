@@ -59,10 +59,20 @@ API_VERSIONS = {
     **gateway.API_VERSIONS,
     **metallb.API_VERSIONS,
 }
-KINDS = {**KINDS, **multus.KINDS}  # NetworkAttachmentDefinition: labkit.k8s.multus
-# Ingress, IngressClass, kubernetes.io/tls Secrets (labkit.k8s.ingress); the Gateway API (labkit.k8s.gateway)
-KINDS = {**KINDS, **ingress.KINDS, **gateway.KINDS}
-KINDS = {**KINDS, **metallb.KINDS}  # IPAddressPool, L2Advertisement, BGPAdvertisement, BGPPeer: labkit.k8s.metallb
+# NetworkAttachmentDefinition (labkit.k8s.multus); Ingress, IngressClass, kubernetes.io/tls Secrets
+# (labkit.k8s.ingress); the Gateway API (labkit.k8s.gateway); MetalLB's IPAddressPool, L2Advertisement,
+# BGPAdvertisement and BGPPeer (labkit.k8s.metallb)
+KINDS = {**KINDS, **multus.KINDS, **ingress.KINDS, **gateway.KINDS, **metallb.KINDS}
+
+# Workloads' field for the objects of each kind, as loaded (pods and namespaces are gathered apart)
+WORKLOAD_FIELDS = {
+    "deployments": "Deployment", "stateful_sets": "StatefulSet", "services": "Service",
+    "network_policies": "NetworkPolicy", "daemon_sets": "DaemonSet", "replica_sets": "ReplicaSet", "jobs": "Job",
+    "network_attachments": multus.KIND, "ingresses": "Ingress", "ingress_classes": "IngressClass",
+    "tls_secrets": "Secret", "gateway_classes": "GatewayClass", "gateways": "Gateway", "http_routes": "HTTPRoute",
+    "ip_address_pools": "IPAddressPool", "l2_advertisements": "L2Advertisement",
+    "bgp_advertisements": "BGPAdvertisement", "bgp_peers": "BGPPeer",
+}
 
 # The built-in API's other kinds, by apiVersion: accepted, and listed as not acted on. Some would
 # shape traffic in a real cluster (Ingress, EndpointSlice, ReplicationController, CronJob): their
@@ -501,24 +511,7 @@ def _assemble(objects: list[tuple[models._Object, Origin]]) -> Workloads:
     return Workloads(
         namespaces=tuple(sorted(namespaces.values(), key=lambda ns: ns.name)),
         pods=tuple(pods),
-        deployments=tuple(by_kind["Deployment"]),
-        stateful_sets=tuple(by_kind["StatefulSet"]),
-        services=tuple(by_kind["Service"]),
-        network_policies=tuple(by_kind["NetworkPolicy"]),
-        daemon_sets=tuple(by_kind["DaemonSet"]),
-        replica_sets=tuple(by_kind["ReplicaSet"]),
-        jobs=tuple(by_kind["Job"]),
-        network_attachments=tuple(by_kind[multus.KIND]),
-        ingresses=tuple(by_kind["Ingress"]),
-        ingress_classes=tuple(by_kind["IngressClass"]),
-        tls_secrets=tuple(by_kind["Secret"]),
-        gateway_classes=tuple(by_kind["GatewayClass"]),
-        gateways=tuple(by_kind["Gateway"]),
-        http_routes=tuple(by_kind["HTTPRoute"]),
-        ip_address_pools=tuple(by_kind["IPAddressPool"]),
-        l2_advertisements=tuple(by_kind["L2Advertisement"]),
-        bgp_advertisements=tuple(by_kind["BGPAdvertisement"]),
-        bgp_peers=tuple(by_kind["BGPPeer"]),
+        **{field: tuple(by_kind[kind]) for field, kind in WORKLOAD_FIELDS.items()},
         owners=owners,
         origins=origins,
     )
