@@ -663,8 +663,10 @@ def verify_labs(names: Sequence[str], topology: str | None = None, timeout: floa
 # ---------------------------------------------------------------- trace
 
 
-def trace(lab: str, src: str, dst: str, protocol: str | None = None, timeout: float | None = None) -> dict[str, Any]:
-    """`labkit trace`: one probe from `src` to `dst` in a running lab, and its path (labkit.trace)."""
+def trace(lab: str, src: str, dst: str, protocol: str | None = None, timeout: float | None = None,
+          family: int | None = None) -> dict[str, Any]:
+    """`labkit trace`: one probe from `src` to `dst` in a running lab, and its path (labkit.trace);
+    `family` 4 or 6 where `dst` has both."""
     from labkit import trace as tracing
 
     paths.check_lab_name(lab, "lab")
@@ -673,7 +675,7 @@ def trace(lab: str, src: str, dst: str, protocol: str | None = None, timeout: fl
         raise LabkitError(f"lab {lab!r} is not up: nothing to trace")
     with lab_lock(lab, "trace"):  # one trace at a time: they share the trace table's name
         return tracing.trace(found, src, dst, protocol, timeout=timeout or tracing.DEFAULT_TIMEOUT,
-                             journal=paths.lab(lab).path("trace.json"))
+                             journal=paths.lab(lab).path("trace.json"), family=family)
 
 
 def render_trace(report: dict[str, Any], fmt: str) -> str:

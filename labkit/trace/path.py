@@ -18,7 +18,7 @@ from labkit.trace.nftrace import TABLE_PREFIX, Event, Monitored, Packet
 
 PLUMBING = re.compile(r"^(jump|goto) \S+$|^ct state new jump |^meta mark & 0x[0-9a-f]+ == 0x0+ return$|"
                       r"^meta mark set meta mark [|^] 0x[0-9a-f]+$")
-DNAT = re.compile(r"dnat to (\S+)")
+DNAT = re.compile(r"dnat (?:ip6? )?to (\S+)")  # `dnat ip6 to [fd00::5]:80` in an inet table
 _COMMENT = re.compile(r'comment "([^"]*)"')
 
 
@@ -83,7 +83,7 @@ def meaning(table: str, chain: str, rule: str, verdict: str | None) -> str | Non
             return f"allowed by NetworkPolicy {text}"
         if rule.startswith("ct state established,related accept"):
             return "allowed: reply of an allowed connection"
-        if rule.startswith("ip saddr @node-ips accept"):
+        if re.match(r"ip6? saddr @node-ips\S* accept", rule):
             return "allowed: sent by the node itself"
         return None
     if table == "labkit-proxy":
@@ -201,7 +201,7 @@ def encap_text(groups: list[list[Event]]) -> str | None:
 
 def _is_redirect(group: list[Event]) -> bool:
     first = next((e.packet for e in group if e.kind == "packet" and e.packet is not None), None)
-    return first is not None and first.proto == "icmp" and first.flags == "redirect"
+    return first is not None and (first.proto, first.flags) in (("icmp", "redirect"), ("icmpv6", "nd-redirect"))
 
 
 def build(monitored: Mapping[str, Monitored], kinds: Mapping[str, str]) -> tuple[Direction, Direction]:
