@@ -194,8 +194,8 @@ class CheckResult:
         e = self.expect
         return {"index": self.index, "from": e.source, "kind": e.kind,
                 "to": str(e.to) if e.to else None, "protocol": e.proto if e.to else None,
-                "resolve": e.resolve, "family": e.family, "expected": self.expected, "actual": self.actual, "ok": self.ok,
-                "reason": self.reason, "addresses": list(self.addresses), "address": self.address,
+                "resolve": e.resolve, "family": e.family, "expected": self.expected, "actual": self.actual,
+                "ok": self.ok, "reason": self.reason, "addresses": list(self.addresses), "address": self.address,
                 "within": e.within, "attempts": self.attempts, "elapsed": round(self.elapsed, 3)}
 
 

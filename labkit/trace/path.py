@@ -95,8 +95,8 @@ def meaning(table: str, chain: str, rule: str, verdict: str | None) -> str | Non
             return "service port without endpoints"
         if verdict and verdict.startswith("goto endpoint-"):
             ip, _, port = verdict.rpartition("__")[2].partition("/")
-            return f"{text or 'service'}: picked endpoint {ip}:{port}"
-        if text and text.startswith("endpoint ") and "dnat to" in rule:
+            return f"{text or 'service'}: picked endpoint {f'[{ip}]' if ':' in ip else ip}:{port}"
+        if text and text.startswith("endpoint ") and DNAT.search(rule):
             return f"DNAT to {text}"
         dnat = DNAT.search(rule)
         if dnat:
