@@ -48,12 +48,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from labkit.errors import LabkitError
+from labkit.families import family_number, family_of
 from labkit.topology.expect import Expect, Target, parse_expects
 
 DEFAULT_TIMEOUT = 1.0
 DEFAULT_DOMAIN = "cluster.local"
 POD_NDOTS = 5
-_FAMILY_NAMES = {"IPv4": 4, "IPv6": 6}
 
 
 def _is_ip(text: str) -> bool:
@@ -64,21 +64,17 @@ def _is_ip(text: str) -> bool:
     return True
 
 
-def _family(text: str) -> int:
-    return 6 if ":" in text else 4
-
-
 def lab_families(lab_status: Mapping[str, Any]) -> tuple[int, ...]:
     """The cluster's address families, preferred first: (4,) for an IPv4-only lab or one without a cluster.
 
     From `cluster.ip_families` in the status, else from the DNS Service's addresses (`dns.ips`)."""
     cluster = lab_status.get("cluster") or {}
-    named = [_FAMILY_NAMES[f] for f in cluster.get("ip_families") or [] if f in _FAMILY_NAMES]
+    named = [family_number(f) for f in cluster.get("ip_families") or [] if f in ("IPv4", "IPv6")]
     if named:
         return tuple(dict.fromkeys(named))
     dns = lab_status.get("dns") or {}
     ips = [str(ip) for ip in dns.get("ips") or ([dns["ip"]] if dns.get("ip") else [])]
-    found = tuple(dict.fromkeys(_family(ip) for ip in ips))
+    found = tuple(dict.fromkeys(family_of(ip) for ip in ips))
     return found or (4,)
 
 # ---------------------------------------------------------------- the lab as seen by verify
@@ -146,7 +142,7 @@ class LabView:
                 raise LabkitError(f"pod {target.host!r} has no IP")
             if family is None:
                 return str(pod.get("ip") or ips[0]).split("/")[0]
-            chosen = next((ip for ip in ips if _family(ip) == family), None)
+            chosen = next((ip for ip in ips if family_of(ip) == family), None)
             if chosen is None:
                 raise LabkitError(f"pod {target.host!r} has no IPv{family} address (it has {', '.join(ips)})")
             return chosen
@@ -493,7 +489,7 @@ def _hosts_entry(hosts: Mapping[str, Any], name: str, family: int | None) -> str
     """The address a node's own `hosts:` entries give `name` (of `family`, when given); None if none."""
     found = hosts.get(name)
     candidates = [str(a) for a in (found if isinstance(found, list | tuple) else [found] if found else [])]
-    return next((a for a in candidates if family is None or _family(a) == family), None)
+    return next((a for a in candidates if family is None or family_of(a) == family), None)
 
 
 def _run_round(view: LabView, checks: list[Expect], indices: list[int], timeout: float) -> dict[int, CheckResult]:

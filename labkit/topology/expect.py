@@ -42,6 +42,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationI
 from pydantic_core import PydanticCustomError
 
 from labkit.errors import InputError, Problem
+from labkit.families import Family, family_of, host_port
 
 KEYS = ("from", "to", "resolve", "result", "protocol", "family", "within", "http")
 MAX_WITHIN = 600.0  # seconds: a check that needs longer is waiting for something else
@@ -69,16 +70,12 @@ class Target:
     port: int | None
 
     @property
-    def family(self) -> Literal[4, 6] | None:
+    def family(self) -> Family | None:
         """An address's own family (4 or 6); None for a pod or a name."""
-        if self.kind != "ip":
-            return None
-        return 6 if ":" in self.host else 4
+        return family_of(self.host) if self.kind == "ip" else None
 
     def __str__(self) -> str:
-        if self.port is None:
-            return self.host
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return self.host if self.port is None else host_port(self.host, self.port)
 
 
 def _fail(message: str) -> PydanticCustomError:

@@ -23,6 +23,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from labkit import templating
+from labkit.families import host_port
 
 TABLE = "labkit-trace"
 TABLE_PREFIX = TABLE  # every table a trace event of ours comes from starts with it
@@ -106,13 +107,9 @@ class Packet:
     flags: str | None = None
 
     def endpoints(self) -> str:
-        return f"{_host_port(self.saddr, self.sport)} -> {_host_port(self.daddr, self.dport)}"
-
-
-def _host_port(address: str | None, port: int | None) -> str:
-    if port is None:
-        return str(address)
-    return f"[{address}]:{port}" if address and ":" in address else f"{address}:{port}"
+        s = host_port(self.saddr, self.sport) if self.sport is not None else str(self.saddr)
+        d = host_port(self.daddr, self.dport) if self.dport is not None else str(self.daddr)
+        return f"{s} -> {d}"
 
 
 @dataclass

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labkit.errors import LabkitError
+from labkit.families import family_of
 
 PROTOCOLS = ("tcp", "udp", "icmp")
 FAMILIES = (4, 6)
@@ -49,10 +50,6 @@ def _is_ip(text: str) -> bool:
     return True
 
 
-def _family(address: str) -> int:
-    return 6 if ":" in address else 4
-
-
 def split_destination(dst: str) -> tuple[str, int | None]:
     """(host, port or None) of `HOST[:PORT]`, `[IPv6]:PORT`, `[IPv6]` or a bare IPv6 address;
     LabkitError naming what is wrong."""
@@ -60,7 +57,7 @@ def split_destination(dst: str) -> tuple[str, int | None]:
     port: str | None = None
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]")
-        if not sep or not _is_ip(host) or _family(host) != 6:
+        if not sep or not _is_ip(host) or family_of(host) != 6:
             raise LabkitError(f"{dst!r} is not [IPv6 address]:PORT (e.g. [fd00:10:96::a]:53)")
         if rest:
             if not rest.startswith(":") or not rest[1:].isdigit():
@@ -95,7 +92,7 @@ def _pick(addresses: list[str], family: int | None, what: str) -> str | None:
     """The first address (of `family`, when given); LabkitError when there are some, none of that family."""
     if family is None:
         return addresses[0] if addresses else None
-    chosen = next((a for a in addresses if _family(a) == family), None)
+    chosen = next((a for a in addresses if family_of(a) == family), None)
     if chosen is None and addresses:
         raise LabkitError(f"{what} has no IPv{family} address (it has {', '.join(addresses)})")
     return chosen
@@ -134,8 +131,8 @@ def resolve(status: Mapping[str, Any], src: str, dst: str, protocol: str | None 
         address = _pick(node_ips, family, f"node {host}")
     elif _is_ip(host):
         address = host
-        if family is not None and _family(host) != family:
-            raise LabkitError(f"{host} is an IPv{_family(host)} address, not IPv{family}")
+        if family is not None and family_of(host) != family:
+            raise LabkitError(f"{host} is an IPv{family_of(host)} address, not IPv{family}")
     else:
         service = _service(status, host, src_ns, domain)
         if service is None:
@@ -166,7 +163,8 @@ def resolve(status: Mapping[str, Any], src: str, dst: str, protocol: str | None 
         by_ip = {ip: k for k, p in pods.items() for ip in _pod_ips(p)}
         # the endpoints of the probe's family: a dual-stack Service's IPv6 ClusterIP leads to IPv6 ones
         eps = [(e, endpoint_address(e)[0]) for e in svc_port.get("endpoints") or []]
-        endpoints = tuple(f"{by_ip.get(ip, '?')} {e}" for e, ip in eps if _family(ip) == _family(address))
+        endpoints = tuple(f"{by_ip.get(ip, '?')} {e}" for e, ip in eps
+                          if not _is_ip(ip) or family_of(ip) == family_of(address))
     # Every node (not the L2 switches: their packets are bridged, not routed), the source, and
     # the pods the probe can end in: the pod named, the Service's endpoints, the pod with that IP.
     watch: dict[str, str] = {}
