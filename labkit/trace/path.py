@@ -9,11 +9,13 @@ first: what the kernel did, with no model of the lab needed.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from labkit.families import host_port
 from labkit.trace.nftrace import TABLE_PREFIX, Event, Monitored, Packet
 
 PLUMBING = re.compile(r"^(jump|goto) \S+$|^ct state new jump |^meta mark & 0x[0-9a-f]+ == 0x0+ return$|"
@@ -95,7 +97,7 @@ def meaning(table: str, chain: str, rule: str, verdict: str | None) -> str | Non
             return "service port without endpoints"
         if verdict and verdict.startswith("goto endpoint-"):
             ip, _, port = verdict.rpartition("__")[2].partition("/")
-            return f"{text or 'service'}: picked endpoint {f'[{ip}]' if ':' in ip else ip}:{port}"
+            return f"{text or 'service'}: picked endpoint {host_port(_chain_address(ip), port)}"
         if text and text.startswith("endpoint ") and DNAT.search(rule):
             return f"DNAT to {text}"
         dnat = DNAT.search(rule)
@@ -115,6 +117,19 @@ def meaning(table: str, chain: str, rule: str, verdict: str | None) -> str | Non
     if "masquerade" in rule or "snat" in rule or "dnat" in rule:
         return text or rule
     return text
+
+
+def _chain_address(text: str) -> str:
+    """The endpoint's address in a chain name: as it is, or an IPv6 address whose ':' the proxy wrote as '.'
+    (`fd00.10.244.1..3`: chain names keep to letters, digits and a few marks)."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    try:
+        return str(ipaddress.IPv6Address(text.replace(".", ":")))
+    except ValueError:
+        return text
 
 
 def _kind_of(chain: str) -> str | None:

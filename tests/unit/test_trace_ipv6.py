@@ -14,7 +14,8 @@ from labkit.trace.target import endpoint_address, split_destination
 MARKER6 = Marker(token="0a1b2c3d", dscp=43, label=77, sport=45000, family=6)
 
 # default/client on cp -> Service web's IPv6 ClusterIP fd00:10:96::14:80, DNAT to default/web-1 on w1
-# (host-gw: routed over the nodes' links), in the shape nft 1.0.6 prints an IPv6 packet in inet tables.
+# (host-gw: routed over the nodes' links), in the shape nft 1.0.6 prints an IPv6 packet (the trace table
+# inet, the proxy's ip6; a chain name writes the endpoint's ':' as '.').
 CLIENT = """\
 trace id 31 inet labkit-trace probe-out packet: oif "eth0" ip6 saddr fd00:10:244::2 ip6 daddr fd00:10:96::14 ip6 dscp 0x2b ip6 ecn not-ect ip6 hoplimit 64 ip6 flowlabel 123 ip6 nexthdr tcp ip6 length 40 tcp sport 45000 tcp dport 80 tcp flags == syn tcp window 64800
 trace id 31 inet labkit-trace probe-out rule ip6 dscp 0x2b meta l4proto tcp ct state new ct label set 77 meta nftrace set 1 (verdict continue)
@@ -26,9 +27,9 @@ trace id 32 inet labkit-trace seen-input packet: iif "eth0" ip6 saddr fd00:10:96
 CP = """\
 trace id 41 inet labkit-trace probe-pre packet: iif "veth-client" ether saddr 42:de:1f:ee:64:c7 ether daddr 2e:b1:46:df:16:14 ip6 saddr fd00:10:244::2 ip6 daddr fd00:10:96::14 ip6 dscp 0x2b ip6 ecn not-ect ip6 hoplimit 64 ip6 flowlabel 123 ip6 nexthdr tcp ip6 length 40 tcp sport 45000 tcp dport 80 tcp flags == syn tcp window 64800
 trace id 41 inet labkit-trace probe-pre rule ip6 dscp 0x2b meta l4proto tcp ct state new ct label set 77 meta nftrace set 1 (verdict continue)
-trace id 41 inet labkit-proxy services rule ip6 daddr . meta l4proto . th dport vmap @service-ips-v6 (verdict goto service-ABCD-default/web/tcp/http)
-trace id 41 inet labkit-proxy service-ABCD-default/web/tcp/http rule numgen random mod 1 vmap { 0 : goto endpoint-XY12-default/web/tcp/http__fd00:10:244:1::3/8080 } comment "service default/web:80/tcp" (verdict goto endpoint-XY12-default/web/tcp/http__fd00:10:244:1::3/8080)
-trace id 41 inet labkit-proxy endpoint-XY12-default/web/tcp/http__fd00:10:244:1::3/8080 rule meta l4proto tcp dnat ip6 to [fd00:10:244:1::3]:8080 comment "endpoint default/web-1 [fd00:10:244:1::3]:8080" (verdict accept)
+trace id 41 ip6 labkit-proxy services rule ip6 daddr . meta l4proto . th dport vmap @service-ips-v6 (verdict goto service-ABCD-default/web/tcp/http)
+trace id 41 ip6 labkit-proxy service-ABCD-default/web/tcp/http rule numgen random mod 1 vmap { 0 : goto endpoint-XY12-default/web/tcp/http__fd00.10.244.1..3/8080 } comment "service default/web:80/tcp" (verdict goto endpoint-XY12-default/web/tcp/http__fd00.10.244.1..3/8080)
+trace id 41 ip6 labkit-proxy endpoint-XY12-default/web/tcp/http__fd00.10.244.1..3/8080 rule meta l4proto tcp dnat to [fd00:10:244:1::3]:8080 comment "endpoint default/web-1 [fd00:10:244:1::3]:8080" (verdict accept)
 trace id 41 inet labkit-trace seen-forward packet: iif "veth-client" oif "eth1" ip6 saddr fd00:10:244::2 ip6 daddr fd00:10:244:1::3 ip6 dscp 0x2b ip6 ecn not-ect ip6 hoplimit 63 ip6 flowlabel 123 ip6 nexthdr tcp ip6 length 40 tcp sport 45000 tcp dport 8080 tcp flags == syn tcp window 64800
 trace id 41 inet labkit-trace seen-postrouting packet: iif "veth-client" oif "eth1" ip6 saddr fd00:10:244::2 ip6 daddr fd00:10:244:1::3 ip6 dscp 0x2b ip6 ecn not-ect ip6 hoplimit 63 ip6 flowlabel 123 ip6 nexthdr tcp ip6 length 40 tcp sport 45000 tcp dport 8080 tcp flags == syn tcp window 64800
 trace id 42 inet labkit-trace reply-out packet: oif "eth1" ip6 saddr fd00:172:31::2 ip6 daddr fd00:10:244::2 ip6 dscp 0x00 ip6 hoplimit 255 ip6 nexthdr ipv6-icmp icmpv6 type nd-redirect icmpv6 code no-route
@@ -79,7 +80,7 @@ def test_ipv6_fields_of_a_packet():
     assert (ping.proto, ping.flags, ping.ttl, ping.saddr) == ("icmpv6", "echo-request", 64, "fd00:99::1")
     assert ping.endpoints() == "fd00:99::1 -> fd00:99::2"
     event = parse_line(CP.splitlines()[4])
-    assert event.family == "inet" and event.rule.endswith('comment "endpoint default/web-1 [fd00:10:244:1::3]:8080"')
+    assert event.family == "ip6" and event.rule.endswith('comment "endpoint default/web-1 [fd00:10:244:1::3]:8080"')
 
 
 def test_an_ipv6_path_through_a_service():
@@ -165,6 +166,12 @@ def test_ipv6_addresses_of_pods_nodes_and_nodeports():
 def test_bad_ipv6_destinations(src, dst, family, message):
     with pytest.raises(LabkitError, match=message):
         resolve(STATUS, src, dst, family=family)
+
+
+def test_dnat_in_an_inet_table_names_its_family():
+    assert path.DNAT.search("meta l4proto tcp dnat ip6 to [fd00::5]:80").group(1) == "[fd00::5]:80"
+    assert path.DNAT.search("meta l4proto tcp dnat ip to 10.0.0.5:80").group(1) == "10.0.0.5:80"
+    assert path.meaning("labkit-proxy", "x", "dnat ip6 to [fd00::5]:80", "accept") == "DNAT to [fd00::5]:80"
 
 
 def test_destination_and_endpoint_forms():
