@@ -154,6 +154,10 @@ def resolve(status: Mapping[str, Any], src: str, dst: str, protocol: str | None 
     if given_port is None and svc_port:
         given_port = int(svc_port["port"])
     if protocol != "icmp" and given_port is None:
+        if ":" in host:  # a bare IPv6 address: its port goes after brackets
+            head, _, tail = host.rpartition(":")
+            maybe = f"; if :{tail} is the port, [{head}]:{tail}" if _is_ip(head) and tail.isdigit() else ""
+            raise LabkitError(f"give a port to trace {protocol} to: [{host}]:PORT{maybe} (or --protocol icmp)")
         raise LabkitError(f"give a port to trace {protocol} to: {dst}:PORT (or --protocol icmp)")
     endpoints: tuple[str, ...] = ()
     svc_name = None

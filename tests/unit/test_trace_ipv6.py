@@ -157,7 +157,9 @@ def test_ipv6_addresses_of_pods_nodes_and_nodeports():
     ("cp", "r6", 4, r"node r6 has no IPv4 address \(it has fd00:172:31::9\)"),
     ("cp", "10.96.0.20:80", 6, "10.96.0.20 is an IPv4 address, not IPv6"),
     ("cp", "web", 5, "unknown address family 5; valid: 4, 6"),
-    ("cp", "fd00:10:96::14:80", None, "give a port"),  # a bare IPv6 address: the whole of it is the address
+    # a bare IPv6 address: the whole of it is the address
+    ("cp", "fd00:10:96::14:80", None, r"give a port to trace tcp to: \[fd00:10:96::14:80\]:PORT; if :80 is the port, "
+                                      r"\[fd00:10:96::14\]:80 \(or --protocol icmp\)"),
     ("cp", "[fd00:10:96::14]80", None, r"after '\]' comes ':PORT'"),
     ("cp", "[fd00::zz]:80", None, r"is not \[IPv6 address\]:PORT"),
     ("cp", "fd00::zz:80", None, "is not an IPv6 address: with a port, write it in brackets"),
