@@ -102,7 +102,11 @@ class _Watched:
     def events(self, lab: str) -> Iterator[Event]:
         now = time.time()
         for rtype, payload in self.sock.receive():
-            yield from self._decode(lab, now, rtype, payload)
+            try:
+                decoded = list(self._decode(lab, now, rtype, payload))
+            except (OSError, ValueError, KeyError):  # a message the decoder cannot read: not worth ending the watch
+                continue
+            yield from decoded
 
     def _decode(self, lab: str, now: float, rtype: int, payload: bytes) -> Iterator[Event]:
         if rtype in (nl.RTM_NEWLINK, nl.RTM_DELLINK):
