@@ -168,7 +168,8 @@ def _apply(path: str, plan: Plan, progress: Progress) -> dict[str, Any]:
 
 def _shape(summary: dict[str, Any]) -> list:
     """What `apply` may not change: nodes (name, kind, interfaces) and links."""
-    return [[(n["name"], n["kind"], [(i["name"], i["ipv4"]) for i in n["interfaces"]]) for n in summary["nodes"]],
+    return [[(n["name"], n["kind"], [(i["name"], i["ipv4"], i.get("ipv6", [])) for i in n["interfaces"]])
+             for n in summary["nodes"]],
             [(link["a"], link["b"]) for link in summary["links"]]]
 
 
