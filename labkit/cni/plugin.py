@@ -19,12 +19,12 @@ config has a range set of (IPv4, IPv6 or both: one address of each, in the confi
       v4:  route <pod ip>/32 dev veth<8 hex> scope link
            <gateway>/32 on lo (idempotent), lo up, net.ipv4.ip_forward=1
       v6:  route <pod ip6>/128 dev veth<8 hex>
-           <gateway6>/128 nodad on veth<8 hex>, net.ipv6.conf.all.forwarding=1
+           <gateway6>/128 nodad on veth<8 hex> (accept_dad 0), net.ipv6.conf.all.forwarding=1
     pod:   <ifname> up, lo up
       v4:  <pod ip>/32 on <ifname>
            route <gateway> dev <ifname> scope link
            route default via <gateway> dev <ifname>   (+ ipam.routes of IPv4)
-      v6:  <pod ip6>/128 nodad on <ifname>, net.ipv6.conf.<ifname>.accept_ra=0
+      v6:  <pod ip6>/128 nodad on <ifname>, accept_ra 0 and accept_dad 0 on <ifname>
            route <gateway6> dev <ifname>
            route default via <gateway6> dev <ifname>  (+ ipam.routes of IPv6)
 
@@ -285,6 +285,8 @@ def _wire(conf, node: Netlink, pod: Netlink, podfd: int, host: str, cid: str, ne
             return _result(conf, netns, ifname, addrs, h, p, bridge)
         node.do(nl.veth(host, ifname, peer_netns_fd=podfd, mtu=conf.mtu, what=f"add veth {host}/{ifname}"))
         h = node.link(host)
+        if v6 is not None:  # before it is up: its link-local must not be tentative (see _no_dad)
+            _no_dad(host)
         node_side = [nl.set_link(h["index"], up=True, alias=alias, what=f"bring up {host}")]
         if v4 is not None:
             lo = node.link("lo")
@@ -300,8 +302,9 @@ def _wire(conf, node: Netlink, pod: Netlink, podfd: int, host: str, cid: str, ne
 
         p = pod.link(ifname)
         plo = pod.link("lo")
-        if v6 is not None:  # before the link is up: no router solicitation, no RA taken
-            _pod_sysctl(podfd, f"net/ipv6/conf/{ifname}/accept_ra", "0")
+        if v6 is not None:  # before the link is up: no router solicitation, no RA taken, no DAD
+            _pod_sysctls(podfd, {f"net/ipv6/conf/{ifname}/accept_ra": "0",
+                                 f"net/ipv6/conf/{ifname}/accept_dad": "0"})
         pod_side = [nl.address(p["index"], a.ip, 32 if a.version == 4 else 128, nodad=True) for a in addrs]
         pod_side += [nl.set_link(p["index"], up=True, what=f"bring up {ifname}"),
                      *([] if plo is None or plo["flags"] & IFF_UP else [nl.set_link(plo["index"], up=True,
@@ -382,15 +385,29 @@ def _enable_forwarding(version: int = 4) -> None:
         raise CNIError(IO_FAILURE, f"cannot enable {key.replace('/', '.')} on the node", str(e)) from e
 
 
-def _pod_sysctl(podfd: int, key: str, value: str) -> None:
-    """Write /proc/sys/`key` in the pod's namespace: /proc/sys/net is the calling thread's namespace's,
+def _no_dad(host: str) -> None:
+    """accept_dad=0 on the node's veth, before it is up. A node forwarding to a pod solicits the pod's
+    address from the veth's link-local address, and sends no solicitation at all while that address is
+    tentative (the second or so of DAD): a pod's first packets from other pods would be lost."""
+    key = f"net/ipv6/conf/{host}/accept_dad"
+    try:
+        with open(f"/proc/sys/{key}", "w") as f:
+            f.write("0")
+    except OSError as e:
+        raise CNIError(IO_FAILURE, f"cannot set {key.replace('/', '.')} on the node", str(e)) from e
+
+
+def _pod_sysctls(podfd: int, values: dict[str, str]) -> None:
+    """Write /proc/sys/<key> in the pod's namespace: /proc/sys/net is the calling thread's namespace's,
     so this thread steps in (setns) and back out."""
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    key = ""
     try:
         nl.setns(podfd)
         try:
-            with open(f"/proc/sys/{key}", "w") as f:
-                f.write(value)
+            for key, value in values.items():
+                with open(f"/proc/sys/{key}", "w") as f:
+                    f.write(value)
         finally:
             nl.setns(own)
     except OSError as e:
