@@ -498,8 +498,7 @@ def test_runtime_errors(scratch):
 
 
 # ---------------------------------------------------------------------------
-# IPv6 and dual-stack: host-local's range sets, one address of each family per pod (mode ptp; bridge
-# mode takes IPv4 only, see test_bridge_mode_refuses_ipv6)
+# IPv6 and dual-stack: host-local's range sets, one address of each family per pod
 
 V4_SUBNET, V6_SUBNET = "10.244.7.0/24", "fd00:10:244:7::/64"
 V4_GW, V6_GW = "10.244.7.1", "fd00:10:244:7::1"
@@ -665,10 +664,3 @@ def test_dual_stack_in_process_and_old_versions(ptp_scratch):
     assert s.cni("DEL", conf, node=node, container_id="dold", netns=pods[1])[0] == 0
     assert leases(conf) == {}
 
-
-def test_bridge_mode_refuses_ipv6(any_scratch):
-    s = any_scratch
-    node, (pod,), conf = with_ranges(s, 1, V4_SUBNET, V6_SUBNET)
-    rc, out, raw, err = s.cni("ADD", {**conf, "mode": "bridge"}, node=node, container_id="b6", netns=pod)
-    assert_error(rc, out, raw, err, 2)
-    assert link_json(s, pod, "eth0") is None and leases(conf) == {}

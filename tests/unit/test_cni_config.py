@@ -250,7 +250,6 @@ def v6_error(raw) -> tuple[int, str]:
      "ipam.routes[0].dst fd00:10:96::/112 is IPv6, and the pod gets no IPv6 address"),
     (ranges(*DUAL, routes=[{"dst": "fd00:10:96::/112", "gw": "10.244.3.1"}]), 7,
      "ipam.routes[0].gw 10.244.3.1 is not of dst fd00:10:96::/112's family (IPv6)"),
-    ({**ranges(*DUAL), "mode": "bridge"}, 2, "mode bridge takes IPv4 range sets only"),
 ])
 def test_v6_invalid(raw, code, says):
     got_code, msg = v6_error(raw)
