@@ -487,6 +487,12 @@ def cmd_check(conf: cfg.NetConf, cid: str, netns: str, ifname: str) -> None:
             if not any(r["dst"] == ip and r["prefixlen"] == plen and r["oif"] == h["index"]
                        for r in routes):
                 raise CHECK_ERR(f"node has no route {ip}/{plen} dev {host}")
+        gateways6 = {str(i.get("gateway")) for i in prev.get("ips") or []
+                     if isinstance(i, dict) and i.get("interface") == idx and ":" in str(i.get("gateway"))}
+        if want_routes and gateways6:  # ptp: the pods' IPv6 gateway is an address of their own host veth
+            missing = gateways6 - {a["address"] for a in node.addresses(6) if a["index"] == h["index"]}
+            if missing:
+                raise CHECK_ERR(f"node-side interface {host} lacks the gateway address {min(missing)}")
     store = Store(conf.data_dir, conf.lock_timeout)
     leases = store.find(cid, ifname)
     for ip in want:
