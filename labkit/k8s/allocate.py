@@ -157,6 +157,14 @@ def service_families(spec, cluster: Mapping[str, str]) -> tuple[str, tuple[str, 
     policy = spec.ipFamilyPolicy or ("RequireDualStack" if selectorless_headless else "SingleStack")
     families = list(spec.ipFamilies)
     problems: list[tuple[tuple, str]] = []
+    if policy == "SingleStack":  # defaulted too: two addresses or families need a dual-stack policy named
+        for what, field, items in (("cluster IPs", "clusterIPs", requested), ("IP families", "ipFamilies",
+                                                                                 spec.ipFamilies)):
+            if len(items) == 2:
+                problems.append((("spec", field), f"{what} of two families need ipFamilyPolicy RequireDualStack "
+                                                  "or PreferDualStack (SingleStack is the default)"))
+    if problems:
+        return policy, tuple(families), problems
     offered = f"(service-cidr {','.join(cluster.values())})"
     first = next(iter(cluster))
     for i, ip in enumerate(requested):

@@ -716,10 +716,11 @@ class ServiceSpec(K8sModel):
             return
         if len(ips) == 2 and ip_family(ips[0]) == ip_family(ips[1]):
             raise _fail("may specify no more than one IP for each IP family", "clusterIPs", 1)
-        for i, (ip, family) in enumerate(zip(ips, self.ipFamilies, strict=False)):
+        for i, (ip, family) in enumerate(zip(self.requested_cluster_ips, self.ipFamilies, strict=False)):
             if ip_family(ip) != family:
+                where = ("clusterIPs", i) if ips else ("clusterIP",)
                 raise _fail(f"{ip} is not valid: expected an {family} value as indicated by ipFamilies[{i}]",
-                            "clusterIPs", i)
+                            *where)
         if self.ipFamilyPolicy == "SingleStack":
             for what, items in (("cluster IPs", ips), ("IP families", self.ipFamilies)):
                 if len(items) == 2:
