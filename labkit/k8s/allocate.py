@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from labkit.errors import InputError, Problem
+from labkit.families import family_name, family_of, parse_cidrs, pick
 from labkit.k8s.load import Workloads
 from labkit.k8s.metallb import LoadBalancer, allocate_load_balancers
 from labkit.k8s.schedule import schedule_pods
@@ -100,7 +101,7 @@ class _Pool:
 
     @property
     def family(self) -> str:
-        return FAMILY_NAMES[self.cidr.version]
+        return family_name(self.cidr.version)
 
     @property
     def first(self) -> int:
@@ -129,23 +130,10 @@ class _Pool:
         return f"valid: an unused address in service-cidr {self.cidr} other than {skip}"
 
 
-FAMILY_NAMES = {4: "IPv4", 6: "IPv6"}
-
-
-def _networks(service_cidr: str | Sequence[str]) -> tuple:
-    """One CIDR, a "v4,v6" pair (either order) or a sequence of them: the cluster's service CIDRs."""
-    items = service_cidr.split(",") if isinstance(service_cidr, str) else list(service_cidr)
-    networks = tuple(ipaddress.ip_network(str(item).strip()) for item in items)
-    if not networks or len(networks) > 2 or len({n.version for n in networks}) != len(networks):
-        raise ValueError(f"service CIDRs {service_cidr!r}: one CIDR, or one IPv4 and one IPv6")
-    return networks
-
-
 def _pools(service_cidr: str | Sequence[str], dns_ip: str | Sequence[str] | None) -> tuple[_Pool, ...]:
     dns = [] if dns_ip is None else [dns_ip] if isinstance(dns_ip, str) else list(dns_ip)
     dns_ips = [ipaddress.ip_address(str(ip)) for ip in dns if ip]
-    return tuple(_Pool(n, next((ip for ip in dns_ips if ip.version == n.version), None))
-                 for n in _networks(service_cidr))
+    return tuple(_Pool(n, pick(dns_ips, n.version)) for n in parse_cidrs(service_cidr))
 
 
 def service_families(spec, cluster: Mapping[str, str]) -> tuple[str, tuple[str, ...], list[tuple[tuple, str]]]:
@@ -170,7 +158,7 @@ def service_families(spec, cluster: Mapping[str, str]) -> tuple[str, tuple[str, 
     for i, ip in enumerate(requested):
         if ip == "None":
             break
-        family = FAMILY_NAMES[ipaddress.ip_address(ip).version]
+        family = family_name(family_of(ip))
         if i < len(families):
             continue
         if family not in cluster:
@@ -234,7 +222,7 @@ def allocate_service_ips(
         key = (svc.namespace, svc.name)
         for i, text in enumerate(svc.spec.requested_cluster_ips):
             ip = ipaddress.ip_address(text)
-            pool = pools[FAMILY_NAMES[ip.version]]
+            pool = pools[family_name(ip.version)]
             where = ("spec", "clusterIPs", i) if svc.spec.clusterIPs else ("spec", "clusterIP")
             if not pool.first <= int(ip) <= pool.last:
                 problems.append(workloads.problem(svc, where, f"{ip} is outside service-cidr {pool.cidr}; "
@@ -253,7 +241,7 @@ def allocate_service_ips(
         raise InputError(problems)
 
     for ip, key in reserved.items():
-        family = FAMILY_NAMES[ip.version]
+        family = family_name(ip.version)
         if key in decided and family in decided[key][1] and family not in addresses.get(key, {}) \
                 and ip not in taken and any((s.namespace, s.name) == key for s in wanted):
             taken[ip] = key

@@ -28,6 +28,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from labkit.families import family_name, family_of
 from labkit.k8s import names
 
 
@@ -587,7 +588,7 @@ IPFamilyPolicy = Literal["SingleStack", "PreferDualStack", "RequireDualStack"]
 
 def ip_family(address: str) -> IPFamily:
     """The Kubernetes name of an address's family: "IPv4" or "IPv6"."""
-    return "IPv6" if ipaddress.ip_address(address).version == 6 else "IPv4"
+    return family_name(family_of(address))  # type: ignore[return-value]
 
 
 class ServicePort(K8sModel):

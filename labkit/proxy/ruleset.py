@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from labkit import templating
+from labkit.families import family_of, host_port, parse_cidrs, pick
 from labkit.proxy.views import ServicePortView, ServiceView
 
 DEFAULT_TABLE = "labkit-proxy"
@@ -44,7 +45,7 @@ class EndpointChain:
     @property
     def target(self) -> str:
         """What `dnat to` takes: "ip:port", "[ip6]:port"."""
-        return _host_port(self.ip, self.port)
+        return host_port(self.ip, self.port)
 
 
 @dataclass(frozen=True)
@@ -118,26 +119,14 @@ def _port_label(port: ServicePortView) -> str:
     return port.name or f"p{port.port}"
 
 
-def _host_port(ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-
-
 def _version(ip: str) -> int:
+    """An address's family, checked: ValueError for anything but an address."""
     return ipaddress.ip_address(ip).version
-
-
-def _networks(pod_cidr: str | Sequence[str]) -> list[str]:
-    """The cluster's pod CIDRs, checked: one, a "v4,v6" pair or a sequence; at most one per family."""
-    items = pod_cidr.split(",") if isinstance(pod_cidr, str) else [str(c) for c in pod_cidr]
-    networks = [ipaddress.ip_network(item.strip()) for item in items]
-    if not networks or len({n.version for n in networks}) != len(networks):
-        raise ValueError(f"pod CIDRs {pod_cidr!r}: one CIDR, or one IPv4 and one IPv6")
-    return [str(n) for n in networks]
 
 
 def node_families(pod_cidr: str | Sequence[str]) -> tuple[int, ...]:
     """The address families a node's service tables serve: its cluster's, in the cluster's order."""
-    return tuple(_version(n.split("/")[0]) for n in _networks(pod_cidr))
+    return tuple(n.version for n in parse_cidrs(pod_cidr))
 
 
 def plan_node_ruleset(
@@ -155,11 +144,11 @@ def plan_node_ruleset(
     first pod CIDR's. `node_ips` may hold both families' addresses: the family's are taken.
     `node_name` tells which endpoints are this node's own, for externalTrafficPolicy: Local."""
     # Every value that reaches the nft text is checked here, so nothing but an address lands in it.
-    cidrs = _networks(pod_cidr)
-    family = family or _version(cidrs[0].split("/")[0])
-    own_cidr = next((c for c in cidrs if _version(c.split("/")[0]) == family), None)
+    cidrs = parse_cidrs(pod_cidr)
+    family = family or cidrs[0].version
+    own_cidr = pick(cidrs, family)
     if own_cidr is None:
-        raise ValueError(f"no IPv{family} pod CIDR among {', '.join(cidrs)}")
+        raise ValueError(f"no IPv{family} pod CIDR among {', '.join(map(str, cidrs))}")
     own_node_ips = tuple(ip for ip in node_ips if _version(ip) == family)
     chains: list[ServiceChain] = []
     no_ep_ips: list[tuple[str, str, int]] = []
@@ -193,7 +182,7 @@ def plan_node_ruleset(
                     port=ep.port,
                     protocol=proto,
                     affinity_set=f"affinity-{ep_id}-{ep_ident}" if affinity else None,
-                    comment=_comment(f"endpoint {ep.pod} {_host_port(ep.ip, ep.port)}"),
+                    comment=_comment(f"endpoint {ep.pod} {host_port(ep.ip, ep.port)}"),
                 ))
                 if node_name is not None and ep.node == node_name:
                     local.append(endpoints[-1])
@@ -225,7 +214,7 @@ def plan_node_ruleset(
             ))
     return NodeRuleset(
         table=table,
-        pod_cidr=own_cidr,
+        pod_cidr=str(own_cidr),
         node_ips=own_node_ips,
         mark=MASQUERADE_MARK,
         chains=tuple(chains),
@@ -239,7 +228,7 @@ def _source_ranges(svc: ServiceView, family: int) -> tuple[str, ...]:
     """loadBalancerSourceRanges of one family, as kube-proxy filters them: the other family's are
     ignored, and a zero-length prefix (0.0.0.0/0, ::/0) means anyone, like no ranges at all."""
     ranges = tuple(str(ipaddress.ip_network(r, strict=False)) for r in svc.source_ranges)
-    own = tuple(r for r in ranges if _version(r.split("/")[0]) == family)
+    own = tuple(r for r in ranges if family_of(r) == family)
     return () if any(r.endswith("/0") for r in own) else own
 
 

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from labkit.families import family_name, family_number, family_of, host_port, pick
 from labkit.k8s import Pod, Service, Workloads
 from labkit.k8s.allocate import Allocation, ServiceIPs, allocate_node_ports, allocate_service_ips
 from labkit.k8s.metallb import LoadBalancer, l2_order
@@ -37,12 +38,12 @@ class Endpoint(_View):
 
     @property
     def family(self) -> int:
-        return ipaddress.ip_address(self.ip).version
+        return family_of(self.ip)
 
     @property
     def address(self) -> str:
         """"ip:port", "[ip6]:port" for IPv6."""
-        return _host_port(self.ip, self.port)
+        return host_port(self.ip, self.port)
 
 
 class EndpointAddress(_View):
@@ -98,7 +99,7 @@ class ServiceView(_View):
         if self.cluster_ip and not self.cluster_ips:
             object.__setattr__(self, "cluster_ips", (self.cluster_ip,))
         if self.cluster_ips and not self.ip_families:
-            object.__setattr__(self, "ip_families", tuple(_FAMILY[ipaddress.ip_address(ip).version]
+            object.__setattr__(self, "ip_families", tuple(family_name(family_of(ip))
                                                           for ip in self.cluster_ips))
         return self
 
@@ -108,7 +109,7 @@ class ServiceView(_View):
 
     def cluster_ip_of(self, family: int) -> str | None:
         """The ClusterIP of one family (4 or 6), if the Service has one."""
-        return next((ip for ip in self.cluster_ips if ipaddress.ip_address(ip).version == family), None)
+        return pick(self.cluster_ips, family)
 
     @property
     def load_balancer_ip(self) -> str | None:
@@ -184,7 +185,7 @@ def build_service_view(
         spec = svc.spec
         key = (svc.namespace, svc.name)
         found = _service_ips(allocation, key, spec)
-        families = tuple(_FAMILY_NUMBER[f] for f in found.families) if found else ()
+        families = tuple(family_number(f) for f in found.families) if found else ()
         selected = _selected(svc, labelled, ips_of)
         addresses = _addresses(svc, selected, ips_of, pod_nodes, families)
         ports = []
@@ -233,7 +234,7 @@ def _service_ips(allocation: Allocation, key: tuple[str, str], spec) -> ServiceI
     ip = allocation.cluster_ips.get(key)
     if ip is None and not spec.headless:
         return None
-    family = _FAMILY[ipaddress.ip_address(ip).version] if ip else "IPv4"
+    family = family_name(family_of(ip)) if ip else "IPv4"
     return ServiceIPs(policy="SingleStack", families=(family,), cluster_ips=(ip,) if ip else ("None",))
 
 
@@ -289,14 +290,10 @@ def _selected(svc: Service, index: _LabelIndex, pod_ips: Mapping[str, tuple[str,
     return sorted(pods, key=order)
 
 
-def _of_family(ips: tuple[str, ...], family: int) -> str | None:
-    return next((ip for ip in ips if ipaddress.ip_address(ip).version == family), None)
-
-
 def _addresses(svc, selected, pod_ips, pod_nodes, families) -> tuple[EndpointAddress, ...]:
     found = []
     for p in selected:
-        ips = tuple(ip for ip in (_of_family(pod_ips[p.key], f) for f in families) if ip)
+        ips = tuple(ip for ip in (pick(pod_ips[p.key], f) for f in families) if ip)
         if not ips:
             continue  # none of the Service's families: in none of its EndpointSlices
         found.append(EndpointAddress(
@@ -313,7 +310,7 @@ def _endpoints(selected, port, pod_ips, pod_nodes, families) -> tuple[Endpoint, 
     endpoints = []
     for family in families:  # one EndpointSlice per family, the primary's first
         for pod in selected:
-            ip = _of_family(pod_ips[pod.key], family)
+            ip = pick(pod_ips[pod.key], family)
             if ip is None:
                 continue
             target = port.target
@@ -325,14 +322,6 @@ def _endpoints(selected, port, pod_ips, pod_nodes, families) -> tuple[Endpoint, 
                 node=pod_nodes.get(pod.key) or pod.spec.nodeName,
             ))
     return tuple(endpoints)
-
-
-def _host_port(ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-
-
-_FAMILY = {4: "IPv4", 6: "IPv6"}
-_FAMILY_NUMBER = {"IPv4": 4, "IPv6": 6}
 
 
 def services_by_key(views: Sequence[ServiceView]) -> dict[str, ServiceView]:
