@@ -188,7 +188,8 @@ def plan_node_ruleset(
                     local.append(endpoints[-1])
             chain_id = _chain_id(ident)
             external = port.node_port is not None or bool(external_ips)
-            ranges = _source_ranges(svc, family) if svc.load_balancer_ip else ()
+            lb_here = any(_version(ip) == family for ip in svc.load_balancer_ips)
+            ranges = _source_ranges(svc, family) if lb_here else ()
             if port.node_port is not None:
                 external_comment = f"nodePort {port.node_port}/{proto} of service {svc.key}:{port.port}"
             else:

@@ -116,10 +116,15 @@ class ServiceView(_View):
         return (self.load_balancer or {}).get("ip")
 
     @property
+    def load_balancer_ips(self) -> tuple[str, ...]:
+        """The LoadBalancer's addresses (status.loadBalancer.ingress): `ips` when MetalLB gave one per family."""
+        found = (self.load_balancer or {}).get("ips") or ((self.load_balancer_ip,) if self.load_balancer_ip else ())
+        return tuple(found)
+
+    @property
     def external_addresses(self) -> tuple[str, ...]:
         """Addresses from outside the cluster served as kube-proxy serves them: the LoadBalancer's, externalIPs."""
-        lb = (self.load_balancer_ip,) if self.load_balancer_ip else ()
-        return tuple(dict.fromkeys((*lb, *self.external_ips)))
+        return tuple(dict.fromkeys((*self.load_balancer_ips, *self.external_ips)))
 
     def as_status(self) -> dict[str, Any]:
         """The `services[]` entry of `labkit status --format json`."""
