@@ -10,7 +10,7 @@ import pytest
 
 from labkit.errors import InputError
 from labkit.k8s import parse_manifests
-from labkit.k8s.allocate import allocate_cluster_ips, allocate_service_ips, service_families
+from labkit.k8s.allocate import ServiceIPs, allocate_cluster_ips, allocate_service_ips, service_families
 from labkit.proxy import build_service_view
 from labkit.proxy.conntrack import stale_udp_endpoints
 
@@ -256,3 +256,20 @@ def test_stale_udp_endpoints_of_both_families():
         p.model_copy(update={"endpoints": p.endpoints[:1]}) for p in before.ports)})
     assert stale_udp_endpoints([before], [after]) == {
         ("10.244.1.6", 8080), ("10.244.2.7", 8080), ("fd00:10:244::5", 8080), ("fd00:10:244:1::6", 8080)}
+
+
+def test_a_dual_stack_plan_allocates_both_families_and_kube_dns_gets_each_dns_address():
+    from pathlib import Path
+
+    from labkit.topology import load_plan
+
+    plan = load_plan(Path(__file__).resolve().parents[1] / "topologies" / "good" / "services-dualstack.yaml")
+    found = plan.allocation.service_ips
+    assert found[("kube-system", "kube-dns")] == ServiceIPs("PreferDualStack", ("IPv4", "IPv6"),
+                                                            ("10.96.0.10", "fd00:10:96::a"))
+    assert found[("default", "web")].families == ("IPv4", "IPv6")
+    assert found[("default", "sticky")].families == ("IPv6", "IPv4")
+    assert found[("default", "four")].families == ("IPv4",)
+    assert found[("default", "db")] == ServiceIPs("PreferDualStack", ("IPv4", "IPv6"), ("None",))
+    assert plan.allocation.cluster_ips[("default", "sticky")] == found[("default", "sticky")].cluster_ips[0]
+    assert ("default", "db") not in plan.allocation.cluster_ips
