@@ -24,7 +24,7 @@ def cluster_pods(b: Build, addressed: Callable[[PodRecord], bool]
 
 
 def _primary(pod_ips: dict[str, tuple[str, ...]]) -> dict[str, str]:
-    """Shim until policy takes every family: each pod's preferred-family IP (the service views take all)."""
+    """Shim until the service views and policy take every family: each pod's preferred-family IP."""
     return {key: ips[0] for key, ips in pod_ips.items()}
 
 
