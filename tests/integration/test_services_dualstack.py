@@ -2,7 +2,8 @@
 clusterIPs of each family as the API server defaults them, in `labkit status`; a pod reaching a
 Service's IPv4 and IPv6 ClusterIP without NAT; NodePorts on the node's IPv4 and IPv6 address from
 a host outside the cluster; ClientIP affinity holding in each family; headless Services listing both
-addresses of each pod. One lab, shared by the module's tests."""
+addresses of each pod. And an IPv6-only variant of the lab, whose Services have IPv6 alone. Each lab is
+shared by its tests (module-scoped fixtures)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
 from labkit import lab
 from labkit.pytest_plugin import RunningLab, start_lab
@@ -25,6 +27,18 @@ V4, V6 = ipaddress.ip_network("10.96.0.0/16"), ipaddress.ip_network("fd00:10:96:
 @pytest.fixture(scope="module")
 def dual(request: pytest.FixtureRequest) -> tuple[RunningLab, Plan]:
     return start_lab(request, TOPOLOGY), lab.validate(str(TOPOLOGY))
+
+
+@pytest.fixture(scope="module")
+def six(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[RunningLab, Plan]:
+    """The same lab on an IPv6-only cluster (without `sticky`: RequireDualStack needs two families)."""
+    doc = yaml.safe_load(TOPOLOGY.read_text())
+    doc["name"] = "svc6"
+    doc["cluster"] = {"pod-cidr": "fd00:10:244::/56", "service-cidr": "fd00:10:96::/112"}
+    doc["workloads"] = [w for w in doc["workloads"] if w["metadata"]["name"] != "sticky"]
+    path = tmp_path_factory.mktemp("services-ipv6") / "services-ipv6.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return start_lab(request, path), lab.validate(str(path))
 
 
 def ask(running: RunningLab, source: str, address: str, port: int, count: int = 1) -> list[tuple[str, str]]:
@@ -106,3 +120,17 @@ def test_a_single_stack_service_has_no_ipv6_rules(dual) -> None:
     assert ask(running, "default/client", four, 80)
     listing = running.exec("cp", "nft", "list", "table", "ip6", "labkit-proxy", check=True).stdout
     assert "fd00:10:96::" in listing and four not in listing and "default/four" not in listing
+
+
+def test_an_ipv6_only_cluster_serves_its_services_on_ipv6_alone(six) -> None:
+    running, plan = six
+    web, four = running.service("default/web"), running.service("default/four")
+    assert (web["ip_family_policy"], web["ip_families"]) == ("PreferDualStack", ["IPv6"])  # falls back to one
+    assert four["ip_families"] == ["IPv6"] and ipaddress.ip_address(four["cluster_ip"]) in V6
+    assert running.service("kube-system/kube-dns")["cluster_ips"] == ["fd00:10:96::a"]
+    client = running.pods()["default/client"]
+    assert {seen for _, seen in ask(running, "default/client", web["cluster_ip"], 80, count=4)} == {client["ip"]}
+    cp = plan.node("cp").mgmt_ipv6
+    assert cp is not None and ask(running, "ext", str(cp.ip), 30080, count=2)
+    tables = running.exec("cp", "nft", "list", "tables", check=True).stdout
+    assert "table ip6 labkit-proxy" in tables and "table ip labkit-proxy" not in tables
