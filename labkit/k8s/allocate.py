@@ -149,8 +149,8 @@ def service_families(spec, cluster: Mapping[str, str]) -> tuple[str, tuple[str, 
         for what, field, items in (("cluster IPs", "clusterIPs", requested), ("IP families", "ipFamilies",
                                                                                  spec.ipFamilies)):
             if len(items) == 2:
-                problems.append((("spec", field), f"{what} of two families need ipFamilyPolicy RequireDualStack "
-                                                  "or PreferDualStack (SingleStack is the default)"))
+                problems.append((("spec", field), f"two {what} need ipFamilyPolicy RequireDualStack or "
+                                                  "PreferDualStack (SingleStack is the default)"))
     if problems:
         return policy, tuple(families), problems
     offered = f"(service-cidr {','.join(cluster.values())})"
