@@ -2,8 +2,8 @@
 
 `up` starts every speaker's daemon right after the pod network (the sessions come up while pods
 start), and before `readiness` waits until every k8s-node holds a BGP route to every other node's
-podCIDR (of each family, in a dual-stack cluster) and every router node to all of them. `apply` writes the configs again, has running
-daemons re-read them and starts the ones that died.
+podCIDR (of each family, in a dual-stack cluster) and every router node to all of them. `apply`
+writes the configs again, has running daemons re-read them and starts the ones that died.
 """
 
 from __future__ import annotations

@@ -57,9 +57,23 @@ def test_pool_addresses_are_ranges_and_cidrs() -> None:
     assert parse_addresses("192.168.1.10-192.168.1.20") == (ipaddress.IPv4Address("192.168.1.10"),
                                                             ipaddress.IPv4Address("192.168.1.20"))
     assert parse_addresses("10.0.0.0/30")[1] == ipaddress.IPv4Address("10.0.0.3")
-    for bad in ("10.0.0.5-10.0.0.1", "10.0.0.1/24", "nope", "fd00::/64"):
-        with pytest.raises(ValueError, match="valid: an IPv4 CIDR"):
+    for bad in ("10.0.0.5-10.0.0.1", "10.0.0.1/24", "nope", "fd00::5-fd00::1", "fd00::1/64", "10.0.0.1-fd00::1"):
+        with pytest.raises(ValueError, match=r"valid: a CIDR \(192.168.10.0/24, fd00:10::/120\) or a range"):
             parse_addresses(bad)
+
+
+def test_ipv6_pool_addresses_are_ranges_and_cidrs_of_any_size() -> None:
+    assert parse_addresses("fd00:10::10-fd00:10::20") == (ipaddress.IPv6Address("fd00:10::10"),
+                                                          ipaddress.IPv6Address("fd00:10::20"))
+    assert parse_addresses("fd00:10::/120")[1] == ipaddress.IPv6Address("fd00:10::ff")
+    assert "different families" in str(pytest.raises(ValueError, parse_addresses, "10.0.0.1-fd00::1").value)
+    w = parse_manifests(pool("p", "fd00:10::/64", "10.9.0.0/30"))  # a /64: MetalLB's usual IPv6 pool
+    spec = w.ip_address_pools[0].spec
+    assert spec.families == (6, 4) and spec.contains(ipaddress.ip_address("fd00:10::ffff"))
+    assert not spec.contains(ipaddress.ip_address("10.9.0.9")) and not spec.contains(ipaddress.ip_address("fd00::1"))
+    first = spec.hosts(6)
+    assert [str(next(first)), str(next(first))] == ["fd00:10::", "fd00:10::1"]  # lazily, in order
+    assert [str(ip) for ip in spec.hosts(4)] == ["10.9.0.0", "10.9.0.1", "10.9.0.2", "10.9.0.3"]
 
 
 def test_a_cidr_pool_hands_out_every_address_avoid_buggy_ips_skips_0_and_255() -> None:
@@ -135,6 +149,74 @@ def test_node_ports_unless_allocate_load_balancer_node_ports_is_false() -> None:
     w = parse_manifests(pool("p", "10.1.0.0/30") + lb("a") + lb("b", spec="  allocateLoadBalancerNodePorts: false\n"))
     ports = allocate(w, NODES, service_cidr="10.96.0.0/16").node_ports
     assert ("default", "a", 0) in ports and ("default", "b", 0) not in ports
+
+
+# ---------------------------------------------------------------- families
+
+
+def dual(name: str, policy: str = "RequireDualStack", families: str = "[IPv4, IPv6]", **kw) -> str:
+    return lb(name, spec=f"  ipFamilyPolicy: {policy}\n  ipFamilies: {families}\n" + kw.pop("spec", ""), **kw)
+
+
+def dual_lbs(text: str, families=None, policies=None):
+    from labkit.k8s.metallb import allocate_load_balancers
+
+    return allocate_load_balancers(parse_manifests(text, "m.yaml"), {n: {} for n in NODES},
+                                   cluster_families=(4, 6), families=families, policies=policies)
+
+
+def test_a_dual_stack_service_gets_one_address_of_each_family_from_one_pool() -> None:
+    text = pool("v4only", "10.9.0.10/32") + pool("both", "10.8.0.0/30", "fd00:8::/124") + L2 + lb("a") + lb("b")
+    found = dual_lbs(text, families={("default", "a"): (6, 4), ("default", "b"): (4,)})
+    a = found[("default", "a")]
+    assert (a.pool, a.ips, a.ip) == ("both", ("fd00:8::", "10.8.0.0"), "fd00:8::")  # primary family first
+    assert a.as_status()["ips"] == ["fd00:8::", "10.8.0.0"]
+    b = found[("default", "b")]
+    assert (b.pool, b.ips) == ("both", ("10.8.0.1",))  # pools without priority: by name; single stack, IPv4
+
+
+def test_families_of_the_spec_when_no_allocation_says_and_policies() -> None:
+    text = (pool("v6", "fd00:6::/120") + pool("v4", "10.4.0.0/30") + L2 + dual("req") + lb("single")
+            + dual("prefer", policy="PreferDualStack", families="[IPv6]") + lb("six", spec="  ipFamilies: [IPv6]\n"))
+    found = dual_lbs(text)
+    assert found[("default", "single")].ips == ("10.4.0.0",)  # the cluster's preferred family
+    assert found[("default", "six")].ips == ("fd00:6::",)
+    # no pool holds both families: RequireDualStack stays pending, PreferDualStack gets its primary family
+    assert found[("default", "req")].ip is None
+    assert found[("default", "req")].pending == "no available IPs in pool v4, v6 for IPv4 and IPv6"
+    assert found[("default", "prefer")].ips == ("fd00:6::1",)
+
+
+def test_requested_addresses_of_both_families() -> None:
+    text = pool("both", "10.8.0.0/30", "fd00:8::/124") + L2 + dual("a", annotations=(
+        "metallb.io/loadBalancerIPs: 'fd00:8::5,10.8.0.2'"))
+    assert dual_lbs(text)[("default", "a")].ips == ("10.8.0.2", "fd00:8::5")  # in the Service's family order
+    wrong = pool("both", "10.8.0.0/30", "fd00:8::/124") + lb("a", annotations="metallb.io/loadBalancerIPs: fd00:8::5")
+    with pytest.raises(InputError) as exc:
+        dual_lbs(wrong)
+    assert "fd00:8::5 is IPv6, the Service's ipFamilies are IPv4; valid: an address of each of its families" \
+        in str(exc.value)
+    twice = pool("both", "10.8.0.0/30", "fd00:8::/124") + dual("a", annotations=(
+        "metallb.io/loadBalancerIPs: 'fd00:8::5,fd00:8::6'"))
+    with pytest.raises(InputError, match="valid: one address per family"):
+        dual_lbs(twice)
+    apart = pool("p4", "10.8.0.0/30") + pool("p6", "fd00:8::/124") + dual("a", annotations=(
+        "metallb.io/loadBalancerIPs: '10.8.0.1,fd00:8::5'"))
+    with pytest.raises(InputError, match="10.8.0.1,fd00:8::5 is not all in one IPAddressPool"):
+        dual_lbs(apart)
+
+
+def test_ipv6_pools_may_not_overlap_each_other_or_the_cluster_networks_of_their_family() -> None:
+    w = parse_manifests(pool("a", "fd00:9::/120") + pool("b", "fd00:9::80-fd00:9::90")
+                        + pool("c", "fd00:10:244:3::/124") + pool("d", "10.9.0.0/24"), "m.yaml")
+    found = "\n".join(map(str, check_config(w, pod_cidr="10.244.0.0/16,fd00:10:244::/56",
+                                            service_cidr=("10.96.0.0/16", "fd00:10:96::/112"))))
+    assert "fd00:9::80-fd00:9::90 overlaps fd00:9::/120 of IPAddressPool metallb-system/a" in found
+    assert "fd00:10:244:3::/124 overlaps the cluster's pod-cidr fd00:10:244::/56" in found
+    assert "10.9.0.0/24" not in found  # the other family is never compared
+    lab = check_config(w, pod_cidr="10.244.0.0/16", service_cidr="10.96.0.0/16",
+                       lab_addresses={"fd00:9::85": "the address of ext:eth1"})
+    assert any("holds fd00:9::85, the address of ext:eth1" in str(p) for p in lab)
 
 
 # ---------------------------------------------------------------- election
