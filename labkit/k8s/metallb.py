@@ -36,6 +36,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StrictBool, StrictInt, StrictStr, model_validator
 
 from labkit.errors import InputError, Problem
+from labkit.families import Family, IPAddress, family_name, family_number, parse_cidrs
 from labkit.k8s.models import K8sModel, LabelSelector, Service, _Object, _fail, _in_range
 
 Workloads = Any  # labkit.k8s.load.Workloads (which imports this module)
@@ -51,8 +52,6 @@ POOL_ANNOTATIONS = ("metallb.io/address-pool", "metallb.universe.tf/address-pool
 SHARING_ANNOTATIONS = ("metallb.io/allow-shared-ip", "metallb.universe.tf/allow-shared-ip")
 MAX_POOL_ADDRESSES = 1 << 16  # IPv4 per pool: a lab hands out a few; a /8 would only cost time
 # IPv6 ranges are not counted: a /64 is MetalLB's usual IPv6 pool and addresses are handed out lazily, in order.
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-FAMILY_NAMES = {4: "IPv4", 6: "IPv6"}  # Kubernetes' ipFamilies names
 
 
 # ---------------------------------------------------------------- the objects
@@ -75,10 +74,6 @@ def parse_addresses(text: str) -> tuple[IPAddress, IPAddress]:
     except ValueError as exc:
         raise ValueError(f"{text!r} is not valid ({exc}); valid: a CIDR (192.168.10.0/24, fd00:10::/120) or a "
                          "range (192.168.10.10-192.168.10.20, fd00:10::10-fd00:10::20)") from None
-
-
-def _family(ip: IPAddress) -> int:
-    return ip.version
 
 
 class ServiceAllocation(K8sModel):
@@ -281,12 +276,6 @@ def _ports(svc: Service) -> set[tuple[str, int]]:
     return {(p.protocol, p.port) for p in svc.spec.ports}
 
 
-def _networks(value: str | Sequence[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    """One CIDR, a `v4,v6` pair (the topology's form) or a sequence of them."""
-    items = value.split(",") if isinstance(value, str) else [str(v) for v in value]
-    return [ipaddress.ip_network(i.strip(), strict=False) for i in items if i.strip()]
-
-
 def check_config(workloads: Workloads, *, pod_cidr: str | Sequence[str], service_cidr: str | Sequence[str],
                  bgp_peers: Sequence[tuple[str, int]] = (), bgp_asn: int | None = None,
                  lab_addresses: Mapping[str, str] | None = None) -> list[Problem]:
@@ -301,7 +290,7 @@ def check_config(workloads: Workloads, *, pod_cidr: str | Sequence[str], service
                 problems.append(workloads.problem(pool, ("spec", "addresses"), f"holds {ip}, {owner}; a speaker "
                                                   "would answer for it: leave the lab's own addresses out"))
     nets = [(what, net) for what, value in (("pod-cidr", pod_cidr), ("service-cidr", service_cidr))
-            for net in _networks(value)]
+            for net in parse_cidrs(value if isinstance(value, str) else [str(v) for v in value])]
     seen: list[tuple[IPAddressPool, int, IPAddress, IPAddress]] = []
     pool_names = {p.name for p in workloads.ip_address_pools}
     for pool in workloads.ip_address_pools:
@@ -348,12 +337,12 @@ def check_config(workloads: Workloads, *, pod_cidr: str | Sequence[str], service
     return problems
 
 
-def service_families(svc: Service, cluster_families: Sequence[int] = (4,)) -> tuple[int, ...]:
+def service_families(svc: Service, cluster_families: Sequence[Family] = (4,)) -> tuple[Family, ...]:
     """The families a Service's addresses are of, as the API server defaults them (labkit.k8s.allocate has the
     clusterIPs; this reads the spec when no allocation says): `ipFamilies` as given, else the cluster's
     preferred family; a DualStack policy adds the cluster's other family. Primary family first."""
     spec = svc.spec
-    given = [int(str(f).removeprefix("IPv")) for f in (getattr(spec, "ipFamilies", None) or ())]
+    given = [family_number(str(f)) for f in (getattr(spec, "ipFamilies", None) or ())]
     policy = getattr(spec, "ipFamilyPolicy", None) or ("RequireDualStack" if len(given) > 1 else "SingleStack")
     primary = [f for f in given if f in cluster_families][:1] or list(cluster_families[:1]) or [4]
     if policy == "SingleStack":
@@ -363,8 +352,8 @@ def service_families(svc: Service, cluster_families: Sequence[int] = (4,)) -> tu
 
 
 def allocate_load_balancers(workloads: Workloads, nodes: Mapping[str, Mapping[str, str]], *,
-                            cluster_families: Sequence[int] = (4,),
-                            families: Mapping[tuple[str, str], Sequence[int]] | None = None,
+                            cluster_families: Sequence[Family] = (4,),
+                            families: Mapping[tuple[str, str], Sequence[Family]] | None = None,
                             policies: Mapping[tuple[str, str], str] | None = None,
                             ) -> dict[tuple[str, str], LoadBalancer]:
     """(namespace, name) -> LoadBalancer for every `type: LoadBalancer` Service; InputError for requests the
@@ -412,8 +401,8 @@ def allocate_load_balancers(workloads: Workloads, nodes: Mapping[str, Mapping[st
         found = _annotation(svc, SHARING_ANNOTATIONS)
         return found[1] if found else None
 
-    def names(fams: Sequence[int]) -> str:
-        return " and ".join(FAMILY_NAMES[f] for f in fams)
+    def names(fams: Sequence[Family]) -> str:
+        return " and ".join(family_name(f) for f in fams)
 
     wanted: list[tuple[Service, tuple[IPAddress, ...], tuple]] = []
     for svc in services:

@@ -154,10 +154,6 @@ def test_node_ports_unless_allocate_load_balancer_node_ports_is_false() -> None:
 # ---------------------------------------------------------------- families
 
 
-def dual(name: str, policy: str = "RequireDualStack", families: str = "[IPv4, IPv6]", **kw) -> str:
-    return lb(name, spec=f"  ipFamilyPolicy: {policy}\n  ipFamilies: {families}\n" + kw.pop("spec", ""), **kw)
-
-
 def dual_lbs(text: str, families=None, policies=None):
     from labkit.k8s.metallb import allocate_load_balancers
 
@@ -175,35 +171,54 @@ def test_a_dual_stack_service_gets_one_address_of_each_family_from_one_pool() ->
     assert (b.pool, b.ips) == ("both", ("10.8.0.1",))  # pools without priority: by name; single stack, IPv4
 
 
-def test_families_of_the_spec_when_no_allocation_says_and_policies() -> None:
-    text = (pool("v6", "fd00:6::/120") + pool("v4", "10.4.0.0/30") + L2 + dual("req") + lb("single")
-            + dual("prefer", policy="PreferDualStack", families="[IPv6]") + lb("six", spec="  ipFamilies: [IPv6]\n"))
-    found = dual_lbs(text)
-    assert found[("default", "single")].ips == ("10.4.0.0",)  # the cluster's preferred family
-    assert found[("default", "six")].ips == ("fd00:6::",)
+def test_single_stack_services_get_their_family_and_policies_decide_the_rest() -> None:
+    text = (pool("v6", "fd00:6::/120") + pool("v4", "10.4.0.0/30") + L2 + lb("req") + lb("single")
+            + lb("prefer") + lb("six"))
+    key = lambda name: ("default", name)  # noqa: E731
+    found = dual_lbs(text, families={key("req"): (4, 6), key("prefer"): (6, 4), key("six"): (6,)},
+                     policies={key("req"): "RequireDualStack", key("prefer"): "PreferDualStack"})
+    assert found[key("single")].ips == ("10.4.0.0",)  # named by neither: the cluster's preferred family
+    assert found[key("six")].ips == ("fd00:6::1",)
     # no pool holds both families: RequireDualStack stays pending, PreferDualStack gets its primary family
-    assert found[("default", "req")].ip is None
-    assert found[("default", "req")].pending == "no available IPs in pool v4, v6 for IPv4 and IPv6"
-    assert found[("default", "prefer")].ips == ("fd00:6::1",)
+    assert found[key("req")].ip is None
+    assert found[key("req")].pending == "no available IPs in pool v4, v6 for IPv4 and IPv6"
+    assert found[key("prefer")].ips == ("fd00:6::",)
+
+
+def test_service_families_default_as_the_api_server_does() -> None:
+    from types import SimpleNamespace
+
+    from labkit.k8s.metallb import service_families
+
+    def svc(policy=None, families=()):
+        return SimpleNamespace(spec=SimpleNamespace(ipFamilyPolicy=policy, ipFamilies=families))
+
+    assert service_families(svc(), (6, 4)) == (6,)
+    assert service_families(svc(families=("IPv4",)), (6, 4)) == (4,)
+    assert service_families(svc("PreferDualStack"), (6, 4)) == (6, 4)
+    assert service_families(svc("PreferDualStack", ("IPv4",)), (6, 4)) == (4, 6)
+    assert service_families(svc("PreferDualStack"), (4,)) == (4,)  # a single-stack cluster: one family
+    assert service_families(svc("RequireDualStack", ("IPv6", "IPv4")), (4, 6)) == (6, 4)
 
 
 def test_requested_addresses_of_both_families() -> None:
-    text = pool("both", "10.8.0.0/30", "fd00:8::/124") + L2 + dual("a", annotations=(
+    both = {("default", "a"): (4, 6)}
+    text = pool("both", "10.8.0.0/30", "fd00:8::/124") + L2 + lb("a", annotations=(
         "metallb.io/loadBalancerIPs: 'fd00:8::5,10.8.0.2'"))
-    assert dual_lbs(text)[("default", "a")].ips == ("10.8.0.2", "fd00:8::5")  # in the Service's family order
+    assert dual_lbs(text, both)[("default", "a")].ips == ("10.8.0.2", "fd00:8::5")  # the Service's family order
     wrong = pool("both", "10.8.0.0/30", "fd00:8::/124") + lb("a", annotations="metallb.io/loadBalancerIPs: fd00:8::5")
     with pytest.raises(InputError) as exc:
         dual_lbs(wrong)
     assert "fd00:8::5 is IPv6, the Service's ipFamilies are IPv4; valid: an address of each of its families" \
         in str(exc.value)
-    twice = pool("both", "10.8.0.0/30", "fd00:8::/124") + dual("a", annotations=(
+    twice = pool("both", "10.8.0.0/30", "fd00:8::/124") + lb("a", annotations=(
         "metallb.io/loadBalancerIPs: 'fd00:8::5,fd00:8::6'"))
     with pytest.raises(InputError, match="valid: one address per family"):
-        dual_lbs(twice)
-    apart = pool("p4", "10.8.0.0/30") + pool("p6", "fd00:8::/124") + dual("a", annotations=(
+        dual_lbs(twice, both)
+    apart = pool("p4", "10.8.0.0/30") + pool("p6", "fd00:8::/124") + lb("a", annotations=(
         "metallb.io/loadBalancerIPs: '10.8.0.1,fd00:8::5'"))
     with pytest.raises(InputError, match="10.8.0.1,fd00:8::5 is not all in one IPAddressPool"):
-        dual_lbs(apart)
+        dual_lbs(apart, both)
 
 
 def test_ipv6_pools_may_not_overlap_each_other_or_the_cluster_networks_of_their_family() -> None:
