@@ -404,6 +404,8 @@ def allocate_load_balancers(workloads: Workloads, nodes: Mapping[str, Mapping[st
     def names(fams: Sequence[Family]) -> str:
         return " and ".join(family_name(f) for f in fams)
 
+    # Called knowing nothing of families (an IPv4 cluster's allocation): IPv4 addresses only, as always.
+    legacy = families is None and policies is None and tuple(cluster_families) == (4,)
     wanted: list[tuple[Service, tuple[IPAddress, ...], tuple]] = []
     for svc in services:
         requested = _annotation(svc, LB_IPS_ANNOTATIONS)
@@ -425,6 +427,11 @@ def allocate_load_balancers(workloads: Workloads, nodes: Mapping[str, Mapping[st
                                                   "family (10.0.0.10, or 10.0.0.10,fd00::10 for a dual-stack "
                                                   "Service)"))
                 continue
+            if legacy:  # IPv4 only, as before families were known: other addresses are not acted on here
+                ips = tuple(ip for ip in ips if ip.version == 4)
+                if not ips:
+                    wanted.append((svc, (), where))
+                    continue
             asked = {ip.version for ip in ips}
             if not asked <= set(fams) or (policy_of(svc) == "RequireDualStack" and asked != set(fams)):
                 problems.append(workloads.problem(svc, where, f"{text} is {names(sorted(asked))}, the Service's "

@@ -221,6 +221,16 @@ def test_requested_addresses_of_both_families() -> None:
         dual_lbs(apart, both)
 
 
+def test_without_family_knowledge_only_ipv4_is_acted_on_as_before() -> None:
+    """allocate() of an IPv4 cluster passes no families: an IPv6 address asked for is left alone, as it was."""
+    text = pool("both", "10.8.0.0/30", "fd00:8::/124") + L2 + lb("a", annotations=(
+        "metallb.io/loadBalancerIPs: '10.8.0.2,fd00:8::5'")) + lb("b", annotations=(
+        "metallb.io/loadBalancerIPs: 'fd00:8::6'"))
+    found = lbs(text)
+    assert found[("default", "a")].ips == ("10.8.0.2",)
+    assert found[("default", "b")].ips == ("10.8.0.0",)  # no IPv4 asked for: the pool's first free one
+
+
 def test_ipv6_pools_may_not_overlap_each_other_or_the_cluster_networks_of_their_family() -> None:
     w = parse_manifests(pool("a", "fd00:9::/120") + pool("b", "fd00:9::80-fd00:9::90")
                         + pool("c", "fd00:10:244:3::/124") + pool("d", "10.9.0.0/24"), "m.yaml")
