@@ -280,9 +280,11 @@ class Speaker:
         _, mac = self.sockets[ifname]
         while True:
             try:
-                frame = sock.recv(2048)
+                frame, address = sock.recvfrom(2048)
             except (BlockingIOError, InterruptedError):
                 return
+            if address[2] == socket.PACKET_OUTGOING:  # the node's own solicitations, seen leaving
+                continue
             found = solicitation(frame)
             if found is None:
                 continue

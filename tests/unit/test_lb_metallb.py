@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -258,6 +259,42 @@ def test_the_first_running_candidate_answers() -> None:
     assert speaker.owner(["w2", "w1", "cp"], {"cp", "w1", "w2"}) == "w2"
     assert speaker.owner(["w2", "w1", "cp"], {"cp", "w1"}) == "w1"
     assert speaker.owner(["w2"], {"cp"}) is None
+
+
+def test_neighbor_advertisements_are_well_formed() -> None:
+    """Checksum, hop limit and the target link-layer address option, as a receiver validates them."""
+    mac_ = bytes.fromhex("020000000001")
+    target = socket.inet_pton(socket.AF_INET6, "fd00:99::240")
+    client = socket.inet_pton(socket.AF_INET6, "fd00:99::1")
+    frame = speaker.neighbor_advertisement(mac_, bytes.fromhex("020000000002"), target, client,
+                                           speaker.NA_SOLICITED | speaker.NA_OVERRIDE)
+    ipv6, icmp = frame[14:54], frame[54:]
+    assert frame[12:14] == b"\x86\xdd" and ipv6[6] == 58 and ipv6[7] == 255 and ipv6[8:24] == target
+    assert icmp[0] == speaker.NA and icmp[4] == 0x60 and icmp[8:24] == target and icmp[24:32] == b"\x02\x01" + mac_
+    pseudo = target + client + len(icmp).to_bytes(4, "big") + b"\x00\x00\x00\x3a"
+    assert speaker._checksum(pseudo + icmp) == 0  # the checksum field makes the sum come out even
+    assert speaker.solicited_node(target) == socket.inet_pton(socket.AF_INET6, "ff02::1:ff00:240")
+    assert speaker.multicast_mac(speaker.ALL_NODES) == bytes.fromhex("333300000001")
+
+
+def _solicitation(target: str, sender: str = "fd00:99::1", hop_limit: int = 255, sllao: bool = True) -> bytes:
+    """A Neighbor Solicitation as a client sends it (to the target's solicited-node group)."""
+    target_b, sender_b = (socket.inet_pton(socket.AF_INET6, a) for a in (target, sender))
+    group = speaker.solicited_node(target_b)
+    icmp = bytes([speaker.NS, 0, 0, 0]) + bytes(4) + target_b + (b"\x01\x01" + bytes.fromhex("02000000000a")
+                                                                  if sllao else b"")
+    ipv6 = (6 << 28).to_bytes(4, "big") + len(icmp).to_bytes(2, "big") + bytes([58, hop_limit]) + sender_b + group
+    return speaker.multicast_mac(group) + bytes.fromhex("02000000000b") + b"\x86\xdd" + ipv6 + icmp
+
+
+def test_solicitations_are_read_with_the_senders_link_layer_address() -> None:
+    target = socket.inet_pton(socket.AF_INET6, "fd00:99::240")
+    mac, sender, found = speaker.solicitation(_solicitation("fd00:99::240"))
+    assert (mac, found, sender) == (bytes.fromhex("02000000000a"), target,
+                                    socket.inet_pton(socket.AF_INET6, "fd00:99::1"))  # the option's MAC wins
+    assert speaker.solicitation(_solicitation("fd00:99::240", sllao=False))[0] == bytes.fromhex("02000000000b")
+    assert speaker.solicitation(_solicitation("fd00:99::240", hop_limit=64)) is None  # it crossed a router
+    assert speaker.solicitation(_solicitation("fd00:99::240")[:70]) is None
 
 
 def test_liveness_is_a_pid_file_with_its_start_time(tmp_path: Path) -> None:
