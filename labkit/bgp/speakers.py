@@ -96,7 +96,8 @@ def _addresses(node) -> dict[int, str]:  # node: labkit.topology.plan.NodePlan
 
 
 def _router_id(addresses: Mapping[int, str]) -> str:
-    """BGP's router id is 32 bits: the IPv4 address, else the IPv6 address's last 32 bits."""
+    """BGP's router id is 32 bits: the node's IPv4 address (an IPv6-only cluster's nodes keep one on the
+    node network), else its IPv6 address's last 32 bits."""
     if 4 in addresses:
         return addresses[4]
     return str(ipaddress.IPv4Address(int(ipaddress.IPv6Address(addresses[6])) & 0xFFFFFFFF))
@@ -142,7 +143,7 @@ def speakers(plan: Plan, announce: Mapping[str, Sequence[Prefix]] | None = None)
                 if family in addresses:
                     sessions.append(Session(_session_name("peer", label, family), ip, peer.asn, label,
                                             source=addresses[family]))
-        found.append(Speaker(name, "node", bgp.asn, _router_id(addresses), tuple(sessions),
+        found.append(Speaker(name, "node", bgp.asn, _router_id(_addresses(plan.node(name))), tuple(sessions),
                              install=tuple(Prefix(c, f"podCIDR of {name}") for c in pod_cidrs),
                              announce=tuple((announce or {}).get(name, ())),
                              families=tuple(f for f in families if f in addresses)))
@@ -155,7 +156,8 @@ def speakers(plan: Plan, announce: Mapping[str, Sequence[Prefix]] | None = None)
                                  source=mine[family])
                          for name, addresses, _ in nodes for family in families
                          if family in addresses and family in mine)
-        found.append(Speaker(router.name, "router", peer.asn, _router_id(mine), sessions, connected=connected,
+        found.append(Speaker(router.name, "router", peer.asn, _router_id(_addresses(router)), sessions,
+                             connected=connected,
                              families=tuple(f for f in families if f in mine)))
     return found
 

@@ -97,3 +97,21 @@ def test_dual_stack_configs(node: str, tmp_path: Path) -> None:
         assert "ipv6 {" in v6_session and "ipv4" not in v6_session
     else:
         assert "protocol direct connected {\n  ipv4;\n  ipv6;" in text and text.count("merge paths on;") == 2
+
+
+def test_an_ipv6_only_cluster_runs_ipv6_sessions_only(tmp_path: Path) -> None:
+    dual = _dual_stack_plan(tmp_path)  # then IPv6 only: the cluster's and each node's IPv6 pod CIDR alone
+    assert dual.cluster is not None
+    cluster = dataclasses.replace(dual.cluster, pod_cidrs=dual.cluster.pod_cidrs[1:])
+    plan = dataclasses.replace(dual, cluster=cluster, nodes=tuple(
+        dataclasses.replace(n, pod_cidrs=n.pod_cidrs[1:], pod_cidr=n.pod_cidrs[1]) if n.pod_cidrs else n
+        for n in dual.nodes))
+    assert plan.cluster is not None and plan.cluster.families == (6,)
+    found = {s.node: s for s in bgp.speakers(plan)}
+    w1 = found["w1"]
+    assert (w1.router_id, w1.families) == ("172.31.0.3", (6,))  # the node network's IPv4 still names it
+    assert [s.name for s in w1.sessions] == ["node_cp_v6", "node_w2_v6", "peer_tor_v6"]
+    assert [p.prefix for p in w1.install] == ["fd00:10:244:1::/64"]
+    text = bgp.render("kubebgp", w1, FILES)
+    assert "ipv4" not in text and "protocol static own6" in text and "protocol static own {" not in text
+    _bird_accepts(text, tmp_path)
