@@ -26,8 +26,9 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from labkit.families import Family, family_of
 from labkit.topology.bgp import BgpPlan
-from labkit.topology.plan import MGMT_IFNAME, Plan
+from labkit.topology.plan import MGMT_IFNAME, NodePlan, Plan
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class Session:
     @property
     def family(self) -> int:
         """4 or 6: the family of the peer's address, the routes the session carries."""
-        return 6 if ":" in self.address else 4
+        return family_of(self.address)
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ class Speaker:
 
     def prefixes(self, kind: str, family: int) -> tuple[Prefix, ...]:
         """Its `install` or `announce` prefixes of one family (the template's static protocol per family)."""
-        return tuple(p for p in getattr(self, kind) if (6 if ":" in p.prefix else 4) == family)
+        return tuple(p for p in getattr(self, kind) if family_of(p.prefix) == family)
 
 
 def protocol_name(prefix: str, peer: str) -> str:
@@ -85,12 +86,12 @@ def _session_name(prefix: str, peer: str, family: int) -> str:
     return protocol_name(prefix, peer) + ("_v6" if family == 6 else "")
 
 
-def _addresses(node) -> dict[int, str]:  # node: labkit.topology.plan.NodePlan
+def _addresses(node: NodePlan) -> dict[Family, str]:
     """family -> the node's address on the node network."""
     found = {}
     if node.mgmt_ipv4 is not None:
         found[4] = str(node.mgmt_ipv4.ip)
-    if getattr(node, "mgmt_ipv6", None) is not None:
+    if node.mgmt_ipv6 is not None:
         found[6] = str(node.mgmt_ipv6.ip)
     return found
 
@@ -112,11 +113,11 @@ def speakers(plan: Plan, announce: Mapping[str, Sequence[Prefix]] | None = None)
     if cluster is None or cluster.bgp is None:
         return []
     bgp: BgpPlan = cluster.bgp
-    families = tuple(getattr(cluster, "families", (4,)))
+    families = cluster.families
     nodes = []  # (name, family -> node address, podCIDRs)
     for n in plan.cluster_nodes:
         addresses = {f: a for f, a in _addresses(n).items() if f in families}
-        cidrs = tuple(str(c) for c in (getattr(n, "pod_cidrs", None) or ((n.pod_cidr,) if n.pod_cidr else ())))
+        cidrs = tuple(str(c) for c in n.pod_cidrs)
         if addresses and cidrs:
             nodes.append((n.name, addresses, cidrs))
     found = []
@@ -167,5 +168,5 @@ def _peer_addresses(plan: Plan, peer) -> dict[int, str]:  # peer: BgpPeerPlan
     cluster has, or the one `address` given."""
     if peer.node is None:
         return {peer.address.version: str(peer.address)}
-    families = getattr(plan.cluster, "families", (4,))
+    families = plan.cluster.families if plan.cluster is not None else (4,)
     return {f: a for f, a in _addresses(plan.node(peer.node)).items() if f in families}

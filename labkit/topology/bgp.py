@@ -151,4 +151,4 @@ def _node_network(mgmt: Any, family: int) -> Any:
     """The node network's subnet of `family` (None: the lab has none of that family)."""
     if mgmt is None:
         return None
-    return mgmt.subnet if family == 4 else getattr(mgmt, "subnet6", None)
+    return mgmt.subnet if family == 4 else mgmt.subnet6
