@@ -1,4 +1,4 @@
-"""Backend bgp and MetalLB over both families (tests/topologies/good/kube-bgp-dualstack.yaml): an IPv4 and
+"""Backend bgp and MetalLB over both families (tests/integration/kube-bgp-dualstack.yaml): an IPv4 and
 an IPv6 session per peer (Calico's way), every node's IPv6 podCIDR learned from BIRD by every other node
 and the ToR, pods on different nodes reaching each other over IPv6 unNATed, a dual-stack LoadBalancer
 answered over NDP by one node's speaker for a client on the node network, and a dual-stack BGP one held
@@ -18,7 +18,7 @@ from labkit.pytest_plugin import RunningLab, labkit_fixture
 
 from .conftest import ROOT
 
-DUAL_STACK = ROOT / "tests" / "topologies" / "good" / "kube-bgp-dualstack.yaml"
+DUAL_STACK = ROOT / "tests" / "integration" / "kube-bgp-dualstack.yaml"
 K8S_NODES = ("cp", "w1", "w2")
 POD_CIDRS6 = {"cp": "fd00:10:244::/64", "w1": "fd00:10:244:1::/64", "w2": "fd00:10:244:2::/64"}
 NODE_IPS6 = {"cp": "fd00:172:31::2", "w1": "fd00:172:31::3", "w2": "fd00:172:31::4"}
