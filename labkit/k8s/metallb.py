@@ -342,8 +342,8 @@ def service_families(svc: Service, cluster_families: Sequence[Family] = (4,)) ->
     clusterIPs; this reads the spec when no allocation says): `ipFamilies` as given, else the cluster's
     preferred family; a DualStack policy adds the cluster's other family. Primary family first."""
     spec = svc.spec
-    given = [family_number(str(f)) for f in (getattr(spec, "ipFamilies", None) or ())]
-    policy = getattr(spec, "ipFamilyPolicy", None) or ("RequireDualStack" if len(given) > 1 else "SingleStack")
+    given = [family_number(str(f)) for f in spec.ipFamilies]
+    policy = spec.ipFamilyPolicy or ("RequireDualStack" if len(given) > 1 else "SingleStack")
     primary = [f for f in given if f in cluster_families][:1] or list(cluster_families[:1]) or [4]
     if policy == "SingleStack":
         return tuple(primary)
@@ -379,7 +379,7 @@ def allocate_load_balancers(workloads: Workloads, nodes: Mapping[str, Mapping[st
         return tuple(given) if given else service_families(svc, cluster_families)
 
     def policy_of(svc: Service) -> str:
-        given = (policies or {}).get((svc.namespace, svc.name)) or getattr(svc.spec, "ipFamilyPolicy", None)
+        given = (policies or {}).get((svc.namespace, svc.name)) or svc.spec.ipFamilyPolicy
         return str(given) if given else "SingleStack"
 
     def fits(ip: IPAddress, svc: Service, sharing: str | None) -> str | None:

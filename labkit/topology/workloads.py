@@ -69,8 +69,9 @@ def plan_workloads(plan: Plan, doc: Document) -> Plan:
 def load_balancers_by_family(workloads: Workloads, allocation: Allocation, families: tuple[int, ...],
                              node_labels: dict) -> Any:
     """MetalLB's addresses for a cluster with IPv6: each Service's families (and policy) as its clusterIPs
-    were allocated (`allocation.service_ips`, labkit.k8s.allocate), else as its spec defaults them."""
-    service_ips = getattr(allocation, "service_ips", None) or {}
+    were allocated (`allocation.service_ips`, labkit.k8s.allocate). (allocate() itself could pass them
+    once it allocates LoadBalancers after the clusterIPs; this second pass would then go.)"""
+    service_ips = allocation.service_ips
     found = metallb.allocate_load_balancers(
         workloads, node_labels, cluster_families=families,
         families={k: tuple(family_number(f) for f in v.families) for k, v in service_ips.items()},

@@ -186,6 +186,21 @@ def test_single_stack_services_get_their_family_and_policies_decide_the_rest() -
     assert found[key("prefer")].ips == ("fd00:6::",)
 
 
+def test_a_dual_stack_cluster_gives_each_service_the_families_its_cluster_ips_have(tmp_path: Path) -> None:
+    services = (lb("req", spec="  ipFamilyPolicy: RequireDualStack\n")
+                + lb("prefer", spec="  ipFamilyPolicy: PreferDualStack\n  ipFamilies: [IPv6, IPv4]\n")
+                + lb("single") + lb("six", spec="  ipFamilies: [IPv6]\n",
+                                     annotations="metallb.io/loadBalancerIPs: 'fd00:8::9'"))
+    (tmp_path / "apps.yaml").write_text(pool("both", "10.8.0.0/30", "fd00:8::/124") + L2 + services)
+    (tmp_path / "t.yaml").write_text("name: lbds\ncluster:\n  pod-cidr: 10.244.0.0/16,fd00:10:244::/56\n"
+                                     "  service-cidr: 10.96.0.0/16,fd00:10:96::/112\ntopology:\n  nodes:\n"
+                                     "    n1: {kind: k8s-node}\nworkloads: [apps.yaml]\n")
+    found = {k[1]: v.ips for k, v in load_plan(tmp_path / "t.yaml").allocation.load_balancers.items()}
+    # (namespace, name) order after the addresses asked for; each primary family first
+    assert found == {"prefer": ("fd00:8::", "10.8.0.0"), "req": ("10.8.0.1", "fd00:8::1"), "single": ("10.8.0.2",),
+                     "six": ("fd00:8::9",)}
+
+
 def test_service_families_default_as_the_api_server_does() -> None:
     from types import SimpleNamespace
 
