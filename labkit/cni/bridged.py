@@ -90,14 +90,14 @@ def ensure_bridge(conf, node: Netlink, gw: str, more: list[str] | tuple[str, ...
     return br
 
 
-def _set_sysctl(path: str, what: str, missing_ok: bool) -> None:
-    """Write 1 to /proc/sys/... in the node (the calling thread's namespace) unless it is 1 already."""
+def _set_sysctl(path: str, what: str, missing_ok: bool, value: str = "1") -> None:
+    """Write `value` to /proc/sys/... in the node (the calling thread's namespace) unless it holds it already."""
     try:
         with open(path) as f:
-            if f.read().strip() == "1":
+            if f.read().strip() == value:
                 return
         with open(path, "w") as f:
-            f.write("1")
+            f.write(value)
     except FileNotFoundError:
         if missing_ok:
             return
@@ -122,6 +122,12 @@ def wire(conf, node: Netlink, pod: Netlink, podfd: int, host: str, alias: str, i
     if ipv6:
         _set_sysctl(IPV6_FORWARDING, "net.ipv6.conf.all.forwarding", missing_ok=False)
     br = ensure_bridge(conf, node, gw, [g for _, g in more])
+    if ipv6:
+        # The node solicits its pods' addresses from the bridge's link-local address, and sends no
+        # solicitation while that is tentative: no DAD on it. A bridge without ports has no carrier and so
+        # no link-local yet: set before the first port joins, this holds from its first address on.
+        _set_sysctl(f"/proc/sys/net/ipv6/conf/{conf.bridge}/accept_dad", "accept_dad on the bridge",
+                    missing_ok=False, value="0")
     node.do(nl.veth(host, ifname, peer_netns_fd=podfd, mtu=conf.mtu, what=f"add veth {host}/{ifname}"))
     h = node.link(host)
     node.do(nl.set_link(h["index"], master=br["index"], up=True, alias=alias, what=f"attach {host} to {conf.bridge}"),
@@ -129,6 +135,10 @@ def wire(conf, node: Netlink, pod: Netlink, podfd: int, host: str, alias: str, i
     enable_bridge_netfilter(ipv6)
     p = pod.link(ifname)
     plo = pod.link("lo")
+    if ipv6:  # before the pod's link is up: no router solicitation, no RA taken, no DAD (as in ptp mode)
+        from .plugin import _pod_sysctls
+
+        _pod_sysctls(podfd, {f"net/ipv6/conf/{ifname}/accept_ra": "0", f"net/ipv6/conf/{ifname}/accept_dad": "0"})
     pairs = [(ip, gw), *more]
     gateways = {_v6(g): g for _, g in pairs}
     pod.do(*[nl.address(p["index"], a, prefixlen_of(conf, a), nodad=True) for a, _ in pairs],

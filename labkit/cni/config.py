@@ -274,9 +274,6 @@ def parse(raw, *, need_ipam: bool = True) -> NetConf:
                        f"{FAMILY_NAMES[pool.version]} range set (after {twin.subnet})",
                        "one range set per address family: a pod gets one address of each family")
         pools.append(pool)
-    if mode == "bridge" and any(p.version == 6 for p in pools):
-        raise CNIError(UNSUPPORTED_FIELD, "mode bridge takes IPv4 range sets only",
-                       "IPv6 and dual-stack pods need mode ptp (the default)")
     if not pools and need_ipam:
         raise _bad("invalid network configuration: ipam.subnet is required",
                    "the node's podCIDR, e.g. \"ipam\": {\"subnet\": \"10.244.1.0/24\"}, or one "
