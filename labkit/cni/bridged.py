@@ -29,6 +29,7 @@ Standard library only: imported on the `labkit-cni` exec path.
 from __future__ import annotations
 
 import errno
+import os
 
 from labkit.net import netlink as nl
 from labkit.net.netlink import IFF_UP, Netlink
@@ -114,6 +115,25 @@ def enable_bridge_netfilter(ipv6: bool = False) -> None:
         _set_sysctl(BR_NF_CALL_IP6TABLES, "net.bridge.bridge-nf-call-ip6tables", missing_ok=True)
 
 
+def _pod_sysctls(podfd: int, values: dict[str, str]) -> None:
+    """Write /proc/sys/<key> in the pod's namespace: /proc/sys/net is the calling thread's namespace's, so
+    this thread steps in (setns) and back out (as plugin.py does for ptp pods)."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    key = ""
+    try:
+        nl.setns(podfd)
+        try:
+            for key, value in values.items():
+                with open(f"/proc/sys/{key}", "w") as f:
+                    f.write(value)
+        finally:
+            nl.setns(own)
+    except OSError as e:
+        raise CNIError(IO_FAILURE, f"cannot set {key.replace('/', '.')} in the pod", str(e)) from e
+    finally:
+        os.close(own)
+
+
 def wire(conf, node: Netlink, pod: Netlink, podfd: int, host: str, alias: str, ifname: str, ip: str,
          gw: str, more: list[tuple[str, str]] | tuple[tuple[str, str], ...] = ()) -> tuple[dict, dict, dict]:
     """Bridge-mode ADD's links and addresses: `ip` and `gw` of the first family, `more` (ip, gateway)
@@ -136,8 +156,6 @@ def wire(conf, node: Netlink, pod: Netlink, podfd: int, host: str, alias: str, i
     p = pod.link(ifname)
     plo = pod.link("lo")
     if ipv6:  # before the pod's link is up: no router solicitation, no RA taken, no DAD (as in ptp mode)
-        from .plugin import _pod_sysctls
-
         _pod_sysctls(podfd, {f"net/ipv6/conf/{ifname}/accept_ra": "0", f"net/ipv6/conf/{ifname}/accept_dad": "0"})
     pairs = [(ip, gw), *more]
     gateways = {_v6(g): g for _, g in pairs}
