@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Mapping, Sequence
-from ipaddress import ip_address
 from typing import TYPE_CHECKING
 
 from labkit import paths, processes
@@ -17,6 +16,7 @@ from labkit.cni.conflist import execute_conflist
 from labkit.cni.dockerhost import port_mappings
 from labkit.cni.errors import CNIError
 from labkit.errors import LabkitError
+from labkit.families import family_of
 from labkit.k8s.multus import pod_attachments
 from labkit.net import netns
 from labkit.phases.build import PodRecord, k8s_nodes, workloads_of
@@ -61,14 +61,8 @@ def pod_ips(result: Mapping, families: Sequence[int]) -> list[str]:
         if mine and entry.get("interface") is not None and entry["interface"] not in mine:
             continue  # a chained plugin's address of another interface
         address = str(entry["address"]).split("/")[0]
-        found.setdefault(ip_address(address).version, address)
+        found.setdefault(family_of(address), address)
     return [found[f] for f in sorted(found, key=lambda f: families.index(f) if f in families else len(families))]
-
-
-def host_ips(plan: Plan, node: str) -> list[str]:
-    """A hostNetwork pod's addresses: its node's, one per cluster family (the node's InternalIPs)."""
-    assert plan.cluster is not None
-    return [str(getattr(a, "ip", a)) for a in plan.node(node).node_ips(plan.cluster.families) if a is not None]
 
 
 def pod_spec(plan: Plan, pod: Pod, node: str, ips: Sequence[str],
@@ -123,8 +117,8 @@ def start_pod_set(b: Build, todo: list[tuple[Pod, str]]) -> None:
     b.pods.extend(records)
     note_stand_ins(b, [(pod, name, s) for pod, _ in todo for name, s in b.stand_ins[pod.key].items()])
     for (pod, node), sandbox, record in zip(todo, sandboxes, records, strict=True):
-        if record.host_network:  # no CNI: the pod's addresses are its node's
-            record.ips = host_ips(plan, node)
+        if record.host_network:  # no CNI: the pod's addresses are its node's, one per cluster family
+            record.ips = list(plan.node(node).node_ips(plan.cluster.families))
             record.ip = record.ips[0] if record.ips else None
             continue
         try:
