@@ -20,11 +20,13 @@ from labkit import lab
 from labkit.pytest_plugin import RunningLab, start_lab
 from labkit.topology.plan import Plan
 
-from .conftest import TOPOLOGIES
+from .conftest import RUNTIMES, TOPOLOGIES
 
 DUALSTACK = TOPOLOGIES / "kube-dualstack.yaml"
-# (backend, mode): routed per family, IPv6 inside IPv4 vxlan, and pods on a bridge holding both gateways
-LABS = (("host-gw", "ptp"), ("vxlan", "ptp"), ("host-gw", "bridge"))
+# (runtime, backend, mode): routed per family, IPv6 inside IPv4 vxlan, pods on a bridge holding both gateways;
+# and once in containers (Docker's `none` network turns IPv6 off in a pod's sandbox unless labkit keeps it on)
+LABS = (("netns", "host-gw", "ptp"), ("netns", "vxlan", "ptp"), ("netns", "host-gw", "bridge"),
+        *((("docker", "host-gw", "ptp"),) if "docker" in RUNTIMES else ()))
 
 # A TCP server on both families (one IPv6 socket taking IPv4 too) answering each of `count` connections with
 # the address it sees the client connect from (IPv4 ones without their ::ffff: prefix); "ready" once it listens.
@@ -55,11 +57,11 @@ def variant(backend: str, mode: str, folder: Path) -> Path:
 
 @pytest.fixture(scope="module", params=LABS, ids=["-".join(p) for p in LABS])
 def dual(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[RunningLab, Plan]:
-    """A dual-stack lab on one backend and mode, with its plan (the addresses labkit gave every node)."""
-    backend, mode = request.param
+    """A dual-stack lab on one runtime, backend and mode, with its plan (the addresses labkit gave every node)."""
+    runtime, backend, mode = request.param
     topology = DUALSTACK if (backend, mode) == ("host-gw", "ptp") else \
         variant(backend, mode, tmp_path_factory.mktemp(f"dualstack-{backend}-{mode}"))
-    return start_lab(request, topology, runtime="netns"), lab.validate(str(topology))
+    return start_lab(request, topology, runtime=runtime), lab.validate(str(topology))
 
 
 def serve_peer_address(netns_path: str, port: int, count: int) -> subprocess.Popen:
