@@ -93,6 +93,9 @@ def test_every_pod_has_an_address_of_each_family_from_its_node(dual) -> None:
         assert pod["ip"] == pod["ips"][0]
         assert (v4.version, v6.version) == (4, 6), pod  # the cluster's order: IPv4 preferred
         assert [v4 in cidrs[pod["node"]][0], v6 in cidrs[pod["node"]][1]] == [True, True], (pod, cidrs)
+    # a hostNetwork pod's addresses are its node's, one per family in the cluster's order
+    w1 = plan.node("w1")
+    assert running.pods()["kube-system/agent"]["ips"] == [str(w1.mgmt_ipv4.ip), str(w1.mgmt_ipv6.ip)]
     # the addresses are on the pod's eth0, usable at once (no duplicate address detection pending)
     client = running.pods()["default/client"]
     shown = json.loads(running.exec("default/client", "ip", "-j", "addr", "show", "eth0").stdout)[0]["addr_info"]
