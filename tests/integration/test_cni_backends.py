@@ -182,7 +182,8 @@ def build_dual_stack_cluster(s, backend, mode):
     return nodes, pods, ext
 
 
-@pytest.mark.parametrize(("backend", "mode"), [("host-gw", "ptp"), ("vxlan", "ptp"), ("host-gw", "bridge")])
+@pytest.mark.parametrize(("backend", "mode"), [("host-gw", "ptp"), ("vxlan", "ptp"), ("host-gw", "bridge"),
+                                             ("vxlan", "bridge")])
 def test_dual_stack_pods_cross_nodes_per_family_without_nat(scratch, backend, mode):
     """Each family end to end: the pods' addresses from their node's podCIDR of that family, pod to pod
     across nodes with the source address kept, pod to outside with the node's address of the family."""
