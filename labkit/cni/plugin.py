@@ -372,46 +372,43 @@ def _merge_prev(conf: cfg.NetConf, result: dict) -> dict:
 FORWARDING = {4: "net/ipv4/ip_forward", 6: "net/ipv6/conf/all/forwarding"}
 
 
-def _enable_forwarding(version: int = 4) -> None:
-    key = FORWARDING[version]
+def _sysctl(key: str, value: str, where: str = "on the node") -> None:
+    """/proc/sys/`key` = `value` in the calling thread's namespace (written only when it differs)."""
     path = f"/proc/sys/{key}"
     try:
         with open(path) as f:
-            if f.read().strip() == "1":
+            if f.read().strip() == value:
                 return
         with open(path, "w") as f:
-            f.write("1")
+            f.write(value)
     except OSError as e:
-        raise CNIError(IO_FAILURE, f"cannot enable {key.replace('/', '.')} on the node", str(e)) from e
+        raise CNIError(IO_FAILURE, f"cannot set {key.replace('/', '.')}={value} {where}", str(e)) from e
+
+
+def _enable_forwarding(version: int = 4) -> None:
+    _sysctl(FORWARDING[version], "1")
 
 
 def _no_dad(host: str) -> None:
     """accept_dad=0 on the node's veth, before it is up. A node forwarding to a pod solicits the pod's
     address from the veth's link-local address, and sends no solicitation at all while that address is
     tentative (the second or so of DAD): a pod's first packets from other pods would be lost."""
-    key = f"net/ipv6/conf/{host}/accept_dad"
-    try:
-        with open(f"/proc/sys/{key}", "w") as f:
-            f.write("0")
-    except OSError as e:
-        raise CNIError(IO_FAILURE, f"cannot set {key.replace('/', '.')} on the node", str(e)) from e
+    _sysctl(f"net/ipv6/conf/{host}/accept_dad", "0")
 
 
 def _pod_sysctls(podfd: int, values: dict[str, str]) -> None:
-    """Write /proc/sys/<key> in the pod's namespace: /proc/sys/net is the calling thread's namespace's,
-    so this thread steps in (setns) and back out."""
+    """Set sysctls in the pod's namespace: /proc/sys/net is the calling thread's namespace's, so this
+    thread steps in (setns) and back out."""
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    key = ""
     try:
         nl.setns(podfd)
         try:
             for key, value in values.items():
-                with open(f"/proc/sys/{key}", "w") as f:
-                    f.write(value)
+                _sysctl(key, value, "in the pod")
         finally:
             nl.setns(own)
     except OSError as e:
-        raise CNIError(IO_FAILURE, f"cannot set {key.replace('/', '.')} in the pod", str(e)) from e
+        raise CNIError(IO_FAILURE, "cannot enter the pod's network namespace", str(e)) from e
     finally:
         os.close(own)
 
@@ -490,6 +487,12 @@ def cmd_check(conf: cfg.NetConf, cid: str, netns: str, ifname: str) -> None:
             if not any(r["dst"] == ip and r["prefixlen"] == plen and r["oif"] == h["index"]
                        for r in routes):
                 raise CHECK_ERR(f"node has no route {ip}/{plen} dev {host}")
+        gateways6 = {str(i.get("gateway")) for i in prev.get("ips") or []
+                     if isinstance(i, dict) and i.get("interface") == idx and ":" in str(i.get("gateway"))}
+        if want_routes and gateways6:  # ptp: the pods' IPv6 gateway is an address of their own host veth
+            missing = gateways6 - {a["address"] for a in node.addresses(6) if a["index"] == h["index"]}
+            if missing:
+                raise CHECK_ERR(f"node-side interface {host} lacks the gateway address {min(missing)}")
     store = Store(conf.data_dir, conf.lock_timeout)
     leases = store.find(cid, ifname)
     for ip in want:

@@ -569,6 +569,12 @@ def test_dual_stack_lifecycle(ptp_scratch):
     assert "IPv6 default route" in out["msg"]
     s.sh(pod, "ip", "-6", "route", "add", "default", "via", V6_GW, "dev", "eth0")
     assert s.cni("CHECK", check, node=node, container_id="ds1", netns=pod)[0] == 0
+    s.sh(node, "ip", "-6", "addr", "del", f"{V6_GW}/128", "dev", host["name"])
+    rc, out, raw, err = s.cni("CHECK", check, node=node, container_id="ds1", netns=pod)
+    assert_error(rc, out, raw, err, 104)
+    assert f"lacks the gateway address {V6_GW}" in out["msg"]
+    s.sh(node, "ip", "-6", "addr", "add", f"{V6_GW}/128", "dev", host["name"], "nodad")
+    assert s.cni("CHECK", check, node=node, container_id="ds1", netns=pod)[0] == 0
     s.sh(pod, "ip", "-6", "addr", "del", f"{a6.ip}/128", "dev", "eth0")
     rc, out, raw, err = s.cni("CHECK", check, node=node, container_id="ds1", netns=pod)
     assert_error(rc, out, raw, err, 104)
