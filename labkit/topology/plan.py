@@ -896,7 +896,6 @@ def _mgmt_plan6(d: Draft, plan: MgmtPlan) -> tuple[MgmtPlan, dict[str, IPv6Inter
     if not wanted:
         return plan, {}
     subnet = m.ipv6_subnet or ipaddress.IPv6Network(DEFAULT_IPV6_SUBNET)
-    where = "mgmt.ipv6-subnet" if m.ipv6_subnet is not None else f"the default IPv6 mgmt subnet {subnet}"
     if subnet.prefixlen > 126:
         d.add(("mgmt", "ipv6-subnet"), f"mgmt subnet {subnet} has no room for addresses; use a /64")
         return plan, {}
@@ -923,14 +922,17 @@ def _mgmt_plan6(d: Draft, plan: MgmtPlan) -> tuple[MgmtPlan, dict[str, IPv6Inter
         if d.is_bridge(name):
             d.add(path, f"node {name!r} is a bridge: it has no mgmt interface; remove mgmt-ipv6")
             continue
-        hint = f"use an address of {subnet} other than {subnet.network_address} and the gateway {gateway_ip}"
+        example = gateway_ip + 1 if gateway_ip + 1 != address else gateway_ip + 2
         if address not in subnet:
-            given = "" if m.ipv6_subnet is not None else "; or set mgmt.ipv6-subnet to the subnet it is in"
-            d.add(path, f"address {address} is outside {where}; {hint}{given}")
+            default = "" if m.ipv6_subnet is not None else " (the default one: set mgmt.ipv6-subnet to another)"
+            d.add(path, f"address {address} is outside the mgmt IPv6 subnet {subnet}{default}; "
+                        f"use an address inside it, e.g. {example}")
         elif address == subnet.network_address:
-            d.add(path, f"address {address} is the Subnet-Router anycast address of the mgmt subnet; {hint}")
+            d.add(path, f"address {address} is the Subnet-Router anycast address (the first) of the mgmt IPv6 "
+                        f"subnet; use another, e.g. {example}")
         elif address == gateway_ip:
-            d.add(path, f"address {address} is the mgmt gateway (the bridge's own address); {hint}")
+            d.add(path, f"address {address} is the mgmt IPv6 gateway (the bridge's own address); "
+                        f"use another, e.g. {example}")
         elif address in taken:
             owner = next(n for n, ip in explicit.items() if ip == address)
             d.add(path, f"address {address} is already the mgmt address of node {owner!r}")

@@ -60,12 +60,10 @@ def family_checked(value: Any, family: int, kind: str, key: str) -> Any:
                      f"{IP_EXAMPLES[(family, kind)]} (IPv{other} goes under {_other_key(key)})")
 
 
-def _family_validator(family: int, kind: str, *fields: str, each: bool = False) -> Any:
-    """A before-validator for `fields` (or each item of them, `each`) refusing the other family."""
+def _family_validator(family: int, kind: str, *fields: str) -> Any:
+    """A before-validator for `fields` refusing an address or network of the other family."""
 
     def check(cls: Any, value: Any, info: Any) -> Any:
-        if each and isinstance(value, list):
-            return [family_checked(v, family, kind, info.field_name) for v in value]
         return family_checked(value, family, kind, info.field_name)
 
     return field_validator(*fields, mode="before")(check)
@@ -82,6 +80,11 @@ def _ip_address(value: Any) -> Any:
 
 
 IPAddress = Annotated[ipaddress.IPv4Address | ipaddress.IPv6Address, BeforeValidator(_ip_address)]
+# a link end's address under `ipv4:` / `ipv6:` (an endpoint's, or an item of a link's list)
+IPv4LinkAddress = Annotated[ipaddress.IPv4Interface, BeforeValidator(lambda v: family_checked(v, 4, "interface",
+                                                                                                "ipv4"))]
+IPv6LinkAddress = Annotated[ipaddress.IPv6Interface, BeforeValidator(lambda v: family_checked(v, 6, "interface",
+                                                                                                "ipv6"))]
 
 
 class Model(BaseModel):
@@ -102,12 +105,11 @@ class Route(Model):
     @classmethod
     def _dst_is_prefix(cls, value: str) -> str:
         if value != "default":
-            try:
-                ipaddress.ip_network(value)
+            try:  # the family the text looks like, so the reason is that family's
+                (ipaddress.IPv6Network if ":" in value else ipaddress.IPv4Network)(value)
             except ValueError as exc:
-                text = str(exc).replace("IPv4 or IPv6 network", "prefix")
                 raise ValueError(f"{value!r} is not a prefix like 10.0.2.0/24, fd00:2::/64 or 'default' "
-                                 f"({text})") from None
+                                 f"({exc})") from None
         return value
 
 
@@ -306,14 +308,11 @@ class Impaired(Model):
 class Endpoint(Impaired):
     node: str
     interface: str
-    ipv4: ipaddress.IPv4Interface | None = None
-    ipv6: ipaddress.IPv6Interface | None = None
+    ipv4: IPv4LinkAddress | None = None
+    ipv6: IPv6LinkAddress | None = None
     mtu: int | None = Field(default=None, ge=68, le=65535)
     mac: str | None = None
     vars: dict[str, Any] | None = None
-
-    _ipv4 = _family_validator(4, "interface", "ipv4")
-    _ipv6 = _family_validator(6, "interface", "ipv6")
 
     @model_validator(mode="before")
     @classmethod
@@ -346,8 +345,8 @@ class Link(Impaired):
     host_interface: str | None = None
     mode: Literal[MACVLAN_MODES] | None = None  # macvlan
     # containerlab's link-level addresses, one per endpoint in order ("" for none)
-    ipv4: list[ipaddress.IPv4Interface | None] | None = Field(default=None, min_length=1, max_length=2)
-    ipv6: list[ipaddress.IPv6Interface | None] | None = Field(default=None, min_length=1, max_length=2)
+    ipv4: list[IPv4LinkAddress | None] | None = Field(default=None, min_length=1, max_length=2)
+    ipv6: list[IPv6LinkAddress | None] | None = Field(default=None, min_length=1, max_length=2)
     mtu: int | None = Field(default=None, ge=68, le=65535)
     vars: dict[str, Any] | None = None
     labels: dict[str, Any] | None = None
@@ -356,9 +355,6 @@ class Link(Impaired):
     vni: int | None = None
     dst_port: int | None = None
     src_port: int | None = None
-
-    _ipv4 = _family_validator(4, "interface", "ipv4", each=True)
-    _ipv6 = _family_validator(6, "interface", "ipv6", each=True)
 
     @field_validator("ipv4", "ipv6", mode="before")
     @classmethod
