@@ -188,6 +188,10 @@ def connect_host(mgmt: MgmtPlan) -> None:
     finally:
         os.close(fd)
         os.close(host)
+    if mgmt.gateway6 is not None:  # the lab's own interface in the host: no DAD, no RAs on it either (before
+        for key in ("accept_ra", "accept_dad"):  # its carrier is up, so its link-local address is never tentative)
+            with open(f"/proc/sys/net/ipv6/conf/{mgmt.host_ifname}/{key}", "w", encoding="ascii") as fh:
+                fh.write("0")
     with nl.Netlink() as sock:
         index = sock.link_indexes()[mgmt.host_ifname]
         sock.do(*[nl.address(index, str(gw.ip), gw.network.prefixlen, exist_ok=True, nodad=True,

@@ -6,10 +6,12 @@ both families, and nothing left after `down`."""
 from __future__ import annotations
 
 import itertools
+import subprocess
 
 import pytest
 
 from labkit import lab
+from labkit.topology.plan import host_link_name
 from labkit.pytest_plugin import RunningLab, labkit_fixture
 
 from .conftest import RUNTIMES, TOPOLOGIES
@@ -85,6 +87,15 @@ def test_dual_stack_lab_mgmt_and_links_carry_both_families(dualstack: RunningLab
     assert "tentative" not in _addresses(dualstack, "h2")  # h2's both default routes: one per family
     routes = dualstack.exec("h2", "ip", "-6", "route", "show", "default", check=True).stdout
     assert "via fd00:96:2::1" in routes
+
+
+def test_host_access_reaches_the_mgmt_network_in_both_families(dualstack: RunningLab) -> None:
+    link = host_link_name(dualstack.name)
+    shown = subprocess.run(["ip", "-6", "-o", "addr", "show", "dev", link], capture_output=True, text=True,
+                           check=True).stdout
+    assert "fd00:172:31:96::1/64" in shown and "tentative" not in shown, shown
+    for address in ("172.31.96.3", "fd00:172:31:96::11"):
+        subprocess.run(["ping", "-c1", "-W2", address], capture_output=True, check=True)
 
 
 def test_ipv6_lab_down_leaves_nothing(labkit_lab_factory) -> None:
