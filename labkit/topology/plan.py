@@ -722,10 +722,10 @@ def check_cluster_cidrs(d: Draft) -> None:
         for what, cidr in cidrs:
             if net.overlaps(cidr):
                 d.add(path, f"subnet {net} overlaps the cluster {what} {cidr}; use a subnet outside it")
-    if d.mgmt:
+    for key, subnet in (("ipv4-subnet", d.mgmt.subnet), ("ipv6-subnet", d.mgmt.subnet6)) if d.mgmt else ():
         for what, cidr in cidrs:
-            if d.mgmt.subnet.overlaps(cidr):
-                d.add(("mgmt", "ipv4-subnet"), f"mgmt subnet {d.mgmt.subnet} overlaps the cluster {what} {cidr}")
+            if subnet is not None and subnet.overlaps(cidr):
+                d.add(("mgmt", key), f"mgmt subnet {subnet} overlaps the cluster {what} {cidr}")
     docker = ipaddress.IPv4Network(kinds.DOCKER_SUBNET)
     host = next((n for n in d.settings if (k := d.kind_of(n)) is not None and k.container_host), None)
     for what, net, instead in (*(("pod-cidr", n, "10.244.0.0/16") for n in cluster.pod_cidrs if n.version == 4),

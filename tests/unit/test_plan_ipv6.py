@@ -144,3 +144,22 @@ def test_containerlab_ipv6_keys_are_no_longer_noted_as_without_effect() -> None:
     assert not any("ipv6" in note.lower() for note in plan.notes)
     data = yaml.safe_load((ROOT / "tests" / "topologies" / "clab" / "ipv6.clab.yml").read_text())
     assert data["mgmt"]["ipv6-subnet"] == str(plan.mgmt.subnet6)
+
+
+def test_a_cluster_with_ipv6_gives_the_mgmt_network_ipv6_by_default(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, """
+name: kds
+cluster:
+  pod-cidr: 10.244.0.0/16,fd00:10:244::/56
+  service-cidr: 10.96.0.0/16,fd00:10:96::/112
+topology:
+  nodes:
+    cp: {kind: k8s-node}
+    w1: {kind: k8s-node}
+""")
+    assert str(plan.mgmt.subnet6) == "fd00:172:31::/64"
+    assert [n.node_ips((4, 6)) for n in plan.nodes] == [("172.31.0.2", "fd00:172:31::2"),
+                                                        ("172.31.0.3", "fd00:172:31::3")]
+    assert all((IPV6_FORWARDING, "1") in n.sysctls for n in plan.nodes)  # k8s-nodes forward IPv4: IPv6 too
+    single = _plan(tmp_path, "name: k4\ncluster: {}\ntopology: {nodes: {cp: {kind: k8s-node}}}\n")
+    assert single.mgmt.subnet6 is None and single.nodes[0].mgmt_ipv6 is None
