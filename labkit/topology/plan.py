@@ -575,6 +575,7 @@ def plan_links(d: Draft) -> None:
                 d.add(epath, f"node {ep.node!r} is a bridge: its ports carry no address; "
                              f"remove {keys} here and address the node on the other end")
                 found = ()
+            _check_ipv6_mtu(d, found, ep.mtu or link.mtu, epath + ("mtu",) if ep.mtu else lpath + ("mtu",))
             d.ifaces[ep.node][ep.interface] = _Iface(found, ep.mtu or link.mtu, epath)
             ends.append((ep, found, epath))
         if len(ends) == 2:
@@ -596,6 +597,19 @@ def plan_links(d: Draft) -> None:
         for _, found, epath in ends:
             for address in found:
                 _check_address(d, address, epath, bridges, addresses)
+
+
+IPV6_MIN_MTU = 1280  # RFC 8200: below it the kernel turns IPv6 off on the interface (its addresses go)
+
+
+def _check_ipv6_mtu(d: Draft, found: tuple[IPInterface, ...], mtu: int | None, path: tuple) -> None:
+    """An end with an IPv6 address needs IPv6's minimum MTU; one message per `mtu` key."""
+    if mtu is None or mtu >= IPV6_MIN_MTU or not any(a.version == 6 for a in found):
+        return
+    message = (f"MTU {mtu} is below IPv6's minimum of {IPV6_MIN_MTU} (RFC 8200) on a link with IPv6 addresses; "
+               f"use {IPV6_MIN_MTU} or more, or no IPv6 addresses on it")
+    if not any(p.path == path and p.message == message for p in d.problems):
+        d.add(path, message)
 
 
 def _end_addresses(link, ep, index: int) -> tuple[IPInterface, ...]:
@@ -648,6 +662,7 @@ def _plan_external(d: Draft, link, ltype: str, lpath: tuple, addresses: dict, ho
         found = ()
     host_names.setdefault((ltype, host_if), hpath)
     mtu = ep.mtu or link.mtu
+    _check_ipv6_mtu(d, found, mtu, epath + ("mtu",) if ep.mtu else lpath + ("mtu",))
     d.ifaces[ep.node][ep.interface] = _Iface(found, mtu, epath, peer=(ltype, host_if))
     d.external.append(ExternalLink(ltype, ep.node, ep.interface, host_if, link.mode or "bridge", mtu))
     for address in found:  # the macvlans of one parent share its layer 2, as a bridge's ports do
