@@ -29,8 +29,8 @@ from labkit import paths, state
 from labkit.errors import LabkitError
 from labkit.net import netlink as nl
 
-RTMGRP_IPV6_IFADDR, RTMGRP_IPV6_ROUTE = 0x100, 0x400  # rtnetlink.h's groups for IPv6 addresses and routes
-GROUPS = nl.RTMGRP_LINK | nl.RTMGRP_IPV4_IFADDR | nl.RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE
+GROUPS = (nl.RTMGRP_LINK | nl.RTMGRP_IPV4_IFADDR | nl.RTMGRP_IPV4_ROUTE | nl.RTMGRP_IPV6_IFADDR
+          | nl.RTMGRP_IPV6_ROUTE)
 POLL = 0.25  # seconds between looks at the lab's state (pods, down)
 RT_TABLE_LOCAL = 255  # the kernel's own routes for local and broadcast addresses: not news
 
