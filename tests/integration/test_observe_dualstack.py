@@ -38,23 +38,19 @@ def in_netns(running: RunningLab, target: str, *argv: str) -> subprocess.Complet
                           timeout=30, check=False)
 
 
-def test_verify_over_both_families(dualstack: RunningLab) -> None:
+def test_verify_over_ipv6_addresses(dualstack: RunningLab) -> None:
+    """Pods, nodes and Services reached at their IPv6 addresses (no name looked up over IPv6)."""
     web_key, web = _web_pod(dualstack, "w1")
     v6_cluster_ip = dualstack.service("default/web")["cluster_ips"][1]
     checks = [
         {"from": "default/client", "to": "web:80", "result": "open"},
-        {"from": "default/client", "to": "web:80", "family": 6, "result": "open"},
         {"from": "default/client", "to": "web:80", "family": 4, "result": "open"},
         {"from": "default/client", "to": f"[{v6_cluster_ip}]:80", "result": "open"},
         {"from": "default/client", "to": f"{web_key}:8080", "family": 6, "result": "open"},
         {"from": "default/client", "to": web["ips"][1], "protocol": "icmp", "result": "open"},
         {"from": "default/client", "to": web_key, "protocol": "icmp", "family": 6, "result": "open"},
         {"from": "default/client", "to": "w1", "protocol": "icmp", "family": 6, "result": "open"},
-        {"from": "default/client", "resolve": "web", "result": str(SVC_V6)},
         {"from": "default/client", "resolve": "web", "result": "10.96.0.0/16"},
-        {"from": "default/client", "resolve": "web.default", "family": 6, "result": v6_cluster_ip},
-        {"from": "default/client", "to": "[fd00:10:96::a]:53", "protocol": "udp", "result": "open"},
-        {"from": "default/client", "to": "kube-dns.kube-system:53", "protocol": "udp", "family": 6, "result": "open"},
         {"from": "ext", "to": "cp:22", "family": 6, "result": "closed"},
         {"from": "ext", "to": "w2", "protocol": "icmp", "family": 6, "result": "open"},
         {"from": "ext", "to": "fd00:172:31::77", "protocol": "icmp", "result": "closed"},  # nobody has it
@@ -64,12 +60,29 @@ def test_verify_over_both_families(dualstack: RunningLab) -> None:
     assert report.ok, report.text()
     by_index = {r.index: r for r in report.results}
     # each check went over the family it asked for; a name without one over the preferred family first
-    assert _family(by_index[0].address) == 4
-    for i in (1, 3, 4, 5, 6, 7, 11, 12, 13, 14, 15, 16):
+    assert _family(by_index[0].address) == 4 and _family(by_index[1].address) == 4
+    for i in (2, 3, 4, 5, 6, 8, 9, 10, 11):
         assert _family(by_index[i].address) == 6, by_index[i]
-    assert by_index[4].address == web["ips"][1] and by_index[7].address == dualstack.nodes()["w1"]["mgmt_ipv6"]
-    assert by_index[10].addresses == (v6_cluster_ip,) and by_index[9].actual.startswith("10.96.")
-    assert by_index[13].reason == "connection refused" and by_index[15].reason == "no echo reply in 1s"
+    assert by_index[3].address == web["ips"][1] and by_index[6].address == dualstack.nodes()["w1"]["mgmt_ipv6"]
+    assert by_index[7].actual.startswith("10.96.")
+    assert by_index[8].reason == "connection refused" and by_index[10].reason == "no echo reply in 1s"
+
+
+def test_verify_names_over_ipv6(dualstack: RunningLab) -> None:
+    """AAAA records and the cluster DNS reached over IPv6: a name asked for with family 6."""
+    v6_cluster_ip = dualstack.service("default/web")["cluster_ips"][1]
+    checks = [
+        {"from": "default/client", "to": "web:80", "family": 6, "result": "open"},
+        {"from": "default/client", "resolve": "web", "result": str(SVC_V6)},
+        {"from": "default/client", "resolve": "web.default", "family": 6, "result": v6_cluster_ip},
+        {"from": "default/client", "to": "[fd00:10:96::a]:53", "protocol": "udp", "result": "open"},
+        {"from": "default/client", "to": "kube-dns.kube-system:53", "protocol": "udp", "family": 6, "result": "open"},
+    ]
+    report = lab.verify_lab(dualstack.name, checks)
+    assert report.ok, report.text()
+    web, _, named, dns_udp, dns_by_name = report.results
+    assert web.address == v6_cluster_ip and named.addresses == (v6_cluster_ip,)
+    assert dns_udp.address == "fd00:10:96::a" and _family(dns_by_name.address) == 6
 
 
 def test_a_name_that_does_not_resolve_over_ipv6_is_closed(dualstack: RunningLab) -> None:
