@@ -52,7 +52,7 @@ def dualstack_config() -> DnsConfig:
 class DnsPod:
     """Two namespaces joined by a veth pair, both families on it; the server in the first, both addresses."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, nodad: bool = True) -> None:
         prefix = f"lkt-dns6-{secrets.token_hex(2)}"
         self.server_ns, self.client_ns = f"{prefix}-srv", f"{prefix}-cli"
         self.folder = tempfile.mkdtemp(prefix=f"{prefix}-")
@@ -67,13 +67,16 @@ class DnsPod:
                         "netns", self.client_ns], check=True)
         for ns, v4, v6 in ((self.server_ns, SERVER4, SERVER6), (self.client_ns, CLIENT4, CLIENT6)):
             self.sh(ns, "ip", "addr", "add", f"{v4}/24", "dev", "eth0")
-            self.sh(ns, "ip", "-6", "addr", "add", f"{v6}/64", "dev", "eth0", "nodad")
+            self.sh(ns, "ip", "-6", "addr", "add", f"{v6}/64", "dev", "eth0", *(["nodad"] if nodad else []))
             self.sh(ns, "ip", "link", "set", "eth0", "up")
+
+    def start(self) -> DnsPod:
         config = os.path.join(self.folder, "dns.json")
         dualstack_config().dump(config)
         (self.pid,) = start_servers(config, [("dns-0", f"/run/netns/{self.server_ns}", [SERVER4, SERVER6])],
-                                    self.folder, workers=workers, port=PORT)
+                                    self.folder, workers=self.workers, port=PORT)
         self.serving = int(open(os.path.join(self.folder, "dns-0.pid")).read().split()[0])
+        return self
 
     def sh(self, ns: str, *argv: str, check: bool = True, timeout: float = 20,
            input: str | None = None) -> subprocess.CompletedProcess:
@@ -112,7 +115,7 @@ def pod(request: pytest.FixtureRequest) -> Iterator[DnsPod]:
         pytest.fail("dig is missing (dnsutils; scripts/bootstrap.sh installs it)")
     p = DnsPod(workers=request.param)
     try:
-        yield p
+        yield p.start()
     finally:
         p.stop()
 
@@ -210,3 +213,21 @@ def test_each_address_has_its_own_sockets(pod: DnsPod) -> None:
         assert sum(f" {SERVER4}:{PORT} " in line for line in lines) == each, lines
         assert sum(f" [{SERVER6}]:{PORT} " in line for line in lines) == each, lines
         assert len(lines) == 2 * each, lines
+
+
+def test_a_tentative_ipv6_address_is_waited_for() -> None:
+    """A pod's IPv6 address added without `nodad` is tentative for a second or two (duplicate address
+    detection), and binding it fails meanwhile: the server waits for it rather than failing to start."""
+    p = DnsPod(workers=1, nodad=False)
+    try:
+        def state() -> str:
+            out = p.sh(p.server_ns, "ip", "-6", "-o", "addr", "show", "dev", "eth0", "to", f"{SERVER6}/128").stdout
+            assert SERVER6 in out, out
+            return out
+
+        assert "tentative" in state()
+        p.start()
+        assert "tentative" not in state()
+        assert p.dig(SERVER6, "AAAA", f"web.default.svc.{Z}")[1] == ["AAAA fd00:10:96::20"]
+    finally:
+        p.stop()
