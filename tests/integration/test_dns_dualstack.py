@@ -53,6 +53,7 @@ class DnsPod:
     """Two namespaces joined by a veth pair, both families on it; the server in the first, both addresses."""
 
     def __init__(self, workers: int, nodad: bool = True) -> None:
+        """`nodad`: the server's IPv6 address is usable at once (else tentative a second or so)."""
         prefix = f"lkt-dns6-{secrets.token_hex(2)}"
         self.server_ns, self.client_ns = f"{prefix}-srv", f"{prefix}-cli"
         self.folder = tempfile.mkdtemp(prefix=f"{prefix}-")
@@ -67,7 +68,8 @@ class DnsPod:
                         "netns", self.client_ns], check=True)
         for ns, v4, v6 in ((self.server_ns, SERVER4, SERVER6), (self.client_ns, CLIENT4, CLIENT6)):
             self.sh(ns, "ip", "addr", "add", f"{v4}/24", "dev", "eth0")
-            self.sh(ns, "ip", "-6", "addr", "add", f"{v6}/64", "dev", "eth0", *(["nodad"] if nodad else []))
+            dad = [] if ns == self.server_ns and not nodad else ["nodad"]   # `nodad`: the server's may be tentative
+            self.sh(ns, "ip", "-6", "addr", "add", f"{v6}/64", "dev", "eth0", *dad)
             self.sh(ns, "ip", "link", "set", "eth0", "up")
 
     def start(self) -> DnsPod:
