@@ -44,7 +44,7 @@ def dns_config(plan: Plan, services: list, workloads: Workloads):
                        for a in view.addresses],
             external_name=view.external_name))
     return records.DnsConfig(zone=cluster.domain, services=entries, upstreams=list(cluster.dns_upstreams),
-                             nameservers=[str(ip) for ip in cluster.dns_ips],
+                             nameservers=[str(ip) for ip in cluster.dns_ips or (cluster.dns_ip,)],
                              namespaces=[n.name for n in workloads.namespaces])
 
 
