@@ -95,7 +95,7 @@ def test_dual_stack_views_give_both_families(tmp_path: Path) -> None:
     assert [rr[3][2] for rr in srv.answer] == [80] and len(srv.additional) == 2
     assert [rr[3] for rr in rs.lookup(f"db-0.db.default.svc.{Z}", AAAA).answer] == ["fd00:10:244::6"]
     assert [rr[3] for rr in rs.lookup(f"db-0.db.default.svc.{Z}", A).answer] == ["10.244.0.6"]
-    ptr = "6.0.0.0." + "0.0.0.0." * 4 + "0.0.0.0.4.4.2.0.0.1.0.0.0.0.d.f.ip6.arpa."
+    ptr = "6.0.0.0." + "0.0.0.0." * 4 + "4.4.2.0.0.1.0.0.0.0.d.f.ip6.arpa."
     assert [rr[3] for rr in rs.lookup(ptr, PTR).answer] == [f"db-0.db.default.svc.{Z}"]
     # the shape of main's views before they carried both (cluster_ip and ip only) still reads
     old = SimpleNamespace(**{**vars(web), "addresses": [SimpleNamespace(ip="10.244.0.5", hostname=None,
