@@ -222,13 +222,13 @@ def bench_server_alone(seconds: float, workers: int, folder: Path) -> dict[str, 
 
 
 def _dns_workers(lab: str) -> int:
-    """Worker processes of the lab's (first) DNS server."""
+    """Worker processes of the lab's (first) DNS server (one when it serves alone, without a supervisor)."""
     from labkit import processes, state
 
     pid_file = next((Path(state.lab_dir(lab)) / "dns").glob("*.pid"))
     server = processes.read_pid_file(str(pid_file))
     assert server is not None, f"unreadable pid file {pid_file}"
-    return len(processes.children(server.pid))
+    return len(processes.children(server.pid)) or 1
 
 
 def bench_dns(seconds: float = 10, workers: str | int = "auto", server_alone: bool = True) -> dict:

@@ -34,9 +34,12 @@ PORT = 53
 Z = "cluster.local"
 
 
+UPSTREAM = ("127.0.0.1", 5353)   # in the server's namespace: a second server, zone example.org
+
+
 def dualstack_config() -> DnsConfig:
     return DnsConfig(
-        nameservers=["10.96.0.10", "fd00:10:96::a"],
+        nameservers=["10.96.0.10", "fd00:10:96::a"], upstreams=[f"{UPSTREAM[0]}:{UPSTREAM[1]}"],
         services=[
             Service("default", "web", "ClusterIP", cluster_ips=["10.96.0.20", "fd00:10:96::20"],
                     ports=[ServicePort(80, "http")],
@@ -58,6 +61,7 @@ class DnsPod:
         self.server_ns, self.client_ns = f"{prefix}-srv", f"{prefix}-cli"
         self.folder = tempfile.mkdtemp(prefix=f"{prefix}-")
         self.pid: int | None = None
+        self.upstream_pid: int | None = None
         self.workers = workers
         self.made: list[str] = []
         for ns in (self.server_ns, self.client_ns):
@@ -73,6 +77,11 @@ class DnsPod:
             self.sh(ns, "ip", "link", "set", "eth0", "up")
 
     def start(self) -> DnsPod:
+        upstream = os.path.join(self.folder, "upstream.json")
+        DnsConfig(zone="example.org", services=[Service("default", "far", "ClusterIP", cluster_ips=[
+            "192.0.2.80", "fd00:99::80"])]).dump(upstream)
+        self.upstream_pid = start_servers(upstream, [("upstream", f"/run/netns/{self.server_ns}", UPSTREAM[0])],
+                                          self.folder, workers=1, port=UPSTREAM[1])[0]
         config = os.path.join(self.folder, "dns.json")
         dualstack_config().dump(config)
         (self.pid,) = start_servers(config, [("dns-0", f"/run/netns/{self.server_ns}", [SERVER4, SERVER6])],
@@ -100,12 +109,13 @@ class DnsPod:
         return status, sorted(sections["ANSWER"]), sorted(sections["ADDITIONAL"])
 
     def stop(self) -> None:
-        if self.pid is not None:
-            try:
-                os.kill(self.serving, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            os.waitpid(self.pid, 0)
+        for pid in (self.pid, self.upstream_pid):
+            if pid is not None:
+                try:
+                    os.kill(pid, signal.SIGTERM)   # one process each (or the supervisor): it stops its workers
+                except ProcessLookupError:
+                    pass
+                os.waitpid(pid, 0)
         for ns in self.made:
             subprocess.run(["ip", "netns", "del", ns], check=False)
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -233,3 +243,12 @@ def test_a_tentative_ipv6_address_is_waited_for() -> None:
         assert p.dig(SERVER6, "AAAA", f"web.default.svc.{Z}")[1] == ["AAAA fd00:10:96::20"]
     finally:
         p.stop()
+
+
+@pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
+def test_names_outside_the_zone_are_forwarded_for_ipv6_clients(pod: DnsPod, tcp: bool) -> None:
+    """The upstream's answer goes back to the IPv6 client through the IPv6 address's own socket."""
+    status, answer, _ = pod.dig(SERVER6, "AAAA", "far.default.svc.example.org", tcp=tcp)
+    assert (status, answer) == ("NOERROR", ["AAAA fd00:99::80"])
+    assert pod.dig(SERVER6, "A", "far.default.svc.example.org", tcp=tcp)[1] == ["A 192.0.2.80"]
+    assert pod.dig(SERVER6, "A", "nope.example.org", tcp=tcp)[0] == "NXDOMAIN"
