@@ -2,9 +2,15 @@
 the Kubernetes DNS-Based Service Discovery spec 1.1.0 built from it.
 
 The model is what the orchestrator knows about the cluster's Services (namespace, name,
-type, ClusterIP, ports, endpoints, ExternalName) plus the zone and the upstream
+type, ClusterIPs, ports, endpoints, ExternalName) plus the zone and the upstream
 forwarders. It round-trips through a JSON file (`DnsConfig.load` / `DnsConfig.dump`),
 which is how the orchestrator hands it to `python -m labkit.dns.server`.
+
+Both families: a Service's `cluster_ips` (one per family, the primary first) give its name
+an A and/or an AAAA record and each a PTR (in-addr.arpa, or ip6.arpa nibble by nibble); an
+endpoint's `ips` (its pod's addresses of the Service's families) likewise. A name lacking
+the family asked is NODATA, never NXDOMAIN. The JSON's single `cluster_ip` and endpoint
+`ip` of before dual-stack are still read (alone, or beside the lists they head).
 
 `build_records(config)` turns it into a `RecordSet`, and `RecordSet.lookup(name, type)`
 answers a question the way CoreDNS's kubernetes plugin does: an answer, NODATA (the
@@ -168,8 +174,9 @@ class DnsConfig(_Model):
     besides those of the services and the built-in ones (their `<ns>.svc.<zone>` is
     NODATA, not NXDOMAIN). `serial`: SOA serial (0: the server uses the config file's
     modification time). `pods`: "insecure" answers `<a>-<b>-<c>-<d>.<ns>.pod.<zone>` with
-    that address for any existing namespace, as the Corefile of kubeadm and kind does
-    (`pods insecure`); "disabled" does not (CoreDNS's plugin default).
+    that address (A), and an IPv6 address with its ':' as '-' (`fd00-10-244-1--5`: AAAA),
+    for any existing namespace, as the Corefile of kubeadm and kind does (`pods insecure`);
+    "disabled" does not (CoreDNS's plugin default).
     """
 
     __slots__ = ("zone", "ttl", "upstreams", "upstream_timeout", "nameservers",
