@@ -252,3 +252,24 @@ def test_names_outside_the_zone_are_forwarded_for_ipv6_clients(pod: DnsPod, tcp:
     assert (status, answer) == ("NOERROR", ["AAAA fd00:99::80"])
     assert pod.dig(SERVER6, "A", "far.default.svc.example.org", tcp=tcp)[1] == ["A 192.0.2.80"]
     assert pod.dig(SERVER6, "A", "nope.example.org", tcp=tcp)[0] == "NXDOMAIN"
+
+
+def test_sighup_reload_reaches_every_address(pod: DnsPod) -> None:
+    """Every address's loop (the second one in a thread of its own) serves the reloaded records."""
+    config = os.path.join(pod.folder, "dns.json")
+    cfg = dualstack_config()
+    cfg.services.append(Service("default", "late", "ClusterIP", cluster_ips=["fd00:10:96::77", "10.96.0.77"]))
+    try:
+        cfg.dump(config)
+        os.kill(pod.serving, signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while pod.dig(SERVER6, "AAAA", f"late.default.svc.{Z}")[1] != ["AAAA fd00:10:96::77"]:
+            assert time.monotonic() < deadline, "not reloaded"
+            time.sleep(0.1)
+        for _ in range(10):   # every worker, both addresses, both transports
+            for server in (SERVER4, SERVER6):
+                assert pod.dig(server, "AAAA", f"late.default.svc.{Z}")[1] == ["AAAA fd00:10:96::77"]
+                assert pod.dig(server, "A", f"late.default.svc.{Z}", tcp=True)[1] == ["A 10.96.0.77"]
+    finally:
+        dualstack_config().dump(config)
+        os.kill(pod.serving, signal.SIGHUP)
