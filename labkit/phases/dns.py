@@ -20,7 +20,7 @@ from labkit.topology.plan import Plan
 
 if TYPE_CHECKING:
     from labkit.k8s import Workloads
-    from labkit.phases.build import Build
+    from labkit.phases.build import Build, PodRecord
 
 
 def dns_config(plan: Plan, services: list, workloads: Workloads):
@@ -39,8 +39,8 @@ def dns_config(plan: Plan, services: list, workloads: Workloads):
         entries.append(records.Service(
             namespace=view.namespace, name=view.name,
             type="Headless" if view.headless else view.type,
-            cluster_ips=[] if view.headless else _cluster_ips(view), ports=ports,
-            endpoints=[records.Endpoint(ips=_ips(a), hostname=a.hostname, pod=a.pod, node=a.node)
+            cluster_ips=[] if view.headless else list(view.cluster_ips), ports=ports,
+            endpoints=[records.Endpoint(ips=list(a.ips), hostname=a.hostname, pod=a.pod, node=a.node)
                        for a in view.addresses],
             external_name=view.external_name))
     return records.DnsConfig(zone=cluster.domain, services=entries, upstreams=list(cluster.dns_upstreams),
@@ -48,17 +48,7 @@ def dns_config(plan: Plan, services: list, workloads: Workloads):
                              namespaces=[n.name for n in workloads.namespaces])
 
 
-# The views before and after they carry both families (a view of the services branch has `cluster_ips`
-# and addresses with `ips`; one of main's only `cluster_ip` and `ip`): read here, nowhere else.
-def _cluster_ips(view) -> list[str]:
-    return list(getattr(view, "cluster_ips", None) or ([view.cluster_ip] if view.cluster_ip else []))
-
-
-def _ips(address) -> list[str]:
-    return list(getattr(address, "ips", None) or [address.ip])
-
-
-def listen_addresses(pod) -> list[str]:
+def listen_addresses(pod: PodRecord) -> list[str]:
     """Every address of a DNS pod (its preferred family's first): the server answers on each."""
     return list(pod.ips)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -67,42 +66,76 @@ def test_nameservers_are_the_dns_addresses_of_every_family_and_pods_ask_the_pref
     assert kubelet_resolv_conf(plan.cluster, "default").splitlines()[0] == f"nameserver {want[0]}"
 
 
-def _port(port: int, name: str, endpoints: list[tuple[str, int]]):
-    return SimpleNamespace(port=port, name=name, protocol="TCP", target_port=port,
-                           endpoints=[SimpleNamespace(ip=ip, port=p) for ip, p in endpoints])
+DUAL_WORKLOADS = """
+        workloads:
+          - apiVersion: apps/v1
+            kind: StatefulSet
+            metadata: {name: db}
+            spec:
+              serviceName: db
+              replicas: 1
+              selector: {matchLabels: {app: db}}
+              template:
+                metadata: {labels: {app: db}}
+                spec: {containers: [{name: db, image: labkit/node, ports: [{name: pg, containerPort: 5432}]}]}
+          - apiVersion: v1
+            kind: Service
+            metadata: {name: db}
+            spec:
+              clusterIP: None
+              ipFamilyPolicy: RequireDualStack
+              selector: {app: db}
+              ports: [{name: pg, port: 5432}]
+          - apiVersion: v1
+            kind: Service
+            metadata: {name: web}
+            spec:
+              ipFamilyPolicy: PreferDualStack
+              clusterIP: 10.96.0.20
+              clusterIPs: [10.96.0.20, "fd00:10:96::20"]
+              selector: {app: db}
+              ports: [{name: http, port: 80, targetPort: 5432}]
+          - apiVersion: v1
+            kind: Service
+            metadata: {name: v4}
+            spec: {clusterIP: 10.96.0.21, selector: {app: db}, ports: [{port: 80}]}
+"""
 
 
 def test_dual_stack_views_give_both_families(tmp_path: Path) -> None:
-    """Views as the services branch shapes them (cluster_ips; addresses with the pod's `ips`)."""
-    plan = _plan(tmp_path, "10.244.0.0/16,fd00:10:244::/56", "10.96.0.0/16,fd00:10:96::/112")
-    web = SimpleNamespace(
-        namespace="default", name="web", type="ClusterIP", headless=False, external_name=None,
-        cluster_ip="10.96.0.20", cluster_ips=("10.96.0.20", "fd00:10:96::20"),
-        ports=[_port(80, "http", [("10.244.0.5", 8080), ("fd00:10:244::5", 8080)])],
-        addresses=[SimpleNamespace(ip="10.244.0.5", ips=("10.244.0.5", "fd00:10:244::5"), hostname=None,
-                                   pod="default/web-0", node="cp")])
-    db = SimpleNamespace(
-        namespace="default", name="db", type="ClusterIP", headless=True, external_name=None,
-        cluster_ip=None, cluster_ips=(), ports=[_port(5432, "pg", [])],
-        addresses=[SimpleNamespace(ip="fd00:10:244::6", ips=("fd00:10:244::6", "10.244.0.6"), hostname="db-0",
-                                   pod="default/db-0", node="cp")])
-    cfg = dns_config(plan, [web, db], plan.workloads)
+    """The service views of a dual-stack plan (clusterIPs of each family; endpoints with each pod IP)."""
+    path = tmp_path / "topo.yaml"
+    path.write_text(textwrap.dedent("""
+        name: dnsphase
+        cluster:
+          pod-cidr: 10.244.0.0/16,fd00:10:244::/56
+          service-cidr: 10.96.0.0/16,fd00:10:96::/112
+        topology:
+          nodes:
+            cp: {kind: k8s-node}
+    """) + textwrap.dedent(DUAL_WORKLOADS))
+    plan = load_plan(path)
+    pod_ips = {"default/db-0": ("10.244.0.6", "fd00:10:244::6")}
+    views = build_service_view(plan.workloads, pod_ips, allocation=plan.allocation)
+    cfg = dns_config(plan, list(views), plan.workloads)
     cfg.validate()
     rs = build_records(cfg)
     assert [rr[3] for rr in rs.lookup(f"web.default.svc.{Z}", AAAA).answer] == ["fd00:10:96::20"]
     assert [rr[3] for rr in rs.lookup(f"web.default.svc.{Z}", A).answer] == ["10.96.0.20"]
+    assert rs.lookup(f"v4.default.svc.{Z}", AAAA).nodata                      # SingleStack: its family only
+    dns = rs.lookup(f"kube-dns.kube-system.svc.{Z}", AAAA).answer
+    assert [rr[3] for rr in dns] == ["fd00:10:96::a"]                         # kube-dns at each DNS address
     srv = rs.lookup(f"_http._tcp.web.default.svc.{Z}", SRV)
-    assert [rr[3][2] for rr in srv.answer] == [80] and len(srv.additional) == 2
+    assert [rr[3][2] for rr in srv.answer] == [80]
+    assert sorted(rr[3] for rr in srv.additional) == ["10.96.0.20", "fd00:10:96::20"]
+    # the StatefulSet pod's hostname under its headless Service, both families; PTR in ip6.arpa
     assert [rr[3] for rr in rs.lookup(f"db-0.db.default.svc.{Z}", AAAA).answer] == ["fd00:10:244::6"]
     assert [rr[3] for rr in rs.lookup(f"db-0.db.default.svc.{Z}", A).answer] == ["10.244.0.6"]
+    srv = rs.lookup(f"_pg._tcp.db.default.svc.{Z}", SRV)
+    assert [rr[3] for rr in srv.answer] == [(0, 100, 5432, f"db-0.db.default.svc.{Z}")]
+    assert sorted(rr[3] for rr in srv.additional) == ["10.244.0.6", "fd00:10:244::6"]
     ptr = "6.0.0.0." + "0.0.0.0." * 4 + "4.4.2.0.0.1.0.0.0.0.d.f.ip6.arpa."
     assert [rr[3] for rr in rs.lookup(ptr, PTR).answer] == [f"db-0.db.default.svc.{Z}"]
-    # the shape of main's views before they carried both (cluster_ip and ip only) still reads
-    old = SimpleNamespace(**{**vars(web), "addresses": [SimpleNamespace(ip="10.244.0.5", hostname=None,
-                                                                        pod="default/web-0", node="cp")]})
-    del old.cluster_ips
-    cfg = dns_config(plan, [old], plan.workloads)
-    assert cfg.services[0].cluster_ips == ["10.96.0.20"] and cfg.services[0].endpoints[0].ips == ["10.244.0.5"]
 
 
 def test_a_dns_pod_listens_on_each_of_its_addresses() -> None:
