@@ -199,3 +199,15 @@ def test_every_listen_address_is_served_and_a_bad_one_fails_them_all(tmp_path, m
     udps, tcps = server._bind(["127.0.0.2"], port, 1)
     for s in (*udps[0], *tcps):
         s.close()
+
+
+def test_an_ipv6_address_that_never_comes_fails_after_the_wait(monkeypatch):
+    """EADDRNOTAVAIL on an IPv6 address is waited out (duplicate address detection) for TENTATIVE_WAIT,
+    then fails naming the address; on an IPv4 address at once."""
+    monkeypatch.setattr(server, "TENTATIVE_WAIT", 0.3)
+    for address, least in (("fd00:5e::99", 0.3), ("192.0.2.99", 0.0)):
+        start = time.monotonic()
+        with pytest.raises(OSError) as e:
+            server._bind([address], 5399, 1)
+        waited = time.monotonic() - start
+        assert least <= waited < least + 0.25 and address in e.value.strerror, (address, waited)
