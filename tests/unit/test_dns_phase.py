@@ -53,6 +53,8 @@ def test_single_stack_config_is_as_before() -> None:
 
 @pytest.mark.parametrize("pods, services, want", [
     ("10.244.0.0/16,fd00:10:244::/56", "10.96.0.0/16,fd00:10:96::/112", ["10.96.0.10", "fd00:10:96::a"]),
+    ("fd00:10:244::/56,10.244.0.0/16", "fd00:10:96::/112,10.96.0.0/16", ["fd00:10:96::a", "10.96.0.10"]),
+    ("fd00:10:244::/56", "fd00:10:96::/112", ["fd00:10:96::a"]),
 ])
 def test_nameservers_are_the_dns_addresses_of_every_family_and_pods_ask_the_preferred(
         tmp_path: Path, pods: str, services: str, want: list[str]) -> None:
