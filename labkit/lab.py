@@ -152,7 +152,8 @@ def _apply(path: str, plan: Plan, progress: Progress) -> dict[str, Any]:
     build.sandboxes = {n["name"]: Sandbox(plan.lab, n["name"], n["netns_path"]) for n in summary["nodes"]}
     build.pods = [PodRecord(p["namespace"], p["name"], p["node"], p["ip"], p["netns"], p["netns_path"],
                         p["pid"], p["labels"], p.get("pid_start"), p.get("host_network", False),
-                        p.get("run_once", False), p.get("network_status") or [], p.get("containers", []))
+                        p.get("run_once", False), p.get("network_status") or [], p.get("containers", []),
+                        p.get("ips") or [])
                    for p in summary["pods"]]
     from labkit.proxy import ServiceView
 

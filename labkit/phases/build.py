@@ -38,9 +38,15 @@ class PodRecord:
     network_status: list[dict[str, Any]] = field(default_factory=list)
     # Its containers: {"name", "stand_in": why labkit's stand-in runs instead, or None} (labkit.k8s.standin).
     containers: list[dict[str, Any]] = field(default_factory=list)
+    # One address per cluster family, the preferred family first (status.podIPs); `ip` is the first (podIP).
+    ips: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.ips and self.ip:
+            self.ips = [self.ip]
 
     def as_status(self) -> dict[str, Any]:
-        return {"namespace": self.namespace, "name": self.name, "node": self.node, "ip": self.ip,
+        return {"namespace": self.namespace, "name": self.name, "node": self.node, "ip": self.ip, "ips": self.ips,
                 "netns": self.netns, "netns_path": self.netns_path, "pid": self.pid, "labels": self.labels,
                 "pid_start": self.pid_start, "host_network": self.host_network, "run_once": self.run_once,
                 "network_status": self.network_status, "containers": self.containers}

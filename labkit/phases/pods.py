@@ -16,6 +16,7 @@ from labkit.cni.conflist import execute_conflist
 from labkit.cni.dockerhost import port_mappings
 from labkit.cni.errors import CNIError
 from labkit.errors import LabkitError
+from labkit.families import family_of
 from labkit.k8s.multus import pod_attachments
 from labkit.net import netns
 from labkit.phases.build import PodRecord, k8s_nodes, workloads_of
@@ -31,6 +32,14 @@ POD_IFNAME = "eth0"
 READY_TIMEOUT = 10.0  # seconds for every declared TCP containerPort to listen
 
 
+
+
+def pod_ips(result: Mapping, families: tuple[int, ...]) -> list[str]:
+    """The pod's IPs from a CNI result, one per family in the cluster's order (status.podIPs: the
+    preferred family first, whatever order the plugin listed them in)."""
+    found = [ip["address"].split("/")[0] for ip in result.get("ips", [])]
+    ordered = [next((ip for ip in found if family_of(ip) == family), None) for family in families]
+    return [ip for ip in ordered if ip] or found[:1]
 
 
 def kubelet_resolv_conf(cluster: ClusterPlan, namespace: str) -> str:
@@ -101,8 +110,8 @@ def start_pod_set(b: Build, todo: list[tuple[Pod, str]]) -> None:
     note_stand_ins(b, [(pod, name, s) for pod, _ in todo for name, s in b.stand_ins[pod.key].items()])
     for (pod, node), sandbox, record in zip(todo, sandboxes, records, strict=True):
         if record.host_network:  # no CNI: the pod's address is its node's
-            mgmt = plan.node(node).mgmt_ipv4
-            record.ip = str(mgmt.ip) if mgmt else None
+            record.ips = list(plan.node(node).node_ips(plan.cluster.families if plan.cluster else (4,)))
+            record.ip = record.ips[0] if record.ips else None
             continue
         try:
             result = execute_conflist("ADD", paths.lab(plan.lab).conflist(node),
@@ -112,7 +121,8 @@ def start_pod_set(b: Build, todo: list[tuple[Pod, str]]) -> None:
                                       capability_args=published(pod), cache_dir=result_cache(plan, node))
         except CNIError as exc:
             raise LabkitError(f"pod {pod.key} on {node}: CNI ADD failed: {exc}") from None
-        record.ip = result["ips"][0]["address"].split("/")[0]
+        record.ips = pod_ips(result, plan.cluster.families if plan.cluster else (4,))
+        record.ip = record.ips[0]
         record.network_status = [attach.status_entry(paths.CNI_NETWORK, POD_IFNAME, result, sandbox.netns_path,
                                                      default=True)]
         add_attachments(b, pod, record)

@@ -11,14 +11,21 @@ if TYPE_CHECKING:
     from labkit.phases.build import Build, PodRecord
 
 
-def cluster_pods(b: Build, addressed: Callable[[PodRecord], bool]) -> tuple[dict[str, str], dict[str, str]]:
-    """("ns/pod" -> IP of those `addressed` keeps, "ns/pod" -> node) of the pods on the cluster's flat
-    network: a docker-host's containers have addresses of its own bridge (the same on every
-    docker-host), so they are no Service endpoints and no policy peers."""
+def cluster_pods(b: Build, addressed: Callable[[PodRecord], bool]
+                 ) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+    """("ns/pod" -> its IPs (one per cluster family, preferred first) of those `addressed` keeps,
+    "ns/pod" -> node) of the pods on the cluster's flat network: a docker-host's containers have
+    addresses of its own bridge (the same on every docker-host), so they are no Service endpoints
+    and no policy peers."""
     members = {n.name for n in k8s_nodes(b.plan)}
     pods = [p for p in b.pods if p.node in members]
-    return ({f"{p.namespace}/{p.name}": p.ip for p in pods if p.ip and addressed(p)},
+    return ({f"{p.namespace}/{p.name}": tuple(p.ips or [p.ip]) for p in pods if p.ip and addressed(p)},
             {f"{p.namespace}/{p.name}": p.node for p in pods})
+
+
+def _primary(pod_ips: dict[str, tuple[str, ...]]) -> dict[str, str]:
+    """Shim until the service views and policy take every family: each pod's preferred-family IP."""
+    return {key: ips[0] for key, ips in pod_ips.items()}
 
 
 def apply_services(b: Build) -> None:
@@ -34,7 +41,7 @@ def apply_services(b: Build) -> None:
     from labkit.phases.pods import finished
 
     pod_ips, pod_nodes = cluster_pods(b, lambda p: not finished(b, p))
-    b.services = list(build_service_view(workloads, pod_ips, allocation=plan.allocation, pod_nodes=pod_nodes))
+    b.services = list(build_service_view(workloads, _primary(pod_ips), allocation=plan.allocation, pod_nodes=pod_nodes))
     cluster = plan.cluster
     on_every_node(lambda node: apply_node_services(
         b.sandboxes[node.name].netns_path, b.services, pod_cidr=str(cluster.pod_cidr),
@@ -56,5 +63,5 @@ def apply_policies(b: Build) -> None:
     # NetworkPolicy does not apply to hostNetwork pods (they share their node's address with it and each other)
     pod_ips, pod_nodes = cluster_pods(b, lambda p: not p.host_network)
     on_every_node(lambda node: apply_node_policies(
-        b.sandboxes[node.name].netns_path, workloads, pod_ips, node_name=node.name, pod_nodes=pod_nodes,
+        b.sandboxes[node.name].netns_path, workloads, _primary(pod_ips), node_name=node.name, pod_nodes=pod_nodes,
         node_ips=[str(node.mgmt_ipv4.ip)]), k8s_nodes(plan))

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from labkit.families import Family, IPAddress, IPNetwork, nth_host
 from labkit.topology import clab, containers, kinds
 from labkit.topology.bgp import BgpPlan, plan_bgp
 from labkit.topology.containers import ContainerSettings
@@ -64,7 +65,7 @@ def host_link_name(lab: str) -> str:
     return f"lk-{lab}"
 
 
-def pod_capacity(pod_cidr: ipaddress.IPv4Network) -> int:
+def pod_capacity(pod_cidr: IPNetwork) -> int:
     """How many pods a node's podCIDR holds: its host addresses less the gateway (the CNI's IPAM)."""
     hosts = pod_cidr.num_addresses - (2 if pod_cidr.prefixlen < 31 else 0)
     return max(hosts - 1, 0)
@@ -98,10 +99,17 @@ class NodePlan:
     sysctls: tuple[tuple[str, str], ...] = ()
     exec: tuple[tuple[str, ...], ...] = ()
     mgmt_ipv4: IPv4Interface | None = None
-    pod_cidr: ipaddress.IPv4Network | None = None
+    pod_cidr: IPNetwork | None = None  # the preferred family's of pod_cidrs
     key: str = ""  # the kernel-safe name (labkit.topology.names): namespace suffix, mgmt bridge port
     container: ContainerSettings | None = None  # containerlab's container keys (the docker runtime's)
     hosts: tuple[tuple[str, str], ...] = ()  # extra /etc/hosts entries (name, IPv4): `hosts:`
+    mgmt_ipv6: ipaddress.IPv6Interface | None = None
+    pod_cidrs: tuple[IPNetwork, ...] = ()  # one per cluster family, in the cluster's order
+
+    def node_ips(self, families: tuple[Family, ...] = (4,)) -> tuple[str, ...]:
+        """The node's InternalIPs (its mgmt addresses) of `families`, in that order; a family it lacks is left out."""
+        by = {4: self.mgmt_ipv4, 6: self.mgmt_ipv6}
+        return tuple(str(by[f].ip) for f in families if by[f] is not None)
 
     @property
     def port(self) -> str:
@@ -153,16 +161,22 @@ class MgmtPlan:
     gateway: IPv4Interface  # the bridge's own address; the host's when host-access is on
     host_access: bool
     host_ifname: str
+    subnet6: ipaddress.IPv6Network | None = None  # the mgmt network's IPv6 (mgmt.ipv6-subnet, or a cluster's default)
+    gateway6: ipaddress.IPv6Interface | None = None
 
 
 @dataclass(frozen=True)
 class ClusterPlan:
+    """A cluster's settings, resolved. `pod_cidrs`, `service_cidrs` and `dns_ips` hold one entry per
+    family, the preferred family first (labkit.families); `pod_cidr`, `service_cidr` and `dns_ip`
+    are the preferred family's, for code that needs one address."""
+
     domain: str
-    pod_cidr: ipaddress.IPv4Network
-    service_cidr: ipaddress.IPv4Network
+    pod_cidr: IPNetwork
+    service_cidr: IPNetwork
     backend: str
     mtu: int | None
-    dns_ip: ipaddress.IPv4Address
+    dns_ip: IPAddress
     dns_replicas: int
     dns_upstreams: tuple[str, ...]
     dns_workers: int | None = None    # DNS server processes per replica; None: one per two CPUs
@@ -172,6 +186,19 @@ class ClusterPlan:
     ingress_replicas: int | None = None  # cluster.ingress: the controller runs even without Ingress objects
     ingress_annotations: tuple[tuple[str, str], ...] = ()  # cluster.ingress.annotations: on the proxy's Service
     stand_ins: bool | None = None     # cluster.stand-ins; None: auto (labkit.k8s.standin)
+    pod_cidrs: tuple[IPNetwork, ...] = ()
+    service_cidrs: tuple[IPNetwork, ...] = ()
+    dns_ips: tuple[IPAddress, ...] = ()
+    node_mask_v6: int = 64  # each node's IPv6 podCIDR prefix length
+
+    @property
+    def families(self) -> tuple[Family, ...]:
+        """(4,), (6,), (4, 6) or (6, 4): the cluster's families, the preferred one first."""
+        return tuple(n.version for n in self.pod_cidrs) or (self.pod_cidr.version,)
+
+    @property
+    def dual_stack(self) -> bool:
+        return len(self.families) == 2
 
 
 @dataclass(frozen=True)
@@ -262,7 +289,7 @@ class Draft:
     subnets: list[tuple[ipaddress.IPv4Network, tuple, set[str]]] = field(default_factory=list)
     mgmt: MgmtPlan | None = None
     mgmt_ips: dict[str, IPv4Interface] = field(default_factory=dict)
-    pod_cidrs: dict[str, ipaddress.IPv4Network] = field(default_factory=dict)
+    pod_cidrs: dict[str, tuple[IPNetwork, ...]] = field(default_factory=dict)  # node -> one per cluster family
     nodes: list[NodePlan] = field(default_factory=list)
 
     keys: dict[str, str] = field(default_factory=dict)  # node -> its kernel-safe name
@@ -358,29 +385,75 @@ def resolve_nodes(d: Draft) -> None:
         owners.setdefault(key, name)
 
 
+POD_MASK_V4 = 24  # each node's IPv4 podCIDR (kube-controller-manager's --node-cidr-mask-size-ipv4)
+CLUSTER_KEYS = {"pod": ("cluster", "pod-cidr"), "service": ("cluster", "service-cidr")}
+
+
 def plan_cluster(d: Draft) -> None:
-    """`cluster:`: its CIDRs fit together and the DNS address is a service address."""
+    """`cluster:`: its CIDRs fit together, family by family, and the DNS addresses are service addresses."""
     c = d.topo.cluster
     if c is None:
         return
-    if c.pod_cidr.overlaps(c.service_cidr):
-        d.add(("cluster", "service-cidr"), f"service-cidr {c.service_cidr} overlaps pod-cidr {c.pod_cidr}; "
-                                           "they must not overlap (e.g. 10.96.0.0/16 and 10.244.0.0/16)")
-    if c.pod_cidr.prefixlen > 24:
-        d.add(("cluster", "pod-cidr"), f"pod-cidr {c.pod_cidr} is too small: each node takes a /24, "
-                                       "so use /24 or larger (e.g. 10.244.0.0/16)")
-    if c.dns.ip not in c.service_cidr:
-        d.add(("cluster", "dns", "ip"), f"dns ip {c.dns.ip} is outside service-cidr {c.service_cidr}; "
-                                        f"use an address inside it (e.g. {c.service_cidr.network_address + 10})")
+    pods, services = c.pod_cidrs, c.service_cidrs
+    pod_families, service_families = [n.version for n in pods], [n.version for n in services]
+    if pod_families != service_families:
+        d.add(CLUSTER_KEYS["service"],
+              f"service-cidr is {_families_text(services)} but pod-cidr is {_families_text(pods)}; give both the "
+              "same families in the same order (e.g. pod-cidr: 10.244.0.0/16,fd00:10:244::/56 and "
+              "service-cidr: 10.96.0.0/16,fd00:10:96::/112)")
+    for pod in pods:
+        for svc in services:
+            if pod.overlaps(svc):
+                example = ("10.96.0.0/16 and 10.244.0.0/16" if pod.version == 4
+                           else "fd00:10:96::/112 and fd00:10:244::/56")
+                d.add(CLUSTER_KEYS["service"], f"service-cidr {svc} overlaps pod-cidr {pod}; they must not "
+                                               f"overlap (e.g. {example})")
+        mask = POD_MASK_V4 if pod.version == 4 else c.node_mask_v6
+        if pod.prefixlen > mask:
+            d.add(CLUSTER_KEYS["pod"], f"pod-cidr {pod} is too small: each node takes a /{mask}, so use /{mask} "
+                                       "or larger (e.g. " + ("10.244.0.0/16)" if pod.version == 4 else
+                                                             "fd00:10:244::/56, or set node-mask-v6)"))
+    for svc in services:
+        if svc.version == 6 and svc.prefixlen < 108:
+            # the API server refuses IPv6 service CIDRs larger than /108 (its allocator's bitmap size)
+            d.add(CLUSTER_KEYS["service"], f"service-cidr {svc} is too large: an IPv6 service CIDR is /108 or "
+                                           "smaller, as the API server requires (e.g. fd00:10:96::/112)")
+    dns_ips = _dns_ips(d, c)
     d.cluster = ClusterPlan(
-        domain=c.domain, pod_cidr=c.pod_cidr, service_cidr=c.service_cidr, backend=c.cni.backend,
-        mtu=c.cni.mtu, dns_ip=c.dns.ip, dns_replicas=c.dns.replicas,
+        domain=c.domain, pod_cidr=pods[0], service_cidr=services[0], backend=c.cni.backend,
+        mtu=c.cni.mtu, dns_ip=dns_ips[0] if dns_ips else nth_host(services[0], 10), dns_replicas=c.dns.replicas,
         dns_upstreams=tuple(str(u) for u in c.dns.upstreams),
         dns_workers=None if c.dns.workers == "auto" else c.dns.workers, mode=c.cni.mode, masquerade=c.cni.masquerade,
         ingress_replicas=c.ingress.replicas if c.ingress else None,
         ingress_annotations=tuple(c.ingress.annotations.items()) if c.ingress else (),
         stand_ins=None if c.stand_ins == "auto" else c.stand_ins,
+        pod_cidrs=tuple(pods), service_cidrs=tuple(services), dns_ips=dns_ips, node_mask_v6=c.node_mask_v6,
     )
+
+
+def _families_text(networks) -> str:
+    return " and ".join(f"IPv{n.version} ({n})" for n in networks)
+
+
+def _dns_ips(d: Draft, c) -> tuple[IPAddress, ...]:
+    """The DNS Service's address per service CIDR: `dns.ip` for its family, else the CIDR's 10th address."""
+    given = c.dns.ip
+    if given is not None and given.version not in [n.version for n in c.service_cidrs]:
+        d.add(("cluster", "dns", "ip"), f"dns ip {given} is IPv{given.version} but service-cidr has no "
+                                        f"IPv{given.version} range ({', '.join(map(str, c.service_cidrs))})")
+    found = []
+    for svc in c.service_cidrs:
+        if given is not None and given.version == svc.version:
+            if given not in svc:
+                d.add(("cluster", "dns", "ip"), f"dns ip {given} is outside service-cidr {svc}; "
+                                                f"use an address inside it (e.g. {nth_host(svc, 10)})")
+            found.append(given)
+        elif svc.num_addresses > 10:
+            found.append(nth_host(svc, 10))
+        else:
+            d.add(CLUSTER_KEYS["service"], f"service-cidr {svc} is too small: it needs room for the DNS "
+                                           "Service's address (its 10th)")
+    return tuple(found)
 
 
 def plan_bgp_settings(d: Draft) -> None:
@@ -604,7 +677,7 @@ def check_cluster_cidrs(d: Draft) -> None:
     cluster = d.cluster
     if cluster is None:
         return
-    cidrs = (("pod-cidr", cluster.pod_cidr), ("service-cidr", cluster.service_cidr))
+    cidrs = (*(("pod-cidr", n) for n in cluster.pod_cidrs), *(("service-cidr", n) for n in cluster.service_cidrs))
     for (net, _), path in d.link_subnets().items():
         for what, cidr in cidrs:
             if net.overlaps(cidr):
@@ -615,8 +688,8 @@ def check_cluster_cidrs(d: Draft) -> None:
                 d.add(("mgmt", "ipv4-subnet"), f"mgmt subnet {d.mgmt.subnet} overlaps the cluster {what} {cidr}")
     docker = ipaddress.IPv4Network(kinds.DOCKER_SUBNET)
     host = next((n for n in d.settings if (k := d.kind_of(n)) is not None and k.container_host), None)
-    for what, net, instead in (("pod-cidr", cluster.pod_cidr, "10.244.0.0/16"),
-                               ("service-cidr", cluster.service_cidr, "10.96.0.0/16"),
+    for what, net, instead in (*(("pod-cidr", n, "10.244.0.0/16") for n in cluster.pod_cidrs if n.version == 4),
+                               *(("service-cidr", n, "10.96.0.0/16") for n in cluster.service_cidrs if n.version == 4),
                                ("mgmt subnet", d.mgmt.subnet if d.mgmt else None, "172.31.0.0/24")):
         if host is not None and net is not None and net.overlaps(docker):
             d.add(("topology", "nodes", host, "kind"),
@@ -625,19 +698,23 @@ def check_cluster_cidrs(d: Draft) -> None:
 
 
 def assign_pod_cidrs(d: Draft) -> None:
-    """Each cluster node gets the next /24 of pod-cidr, in node order."""
+    """Each cluster node gets the next /24 of an IPv4 pod-cidr and the next /node-mask-v6 of an IPv6 one,
+    in node order (kube-controller-manager's range allocator, one range per family)."""
     cluster = d.cluster
-    if cluster is None or cluster.pod_cidr.prefixlen > 24:
+    if cluster is None:
         return
     members = [n for n in d.settings if (k := d.kind_of(n)) is not None and k.cluster_node]
-    subnets = cluster.pod_cidr.subnets(new_prefix=24)
-    for name in members:
-        net = next(subnets, None)
-        if net is None:
-            d.add(("cluster", "pod-cidr"),
-                  f"pod-cidr {cluster.pod_cidr} has fewer /24s than k8s-nodes ({len(members)})")
-            break
-        d.pod_cidrs[name] = net
+    for pod in cluster.pod_cidrs:
+        mask = POD_MASK_V4 if pod.version == 4 else cluster.node_mask_v6
+        if pod.prefixlen > mask:
+            return  # plan_cluster reported it
+        subnets = pod.subnets(new_prefix=mask)
+        for name in members:
+            net = next(subnets, None)
+            if net is None:
+                d.add(CLUSTER_KEYS["pod"], f"pod-cidr {pod} has fewer /{mask}s than k8s-nodes ({len(members)})")
+                return
+            d.pod_cidrs[name] = d.pod_cidrs.get(name, ()) + (net,)
 
 
 def plan_nodes(d: Draft) -> None:
@@ -657,7 +734,8 @@ def plan_nodes(d: Draft) -> None:
             name=name, kind=kind.name, index=index, netns=node_netns(d.lab, d.keys[name]), key=d.keys[name],
             image=s.get("image"), interfaces=tuple(interfaces), routes=_routes(d, name, path, interfaces),
             sysctls=_sysctls(d, kind, path), exec=_commands(d, path), mgmt_ipv4=d.mgmt_ips.get(name),
-            pod_cidr=d.pod_cidrs.get(name), container=containers.container_settings(d, name),
+            pod_cidr=d.pod_cidrs.get(name, (None,))[0], pod_cidrs=d.pod_cidrs.get(name, ()),
+            container=containers.container_settings(d, name),
             hosts=_hosts(d, path),
         ))
 

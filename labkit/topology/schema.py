@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from labkit import families
 from labkit.topology import impairment, kinds
 from labkit.topology.names import CLAB_LAB_NAME, LAB_NAME, NODE_NAME
 
@@ -385,7 +386,9 @@ class CNI(Model):
 
 
 class DNS(Model):
-    ip: ipaddress.IPv4Address = ipaddress.IPv4Address("10.96.0.10")
+    # The DNS Service's address in its family; the other family's (dual-stack) is the 10th of its service
+    # CIDR. Default: the 10th address of each service CIDR (10.96.0.10, fd00:10:96::a), as kubeadm does.
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
     replicas: int = Field(default=1, ge=1, le=8)
     upstreams: list[ipaddress.IPv4Address] = []
     workers: int | Literal["auto"] = "auto"   # server processes per replica; auto: one per two CPUs
@@ -403,16 +406,27 @@ class IngressSettings(Model):
     annotations: dict[str, str] = {}  # on its Service, as a chart's controller.service.annotations (MetalLB's)
 
 
+Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+
 class Cluster(Model):
     domain: str = "cluster.local"
-    pod_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("10.244.0.0/16")
-    service_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("10.96.0.0/16")
+    # One CIDR or a dual-stack pair "v4,v6" / "v6,v4" (kube-controller-manager's --cluster-cidr form; also
+    # a YAML list); the first is the cluster's preferred family (labkit.families).
+    pod_cidrs: Networks = Field(default=(ipaddress.IPv4Network("10.244.0.0/16"),), alias="pod-cidr")
+    service_cidrs: Networks = Field(default=(ipaddress.IPv4Network("10.96.0.0/16"),), alias="service-cidr")
+    node_mask_v6: int = Field(default=64, ge=48, le=120)  # each node's IPv6 podCIDR (--node-cidr-mask-size-ipv6)
     cni: CNI = CNI()
     dns: DNS = DNS()
     ingress: IngressSettings | None = None  # present: the ingress controller runs even without an Ingress
     # Containers labkit cannot run as written get its stand-in workload (labkit.k8s.standin):
     # auto = on the netns runtime only; true = also for images the Docker engine lacks; false = never.
     stand_ins: bool | Literal["auto"] = "auto"
+
+    @field_validator("pod_cidrs", "service_cidrs", mode="before")
+    @classmethod
+    def _cidrs(cls, value: Any) -> Any:
+        return families.parse_cidrs(value)
 
     @field_validator("stand_ins", mode="before")
     @classmethod

@@ -147,7 +147,7 @@ def capacity_problems(plan: Plan, workloads: Workloads, allocation: Allocation) 
             continue  # Docker's bridge subnet is a /16
         counted[node] = counted.get(node, 0) + 1
         pod_cidr = plan.node(node).pod_cidr
-        room = pod_capacity(pod_cidr) if pod_cidr is not None else 0
+        room = min((pod_capacity(c) for c in plan.node(node).pod_cidrs), default=0)  # the smallest family binds
         if counted[node] != room + 1:
             continue  # report the first pod that does not fit, once per node
         total = allocation.pods_on(node)
