@@ -49,10 +49,11 @@ def apply_services(b: Build) -> None:
 
 
 def apply_policies(b: Build) -> None:
-    """NetworkPolicies, compiled per node: egress judged where a pod sends, ingress where it receives."""
-    from labkit.policy import apply_node_policies
+    """NetworkPolicies, compiled per node: egress judged where a pod sends, ingress where it receives.
 
-    from labkit.policy import remove_node_policies
+    Every family of the cluster: a pod's addresses (one per family) share its chains, and the
+    node's own addresses (its InternalIPs, one per family) are never judged."""
+    from labkit.policy import apply_node_policies, remove_node_policies
 
     plan, workloads = b.plan, workloads_of(b.plan)
     if workloads is None or not workloads.network_policies:
@@ -62,6 +63,7 @@ def apply_policies(b: Build) -> None:
         return
     # NetworkPolicy does not apply to hostNetwork pods (they share their node's address with it and each other)
     pod_ips, pod_nodes = cluster_pods(b, lambda p: not p.host_network)
+    families = plan.cluster.families if plan.cluster is not None else (4,)
     on_every_node(lambda node: apply_node_policies(
-        b.sandboxes[node.name].netns_path, workloads, _primary(pod_ips), node_name=node.name, pod_nodes=pod_nodes,
-        node_ips=[str(node.mgmt_ipv4.ip)]), k8s_nodes(plan))
+        b.sandboxes[node.name].netns_path, workloads, pod_ips, node_name=node.name, pod_nodes=pod_nodes,
+        node_ips=node.node_ips(families)), k8s_nodes(plan))
