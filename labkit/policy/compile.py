@@ -208,11 +208,6 @@ _Range = tuple[int, int, int]
 _ADDRESS = {4: ipaddress.IPv4Address, 6: ipaddress.IPv6Address}
 
 
-def _number(ip: str) -> tuple[int, int]:
-    address = ipaddress.ip_address(ip)
-    return address.version, int(address)
-
-
 @dataclass(frozen=True)
 class _Cluster:
     """The selectable world: pods with addresses (as numbers too, for range tests), namespace labels."""
@@ -339,14 +334,12 @@ def _rules(policy: NetworkPolicy, direction: Direction):
     return [(rule.to, rule.ports) for rule in policy.spec.egress]
 
 
-def pod_addresses(key: str, value: str | Sequence[str]) -> tuple[str, ...]:
-    """A pod's addresses in canonical form, at most one per family, order kept (one address
-    alone is fine: a single-stack pod). Raises ValueError on anything else."""
-    ips = (value,) if isinstance(value, str) else tuple(value)
-    out = tuple(str(ipaddress.ip_address(ip)) for ip in ips)
-    families = [ipaddress.ip_address(ip).version for ip in out]
-    if len(set(families)) != len(families):
-        raise ValueError(f"pod {key} has two addresses of one family ({', '.join(out)}): "
+def pod_addresses(key: str, value: str | Sequence[str]) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
+    """A pod's addresses, at most one per family, order kept (one address alone is fine: a
+    single-stack pod). Raises ValueError on anything else."""
+    out = tuple(map(ipaddress.ip_address, (value,) if isinstance(value, str) else value))
+    if len({a.version for a in out}) != len(out):
+        raise ValueError(f"pod {key} has two addresses of one family ({', '.join(map(str, out))}): "
                          "a pod has at most one per family")
     return out
 
@@ -366,8 +359,8 @@ def compile_node_policy(
     `node_ips` are the node's own addresses, of either family. Raises ValueError on
     anything that is not an IP address, so nothing else reaches the rule set.
     """
-    ips = {key: pod_addresses(key, value) for key, value in pod_ips.items()}
-    ips = {key: value for key, value in ips.items() if value}
+    parsed = {key: addresses for key, value in pod_ips.items() if (addresses := pod_addresses(key, value))}
+    ips = {key: tuple(map(str, addresses)) for key, addresses in parsed.items()}
     own_ips = tuple(dict.fromkeys(str(ipaddress.ip_address(ip)) for ip in node_ips))
     owners: dict[str, str] = {}
     for key, addresses in sorted(ips.items()):
@@ -378,7 +371,7 @@ def compile_node_policy(
     cluster = _Cluster(
         pods=tuple((pod, ips[pod.key]) for pod in workloads.pods if pod.key in ips),
         namespace_labels={ns.name: ns.labels for ns in workloads.namespaces},
-        numbers={ip: _number(ip) for ip in owners},
+        numbers={str(a): (a.version, int(a)) for addresses in parsed.values() for a in addresses},
     )
     local = [(pod, addresses) for pod, addresses in cluster.pods if pod_nodes.get(pod.key) == node_name]
     policies = sorted(workloads.network_policies, key=lambda p: p.key)

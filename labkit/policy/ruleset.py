@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import ipaddress
 import re
 from dataclasses import dataclass
 
@@ -54,7 +53,8 @@ _SUFFIX = {4: "", 6: "6"}  # set, map and name suffix: IPv4's names are what the
 
 
 def _family(ip: str) -> int:
-    return ipaddress.ip_address(ip).version
+    """The family of an address the compiler wrote (canonical text: only IPv6 has a colon)."""
+    return 6 if ":" in ip else 4
 
 
 @dataclass(frozen=True)
@@ -128,12 +128,12 @@ def _rule_name(ref: RuleRef) -> tuple[str, str]:
     return ref.policy, f"{ref.direction}{ref.index}"
 
 
-_SetKey = tuple[RuleRef, int]  # a rule's set of one family
+_SetKey = tuple[RuleRef, int]  # a rule's set of one family; None in the plan's dicts: the rule has none of it
 
 
 def plan_policy_table(model: NodePolicy, table: str = DEFAULT_TABLE) -> PolicyTable:
-    peer_sets: dict[_SetKey, AddressSet] = {}
-    destination_sets: dict[_SetKey, AddressSet] = {}
+    peer_sets: dict[_SetKey, AddressSet | None] = {}
+    destination_sets: dict[_SetKey, AddressSet | None] = {}
     chains: list[PodChain] = []
     for guard in (*model.ingress, *model.egress):
         rules = []
@@ -156,16 +156,18 @@ def plan_policy_table(model: NodePolicy, table: str = DEFAULT_TABLE) -> PolicyTa
         table=table,
         comment=_comment(f"labkit network policies of node {model.node}: generated, replaced as a whole"),
         node_ips=model.node_ips,
-        peer_sets=tuple(peer_sets.values()),
-        destination_sets=tuple(destination_sets.values()),
+        peer_sets=tuple(s for s in peer_sets.values() if s is not None),
+        destination_sets=tuple(s for s in destination_sets.values() if s is not None),
         chains=tuple(chains),
         ipv6=6 in model.families,
     )
 
 
 def _chain_rules(
-    allow: Allow, peer_sets: dict[_SetKey, AddressSet], destination_sets: dict[_SetKey, AddressSet]
+    allow: Allow, peer_sets: dict[_SetKey, AddressSet | None], destination_sets: dict[_SetKey, AddressSet | None]
 ) -> list[ChainRule]:
+    """The lines of one rule in one pod's chain. A rule's sets are made once, for the first pod it
+    guards (every pod it guards shares them: the compiler shares the Allow too)."""
     ref = allow.rule
     comment = _comment(str(ref))
     if allow.matches_nothing:
@@ -175,25 +177,30 @@ def _chain_rules(
         ports = None if allow.ports is None else tuple(str(p) for p in allow.ports)
         if allow.peers is None:
             out.append(ChainRule(comment, ports=ports))
-        for family in (4, 6) if allow.peers is not None else ():
-            networks = allow.peers_of(family)
-            if not networks:  # no peer of this family: the rule allows that family nothing
-                continue
-            if (ref, family) not in peer_sets:
-                peer_sets[ref, family] = AddressSet(
-                    _ident(f"peers{_SUFFIX[family]}", *_rule_name(ref)),
-                    _comment(f"peers of {ref}" + (" (IPv6)" if family == 6 else "")),
-                    tuple(str(net) for net in networks), family)
-            out.append(ChainRule(comment, peer_set=peer_sets[ref, family].name, ports=ports, family=family))
-    named = _comment(f"{ref} named ports")
-    for family in (4, 6):
-        elements = sorted({str(d) for d in allow.destinations if _family(d.ip) == family})
-        if not elements:
-            continue
-        if (ref, family) not in destination_sets:
-            destination_sets[ref, family] = AddressSet(
-                _ident(f"named{_SUFFIX[family]}", *_rule_name(ref)), named, tuple(elements), family)
-        out.append(ChainRule(named, destination_set=destination_sets[ref, family].name, family=family))
+        else:
+            if (ref, 4) not in peer_sets:
+                for family in (4, 6):
+                    networks = allow.peers_of(family)
+                    peer_sets[ref, family] = AddressSet(
+                        _ident(f"peers{_SUFFIX[family]}", *_rule_name(ref)),
+                        _comment(f"peers of {ref}" + (" (IPv6)" if family == 6 else "")),
+                        tuple(str(net) for net in networks), family) if networks else None
+            for family in (4, 6):
+                peer_set = peer_sets[ref, family]
+                if peer_set is not None:  # no peer of a family: the rule allows that family nothing
+                    out.append(ChainRule(comment, peer_set=peer_set.name, ports=ports, family=family))
+    if allow.destinations:
+        named = _comment(f"{ref} named ports")
+        if (ref, 4) not in destination_sets:
+            for family in (4, 6):
+                elements = sorted({str(d) for d in allow.destinations if _family(d.ip) == family})
+                destination_sets[ref, family] = AddressSet(
+                    _ident(f"named{_SUFFIX[family]}", *_rule_name(ref)), named, tuple(elements),
+                    family) if elements else None
+        for family in (4, 6):
+            destination_set = destination_sets[ref, family]
+            if destination_set is not None:
+                out.append(ChainRule(named, destination_set=destination_set.name, family=family))
     return out
 
 
