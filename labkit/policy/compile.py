@@ -33,6 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from labkit.families import IPAddress, IPNetwork
 from labkit.k8s.load import Workloads
 from labkit.k8s.models import (
     LabelSelector,
@@ -42,7 +43,6 @@ from labkit.k8s.models import (
     Pod,
 )
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Direction = Literal["ingress", "egress"]
 DIRECTIONS: tuple[Direction, ...] = ("ingress", "egress")
 _POLICY_TYPE: dict[Direction, str] = {"ingress": "Ingress", "egress": "Egress"}
@@ -160,9 +160,6 @@ class IsolatedPod:
     @property
     def ip(self) -> str:
         return self.ips[0]
-
-    def ips_of(self, family: int) -> tuple[str, ...]:
-        return tuple(ip for ip in self.ips if ipaddress.ip_address(ip).version == family)
 
     def allowed(self, peer: str, protocol: str, port: int) -> bool:
         return any(a.allows(peer, protocol, port) for a in self.allows)
@@ -334,7 +331,7 @@ def _rules(policy: NetworkPolicy, direction: Direction):
     return [(rule.to, rule.ports) for rule in policy.spec.egress]
 
 
-def pod_addresses(key: str, value: str | Sequence[str]) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
+def pod_addresses(key: str, value: str | Sequence[str]) -> tuple[IPAddress, ...]:
     """A pod's addresses, at most one per family, order kept (one address alone is fine: a
     single-stack pod). Raises ValueError on anything else."""
     out = tuple(map(ipaddress.ip_address, (value,) if isinstance(value, str) else value))
