@@ -26,7 +26,8 @@ def plan_workloads(plan: Plan, doc: Document) -> Plan:
     cluster = plan.cluster
     assert cluster is not None
     data = doc.data if isinstance(doc.data, dict) else {}
-    sources = list(data.get("workloads") or []) + system_manifests(cluster.dns_ip, cluster.dns_replicas)
+    dns = system_manifests(cluster.dns_ips or (cluster.dns_ip,), cluster.dns_replicas)  # one address per family
+    sources = list(data.get("workloads") or []) + dns
     base = Path(plan.source).resolve().parent
     workloads = load_workloads(sources, base, origin=doc.file, line_of=doc.line_of)
     edge_problems = edge.edge_problems(workloads)  # Ingresses and HTTPRoutes naming what is not there
@@ -45,7 +46,8 @@ def plan_workloads(plan: Plan, doc: Document) -> Plan:
     if problems:
         raise InputError(problems)
     allocation = allocate(workloads, [n.name for n in plan.cluster_nodes],
-                          service_cidr=str(cluster.service_cidr), dns_ip=str(cluster.dns_ip),
+                          service_cidr=[str(c) for c in cluster.service_cidrs or (cluster.service_cidr,)],
+                          dns_ip=[str(ip) for ip in cluster.dns_ips or (cluster.dns_ip,)],
                           pinned=[n.name for n in plan.pod_hosts if n.kind_info.container_host],
                           node_labels={n.name: n.labels for n in nodes})
     problems = netns_name_problems(plan, workloads) + capacity_problems(plan, workloads, allocation)
