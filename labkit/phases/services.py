@@ -23,11 +23,6 @@ def cluster_pods(b: Build, addressed: Callable[[PodRecord], bool]
             {f"{p.namespace}/{p.name}": p.node for p in pods})
 
 
-def _primary(pod_ips: dict[str, tuple[str, ...]]) -> dict[str, str]:
-    """Shim until the service views and policy take every family: each pod's preferred-family IP."""
-    return {key: ips[0] for key, ips in pod_ips.items()}
-
-
 def apply_services(b: Build) -> None:
     """Service views from the running pods, then the same kube-proxy tables (one per cluster family) in
     every k8s-node, NodePorts on the node's address of each family.
