@@ -251,3 +251,56 @@ def test_deeply_nested_configs_are_a_decode_error_not_a_crash(tmp_path):
                            capture_output=True, timeout=60)
         reply = json.loads(r.stdout)
         assert r.returncode == 1 and reply["code"] == 6 and r.stderr == b"", r
+
+
+def _dual_result(version: str, *, v4_only: bool = False) -> dict:
+    ranges = [[{"subnet": "10.244.1.0/24"}]] + ([] if v4_only else [[{"subnet": "fd00:10:244:1::/64"}]])
+    c = cfg.parse({"cniVersion": version, "name": "n", "ipam": {
+        "ranges": ranges, "routes": [{"dst": "10.96.0.0/16"}] + ([] if v4_only else [{"dst": "fd00:10:96::/112"}])}})
+    addrs = [plugin.PodAddress(p, ip) for p, ip in zip(c.pools, ["10.244.1.5", "fd00:10:244:1::5"], strict=False)]
+    h, p = {"name": "veth1", "mac": "aa:aa:aa:aa:aa:aa"}, {"name": "eth0", "mac": "bb:bb:bb:bb:bb:bb"}
+    return plugin._result(c, "/run/netns/x", "eth0", addrs, h, p, None)
+
+
+def test_dual_stack_result_shape():
+    res = _dual_result("1.0.0")
+    assert res["ips"] == [
+        {"address": "10.244.1.5/32", "gateway": "10.244.1.1", "interface": 1},
+        {"address": "fd00:10:244:1::5/128", "gateway": "fd00:10:244:1::1", "interface": 1},
+    ]
+    assert res["routes"] == [
+        {"dst": "0.0.0.0/0", "gw": "10.244.1.1"}, {"dst": "::/0", "gw": "fd00:10:244:1::1"},
+        {"dst": "10.96.0.0/16", "gw": "10.244.1.1"}, {"dst": "fd00:10:96::/112", "gw": "fd00:10:244:1::1"},
+    ]
+    # before 1.0.0 every IP config names its version
+    assert [ip["version"] for ip in _dual_result("0.4.0")["ips"]] == ["4", "6"]
+
+
+def test_ipv4_only_result_is_as_before():
+    """An IPv4-only config's result, byte for byte what the single-family plugin printed."""
+    from labkit.cni.lite import dumps
+
+    assert dumps(_dual_result("1.1.0", v4_only=True)) == (
+        '{"cniVersion": "1.1.0", "interfaces": [{"name": "veth1", "mac": "aa:aa:aa:aa:aa:aa"}, '
+        '{"name": "eth0", "mac": "bb:bb:bb:bb:bb:bb", "sandbox": "/run/netns/x"}], '
+        '"ips": [{"address": "10.244.1.5/32", "gateway": "10.244.1.1", "interface": 1}], '
+        '"routes": [{"dst": "0.0.0.0/0", "gw": "10.244.1.1"}, {"dst": "10.96.0.0/16", "gw": "10.244.1.1"}], '
+        '"dns": {}}')
+
+
+def test_lite_ipv6():
+    from labkit.cni.lite import Addr, Addr6, Net, ip_address
+
+    assert str(Addr6("FD00:0:0:0:0:0:0:1")) == "fd00::1" and Addr6("fd00::1").version == 6
+    assert str(Addr6("fd00:1:0:1:0:0:0:1")) == "fd00:1:0:1::1"  # RFC 5952: the longest zero run goes
+    assert isinstance(ip_address("10.0.0.1"), Addr) and isinstance(ip_address("fd00::1"), Addr6)
+    for bad in ("fd00::1%eth0", "fd00:::1", "1:2:3:4:5:6:7:8:9", "fd00::g"):
+        with pytest.raises(ValueError):
+            Addr6(bad)
+    n = Net("fd00:10:244:1::7/64")
+    assert (str(n), n.version) == ("fd00:10:244:1::/64", 6)
+    assert str(n.broadcast_address) == "fd00:10:244:1:ffff:ffff:ffff:ffff"  # the last address
+    assert "fd00:10:244:1::9" in n and Addr6("fd00:10:244:2::9") not in n
+    assert "10.0.0.1" not in n and Addr(1) not in n and Addr6(1) not in Net("0.0.0.0/0")
+    assert Net("::/0") != Net("0.0.0.0/0") and Net("::/0") == "::/0"
+    assert len({Net("::/0"), Net("0.0.0.0/0")}) == 2
