@@ -211,7 +211,7 @@ class _Cluster:
 
     pods: tuple[tuple[Pod, tuple[str, ...]], ...]  # (pod, its ips), only pods with an address
     namespace_labels: Mapping[str, Mapping[str, str]]
-    numbers: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # ip -> (family, as an int)
+    ranges: Mapping[str, _Range] = field(default_factory=dict)  # ip -> itself as a range of one
 
     def pods_matching(self, policy_ns: str, peer: NetworkPolicyPeer) -> list[tuple[Pod, tuple[str, ...]]]:
         if peer.namespaceSelector is None:
@@ -248,6 +248,11 @@ def _ip_block(cidr: str, excepted: Iterable[str]) -> list[_Range]:
     return [(family, first, last) for first, last in ranges]
 
 
+def _holds(ranges: Iterable[_Range], address: _Range) -> bool:
+    family, number, _ = address
+    return any(f == family and first <= number <= last for f, first, last in ranges)
+
+
 def _networks(ranges: Iterable[_Range]) -> tuple[IPNetwork, ...]:
     """Address ranges joined where they overlap or touch, written as the fewest CIDRs (IPv4 first)."""
     merged: list[list[int]] = []
@@ -271,21 +276,28 @@ def _peers(
     if not peers:
         return None, None
     ranges: list[_Range] = []
-    pods: dict[str, tuple[Pod, dict[str, None]]] = {}
+    pods: dict[str, tuple[Pod, tuple[str, ...]]] = {}
+
+    def add(pod: Pod, all_ips: tuple[str, ...], ips: tuple[str, ...]) -> None:
+        held = pods.get(pod.key)
+        if held is not None and held[1] != ips:  # a second peer holds it too: the union, in the pod's order
+            ips = tuple(ip for ip in all_ips if ip in held[1] or ip in ips)
+        pods[pod.key] = (pod, ips)
+
     for peer in peers:
         if peer.ipBlock is not None:
             block = _ip_block(peer.ipBlock.cidr, peer.ipBlock.except_)
             ranges.extend(block)
             for pod, ips in cluster.pods:
-                for ip in ips:  # only the pod's addresses the block holds: its family, not excepted
-                    family, number = cluster.numbers[ip]
-                    if any(f == family and first <= number <= last for f, first, last in block):
-                        pods.setdefault(pod.key, (pod, {}))[1][ip] = None
+                # only the pod's addresses the block holds: of its family, not excepted
+                inside = tuple(ip for ip in ips if _holds(block, cluster.ranges[ip]))
+                if inside:
+                    add(pod, ips, inside)
         else:
             for pod, ips in cluster.pods_matching(policy_ns, peer):
-                pods.setdefault(pod.key, (pod, {}))[1].update(dict.fromkeys(ips))
-                ranges.extend((*cluster.numbers[ip], cluster.numbers[ip][1]) for ip in ips)
-    return _networks(ranges), [(pod, tuple(ips)) for pod, ips in sorted(pods.values(), key=lambda p: p[0].key)]
+                add(pod, ips, ips)
+                ranges.extend(cluster.ranges[ip] for ip in ips)
+    return _networks(ranges), sorted(pods.values(), key=lambda p: p[0].key)
 
 
 def merge_ranges(ranges: Iterable[PortRange]) -> tuple[PortRange, ...]:
@@ -334,7 +346,9 @@ def _rules(policy: NetworkPolicy, direction: Direction):
 def pod_addresses(key: str, value: str | Sequence[str]) -> tuple[IPAddress, ...]:
     """A pod's addresses, at most one per family, order kept (one address alone is fine: a
     single-stack pod). Raises ValueError on anything else."""
-    out = tuple(map(ipaddress.ip_address, (value,) if isinstance(value, str) else value))
+    if isinstance(value, str):
+        return (ipaddress.ip_address(value),)
+    out = tuple(map(ipaddress.ip_address, value))
     if len({a.version for a in out}) != len(out):
         raise ValueError(f"pod {key} has two addresses of one family ({', '.join(map(str, out))}): "
                          "a pod has at most one per family")
@@ -368,7 +382,7 @@ def compile_node_policy(
     cluster = _Cluster(
         pods=tuple((pod, ips[pod.key]) for pod in workloads.pods if pod.key in ips),
         namespace_labels={ns.name: ns.labels for ns in workloads.namespaces},
-        numbers={str(a): (a.version, int(a)) for addresses in parsed.values() for a in addresses},
+        ranges={str(a): (a.version, int(a), int(a)) for addresses in parsed.values() for a in addresses},
     )
     local = [(pod, addresses) for pod, addresses in cluster.pods if pod_nodes.get(pod.key) == node_name]
     policies = sorted(workloads.network_policies, key=lambda p: p.key)
