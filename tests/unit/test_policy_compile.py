@@ -360,6 +360,12 @@ def test_named_egress_ports_resolve_on_each_address_of_a_destination():
         "fd00:10:244:1::2 . tcp . 8080", "fd00:10:244:1::3 . tcp . 9090", "fd00:10:244:2::3 . tcp . 8000"}
     # through an ipBlock: only the addresses the block holds (dev/web's IPv6, not its IPv4)
     assert {str(d) for d in second.destinations} == {"fd00:10:244:2::3 . tcp . 8000"}
+    # held by a block and by a selector: both of its addresses
+    both = dual_model(policy("dev", "  podSelector: {matchLabels: {app: tool}}\n  egress: [{to: ["
+                                    '{ipBlock: {cidr: "fd00:10:244:2::/64"}}, {podSelector: {matchLabels: {app: web}}}'
+                                    "], ports: [{port: http}]}]"))
+    (allow,) = both.isolated("egress", IPS["dev/tool"]).allows
+    assert {str(d) for d in allow.destinations} == {"10.0.2.3 . tcp . 8000", "fd00:10:244:2::3 . tcp . 8000"}
 
 
 def test_single_stack_ipv6_pods():
