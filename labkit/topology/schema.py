@@ -334,11 +334,24 @@ class BGPPeer(Model):
     """An external BGP peer every k8s-node sessions with over its node IP (Calico's global BGPPeer):
     `address` of a router the user runs, or `node`, a linux node of this lab whose BIRD labkit runs."""
 
-    address: ipaddress.IPv4Address | None = None
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None  # its family is the session's
     node: str | None = None
     asn: int
 
     _check_asn = field_validator("asn", mode="before")(_asn)
+
+    @field_validator("address", mode="before")
+    @classmethod
+    def _ip(cls, value: Any) -> Any:
+        if value is None or isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+            return value
+        text = str(value)
+        what, example, parse = (("an IPv6 address", "fd00::1", ipaddress.IPv6Address) if ":" in text
+                                else ("an IPv4 address", "10.0.0.1", ipaddress.IPv4Address))
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise ValueError(f"{text!r} is not {what} like {example}: {exc}") from None
 
     @model_validator(mode="after")
     def _one_of(self) -> BGPPeer:
