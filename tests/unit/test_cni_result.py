@@ -139,6 +139,64 @@ def test_backend_helpers():
                                                        "10.244.2.0/24")])
 
 
+def test_render_conflist_one_range_set_per_family():
+    """A dual-stack node: host-local's `ranges`, the preferred family's first, each gateway the CIDR's
+    first address; the plugin's config parser takes it as one pool per family. One CIDR in a list, or one
+    IPv6 CIDR alone: today's `subnet` form."""
+    c = json.loads(cl.render_conflist("n1", ["10.244.1.0/24", "fd00:10:244:1::/64"], mtu=1450, mode="bridge"))
+    ipam = c["plugins"][0]["ipam"]
+    assert ipam["ranges"] == [[{"subnet": "10.244.1.0/24", "gateway": "10.244.1.1"}],
+                              [{"subnet": "fd00:10:244:1::/64", "gateway": "fd00:10:244:1::1"}]]
+    assert "subnet" not in ipam and c["plugins"][0]["mode"] == "bridge"
+    conf = cfg.parse({**c["plugins"][0], "name": "n1", "cniVersion": "1.1.0"})
+    assert [str(p.subnet) for p in conf.pools] == ["10.244.1.0/24", "fd00:10:244:1::/64"]
+    v6_first = json.loads(cl.render_conflist("n1", ["fd00:10:244:1::/64", "10.244.1.0/24"]))
+    assert [r[0]["subnet"] for r in v6_first["plugins"][0]["ipam"]["ranges"]] == ["fd00:10:244:1::/64",
+                                                                                   "10.244.1.0/24"]
+    assert cl.render_conflist("n1", ["10.244.1.0/24"]) == cl.render_conflist("n1", "10.244.1.0/24")
+    only6 = json.loads(cl.render_conflist("n1", "fd00:10:244:1::/64"))["plugins"][0]["ipam"]
+    assert (only6["subnet"], only6["gateway"]) == ("fd00:10:244:1::/64", "fd00:10:244:1::1")
+    for bad in (["10.244.1.0/24", "10.244.2.0/24"], [], ["10.244.1.0/24", "nope"]):
+        with pytest.raises(ValueError):
+            cl.render_conflist("n1", bad)
+    with pytest.raises(ValueError, match="one pod CIDR"):
+        cl.render_conflist("n1", ["10.244.1.0/24", "fd00:10:244:1::/64"], gateway="10.244.1.254")
+
+
+def test_masquerade_script_per_family():
+    """One table per family of the same name; the IPv4 one exactly as in an IPv4-only cluster."""
+    s = bk.render_masquerade(["10.244.0.0/16", "fd00:10:244::/56"],
+                             pod_cidr=["10.244.1.0/24", "fd00:10:244:1::/64"], exclude=["10.96.0.0/12"])
+    v4, v6 = s.split("table ip6 labkit-cni\n", 1)
+    assert v4 == bk.render_masquerade("10.244.0.0/16", pod_cidr="10.244.1.0/24", exclude=["10.96.0.0/12"])
+    assert v6.startswith("delete table ip6 labkit-cni\n")
+    assert "type ipv6_addr" in v6 and "elements = { fd00:10:244::/56 }" in v6
+    assert "ip6 saddr fd00:10:244:1::/64 ip6 daddr != @no-masquerade counter masquerade" in v6
+    assert bk.render_masquerade("fd00:10:244::/56").startswith("table ip6 labkit-cni\n")
+    with pytest.raises(ValueError, match="one CIDR per address family"):
+        bk.render_masquerade(["10.244.0.0/16", "10.245.0.0/16"])
+
+
+def test_cluster_node_per_family():
+    n = bk.ClusterNode("n1", "/run/netns/x", "172.31.0.2", "10.244.1.0/24",
+                       pod_cidrs=("10.244.1.0/24", "fd00:10:244:1::/64"), node_ip6="fd00:172:31::2")
+    n.validate()
+    assert [str(p) for p in n.pod_nets] == ["10.244.1.0/24", "fd00:10:244:1::/64"]
+    assert n.vtep_ip == "10.244.1.0" and n.vtep_ip_of(n.pod_net_of(6)) == "fd00:10:244:1::"
+    assert (n.next_hop(4), n.next_hop(6)) == ("172.31.0.2", "fd00:172:31::2")
+    from labkit.cni.backends.hostgw import peer_routes
+
+    assert peer_routes([n]) == [("10.244.1.0/24", "172.31.0.2"), ("fd00:10:244:1::/64", "fd00:172:31::2")]
+    without_v6 = bk.ClusterNode("n2", "/run/netns/y", "172.31.0.3", "10.244.2.0/24",
+                                pod_cidrs=("10.244.2.0/24", "fd00:10:244:2::/64"))
+    with pytest.raises(bk.BackendError, match="node n2 has no IPv6 address on the node network"):
+        peer_routes([without_v6])
+    for bad in ({"pod_cidrs": ("10.244.1.0/24", "10.244.9.0/24")}, {"pod_cidrs": ("fd00:10:244:1::/64",)},
+                {"node_ip6": "172.31.0.9"}):
+        with pytest.raises(ValueError):
+            bk.ClusterNode("n1", "/run/netns/x", "172.31.0.2", "10.244.1.0/24", **bad).validate()
+
+
 def test_netlink_attr_encoding():
     a = nl.attr_str(nl.IFLA_IFNAME, "eth0")
     assert len(a) == 12 and struct.unpack_from("=HH", a) == (9, nl.IFLA_IFNAME)
