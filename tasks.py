@@ -80,11 +80,12 @@ def graph(c, topo=DEFAULT_TOPOLOGY, name=None, format=None, output=None):
 
 
 @task(help={"lab": "lab name", "src": "a node or NS/POD", "dst": "DST[:PORT]: NS/POD, node, Service or address",
-            "protocol": "tcp, udp or icmp", "format": "text, json, mermaid or html", "output": "file to write"})
-def trace(c, lab, src, dst, protocol=None, format="text", output=None):
+            "protocol": "tcp, udp or icmp", "format": "text, json, mermaid or html", "output": "file to write",
+            "family": "4 or 6: the address family where the destination has both"})
+def trace(c, lab, src, dst, protocol=None, format="text", output=None, family=None):
     """Send one probe and show its path hop by hop: routes and the nftables rules that acted."""
     _labkit(c, "trace", lab, src, dst, *(["--protocol", protocol] if protocol else []), "--format", format,
-            *(["-o", output] if output else []))
+            *(["-o", output] if output else []), *(["--family", str(family)] if family else []))
 
 
 @task(help={"lab": "lab name", "target": "NODE or NS/POD, optionally :IFACE (default: every interface)",

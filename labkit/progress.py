@@ -14,7 +14,7 @@ class Progress:
     def __init__(self, quiet: bool = False, stream=None):
         self.stream = stream or sys.stderr
         self.quiet = quiet
-        self.console = Console(file=self.stream) if self.stream.isatty() else None
+        self.console = Console(file=self.stream, emoji=False) if self.stream.isatty() else None
         self.started = time.monotonic()
 
     def note(self, text: str) -> None:

@@ -13,8 +13,9 @@ PIPED_WIDTH = 160  # not a terminal: wide enough that nothing needs folding
 
 
 def _console() -> Console:
-    console = Console()
-    return console if console.is_terminal else Console(width=PIPED_WIDTH)
+    # emoji off: rich reads ":100:" in fd00:198:51:100::1 as an emoji shortcode
+    console = Console(emoji=False)
+    return console if console.is_terminal else Console(width=PIPED_WIDTH, emoji=False)
 
 
 def print_status(labs: list[dict[str, Any]], console: Console | None = None) -> None:

@@ -322,7 +322,7 @@ def print_report(report: Report, console: Any = None, file: Any = None) -> int:
             return report.exit_code
         from rich.console import Console
 
-        console = Console(file=stream)
+        console = Console(file=stream, emoji=False)  # an IPv6 address is no emoji shortcode
     _print_rich(report, console)
     return report.exit_code
 

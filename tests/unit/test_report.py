@@ -88,3 +88,11 @@ def test_an_ipv4_lab_keeps_its_columns():
     out = io.StringIO()
     print_status([LAB], Console(file=out, width=120, force_terminal=False))
     assert "mgmt ipv4" in out.getvalue()
+
+
+def test_an_ipv6_address_is_never_read_as_an_emoji(capsys):
+    """rich reads `:100:` as an emoji shortcode; the consoles labkit prints with must not."""
+    from labkit import report
+
+    report._console().print("pool fd00:198:51:100::1")
+    assert "fd00:198:51:100::1" in capsys.readouterr().out
