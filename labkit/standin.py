@@ -99,7 +99,7 @@ def command_reply(text: str, identity: Identity, peer: tuple[str, int], port: in
     if said.startswith("echo "):
         return said.split(" ", 1)[1]
     if said == "clientip":
-        return f"{peer[0]}:{peer[1]}"
+        return _peer_text(peer)
     return None
 
 
@@ -113,7 +113,7 @@ def http_answer(method: str, target: str, body: bytes, identity: Identity, peer:
     if path in ("/hostname", "/hostName"):
         return 200, identity.hostname()
     if path == "/clientip":
-        return 200, f"{peer[0]}:{peer[1]}"
+        return 200, _peer_text(peer)
     if path == "/healthz":
         return 200, ""
     if path == "/echo":
@@ -176,17 +176,45 @@ def respond(data: bytes, identity: Identity, peer: tuple[str, int], port: int) -
 # cost this process a third more memory and a third more start-up time, for nothing it uses.
 
 
-def bind(tcp: list[int], udp: list[int], address: str = "0.0.0.0") -> list[tuple[_socket.socket, str, int]]:
-    """A bound socket for every port, listening for TCP: (socket, protocol, port); port 0 takes a free one."""
+def _peer_text(peer: tuple) -> str:
+    """`ip:port` as agnhost's clientip writes it (Go's RemoteAddr): `[v6]:port`; an IPv4 client of a
+    dual-stack socket (`::ffff:a.b.c.d`) as its IPv4 address."""
+    host = peer[0].removeprefix("::ffff:") if peer[0].startswith("::ffff:") and "." in peer[0] else peer[0]
+    return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
+
+
+def _socket_family() -> tuple[int, str]:
+    """(AF_INET6, "::") where the namespace has IPv6: one socket per port then serves both families,
+    as a container's server on `::` does; else (AF_INET, "0.0.0.0")."""
+    try:
+        probe = _socket.socket(_socket.AF_INET6, _socket.SOCK_DGRAM)
+    except OSError:
+        return _socket.AF_INET, "0.0.0.0"
+    try:
+        probe.bind(("::", 0))
+    except OSError:  # IPv6 disabled in this namespace (a Docker container without it)
+        return _socket.AF_INET, "0.0.0.0"
+    finally:
+        probe.close()
+    return _socket.AF_INET6, "::"
+
+
+def bind(tcp: list[int], udp: list[int], address: str | None = None) -> list[tuple[_socket.socket, str, int]]:
+    """A bound socket for every port, listening for TCP: (socket, protocol, port); port 0 takes a free one.
+    Without `address`: every address of both families where the namespace has IPv6, else every IPv4 one."""
+    family, anywhere = _socket_family() if address is None else (
+        _socket.AF_INET6 if ":" in address else _socket.AF_INET, address)
     bound = []
     try:
         for protocol, kind, ports in (("UDP", _socket.SOCK_DGRAM, udp), ("TCP", _socket.SOCK_STREAM, tcp)):
             for port in ports:
-                s = _socket.socket(_socket.AF_INET, kind)
+                s = _socket.socket(family, kind)
                 bound.append((s, protocol, port))
+                if family == _socket.AF_INET6:
+                    s.setsockopt(_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY, 0)
                 if protocol == "TCP":
                     s.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
-                s.bind((address, port))
+                s.bind((anywhere, port))
                 if protocol == "TCP":
                     s.listen(128)
     except OSError:
@@ -216,7 +244,7 @@ def serve(listeners: list[tuple[_socket.socket, str, int]], identity: Identity, 
                     conn_fd, conn_peer = sock._accept()
                 except OSError:
                     continue
-                conn = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM, 0, conn_fd)
+                conn = _socket.socket(sock.family, _socket.SOCK_STREAM, 0, conn_fd)
                 if len(watched) - len(listeners) >= MAX_CONNECTIONS:
                     conn.close()
                     continue

@@ -242,3 +242,20 @@ def test_apply_starts_the_stand_ins_of_new_pods(labkit_lab_factory, tmp_path) ->
     assert reasons[("web", "nginx")] and "python:3.12" in reasons[("api", "api")]  # the first pod's kept
     updated = RunningLab(running.name, found)
     assert fetch(updated, f"http://{updated.pod_ip('default/api')}:8000/hostname", "default/web") == "api"
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_stand_in_answers_on_both_families_of_a_dual_stack_pod(labkit_lab_factory, tmp_path, runtime) -> None:
+    """A dual-stack pod's stand-in listens on `::` with IPv4 mapped in, as a server on `::` in a container
+    does: reached at the pod's IPv6 and IPv4 address, it names the client as agnhost's clientip does."""
+    topology = tmp_path / "dual.yaml"
+    cluster = "{pod-cidr: '10.244.0.0/16,fd00:10:244::/56', service-cidr: '10.96.0.0/16,fd00:10:96::/112', " \
+              "stand-ins: true}"
+    topology.write_text(ONE_NGINX.format(name="sidual", cluster=cluster))
+    running = labkit_lab_factory(topology, runtime=runtime)
+    web = running.pods()["default/web"]
+    v4, v6 = web["ips"]
+    for address in (v4, f"[{v6}]"):
+        answer = running.exec("default/web", "wget", "-qO-", f"http://{address}:80/clientip", check=True,
+                              timeout=10).stdout
+        assert answer.rsplit(":", 1)[0] == address, answer  # the pod reached itself: its own address, unmapped

@@ -112,9 +112,10 @@ def test_validate_says_which_containers_stand_in(capsys: pytest.CaptureFixture[s
 
 
 @pytest.fixture
-def server():
-    """A stand-in on loopback, free ports, in a thread of this process: (tcp port, udp port)."""
-    listeners = standin.bind([0], [0], address="127.0.0.1")
+def server(request):
+    """A stand-in on loopback, free ports, in a thread of this process: (tcp port, udp port). Indirect
+    parameter None: bound as `main` binds it (both families where there is IPv6)."""
+    listeners = standin.bind([0], [0], address=getattr(request, "param", "127.0.0.1"))
     ports = {protocol: port for _, protocol, port in listeners}
     done = threading.Event()
     thread = threading.Thread(target=standin.serve, args=(listeners, standin.Identity("shop/web-0", "nginx")),
@@ -232,3 +233,21 @@ def test_the_launcher_answers_a_malformed_request_and_ends_with_its_input() -> N
     proc = subprocess.run(module_argv("labkit.standin", "launch", "--state", "/nonexistent"), input="a\tb\n",
                           capture_output=True, text=True, timeout=30, check=False)
     assert (proc.returncode, proc.stdout) == (0, "ERR a request has 8 tab-separated fields, got 2\n")
+
+
+@pytest.mark.parametrize("server", [None], indirect=True)
+def test_both_families_on_one_socket_and_the_client_as_agnhost_writes_it(server) -> None:
+    """Where the namespace has IPv6 a stand-in answers on `::` too (a dual-stack pod's IPv6 address);
+    an IPv4 client is still `a.b.c.d:port`, an IPv6 one `[v6]:port` (Go's RemoteAddr, agnhost's clientip)."""
+    tcp, udp = server
+    sock = _socket.socket(_socket.AF_INET6, _socket.SOCK_STREAM)
+    sock.settimeout(5)
+    sock.connect(("::1", tcp))
+    sock.sendall(b"GET /clientip HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    port = sock.getsockname()[1]
+    sock.close()
+    assert data.endswith(f"[::1]:{port}".encode()), data
+    assert get(tcp, "/clientip")[1].startswith("127.0.0.1:")
