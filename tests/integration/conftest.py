@@ -9,6 +9,7 @@ so the same assertions hold for both.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import subprocess
 import sys
@@ -34,20 +35,28 @@ SHIPPED_VARIANTS = {("host-gw", "bridge"): TOPOLOGIES / "kube-bridge.yaml"}
 # The docker runtime carries every backend and mode too, but not their product: each container lab costs
 # several seconds more than a namespace one, and what docker changes (nodes in containers) is the same for all.
 DOCKER_LABS = (("host-gw", "ptp"), ("vxlan", "bridge"), ("bgp", "ptp"))
+# Every shared cluster test runs in a dual-stack variant of these labs too (the same files, both families:
+# labkit.families): every backend, each mode and both runtimes among them, so no pair is left untried.
+DUAL_STACK_LABS = (("netns", "host-gw", "ptp"), ("netns", "vxlan", "bridge"), ("netns", "bgp", "ptp"),
+                   ("netns", "host-gw", "bridge"), ("docker", "vxlan", "ptp"))
+STACKS = ("ipv4", "dual")
 
 
-def cluster_labs() -> list[tuple[str, str, str]]:
-    """(runtime, backend, mode) of every shared cluster lab: netns in every backend x mode, docker in DOCKER_LABS."""
-    labs = [("netns", backend, mode) for backend in CLUSTER_TOPOLOGIES for mode in CNI_MODES]
+def cluster_labs() -> list[tuple[str, str, str, str]]:
+    """(runtime, backend, mode, stack) of every shared cluster lab: IPv4 netns in every backend x mode,
+    docker in DOCKER_LABS, and the dual-stack variants of DUAL_STACK_LABS."""
+    labs = [("netns", backend, mode, "ipv4") for backend in CLUSTER_TOPOLOGIES for mode in CNI_MODES]
     if "docker" in RUNTIMES:
-        labs += [("docker", backend, mode) for backend, mode in DOCKER_LABS if backend in CLUSTER_TOPOLOGIES]
+        labs += [("docker", backend, mode, "ipv4") for backend, mode in DOCKER_LABS if backend in CLUSTER_TOPOLOGIES]
+    labs += [(runtime, backend, mode, "dual") for runtime, backend, mode in DUAL_STACK_LABS
+             if runtime in RUNTIMES and backend in CLUSTER_TOPOLOGIES]
     return labs
 
 
 CLUSTER_LABS = cluster_labs()
 
-__all__ = ["CLUSTER_LABS", "CLUSTER_TOPOLOGIES", "ROOT", "RUNTIMES", "TOPOLOGIES", "kube_lab", "labkit",
-           "mode_variant"]
+__all__ = ["CLUSTER_LABS", "CLUSTER_TOPOLOGIES", "ROOT", "RUNTIMES", "TOPOLOGIES", "families", "kube_lab", "labkit",
+           "mode_variant", "stack_variant"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -67,15 +76,65 @@ def mode_variant(topology: Path, mode: str, folder: Path) -> Path:
     return out
 
 
-@pytest.fixture(scope="session", params=CLUSTER_LABS, ids=["-".join(p) for p in CLUSTER_LABS])
+# The dual-stack variant's second family: a ULA of each, the cluster's IPv4 ranges kept as they are.
+DUAL_STACK = {"pod-cidr": "fd00:10:244::/56", "service-cidr": "fd00:10:96::/112", "mgmt": "fd00:172:31::/64"}
+
+
+def stack_variant(topology: Path, folder: Path) -> Path:
+    """`topology` made dual-stack: an IPv6 range beside each IPv4 one (IPv4 stays preferred), and every
+    Service of its workloads PreferDualStack unless it says otherwise, so each gets a ClusterIP per family.
+    Routes to the IPv4 service CIDR get their IPv6 twin through the same node."""
+    doc = yaml.safe_load(topology.read_text())
+    cluster = doc["cluster"]
+    cluster["pod-cidr"] = f"{cluster.get('pod-cidr', '10.244.0.0/16')},{DUAL_STACK['pod-cidr']}"
+    cluster["service-cidr"] = f"{cluster.get('service-cidr', '10.96.0.0/16')},{DUAL_STACK['service-cidr']}"
+    mgmt = doc.setdefault("mgmt", {})
+    mgmt["ipv6-subnet"] = DUAL_STACK["mgmt"]
+    v4_mgmt = ipaddress.IPv4Network(mgmt.get("ipv4-subnet", "172.31.0.0/24"))
+    v6_mgmt = ipaddress.IPv6Network(DUAL_STACK["mgmt"])
+    service_v4 = cluster["service-cidr"].split(",")[0]
+    for node in doc["topology"]["nodes"].values():
+        for route in list((node or {}).get("routes", [])):
+            via = ipaddress.ip_address(route["via"])
+            if route["dst"] == service_v4 and via in v4_mgmt:  # mgmt addresses mirror: .2 and ::2
+                twin = v6_mgmt.network_address + (int(via) - int(v4_mgmt.network_address))
+                node["routes"].append({"dst": DUAL_STACK["service-cidr"], "via": str(twin)})
+    docs = []
+    for entry in doc.get("workloads", []):
+        manifests = yaml.safe_load_all((topology.parent / entry).read_text()) if isinstance(entry, str) else [entry]
+        for manifest in manifests:
+            if manifest and manifest.get("kind") == "Service":
+                spec = manifest.setdefault("spec", {})
+                if spec.get("type") != "ExternalName" and spec.get("clusterIP") not in ("None",):
+                    spec.setdefault("ipFamilyPolicy", "PreferDualStack")
+            if manifest:
+                docs.append(manifest)
+    workloads = folder / f"{topology.stem}-dual-workloads.yaml"
+    workloads.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    doc["workloads"] = [str(workloads)]
+    out = folder / f"{topology.stem}-dual.yaml"
+    out.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return out
+
+
+@pytest.fixture(scope="session", params=CLUSTER_LABS, ids=["-".join(p[:3]) + ("-dual" if p[3] == "dual" else "")
+                                                            for p in CLUSTER_LABS])
 def kube_lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> RunningLab:
     """The cluster labs, shared by every test that only reads them; one is up at a time (pytest runs
-    the tests of one parameter together). Test ids like `netns-vxlan-bridge`."""
-    runtime, backend, mode = request.param
+    the tests of one parameter together). Test ids like `netns-vxlan-bridge` and `netns-bgp-ptp-dual`."""
+    runtime, backend, mode, stack = request.param
     topology = SHIPPED_VARIANTS.get((backend, mode)) or CLUSTER_TOPOLOGIES[backend]
+    folder = tmp_path_factory.mktemp(f"{backend}-{mode}-{stack}")
     if yaml.safe_load(topology.read_text())["cluster"].get("cni", {}).get("mode", CNI_MODES[0]) != mode:
-        topology = mode_variant(topology, mode, tmp_path_factory.mktemp(f"{backend}-{mode}"))
+        topology = mode_variant(topology, mode, folder)
+    if stack == "dual":
+        topology = stack_variant(topology, folder)
     return start_lab(request, topology, runtime=runtime)
+
+
+def families(lab: RunningLab) -> tuple[int, ...]:
+    """The lab's cluster families, preferred first: (4,) or (4, 6)."""
+    return (4, 6) if "," in str(yaml.safe_load(lab.topology.read_text())["cluster"].get("pod-cidr", "")) else (4,)
 
 
 def labkit(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
