@@ -105,7 +105,7 @@ def stack_variant(topology: Path, folder: Path) -> Path:
         for manifest in manifests:
             if manifest and manifest.get("kind") == "Service":
                 spec = manifest.setdefault("spec", {})
-                if spec.get("type") != "ExternalName" and spec.get("clusterIP") not in ("None",):
+                if spec.get("type") != "ExternalName":  # headless ones too: A and AAAA per endpoint
                     spec.setdefault("ipFamilyPolicy", "PreferDualStack")
             if manifest:
                 docs.append(manifest)
