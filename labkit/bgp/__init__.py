@@ -4,6 +4,9 @@
 - daemon.py    each speaker's config (templates/bird.conf.j2), start inside its node's namespace, stop
 - birdc.py     asking a daemon (birdc -s SOCKET) and parsing `show protocols` / `show route`
 
+Both families, as Calico runs a dual-stack cluster: an IPv4 and an IPv6 session per peer between the
+node addresses of each family, each carrying its own family's routes (speakers.py says why).
+
 The phases (labkit.phases.bgp) start the daemons in `up`, start dead ones again in `apply`;
 `down` stops them by their pid files like every server of a lab.
 """

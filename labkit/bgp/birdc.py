@@ -3,7 +3,9 @@
 The parsers are pure functions of birdc's text (tests/unit/test_bgp_birdc.py holds real samples):
 
     parse_protocols(text) -> [{name, proto, table, state, since, info}]   # `show protocols`
-    parse_routes(text)    -> [{prefix, type, protocol, primary, preference, via, dev}]   # `show route`
+    parse_routes(text)    -> [{prefix, family, table, type, protocol, primary, preference, via, dev}]   # `show route`
+
+`show route` answers from every table: `master4` (IPv4) and, in a dual-stack lab, `master6` (IPv6).
 """
 
 from __future__ import annotations
@@ -86,11 +88,17 @@ _DEV = re.compile(r"^\s+dev (?P<dev>\S+)")
 
 
 def parse_routes(text: str) -> list[dict[str, Any]]:
-    """`show route` (one table or several): one dict per route, a prefix's alternatives included."""
+    """`show route` (one table or several): one dict per route, a prefix's alternatives included;
+    `family` (4 or 6) from the prefix, `table` from birdc's `Table NAME:` heading (None without one)."""
     routes: list[dict[str, Any]] = []
     prefix = None
+    table = None
     for line in _without_banner(text).splitlines():
-        if not line.strip() or line.startswith("Table "):
+        if not line.strip():
+            continue
+        if line.startswith("Table "):
+            table = line[len("Table "):].strip().rstrip(":") or None
+            prefix = None
             continue
         if (via := _VIA.match(line)) and routes:
             routes[-1]["via"].append(via["via"])
@@ -105,7 +113,8 @@ def parse_routes(text: str) -> list[dict[str, Any]]:
         prefix = match["prefix"] or prefix
         if prefix is None:
             continue
-        routes.append({"prefix": prefix, "type": match["type"], "protocol": match["protocol"],
+        routes.append({"prefix": prefix, "family": 6 if ":" in prefix else 4, "table": table,
+                       "type": match["type"], "protocol": match["protocol"],
                        "primary": bool(match["primary"]),
                        "preference": int(match["preference"]) if match["preference"] else None,
                        "origin": match["origin"], "via": [], "dev": None})

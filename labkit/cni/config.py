@@ -13,13 +13,18 @@ Standard library only: imported on the `labkit-cni` exec path.
       "mtu": 1500,                      # optional: pod and host veth MTU
       "ipam": {
         "type": "host-local",           # optional; built in (only host-local semantics)
-        "subnet": "10.244.1.0/24",      # the node's podCIDR
-        "gateway": "10.244.1.1",        # optional: default the subnet's .1
+        "subnet": "10.244.1.0/24",      # the node's podCIDR (IPv4 or IPv6)
+        "gateway": "10.244.1.1",        # optional: default the subnet's second address (.1, ::1)
         "rangeStart": "10.244.1.10",    # optional
         "rangeEnd": "10.244.1.250",     # optional
+        "ranges": [                     # host-local's form: range sets, one per address family
+          [{"subnet": "10.244.1.0/24"}],          # each range takes gateway/rangeStart/rangeEnd too;
+          [{"subnet": "fd00:10:244:1::/64"}]      # a pod gets one address from each set, in order
+        ],                              # (with "subnet" as well, that range set comes first)
         "dataDir": "/var/lib/cni/networks/labkit",   # optional
         "lockTimeout": 30,              # optional: seconds to wait for the IPAM lock (then code 11)
-        "routes": [{"dst": "10.96.0.0/16"}]           # optional extra pod routes
+        "routes": [{"dst": "10.96.0.0/16"}, {"dst": "fd00:10:96::/112"}]   # optional extra pod
+                                        # routes, each via its family's gateway unless "gw" says
       },
       "dns": {"nameservers": ["10.96.0.10"]},         # optional, passed to the result
       "prevResult": {...}, "runtimeConfig": {...}, "args": {...},
@@ -39,7 +44,7 @@ from .errors import (
     CNIError,
 )
 from .ipam import DEFAULT_DATA_ROOT, Pool
-from .lite import Addr, Net
+from .lite import Addr, Addr6, Net, ip_address
 
 SUPPORTED_VERSIONS = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
 LATEST = "1.1.0"
@@ -47,6 +52,8 @@ PLUGIN_TYPE = "labkit-cni"
 IPAM_TYPES = (None, "", "host-local", "labkit-cni")
 MODES = ("ptp", "bridge", "routed")  # routed: the first name of ptp
 DEFAULT_BRIDGE = "cni0"
+FAMILY_NAMES = {4: "IPv4", 6: "IPv6"}
+SMALLEST = {4: 30, 6: 126}  # longest prefix with room for a gateway and one pod
 
 _FIRST = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 _REST = _FIRST | frozenset("_.-")
@@ -60,8 +67,12 @@ def valid_name(s) -> bool:
 class Route:
     __slots__ = ("dst", "gw")
 
-    def __init__(self, dst: Net, gw: Addr | None = None):
+    def __init__(self, dst: Net, gw: Addr | Addr6 | None = None):
         self.dst, self.gw = dst, gw
+
+    @property
+    def version(self) -> int:
+        return self.dst.version
 
     def __repr__(self) -> str:
         return f"Route({self.dst}, gw={self.gw})"
@@ -71,6 +82,7 @@ class NetConf:
     """A validated configuration (plain class: `dataclasses` costs ~6 ms to import)."""
 
     def __init__(self, *, cni_version: str, name: str, pool: Pool | None, data_dir: str,
+                 pools: list[Pool] | None = None,
                  mtu: int | None = None, routes: list[Route] | None = None,
                  dns: dict | None = None, prev_result: dict | None = None,
                  runtime_config: dict | None = None,
@@ -83,7 +95,9 @@ class NetConf:
         self.hairpin = hairpin
         self.cni_version = cni_version
         self.name = name
-        self.pool = pool
+        # one pool per range set (per address family), in the config's order; `pool` is the first
+        self.pools = pools if pools is not None else ([pool] if pool is not None else [])
+        self.pool = pool if pool is not None else (self.pools[0] if self.pools else None)
         self.data_dir = data_dir
         self.mtu = mtu
         self.routes = routes or []
@@ -115,24 +129,82 @@ def check_version(raw: dict) -> str:
     return v
 
 
-def _ip(value, where: str) -> Addr:
+def _ip(value, where: str) -> Addr | Addr6:
     if not isinstance(value, str):
-        raise _bad(f"invalid network configuration: {where} must be an IPv4 address string")
+        raise _bad(f"invalid network configuration: {where} must be an IP address string")
     try:
-        return Addr(value)
+        return ip_address(value)
     except ValueError as e:
-        raise _bad(f"invalid network configuration: {where}: {value!r} is not an IPv4 address",
+        kind = "IPv6" if ":" in value else "IPv4"
+        raise _bad(f"invalid network configuration: {where}: {value!r} is not an {kind} address",
                    str(e)) from None
 
 
 def _net(value, where: str) -> Net:
     if not isinstance(value, str):
-        raise _bad(f"invalid network configuration: {where} must be a CIDR string like 10.244.1.0/24")
+        raise _bad(f"invalid network configuration: {where} must be a CIDR string like 10.244.1.0/24 "
+                   "or fd00:10:244:1::/64")
     try:
         return Net(value)
     except ValueError as e:
-        raise _bad(f"invalid network configuration: {where}: {value!r} is not an IPv4 CIDR",
+        kind = "IPv6" if ":" in value else "IPv4"
+        raise _bad(f"invalid network configuration: {where}: {value!r} is not an {kind} CIDR",
                    str(e)) from None
+
+
+def _pool(r: dict, where: str) -> Pool:
+    """One host-local range ({subnet, gateway, rangeStart, rangeEnd}) as a Pool; `where` names its
+    subnet's key in messages (ipam.subnet, ipam.ranges[1][0].subnet)."""
+    subnet = _net(r.get("subnet"), where)
+    base = where.rpartition(".")[0] or "ipam"
+    if subnet.prefixlen > SMALLEST[subnet.version]:
+        raise _bad(f"invalid network configuration: {where} {subnet} is too small",
+                   f"need at least a /{SMALLEST[subnet.version]}: a gateway and one pod")
+    vals = {}
+    for what in ("gateway", "rangeStart", "rangeEnd"):
+        if not r.get(what):
+            vals[what] = None
+            continue
+        val = _ip(r[what], f"{base}.{what}")
+        if val.version != subnet.version:
+            raise _bad(f"invalid network configuration: {base}.{what} {val} is an "
+                       f"{FAMILY_NAMES[val.version]} address in {FAMILY_NAMES[subnet.version]} "
+                       f"subnet {subnet}", "each range's addresses are of its subnet's family")
+        if val not in subnet:
+            raise _bad(f"invalid network configuration: {base}.{what} {val} is outside subnet {subnet}")
+        vals[what] = val
+    pool = Pool.from_subnet(subnet, vals["gateway"], vals["rangeStart"], vals["rangeEnd"])
+    if int(pool.start) > int(pool.end):
+        raise _bad(f"invalid network configuration: {base}.rangeStart {pool.start} is after "
+                   f"{base}.rangeEnd {pool.end}")
+    if pool.size() < 1:
+        raise _bad(f"invalid network configuration: no allocatable address in {subnet}")
+    return pool
+
+
+def _range_sets(ipam: dict) -> list[tuple[dict, str]]:
+    """(range, where) of each range set: `subnet` (the old single form) first, then `ranges`, as
+    host-local takes them; one range per set."""
+    out = []
+    if ipam.get("subnet") is not None:
+        out.append((ipam, "ipam.subnet"))
+    ranges = ipam.get("ranges")
+    if ranges is None:
+        return out
+    if not isinstance(ranges, list):
+        raise _bad("invalid network configuration: ipam.ranges must be a list of range sets",
+                   'e.g. [[{"subnet": "10.244.1.0/24"}], [{"subnet": "fd00:10:244:1::/64"}]]')
+    for i, rset in enumerate(ranges):
+        if not isinstance(rset, list) or not rset or not all(isinstance(r, dict) for r in rset):
+            raise _bad(f"invalid network configuration: ipam.ranges[{i}] must be a non-empty list of "
+                       "ranges like {\"subnet\": \"10.244.1.0/24\"}")
+        if len(rset) > 1:
+            raise CNIError(UNSUPPORTED_FIELD, f"ipam.ranges[{i}] has {len(rset)} ranges",
+                           "labkit-cni takes one range per range set (one range set per address family)")
+        if rset[0].get("subnet") is None:
+            raise _bad(f"invalid network configuration: ipam.ranges[{i}][0].subnet is required")
+        out.append((rset[0], f"ipam.ranges[{i}][0].subnet"))
+    return out
 
 
 def parse(raw, *, need_ipam: bool = True) -> NetConf:
@@ -193,36 +265,19 @@ def parse(raw, *, need_ipam: bool = True) -> NetConf:
             or not 0 <= lock_timeout <= 3600:
         raise _bad(f"invalid network configuration: ipam.lockTimeout {lock_timeout!r} must be "
                    "a number of seconds in 0..3600")
-    subnet_raw = ipam.get("subnet")
-    if subnet_raw is None:
-        ranges = ipam.get("ranges")
-        if isinstance(ranges, list) and ranges and isinstance(ranges[0], list) and ranges[0] \
-                and isinstance(ranges[0][0], dict):
-            r0 = ranges[0][0]
-            subnet_raw = r0.get("subnet")
-            ipam = {**ipam, **{k: r0[k] for k in ("gateway", "rangeStart", "rangeEnd") if k in r0}}
-    pool = None
-    if subnet_raw is None:
-        if need_ipam:
-            raise _bad("invalid network configuration: ipam.subnet is required",
-                       "the node's podCIDR, e.g. \"ipam\": {\"subnet\": \"10.244.1.0/24\"}")
-    else:
-        subnet = _net(subnet_raw, "ipam.subnet")
-        if subnet.prefixlen > 30:
-            raise _bad(f"invalid network configuration: ipam.subnet {subnet} is too small",
-                       "need at least a /30: a gateway and one pod")
-        gw = _ip(ipam["gateway"], "ipam.gateway") if ipam.get("gateway") else None
-        start = _ip(ipam["rangeStart"], "ipam.rangeStart") if ipam.get("rangeStart") else None
-        end = _ip(ipam["rangeEnd"], "ipam.rangeEnd") if ipam.get("rangeEnd") else None
-        for what, val in (("gateway", gw), ("rangeStart", start), ("rangeEnd", end)):
-            if val is not None and val not in subnet:
-                raise _bad(f"invalid network configuration: ipam.{what} {val} is outside subnet {subnet}")
-        pool = Pool.from_subnet(subnet, gw, start, end)
-        if int(pool.start) > int(pool.end):
-            raise _bad(f"invalid network configuration: ipam.rangeStart {pool.start} is after "
-                       f"ipam.rangeEnd {pool.end}")
-        if pool.size() < 1:
-            raise _bad(f"invalid network configuration: no allocatable address in {subnet}")
+    pools = []
+    for r, where in _range_sets(ipam):
+        pool = _pool(r, where)
+        twin = next((p for p in pools if p.version == pool.version), None)
+        if twin is not None:
+            raise _bad(f"invalid network configuration: {where} {pool.subnet} is a second "
+                       f"{FAMILY_NAMES[pool.version]} range set (after {twin.subnet})",
+                       "one range set per address family: a pod gets one address of each family")
+        pools.append(pool)
+    if not pools and need_ipam:
+        raise _bad("invalid network configuration: ipam.subnet is required",
+                   "the node's podCIDR, e.g. \"ipam\": {\"subnet\": \"10.244.1.0/24\"}, or one "
+                   "range set per family in \"ranges\"")
 
     routes: list[Route] = []
     rlist = ipam.get("routes") or []
@@ -233,6 +288,13 @@ def parse(raw, *, need_ipam: bool = True) -> NetConf:
             raise _bad(f"invalid network configuration: ipam.routes[{i}] needs a dst")
         dst = _net(r["dst"], f"ipam.routes[{i}].dst")
         gw = _ip(r["gw"], f"ipam.routes[{i}].gw") if r.get("gw") else None
+        if gw is not None and gw.version != dst.version:
+            raise _bad(f"invalid network configuration: ipam.routes[{i}].gw {gw} is not of dst {dst}'s "
+                       f"family ({FAMILY_NAMES[dst.version]})")
+        if pools and not any(p.version == dst.version for p in pools):
+            raise _bad(f"invalid network configuration: ipam.routes[{i}].dst {dst} is "
+                       f"{FAMILY_NAMES[dst.version]}, and the pod gets no {FAMILY_NAMES[dst.version]} "
+                       "address", "add a range set of that family, or drop the route")
         routes.append(Route(dst, gw))
 
     valid = None
@@ -249,7 +311,8 @@ def parse(raw, *, need_ipam: bool = True) -> NetConf:
             valid.append((a["containerID"], a["ifname"]))
 
     return NetConf(
-        cni_version=version, name=name, pool=pool, data_dir=data_dir, mtu=mtu, routes=routes,
+        cni_version=version, name=name, pool=pools[0] if pools else None, pools=pools,
+        data_dir=data_dir, mtu=mtu, routes=routes,
         dns=dns, prev_result=prev, runtime_config=rc, valid_attachments=valid, raw=raw,
         lock_timeout=float(lock_timeout), mode=mode, bridge=bridge, hairpin=hairpin,
     )

@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from ipaddress import IPv4Network
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 
 from . import lite
@@ -49,7 +49,7 @@ def _version_ge(v: str, want: tuple[int, int, int]) -> bool:
 
 def render_conflist(
     name: str,
-    pod_cidr: str,
+    pod_cidr: str | Sequence[str],
     *,
     gateway: str | None = None,
     mtu: int | None = None,
@@ -64,18 +64,48 @@ def render_conflist(
 ) -> str:
     """The conflist JSON text for one node: labkit-cni first, then `plugins`.
 
-    `gateway` defaults to the podCIDR's .1, `data_dir` to
+    `pod_cidr` is the node's podCIDR, or a list of them, one per address family (a dual-stack node:
+    the preferred family first): one gives `ipam.subnet` / `gateway`, several host-local's `ipam.ranges`
+    (`[[{"subnet": v4, "gateway": gw4}], [{"subnet": v6, "gateway": gw6}]]`, each gateway the CIDR's
+    first address; `gateway`, `range_start` and `range_end` then only for one CIDR). `gateway` defaults to
+    the podCIDR's .1, `data_dir` to
     /var/lib/cni/networks/<name>. `mode` is labkit-cni's: ptp or bridge. `cni_version` defaults to 1.1.0, or 1.0.0 when
     chained plugins follow (the reference plugins on Debian 12 stop at 1.0.0).
     """
 
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ValueError(f"invalid CNI network name {name!r}")
-    net = IPv4Network(pod_cidr, strict=False)
+    if not isinstance(pod_cidr, str):
+        ranges = dual_stack_ranges(pod_cidr)
+        if len(ranges) > 1:
+            if gateway or range_start or range_end:
+                raise ValueError("gateway, range_start and range_end take one pod CIDR, not one per family")
+            return _render(name, ranges=ranges, pod_cidr=None, gateway=None, mtu=mtu, data_dir=data_dir,
+                           plugins=plugins, cni_version=cni_version, routes=routes, dns=dns, range_start=None,
+                           range_end=None, mode=mode)
+        pod_cidr = ranges[0]["subnet"]
+    net = ip_network(pod_cidr, strict=False)
     if gateway is None:
         gateway = str(net.network_address + 1)
-    elif IPv4Network(f"{gateway}/32").network_address not in net:
+    elif ip_address(gateway) not in net:
         raise ValueError(f"gateway {gateway} is outside pod CIDR {net}")
+    return _render(name, ranges=None, pod_cidr=str(net), gateway=str(gateway), mtu=mtu, data_dir=data_dir,
+                   plugins=plugins, cni_version=cni_version, routes=routes, dns=dns, range_start=range_start,
+                   range_end=range_end, mode=mode)
+
+
+def dual_stack_ranges(pod_cidrs: Sequence[str]) -> list[dict[str, str]]:
+    """One host-local range per pod CIDR ({subnet, gateway: its first address}); one CIDR per family."""
+    nets = [ip_network(c, strict=False) for c in pod_cidrs]
+    if not nets or len({n.version for n in nets}) != len(nets):
+        raise ValueError(f"pod CIDRs {', '.join(map(str, pod_cidrs))}: one or two, of distinct address families")
+    return [{"subnet": str(n), "gateway": str(n.network_address + 1)} for n in nets]
+
+
+def _render(name: str, *, ranges: list[dict[str, str]] | None, pod_cidr: str | None, gateway: str | None,
+            mtu: int | None, data_dir: str | None, plugins: Sequence[Mapping], cni_version: str | None,
+            routes: Sequence[Mapping] | None, dns: Mapping | None, range_start: str | None,
+            range_end: str | None, mode: str) -> str:
     if mtu is not None and not (isinstance(mtu, int) and 68 <= mtu <= 65535):
         raise ValueError(f"invalid MTU {mtu!r}")
     for p in plugins:
@@ -93,8 +123,9 @@ def render_conflist(
         CONFLIST_TEMPLATE,
         name=name,
         cni_version=cni_version,
-        pod_cidr=str(net),
-        gateway=str(gateway),
+        pod_cidr=pod_cidr,
+        gateway=gateway,
+        ranges=ranges,
         mtu=mtu,
         data_dir=data_dir or f"/var/lib/cni/networks/{name}",
         plugins=[dict(p) for p in plugins],
@@ -108,7 +139,7 @@ def render_conflist(
     return text
 
 
-def write_conflist(conf_dir: str | os.PathLike, name: str, pod_cidr: str, *,
+def write_conflist(conf_dir: str | os.PathLike, name: str, pod_cidr: str | Sequence[str], *,
                    filename: str | None = None, **kwargs) -> Path:
     """Render and write `<conf_dir>/<filename>` atomically; return its path.
 

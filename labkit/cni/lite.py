@@ -1,14 +1,16 @@
-"""IPv4 and JSON helpers for the exec path, without `re`, `ipaddress` or `json`.
+"""IPv4/IPv6 and JSON helpers for the exec path, without `re`, `ipaddress` or `json`.
 
 Under `python -S` (the lean launcher) `import re` alone costs ~12 ms (it drags in
 enum), `ipaddress` ~2 ms and `json` pulls in `re`; the C accelerators `_json`
 and `_socket` do the real work here. Strict like `ipaddress`: dotted quads only,
-no leading zeros.
+no leading zeros; IPv6 as `inet_pton` takes it (no zone), printed in the RFC 5952
+form `inet_ntop` gives (what host-local names its lease files by).
 """
 
 from __future__ import annotations
 
 import _json
+import _socket
 
 # ---------------------------------------------------------------------------
 # IPv4
@@ -39,6 +41,8 @@ class Addr(int):
     """An IPv4 address: an int that prints as a dotted quad."""
 
     __slots__ = ()
+    version = 4
+    bits = 32
 
     def __new__(cls, value) -> Addr:
         if isinstance(value, str):
@@ -58,8 +62,63 @@ class Addr(int):
         return format(fmt(self), spec)
 
 
+# ---------------------------------------------------------------------------
+# IPv6
+
+_ALL6 = (1 << 128) - 1
+
+
+def _groups(s: str) -> int:
+    if not isinstance(s, str):
+        raise ValueError(f"{s!r} is not a string")
+    if ":" not in s or "%" in s or not s.isascii():
+        raise ValueError(f"{s!r} is not an IPv6 address")
+    try:
+        return int.from_bytes(_socket.inet_pton(_socket.AF_INET6, s), "big")
+    except OSError:
+        raise ValueError(f"{s!r} is not an IPv6 address") from None
+
+
+def fmt6(n: int) -> str:
+    return _socket.inet_ntop(_socket.AF_INET6, int(n).to_bytes(16, "big"))
+
+
+class Addr6(int):
+    """An IPv6 address: an int that prints in the RFC 5952 form."""
+
+    __slots__ = ()
+    version = 6
+    bits = 128
+
+    def __new__(cls, value) -> Addr6:
+        if isinstance(value, str):
+            value = _groups(value)
+        value = int(value)
+        if not 0 <= value <= _ALL6:
+            raise ValueError(f"{value} is not an IPv6 address")
+        return super().__new__(cls, value)
+
+    def __str__(self) -> str:
+        return fmt6(self)
+
+    def __repr__(self) -> str:
+        return f"Addr6('{fmt6(self)}')"
+
+    def __format__(self, spec: str) -> str:
+        return format(fmt6(self), spec)
+
+
+def ip_address(value) -> Addr | Addr6:
+    """An address of either family from its text ('10.0.0.1', 'fd00::1'); an Addr6 or Addr passes through."""
+    if isinstance(value, (Addr, Addr6)):
+        return value
+    if isinstance(value, str) and ":" in value:
+        return Addr6(value)
+    return Addr(value)
+
+
 class Net:
-    """An IPv4 network 'a.b.c.d/len' (host bits are masked off, like strict=False)."""
+    """An IPv4 or IPv6 network 'a.b.c.d/len' / 'fd00::/64' (host bits masked off, like strict=False)."""
 
     __slots__ = ("network", "prefixlen")
 
@@ -67,32 +126,48 @@ class Net:
         if not isinstance(cidr, str):
             raise ValueError(f"{cidr!r} is not a CIDR string")
         addr, sep, plen = cidr.partition("/")
+        kind = Addr6 if ":" in addr else Addr
         if not sep:
-            plen = "32"
-        if not plen.isascii() or not plen.isdigit() or int(plen) > 32 or (len(plen) > 1 and plen[0] == "0"):
+            plen = str(kind.bits)
+        if not plen.isascii() or not plen.isdigit() or int(plen) > kind.bits or (len(plen) > 1 and plen[0] == "0"):
             raise ValueError(f"bad prefix length in {cidr!r}")
         self.prefixlen = int(plen)
-        self.network = Addr(_octets(addr) & self.netmask)
+        self.network = kind((_groups(addr) if kind is Addr6 else _octets(addr)) & self._mask(kind.bits))
+
+    def _mask(self, bits: int) -> int:
+        ones = (1 << bits) - 1
+        return (ones << (bits - self.prefixlen)) & ones
+
+    @property
+    def version(self) -> int:
+        return self.network.version
 
     @property
     def netmask(self) -> int:
-        return (0xFFFFFFFF << (32 - self.prefixlen)) & 0xFFFFFFFF
+        return self._mask(self.network.bits)
 
     @property
-    def network_address(self) -> Addr:
+    def network_address(self) -> Addr | Addr6:
         return self.network
 
     @property
-    def broadcast_address(self) -> Addr:
-        return Addr(self.network | (~self.netmask & 0xFFFFFFFF))
+    def broadcast_address(self) -> Addr | Addr6:
+        """The last address (IPv4's broadcast; for IPv6 just the last)."""
+        bits = self.network.bits
+        return type(self.network)(self.network | (~self.netmask & ((1 << bits) - 1)))
 
     def __contains__(self, ip) -> bool:
         if isinstance(ip, str):
-            ip = _octets(ip)
+            try:
+                ip = ip_address(ip)
+            except ValueError:
+                return False
+        if getattr(ip, "version", 4) != self.version:
+            return False
         return (int(ip) & self.netmask) == self.network
 
     def __str__(self) -> str:
-        return f"{fmt(self.network)}/{self.prefixlen}"
+        return f"{self.network}/{self.prefixlen}"
 
     def __repr__(self) -> str:
         return f"Net('{self}')"
@@ -103,11 +178,11 @@ class Net:
                 other = Net(other)
             except ValueError:
                 return False
-        return isinstance(other, Net) and (self.network, self.prefixlen) == (
-            other.network, other.prefixlen)
+        return isinstance(other, Net) and (self.version, self.network, self.prefixlen) == (
+            other.version, other.network, other.prefixlen)
 
     def __hash__(self) -> int:
-        return hash((int(self.network), self.prefixlen))
+        return hash((self.version, int(self.network), self.prefixlen))
 
 
 # ---------------------------------------------------------------------------

@@ -12,14 +12,28 @@ an L3 hop that shows up in `ip route` and is traced by `traceroute`, and the
 same node-to-node routing (host-gw routes or a vxlan device) works unchanged
 on top. This is what kindnet (kind's default CNI) and Calico do.
 
-What ADD does (the node is the namespace the plugin runs in):
+What ADD does (the node is the namespace the plugin runs in), per address family the
+config has a range set of (IPv4, IPv6 or both: one address of each, in the config's order):
 
     node:  veth<8 hex>  up, alias "labkit-cni <network> <ifname> <container id>"
-           route <pod ip>/32 dev veth<8 hex> scope link
+      v4:  route <pod ip>/32 dev veth<8 hex> scope link
            <gateway>/32 on lo (idempotent), lo up, net.ipv4.ip_forward=1
-    pod:   <ifname> <pod ip>/32 up, lo up
+      v6:  route <pod ip6>/128 dev veth<8 hex>
+           <gateway6>/128 nodad on veth<8 hex> (accept_dad 0), net.ipv6.conf.all.forwarding=1
+    pod:   <ifname> up, lo up
+      v4:  <pod ip>/32 on <ifname>
            route <gateway> dev <ifname> scope link
-           route default via <gateway> dev <ifname>   (+ ipam.routes)
+           route default via <gateway> dev <ifname>   (+ ipam.routes of IPv4)
+      v6:  <pod ip6>/128 nodad on <ifname>, accept_ra 0 and accept_dad 0 on <ifname>
+           route <gateway6> dev <ifname>
+           route default via <gateway6> dev <ifname>  (+ ipam.routes of IPv6)
+
+IPv6's gateway sits on the pod's own host veth, not on lo: a node answers an IPv4 ARP
+request for any of its addresses, but an IPv6 Neighbor Solicitation only for an address
+of the interface it arrives on. So, as the reference `ptp` plugin does, every host veth
+holds the gateway's /128 (no proxy_ndp needed); `nodad` on both ends makes the
+addresses usable the moment ADD returns (no `tentative`), and accept_ra=0 keeps a
+router advertisement from adding addresses or routes to a pod the plugin configured.
 
 Two call paths share this module: the `labkit-cni` executable
 (`labkit.cni.main`, exec'd per pod, standard library only) and the
@@ -51,7 +65,7 @@ from .errors import (
 from labkit.net import netlink as nl
 from labkit.net.netlink import IFF_UP, Netlink, NetlinkError
 
-from .ipam import Store
+from .ipam import Pool, Store
 
 COMMANDS = ("ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION")
 ALIAS_PREFIX = "labkit-cni"
@@ -198,9 +212,20 @@ def _nl_error(e: OSError, what: str) -> CNIError:
     return CNIError(NETLINK_FAILURE, f"{what}: {e.strerror or e}", str(e))
 
 
+class PodAddress:
+    """One family's part of an attachment: the pool (range set) it came from, and the address."""
+
+    __slots__ = ("gateway", "ip", "pool", "version")
+
+    def __init__(self, pool: Pool, ip):
+        self.pool, self.ip = pool, str(ip)
+        self.gateway, self.version = str(pool.gateway), pool.version
+
+    def __repr__(self) -> str:
+        return f"PodAddress({self.ip}, gw={self.gateway})"
+
+
 def cmd_add(conf: cfg.NetConf, cid: str, netns: str, ifname: str) -> dict:
-    pool = conf.pool
-    gw = str(pool.gateway)
     host = host_veth_name(cid, ifname)
     podfd = _open_netns(netns, "ADD")
     try:
@@ -217,9 +242,10 @@ def cmd_add(conf: cfg.NetConf, cid: str, netns: str, ifname: str) -> dict:
                                f"interface {ifname} already exists in {netns}",
                                "ADD on an existing attachment: DEL it first")
             with Store(conf.data_dir, conf.lock_timeout) as store:
-                ip = store.allocate(pool, cid, ifname)
+                ips = store.allocate_all(conf.pools, cid, ifname)
+            addrs = [PodAddress(pool, ip) for pool, ip in zip(conf.pools, ips, strict=True)]
             try:
-                result = _wire(conf, node, pod, podfd, host, cid, netns, ifname, str(ip), gw)
+                result = _wire(conf, node, pod, podfd, host, cid, netns, ifname, addrs)
             except BaseException:
                 with Store(conf.data_dir, conf.lock_timeout) as store:
                     store.release(cid, ifname)
@@ -237,9 +263,11 @@ def cmd_add(conf: cfg.NetConf, cid: str, netns: str, ifname: str) -> dict:
 
 
 def _wire(conf, node: Netlink, pod: Netlink, podfd: int, host: str, cid: str, netns: str,
-          ifname: str, ip: str, gw: str) -> dict:
+          ifname: str, addrs: list[PodAddress]) -> dict:
     alias = host_veth_alias(conf.name, cid, ifname)
     bridge = None
+    v4 = next((a for a in addrs if a.version == 4), None)
+    v6 = next((a for a in addrs if a.version == 6), None)
     try:
         stale = node.link(host)
         if stale is not None:  # left over from an attachment whose pod side is gone
@@ -251,54 +279,73 @@ def _wire(conf, node: Netlink, pod: Netlink, podfd: int, host: str, cid: str, ne
         if conf.mode == "bridge":
             from . import bridged
 
-            bridge, h, p = bridged.wire(conf, node, pod, podfd, host, alias, ifname, ip, gw)
-            return _result(conf, netns, ifname, ip, gw, h, p, bridge)
+            first, more = addrs[0], [(a.ip, a.gateway) for a in addrs[1:]]
+            bridge, h, p = bridged.wire(conf, node, pod, podfd, host, alias, ifname, first.ip, first.gateway,
+                                        **({"more": more} if more else {}))
+            return _result(conf, netns, ifname, addrs, h, p, bridge)
         node.do(nl.veth(host, ifname, peer_netns_fd=podfd, mtu=conf.mtu, what=f"add veth {host}/{ifname}"))
         h = node.link(host)
-        lo = node.link("lo")
-        node.do(nl.set_link(h["index"], up=True, alias=alias, what=f"bring up {host}"),
-                nl.route(f"{ip}/32", oif=h["index"], replace=True),
-                *([] if lo["flags"] & IFF_UP else [nl.set_link(lo["index"], up=True, what="bring up lo")]),
-                nl.address(lo["index"], gw, 32, exist_ok=True))
-        _enable_forwarding()
+        if v6 is not None:  # before it is up: its link-local must not be tentative (see _no_dad)
+            _no_dad(host)
+        node_side = [nl.set_link(h["index"], up=True, alias=alias, what=f"bring up {host}")]
+        if v4 is not None:
+            lo = node.link("lo")
+            node_side += [nl.route(f"{v4.ip}/32", oif=h["index"], replace=True),
+                          *([] if lo["flags"] & IFF_UP else [nl.set_link(lo["index"], up=True, what="bring up lo")]),
+                          nl.address(lo["index"], v4.gateway, 32, exist_ok=True)]
+        if v6 is not None:  # the gateway on the veth itself: NDP answers only for the interface's own addresses
+            node_side += [nl.address(h["index"], v6.gateway, 128, nodad=True, exist_ok=True),
+                          nl.route(f"{v6.ip}/128", oif=h["index"], replace=True)]
+        node.do(*node_side)
+        for a in addrs:
+            _enable_forwarding(a.version)
 
         p = pod.link(ifname)
         plo = pod.link("lo")
-        pod.do(nl.address(p["index"], ip, 32),
-               nl.set_link(p["index"], up=True, what=f"bring up {ifname}"),
-               *([] if plo is None or plo["flags"] & IFF_UP else [nl.set_link(plo["index"], up=True,
-                                                                            what="bring up lo")]),
-               # in this order: the default route needs the link route to its gateway
-               nl.route(f"{gw}/32", oif=p["index"], replace=True),
-               nl.route("default", gateway=gw, oif=p["index"], replace=True),
-               *[nl.route(str(r.dst), gateway=str(r.gw or gw), oif=p["index"], replace=True)
-                 for r in conf.routes])
+        if v6 is not None:  # before the link is up: no router solicitation, no RA taken, no DAD
+            _pod_sysctls(podfd, {f"net/ipv6/conf/{ifname}/accept_ra": "0",
+                                 f"net/ipv6/conf/{ifname}/accept_dad": "0"})
+        pod_side = [nl.address(p["index"], a.ip, 32 if a.version == 4 else 128, nodad=True) for a in addrs]
+        pod_side += [nl.set_link(p["index"], up=True, what=f"bring up {ifname}"),
+                     *([] if plo is None or plo["flags"] & IFF_UP else [nl.set_link(plo["index"], up=True,
+                                                                                  what="bring up lo")])]
+        for a in addrs:  # in this order: the default route needs the link route to its gateway
+            pod_side += [nl.route(a.gateway, oif=p["index"], replace=True),
+                         nl.route("default", gateway=a.gateway, oif=p["index"], replace=True)]
+        gateways = {a.version: a.gateway for a in addrs}
+        pod_side += [nl.route(str(r.dst), gateway=str(r.gw or gateways[r.version]), oif=p["index"], replace=True)
+                     for r in conf.routes]
+        pod.do(*pod_side)
     except NetlinkError as e:
         raise _nl_error(e, f"ADD {cid}/{ifname}") from e
-    return _result(conf, netns, ifname, ip, gw, h, p, bridge)
+    return _result(conf, netns, ifname, addrs, h, p, bridge)
 
 
-def _result(conf, netns: str, ifname: str, ip: str, gw: str, h: dict, p: dict, bridge: dict | None) -> dict:
-    """The ADD result: [bridge,] node veth, pod interface; the pod's address, its gateway and routes."""
+def _result(conf, netns: str, ifname: str, addrs: list[PodAddress], h: dict, p: dict,
+            bridge: dict | None) -> dict:
+    """The ADD result: [bridge,] node veth, pod interface; the pod's addresses (one per family, the
+    config's order), their gateways, a default route per family and ipam.routes."""
     iface_host = {"name": h["name"], "mac": h["mac"]}
     iface_pod = {"name": ifname, "mac": p["mac"], "sandbox": netns}
     if conf.mtu and cfg.version_tuple(conf.cni_version) >= (1, 1, 0):
         iface_host["mtu"] = conf.mtu
         iface_pod["mtu"] = conf.mtu
     ifaces = [iface_host, iface_pod]
-    plen = 32
     if bridge is not None:  # as the reference bridge plugin reports it: the bridge first
         ifaces.insert(0, {"name": bridge["name"], "mac": bridge["mac"]})
-        plen = conf.pool.subnet.prefixlen
-    ipc = {"address": f"{ip}/{plen}", "gateway": gw, "interface": len(ifaces) - 1}
-    if cfg.version_tuple(conf.cni_version) < (1, 0, 0):
-        ipc = {"version": "4", **ipc}
-    routes = [{"dst": "0.0.0.0/0", "gw": gw}]
-    routes += [{"dst": str(r.dst), "gw": str(r.gw or gw)} for r in conf.routes]
+    legacy = cfg.version_tuple(conf.cni_version) < (1, 0, 0)
+    ips = []
+    for a in addrs:
+        plen = a.pool.subnet.prefixlen if bridge is not None else (32 if a.version == 4 else 128)
+        ipc = {"address": f"{a.ip}/{plen}", "gateway": a.gateway, "interface": len(ifaces) - 1}
+        ips.append({"version": str(a.version), **ipc} if legacy else ipc)
+    gateways = {a.version: a.gateway for a in addrs}
+    routes = [{"dst": "0.0.0.0/0" if a.version == 4 else "::/0", "gw": a.gateway} for a in addrs]
+    routes += [{"dst": str(r.dst), "gw": str(r.gw or gateways[r.version])} for r in conf.routes]
     result = {
         "cniVersion": conf.cni_version,
         "interfaces": ifaces,
-        "ips": [ipc],
+        "ips": ips,
         "routes": routes,
         "dns": dict(conf.dns or {}),
     }
@@ -322,16 +369,48 @@ def _merge_prev(conf: cfg.NetConf, result: dict) -> dict:
     return out
 
 
-def _enable_forwarding() -> None:
-    path = "/proc/sys/net/ipv4/ip_forward"
+FORWARDING = {4: "net/ipv4/ip_forward", 6: "net/ipv6/conf/all/forwarding"}
+
+
+def _sysctl(key: str, value: str, where: str = "on the node") -> None:
+    """/proc/sys/`key` = `value` in the calling thread's namespace (written only when it differs)."""
+    path = f"/proc/sys/{key}"
     try:
         with open(path) as f:
-            if f.read().strip() == "1":
+            if f.read().strip() == value:
                 return
         with open(path, "w") as f:
-            f.write("1")
+            f.write(value)
     except OSError as e:
-        raise CNIError(IO_FAILURE, "cannot enable net.ipv4.ip_forward on the node", str(e)) from e
+        raise CNIError(IO_FAILURE, f"cannot set {key.replace('/', '.')}={value} {where}", str(e)) from e
+
+
+def _enable_forwarding(version: int = 4) -> None:
+    _sysctl(FORWARDING[version], "1")
+
+
+def _no_dad(host: str) -> None:
+    """accept_dad=0 on the node's veth, before it is up. A node forwarding to a pod solicits the pod's
+    address from the veth's link-local address, and sends no solicitation at all while that address is
+    tentative (the second or so of DAD): a pod's first packets from other pods would be lost."""
+    _sysctl(f"net/ipv6/conf/{host}/accept_dad", "0")
+
+
+def _pod_sysctls(podfd: int, values: dict[str, str]) -> None:
+    """Set sysctls in the pod's namespace: /proc/sys/net is the calling thread's namespace's, so this
+    thread steps in (setns) and back out."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        nl.setns(podfd)
+        try:
+            for key, value in values.items():
+                _sysctl(key, value, "in the pod")
+        finally:
+            nl.setns(own)
+    except OSError as e:
+        raise CNIError(IO_FAILURE, "cannot enter the pod's network namespace", str(e)) from e
+    finally:
+        os.close(own)
 
 
 def cmd_del(conf: cfg.NetConf, cid: str, netns: str | None, ifname: str) -> None:
@@ -374,13 +453,17 @@ def cmd_check(conf: cfg.NetConf, cid: str, netns: str, ifname: str) -> None:
             if ifaces[idx].get("mac") and ifaces[idx]["mac"].lower() != p["mac"]:
                 raise CHECK_ERR(f"interface {ifname} has MAC {p['mac']}, "
                                 f"prevResult says {ifaces[idx]['mac']}")
-            have = {a["address"] for a in pod.addresses() if a["index"] == p["index"]}
+            families = sorted({6 if ":" in ip else 4 for ip in want})
+            both = 0 if len(families) > 1 else families[0]  # one dump of the family, or of both
+            have = {a["address"] for a in pod.addresses(both) if a["index"] == p["index"]}
             for ip in want:
                 if ip not in have:
                     raise CHECK_ERR(f"interface {ifname} lacks address {ip}")
-            routes = pod.routes()
-            if not any(r["prefixlen"] == 0 and r["oif"] == p["index"] for r in routes):
-                raise CHECK_ERR(f"no default route via {ifname} in {netns}")
+            routes = pod.routes(both)
+            for fam in families:
+                if not any(r["prefixlen"] == 0 and r["oif"] == p["index"] and (":" in r["dst"]) == (fam == 6)
+                           for r in routes):
+                    raise CHECK_ERR(f"no {cfg.FAMILY_NAMES[fam]} default route via {ifname} in {netns}")
     except NetlinkError as e:
         raise _nl_error(e, "CHECK") from e
     finally:
@@ -398,11 +481,18 @@ def cmd_check(conf: cfg.NetConf, cid: str, netns: str, ifname: str) -> None:
             h, want_routes = node.link(host), True
             if h is None:
                 raise CHECK_ERR(f"node-side interface {host} is missing")
-        routes = node.routes() if want_routes else []
+        routes = node.routes(both) if want_routes else []
         for ip in want if want_routes else ():
-            if not any(r["dst"] == ip and r["prefixlen"] == 32 and r["oif"] == h["index"]
+            plen = 128 if ":" in ip else 32
+            if not any(r["dst"] == ip and r["prefixlen"] == plen and r["oif"] == h["index"]
                        for r in routes):
-                raise CHECK_ERR(f"node has no route {ip}/32 dev {host}")
+                raise CHECK_ERR(f"node has no route {ip}/{plen} dev {host}")
+        gateways6 = {str(i.get("gateway")) for i in prev.get("ips") or []
+                     if isinstance(i, dict) and i.get("interface") == idx and ":" in str(i.get("gateway"))}
+        if want_routes and gateways6:  # ptp: the pods' IPv6 gateway is an address of their own host veth
+            missing = gateways6 - {a["address"] for a in node.addresses(6) if a["index"] == h["index"]}
+            if missing:
+                raise CHECK_ERR(f"node-side interface {host} lacks the gateway address {min(missing)}")
     store = Store(conf.data_dir, conf.lock_timeout)
     leases = store.find(cid, ifname)
     for ip in want:
@@ -417,12 +507,14 @@ def CHECK_ERR(msg: str) -> CNIError:
 def cmd_status(conf: cfg.NetConf) -> None:
     try:
         with Store(conf.data_dir, conf.lock_timeout) as store:
-            used = len(store.leases())
+            leased = list(store.leases())
     except CNIError as e:
         raise CNIError(NOT_AVAILABLE, f"plugin not available: {e.msg}", e.details) from None
-    if conf.pool is not None and used >= conf.pool.size():
-        raise CNIError(NOT_AVAILABLE, "plugin not available: IP address pool exhausted",
-                       f"{used} of {conf.pool.size()} addresses in {conf.pool.subnet} leased")
+    for pool in conf.pools:  # full in any family: an ADD, which takes one of each, would fail
+        used = len(leased) if len(conf.pools) == 1 else sum(ip in pool.subnet for ip in leased)
+        if used >= pool.size():
+            raise CNIError(NOT_AVAILABLE, "plugin not available: IP address pool exhausted",
+                           f"{used} of {pool.size()} addresses in {pool.subnet} leased")
 
 
 def cmd_gc(conf: cfg.NetConf) -> None:

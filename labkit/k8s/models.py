@@ -28,6 +28,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from labkit.families import family_name, family_of
 from labkit.k8s import names
 
 
@@ -555,29 +556,39 @@ def _cluster_ip(value: str) -> str:
     if value in ("", "None"):
         return value
     try:
-        ipaddress.IPv4Address(value)
+        ipaddress.ip_address(value)
     except ValueError:
         raise PydanticCustomError(
-            "k8s_value", f"{value!r} is not valid; valid: an IPv4 address, 'None' (headless) or ''"
+            "k8s_value", f"{value!r} is not valid; valid: an IPv4 or IPv6 address, 'None' (headless) or ''"
         ) from None
     return value
 
 
-def _ipv4(value: str) -> str:
+def _ip(value: str) -> str:
     try:
-        ipaddress.IPv4Address(value)
+        ipaddress.ip_address(value)
     except ValueError:
-        raise PydanticCustomError("k8s_value", f"{value!r} is not valid; valid: an IPv4 address") from None
+        raise PydanticCustomError("k8s_value", f"{value!r} is not valid; valid: an IPv4 or IPv6 address") from None
     return value
 
 
 def _cidr_loose(value: str) -> str:
     """loadBalancerSourceRanges: a CIDR, host bits allowed (as the API server accepts 10.0.0.1/8)."""
     try:
-        ipaddress.IPv4Network(value.strip(), strict=False)
+        ipaddress.ip_network(value.strip(), strict=False)
     except ValueError:
-        raise PydanticCustomError("k8s_value", f"{value!r} is not valid; valid: an IPv4 CIDR") from None
+        raise PydanticCustomError("k8s_value", f"{value!r} is not valid; valid: an IPv4 or IPv6 CIDR") from None
     return value
+
+
+# Kubernetes' names of the address families (core/v1 IPFamily) and the dual-stack policies (IPFamilyPolicy).
+IPFamily = Literal["IPv4", "IPv6"]
+IPFamilyPolicy = Literal["SingleStack", "PreferDualStack", "RequireDualStack"]
+
+
+def ip_family(address: str) -> IPFamily:
+    """The Kubernetes name of an address's family: "IPv4" or "IPv6"."""
+    return family_name(family_of(address))  # type: ignore[return-value]
 
 
 class ServicePort(K8sModel):
@@ -614,13 +625,18 @@ class SessionAffinityConfig(K8sModel):
 
 class ServiceSpec(K8sModel):
     _ignored = frozenset({
-        "clusterIPs", "ipFamilies", "ipFamilyPolicy",
         "internalTrafficPolicy", "publishNotReadyAddresses",
         "healthCheckNodePort", "trafficDistribution",
     })
 
     type: Literal["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"] = "ClusterIP"
     clusterIP: Annotated[StrictStr, AfterValidator(_cluster_ip)] = ""
+    # Dual-stack (core/v1): checked here as the API's validation does; defaulted against the cluster's
+    # service CIDRs (SingleStack of the cluster's first family, ...) by labkit.k8s.allocate, as the API
+    # server's allocator does.
+    clusterIPs: tuple[Annotated[StrictStr, AfterValidator(_cluster_ip)], ...] = ()
+    ipFamilies: tuple[IPFamily, ...] = ()
+    ipFamilyPolicy: IPFamilyPolicy | None = None
     selector: Labels = Field(default_factory=dict)
     ports: tuple[ServicePort, ...] = ()
     sessionAffinity: Literal["None", "ClientIP"] = "None"
@@ -634,7 +650,7 @@ class ServiceSpec(K8sModel):
     loadBalancerClass: StrictStr | None = None
     loadBalancerSourceRanges: tuple[Annotated[StrictStr, AfterValidator(_cidr_loose)], ...] = ()
     allocateLoadBalancerNodePorts: StrictBool = True
-    externalIPs: tuple[Annotated[StrictStr, AfterValidator(_ipv4)], ...] = ()
+    externalIPs: tuple[Annotated[StrictStr, AfterValidator(_ip)], ...] = ()
 
     @model_validator(mode="after")
     def _consistent(self) -> ServiceSpec:
@@ -644,6 +660,9 @@ class ServiceSpec(K8sModel):
             if getattr(self, what) and self.type != "LoadBalancer":
                 raise _fail("only valid with type LoadBalancer", what)
         if self.type == "ExternalName":
+            for what in ("clusterIPs", "ipFamilies", "ipFamilyPolicy"):
+                if getattr(self, what):
+                    raise _fail("may not be set for ExternalName services", what)
             if not self.externalName:
                 raise _fail("required with type ExternalName", "externalName")
             if names.dns1123_subdomain(self.externalName.rstrip(".")):
@@ -651,6 +670,7 @@ class ServiceSpec(K8sModel):
             return self
         if self.externalName:
             raise _fail("only valid with type ExternalName", "externalName")
+        self._check_families()
         if not self.ports and self.clusterIP != "None":
             raise _fail("at least one port is required", "ports")
         if self.type in ("NodePort", "LoadBalancer") and self.clusterIP == "None":
@@ -672,9 +692,50 @@ class ServiceSpec(K8sModel):
             seen_ports.add((port.port, port.protocol))
         return self
 
+    def _check_families(self) -> None:
+        """spec.clusterIPs, ipFamilies and ipFamilyPolicy on their own, as the API server validates them
+        (ValidateServiceClusterIPsRelatedFields); what the cluster offers is labkit.k8s.allocate's to check."""
+        ips = self.clusterIPs
+        if self.clusterIP and ips and ips[0] != self.clusterIP:
+            raise _fail(f"first value must match clusterIP {self.clusterIP!r}; valid: "
+                        f"[{self.clusterIP}, ...] or leave clusterIPs out", "clusterIPs", 0)
+        if not self.clusterIP and ips:
+            raise _fail("must be empty when clusterIP is not specified; valid: set clusterIP to clusterIPs[0] "
+                        "too, or leave both out to have them allocated", "clusterIPs")
+        for i, family in enumerate(self.ipFamilies):
+            if family in self.ipFamilies[:i]:
+                raise _fail(f"{family} is listed twice; valid: IPv4, IPv6 or both once, primary first",
+                            "ipFamilies", i)
+        if len(ips) > 2:
+            raise _fail("may only hold up to 2 values (one per family)", "clusterIPs")
+        for i, ip in enumerate(ips):
+            if ip == "None" and (i > 0 or len(ips) > 1):
+                raise _fail("'None' must be the first and only value", "clusterIPs", i)
+            if ip == "":
+                raise _fail("'' is not valid; valid: an IPv4 or IPv6 address", "clusterIPs", i)
+        if self.headless:
+            return
+        if len(ips) == 2 and ip_family(ips[0]) == ip_family(ips[1]):
+            raise _fail("may specify no more than one IP for each IP family", "clusterIPs", 1)
+        for i, (ip, family) in enumerate(zip(self.requested_cluster_ips, self.ipFamilies, strict=False)):
+            if ip_family(ip) != family:
+                where = ("clusterIPs", i) if ips else ("clusterIP",)
+                raise _fail(f"{ip} is not valid: expected an {family} value as indicated by ipFamilies[{i}]",
+                            *where)
+        if self.ipFamilyPolicy == "SingleStack":
+            for what, items in (("cluster IPs", ips), ("IP families", self.ipFamilies)):
+                if len(items) == 2:
+                    raise _fail(f"SingleStack is not valid when multiple {what} are specified; valid: "
+                                "RequireDualStack or PreferDualStack", "ipFamilyPolicy")
+
     @property
     def headless(self) -> bool:
         return self.clusterIP == "None"
+
+    @property
+    def requested_cluster_ips(self) -> tuple[str, ...]:
+        """spec.clusterIPs as the API server normalises it on create: [clusterIP] when only clusterIP is given."""
+        return self.clusterIPs or ((self.clusterIP,) if self.clusterIP else ())
 
     @property
     def node_ports(self) -> bool:

@@ -3,7 +3,11 @@
     write_configs(lab, nodes, services)    # every k8s-node's speaker config (atomic; speakers re-read it)
     start_speakers(lab, {node: netns_path}) # the ones not running, entered into their node's namespace
     announcing(lab, nodes)                 # ip -> the node whose speaker answers for it now
-    bgp_prefixes(services)                 # node -> the /32s its BGP daemon announces
+    bgp_prefixes(services)                 # node -> the /32s and /128s its BGP daemon announces
+
+A dual-stack LoadBalancer (`ips` of both families) is one entry per address with the same candidates
+(MetalLB elects by the first address): the elected speaker answers ARP for the IPv4 one and NDP for
+the IPv6 one.
 
 A speaker's files live in the lab's state folder (labkit.paths: lb/NODE.json, .pid, .announcing), so
 `down` stops it by its pid file and `leftovers` finds it by its command line.
@@ -28,23 +32,28 @@ ANNOUNCE_TIMEOUT = 5.0  # seconds for every address with a candidate to be answe
 
 
 def l2_services(services: Sequence[Any]) -> list[dict[str, Any]]:
-    """The L2 addresses and their candidates in election order, from the service views."""
+    """The L2 addresses (each of a Service's families) and their candidates in election order, from the
+    service views."""
     found = []
     for svc in services:
         lb = getattr(svc, "load_balancer", None) or {}
         if lb.get("ip") and lb.get("l2_nodes"):
-            found.append({"service": svc.key, "ip": lb["ip"], "candidates": list(lb.get("l2_candidates", [])),
-                          "interfaces": list(lb.get("interfaces", []))})
+            for ip in lb.get("ips") or [lb["ip"]]:
+                found.append({"service": svc.key, "ip": ip, "candidates": list(lb.get("l2_candidates", [])),
+                              "interfaces": list(lb.get("interfaces", []))})
     return found
 
 
 def bgp_prefixes(services: Sequence[Any]) -> dict[str, list[tuple[str, str]]]:
-    """node -> [(prefix, why)]: each BGP-mode address as a /32 from the nodes allowed to announce it."""
+    """node -> [(prefix, why)]: each BGP-mode address as a /32 (IPv4) or /128 (IPv6) from the nodes allowed
+    to announce it."""
     found: dict[str, list[tuple[str, str]]] = {}
     for svc in sorted(services, key=lambda s: s.key):
         lb = getattr(svc, "load_balancer", None) or {}
         for node in lb.get("bgp_announcing", []) if lb.get("ip") else []:
-            found.setdefault(node, []).append((f"{lb['ip']}/32", f"LoadBalancer of service {svc.key}"))
+            for ip in lb.get("ips") or [lb["ip"]]:
+                found.setdefault(node, []).append((f"{ip}/{128 if ':' in ip else 32}",
+                                                   f"LoadBalancer of service {svc.key}"))
     return found
 
 

@@ -1,5 +1,6 @@
-"""A MetalLB L2 speaker for one k8s-node: answers ARP for the LoadBalancer addresses this node wins, and
-announces each it takes over with gratuitous ARP. Standard library only (it starts in ~10 ms, beside pods).
+"""A MetalLB L2 speaker for one k8s-node: answers ARP (IPv4) and NDP Neighbor Solicitations (IPv6) for the
+LoadBalancer addresses this node wins, and announces each it takes over with gratuitous ARP or unsolicited
+Neighbor Advertisements. Standard library only (it starts in ~10 ms, beside pods).
 
     python -IS -c '<labkit.lean bootstrap>' --config /run/labkit/LAB/lb/NODE.json
 
@@ -14,6 +15,15 @@ start time, as labkit.processes writes them) and /proc: a stopped speaker is see
 MetalLB's speakers learn the same from memberlist's gossip between nodes; a node whose network fails
 while its speaker runs is what this leaves out (labkit's nodes share a kernel: their processes do not
 fail apart from them).
+
+IPv6 (RFC 4861), as MetalLB's NDP responder: for each address it answers for, the speaker joins the
+address's solicited-node multicast group on the interface (an MLD report, so a snooping switch passes
+the solicitations on) and reads ICMPv6 Neighbor Solicitations from a packet socket whose kernel filter
+(classic BPF) lets nothing else through; it answers one naming an address it owns with a solicited
+Neighbor Advertisement (S and O flags, its MAC as target link-layer address), and on takeover sends
+unsolicited ones (O flag, to all-nodes ff02::1) on the gratuitous ARP schedule: a neighbour that holds
+the address updates its entry to the new MAC. The advertisements come from the LoadBalancer address
+itself, as Linux answers for an address of its own. Nothing of this opens unless an IPv6 address is listed.
 """
 
 from __future__ import annotations
@@ -29,6 +39,23 @@ import time
 
 POLL = 0.05  # seconds between looks at the other speakers and the config
 ETH_P_ARP = 0x0806
+ETH_P_IPV6 = 0x86DD
+ICMPV6 = 58
+NS, NA = 135, 136  # ICMPv6 Neighbor Solicitation / Advertisement
+NA_SOLICITED, NA_OVERRIDE = 0x40000000, 0x20000000
+ALL_NODES = b"\xff\x02" + b"\x00" * 13 + b"\x01"
+SO_ATTACH_FILTER = 26
+# Classic BPF over an Ethernet frame: IPv6, next header ICMPv6, ICMPv6 type Neighbor Solicitation; else drop.
+NS_FILTER = (
+    (0x28, 0, 0, 12),            # ldh [12]         ethertype
+    (0x15, 0, 5, ETH_P_IPV6),    # jeq IPv6 ? next : drop
+    (0x30, 0, 0, 20),            # ldb [20]         IPv6 next header
+    (0x15, 0, 3, ICMPV6),        # jeq ICMPv6 ? next : drop
+    (0x30, 0, 0, 54),            # ldb [54]         ICMPv6 type
+    (0x15, 0, 1, NS),            # jeq NS ? accept : drop
+    (0x06, 0, 0, 0xFFFF),        # ret accept
+    (0x06, 0, 0, 0),             # ret drop
+)
 # On taking an address over, gratuitous ARP every GARP_EVERY seconds for GARP_FOR seconds, as MetalLB's
 # announcer does: a neighbour entry updated less than locktime (1 s) ago ignores a new address, so one
 # burst right after another takeover would be lost.
@@ -70,6 +97,71 @@ def _write(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\x00"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def neighbor_advertisement(src_mac: bytes, eth_dst: bytes, target: bytes, dst_ip: bytes, flags: int) -> bytes:
+    """An Ethernet frame holding an ICMPv6 Neighbor Advertisement for `target` (from `target` itself, hop
+    limit 255 as RFC 4861 requires) with this MAC as its target link-layer address option."""
+    icmp = struct.pack("!BBHI", NA, 0, 0, flags) + target + struct.pack("!BB", 2, 1) + src_mac
+    pseudo = target + dst_ip + struct.pack("!I3xB", len(icmp), ICMPV6)
+    icmp = icmp[:2] + struct.pack("!H", _checksum(pseudo + icmp)) + icmp[4:]
+    ipv6 = struct.pack("!IHBB", 6 << 28, len(icmp), ICMPV6, 255) + target + dst_ip
+    return eth_dst + src_mac + struct.pack("!H", ETH_P_IPV6) + ipv6 + icmp
+
+
+def solicitation(frame: bytes) -> tuple[bytes, bytes, bytes] | None:
+    """(sender MAC, sender IPv6, target) of a valid Neighbor Solicitation frame, else None."""
+    if len(frame) < 78 or frame[12:14] != b"\x86\xdd" or frame[20] != ICMPV6 or frame[21] != 255:
+        return None  # a solicitation that crossed a router (hop limit < 255) is not one to answer
+    if frame[54] != NS or frame[55] != 0:
+        return None
+    sender_mac, sender_ip, target = frame[6:12], frame[22:38], frame[62:78]
+    options = frame[78:]
+    while len(options) >= 8 and options[1]:  # the source link-layer address option, when given
+        if options[0] == 1:
+            sender_mac = options[2:8]
+        options = options[options[1] * 8:]
+    return sender_mac, sender_ip, target
+
+
+def multicast_mac(ip: bytes) -> bytes:
+    """The Ethernet multicast address of an IPv6 multicast group (33:33 and its last 32 bits)."""
+    return b"\x33\x33" + ip[12:16]
+
+
+def solicited_node(ip: bytes) -> bytes:
+    """The solicited-node multicast group of an IPv6 address: ff02::1:ffXX:XXXX (its last 24 bits)."""
+    return bytes.fromhex("ff0200000000000000000001ff") + ip[13:16]
+
+
+def _ns_socket(ifname: str) -> socket.socket:
+    """A packet socket on `ifname` that the kernel hands Neighbor Solicitations only."""
+    import ctypes  # only a speaker with an IPv6 address pays for it
+
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IPV6))
+    try:
+        sock.bind((ifname, ETH_P_IPV6))
+        program = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *insn) for insn in NS_FILTER))
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER,
+                        struct.pack("HP", len(NS_FILTER), ctypes.addressof(program)))
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    while True:  # what was queued before the filter was attached (any IPv6 frame)
+        try:
+            sock.recv(2048)
+        except (BlockingIOError, InterruptedError):
+            return sock
+
+
 def _arp(op: int, src_mac: bytes, src_ip: bytes, dst_mac: bytes, dst_ip: bytes, eth_dst: bytes) -> bytes:
     eth = eth_dst + src_mac + struct.pack("!H", ETH_P_ARP)
     return eth + struct.pack("!HHBBH", 1, 0x0800, 6, 4, op) + src_mac + src_ip + dst_mac + dst_ip
@@ -81,6 +173,9 @@ class Speaker:
         self.mtime = 0.0
         self.config: dict = {}
         self.sockets: dict[str, tuple[socket.socket, bytes]] = {}  # ifname -> (socket, its MAC)
+        self.ns_sockets: dict[str, socket.socket] = {}  # ifname -> its Neighbor Solicitations (IPv6 only)
+        self.groups: set[tuple[str, bytes]] = set()  # (ifname, solicited-node group) joined
+        self.mld: socket.socket | None = None  # holds the group memberships (the kernel sends the MLD reports)
         self.owned: dict[str, tuple[str, ...]] = {}  # ip -> interfaces answered on
         self.garps: dict[str, tuple[float, float]] = {}  # ip -> (next gratuitous ARP, last one), monotonic
 
@@ -107,6 +202,12 @@ class Speaker:
             sock.setblocking(False)
             # The interface's MAC as this namespace sees it (/sys is the host's: nsenter --net keeps its mounts).
             self.sockets[ifname] = (sock, sock.getsockname()[4][:6])
+        if any(":" in svc.get("ip", "") for svc in self.config.get("services", [])):
+            for ifname in sorted(self.sockets.keys() - self.ns_sockets.keys()):
+                try:
+                    self.ns_sockets[ifname] = _ns_socket(ifname)
+                except OSError:
+                    continue
 
     def elect(self) -> None:
         me = self.config.get("node", "")
@@ -120,6 +221,7 @@ class Speaker:
         taken = [ip for ip in owned if owned[ip] != self.owned.get(ip)]
         changed = owned.keys() != self.owned.keys()
         self.owned = owned
+        self.join_groups()
         now = time.monotonic()
         self.garps = {ip: due for ip, due in self.garps.items() if ip in owned}
         for ip in taken:
@@ -127,6 +229,26 @@ class Speaker:
         self.send_garps(now)
         if changed or taken:
             _write(self.config["announcing"], json.dumps(sorted(owned)) + "\n")
+
+    def join_groups(self) -> None:
+        """Membership of each owned IPv6 address's solicited-node group on its interfaces, and no other."""
+        wanted = {(ifname, solicited_node(socket.inet_pton(socket.AF_INET6, ip)))
+                  for ip, ifnames in self.owned.items() if ":" in ip for ifname in ifnames if ifname in self.sockets}
+        if not wanted and not self.groups:
+            return
+        if self.mld is None:
+            self.mld = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        for (ifname, group), option in [(g, socket.IPV6_LEAVE_GROUP) for g in self.groups - wanted] + \
+                [(g, socket.IPV6_JOIN_GROUP) for g in wanted - self.groups]:
+            try:
+                index = struct.pack("@I", socket.if_nametoindex(ifname))
+                self.mld.setsockopt(socket.IPPROTO_IPV6, option, group + index)
+            except OSError:
+                continue
+            if option == socket.IPV6_JOIN_GROUP:
+                self.groups.add((ifname, group))
+            else:
+                self.groups.discard((ifname, group))
 
     def send_garps(self, now: float) -> None:
         for ip, (due, last) in list(self.garps.items()):
@@ -139,14 +261,44 @@ class Speaker:
                 del self.garps[ip]
 
     def garp(self, ip: str) -> None:
-        packed = socket.inet_aton(ip)
+        """Gratuitous ARP for an IPv4 address; an unsolicited Neighbor Advertisement for an IPv6 one."""
+        v6 = ":" in ip
+        packed = socket.inet_pton(socket.AF_INET6, ip) if v6 else socket.inet_aton(ip)
         for ifname in self.owned.get(ip, ()):
             if ifname in self.sockets:
-                sock, mac = self.sockets[ifname]
+                sock, mac = self.sockets[ifname]  # a packet socket sends any frame, whatever it reads
+                frame = (neighbor_advertisement(mac, multicast_mac(ALL_NODES), packed, ALL_NODES, NA_OVERRIDE) if v6
+                         else _arp(2, mac, packed, b"\xff" * 6, packed, b"\xff" * 6))
                 try:
-                    sock.send(_arp(2, mac, packed, b"\xff" * 6, packed, b"\xff" * 6))
+                    sock.send(frame)
                 except OSError:
                     pass
+
+    def answer_ns(self, ifname: str) -> None:
+        """Neighbor Advertisements for the solicitations naming an address this node answers for on `ifname`."""
+        sock = self.ns_sockets[ifname]
+        _, mac = self.sockets[ifname]
+        while True:
+            try:
+                frame, address = sock.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                return
+            if address[2] == socket.PACKET_OUTGOING:  # the node's own solicitations, seen leaving
+                continue
+            found = solicitation(frame)
+            if found is None:
+                continue
+            sender_mac, sender_ip, target = found
+            if ifname not in self.owned.get(socket.inet_ntop(socket.AF_INET6, target), ()):
+                continue
+            if sender_ip == bytes(16):  # duplicate address detection: tell every node, unsolicited
+                reply = neighbor_advertisement(mac, multicast_mac(ALL_NODES), target, ALL_NODES, NA_OVERRIDE)
+            else:
+                reply = neighbor_advertisement(mac, sender_mac, target, sender_ip, NA_SOLICITED | NA_OVERRIDE)
+            try:
+                sock.send(reply)
+            except OSError:
+                pass
 
     def answer(self, ifname: str) -> None:
         sock, mac = self.sockets[ifname]
@@ -178,10 +330,12 @@ class Speaker:
                 next_look = now + POLL
             else:
                 self.send_garps(now)
-            socks = {s.fileno(): name for name, (s, _) in self.sockets.items()}
+            socks = {s.fileno(): (self.answer, name) for name, (s, _) in self.sockets.items()}
+            socks.update({s.fileno(): (self.answer_ns, name) for name, s in self.ns_sockets.items()})
             ready, _, _ = select.select(list(socks), [], [], max(0.0, next_look - time.monotonic()))
             for fd in ready:
-                self.answer(socks[fd])
+                handler, name = socks[fd]
+                handler(name)
 
 
 def main(argv: list[str] | None = None) -> int:

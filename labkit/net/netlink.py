@@ -36,6 +36,7 @@ RTM_NEWNEIGH, RTM_DELNEIGH = 28, 29
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 # multicast groups a monitoring socket joins (labkit.events)
 RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE = 0x1, 0x10, 0x40
+RTMGRP_IPV6_IFADDR, RTMGRP_IPV6_ROUTE = 0x100, 0x400
 # flags
 NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK = 0x1, 0x2, 0x4
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
@@ -51,7 +52,8 @@ IFLA_VXLAN_ID, IFLA_VXLAN_LINK, IFLA_VXLAN_LOCAL, IFLA_VXLAN_LEARNING, IFLA_VXLA
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000  # carrier: the link's other end is up too
 # address / route / neighbour attributes
-IFA_ADDRESS, IFA_LOCAL = 1, 2
+IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
+IFA_F_NODAD, IFA_F_TENTATIVE = 0x02, 0x40  # an IPv6 address without duplicate address detection; one still in it
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
 NDA_DST, NDA_LLADDR = 1, 2
 RT_TABLE_MAIN = 254
@@ -71,6 +73,8 @@ _RTMSG = struct.Struct("=BBBBBBBBI")
 _NDMSG = struct.Struct("=BxxxiHBB")
 _RTA = struct.Struct("=HH")
 _U32 = struct.Struct("=I")
+_AF_OF = {0: 0, 4: socket.AF_INET, 6: socket.AF_INET6}  # AF_UNSPEC (0) dumps every family
+_ANY = {socket.AF_INET: "0.0.0.0", socket.AF_INET6: "::"}
 _ACK_EVERY = 128  # requests in flight before their acks are read: the socket's receive queue is finite
 
 
@@ -118,12 +122,25 @@ def _mac(text: str) -> bytes:
     return bytes(int(p, 16) for p in parts)
 
 
-def _prefix(cidr: str) -> tuple[str, int]:
-    """'10.0.0.0/24' -> ('10.0.0.0', 24); 'default' and a bare address too."""
+def _af(ip: str) -> int:
+    """The address family of an address in text: IPv6 addresses are the ones with a ':'."""
+    return socket.AF_INET6 if ":" in ip else socket.AF_INET
+
+
+def _pack(family: int, ip: str) -> bytes:
+    return socket.inet_pton(family, ip)
+
+
+def _unpack(raw: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET6 if len(raw) == 16 else socket.AF_INET, raw)
+
+
+def _prefix(cidr: str, family: int = socket.AF_INET) -> tuple[str, int]:
+    """'10.0.0.0/24' -> ('10.0.0.0', 24); 'default' (of `family`) and a bare address too."""
     if cidr == "default":
-        return "0.0.0.0", 0
+        return ("::" if family == socket.AF_INET6 else "0.0.0.0"), 0
     address, _, length = cidr.partition("/")
-    return address, int(length) if length else 32
+    return address, int(length) if length else (128 if ":" in address else 32)
 
 
 # ---------------------------------------------------------------------------
@@ -238,23 +255,29 @@ def del_link(name: str) -> Request:
 
 
 def address(index: int, ip: str, prefixlen: int, *, replace: bool = False, exist_ok: bool = False,
-            scope: int = RT_SCOPE_UNIVERSE, what: str = "") -> Request:
-    """`ip addr add|replace IP/LEN dev #index`; `exist_ok`: an address already there is no error."""
-    packed = socket.inet_aton(ip)
-    body = _IFADDR.pack(socket.AF_INET, prefixlen, 0, scope, index) + attr(IFA_LOCAL, packed) + attr(IFA_ADDRESS,
-                                                                                                      packed)
+            scope: int = RT_SCOPE_UNIVERSE, nodad: bool = False, what: str = "") -> Request:
+    """`ip addr add|replace IP/LEN dev #index [nodad]`, IPv4 or IPv6; `exist_ok`: an address already
+    there is no error. `nodad` (IPv6): usable at once, never `tentative` (no duplicate address detection)."""
+    family = _af(ip)
+    packed = _pack(family, ip)
+    flags = IFA_F_NODAD if nodad and family == socket.AF_INET6 else 0
+    body = _IFADDR.pack(family, prefixlen, flags, scope, index) + attr(IFA_LOCAL, packed) + attr(IFA_ADDRESS, packed)
     return Request(RTM_NEWADDR, _create(replace), body, what or f"add address {ip}/{prefixlen}",
                    (errno.EEXIST,) if exist_ok else ())
 
 
 def _route_body(dst: str, gateway: str | None, oif: int | None, scope: int, onlink: bool, proto: int,
                 rtn: int) -> tuple[bytes, str]:
-    address_, length = _prefix(dst)
-    body = _RTMSG.pack(socket.AF_INET, length, 0, 0, RT_TABLE_MAIN, proto, scope, rtn, RTNH_F_ONLINK if onlink else 0)
+    # the family is the destination's, or for 'default' the gateway's (IPv4 when neither says)
+    family = _af(gateway) if dst == "default" and gateway else _af(dst)
+    address_, length = _prefix(dst, family)
+    if family == socket.AF_INET6:
+        scope = RT_SCOPE_UNIVERSE if scope != RT_SCOPE_NOWHERE else scope  # IPv6 routes have no link scope
+    body = _RTMSG.pack(family, length, 0, 0, RT_TABLE_MAIN, proto, scope, rtn, RTNH_F_ONLINK if onlink else 0)
     if length:
-        body += attr(RTA_DST, socket.inet_aton(address_))
+        body += attr(RTA_DST, _pack(family, address_))
     if gateway:
-        body += attr(RTA_GATEWAY, socket.inet_aton(gateway))
+        body += attr(RTA_GATEWAY, _pack(family, gateway))
     if oif is not None:
         body += attr_u32(RTA_OIF, oif)
     return body, f"{address_}/{length}" if length else "default"
@@ -263,7 +286,8 @@ def _route_body(dst: str, gateway: str | None, oif: int | None, scope: int, onli
 def route(dst: str, *, gateway: str | None = None, oif: int | None = None, scope: int | None = None,
           onlink: bool = False, replace: bool = False, proto: int = RTPROT_BOOT, what: str = "") -> Request:
     """`ip route add|replace DST [via GW] [dev #oif] [onlink]` in the main table; DST a prefix, an address
-    or 'default'. The scope is `link` without a gateway, `universe` with one, unless given."""
+    or 'default' (IPv6's with an IPv6 gateway; or write '::/0'). The scope is `link` without a gateway,
+    `universe` with one, unless given (IPv6: always `universe`)."""
     if scope is None:
         scope = RT_SCOPE_UNIVERSE if gateway else RT_SCOPE_LINK
     body, shown = _route_body(dst, gateway, oif, scope, onlink, proto, RTN_UNICAST)
@@ -280,7 +304,8 @@ def del_route(dst: str, *, gateway: str | None = None, oif: int | None = None, m
 
 def neighbour(ip: str, mac: str, index: int, what: str = "") -> Request:
     """`ip neigh replace IP lladdr MAC dev #index nud permanent`."""
-    body = (_NDMSG.pack(socket.AF_INET, index, NUD_PERMANENT, 0, 0) + attr(NDA_DST, socket.inet_aton(ip))
+    family = _af(ip)
+    body = (_NDMSG.pack(family, index, NUD_PERMANENT, 0, 0) + attr(NDA_DST, _pack(family, ip))
             + attr(NDA_LLADDR, _mac(mac)))
     return Request(RTM_NEWNEIGH, _create(True), body, what or f"add neighbour {ip}")
 
@@ -466,23 +491,23 @@ class Netlink:
         """Interface name -> index (one dump)."""
         return {link["name"]: link["index"] for link in self.links()}
 
-    def addresses(self) -> list[dict]:
-        """{index, address, prefixlen} of every IPv4 address."""
-        body = _IFADDR.pack(socket.AF_INET, 0, 0, 0, 0)
+    def addresses(self, family: int = 4) -> list[dict]:
+        """{index, address, prefixlen, flags} of every address of `family` (4 or 6; 0: both). `flags`
+        are the IFA_F_* bits (IFA_F_TENTATIVE: an IPv6 address still in duplicate address detection)."""
+        body = _IFADDR.pack(_AF_OF[family], 0, 0, 0, 0)
         out = []
         for rtype, p in self.query(RTM_GETADDR, NLM_F_DUMP, body, "list addresses"):
             if rtype != RTM_NEWADDR:
                 continue
-            _fam, plen, _, _scope, index = _IFADDR.unpack_from(p)
-            a = parse_attrs(p, _IFADDR.size)
-            raw = a.get(IFA_LOCAL) or a.get(IFA_ADDRESS)
-            if raw:
-                out.append({"index": index, "address": socket.inet_ntoa(raw), "prefixlen": plen})
+            info = address_info(p)
+            if info["address"] is not None:
+                out.append(info)
         return out
 
-    def routes(self) -> list[dict]:
-        """{dst, prefixlen, gateway, oif, scope} of every IPv4 unicast route in the main table."""
-        body = _RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
+    def routes(self, family: int = 4) -> list[dict]:
+        """{dst, prefixlen, gateway, oif, scope} of every unicast route of `family` (4 or 6; 0: both)
+        in the main table."""
+        body = _RTMSG.pack(_AF_OF[family], 0, 0, 0, 0, 0, 0, 0, 0)
         out = []
         for rtype, p in self.query(RTM_GETROUTE, NLM_F_DUMP, body, "list routes"):
             if rtype != RTM_NEWROUTE:
@@ -494,9 +519,9 @@ class Netlink:
             if table != RT_TABLE_MAIN or rtn != RTN_UNICAST:
                 continue
             out.append({
-                "dst": socket.inet_ntoa(a[RTA_DST]) if RTA_DST in a else "0.0.0.0",
+                "dst": _unpack(a[RTA_DST]) if RTA_DST in a else _ANY.get(_fam, "0.0.0.0"),
                 "prefixlen": dlen,
-                "gateway": socket.inet_ntoa(a[RTA_GATEWAY]) if RTA_GATEWAY in a else None,
+                "gateway": _unpack(a[RTA_GATEWAY]) if RTA_GATEWAY in a else None,
                 "oif": _U32.unpack(a[RTA_OIF])[0] if RTA_OIF in a else None,
                 "scope": scope,
             })
@@ -538,24 +563,27 @@ def link_info(payload: bytes) -> dict:
 
 
 def address_info(payload: bytes) -> dict:
-    """An RTM_NEWADDR / RTM_DELADDR payload (IPv4) as {index, address, prefixlen}."""
-    _fam, plen, _, _scope, index = _IFADDR.unpack_from(payload)
+    """An RTM_NEWADDR / RTM_DELADDR payload as {index, address, prefixlen, flags, family} (family 4 or 6)."""
+    fam, plen, flags, _scope, index = _IFADDR.unpack_from(payload)
     a = parse_attrs(payload, _IFADDR.size)
     raw = a.get(IFA_LOCAL) or a.get(IFA_ADDRESS)
-    return {"index": index, "address": socket.inet_ntoa(raw) if raw and len(raw) == 4 else None,
-            "prefixlen": plen}
+    if IFA_FLAGS in a:  # the 32-bit flags (the header's byte holds only the low 8)
+        flags = _U32.unpack(a[IFA_FLAGS])[0]
+    return {"index": index, "address": _unpack(raw) if raw and len(raw) in (4, 16) else None,
+            "prefixlen": plen, "flags": flags, "family": 6 if fam == socket.AF_INET6 else 4}
 
 
 def route_info(payload: bytes) -> dict:
-    """An RTM_NEWROUTE / RTM_DELROUTE payload (IPv4) as {dst, prefixlen, gateway, oif, table, type, scope}."""
+    """An RTM_NEWROUTE / RTM_DELROUTE payload as {dst, prefixlen, gateway, oif, table, type, scope}
+    (IPv4 or IPv6)."""
     _fam, dlen, _, _, table, _, scope, rtn, _ = _RTMSG.unpack_from(payload)
     a = parse_attrs(payload, _RTMSG.size)
     if RTA_TABLE in a:
         table = _U32.unpack(a[RTA_TABLE])[0]
     return {
-        "dst": socket.inet_ntoa(a[RTA_DST]) if RTA_DST in a else "0.0.0.0",
+        "dst": _unpack(a[RTA_DST]) if RTA_DST in a else _ANY.get(_fam, "0.0.0.0"),
         "prefixlen": dlen,
-        "gateway": socket.inet_ntoa(a[RTA_GATEWAY]) if RTA_GATEWAY in a else None,
+        "gateway": _unpack(a[RTA_GATEWAY]) if RTA_GATEWAY in a else None,
         "oif": _U32.unpack(a[RTA_OIF])[0] if RTA_OIF in a else None,
         "table": table, "type": rtn, "scope": scope,
     }

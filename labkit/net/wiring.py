@@ -22,8 +22,34 @@ from labkit.topology.plan import BRIDGE_IFNAME, MgmtPlan, NodePlan, Plan
 LINK_INDEX_BASE = 1 << 20
 
 
+# IPv6 in a namespace that has IPv6 addresses: no router advertisements taken (labkit's routes are the
+# routes), and no duplicate address detection, so no address (a link-local one neither) is `tentative`
+# when `up` returns. Set on `all` and `default` before the namespace's links exist, so every interface is
+# born with them; `disable_ipv6` too, as a container engine may have set it.
+IPV6_NAMESPACE_SYSCTLS = tuple(
+    (f"net.ipv6.conf.{conf}.{key}", value)
+    for conf in ("all", "default") for key, value in (("disable_ipv6", "0"), ("accept_ra", "0"), ("accept_dad", "0"))
+)
+
+
+def ipv6_namespaces(plan: Plan, netns_paths: dict[str, str]) -> list[str]:
+    """The namespaces that get IPv6 set up: the nodes with IPv6 addresses, and the mgmt network's."""
+    found = [netns_paths[n.name] for n in plan.nodes if n.has_ipv6 and n.name in netns_paths]
+    if plan.mgmt and plan.mgmt.subnet6 is not None:
+        found.append(netns.netns_path(plan.mgmt.netns))
+    return found
+
+
+def prepare_ipv6(plan: Plan, netns_paths: dict[str, str]) -> None:
+    """IPV6_NAMESPACE_SYSCTLS in every namespace that gets IPv6, before its links are made."""
+    paths = ipv6_namespaces(plan, netns_paths)
+    if paths:
+        netns.for_each_netns(paths, lambda path: write_sysctls(IPV6_NAMESPACE_SYSCTLS, path))
+
+
 def create_links(plan: Plan, netns_paths: dict[str, str]) -> None:
     """Every veth pair, created with both ends in place, from one socket in the host."""
+    prepare_ipv6(plan, netns_paths)
     fds: dict[str, int] = {}
     try:
         for node, path in netns_paths.items():
@@ -111,7 +137,7 @@ def configure_node(node: NodePlan) -> None:
             where = f"{node.name}:{iface.name}"
             batch.append(nl.set_link(indexes[iface.name], up=True, master=master, mtu=iface.mtu,
                                      what=f"bring up {where}"))
-            batch += [nl.address(indexes[iface.name], str(a.ip), a.network.prefixlen, exist_ok=True,
+            batch += [nl.address(indexes[iface.name], str(a.ip), a.network.prefixlen, exist_ok=True, nodad=True,
                                  what=f"add address {a} to {where}") for a in iface.addresses]
         sock.do(*batch)
         write_sysctls(node.sysctls, node.name)
@@ -162,9 +188,15 @@ def connect_host(mgmt: MgmtPlan) -> None:
     finally:
         os.close(fd)
         os.close(host)
+    if mgmt.gateway6 is not None:  # the lab's own interface in the host: no DAD, no RAs on it either (before
+        for key in ("accept_ra", "accept_dad"):  # its carrier is up, so its link-local address is never tentative)
+            with open(f"/proc/sys/net/ipv6/conf/{mgmt.host_ifname}/{key}", "w", encoding="ascii") as fh:
+                fh.write("0")
     with nl.Netlink() as sock:
-        sock.do(nl.address(sock.link_indexes()[mgmt.host_ifname], str(mgmt.gateway.ip), mgmt.subnet.prefixlen,
-                           exist_ok=True, what=f"add address {mgmt.gateway} to {mgmt.host_ifname}"))
+        index = sock.link_indexes()[mgmt.host_ifname]
+        sock.do(*[nl.address(index, str(gw.ip), gw.network.prefixlen, exist_ok=True, nodad=True,
+                             what=f"add address {gw} to {mgmt.host_ifname}")
+                  for gw in (mgmt.gateway, mgmt.gateway6) if gw is not None])
 
     def enslave() -> None:
         idx = nl.link_indexes()

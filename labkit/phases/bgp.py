@@ -2,8 +2,8 @@
 
 `up` starts every speaker's daemon right after the pod network (the sessions come up while pods
 start), and before `readiness` waits until every k8s-node holds a BGP route to every other node's
-podCIDR and every router node to all of them. `apply` writes the configs again, has running
-daemons re-read them and starts the ones that died.
+podCIDR (of each family, in a dual-stack cluster) and every router node to all of them. `apply`
+writes the configs again, has running daemons re-read them and starts the ones that died.
 """
 
 from __future__ import annotations
@@ -65,8 +65,8 @@ def missing_routes(lab: str, speakers: list[bgp.Speaker]) -> dict[str, list[str]
     missing = {}
     for speaker in speakers:
         found = bgp.live(bgp.files_of(lab, speaker.node).socket)
-        learned = {r["prefix"] for r in found.get("routes", []) if r["primary"] and r["protocol"] not in ("own",)
-                   and r["type"] == "unicast"}
+        learned = {r["prefix"] for r in found.get("routes", []) if r["primary"]
+                   and r["protocol"] not in ("own", "own6") and r["type"] == "unicast"}
         wanted = [c for node, cidrs in pod_cidrs.items() if node != speaker.node for c in cidrs]
         lacking = [c for c in wanted if c not in learned]
         if lacking or "error" in found:

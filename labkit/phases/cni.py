@@ -16,7 +16,7 @@ from labkit.files import makedirs
 from labkit.net import wiring
 from labkit.phases.build import k8s_nodes, on_every_node
 from labkit.topology import kinds
-from labkit.topology.plan import ClusterPlan
+from labkit.topology.plan import ClusterPlan, NodePlan
 
 if TYPE_CHECKING:
     from labkit.phases.build import Build
@@ -30,18 +30,27 @@ def pod_mtu(cluster: ClusterPlan) -> int | None:
     return backends.pod_mtu(cluster.backend) if cluster.backend == "vxlan" else None
 
 
+def cluster_node(node: NodePlan, netns_path: str) -> backends.ClusterNode:
+    """A k8s-node as the CNI backends see it: its podCIDRs (one per cluster family, the cluster's order)
+    and its addresses on the node network."""
+    assert node.mgmt_ipv4 is not None and node.pod_cidr is not None
+    return backends.ClusterNode(node.name, netns_path, str(node.mgmt_ipv4.ip), str(node.pod_cidr),
+                                pod_cidrs=tuple(str(c) for c in node.pod_cidrs),
+                                node_ip6=str(node.mgmt_ipv6.ip) if node.mgmt_ipv6 else None)
+
+
 def setup_pod_network(b: Build) -> None:
-    """Per k8s-node: its CNI conflist, routes to every peer's podCIDR, masquerade for egress."""
+    """Per k8s-node: its CNI conflist, routes to every peer's podCIDR, masquerade for egress; each per
+    address family of the cluster."""
     plan, cluster = b.plan, b.plan.cluster
     if cluster is None:
         return
     start_cni_server(plan.lab)  # first: it loads while the rest of the cluster is built
-    nodes = [backends.ClusterNode(n.name, b.sandboxes[n.name].netns_path, str(n.mgmt_ipv4.ip), str(n.pod_cidr))
-             for n in k8s_nodes(plan)]
+    nodes = [cluster_node(n, b.sandboxes[n.name].netns_path) for n in k8s_nodes(plan)]
     files = paths.lab(plan.lab)
-    for node in nodes:
-        write_conflist(files.conflist_dir(node.name), paths.CNI_NETWORK, node.pod_cidr, mtu=pod_mtu(cluster),
-                       data_dir=files.ipam_dir(node.name), mode=cluster.mode)
+    for node in nodes:  # one pod CIDR: `ipam.subnet` as ever; one per family: host-local's `ipam.ranges`
+        write_conflist(files.conflist_dir(node.name), paths.CNI_NETWORK, [str(c) for c in node.pod_nets],
+                       mtu=pod_mtu(cluster), data_dir=files.ipam_dir(node.name), mode=cluster.mode)
 
     for host in plan.pod_hosts:
         if host.kind_info.container_host:  # Docker's model: the reference bridge and portmap plugins
@@ -49,11 +58,13 @@ def setup_pod_network(b: Build) -> None:
                                   subnet=kinds.DOCKER_SUBNET, data_dir=files.ipam_dir(host.name))
 
     def wire(node: backends.ClusterNode) -> None:
-        # a node's own processes reach ClusterIPs: DNAT in output needs a route first
-        wiring.add_device_route(node.netns_path, str(cluster.service_cidr), "eth0")
+        # a node's own processes reach ClusterIPs: DNAT in output needs a route first (per family)
+        for service_cidr in cluster.service_cidrs:
+            wiring.add_device_route(node.netns_path, str(service_cidr), "eth0")
         backends.apply_backend(cluster.backend, node, nodes)
         if cluster.masquerade:  # false: pods reach outside by their own address (Calico's natOutgoing: false)
-            backends.apply_masquerade(node.netns_path, str(cluster.pod_cidr), pod_cidr=node.pod_cidr)
+            backends.apply_masquerade(node.netns_path, [str(c) for c in cluster.pod_cidrs],
+                                      pod_cidr=[str(c) for c in node.pod_nets])
 
     try:
         on_every_node(wire, nodes)

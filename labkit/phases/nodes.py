@@ -14,11 +14,18 @@ if TYPE_CHECKING:
 
 
 def _hosts_file(plan: Plan) -> str:
+    """Every node by name, per family: its mgmt address, else its first link address of that family
+    (an IPv4-only lab's file is as it always was; IPv6 lines come with IPv6 addresses)."""
     lines = ["127.0.0.1\tlocalhost"]
+    ipv6 = any(node.has_ipv6 for node in plan.nodes)
+    if ipv6:
+        lines.append("::1\tlocalhost ip6-localhost ip6-loopback")
     for node in plan.nodes:
-        addresses = [node.mgmt_ipv4] if node.mgmt_ipv4 else [a for i in node.interfaces for a in i.addresses]
-        if addresses:
-            lines.append(f"{addresses[0].ip}\t{node.name}")
+        links = [a for i in node.interfaces for a in i.addresses]
+        for family, mgmt in ((4, node.mgmt_ipv4), (6, node.mgmt_ipv6)):
+            address = mgmt or next((a for a in links if a.version == family), None)
+            if address is not None:
+                lines.append(f"{address.ip}\t{node.name}")
     return "\n".join(lines) + "\n"
 
 

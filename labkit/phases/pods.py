@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from labkit import paths, processes
@@ -34,14 +34,6 @@ READY_TIMEOUT = 10.0  # seconds for every declared TCP containerPort to listen
 
 
 
-def pod_ips(result: Mapping, families: tuple[int, ...]) -> list[str]:
-    """The pod's IPs from a CNI result, one per family in the cluster's order (status.podIPs: the
-    preferred family first, whatever order the plugin listed them in)."""
-    found = [ip["address"].split("/")[0] for ip in result.get("ips", [])]
-    ordered = [next((ip for ip in found if family_of(ip) == family), None) for family in families]
-    return [ip for ip in ordered if ip] or found[:1]
-
-
 def kubelet_resolv_conf(cluster: ClusterPlan, namespace: str) -> str:
     """What the kubelet writes for dnsPolicy ClusterFirst."""
     zone = cluster.domain
@@ -50,17 +42,33 @@ def kubelet_resolv_conf(cluster: ClusterPlan, namespace: str) -> str:
             "options ndots:5\n")
 
 
-def kubelet_hosts(pod: Pod, ip: str, cluster: ClusterPlan) -> str:
-    """What the kubelet writes into a pod's /etc/hosts."""
+def kubelet_hosts(pod: Pod, ips: Sequence[str], cluster: ClusterPlan) -> str:
+    """What the kubelet writes into a pod's /etc/hosts: a line per pod IP (a dual-stack pod's both)."""
     names = [pod.hostname]
     if pod.spec.subdomain:
         names.insert(0, f"{pod.hostname}.{pod.spec.subdomain}.{pod.namespace}.svc.{cluster.domain}")
     return ("# Kubernetes-managed hosts file (labkit).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n"
-            f"{ip}\t{' '.join(names)}\n")
+            + "".join(f"{ip}\t{' '.join(names)}\n" for ip in ips))
 
 
-def pod_spec(plan: Plan, pod: Pod, node: str, ip: str, stand_ins: Mapping[str, StandIn] | None = None) -> PodSpec:
-    """What the runtime needs to start `pod`; `stand_ins`: its containers that run labkit's stand-in."""
+def pod_ips(result: Mapping, families: Sequence[int]) -> list[str]:
+    """A CNI ADD result's addresses of the pod's interface, the cluster's preferred family first (the
+    order of the pod's `status.podIPs`); a result with more than one of a family keeps the first."""
+    interfaces = result.get("interfaces") or []
+    mine = {i for i, iface in enumerate(interfaces) if iface.get("name") == POD_IFNAME and iface.get("sandbox")}
+    found: dict[int, str] = {}
+    for entry in result.get("ips") or []:
+        if mine and entry.get("interface") is not None and entry["interface"] not in mine:
+            continue  # a chained plugin's address of another interface
+        address = str(entry["address"]).split("/")[0]
+        found.setdefault(family_of(address), address)
+    return [found[f] for f in sorted(found, key=lambda f: families.index(f) if f in families else len(families))]
+
+
+def pod_spec(plan: Plan, pod: Pod, node: str, ips: Sequence[str],
+             stand_ins: Mapping[str, StandIn] | None = None) -> PodSpec:
+    """What the runtime needs to start `pod` (its `ips`, as the hosts file names them); `stand_ins`: its
+    containers that run labkit's stand-in."""
     cluster = plan.cluster
     assert cluster is not None
     stand_ins = stand_ins or {}
@@ -74,10 +82,10 @@ def pod_spec(plan: Plan, pod: Pod, node: str, ip: str, stand_ins: Mapping[str, S
     return PodSpec(namespace=pod.namespace, name=pod.name, node=node,
                    netns=pod_netns(plan.lab, pod.namespace, pod.name),
                    hostname=node if host_network else pod.hostname,
-                   hosts="" if host_network else kubelet_hosts(pod, ip, cluster),
+                   hosts="" if host_network else kubelet_hosts(pod, ips, cluster),
                    resolv_conf=kubelet_resolv_conf(cluster, pod.namespace) if pod.spec.cluster_dns else "",
                    containers=containers, host_netns=plan.node(node).netns if host_network else None,
-                   run_once=pod.spec.restartPolicy != "Always")
+                   run_once=pod.spec.restartPolicy != "Always", ipv6=6 in cluster.families)
 
 
 def start_pods(b: Build) -> None:
@@ -96,7 +104,7 @@ def start_pod_set(b: Build, todo: list[tuple[Pod, str]]) -> None:
     assert plan.cluster is not None
     for pod, _ in todo:  # decided from the plan; of the system, only which images a container engine has
         b.stand_ins[pod.key] = pod_stand_ins(pod, plan.runtime, plan.cluster.stand_ins, b.runtime.has_image)
-    first_specs = [pod_spec(plan, pod, node, ip="0.0.0.0") for pod, node in todo]
+    first_specs = [pod_spec(plan, pod, node, ips=["0.0.0.0"]) for pod, node in todo]
     sandboxes = b.runtime.create_pods(plan.lab, first_specs)
     records = []
     for (pod, node), spec, sandbox in zip(todo, first_specs, sandboxes, strict=True):
@@ -109,8 +117,8 @@ def start_pod_set(b: Build, todo: list[tuple[Pod, str]]) -> None:
     b.pods.extend(records)
     note_stand_ins(b, [(pod, name, s) for pod, _ in todo for name, s in b.stand_ins[pod.key].items()])
     for (pod, node), sandbox, record in zip(todo, sandboxes, records, strict=True):
-        if record.host_network:  # no CNI: the pod's address is its node's
-            record.ips = list(plan.node(node).node_ips(plan.cluster.families if plan.cluster else (4,)))
+        if record.host_network:  # no CNI: the pod's addresses are its node's, one per cluster family
+            record.ips = list(plan.node(node).node_ips(plan.cluster.families))
             record.ip = record.ips[0] if record.ips else None
             continue
         try:
@@ -121,7 +129,9 @@ def start_pod_set(b: Build, todo: list[tuple[Pod, str]]) -> None:
                                       capability_args=published(pod), cache_dir=result_cache(plan, node))
         except CNIError as exc:
             raise LabkitError(f"pod {pod.key} on {node}: CNI ADD failed: {exc}") from None
-        record.ips = pod_ips(result, plan.cluster.families if plan.cluster else (4,))
+        record.ips = pod_ips(result, plan.cluster.families)
+        if not record.ips:
+            raise LabkitError(f"pod {pod.key} on {node}: CNI ADD gave no address for {POD_IFNAME}: {result}")
         record.ip = record.ips[0]
         record.network_status = [attach.status_entry(paths.CNI_NETWORK, POD_IFNAME, result, sandbox.netns_path,
                                                      default=True)]
@@ -129,7 +139,7 @@ def start_pod_set(b: Build, todo: list[tuple[Pod, str]]) -> None:
 
     def start(item: tuple) -> None:
         (pod, node), sandbox, record = item
-        started = b.runtime.start_containers(plan.lab, pod_spec(plan, pod, node, record.ip, b.stand_ins[pod.key]),
+        started = b.runtime.start_containers(plan.lab, pod_spec(plan, pod, node, record.ips, b.stand_ins[pod.key]),
                                              sandbox)
         if isinstance(started, Sandbox):
             record.pid = started.pid

@@ -29,7 +29,8 @@ def _primary(pod_ips: dict[str, tuple[str, ...]]) -> dict[str, str]:
 
 
 def apply_services(b: Build) -> None:
-    """Service views from the running pods, then the same kube-proxy table in every k8s-node.
+    """Service views from the running pods, then the same kube-proxy tables (one per cluster family) in
+    every k8s-node, NodePorts on the node's address of each family.
 
     On `apply`, `b.previous_services` are the views applied before: UDP flows still pinned to
     endpoints that are gone get cleared from conntrack."""
@@ -41,11 +42,12 @@ def apply_services(b: Build) -> None:
     from labkit.phases.pods import finished
 
     pod_ips, pod_nodes = cluster_pods(b, lambda p: not finished(b, p))
-    b.services = list(build_service_view(workloads, _primary(pod_ips), allocation=plan.allocation, pod_nodes=pod_nodes))
+    b.services = list(build_service_view(workloads, pod_ips, allocation=plan.allocation, pod_nodes=pod_nodes))
     cluster = plan.cluster
+    pod_cidrs = [str(c) for c in cluster.pod_cidrs or (cluster.pod_cidr,)]
     on_every_node(lambda node: apply_node_services(
-        b.sandboxes[node.name].netns_path, b.services, pod_cidr=str(cluster.pod_cidr),
-        node_ips=[str(node.mgmt_ipv4.ip)], previous=b.previous_services, node_name=node.name), k8s_nodes(plan))
+        b.sandboxes[node.name].netns_path, b.services, pod_cidr=pod_cidrs,
+        node_ips=node.node_ips(cluster.families), previous=b.previous_services, node_name=node.name), k8s_nodes(plan))
 
 
 def apply_policies(b: Build) -> None:

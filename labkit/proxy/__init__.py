@@ -1,4 +1,4 @@
-"""The service data plane: kube-proxy's nftables design, one table per node.
+"""The service data plane: kube-proxy's nftables design, one table per node and address family.
 
     views = build_service_view(workloads, pod_ips, allocation=plan.allocation)
     apply_node_services(node_netns_path, views, pod_cidr=...)   # on every node, again on change
@@ -18,14 +18,20 @@ from labkit.proxy.views import (
     build_service_view,
 )
 from labkit.proxy.conntrack import clear_udp_flows, stale_udp_endpoints
-from labkit.proxy.ruleset import DEFAULT_TABLE, plan_node_ruleset, render_node_ruleset
+from labkit.proxy.ruleset import (
+    DEFAULT_TABLE,
+    delete_table_text,
+    plan_node_ruleset,
+    plan_node_rulesets,
+    render_node_ruleset,
+)
 
 
 def apply_node_services(
     netns_path: str | None,
     services: Sequence[ServiceView],
     *,
-    pod_cidr: str,
+    pod_cidr: str | Sequence[str],
     node_ips: Sequence[str] = (),
     table: str = DEFAULT_TABLE,
     previous: Sequence[ServiceView] | None = None,
@@ -44,8 +50,8 @@ def apply_node_services(
 
 
 def remove_node_services(netns_path: str | None, table: str = DEFAULT_TABLE) -> None:
-    """Delete the node's service table; idempotent."""
-    nft.delete_table(netns_path, table)
+    """Delete the node's service tables (IPv4 and IPv6) in one transaction; idempotent."""
+    nft.apply_ruleset(netns_path, delete_table_text(table, families=(4, 6)))
 
 
 __all__ = [
@@ -58,6 +64,7 @@ __all__ = [
     "build_service_view",
     "clear_udp_flows",
     "plan_node_ruleset",
+    "plan_node_rulesets",
     "remove_node_services",
     "render_node_ruleset",
     "stale_udp_endpoints",

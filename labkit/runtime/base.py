@@ -51,6 +51,8 @@ class PodSpec:
     host_netns: str | None = None
     # restartPolicy Never/OnFailure (Jobs): containers run once, to their end; their exit codes are kept
     run_once: bool = False
+    # the cluster gives pods IPv6 addresses: a sandbox must not have IPv6 disabled (Docker's `none` network does)
+    ipv6: bool = False
 
 
 # What a container gets when its securityContext asks for nothing (Docker's and containerd's default).

@@ -53,6 +53,9 @@ LABEL_INDEX = "labkit.container-index"  # its position in the pod spec
 
 # Nodes and pause containers idle and print nothing: no log file, no log copier.
 QUIET_LOG = {"Type": "none", "Config": {}}
+# A pause container on Docker's `none` network has IPv6 disabled (all and default): a cluster with IPv6
+# pods turns it back on, so the interface the CNI plugin moves in takes its IPv6 address.
+POD_IPV6_SYSCTLS = {"net.ipv6.conf.all.disable_ipv6": "0", "net.ipv6.conf.default.disable_ipv6": "0"}
 
 
 T = TypeVar("T")
@@ -222,6 +225,7 @@ class DockerRuntime(RuntimeBase):
             network_mode=f"container:{pod.host_netns}" if pod.host_netns else "none",
             log_config=QUIET_LOG,
             mounts=self._etc_mounts(lab, pod.hosts, pod.resolv_conf),
+            **({"sysctls": POD_IPV6_SYSCTLS} if pod.ipv6 and not pod.host_netns else {}),
         )
         return self._sandbox(lab, f"{pod.namespace}/{pod.name}", info, labels)
 

@@ -79,6 +79,9 @@ _IP_EXAMPLES = {
     "ip_v4_address": ("an IPv4 address", "10.0.0.1", ipaddress.IPv4Address),
     "ip_v4_interface": ("an IPv4 address with prefix length", "10.0.0.1/24", ipaddress.IPv4Interface),
     "ip_v4_network": ("an IPv4 network", "10.0.0.0/24", ipaddress.IPv4Network),
+    "ip_v6_address": ("an IPv6 address", "fd00::1", ipaddress.IPv6Address),
+    "ip_v6_interface": ("an IPv6 address with prefix length", "fd00::1/64", ipaddress.IPv6Interface),
+    "ip_v6_network": ("an IPv6 network", "fd00::/64", ipaddress.IPv6Network),
 }
 _TYPE_WORDS = {
     "dict_type": "should be a mapping (key: value)",

@@ -6,6 +6,13 @@ iBGP (`mesh`), or clients of a few nodes that reflect routes for the others
 over its node IP. A peer is a router the user runs (`address`) or a `linux` node
 of the lab (`node`) whose BIRD labkit runs too (a ToR for the lab). All sessions
 are single-hop over the node (mgmt) network.
+
+Address families, as Calico runs a dual-stack cluster: one session per family
+between the two ends' addresses of that family (IPv4 sessions between the node
+IPv4 addresses carry IPv4 routes, IPv6 sessions between the node IPv6 addresses
+carry IPv6 routes), not IPv6 routes over an IPv4 session. A peer `address` is of
+one family and its sessions carry that family; a peer `node` gets a session per
+family it and the nodes have an address of (labkit.bgp.speakers).
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ AS_TRANS = 23456  # RFC 6793: stands in for 4-byte ASNs in old speakers; no AS o
 
 @dataclass(frozen=True)
 class BgpPeerPlan:
-    address: ipaddress.IPv4Address  # the peer's address on the node network
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address  # the peer's address on the node network
     asn: int
     node: str | None = None  # a linux node of the lab: labkit runs its BIRD
 
@@ -89,6 +96,7 @@ def plan_bgp(d: Any) -> BgpPlan | None:  # d: labkit.topology.plan.Draft (which 
         ok = False
     peers = []
     node_ips = {str(ip.ip): n for n, ip in d.mgmt_ips.items()}
+    node_ips.update({str(ip.ip): n for n, ip in getattr(d, "mgmt_ips6", {}).items()})
     addresses: dict[str, int] = {}
     for i, p in enumerate(settings.peers):
         path = base + ("peers", i)
@@ -110,8 +118,14 @@ def plan_bgp(d: Any) -> BgpPlan | None:  # d: labkit.topology.plan.Draft (which 
         else:
             assert p.address is not None
             address = p.address
-            if d.mgmt is not None and address not in d.mgmt.subnet:
-                d.add(path + ("address",), f"peer address {address} is outside the node network {d.mgmt.subnet}; "
+            subnet = _node_network(d.mgmt, address.version)
+            if d.mgmt is not None and subnet is None:
+                d.add(path + ("address",), f"peer address {address} is IPv6 and the node network has no IPv6 "
+                                           "subnet; set mgmt.ipv6-subnet (or give the cluster an IPv6 pod-cidr)")
+                ok = False
+                continue
+            if subnet is not None and address not in subnet:
+                d.add(path + ("address",), f"peer address {address} is outside the node network {subnet}; "
                                            "BGP sessions run single-hop over it: give an address inside it")
                 ok = False
                 continue
@@ -131,3 +145,10 @@ def plan_bgp(d: Any) -> BgpPlan | None:  # d: labkit.topology.plan.Draft (which 
         return None
     return BgpPlan(asn=settings.asn, mesh=not settings.route_reflectors, route_reflectors=tuple(
         settings.route_reflectors), peers=tuple(peers))
+
+
+def _node_network(mgmt: Any, family: int) -> Any:
+    """The node network's subnet of `family` (None: the lab has none of that family)."""
+    if mgmt is None:
+        return None
+    return mgmt.subnet if family == 4 else mgmt.subnet6

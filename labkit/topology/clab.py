@@ -23,6 +23,7 @@ EFFECTS: dict[str, tuple[str | None, str | None]] = {
     "sysctls": ("set in the node's network namespace", _SAME),
     "routes": ("labkit's own: static routes", _SAME),
     "mgmt-ipv4": ("the node's eth0 address on the mgmt network", _SAME),
+    "mgmt-ipv6": ("the node's eth0 IPv6 address on the mgmt network (mgmt.ipv6-subnet)", _SAME),
     "image": (None, "the node container's image"),
     "binds": (None, "bind mounts; a relative host path is relative to the topology file"),
     "env": (None, "the container's environment"),
@@ -47,13 +48,11 @@ NO_EFFECT = (
     "enforce-startup-config", "suppress-startup-config", "auto-remove", "credentials", "runtime", "network-mode",
     "link-apply-mode", "extras", "config", "dns", "certificate", "components", "aliases", "shm-size", "cap-add",
     "privileged", "cgroupns-mode", "cgroup-parent", "pid-mode", "tmpfs", "security-opts", "devices", "sandbox",
-    "kernel", "publish", "mgmt-ipv6",
+    "kernel", "publish",
 )
 # mgmt and top-level keys with no effect (labkit's mgmt network is a bridge in the lab's own namespace)
-MGMT_NO_EFFECT = ("network", "bridge", "mtu", "external-access", "skip-when-unused", "driver-opts",
-                  "ipv6-subnet", "ipv6-gw", "ipv6-range")
+MGMT_NO_EFFECT = ("network", "bridge", "mtu", "external-access", "skip-when-unused", "driver-opts")
 TOP_NO_EFFECT = ("prefix", "settings", "debug")
-IPV6_KEYS = ("mgmt-ipv6", "ipv6-subnet", "ipv6-gw", "ipv6-range", "ipv6")
 
 
 def no_effect(key: str, runtime: str) -> bool:
@@ -78,9 +77,7 @@ def notes(runtime: str, node_keys: dict[str, list[str]], other_keys: Iterable[st
     parts += sorted(set(other_keys))
     if not parts:
         return []
-    ipv6 = any(p.split(" ")[0].rsplit(".", 1)[-1] in IPV6_KEYS for p in parts)
-    return [f"the {runtime} runtime leaves these keys without effect: {'; '.join(parts)}"
-            + (" (IPv6 keys are accepted and not acted on yet)" if ipv6 else "")]
+    return [f"the {runtime} runtime leaves these keys without effect: {'; '.join(parts)}"]
 
 
 def unsupported_kind(kind: object, nodes: list[str]) -> str:

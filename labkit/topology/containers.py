@@ -192,7 +192,7 @@ def collect_notes(d: Draft) -> None:
     by_key: dict[str, list[str]] = {}
     for name in d.body.nodes:
         node_model = d.body.nodes[name]
-        keys = set(d.settings.get(name, {})) | ({"mgmt_ipv6"} if node_model.mgmt_ipv6 else set())
+        keys = set(d.settings.get(name, {})) | {k for k in ("mgmt_ipv4", "mgmt_ipv6") if getattr(node_model, k)}
         for key in keys:
             by_key.setdefault(key.replace("_", "-"), []).append(name)
     others = []
@@ -203,8 +203,8 @@ def collect_notes(d: Draft) -> None:
     others += [k for k in d.topo.model_fields_set if k in clab.TOP_NO_EFFECT]
     for link in d.body.links:
         ends = [*(link.endpoints or []), *([link.endpoint] if link.endpoint else [])]
-        others += [f"links.{k}" for k in ("ipv6", "vars", "labels") if getattr(link, k) is not None]
-        others += [f"links.endpoints.{k}" for k in ("ipv6", "mac", "vars") for ep in ends if getattr(ep, k)]
+        others += [f"links.{k}" for k in ("vars", "labels") if getattr(link, k) is not None]
+        others += [f"links.endpoints.{k}" for k in ("mac", "vars") for ep in ends if getattr(ep, k)]
     d.notes.extend(clab.notes(runtime, by_key, others))
     if d.skipped_ports:
         d.notes.append("ports are forwarded for TCP host:node mappings only; not forwarded: "

@@ -28,7 +28,7 @@ def effective_settings(body: TopologyBody, node: Node) -> dict[str, Any]:
 
     merged: dict[str, Any] = {}
     for level in levels:
-        for key, value in level.model_dump(exclude_none=True, exclude={"group", "mgmt_ipv4"}).items():
+        for key, value in level.model_dump(exclude_none=True, exclude={"group", "mgmt_ipv4", "mgmt_ipv6"}).items():
             if key in _MERGED:
                 merged[key] = {**merged.get(key, {}), **value}
             else:

@@ -26,7 +26,7 @@ from labkit.topology.expand import effective_settings, group_of
 from labkit.topology.impairment import Impairment
 from labkit.topology.names import CLAB_NODE_NAME, lab_key, node_key
 from labkit.yamldoc import dotted
-from labkit.topology.schema import IFNAME, LINK_TYPES, NODE_NAME, Mgmt, Topology
+from labkit.topology.schema import DEFAULT_IPV6_SUBNET, IFNAME, LINK_TYPES, NODE_NAME, Mgmt, Topology
 from labkit.topology.sysctls import namespaced_problem
 
 if TYPE_CHECKING:
@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from labkit.topology.expect import Expect
 
 IPv4Interface = ipaddress.IPv4Interface
+IPv6Interface = ipaddress.IPv6Interface
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+FAMILIES = (4, 6)
 SYSCTL_KEY = re.compile(r"^[a-z0-9_]+(?:[./][a-z0-9_-]+)+$")
 MGMT_IFNAME = "eth0"
 MGMT_BRIDGE = "mgmt0"
@@ -81,7 +84,7 @@ class Route:
 @dataclass(frozen=True)
 class Interface:
     name: str
-    addresses: tuple[IPv4Interface, ...] = ()
+    addresses: tuple[IPInterface, ...] = ()  # IPv4 ones first, then IPv6 ones
     mtu: int | None = None
     peer_node: str | None = None  # None for the mgmt interface (its peer is in the mgmt namespace)
     peer_ifname: str | None = None
@@ -123,6 +126,11 @@ class NodePlan:
 
     def interface(self, name: str) -> Interface:
         return next(i for i in self.interfaces if i.name == name)
+
+    @property
+    def has_ipv6(self) -> bool:
+        """Whether any of its interfaces carries an IPv6 address (then labkit sets it up for IPv6)."""
+        return any(a.version == 6 for i in self.interfaces for a in i.addresses)
 
 
 @dataclass(frozen=True)
@@ -265,9 +273,10 @@ def is_containerlab_file(source: str) -> bool:
 
 @dataclass
 class _Iface:
-    """A link end while links are resolved: its address, MTU, where it was written, its peer."""
+    """A link end while links are resolved: its addresses (one per family at most), MTU, where it was
+    written, its peer."""
 
-    address: IPv4Interface | None
+    addresses: tuple[IPInterface, ...]
     mtu: int | None
     path: tuple
     peer: tuple[str, str] | None = None
@@ -285,10 +294,11 @@ class Draft:
     cluster: ClusterPlan | None = None
     ifaces: dict[str, dict[str, _Iface]] = field(default_factory=dict)  # node -> ifname -> link end
     links: list[LinkPlan] = field(default_factory=list)
-    # every addressed link end: (its subnet, its path, the bridge nodes on its link)
-    subnets: list[tuple[ipaddress.IPv4Network, tuple, set[str]]] = field(default_factory=list)
+    # every addressed link end, per address: (its subnet, its path, the bridge nodes on its link)
+    subnets: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, tuple, set[str]]] = field(default_factory=list)
     mgmt: MgmtPlan | None = None
     mgmt_ips: dict[str, IPv4Interface] = field(default_factory=dict)
+    mgmt_ips6: dict[str, IPv6Interface] = field(default_factory=dict)
     pod_cidrs: dict[str, tuple[IPNetwork, ...]] = field(default_factory=dict)  # node -> one per cluster family
     nodes: list[NodePlan] = field(default_factory=list)
 
@@ -511,12 +521,14 @@ def _claim_end(d: Draft, ep, epath: tuple, lpath: tuple) -> bool:
 
 
 def _check_address(d: Draft, address, epath: tuple, bridges: set[str], addresses: dict) -> None:
-    if address.network.prefixlen < 31 and address.ip in (
-        address.network.network_address, address.network.broadcast_address
-    ):
-        which = "network" if address.ip == address.network.network_address else "broadcast"
+    net = address.network
+    if address.version == 4 and net.prefixlen < 31 and address.ip in (net.network_address, net.broadcast_address):
+        which = "network" if address.ip == net.network_address else "broadcast"
         d.add(epath, f"{address} is the {which} "
                      f"address of its subnet; use a host address inside {address.network}")
+    elif address.version == 6 and net.prefixlen < 127 and address.ip == net.network_address:
+        d.add(epath, f"{address} is the Subnet-Router anycast address of its subnet (its first); "
+                     f"use another address inside {net}, e.g. {net.network_address + 1}")
     if address.ip in addresses:
         d.add(epath, f"address {address.ip} is already used at {_fmt(addresses[address.ip])}; "
                      "every address must be unique")
@@ -549,19 +561,23 @@ def plan_links(d: Draft) -> None:
             d.add(lpath, "a veth link needs 'endpoints', e.g. endpoints: [\"h1:eth1\", \"h2:eth1\"]")
             continue
         ends = []
-        if link.ipv4 and any(ep.ipv4 for ep in link.endpoints):
-            d.add(lpath + ("ipv4",), "give addresses either on the link or on its endpoints, not both")
+        for family in FAMILIES:
+            key = f"ipv{family}"
+            if link.addresses(family) and any(ep.address(family) for ep in link.endpoints):
+                d.add(lpath + (key,), "give addresses either on the link or on its endpoints, not both")
         for ei, ep in enumerate(link.endpoints):
             epath = lpath + ("endpoints", ei)
             if not _claim_end(d, ep, epath, lpath):
                 continue
-            address = ep.ipv4 or (link.ipv4[ei] if link.ipv4 and ei < len(link.ipv4) else None)
-            if address is not None and d.is_bridge(ep.node):
+            found = _end_addresses(link, ep, ei)
+            if found and d.is_bridge(ep.node):
+                keys = " and ".join(f"ipv{a.version}" for a in found)
                 d.add(epath, f"node {ep.node!r} is a bridge: its ports carry no address; "
-                             "remove ipv4 here and address the node on the other end")
-                address = None
-            d.ifaces[ep.node][ep.interface] = _Iface(address, ep.mtu or link.mtu, epath)
-            ends.append((ep, address, epath))
+                             f"remove {keys} here and address the node on the other end")
+                found = ()
+            _check_ipv6_mtu(d, found, ep.mtu or link.mtu, epath + ("mtu",) if ep.mtu else lpath + ("mtu",))
+            d.ifaces[ep.node][ep.interface] = _Iface(found, ep.mtu or link.mtu, epath)
+            ends.append((ep, found, epath))
         if len(ends) == 2:
             (ea, _, _), (eb, _, _) = ends
             d.ifaces[ea.node][ea.interface].peer = (eb.node, eb.interface)
@@ -569,15 +585,43 @@ def plan_links(d: Draft) -> None:
             impaired = [_impairment(d, link, ep, lpath + ("endpoints", i)) for i, ep in enumerate((ea, eb))]
             d.links.append(LinkPlan(LinkEnd(ea.node, ea.interface, impaired[0]),
                                     LinkEnd(eb.node, eb.interface, impaired[1]), link.mtu))
-            nets = {a.network for _, a, _ in ends if a is not None}
-            if len(nets) == 2:
-                d.add(lpath + (("ipv4",) if link.ipv4 else ("endpoints", 1)),
-                      f"the two ends are in different subnets ({' and '.join(map(str, sorted(nets)))}); "
-                      "a veth link is one subnet: give both ends addresses in it")
+            for family in FAMILIES:
+                nets = {a.network for _, found, _ in ends for a in found if a.version == family}
+                if len(nets) == 2:
+                    key = f"ipv{family}"
+                    d.add(lpath + ((key,) if link.addresses(family) else ("endpoints", 1)),
+                          f"the two ends are in different IPv{family} subnets "
+                          f"({' and '.join(map(str, sorted(nets)))}); a veth link is one subnet per family: "
+                          "give both ends addresses in it")
         bridges = {ep.node for ep, _, _ in ends if d.is_bridge(ep.node)}
-        for _, address, epath in ends:
-            if address is not None:
+        for _, found, epath in ends:
+            for address in found:
                 _check_address(d, address, epath, bridges, addresses)
+
+
+IPV6_MIN_MTU = 1280  # RFC 8200: below it the kernel turns IPv6 off on the interface (its addresses go)
+
+
+def _check_ipv6_mtu(d: Draft, found: tuple[IPInterface, ...], mtu: int | None, path: tuple) -> None:
+    """An end with an IPv6 address needs IPv6's minimum MTU; one message per `mtu` key."""
+    if mtu is None or mtu >= IPV6_MIN_MTU or not any(a.version == 6 for a in found):
+        return
+    message = (f"MTU {mtu} is below IPv6's minimum of {IPV6_MIN_MTU} (RFC 8200) on a link with IPv6 addresses; "
+               f"use {IPV6_MIN_MTU} or more, or no IPv6 addresses on it")
+    if not any(p.path == path and p.message == message for p in d.problems):
+        d.add(path, message)
+
+
+def _end_addresses(link, ep, index: int) -> tuple[IPInterface, ...]:
+    """An endpoint's addresses, IPv4 then IPv6: its own `ipv4`/`ipv6`, or the link's `ipv4: [a, b]`
+    / `ipv6: [a, b]` item for its position (containerlab's two forms)."""
+    found = []
+    for family in FAMILIES:
+        on_link = link.addresses(family)
+        address = ep.address(family) or (on_link[index] if on_link and index < len(on_link) else None)
+        if address is not None:
+            found.append(address)
+    return tuple(found)
 
 
 def _plan_external(d: Draft, link, ltype: str, lpath: tuple, addresses: dict, host_names: dict) -> None:
@@ -590,7 +634,7 @@ def _plan_external(d: Draft, link, ltype: str, lpath: tuple, addresses: dict, ho
         pi = next(i for i, ep in enumerate(link.endpoints) if ep.node == ltype)
         ep, epath = link.endpoints[1 - pi], lpath + ("endpoints", 1 - pi)
         host_if, hpath = link.endpoints[pi].interface, lpath + ("endpoints", pi)
-        address = ep.ipv4 or (link.ipv4[1 - pi] if link.ipv4 and 1 - pi < len(link.ipv4) else None)
+        found = _end_addresses(link, ep, 1 - pi)
     else:
         ep, epath = link.endpoint, lpath + ("endpoint",)
         host_if, hpath = link.host_interface, lpath + ("host-interface",)
@@ -598,7 +642,7 @@ def _plan_external(d: Draft, link, ltype: str, lpath: tuple, addresses: dict, ho
             missing = "endpoint: {node: h1, interface: eth1}" if ep is None else "host-interface: NAME"
             d.add(lpath, f"a {ltype} link needs '{missing}'")
             return
-        address = ep.ipv4 or (link.ipv4[0] if link.ipv4 else None)
+        found = _end_addresses(link, ep, 0)
     if not IFNAME.match(host_if):
         d.add(hpath, f"host interface name {host_if!r} ({len(host_if)} characters) is invalid: "
                      "use 1-15 letters, digits, '_', '.' or '-', starting with a letter or digit")
@@ -612,14 +656,16 @@ def _plan_external(d: Draft, link, ltype: str, lpath: tuple, addresses: dict, ho
         return
     if not _claim_end(d, ep, epath, lpath):
         return
-    if address is not None and d.is_bridge(ep.node):
-        d.add(epath, f"node {ep.node!r} is a bridge: its ports carry no address; remove ipv4 here")
-        address = None
+    if found and d.is_bridge(ep.node):
+        keys = " and ".join(f"ipv{a.version}" for a in found)
+        d.add(epath, f"node {ep.node!r} is a bridge: its ports carry no address; remove {keys} here")
+        found = ()
     host_names.setdefault((ltype, host_if), hpath)
     mtu = ep.mtu or link.mtu
-    d.ifaces[ep.node][ep.interface] = _Iface(address, mtu, epath, peer=(ltype, host_if))
+    _check_ipv6_mtu(d, found, mtu, epath + ("mtu",) if ep.mtu else lpath + ("mtu",))
+    d.ifaces[ep.node][ep.interface] = _Iface(found, mtu, epath, peer=(ltype, host_if))
     d.external.append(ExternalLink(ltype, ep.node, ep.interface, host_if, link.mode or "bridge", mtu))
-    if address is not None:  # the macvlans of one parent share its layer 2, as a bridge's ports do
+    for address in found:  # the macvlans of one parent share its layer 2, as a bridge's ports do
         shared = {f"macvlan:{host_if}"} if ltype == "macvlan" else set()
         _check_address(d, address, epath, shared | ({ep.node} if d.is_bridge(ep.node) else set()), addresses)
 
@@ -635,9 +681,9 @@ def _impairment(d: Draft, link: Any, ep: Any, epath: tuple) -> Impairment | None
 def check_link_subnets(d: Draft) -> None:
     """Different subnets must not overlap; one subnet may span several links only through a bridge.
 
-    Sorted sweep, not all pairs: a chain of a thousand links has two thousand subnets.
+    Sorted sweep per family, not all pairs: a chain of a thousand links has two thousand subnets.
     """
-    first_use: dict[ipaddress.IPv4Network, tuple[tuple, set[str]]] = {}
+    first_use: dict[ipaddress.IPv4Network | ipaddress.IPv6Network, tuple[tuple, set[str]]] = {}
     reported: set[tuple] = set()  # (subnet, link): one message per link, not one per end
     for net, path, bridges in d.subnets:
         if net not in first_use:
@@ -648,8 +694,10 @@ def check_link_subnets(d: Draft) -> None:
             reported.add((net, path[:3]))
             d.add(path, f"subnet {net} is also used by {_fmt(first_path)}; one subnet spans several links "
                         "only through a bridge node")
-    widest: tuple[ipaddress.IPv4Network, tuple] | None = None
-    for net in sorted(first_use, key=lambda n: (int(n.network_address), n.prefixlen)):
+    widest: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, tuple] | None = None
+    for net in sorted(first_use, key=lambda n: (n.version, int(n.network_address), n.prefixlen)):
+        if widest and widest[0].version != net.version:
+            widest = None  # the other family's sweep starts
         if widest and int(net.network_address) <= int(widest[0].broadcast_address):
             d.add(first_use[net][0], f"subnet {net} overlaps {widest[0]} of {_fmt(widest[1])}; "
                                      "subnets of different links must not overlap")
@@ -661,15 +709,22 @@ def plan_mgmt(d: Draft) -> None:
     """The mgmt network: a bridge in its own namespace, an address per node (given or the next free)."""
     if not d.has_mgmt:
         for name, node in d.body.nodes.items():
-            if node.mgmt_ipv4 is not None:
-                d.add(("topology", "nodes", name, "mgmt-ipv4"),
-                      "there is no mgmt network for this address: add a 'mgmt:' section "
-                      "(e.g. mgmt: {ipv4-subnet: 172.31.0.0/24}) or remove mgmt-ipv4")
+            for family, address in ((4, node.mgmt_ipv4), (6, node.mgmt_ipv6)):
+                if address is not None:
+                    d.add(("topology", "nodes", name, f"mgmt-ipv{family}"),
+                          "there is no mgmt network for this address: add a 'mgmt:' section "
+                          f"(e.g. mgmt: {{{_MGMT_EXAMPLE[family]}}}) or remove mgmt-ipv{family}")
         return
     d.mgmt, d.mgmt_ips = _mgmt_plan(d)
+    if d.mgmt is not None:
+        d.mgmt, d.mgmt_ips6 = _mgmt_plan6(d, d.mgmt)
     for (net, _), path in d.link_subnets().items():
-        if d.mgmt and net.overlaps(d.mgmt.subnet):
-            d.add(path, f"subnet {net} overlaps the mgmt subnet {d.mgmt.subnet}; use a subnet outside it")
+        for subnet in (d.mgmt.subnet, d.mgmt.subnet6) if d.mgmt else ():
+            if subnet is not None and net.overlaps(subnet):
+                d.add(path, f"subnet {net} overlaps the mgmt subnet {subnet}; use a subnet outside it")
+
+
+_MGMT_EXAMPLE = {4: "ipv4-subnet: 172.31.0.0/24", 6: "ipv6-subnet: fd00:172:31::/64"}
 
 
 def check_cluster_cidrs(d: Draft) -> None:
@@ -682,10 +737,10 @@ def check_cluster_cidrs(d: Draft) -> None:
         for what, cidr in cidrs:
             if net.overlaps(cidr):
                 d.add(path, f"subnet {net} overlaps the cluster {what} {cidr}; use a subnet outside it")
-    if d.mgmt:
+    for key, subnet in (("ipv4-subnet", d.mgmt.subnet), ("ipv6-subnet", d.mgmt.subnet6)) if d.mgmt else ():
         for what, cidr in cidrs:
-            if d.mgmt.subnet.overlaps(cidr):
-                d.add(("mgmt", "ipv4-subnet"), f"mgmt subnet {d.mgmt.subnet} overlaps the cluster {what} {cidr}")
+            if subnet is not None and subnet.overlaps(cidr):
+                d.add(("mgmt", key), f"mgmt subnet {subnet} overlaps the cluster {what} {cidr}")
     docker = ipaddress.IPv4Network(kinds.DOCKER_SUBNET)
     host = next((n for n in d.settings if (k := d.kind_of(n)) is not None and k.container_host), None)
     for what, net, instead in (*(("pod-cidr", n, "10.244.0.0/16") for n in cluster.pod_cidrs if n.version == 4),
@@ -724,19 +779,20 @@ def plan_nodes(d: Draft) -> None:
         path = ("topology", "nodes", name)
         interfaces = []
         if name in d.mgmt_ips:
-            interfaces.append(Interface(MGMT_IFNAME, (d.mgmt_ips[name],)))
+            mgmt = (d.mgmt_ips[name], *([d.mgmt_ips6[name]] if name in d.mgmt_ips6 else []))
+            interfaces.append(Interface(MGMT_IFNAME, mgmt))
         for ifname, end in d.ifaces[name].items():
             peer = end.peer or (None, None)
-            addrs = (end.address,) if end.address is not None else ()
-            interfaces.append(Interface(ifname, addrs, end.mtu, peer[0], peer[1]))
+            interfaces.append(Interface(ifname, end.addresses, end.mtu, peer[0], peer[1]))
         kind = d.kind_of(name) or kinds.LINUX
+        ipv6 = any(a.version == 6 for i in interfaces for a in i.addresses)
         d.nodes.append(NodePlan(
             name=name, kind=kind.name, index=index, netns=node_netns(d.lab, d.keys[name]), key=d.keys[name],
             image=s.get("image"), interfaces=tuple(interfaces), routes=_routes(d, name, path, interfaces),
-            sysctls=_sysctls(d, kind, path), exec=_commands(d, path), mgmt_ipv4=d.mgmt_ips.get(name),
+            sysctls=_sysctls(d, kind, path, ipv6), exec=_commands(d, path), mgmt_ipv4=d.mgmt_ips.get(name),
+            mgmt_ipv6=d.mgmt_ips6.get(name),
             pod_cidr=d.pod_cidrs.get(name, (None,))[0], pod_cidrs=d.pod_cidrs.get(name, ()),
-            container=containers.container_settings(d, name),
-            hosts=_hosts(d, path),
+            container=containers.container_settings(d, name), hosts=_hosts(d, path),
         ))
 
 
@@ -744,7 +800,7 @@ _HOST_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-
 
 
 def _hosts(d: Draft, path: tuple) -> tuple[tuple[str, str], ...]:
-    """`hosts:` entries: each name a DNS name (as /etc/hosts holds them), each address an IPv4 address."""
+    """`hosts:` entries: each name a DNS name (as /etc/hosts holds them), each address IPv4 or IPv6."""
     found = []
     for name, address in d.settings[path[-1]].get("hosts", {}).items():
         if not _HOST_NAME.match(name):
@@ -792,16 +848,25 @@ def build_plan(topo: Topology, source: str, runtime: str | None = None) -> tuple
 
 
 def _routes(d: Draft, name: str, path: tuple, interfaces: list[Interface]) -> tuple[Route, ...]:
+    """The node's static routes (IPv4 and IPv6); a gateway must be on one of its subnets of its family
+    (an IPv6 link-local gateway, fe80::/10, needs `dev` instead)."""
     connected = [a.network for i in interfaces for a in i.addresses]
     routes = []
     for ri, r in enumerate(d.settings[name].get("routes", [])):
         via = str(r["via"]) if r.get("via") is not None else None
+        gateway = ipaddress.ip_address(via) if via is not None else None
         if via is None and r.get("dev") is None:
             d.add(path + ("routes", ri), "a route needs 'via' or 'dev'")
-        if via is not None and not any(ipaddress.IPv4Address(via) in net for net in connected):
-            where = ", ".join(map(str, connected)) or "none"
+        if gateway is not None and gateway.version == 6 and gateway.is_link_local:
+            if r.get("dev") is None:
+                d.add(path + ("routes", ri, "via"), f"gateway {via} is a link-local address: "
+                                                    "give the interface it is on too (dev: eth1)")
+        elif gateway is not None and not any(gateway in net for net in connected):
+            mine = [str(n) for n in connected if n.version == gateway.version]
+            where = ", ".join(mine) or "none"
             d.add(path + ("routes", ri, "via"),
-                  f"gateway {via} is outside every subnet of node {name!r} (its subnets: {where})")
+                  f"gateway {via} is outside every IPv{gateway.version} subnet of node {name!r} "
+                  f"(its subnets: {where})")
         if r.get("dev") is not None and r["dev"] not in {i.name for i in interfaces}:
             have = ", ".join(i.name for i in interfaces) or "none"
             d.add(path + ("routes", ri, "dev"), f"node {name!r} has no interface {r['dev']!r} "
@@ -810,10 +875,18 @@ def _routes(d: Draft, name: str, path: tuple, interfaces: list[Interface]) -> tu
     return tuple(routes)
 
 
-def _sysctls(d: Draft, kind: kinds.NodeKind, path: tuple) -> tuple[tuple[str, str], ...]:
-    """The kind's defaults, then the node's own; only keys of the node's network namespace."""
+IPV4_FORWARDING = "net.ipv4.ip_forward"
+IPV6_FORWARDING = "net.ipv6.conf.all.forwarding"
+
+
+def _sysctls(d: Draft, kind: kinds.NodeKind, path: tuple, ipv6: bool = False) -> tuple[tuple[str, str], ...]:
+    """The kind's defaults, then the node's own; only keys of the node's network namespace.
+    A node with IPv6 addresses that forwards IPv4 forwards IPv6 too (unless it says otherwise)."""
     sysctls = []
-    for key, value in {**kind.sysctls, **d.settings[path[-1]].get("sysctls", {})}.items():
+    wanted = {**kind.sysctls, **d.settings[path[-1]].get("sysctls", {})}
+    if ipv6 and str(wanted.get(IPV4_FORWARDING)) == "1" and IPV6_FORWARDING not in wanted:
+        wanted[IPV6_FORWARDING] = "1"
+    for key, value in wanted.items():
         if not SYSCTL_KEY.match(key) or ".." in key:
             d.add(path + ("sysctls", key), f"{key!r} is not a sysctl name like net.ipv4.ip_forward")
         elif (problem := namespaced_problem(key)) is not None:
@@ -901,3 +974,74 @@ def _mgmt_plan(d: Draft) -> tuple[MgmtPlan | None, dict[str, IPv4Interface]]:
         host_ifname=host_link_name(d.lab),
     )
     return plan, ips
+
+
+def _mgmt_plan6(d: Draft, plan: MgmtPlan) -> tuple[MgmtPlan, dict[str, IPv6Interface]]:
+    """IPv6 on the mgmt network, when `mgmt.ipv6-subnet` is given, the cluster has IPv6 or a node gives
+    `mgmt-ipv6`: the bridge's address (`ipv6-gw`, default the subnet's first) and one per node, given or the
+    next free one of `ipv6-range` (default: the subnet), as for IPv4."""
+    m = d.topo.mgmt or Mgmt()
+    wanted = (m.ipv6_subnet is not None or (d.cluster is not None and 6 in d.cluster.families)
+              or any(node.mgmt_ipv6 is not None for node in d.body.nodes.values()))
+    if not wanted:
+        return plan, {}
+    subnet = m.ipv6_subnet or ipaddress.IPv6Network(DEFAULT_IPV6_SUBNET)
+    if subnet.prefixlen > 126:
+        d.add(("mgmt", "ipv6-subnet"), f"mgmt subnet {subnet} has no room for addresses; use a /64")
+        return plan, {}
+    first = subnet.network_address + 1  # the network address is IPv6's Subnet-Router anycast address
+    gateway_ip = first
+    if m.ipv6_gw is not None:
+        if m.ipv6_gw not in subnet or m.ipv6_gw == subnet.network_address:
+            d.add(("mgmt", "ipv6-gw"), f"gateway {m.ipv6_gw} is not a host address of the mgmt subnet {subnet}")
+        else:
+            gateway_ip = m.ipv6_gw
+    pool = subnet
+    if m.ipv6_range is not None:
+        if not m.ipv6_range.subnet_of(subnet):
+            d.add(("mgmt", "ipv6-range"), f"range {m.ipv6_range} is not inside the mgmt subnet {subnet}")
+        else:
+            pool = m.ipv6_range
+    taken = {gateway_ip}
+    explicit: dict[str, ipaddress.IPv6Address] = {}
+    for name, node in d.body.nodes.items():
+        address = node.mgmt_ipv6
+        if address is None:
+            continue
+        path = ("topology", "nodes", name, "mgmt-ipv6")
+        if d.is_bridge(name):
+            d.add(path, f"node {name!r} is a bridge: it has no mgmt interface; remove mgmt-ipv6")
+            continue
+        example = gateway_ip + 1 if gateway_ip + 1 != address else gateway_ip + 2
+        if address not in subnet:
+            default = "" if m.ipv6_subnet is not None else " (the default one: set mgmt.ipv6-subnet to another)"
+            d.add(path, f"address {address} is outside the mgmt IPv6 subnet {subnet}{default}; "
+                        f"use an address inside it, e.g. {example}")
+        elif address == subnet.network_address:
+            d.add(path, f"address {address} is the Subnet-Router anycast address (the first) of the mgmt IPv6 "
+                        f"subnet; use another, e.g. {example}")
+        elif address == gateway_ip:
+            d.add(path, f"address {address} is the mgmt IPv6 gateway (the bridge's own address); "
+                        f"use another, e.g. {example}")
+        elif address in taken:
+            owner = next(n for n, ip in explicit.items() if ip == address)
+            d.add(path, f"address {address} is already the mgmt address of node {owner!r}")
+        taken.add(address)
+        explicit[name] = address
+    # candidates in order, lazily: a /64 has 2**64 of them
+    candidate = max(pool.network_address, first)
+    last = pool.broadcast_address
+    ips: dict[str, IPv6Interface] = {}
+    for name in d.mgmt_ips:  # the nodes with a mgmt interface, in node order
+        ip = explicit.get(name)
+        if ip is None:
+            while candidate in taken and candidate <= last:
+                candidate += 1
+            if candidate > last:
+                d.add(("mgmt", "ipv6-range" if m.ipv6_range else "ipv6-subnet"),
+                      f"{pool} has too few addresses for every node's mgmt address; use a larger range (a /64)")
+                break
+            ip = candidate
+            taken.add(ip)
+        ips[name] = IPv6Interface(f"{ip}/{subnet.prefixlen}")
+    return dataclasses.replace(plan, subnet6=subnet, gateway6=IPv6Interface(f"{gateway_ip}/{subnet.prefixlen}")), ips

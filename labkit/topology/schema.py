@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from labkit import families
 from labkit.topology import impairment, kinds
@@ -31,6 +31,63 @@ def _kebab(name: str) -> str:
     return name.replace("_", "-")
 
 
+IP_KINDS = {"address": ipaddress.ip_address, "interface": ipaddress.ip_interface, "network": ipaddress.ip_network}
+IP_EXAMPLES = {  # (family, kind) -> what a value looks like
+    (4, "address"): "10.0.0.1", (4, "interface"): "10.0.0.1/24", (4, "network"): "10.0.0.0/24",
+    (6, "address"): "fd00::1", (6, "interface"): "fd00::1/64", (6, "network"): "fd00::/64",
+}
+
+
+def _other_key(key: str) -> str:
+    """The key of the other family: ipv4 <-> ipv6, mgmt-ipv4 <-> mgmt-ipv6."""
+    return key.replace("ipv4", "ipv6") if "ipv4" in key else key.replace("ipv6", "ipv4")
+
+
+def family_checked(value: Any, family: int, kind: str, key: str) -> Any:
+    """`value` as given when it is not an address of the other family (the field's own type
+    says what else is wrong with it); an IPv4 address under an ipv6 key, or the reverse, is refused
+    with a message saying which key takes it."""
+    if not isinstance(value, str):
+        return value
+    try:
+        other = ipaddress.ip_interface(value).version
+    except ValueError:
+        return value
+    if other == family:
+        return value
+    key = _kebab(key)
+    what = {"address": "address", "interface": "address", "network": "network"}[kind]
+    raise ValueError(f"{value!r} is an IPv{other} {what}; {key} takes IPv{family} ones like "
+                     f"{IP_EXAMPLES[(family, kind)]} (IPv{other} goes under {_other_key(key)})")
+
+
+def _family_validator(family: int, kind: str, *fields: str) -> Any:
+    """A before-validator for `fields` refusing an address or network of the other family."""
+
+    def check(cls: Any, value: Any, info: Any) -> Any:
+        return family_checked(value, family, kind, info.field_name)
+
+    return field_validator(*fields, mode="before")(check)
+
+
+def _ip_address(value: Any) -> Any:
+    """An IPv4 or IPv6 address, with the reason when it is neither (one message, not one per family)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return ipaddress.IPv6Address(value) if ":" in value else ipaddress.IPv4Address(value)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not an IP address like 10.0.0.1 or fd00::1: {exc}") from None
+
+
+IPAddress = Annotated[ipaddress.IPv4Address | ipaddress.IPv6Address, BeforeValidator(_ip_address)]
+# a link end's address under `ipv4:` / `ipv6:` (an endpoint's, or an item of a link's list)
+IPv4LinkAddress = Annotated[ipaddress.IPv4Interface, BeforeValidator(lambda v: family_checked(v, 4, "interface",
+                                                                                                "ipv4"))]
+IPv6LinkAddress = Annotated[ipaddress.IPv6Interface, BeforeValidator(lambda v: family_checked(v, 6, "interface",
+                                                                                                "ipv6"))]
+
+
 class Model(BaseModel):
     model_config = ConfigDict(
         extra="forbid", frozen=True, alias_generator=_kebab, populate_by_name=True
@@ -38,21 +95,38 @@ class Model(BaseModel):
 
 
 class Route(Model):
-    """A static route: `{dst: 10.0.2.0/24, via: 10.0.0.2}` (dst may be `default`)."""
+    """A static route: `{dst: 10.0.2.0/24, via: 10.0.0.2}` or `{dst: fd00:2::/64, via: fd00:1::2}`;
+    dst may be `default` (IPv6's when `via` is an IPv6 address; `::/0` says it without one)."""
 
     dst: str
-    via: ipaddress.IPv4Address | None = None
+    via: IPAddress | None = None
     dev: str | None = None
 
     @field_validator("dst")
     @classmethod
     def _dst_is_prefix(cls, value: str) -> str:
         if value != "default":
-            try:
-                ipaddress.IPv4Network(value)
+            try:  # the family the text looks like, so the reason is that family's
+                (ipaddress.IPv6Network if ":" in value else ipaddress.IPv4Network)(value)
             except ValueError as exc:
-                raise ValueError(f"{value!r} is not an IPv4 prefix like 10.0.2.0/24 or 'default' ({exc})") from None
+                raise ValueError(f"{value!r} is not a prefix like 10.0.2.0/24, fd00:2::/64 or 'default' "
+                                 f"({exc})") from None
         return value
+
+
+    @model_validator(mode="after")
+    def _one_family(self) -> Route:
+        if self.via is not None and self.family != self.via.version:
+            raise ValueError(f"route to {self.dst} via {self.via}: the gateway is IPv{self.via.version} and the "
+                             f"destination IPv{self.family}; a route's gateway is of its destination's family")
+        return self
+
+    @property
+    def family(self) -> int:
+        """4 or 6: the destination's, or for `default` the gateway's (IPv4 without one)."""
+        if self.dst != "default":
+            return ipaddress.ip_network(self.dst).version
+        return self.via.version if self.via is not None else 4
 
 
 class Healthcheck(Model):
@@ -117,8 +191,8 @@ class NodeSettings(Model):
     exec: list[str] | None = None
     routes: list[Route] | None = None
     sysctls: dict[str, str | int] | None = None
-    # extra /etc/hosts entries, name -> IPv4 (a client that finds a lab's front door by name)
-    hosts: dict[str, ipaddress.IPv4Address] | None = None
+    # extra /etc/hosts entries, name -> IPv4 or IPv6 address (a client that finds a lab's front door by name)
+    hosts: dict[str, IPAddress] | None = None
     # containerlab keys: the docker runtime acts on these (labkit.runtime.docker)
     binds: list[str] | None = None
     env: dict[str, str | int | float | bool] | None = None
@@ -168,10 +242,13 @@ class NodeSettings(Model):
     sandbox: str | None = None
     kernel: str | None = None
     publish: list[str] | None = None
-    mgmt_ipv6: str | None = None
     # where a node sits (read from the node itself; `group` also from defaults)
     group: str | None = None
     mgmt_ipv4: ipaddress.IPv4Address | None = None
+    mgmt_ipv6: ipaddress.IPv6Address | None = None
+
+    _mgmt_ipv4 = _family_validator(4, "address", "mgmt_ipv4")
+    _mgmt_ipv6 = _family_validator(6, "address", "mgmt_ipv6")
 
     @field_validator("memory")
     @classmethod
@@ -232,8 +309,8 @@ class Impaired(Model):
 class Endpoint(Impaired):
     node: str
     interface: str
-    ipv4: ipaddress.IPv4Interface | None = None
-    ipv6: str | None = None  # accepted; not acted on yet (IPv6 is its own issue)
+    ipv4: IPv4LinkAddress | None = None
+    ipv6: IPv6LinkAddress | None = None
     mtu: int | None = Field(default=None, ge=68, le=65535)
     mac: str | None = None
     vars: dict[str, Any] | None = None
@@ -254,6 +331,9 @@ class Endpoint(Impaired):
     def _blank_address(cls, value: Any) -> Any:
         return _blank_is_none(value)
 
+    def address(self, family: int) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface | None:
+        return self.ipv4 if family == 4 else self.ipv6
+
 
 class Link(Impaired):
     """A link in containerlab's brief form (`endpoints: ["a:eth1", "b:eth1"]`) or its extended
@@ -265,8 +345,9 @@ class Link(Impaired):
     endpoint: Endpoint | None = None
     host_interface: str | None = None
     mode: Literal[MACVLAN_MODES] | None = None  # macvlan
-    ipv4: list[ipaddress.IPv4Interface | None] | None = Field(default=None, min_length=1, max_length=2)
-    ipv6: list[str | None] | None = Field(default=None, min_length=1, max_length=2)  # accepted; not acted on
+    # containerlab's link-level addresses, one per endpoint in order ("" for none)
+    ipv4: list[IPv4LinkAddress | None] | None = Field(default=None, min_length=1, max_length=2)
+    ipv6: list[IPv6LinkAddress | None] | None = Field(default=None, min_length=1, max_length=2)
     mtu: int | None = Field(default=None, ge=68, le=65535)
     vars: dict[str, Any] | None = None
     labels: dict[str, Any] | None = None
@@ -281,6 +362,9 @@ class Link(Impaired):
     def _blank_addresses(cls, value: Any) -> Any:
         return [_blank_is_none(v) for v in value] if isinstance(value, list) else value
 
+    def addresses(self, family: int) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface | None] | None:
+        return self.ipv4 if family == 4 else self.ipv6
+
     @field_validator("endpoints", mode="before")
     @classmethod
     def _two_endpoints(cls, value: Any) -> Any:
@@ -290,6 +374,9 @@ class Link(Impaired):
             raise ValueError(f"a veth link joins exactly 2 endpoints, got {len(value)}; "
                              "use a bridge node to join more")
         return value
+
+
+DEFAULT_IPV6_SUBNET = "fd00:172:31::/64"  # the mgmt network's IPv6 subnet when none is given (a ULA)
 
 
 class Mgmt(Model):
@@ -304,14 +391,25 @@ class Mgmt(Model):
     external_access: bool | None = None
     skip_when_unused: bool | None = None
     driver_opts: dict[str, Any] | None = None
-    ipv6_subnet: str | None = None  # accepted; not acted on yet (IPv6 is its own issue)
-    ipv6_gw: str | None = None
-    ipv6_range: str | None = None
+    # IPv6 on the mgmt network (also when a cluster has IPv6: then DEFAULT_IPV6_SUBNET unless given)
+    ipv6_subnet: ipaddress.IPv6Network | None = None
+    ipv6_gw: ipaddress.IPv6Address | None = None
+    ipv6_range: ipaddress.IPv6Network | None = None
+
+    _v4_networks = _family_validator(4, "network", "ipv4_subnet", "ipv4_range")
+    _v4_gw = _family_validator(4, "address", "ipv4_gw")
+    _v6_networks = _family_validator(6, "network", "ipv6_subnet", "ipv6_range")
+    _v6_gw = _family_validator(6, "address", "ipv6_gw")
 
     @field_validator("ipv4_subnet", mode="before")
     @classmethod
     def _auto(cls, value: Any) -> Any:
         return "172.31.0.0/24" if value == "auto" else value
+
+    @field_validator("ipv6_subnet", mode="before")
+    @classmethod
+    def _auto6(cls, value: Any) -> Any:
+        return DEFAULT_IPV6_SUBNET if value == "auto" else value
 
 
 class Settings(Model):
@@ -334,11 +432,24 @@ class BGPPeer(Model):
     """An external BGP peer every k8s-node sessions with over its node IP (Calico's global BGPPeer):
     `address` of a router the user runs, or `node`, a linux node of this lab whose BIRD labkit runs."""
 
-    address: ipaddress.IPv4Address | None = None
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None  # its family is the session's
     node: str | None = None
     asn: int
 
     _check_asn = field_validator("asn", mode="before")(_asn)
+
+    @field_validator("address", mode="before")
+    @classmethod
+    def _ip(cls, value: Any) -> Any:
+        if value is None or isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+            return value
+        text = str(value)
+        what, example, parse = (("an IPv6 address", "fd00::1", ipaddress.IPv6Address) if ":" in text
+                                else ("an IPv4 address", "10.0.0.1", ipaddress.IPv4Address))
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise ValueError(f"{text!r} is not {what} like {example}: {exc}") from None
 
     @model_validator(mode="after")
     def _one_of(self) -> BGPPeer:

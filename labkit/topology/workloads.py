@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
 from labkit.errors import InputError, Problem
+from labkit.families import family_number
 from labkit.k8s import Pod, Workloads, load_workloads
 from labkit.k8s import edge, metallb, multus
 from labkit.k8s.allocate import Allocation, allocate
@@ -26,7 +29,8 @@ def plan_workloads(plan: Plan, doc: Document) -> Plan:
     cluster = plan.cluster
     assert cluster is not None
     data = doc.data if isinstance(doc.data, dict) else {}
-    sources = list(data.get("workloads") or []) + system_manifests(cluster.dns_ip, cluster.dns_replicas)
+    dns = system_manifests(cluster.dns_ips or (cluster.dns_ip,), cluster.dns_replicas)  # one address per family
+    sources = list(data.get("workloads") or []) + dns
     base = Path(plan.source).resolve().parent
     workloads = load_workloads(sources, base, origin=doc.file, line_of=doc.line_of)
     edge_problems = edge.edge_problems(workloads)  # Ingresses and HTTPRoutes naming what is not there
@@ -38,21 +42,41 @@ def plan_workloads(plan: Plan, doc: Document) -> Plan:
     workloads = place_daemon_sets(workloads, cluster_nodes([n.name for n in plan.cluster_nodes]))
     nodes = cluster_nodes([n.name for n in plan.cluster_nodes])
     bgp_peers = [(str(p.address), p.asn) for p in cluster.bgp.peers] if cluster.bgp else []
-    problems = metallb.check_config(workloads, pod_cidr=str(cluster.pod_cidr), service_cidr=str(cluster.service_cidr),
+    bgp_peers += [(str(ip.ip), p.asn) for p in (cluster.bgp.peers if cluster.bgp else ()) if p.node is not None
+                  and (ip := plan.node(p.node).mgmt_ipv6) is not None]  # a lab router's IPv6 sessions
+    problems = metallb.check_config(workloads, pod_cidr=[str(c) for c in cluster.pod_cidrs or (cluster.pod_cidr,)],
+                                    service_cidr=[str(c) for c in cluster.service_cidrs or (cluster.service_cidr,)],
                                     bgp_peers=bgp_peers, bgp_asn=cluster.bgp.asn if cluster.bgp else None,
                                     lab_addresses={str(a.ip): f"the address of {n.name}:{i.name}" for n in plan.nodes
                                                    for i in n.interfaces for a in i.addresses})
     if problems:
         raise InputError(problems)
     allocation = allocate(workloads, [n.name for n in plan.cluster_nodes],
-                          service_cidr=str(cluster.service_cidr), dns_ip=str(cluster.dns_ip),
+                          service_cidr=[str(c) for c in cluster.service_cidrs or (cluster.service_cidr,)],
+                          dns_ip=[str(ip) for ip in cluster.dns_ips or (cluster.dns_ip,)],
                           pinned=[n.name for n in plan.pod_hosts if n.kind_info.container_host],
                           node_labels={n.name: n.labels for n in nodes})
+    if cluster.families != (4,):  # LoadBalancer addresses of each family the Services have
+        allocation = dataclasses.replace(allocation, load_balancers=load_balancers_by_family(
+            workloads, allocation, cluster.families, {n.name: n.labels for n in nodes}))
     problems = netns_name_problems(plan, workloads) + capacity_problems(plan, workloads, allocation)
     problems += attachment_problems(plan, workloads, allocation)
     if problems:
         raise InputError(list(dict.fromkeys(problems)))
     return dataclasses.replace(plan, workloads=workloads, allocation=allocation)
+
+
+def load_balancers_by_family(workloads: Workloads, allocation: Allocation, families: tuple[int, ...],
+                             node_labels: dict) -> Any:
+    """MetalLB's addresses for a cluster with IPv6: each Service's families (and policy) as its clusterIPs
+    were allocated (`allocation.service_ips`, labkit.k8s.allocate). (allocate() itself could pass them
+    once it allocates LoadBalancers after the clusterIPs; this second pass would then go.)"""
+    service_ips = allocation.service_ips
+    found = metallb.allocate_load_balancers(
+        workloads, node_labels, cluster_families=families,
+        families={k: tuple(family_number(f) for f in v.families) for k, v in service_ips.items()},
+        policies={k: v.policy for k, v in service_ips.items()})
+    return MappingProxyType(found)
 
 
 def _controller(workloads: Workloads, pod: Pod):

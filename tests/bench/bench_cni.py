@@ -9,6 +9,12 @@ launcher labkit puts in a CNI bin dir (`labkit.cni.install`) in both of the
 plugin's modes (ptp and bridge): handing each call to a running labkit CNI
 server (`labkit.cni.server`, what a lab starts), and running the plugin in
 place in a `python -IS` (no server).
+Dual-stack rows: labkit-cni ptp with an IPv4 and an IPv6 range set (through the server, and in
+place) beside the reference `ptp` + `host-local` with one range set and with the same two;
+`dual_vs_single` is each dual row's ADD+DEL p50 over its single-stack twin's. The reference ptp
+waits in ADD until the pod's IPv6 addresses have passed duplicate address detection (1-2 s each;
+labkit-cni adds them `nodad`), so its two rows run on the first REF_PTP_PODS pods only, interleaved
+with each other.
 Calls are interleaved so the rows share whatever else the machine is doing;
 `p50_vs_ref` is each row's ADD+DEL p50 over the reference's.
 Returns milliseconds; `invoke bench` prints them. Needs root.
@@ -30,6 +36,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 REF_DIR = "/usr/lib/cni"
 REFERENCE = "bridge+host-local"
+REF_PTP_PODS = 20
+# dual-stack row -> its single-stack twin
+DUAL_OF = {"ptp+host-local dual": "ptp+host-local", "labkit-cni ptp dual -> CNI server": "labkit-cni ptp -> CNI server",
+           "labkit-cni ptp dual in place": "labkit-cni ptp in place"}
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -110,10 +120,17 @@ def bench_cni_exec(pods: int = 200) -> dict:
                    "ipam": {"type": "host-local", "subnet": "10.252.0.0/16",
                             "dataDir": f"{tmp}/bridge"}}
 
-        def lk_conf(net: str, subnet: str, mode: str = "ptp") -> dict:
-            conf = {"cniVersion": "1.0.0", "name": f"{net}{tag}", "type": "labkit-cni", "mode": mode,
-                    "ipam": {"subnet": subnet, "dataDir": f"{tmp}/{net}"}}
+        def lk_conf(net: str, subnet: str, mode: str = "ptp", subnet6: str | None = None) -> dict:
+            ipam = {"subnet": subnet, "dataDir": f"{tmp}/{net}"}
+            if subnet6:
+                ipam["ranges"] = [[{"subnet": subnet6}]]  # after `subnet`'s, as host-local orders them
+            conf = {"cniVersion": "1.0.0", "name": f"{net}{tag}", "type": "labkit-cni", "mode": mode, "ipam": ipam}
             return conf | ({"bridge": f"lk{net}{tag}"} if mode == "bridge" else {})
+
+        def ptp_conf(net: str, *subnets: str) -> dict:
+            return {"cniVersion": "1.0.0", "name": f"{net}{tag}", "type": "ptp", "ipMasq": False,
+                    "ipam": {"type": "host-local", "ranges": [[{"subnet": sub}] for sub in subnets],
+                             "dataDir": f"{tmp}/{net}"}}
 
         from labkit.cni.install import install_launcher
         from labkit.cni.server import command, wait_serving
@@ -131,13 +148,25 @@ def bench_cni_exec(pods: int = 200) -> dict:
             ("labkit-cni bridge -> CNI server", served, lk_conf("lbs", "10.249.0.0/16", "bridge"), "eth3"),
             ("labkit-cni ptp in place", in_place, lk_conf("lkl", "10.253.0.0/16"), "eth2"),
             ("labkit-cni bridge in place", in_place, lk_conf("lbl", "10.248.0.0/16", "bridge"), "eth4"),
+            ("labkit-cni ptp dual -> CNI server", served,
+             lk_conf("lds", "10.245.0.0/16", subnet6="fd00:245::/64"), "eth7"),
+            ("labkit-cni ptp dual in place", in_place, lk_conf("ldl", "10.244.0.0/16", subnet6="fd00:244::/64"),
+             "eth8"),
         ]
-        _drive(plugins, node, pod_ns[:3], "warm")  # page cache and bytecode
+        ref_ptp = [
+            ("ptp+host-local", f"{REF_DIR}/ptp", ptp_conf("rps", "10.247.0.0/16"), "eth5"),
+            ("ptp+host-local dual", f"{REF_DIR}/ptp", ptp_conf("rpd", "10.246.0.0/16", "fd00:246::/64"), "eth6"),
+        ]
+        _drive(plugins + ref_ptp, node, pod_ns[:3], "warm")  # page cache and bytecode
         rows = _drive(plugins, node, pod_ns, "c")
-        for row in rows.values():
+        rows |= _drive(ref_ptp, node, pod_ns[:REF_PTP_PODS], "r")
+        for label, row in rows.items():
             row["p50_vs_ref"] = round(row["add_del_p50"] / rows[REFERENCE]["add_del_p50"], 2)
+            twin = DUAL_OF.get(label)
+            row["dual_vs_single"] = round(row["add_del_p50"] / rows[twin]["add_del_p50"], 2) if twin else "-"
         return {
             "pods": pods,
+            "pods_ref_ptp": min(pods, REF_PTP_PODS),
             "unit": "ms",
             **rows,
             "python_IS_start_p50": _python_floor(["-I", "-S"]),

@@ -122,7 +122,20 @@ def _check_port_forward(lab) -> None:
         server.wait()
 
 
-CHECKS = {"all-linux": _all_linux, "names": _names, "links": _links, "every-key": _every_key}
+def _ipv6(lab) -> None:
+    """containerlab's IPv6 keys acted on: mgmt addresses (given, and from ipv6-range), both forms of link
+    addresses, routes by exec; nothing `tentative` (labkit turns duplicate address detection off)."""
+    eth0 = lab.exec("h1", "ip", "-6", "-o", "addr", "show", "dev", "eth0", check=True).stdout
+    assert "fd00:172:31:80::100/64" in eth0 and "tentative" not in eth0  # the range's first: r1 gave its own
+    lab.exec("h1", "ping", "-6", "-c1", "-W3", "fd00:172:31:80::10", check=True)  # r1 over the mgmt network
+    lab.exec("h1", "ping", "-6", "-c1", "-W3", "fd00:80:2::2", check=True)  # through r1 and the bridge sw
+    lab.exec("h2", "ping", "-6", "-c1", "-W3", "fd00:80:2::3", check=True)  # across the bridge
+    _ping(lab, "h1", "10.80.1.1")  # the dual-stack link's IPv4 too
+    for node in ("r1", "h1", "h2", "h3"):
+        assert "tentative" not in lab.exec(node, "ip", "-6", "-o", "addr", "show", check=True).stdout
+
+
+CHECKS = {"all-linux": _all_linux, "names": _names, "links": _links, "every-key": _every_key, "ipv6": _ipv6}
 
 
 def test_every_runnable_file_has_its_checks() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from labkit.cni import conflist as cl
+from labkit.cni import plugin
 from labkit.cni.errors import CNIError
 
 from .test_cni_helpers import REF_CNI, CNIServer, needs_root, scratch_fixture
@@ -243,3 +244,44 @@ def test_bandwidth_chain(scratch):
     assert "tbf" in qdiscs and "rate 1Mbit" in qdiscs
     cl.execute_conflist("DEL", text, prev_result=res, **kw)
     assert s.sh(node, "ip", "-o", "link").stdout.count("\n") == 1  # only lo is left
+
+
+def test_dual_stack_chain_portmap_both_families(scratch):
+    """A dual-stack labkit-cni result passes down the list whole: tuning runs, and portmap publishes the
+    host port on both families (an iptables DNAT to the pod's IPv4 address, an ip6tables one to its
+    IPv6 address); a client reaches the pod through the node's IPv6 address; labkit-cni's CHECK of the
+    list's final result and the list's DEL handle both. (Not the list's CHECK: Debian 12's portmap fails
+    its own CHECK on a dual-stack result, looking for its IPv4 DNAT rules among the ip6tables ones.)"""
+    s = scratch
+    node, pod, client = build(s)
+    a, b = f"{s.prefix}-a", f"{s.prefix}-b"
+    s.sh(node, "ip", "addr", "add", "fd00:77::1/64", "dev", a, "nodad")
+    s.sh(client, "ip", "addr", "add", "fd00:77::2/64", "dev", b, "nodad")
+    listconf = {"cniVersion": "1.0.0", "name": f"{s.prefix}-ds", "plugins": [
+        {"type": "labkit-cni", "ipam": {"ranges": [[{"subnet": "10.244.5.0/24"}], [{"subnet": "fd00:10:244:5::/64"}]],
+                                        "dataDir": f"{s.tmpdir()}/ipam"}},
+        PORTMAP, TUNING]}
+    caps = {"portMappings": [{"hostPort": 18086, "containerPort": 8000, "protocol": "tcp"}]}
+    kw = dict(container_id="dchain", netns=pod, ifname="eth0", capability_args=caps, cni_path=[REF_CNI],
+              node_netns=node, cache_dir=s.tmpdir())
+    res = cl.execute_conflist("ADD", listconf, **kw)
+    ip4, ip6 = (i["address"].split("/")[0] for i in res["ips"])
+    assert ":" not in ip4 and ip6.startswith("fd00:10:244:5::")
+    assert s.sh(pod, "cat", "/proc/sys/net/core/somaxconn").stdout.strip() == "777"
+    assert f"{ip4}:8000" in s.sh(node, "iptables-save", "-t", "nat").stdout
+    assert f"[{ip6}]:8000" in s.sh(node, "ip6tables-save", "-t", "nat").stdout
+
+    srv = s.spawn(pod, sys.executable, "-m", "http.server", "8000", "--bind", "::")
+    for _ in range(50):
+        r = http_get(s, client, "http://[fd00:77::1]:18086/")
+        if r.returncode == 0:
+            break
+        time.sleep(0.1)
+    assert r.stdout.strip() == "200", r.stderr
+    srv.kill()
+
+    ours = cl.plugin_config(listconf, listconf["plugins"][0], prev_result=res)
+    assert plugin.execute("CHECK", ours, container_id="dchain", netns=pod, ifname="eth0", node_netns=node) == {}
+    cl.execute_conflist("DEL", listconf, **kw)
+    assert f"[{ip6}]:8000" not in s.sh(node, "ip6tables-save", "-t", "nat").stdout
+    assert not [n for n in os.listdir(listconf["plugins"][0]["ipam"]["dataDir"]) if ":" in n or n[0].isdigit()]

@@ -82,11 +82,12 @@ def link_json(s: Scratch, ns: str, name: str) -> dict | None:
 
 
 def leases(conf) -> dict[str, str]:
+    """The lease files of the config's dataDir (IPv4 and IPv6 addresses) and what each holds."""
     d = conf["ipam"]["dataDir"]
     if not os.path.isdir(d):
         return {}
     return {n: open(os.path.join(d, n), newline="").read() for n in os.listdir(d)
-            if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", n)}
+            if re.fullmatch(r"\d+\.\d+\.\d+\.\d+|[0-9a-f:]*:[0-9a-f:]*", n)}
 
 
 # ---------------------------------------------------------------------------
@@ -494,3 +495,178 @@ def test_runtime_errors(scratch):
                               node=node, container_id="r1", netns=pod)
     assert_error(rc, out, raw, err, 7)
     assert out["cniVersion"] == "1.0.0"
+
+
+# ---------------------------------------------------------------------------
+# IPv6 and dual-stack: host-local's range sets, one address of each family per pod
+
+V4_SUBNET, V6_SUBNET = "10.244.7.0/24", "fd00:10:244:7::/64"
+V4_GW, V6_GW = "10.244.7.1", "fd00:10:244:7::1"
+
+
+@pytest.fixture
+def ptp_scratch(executable):
+    yield from scratch_with(executable, "ptp")
+
+
+def with_ranges(s: Scratch, n_pods: int, *subnets: str, **ipam):
+    """node_with_pods with `ranges`: a range set per subnet, in order."""
+    node, pods, conf = node_with_pods(s, n_pods)
+    conf["ipam"] = {"ranges": [[{"subnet": sub}] for sub in subnets], "dataDir": conf["ipam"]["dataDir"], **ipam}
+    return node, pods, conf
+
+
+def addrs_of(s: Scratch, ns: str, dev: str, family: str) -> list[dict]:
+    return [a for a in link_json(s, ns, dev)["addr_info"] if a["family"] == family]
+
+
+def routes6(s: Scratch, ns: str) -> list[dict]:
+    return json.loads(s.sh(ns, "ip", "-6", "-j", "route").stdout)
+
+
+def test_dual_stack_lifecycle(ptp_scratch):
+    s = ptp_scratch
+    node, (pod,), conf = with_ranges(s, 1, V4_SUBNET, V6_SUBNET, routes=[{"dst": "fd00:10:96::/112"}])
+    rc, res, raw, err = s.cni("ADD", conf, node=node, container_id="ds1", netns=pod)
+    assert rc == 0, raw + err
+    host, ctr = res["interfaces"]
+
+    # the result: both addresses (the config's order), a gateway and a default route each
+    ip4, ip6 = res["ips"]
+    assert ip4["gateway"] == V4_GW and ip6["gateway"] == V6_GW
+    assert ip4["interface"] == ip6["interface"] == 1 and set(ip6) == {"address", "gateway", "interface"}
+    a4, a6 = ipaddress.ip_interface(ip4["address"]), ipaddress.ip_interface(ip6["address"])
+    assert a4.ip in ipaddress.ip_network(V4_SUBNET) and a4.network.prefixlen == 32
+    assert a6.ip in ipaddress.ip_network(V6_SUBNET) and a6.network.prefixlen == 128  # routed, like IPv4's /32
+    assert res["routes"] == [{"dst": "0.0.0.0/0", "gw": V4_GW}, {"dst": "::/0", "gw": V6_GW},
+                             {"dst": "fd00:10:96::/112", "gw": V6_GW}]
+
+    # ... against the kernel: the pod
+    assert [(a["local"], a["prefixlen"]) for a in addrs_of(s, pod, "eth0", "inet")] == [(str(a4.ip), 32)]
+    six = [a for a in addrs_of(s, pod, "eth0", "inet6") if a["scope"] == "global"]
+    assert [(a["local"], a["prefixlen"]) for a in six] == [(str(a6.ip), 128)]
+    assert not any(a.get("tentative") for a in addrs_of(s, pod, "eth0", "inet6"))  # usable now: no DAD
+    r6 = routes6(s, pod)
+    default6 = next(r for r in r6 if r["dst"] == "default")
+    assert (default6["gateway"], default6["dev"]) == (V6_GW, "eth0")
+    assert any(r["dst"] == V6_GW and r["dev"] == "eth0" for r in r6)
+    assert any(r["dst"] == "fd00:10:96::/112" and r.get("gateway") == V6_GW for r in r6)
+    assert s.sh(pod, "cat", "/proc/sys/net/ipv6/conf/eth0/accept_ra").stdout.strip() == "0"
+    # ... the node: the gateway's /128 on the pod's veth (NDP answers for it there), a /128 to the pod
+    assert (V6_GW, 128) in [(a["local"], a["prefixlen"]) for a in addrs_of(s, node, host["name"], "inet6")]
+    assert any(r["dst"] == str(a6.ip) and r["dev"] == host["name"] for r in routes6(s, node))
+    assert s.sh(node, "cat", "/proc/sys/net/ipv6/conf/all/forwarding").stdout.strip() == "1"
+    assert s.sh(node, "cat", "/proc/sys/net/ipv4/ip_forward").stdout.strip() == "1"
+    assert leases(conf) == {str(a4.ip): "ds1\r\neth0", str(a6.ip): "ds1\r\neth0"}
+    assert s.ping(pod, V6_GW) and s.ping(pod, V4_GW)
+
+    # CHECK passes, and notices a missing IPv6 address or IPv6 default route
+    check = {**conf, "prevResult": res}
+    assert s.cni("CHECK", check, node=node, container_id="ds1", netns=pod)[:2] == (0, None)
+    s.sh(pod, "ip", "-6", "route", "del", "default")
+    rc, out, raw, err = s.cni("CHECK", check, node=node, container_id="ds1", netns=pod)
+    assert_error(rc, out, raw, err, 104)
+    assert "IPv6 default route" in out["msg"]
+    s.sh(pod, "ip", "-6", "route", "add", "default", "via", V6_GW, "dev", "eth0")
+    assert s.cni("CHECK", check, node=node, container_id="ds1", netns=pod)[0] == 0
+    s.sh(node, "ip", "-6", "addr", "del", f"{V6_GW}/128", "dev", host["name"])
+    rc, out, raw, err = s.cni("CHECK", check, node=node, container_id="ds1", netns=pod)
+    assert_error(rc, out, raw, err, 104)
+    assert f"lacks the gateway address {V6_GW}" in out["msg"]
+    s.sh(node, "ip", "-6", "addr", "add", f"{V6_GW}/128", "dev", host["name"], "nodad")
+    assert s.cni("CHECK", check, node=node, container_id="ds1", netns=pod)[0] == 0
+    s.sh(pod, "ip", "-6", "addr", "del", f"{a6.ip}/128", "dev", "eth0")
+    rc, out, raw, err = s.cni("CHECK", check, node=node, container_id="ds1", netns=pod)
+    assert_error(rc, out, raw, err, 104)
+    assert str(a6.ip) in out["msg"]
+
+    # DEL: both leases, the veth and with it the node's routes and the gateway's /128 on it
+    for netns in (pod, pod, None):
+        rc, out, raw, err = s.cni("DEL", check, node=node, container_id="ds1", netns=netns)
+        assert (rc, out, err) == (0, None, ""), raw + err
+    assert leases(conf) == {}
+    assert link_json(s, node, host["name"]) is None and link_json(s, pod, "eth0") is None
+    assert not any(r["dst"] == str(a6.ip) for r in routes6(s, node))
+    assert os.listdir(os.path.join(conf["ipam"]["dataDir"], "attachments")) == []  # the index entry too
+
+
+def test_dual_stack_pods_reach_each_other_over_ipv6(ptp_scratch):
+    s = ptp_scratch
+    node, pods, conf = with_ranges(s, 2, V4_SUBNET, V6_SUBNET)
+    six = []
+    for i, pod in enumerate(pods):
+        rc, res, raw, err = s.cni("ADD", conf, node=node, container_id=f"d6p{i}", netns=pod)
+        assert rc == 0, raw + err
+        six.append(res["ips"][1]["address"].split("/")[0])
+    assert six[0] != six[1]
+    # at once, every packet: no address is tentative on either end, nor the node's veths' link-locals
+    assert s.ping(pods[0], six[1]) and s.ping(pods[1], six[0])
+    srv = s.tcp_server(pods[1], 7006, "::")
+    assert s.tcp_client(pods[0], six[1], 7006) == "hello"
+    assert srv.stdout.readline().strip() == six[0]  # no NAT: the peer sees the pod's own IPv6 address
+    for i, pod in enumerate(pods):
+        assert s.cni("DEL", conf, node=node, container_id=f"d6p{i}", netns=pod)[0] == 0
+    assert leases(conf) == {}
+
+
+def test_ipv6_only_and_v6_first(ptp_scratch):
+    s = ptp_scratch
+    node, pods, conf = with_ranges(s, 2, V6_SUBNET)
+    rc, res, raw, err = s.cni("ADD", conf, node=node, container_id="v6o", netns=pods[0])
+    assert rc == 0, raw + err
+    (ip,) = res["ips"]
+    assert ip["gateway"] == V6_GW and res["routes"] == [{"dst": "::/0", "gw": V6_GW}]
+    assert addrs_of(s, pods[0], "eth0", "inet") == []
+    assert s.ping(pods[0], V6_GW)
+    assert s.cni("CHECK", {**conf, "prevResult": res}, node=node, container_id="v6o", netns=pods[0])[0] == 0
+    # IPv6 first: the result lists it first (the preferred family of the cluster)
+    conf2 = {**conf, "name": conf["name"] + "2", "ipam": {
+        **conf["ipam"], "ranges": [[{"subnet": "fd00:10:244:8::/64"}], [{"subnet": "10.244.8.0/24"}]]}}
+    rc, res2, raw, err = s.cni("ADD", conf2, node=node, container_id="v6f", netns=pods[1])
+    assert rc == 0, raw + err
+    assert [ipaddress.ip_interface(i["address"]).version for i in res2["ips"]] == [6, 4]
+    assert res2["routes"] == [{"dst": "::/0", "gw": "fd00:10:244:8::1"}, {"dst": "0.0.0.0/0", "gw": "10.244.8.1"}]
+    assert s.ping(pods[1], "fd00:10:244:8::1") and s.ping(pods[1], "10.244.8.1")
+    assert s.cni("DEL", conf, node=node, container_id="v6o", netns=pods[0])[0] == 0
+    assert s.cni("DEL", conf2, node=node, container_id="v6f", netns=pods[1])[0] == 0
+    assert leases(conf) == {}
+
+
+def test_dual_stack_exhaustion_gives_back_both(ptp_scratch):
+    """A /126 holds two pods; the third ADD fails whole: its IPv4 lease goes back, nothing is wired."""
+    s = ptp_scratch
+    node, pods, conf = with_ranges(s, 3, V4_SUBNET, "fd00:10:244:7::/126")
+    for i in range(2):
+        assert s.cni("ADD", conf, node=node, container_id=f"ex{i}", netns=pods[i])[0] == 0
+    rc, out, raw, err = s.cni("STATUS", conf, container_id=None, ifname=None, cni_path=None)
+    assert_error(rc, out, raw, err, 50)
+    rc, out, raw, err = s.cni("ADD", conf, node=node, container_id="ex2", netns=pods[2])
+    assert_error(rc, out, raw, err, 102)
+    assert "fd00:10:244:7::1-fd00:10:244:7::3" in out["msg"]
+    assert sorted(leases(conf).values()) == ["ex0\r\neth0"] * 2 + ["ex1\r\neth0"] * 2
+    assert link_json(s, pods[2], "eth0") is None
+    assert link_json(s, node, plugin.host_veth_name("ex2", "eth0")) is None
+    assert s.cni("DEL", conf, node=node, container_id="ex0", netns=pods[0])[0] == 0
+    rc, res, raw, err = s.cni("ADD", conf, node=node, container_id="ex2", netns=pods[2])
+    assert rc == 0, raw + err
+    for i in (1, 2):
+        assert s.cni("DEL", conf, node=node, container_id=f"ex{i}", netns=pods[i])[0] == 0
+    assert leases(conf) == {}
+
+
+def test_dual_stack_in_process_and_old_versions(ptp_scratch):
+    s = ptp_scratch
+    node, pods, conf = with_ranges(s, 2, V4_SUBNET, V6_SUBNET)
+    res = plugin.execute("ADD", conf, container_id="dip", netns=pods[0], ifname="eth0", node_netns=node)
+    assert [ipaddress.ip_interface(i["address"]).version for i in res["ips"]] == [4, 6]
+    assert s.ping(pods[0], V6_GW)
+    assert plugin.execute("CHECK", {**conf, "prevResult": res}, container_id="dip", netns=pods[0],
+                          ifname="eth0", node_netns=node) == {}
+    rc, old, raw, err = s.cni("ADD", {**conf, "cniVersion": "0.4.0"}, node=node, container_id="dold",
+                              netns=pods[1])
+    assert rc == 0, raw + err
+    assert [i["version"] for i in old["ips"]] == ["4", "6"]
+    assert plugin.execute("DEL", conf, container_id="dip", netns=pods[0], ifname="eth0", node_netns=node) == {}
+    assert s.cni("DEL", conf, node=node, container_id="dold", netns=pods[1])[0] == 0
+    assert leases(conf) == {}
+

@@ -27,9 +27,10 @@ needs_root = pytest.mark.integration
 
 SERVER = r"""
 import socket, sys
-s = socket.socket()
+host = sys.argv[2] if len(sys.argv) > 2 else "0.0.0.0"
+s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[1])))
+s.bind((host, int(sys.argv[1])))
 s.listen(8)
 print("ready", flush=True)
 c, addr = s.accept()
@@ -84,9 +85,10 @@ class Scratch:
         self.procs.append(p)
         return p
 
-    def tcp_server(self, ns: str, port: int) -> subprocess.Popen:
-        """A one-shot TCP server that prints the peer address it saw."""
-        p = self.spawn(ns, sys.executable, "-c", SERVER, str(port))
+    def tcp_server(self, ns: str, port: int, host: str = "0.0.0.0") -> subprocess.Popen:
+        """A one-shot TCP server on `host` (IPv4's or IPv6's any address, "::") that prints the peer
+        address it saw."""
+        p = self.spawn(ns, sys.executable, "-c", SERVER, str(port), host)
         assert p.stdout.readline().strip() == "ready", p.stderr.read()
         return p
 

@@ -53,10 +53,49 @@ def test_routes_with_alternatives_next_hops_and_origins() -> None:
     assert [(r["prefix"], r["protocol"], r["primary"]) for r in routes] == [
         ("10.244.0.0/24", "rr_cp", True), ("10.244.0.0/24", "rr_w1", False), ("10.244.2.0/24", "own", True),
         ("192.168.50.0/24", "peer_tor", True)]
-    assert routes[0] == {"prefix": "10.244.0.0/24", "type": "unicast", "protocol": "rr_cp", "primary": True,
-                         "preference": 100, "origin": "i", "via": ["172.31.0.2"], "dev": "eth0"}
+    assert routes[0] == {"prefix": "10.244.0.0/24", "family": 4, "table": "master4", "type": "unicast",
+                         "protocol": "rr_cp", "primary": True, "preference": 100, "origin": "i",
+                         "via": ["172.31.0.2"], "dev": "eth0"}
     assert routes[2]["type"] == "blackhole" and routes[2]["via"] == [] and routes[2]["preference"] == 200
     assert routes[3]["origin"] == "AS65000i"
+
+
+# A dual-stack node (a session per family, Calico's way): both tables, `show route` answers from each.
+DUAL_STACK = """\
+BIRD 2.0.12 ready.
+Table master4:
+10.244.1.0/24        blackhole [own 19:37:03.678] * (200)
+10.244.2.0/24        unicast [node_w2 19:37:04.538] * (100) [i]
+\tvia 172.31.0.4 on eth0
+
+Table master6:
+fd00:10:244:2::/64   unicast [node_w2_v6 19:37:04.613] * (100) [i]
+\tvia fd00:172:31::4 on eth0
+fd00:10:244:1::/64   blackhole [own6 19:37:03.678] * (200)
+fd00:198:51:100::2/128 unicast [node_w2_v6 19:37:05.001] * (100) [AS64512i]
+\tvia fd00:172:31::4 on eth0
+                     unicast [node_cp_v6 19:37:05.120] (100) [AS64512i]
+\tvia fd00:172:31::2 on eth0
+"""
+
+
+def test_ipv6_routes_from_the_master6_table() -> None:
+    routes = birdc.parse_routes(DUAL_STACK)
+    assert [(r["prefix"], r["family"], r["table"], r["protocol"], r["primary"]) for r in routes] == [
+        ("10.244.1.0/24", 4, "master4", "own", True), ("10.244.2.0/24", 4, "master4", "node_w2", True),
+        ("fd00:10:244:2::/64", 6, "master6", "node_w2_v6", True),
+        ("fd00:10:244:1::/64", 6, "master6", "own6", True),
+        ("fd00:198:51:100::2/128", 6, "master6", "node_w2_v6", True),
+        ("fd00:198:51:100::2/128", 6, "master6", "node_cp_v6", False)]
+    assert routes[2]["via"] == ["fd00:172:31::4"] and routes[2]["dev"] == "eth0"
+    assert routes[3]["type"] == "blackhole" and routes[3]["via"] == []
+    assert routes[5]["via"] == ["fd00:172:31::2"]  # the alternative keeps its own prefix and next hop
+
+
+def test_a_route_line_after_a_table_heading_never_inherits_the_last_tables_prefix() -> None:
+    text = "Table master4:\n10.244.2.0/24 unicast [a 1:2:3] * (100)\nTable master6:\n" \
+           "                     unicast [b 1:2:3] (100)\n"
+    assert [r["prefix"] for r in birdc.parse_routes(text)] == ["10.244.2.0/24"]
 
 
 def test_show_route_all_attribute_lines_are_skipped() -> None:

@@ -180,3 +180,86 @@ def test_run_status_ok(tmp_path):
     rc, out = run({"CNI_COMMAND": "STATUS"},
                   json.dumps(conf(ipam={"dataDir": str(tmp_path / "d")})).encode())
     assert (rc, out) == (0, None)
+
+
+# ---------------------------------------------------------------------------
+# IPv6 and dual-stack: host-local's range sets, one per family
+
+DUAL = [[{"subnet": "10.244.3.0/24"}], [{"subnet": "fd00:10:244:3::/64"}]]
+
+
+def ranges(*sets, **ipam):
+    raw = conf()
+    raw["ipam"] = {"ranges": list(sets), **ipam}
+    return raw
+
+
+def test_dual_stack_ranges():
+    c = cfg.parse(ranges(*DUAL))
+    assert [(str(p.subnet), str(p.gateway), p.version) for p in c.pools] == [
+        ("10.244.3.0/24", "10.244.3.1", 4), ("fd00:10:244:3::/64", "fd00:10:244:3::1", 6)]
+    assert c.pool is c.pools[0]  # the old single-pool API: the first range set
+    assert (str(c.pools[1].start), str(c.pools[1].end)) == (
+        "fd00:10:244:3::1", "fd00:10:244:3:ffff:ffff:ffff:ffff")
+
+
+def test_v6_first_and_v6_only():
+    c = cfg.parse(ranges(DUAL[1], DUAL[0]))
+    assert [p.version for p in c.pools] == [6, 4]
+    c = cfg.parse(conf(ipam={"subnet": "fd00:10:244:3::/64", "gateway": "fd00:10:244:3::fe"}))
+    assert [(p.version, str(p.gateway)) for p in c.pools] == [(6, "fd00:10:244:3::fe")]
+
+
+def test_subnet_and_ranges_together_subnet_first():
+    """host-local prepends the single-range form to `ranges`."""
+    c = cfg.parse(conf(ipam={"ranges": [DUAL[1]]}))
+    assert [str(p.subnet) for p in c.pools] == ["10.244.3.0/24", "fd00:10:244:3::/64"]
+
+
+def test_routes_per_family():
+    c = cfg.parse(ranges(*DUAL, routes=[{"dst": "10.96.0.0/16"}, {"dst": "fd00:10:96::/112"},
+                                        {"dst": "fd00:1::/64", "gw": "fd00:10:244:3::fe"}]))
+    assert [(str(r.dst), r.version, r.gw and str(r.gw)) for r in c.routes] == [
+        ("10.96.0.0/16", 4, None), ("fd00:10:96::/112", 6, None), ("fd00:1::/64", 6, "fd00:10:244:3::fe")]
+
+
+def v6_error(raw) -> tuple[int, str]:
+    with pytest.raises(CNIError) as ei:
+        cfg.parse(raw)
+    return ei.value.code, ei.value.msg
+
+
+@pytest.mark.parametrize(("raw", "code", "says"), [
+    (ranges([{"subnet": "fd00:10:244:3::zz/64"}]), 7,
+     "ipam.ranges[0][0].subnet: 'fd00:10:244:3::zz/64' is not an IPv6 CIDR"),
+    (ranges([{"subnet": "fd00::/129"}]), 7, "is not an IPv6 CIDR"),
+    (ranges([{"subnet": "fd00::/127"}]), 7, "ipam.ranges[0][0].subnet fd00::/127 is too small"),
+    (ranges(DUAL[0], [{"subnet": "fd00::/64", "gateway": "10.244.3.1"}]), 7,
+     "ipam.ranges[1][0].gateway 10.244.3.1 is an IPv4 address in IPv6 subnet fd00::/64"),
+    (ranges(DUAL[0], [{"subnet": "fd00::/64", "rangeStart": "fd01::2"}]), 7,
+     "ipam.ranges[1][0].rangeStart fd01::2 is outside subnet fd00::/64"),
+    (ranges(DUAL[0], [{"subnet": "fd00::/64", "rangeStart": "fd00::9", "rangeEnd": "fd00::5"}]), 7,
+     "ipam.ranges[1][0].rangeStart fd00::9 is after ipam.ranges[1][0].rangeEnd fd00::5"),
+    (ranges(DUAL[0], [{"subnet": "10.9.0.0/24"}]), 7, "is a second IPv4 range set (after 10.244.3.0/24)"),
+    (ranges(DUAL[1], [{"subnet": "fd00:9::/64"}]), 7, "is a second IPv6 range set"),
+    (ranges(DUAL[0], [{"subnet": "fd00::/64"}, {"subnet": "fd01::/64"}]), 2, "ipam.ranges[1] has 2 ranges"),
+    (ranges(DUAL[0], []), 7, "ipam.ranges[1] must be a non-empty list"),
+    (ranges(DUAL[0], [{"gateway": "fd00::1"}]), 7, "ipam.ranges[1][0].subnet is required"),
+    ({**conf(), "ipam": {"ranges": {"subnet": "fd00::/64"}}}, 7, "ipam.ranges must be a list of range sets"),
+    (ranges(DUAL[0], routes=[{"dst": "fd00:10:96::/112"}]), 7,
+     "ipam.routes[0].dst fd00:10:96::/112 is IPv6, and the pod gets no IPv6 address"),
+    (ranges(*DUAL, routes=[{"dst": "fd00:10:96::/112", "gw": "10.244.3.1"}]), 7,
+     "ipam.routes[0].gw 10.244.3.1 is not of dst fd00:10:96::/112's family (IPv6)"),
+])
+def test_v6_invalid(raw, code, says):
+    got_code, msg = v6_error(raw)
+    assert got_code == code and says in msg, msg
+
+
+def test_status_of_a_dual_stack_conf(tmp_path):
+    raw = ranges([{"subnet": "10.244.3.0/24"}], [{"subnet": "fd00::/126"}], dataDir=str(tmp_path / "d"))
+    assert run({"CNI_COMMAND": "STATUS"}, json.dumps(raw).encode()) == (0, None)
+    for name in ("fd00::2", "fd00::3"):  # the /126's two addresses are leased: an ADD would fail
+        (tmp_path / "d" / name).write_bytes(b"c\r\neth0")
+    rc, out = run({"CNI_COMMAND": "STATUS"}, json.dumps(raw).encode())
+    assert (rc, out["code"]) == (1, 50) and "2 of 2 addresses in fd00::/126" in out["details"]

@@ -139,6 +139,64 @@ def test_backend_helpers():
                                                        "10.244.2.0/24")])
 
 
+def test_render_conflist_one_range_set_per_family():
+    """A dual-stack node: host-local's `ranges`, the preferred family's first, each gateway the CIDR's
+    first address; the plugin's config parser takes it as one pool per family. One CIDR in a list, or one
+    IPv6 CIDR alone: today's `subnet` form."""
+    c = json.loads(cl.render_conflist("n1", ["10.244.1.0/24", "fd00:10:244:1::/64"], mtu=1450, mode="bridge"))
+    ipam = c["plugins"][0]["ipam"]
+    assert ipam["ranges"] == [[{"subnet": "10.244.1.0/24", "gateway": "10.244.1.1"}],
+                              [{"subnet": "fd00:10:244:1::/64", "gateway": "fd00:10:244:1::1"}]]
+    assert "subnet" not in ipam and c["plugins"][0]["mode"] == "bridge"
+    conf = cfg.parse({**c["plugins"][0], "name": "n1", "cniVersion": "1.1.0"})
+    assert [str(p.subnet) for p in conf.pools] == ["10.244.1.0/24", "fd00:10:244:1::/64"]
+    v6_first = json.loads(cl.render_conflist("n1", ["fd00:10:244:1::/64", "10.244.1.0/24"]))
+    assert [r[0]["subnet"] for r in v6_first["plugins"][0]["ipam"]["ranges"]] == ["fd00:10:244:1::/64",
+                                                                                   "10.244.1.0/24"]
+    assert cl.render_conflist("n1", ["10.244.1.0/24"]) == cl.render_conflist("n1", "10.244.1.0/24")
+    only6 = json.loads(cl.render_conflist("n1", "fd00:10:244:1::/64"))["plugins"][0]["ipam"]
+    assert (only6["subnet"], only6["gateway"]) == ("fd00:10:244:1::/64", "fd00:10:244:1::1")
+    for bad in (["10.244.1.0/24", "10.244.2.0/24"], [], ["10.244.1.0/24", "nope"]):
+        with pytest.raises(ValueError):
+            cl.render_conflist("n1", bad)
+    with pytest.raises(ValueError, match="one pod CIDR"):
+        cl.render_conflist("n1", ["10.244.1.0/24", "fd00:10:244:1::/64"], gateway="10.244.1.254")
+
+
+def test_masquerade_script_per_family():
+    """One table per family of the same name; the IPv4 one exactly as in an IPv4-only cluster."""
+    s = bk.render_masquerade(["10.244.0.0/16", "fd00:10:244::/56"],
+                             pod_cidr=["10.244.1.0/24", "fd00:10:244:1::/64"], exclude=["10.96.0.0/12"])
+    v4, v6 = s.split("table ip6 labkit-cni\n", 1)
+    assert v4 == bk.render_masquerade("10.244.0.0/16", pod_cidr="10.244.1.0/24", exclude=["10.96.0.0/12"])
+    assert v6.startswith("delete table ip6 labkit-cni\n")
+    assert "type ipv6_addr" in v6 and "elements = { fd00:10:244::/56 }" in v6
+    assert "ip6 saddr fd00:10:244:1::/64 ip6 daddr != @no-masquerade counter masquerade" in v6
+    assert bk.render_masquerade("fd00:10:244::/56").startswith("table ip6 labkit-cni\n")
+    with pytest.raises(ValueError, match="one CIDR per address family"):
+        bk.render_masquerade(["10.244.0.0/16", "10.245.0.0/16"])
+
+
+def test_cluster_node_per_family():
+    n = bk.ClusterNode("n1", "/run/netns/x", "172.31.0.2", "10.244.1.0/24",
+                       pod_cidrs=("10.244.1.0/24", "fd00:10:244:1::/64"), node_ip6="fd00:172:31::2")
+    n.validate()
+    assert [str(p) for p in n.pod_nets] == ["10.244.1.0/24", "fd00:10:244:1::/64"]
+    assert n.vtep_ip == "10.244.1.0" and n.vtep_ip_of(n.pod_net_of(6)) == "fd00:10:244:1::"
+    assert (n.next_hop(4), n.next_hop(6)) == ("172.31.0.2", "fd00:172:31::2")
+    from labkit.cni.backends.hostgw import peer_routes
+
+    assert peer_routes([n]) == [("10.244.1.0/24", "172.31.0.2"), ("fd00:10:244:1::/64", "fd00:172:31::2")]
+    without_v6 = bk.ClusterNode("n2", "/run/netns/y", "172.31.0.3", "10.244.2.0/24",
+                                pod_cidrs=("10.244.2.0/24", "fd00:10:244:2::/64"))
+    with pytest.raises(bk.BackendError, match="node n2 has no IPv6 address on the node network"):
+        peer_routes([without_v6])
+    for bad in ({"pod_cidrs": ("10.244.1.0/24", "10.244.9.0/24")}, {"pod_cidrs": ("fd00:10:244:1::/64",)},
+                {"node_ip6": "172.31.0.9"}):
+        with pytest.raises(ValueError):
+            bk.ClusterNode("n1", "/run/netns/x", "172.31.0.2", "10.244.1.0/24", **bad).validate()
+
+
 def test_netlink_attr_encoding():
     a = nl.attr_str(nl.IFLA_IFNAME, "eth0")
     assert len(a) == 12 and struct.unpack_from("=HH", a) == (9, nl.IFLA_IFNAME)
@@ -251,3 +309,56 @@ def test_deeply_nested_configs_are_a_decode_error_not_a_crash(tmp_path):
                            capture_output=True, timeout=60)
         reply = json.loads(r.stdout)
         assert r.returncode == 1 and reply["code"] == 6 and r.stderr == b"", r
+
+
+def _dual_result(version: str, *, v4_only: bool = False) -> dict:
+    ranges = [[{"subnet": "10.244.1.0/24"}]] + ([] if v4_only else [[{"subnet": "fd00:10:244:1::/64"}]])
+    c = cfg.parse({"cniVersion": version, "name": "n", "ipam": {
+        "ranges": ranges, "routes": [{"dst": "10.96.0.0/16"}] + ([] if v4_only else [{"dst": "fd00:10:96::/112"}])}})
+    addrs = [plugin.PodAddress(p, ip) for p, ip in zip(c.pools, ["10.244.1.5", "fd00:10:244:1::5"], strict=False)]
+    h, p = {"name": "veth1", "mac": "aa:aa:aa:aa:aa:aa"}, {"name": "eth0", "mac": "bb:bb:bb:bb:bb:bb"}
+    return plugin._result(c, "/run/netns/x", "eth0", addrs, h, p, None)
+
+
+def test_dual_stack_result_shape():
+    res = _dual_result("1.0.0")
+    assert res["ips"] == [
+        {"address": "10.244.1.5/32", "gateway": "10.244.1.1", "interface": 1},
+        {"address": "fd00:10:244:1::5/128", "gateway": "fd00:10:244:1::1", "interface": 1},
+    ]
+    assert res["routes"] == [
+        {"dst": "0.0.0.0/0", "gw": "10.244.1.1"}, {"dst": "::/0", "gw": "fd00:10:244:1::1"},
+        {"dst": "10.96.0.0/16", "gw": "10.244.1.1"}, {"dst": "fd00:10:96::/112", "gw": "fd00:10:244:1::1"},
+    ]
+    # before 1.0.0 every IP config names its version
+    assert [ip["version"] for ip in _dual_result("0.4.0")["ips"]] == ["4", "6"]
+
+
+def test_ipv4_only_result_is_as_before():
+    """An IPv4-only config's result, byte for byte what the single-family plugin printed."""
+    from labkit.cni.lite import dumps
+
+    assert dumps(_dual_result("1.1.0", v4_only=True)) == (
+        '{"cniVersion": "1.1.0", "interfaces": [{"name": "veth1", "mac": "aa:aa:aa:aa:aa:aa"}, '
+        '{"name": "eth0", "mac": "bb:bb:bb:bb:bb:bb", "sandbox": "/run/netns/x"}], '
+        '"ips": [{"address": "10.244.1.5/32", "gateway": "10.244.1.1", "interface": 1}], '
+        '"routes": [{"dst": "0.0.0.0/0", "gw": "10.244.1.1"}, {"dst": "10.96.0.0/16", "gw": "10.244.1.1"}], '
+        '"dns": {}}')
+
+
+def test_lite_ipv6():
+    from labkit.cni.lite import Addr, Addr6, Net, ip_address
+
+    assert str(Addr6("FD00:0:0:0:0:0:0:1")) == "fd00::1" and Addr6("fd00::1").version == 6
+    assert str(Addr6("fd00:1:0:1:0:0:0:1")) == "fd00:1:0:1::1"  # RFC 5952: the longest zero run goes
+    assert isinstance(ip_address("10.0.0.1"), Addr) and isinstance(ip_address("fd00::1"), Addr6)
+    for bad in ("fd00::1%eth0", "fd00:::1", "1:2:3:4:5:6:7:8:9", "fd00::g"):
+        with pytest.raises(ValueError):
+            Addr6(bad)
+    n = Net("fd00:10:244:1::7/64")
+    assert (str(n), n.version) == ("fd00:10:244:1::/64", 6)
+    assert str(n.broadcast_address) == "fd00:10:244:1:ffff:ffff:ffff:ffff"  # the last address
+    assert "fd00:10:244:1::9" in n and Addr6("fd00:10:244:2::9") not in n
+    assert "10.0.0.1" not in n and Addr(1) not in n and Addr6(1) not in Net("0.0.0.0/0")
+    assert Net("::/0") != Net("0.0.0.0/0") and Net("::/0") == "::/0"
+    assert len({Net("::/0"), Net("0.0.0.0/0")}) == 2

@@ -101,14 +101,14 @@ def test_host_network_and_job_pods_as_the_runtime_gets_them():
 
     plan = load_plan(str(CORPUS / "lab.yaml"))
     exporter = next(p for p in plan.workloads.pods if p.name == "exporter")
-    spec = pod_spec(plan, exporter, "w1", ip="172.31.0.3")
+    spec = pod_spec(plan, exporter, "w1", ips=["172.31.0.3"])
     assert spec.host_netns == plan.node("w1").netns and spec.hostname == "w1"
     assert spec.hosts == "" and spec.resolv_conf == "" and not spec.run_once  # the node's own files
     with_dns = exporter.model_copy(update={"spec": exporter.spec.model_copy(
         update={"dnsPolicy": "ClusterFirstWithHostNet"})})
-    assert "nameserver" in pod_spec(plan, with_dns, "w1", ip="172.31.0.3").resolv_conf
+    assert "nameserver" in pod_spec(plan, with_dns, "w1", ips=["172.31.0.3"]).resolv_conf
     job_pod = next(p for p in plan.workloads.pods if p.name.startswith("once-"))
-    assert pod_spec(plan, job_pod, "w1", ip="10.244.1.5").run_once
+    assert pod_spec(plan, job_pod, "w1", ips=["10.244.1.5"]).run_once
 
 
 def test_a_run_once_container_leaves_its_exit_code(tmp_path):

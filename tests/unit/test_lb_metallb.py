@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -57,9 +58,23 @@ def test_pool_addresses_are_ranges_and_cidrs() -> None:
     assert parse_addresses("192.168.1.10-192.168.1.20") == (ipaddress.IPv4Address("192.168.1.10"),
                                                             ipaddress.IPv4Address("192.168.1.20"))
     assert parse_addresses("10.0.0.0/30")[1] == ipaddress.IPv4Address("10.0.0.3")
-    for bad in ("10.0.0.5-10.0.0.1", "10.0.0.1/24", "nope", "fd00::/64"):
-        with pytest.raises(ValueError, match="valid: an IPv4 CIDR"):
+    for bad in ("10.0.0.5-10.0.0.1", "10.0.0.1/24", "nope", "fd00::5-fd00::1", "fd00::1/64", "10.0.0.1-fd00::1"):
+        with pytest.raises(ValueError, match=r"valid: a CIDR \(192.168.10.0/24, fd00:10::/120\) or a range"):
             parse_addresses(bad)
+
+
+def test_ipv6_pool_addresses_are_ranges_and_cidrs_of_any_size() -> None:
+    assert parse_addresses("fd00:10::10-fd00:10::20") == (ipaddress.IPv6Address("fd00:10::10"),
+                                                          ipaddress.IPv6Address("fd00:10::20"))
+    assert parse_addresses("fd00:10::/120")[1] == ipaddress.IPv6Address("fd00:10::ff")
+    assert "different families" in str(pytest.raises(ValueError, parse_addresses, "10.0.0.1-fd00::1").value)
+    w = parse_manifests(pool("p", "fd00:10::/64", "10.9.0.0/30"))  # a /64: MetalLB's usual IPv6 pool
+    spec = w.ip_address_pools[0].spec
+    assert spec.families == (6, 4) and spec.contains(ipaddress.ip_address("fd00:10::ffff"))
+    assert not spec.contains(ipaddress.ip_address("10.9.0.9")) and not spec.contains(ipaddress.ip_address("fd00::1"))
+    first = spec.hosts(6)
+    assert [str(next(first)), str(next(first))] == ["fd00:10::", "fd00:10::1"]  # lazily, in order
+    assert [str(ip) for ip in spec.hosts(4)] == ["10.9.0.0", "10.9.0.1", "10.9.0.2", "10.9.0.3"]
 
 
 def test_a_cidr_pool_hands_out_every_address_avoid_buggy_ips_skips_0_and_255() -> None:
@@ -137,6 +152,114 @@ def test_node_ports_unless_allocate_load_balancer_node_ports_is_false() -> None:
     assert ("default", "a", 0) in ports and ("default", "b", 0) not in ports
 
 
+# ---------------------------------------------------------------- families
+
+
+def dual_lbs(text: str, families=None, policies=None):
+    from labkit.k8s.metallb import allocate_load_balancers
+
+    return allocate_load_balancers(parse_manifests(text, "m.yaml"), {n: {} for n in NODES},
+                                   cluster_families=(4, 6), families=families, policies=policies)
+
+
+def test_a_dual_stack_service_gets_one_address_of_each_family_from_one_pool() -> None:
+    text = pool("v4only", "10.9.0.10/32") + pool("both", "10.8.0.0/30", "fd00:8::/124") + L2 + lb("a") + lb("b")
+    found = dual_lbs(text, families={("default", "a"): (6, 4), ("default", "b"): (4,)})
+    a = found[("default", "a")]
+    assert (a.pool, a.ips, a.ip) == ("both", ("fd00:8::", "10.8.0.0"), "fd00:8::")  # primary family first
+    assert a.as_status()["ips"] == ["fd00:8::", "10.8.0.0"]
+    b = found[("default", "b")]
+    assert (b.pool, b.ips) == ("both", ("10.8.0.1",))  # pools without priority: by name; single stack, IPv4
+
+
+def test_single_stack_services_get_their_family_and_policies_decide_the_rest() -> None:
+    text = (pool("v6", "fd00:6::/120") + pool("v4", "10.4.0.0/30") + L2 + lb("req") + lb("single")
+            + lb("prefer") + lb("six"))
+    key = lambda name: ("default", name)  # noqa: E731
+    found = dual_lbs(text, families={key("req"): (4, 6), key("prefer"): (6, 4), key("six"): (6,)},
+                     policies={key("req"): "RequireDualStack", key("prefer"): "PreferDualStack"})
+    assert found[key("single")].ips == ("10.4.0.0",)  # named by neither: the cluster's preferred family
+    assert found[key("six")].ips == ("fd00:6::1",)
+    # no pool holds both families: RequireDualStack stays pending, PreferDualStack gets its primary family
+    assert found[key("req")].ip is None
+    assert found[key("req")].pending == "no available IPs in pool v4, v6 for IPv4 and IPv6"
+    assert found[key("prefer")].ips == ("fd00:6::",)
+
+
+def test_a_dual_stack_cluster_gives_each_service_the_families_its_cluster_ips_have(tmp_path: Path) -> None:
+    services = (lb("req", spec="  ipFamilyPolicy: RequireDualStack\n")
+                + lb("prefer", spec="  ipFamilyPolicy: PreferDualStack\n  ipFamilies: [IPv6, IPv4]\n")
+                + lb("single") + lb("six", spec="  ipFamilies: [IPv6]\n",
+                                     annotations="metallb.io/loadBalancerIPs: 'fd00:8::9'"))
+    (tmp_path / "apps.yaml").write_text(pool("both", "10.8.0.0/30", "fd00:8::/124") + L2 + services)
+    (tmp_path / "t.yaml").write_text("name: lbds\ncluster:\n  pod-cidr: 10.244.0.0/16,fd00:10:244::/56\n"
+                                     "  service-cidr: 10.96.0.0/16,fd00:10:96::/112\ntopology:\n  nodes:\n"
+                                     "    n1: {kind: k8s-node}\nworkloads: [apps.yaml]\n")
+    found = {k[1]: v.ips for k, v in load_plan(tmp_path / "t.yaml").allocation.load_balancers.items()}
+    # (namespace, name) order after the addresses asked for; each primary family first
+    assert found == {"prefer": ("fd00:8::", "10.8.0.0"), "req": ("10.8.0.1", "fd00:8::1"), "single": ("10.8.0.2",),
+                     "six": ("fd00:8::9",)}
+
+
+def test_service_families_default_as_the_api_server_does() -> None:
+    from types import SimpleNamespace
+
+    from labkit.k8s.metallb import service_families
+
+    def svc(policy=None, families=()):
+        return SimpleNamespace(spec=SimpleNamespace(ipFamilyPolicy=policy, ipFamilies=families))
+
+    assert service_families(svc(), (6, 4)) == (6,)
+    assert service_families(svc(families=("IPv4",)), (6, 4)) == (4,)
+    assert service_families(svc("PreferDualStack"), (6, 4)) == (6, 4)
+    assert service_families(svc("PreferDualStack", ("IPv4",)), (6, 4)) == (4, 6)
+    assert service_families(svc("PreferDualStack"), (4,)) == (4,)  # a single-stack cluster: one family
+    assert service_families(svc("RequireDualStack", ("IPv6", "IPv4")), (4, 6)) == (6, 4)
+
+
+def test_requested_addresses_of_both_families() -> None:
+    both = {("default", "a"): (4, 6)}
+    text = pool("both", "10.8.0.0/30", "fd00:8::/124") + L2 + lb("a", annotations=(
+        "metallb.io/loadBalancerIPs: 'fd00:8::5,10.8.0.2'"))
+    assert dual_lbs(text, both)[("default", "a")].ips == ("10.8.0.2", "fd00:8::5")  # the Service's family order
+    wrong = pool("both", "10.8.0.0/30", "fd00:8::/124") + lb("a", annotations="metallb.io/loadBalancerIPs: fd00:8::5")
+    with pytest.raises(InputError) as exc:
+        dual_lbs(wrong)
+    assert "fd00:8::5 is IPv6, the Service's ipFamilies are IPv4; valid: an address of each of its families" \
+        in str(exc.value)
+    twice = pool("both", "10.8.0.0/30", "fd00:8::/124") + lb("a", annotations=(
+        "metallb.io/loadBalancerIPs: 'fd00:8::5,fd00:8::6'"))
+    with pytest.raises(InputError, match="valid: one address per family"):
+        dual_lbs(twice, both)
+    apart = pool("p4", "10.8.0.0/30") + pool("p6", "fd00:8::/124") + lb("a", annotations=(
+        "metallb.io/loadBalancerIPs: '10.8.0.1,fd00:8::5'"))
+    with pytest.raises(InputError, match="10.8.0.1,fd00:8::5 is not all in one IPAddressPool"):
+        dual_lbs(apart, both)
+
+
+def test_without_family_knowledge_only_ipv4_is_acted_on_as_before() -> None:
+    """allocate() of an IPv4 cluster passes no families: an IPv6 address asked for is left alone, as it was."""
+    text = pool("both", "10.8.0.0/30", "fd00:8::/124") + L2 + lb("a", annotations=(
+        "metallb.io/loadBalancerIPs: '10.8.0.2,fd00:8::5'")) + lb("b", annotations=(
+        "metallb.io/loadBalancerIPs: 'fd00:8::6'"))
+    found = lbs(text)
+    assert found[("default", "a")].ips == ("10.8.0.2",)
+    assert found[("default", "b")].ips == ("10.8.0.0",)  # no IPv4 asked for: the pool's first free one
+
+
+def test_ipv6_pools_may_not_overlap_each_other_or_the_cluster_networks_of_their_family() -> None:
+    w = parse_manifests(pool("a", "fd00:9::/120") + pool("b", "fd00:9::80-fd00:9::90")
+                        + pool("c", "fd00:10:244:3::/124") + pool("d", "10.9.0.0/24"), "m.yaml")
+    found = "\n".join(map(str, check_config(w, pod_cidr="10.244.0.0/16,fd00:10:244::/56",
+                                            service_cidr=("10.96.0.0/16", "fd00:10:96::/112"))))
+    assert "fd00:9::80-fd00:9::90 overlaps fd00:9::/120 of IPAddressPool metallb-system/a" in found
+    assert "fd00:10:244:3::/124 overlaps the cluster's pod-cidr fd00:10:244::/56" in found
+    assert "10.9.0.0/24" not in found  # the other family is never compared
+    lab = check_config(w, pod_cidr="10.244.0.0/16", service_cidr="10.96.0.0/16",
+                       lab_addresses={"fd00:9::85": "the address of ext:eth1"})
+    assert any("holds fd00:9::85, the address of ext:eth1" in str(p) for p in lab)
+
+
 # ---------------------------------------------------------------- election
 
 
@@ -151,6 +274,42 @@ def test_the_first_running_candidate_answers() -> None:
     assert speaker.owner(["w2", "w1", "cp"], {"cp", "w1", "w2"}) == "w2"
     assert speaker.owner(["w2", "w1", "cp"], {"cp", "w1"}) == "w1"
     assert speaker.owner(["w2"], {"cp"}) is None
+
+
+def test_neighbor_advertisements_are_well_formed() -> None:
+    """Checksum, hop limit and the target link-layer address option, as a receiver validates them."""
+    mac_ = bytes.fromhex("020000000001")
+    target = socket.inet_pton(socket.AF_INET6, "fd00:99::240")
+    client = socket.inet_pton(socket.AF_INET6, "fd00:99::1")
+    frame = speaker.neighbor_advertisement(mac_, bytes.fromhex("020000000002"), target, client,
+                                           speaker.NA_SOLICITED | speaker.NA_OVERRIDE)
+    ipv6, icmp = frame[14:54], frame[54:]
+    assert frame[12:14] == b"\x86\xdd" and ipv6[6] == 58 and ipv6[7] == 255 and ipv6[8:24] == target
+    assert icmp[0] == speaker.NA and icmp[4] == 0x60 and icmp[8:24] == target and icmp[24:32] == b"\x02\x01" + mac_
+    pseudo = target + client + len(icmp).to_bytes(4, "big") + b"\x00\x00\x00\x3a"
+    assert speaker._checksum(pseudo + icmp) == 0  # the checksum field makes the sum come out even
+    assert speaker.solicited_node(target) == socket.inet_pton(socket.AF_INET6, "ff02::1:ff00:240")
+    assert speaker.multicast_mac(speaker.ALL_NODES) == bytes.fromhex("333300000001")
+
+
+def _solicitation(target: str, sender: str = "fd00:99::1", hop_limit: int = 255, sllao: bool = True) -> bytes:
+    """A Neighbor Solicitation as a client sends it (to the target's solicited-node group)."""
+    target_b, sender_b = (socket.inet_pton(socket.AF_INET6, a) for a in (target, sender))
+    group = speaker.solicited_node(target_b)
+    icmp = bytes([speaker.NS, 0, 0, 0]) + bytes(4) + target_b + (b"\x01\x01" + bytes.fromhex("02000000000a")
+                                                                  if sllao else b"")
+    ipv6 = (6 << 28).to_bytes(4, "big") + len(icmp).to_bytes(2, "big") + bytes([58, hop_limit]) + sender_b + group
+    return speaker.multicast_mac(group) + bytes.fromhex("02000000000b") + b"\x86\xdd" + ipv6 + icmp
+
+
+def test_solicitations_are_read_with_the_senders_link_layer_address() -> None:
+    target = socket.inet_pton(socket.AF_INET6, "fd00:99::240")
+    mac, sender, found = speaker.solicitation(_solicitation("fd00:99::240"))
+    assert (mac, found, sender) == (bytes.fromhex("02000000000a"), target,
+                                    socket.inet_pton(socket.AF_INET6, "fd00:99::1"))  # the option's MAC wins
+    assert speaker.solicitation(_solicitation("fd00:99::240", sllao=False))[0] == bytes.fromhex("02000000000b")
+    assert speaker.solicitation(_solicitation("fd00:99::240", hop_limit=64)) is None  # it crossed a router
+    assert speaker.solicitation(_solicitation("fd00:99::240")[:70]) is None
 
 
 def test_liveness_is_a_pid_file_with_its_start_time(tmp_path: Path) -> None:

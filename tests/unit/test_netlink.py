@@ -35,6 +35,27 @@ def test_route_add_replace_and_delete():
     assert errno.ESRCH in delete.tolerate
 
 
+def test_ipv6_addresses_routes_and_neighbours_are_of_family_inet6():
+    mtype, _, body = _decode(nl.address(3, "fd00:1::1", 64, nodad=True))
+    fam, plen, flags, scope, index = struct.unpack_from("=BBBBI", body)
+    assert (mtype, fam, plen, flags, index) == (nl.RTM_NEWADDR, socket.AF_INET6, 64, nl.IFA_F_NODAD, 3)
+    assert nl.parse_attrs(body, 8)[nl.IFA_LOCAL] == socket.inet_pton(socket.AF_INET6, "fd00:1::1")
+    assert nl.address_info(body) == {"index": 3, "address": "fd00:1::1", "prefixlen": 64, "flags": nl.IFA_F_NODAD,
+                                     "family": 6}
+    _, _, body = _decode(nl.address(3, "10.0.0.1", 24, nodad=True))  # nodad is IPv6's: no flag on IPv4
+    assert body[0] == socket.AF_INET and body[2] == 0
+    _, _, body = _decode(nl.route("fd00:2::/64", gateway="fd00:1::2", proto=nl.RTPROT_STATIC))
+    fam, dlen, _, _, table, proto, scope, rtn, _ = struct.unpack_from("=BBBBBBBBI", body)
+    assert (fam, dlen, table, proto, scope, rtn) == (socket.AF_INET6, 64, 254, 4, nl.RT_SCOPE_UNIVERSE, 1)
+    assert nl.route_info(body)["gateway"] == "fd00:1::2" and nl.route_info(body)["dst"] == "fd00:2::"
+    _, _, body = _decode(nl.route("default", gateway="fd00:1::2"))  # IPv6's default: the gateway says so
+    assert body[0] == socket.AF_INET6 and body[1] == 0 and nl.route_info(body)["dst"] == "::"
+    _, _, body = _decode(nl.route("fd00:2::/64", oif=4))  # no link scope in IPv6
+    assert body[6] == nl.RT_SCOPE_UNIVERSE
+    _, _, body = _decode(nl.neighbour("fd00:1::9", "02:00:00:00:00:09", 4))
+    assert body[0] == socket.AF_INET6
+
+
 def test_veth_is_born_in_both_namespaces_and_vxlan_carries_its_parameters():
     _, flags, body = _decode(nl.veth("a", "b", netns_fd=5, peer_netns_fd=6, mtu=1450, up=True))
     assert flags & nl.NLM_F_EXCL and struct.unpack_from("=BxHiII", body)[3:] == (nl.IFF_UP, nl.IFF_UP)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 import pytest
 
@@ -230,3 +232,130 @@ def test_rules_name_the_service_endpoint_and_node_port_they_come_from(text):
     external = chain(text, "external-", comments=True)
     assert 'jump mark-for-masquerade comment "nodePort 30080/tcp of service default/web:80"' in external
     assert 'masquerade fully-random comment "masquerade: marked by a service rule"' in text
+
+
+# ---------------------------------------------------------------- dual-stack: one table per family
+
+GOLDEN = Path(__file__).parent / "golden"
+REGOLD = os.environ.get("LABKIT_REGOLD") == "1"
+POD_CIDRS = ["10.244.0.0/16", "fd00:10:244::/56"]
+NODE_IPS = ["172.31.0.2", "fd00:172:31::2"]
+
+
+def endpoint(ip: str, port: int, pod: str, node: str = "n1") -> Endpoint:
+    return Endpoint(ip=ip, port=port, pod=f"default/{pod}", node=node)
+
+
+DUAL = ServiceView(
+    namespace="default", name="dual", type="NodePort", cluster_ip="10.96.0.20",
+    cluster_ips=("10.96.0.20", "fd00:10:96::14"), ip_family_policy="PreferDualStack",
+    session_affinity="ClientIP", affinity_timeout=600,
+    ports=(ServicePortView(name="http", protocol="TCP", port=80, target_port=8080, node_port=30080, endpoints=(
+        endpoint("10.244.0.2", 8080, "a"), endpoint("10.244.1.3", 8080, "b", "n2"),
+        endpoint("fd00:10:244::2", 8080, "a"), endpoint("fd00:10:244:1::3", 8080, "b", "n2"))),))
+SIX = ServiceView(  # IPv6 only, a LoadBalancer with an IPv6 address, source ranges of both families, Local
+    namespace="default", name="six", type="LoadBalancer", cluster_ip="fd00:10:96::30",
+    external_traffic_policy="Local", load_balancer={"ip": "fd00:198:51::10"},
+    source_ranges=("10.0.0.0/8", "fd00:1::/64"), external_ips=("192.0.2.9", "fd00:192::9"),
+    ports=(ServicePortView(name=None, protocol="UDP", port=53, target_port=53, node_port=30053,
+                           endpoints=(endpoint("fd00:10:244::7", 53, "d"),)),))
+FOUR = view("four", "10.96.0.50", [port(80, [("10.244.0.2", 8080)], node_port=30050)], type="NodePort")
+NO_ENDPOINTS = ServiceView(
+    namespace="default", name="empty", type="NodePort", cluster_ip="fd00:10:96::40",
+    cluster_ips=("fd00:10:96::40", "10.96.0.40"),
+    ports=(ServicePortView(name=None, protocol="TCP", port=80, target_port=80, node_port=30040),))
+DUAL_ALL = [DUAL, SIX, FOUR, NO_ENDPOINTS, HEADLESS, EXTERNAL]
+
+
+def golden(name: str, text: str) -> str:
+    path = GOLDEN / name
+    if REGOLD:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+    return path.read_text()
+
+
+def test_ipv4_only_text_is_the_golden_one():
+    """IPv4-only clusters keep their one `table ip` byte for byte (the golden predates dual-stack)."""
+    lb = view("lb", "10.96.0.60", [port(80, [("10.244.0.2", 80)], node_port=30060)], type="LoadBalancer",
+              load_balancer={"ip": "198.51.100.10"}, external_ips=("192.0.2.7",), source_ranges=("203.0.113.0/24",))
+    text = render_node_ruleset([*ALL, lb], pod_cidr=POD_CIDR, node_ips=["172.31.0.2"], node_name="n1")
+    assert text == golden("kube-proxy-ipv4.nft", text)
+    assert "ip6" not in text
+
+
+def test_dual_stack_text_is_the_golden_one():
+    text = render_node_ruleset(DUAL_ALL, pod_cidr=POD_CIDRS, node_ips=NODE_IPS, node_name="n1")
+    assert text == golden("kube-proxy-dualstack.nft", text)
+
+
+def tables(text: str) -> dict[str, str]:
+    """{"ip": body, "ip6": body} of the final table of each family in the text."""
+    found = re.finditer(r"^table (ip6?) labkit-proxy {\n(\t.*?)^}\n", text, re.S | re.M)
+    return {m.group(1): m.group(2) for m in found}
+
+
+def test_one_table_per_family_each_with_its_own_addresses():
+    text = render_node_ruleset(DUAL_ALL, pod_cidr=POD_CIDRS, node_ips=NODE_IPS, node_name="n1")
+    assert text.count("delete table ip labkit-proxy\n") == 1 and text.count("delete table ip6 labkit-proxy\n") == 1
+    v4, v6 = (tables(text)[f] for f in ("ip", "ip6"))
+    assert elements("\n" + v4, "service-ips") == [
+        f"10.96.0.20 . tcp . 80 : goto {chain_name(v4, 'default/dual')}",
+        f"10.96.0.50 . tcp . 80 : goto {chain_name(v4, 'default/four')}"]
+    assert elements("\n" + v6, "service-ips") == [
+        f"fd00:10:96::14 . tcp . 80 : goto {chain_name(v6, 'default/dual')}",
+        f"fd00:10:96::30 . udp . 53 : goto {chain_name(v6, 'default/six')}",
+        f"fd00:198:51::10 . udp . 53 : goto firewall-{chain_name(v6, 'default/six')[len('service-'):]}",
+        f"fd00:192::9 . udp . 53 : goto firewall-{chain_name(v6, 'default/six')[len('service-'):]}"]
+    # NodePorts: a family's table serves the Services with a ClusterIP of that family, on its node address
+    assert [e.split(" :")[0] for e in elements("\n" + v4, "service-nodeports")] == ["tcp . 30080", "tcp . 30050"]
+    assert [e.split(" :")[0] for e in elements("\n" + v6, "service-nodeports")] == ["tcp . 30080", "udp . 30053"]
+    assert elements("\n" + v4, "nodeport-ips") == ["172.31.0.2"]
+    assert elements("\n" + v6, "nodeport-ips") == ["fd00:172:31::2"]
+    # no endpoints: rejected in both families, ICMPv6 in the IPv6 table
+    assert elements("\n" + v4, "no-endpoint-services") == ["10.96.0.40 . tcp . 80 : goto reject-chain"]
+    assert elements("\n" + v6, "no-endpoint-services") == ["fd00:10:96::40 . tcp . 80 : goto reject-chain"]
+    assert "reject with icmpv6 type port-unreachable" in v6 and "reject with icmp type" in v4
+    # source ranges: only the family's own (kube-proxy ignores the other family's)
+    assert "ip6 saddr { fd00:1::/64 } goto external-" in v6 and "10.0.0.0/8" not in text
+    # masquerade decisions use the family's pod CIDR
+    assert "ip6 saddr != fd00:10:244::/56 jump mark-for-masquerade" in v6
+    assert "ip saddr != 10.244.0.0/16 jump mark-for-masquerade" in v4
+    assert "fd00" not in v4 and not re.search(r"\b10\.\d+\.\d+\.\d+\b", v6)
+
+
+def chain_name(table: str, service: str) -> str:
+    return re.search(rf"\tchain (service-\w+-{re.escape(service)}/[^ ]+) {{", table).group(1)
+
+
+def test_affinity_dnat_and_hairpin_per_family():
+    v6 = tables(render_node_ruleset([DUAL], pod_cidr=POD_CIDRS))["ip6"]
+    plan = plan_node_ruleset([DUAL], pod_cidr=POD_CIDRS, family=6)
+    (c,) = plan.chains
+    assert [e.ip for e in c.endpoints] == ["fd00:10:244::2", "fd00:10:244:1::3"]
+    first = c.endpoints[0]
+    assert first.name == f"{first.name.split('__')[0]}__fd00.10.244..2/8080"  # no ':' in an nft name
+    body = chain("\n" + v6, first.name, comments=True)
+    assert [x.strip() for x in body.splitlines()] == [
+        "ip6 saddr fd00:10:244::2 jump mark-for-masquerade",
+        f"update @{first.affinity_set} {{ ip6 saddr }}",
+        'meta l4proto tcp dnat to [fd00:10:244::2]:8080 comment "endpoint default/a [fd00:10:244::2]:8080"']
+    assert f"set {first.affinity_set} {{\n\t\ttype ipv6_addr\n\t\tflags dynamic,timeout\n\t\ttimeout 600s" in v6
+    v4_plan = plan_node_ruleset([DUAL], pod_cidr=POD_CIDRS, family=4)
+    assert {e.affinity_set for e in v4_plan.chains[0].endpoints}.isdisjoint({e.affinity_set for e in c.endpoints})
+
+
+def test_ipv6_only_cluster_has_only_the_ip6_table():
+    text = render_node_ruleset([SIX, FOUR], pod_cidr="fd00:10:244::/56", node_ips=NODE_IPS)
+    assert "table ip labkit-proxy" not in text and text.count("table ip6 labkit-proxy {") == 2
+    assert "10.96.0.50" not in text and "172.31.0.2" not in text
+
+
+def test_family_values_are_checked_before_they_reach_the_text():
+    with pytest.raises(ValueError):
+        render_node_ruleset([DUAL], pod_cidr=["10.244.0.0/16", "10.245.0.0/16"])
+    with pytest.raises(ValueError):
+        render_node_ruleset([DUAL], pod_cidr=POD_CIDRS, node_ips=["fd00::1; flush ruleset"])
+    bad = DUAL.model_copy(update={"cluster_ips": ("10.96.0.20", "fd00::zz")})
+    with pytest.raises(ValueError):
+        render_node_ruleset([bad], pod_cidr=POD_CIDRS)

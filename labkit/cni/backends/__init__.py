@@ -7,11 +7,17 @@ these and one `REGISTRY.register` line below; the topology schema's list of
 backend names (labkit.topology.schema.CNI.backend) must name exactly the
 registered ones, which tests/unit/test_cni_backends_registry.py checks.
 
-- host-gw (hostgw.py): a route per peer podCIDR via the peer's node IP.
-- vxlan (vxlan.py): flannel's vxlan device, neighbours, FDB entries, onlink routes.
+- host-gw (hostgw.py): a route per peer podCIDR via the peer's node IP (per family: IPv6
+  podCIDRs via the peer's IPv6 node address).
+- vxlan (vxlan.py): flannel's vxlan device, neighbours, FDB entries, onlink routes (IPv6 inside
+  the same device, over the IPv4 underlay).
 - bgp (bgp.py): nothing of its own: each node's BIRD (labkit.bgp) installs the peers' routes.
-- masquerade (masquerade.py): nftables table `labkit-cni` masquerading traffic from
-  the node's pods to anything outside the cluster pod CIDR.
+- masquerade (masquerade.py): nftables table `labkit-cni` (`ip`, and `ip6` for IPv6 pod CIDRs)
+  masquerading traffic from the node's pods to anything outside the cluster pod CIDR of its family.
+
+A node (`ClusterNode`) has one podCIDR per cluster address family (`pod_cidrs`, the preferred
+family's first) and its node-network addresses (`node_ip`, IPv4: every backend's underlay;
+`node_ip6`: host-gw's IPv6 next hop).
 """
 
 from __future__ import annotations

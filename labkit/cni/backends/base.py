@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 from typing import ClassVar, Protocol
 
 from labkit.errors import LabkitError
@@ -26,22 +26,42 @@ class BackendError(LabkitError):
 
 @dataclass(frozen=True)
 class ClusterNode:
-    """One cluster node as the CNI backends see it."""
+    """One cluster node as the CNI backends see it: its podCIDR per address family, and its addresses on
+    the node network (the underlay: IPv4 always; IPv6 for a node whose pods have IPv6 and host-gw routes)."""
 
     name: str
     netns_path: str  # e.g. /run/netns/<lab>-<node>
-    node_ip: str  # the node's address on the mgmt network (eth0)
-    pod_cidr: str  # the node's podCIDR, e.g. 10.244.1.0/24
+    node_ip: str  # the node's IPv4 address on the mgmt network (eth0): the underlay of every backend
+    pod_cidr: str  # the node's podCIDR of the cluster's preferred family, e.g. 10.244.1.0/24
     vtep_mac: str | None = None  # vxlan: default derived from node_ip
+    pod_cidrs: tuple[str, ...] = ()  # every podCIDR of the node, one per family, pod_cidr's first; () = (pod_cidr,)
+    node_ip6: str | None = None  # the node's IPv6 address on the mgmt network: host-gw's next hop for IPv6
 
     @property
-    def pod_net(self) -> IPv4Network:
-        return IPv4Network(self.pod_cidr, strict=False)
+    def pod_nets(self) -> tuple[IPv4Network | IPv6Network, ...]:
+        """The node's podCIDRs, one per family, the preferred family's first."""
+        return tuple(ip_network(c, strict=False) for c in (self.pod_cidrs or (self.pod_cidr,)))
+
+    @property
+    def pod_net(self) -> IPv4Network | IPv6Network:
+        return self.pod_nets[0]
 
     @property
     def vtep_ip(self) -> str:
-        """The podCIDR's .0, held as /32 on a vxlan device."""
-        return str(self.pod_net.network_address)
+        """The IPv4 podCIDR's .0, held as /32 on a vxlan device."""
+        return self.vtep_ip_of(self.pod_net_of(4) or self.pod_net)
+
+    @staticmethod
+    def vtep_ip_of(net: IPv4Network | IPv6Network) -> str:
+        """A podCIDR's own address on a vxlan device: its first (.0; for IPv6 the podCIDR's ::), as flannel."""
+        return str(net.network_address)
+
+    def pod_net_of(self, family: int) -> IPv4Network | IPv6Network | None:
+        return next((n for n in self.pod_nets if n.version == family), None)
+
+    def next_hop(self, family: int) -> str | None:
+        """The node's address on the node network of `family` (host-gw routes to its pods go via it)."""
+        return self.node_ip if family == 4 else self.node_ip6
 
     @property
     def mac(self) -> str:
@@ -51,7 +71,13 @@ class ClusterNode:
         if not str(self.netns_path).startswith("/"):
             raise ValueError(f"node {self.name}: netns_path must be an absolute path")
         IPv4Address(self.node_ip)
-        IPv4Network(self.pod_cidr, strict=False)
+        if self.node_ip6 is not None:
+            IPv6Address(self.node_ip6)
+        nets = self.pod_nets
+        if len({n.version for n in nets}) != len(nets):
+            raise ValueError(f"node {self.name}: one podCIDR per address family, got {', '.join(map(str, nets))}")
+        if self.pod_cidrs and ip_network(self.pod_cidr, strict=False) != nets[0]:
+            raise ValueError(f"node {self.name}: pod_cidr {self.pod_cidr} must be the first of pod_cidrs")
         if self.vtep_mac is not None and not _MAC_RE.fullmatch(self.vtep_mac):
             raise ValueError(f"node {self.name}: invalid vtep_mac {self.vtep_mac!r}")
 

@@ -5,6 +5,11 @@ interface, MTU = underlay - 50) holding `<podCIDR .0>/32`; per peer a permanent
 neighbour (peer .0 -> peer VTEP MAC), an FDB entry (peer VTEP MAC -> peer node IP)
 and `route <peer podCIDR> via <peer .0> dev flannel.1 onlink`. VTEP MACs are derived
 from the node IP (`0e:6c:<ip bytes>`), so peers need no exchange.
+
+Dual-stack: the one device carries both families inside (the underlay stays IPv4, as flannel's
+`flannel.1` does with an IPv4 public IP): it also holds `<IPv6 podCIDR ::>/128` (nodad: usable at
+once), and per peer a permanent IPv6 neighbour (peer `::` -> peer VTEP MAC) and `route <peer IPv6
+podCIDR> via <peer ::> dev flannel.1 onlink`; the FDB entry, per MAC, serves both.
 """
 
 from __future__ import annotations
@@ -42,15 +47,18 @@ class Vxlan(RoutedBackend):
                              mac=local.mac, mtu=mtu))
             link = sock.link(VXLAN_DEV)
         index = link["index"]
-        batch = [nl.set_link(index, up=True, mtu=mtu, what=f"bring up {VXLAN_DEV}"),
-                 nl.address(index, local.vtep_ip, 32, replace=True)]
+        batch = [nl.set_link(index, up=True, mtu=mtu, what=f"bring up {VXLAN_DEV}")]
+        batch += [nl.address(index, local.vtep_ip_of(net), net.max_prefixlen, replace=True, nodad=True)
+                  for net in local.pod_nets]
         for p in peers:
-            batch += [
-                nl.neighbour(p.vtep_ip, p.mac, index, what=f"neighbour {p.vtep_ip} of {p.name}"),
-                nl.fdb(p.mac, index, p.node_ip, what=f"fdb entry of {p.name}"),
-                nl.route(str(p.pod_net), gateway=p.vtep_ip, oif=index, onlink=True, replace=True,
-                         what=f"route {p.pod_net} via {p.vtep_ip} dev {VXLAN_DEV}"),
-            ]
+            batch.append(nl.fdb(p.mac, index, p.node_ip, what=f"fdb entry of {p.name}"))
+            for net in p.pod_nets:
+                vtep = p.vtep_ip_of(net)
+                batch += [
+                    nl.neighbour(vtep, p.mac, index, what=f"neighbour {vtep} of {p.name}"),
+                    nl.route(str(net), gateway=vtep, oif=index, onlink=True, replace=True,
+                             what=f"route {net} via {vtep} dev {VXLAN_DEV}"),
+                ]
         sock.do(*batch)
 
     def remove(self, sock: nl.Netlink, local: ClusterNode, peers: Sequence[ClusterNode], *, dev: str) -> None:
