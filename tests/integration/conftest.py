@@ -103,6 +103,8 @@ def stack_variant(topology: Path, folder: Path) -> Path:
     for entry in doc.get("workloads", []):
         manifests = yaml.safe_load_all((topology.parent / entry).read_text()) if isinstance(entry, str) else [entry]
         for manifest in manifests:
+            for container in _containers(manifest or {}):
+                _listen_on_both_families(container)
             if manifest and manifest.get("kind") == "Service":
                 spec = manifest.setdefault("spec", {})
                 if spec.get("type") != "ExternalName":  # headless ones too: A and AAAA per endpoint
@@ -115,6 +117,21 @@ def stack_variant(topology: Path, folder: Path) -> Path:
     out = folder / f"{topology.stem}-dual.yaml"
     out.write_text(yaml.safe_dump(doc, sort_keys=False))
     return out
+
+
+def _containers(manifest: dict) -> list[dict]:
+    spec = manifest.get("spec") or {}
+    return list(((spec.get("template") or {}).get("spec") or spec).get("containers") or [])
+
+
+def _listen_on_both_families(container: dict) -> None:
+    """A `socat TCP-LISTEN:...` server made to listen on IPv6 too: a second socat beside it on TCP6, the
+    same options and reply (socat's TCP-LISTEN is IPv4 only; the shipped files keep the plain form)."""
+    command = container.get("command") or []
+    if len(command) == 3 and command[0] == "socat" and command[1].startswith("TCP-LISTEN:"):
+        v6 = command[1].replace("TCP-LISTEN:", "TCP6-LISTEN:", 1) + ",ipv6only=1"
+        script = f'socat {v6} "$1" & exec socat {command[1]} "$1"'
+        container["command"] = ["sh", "-c", script, "sh", command[2]]
 
 
 @pytest.fixture(scope="session", params=CLUSTER_LABS, ids=["-".join(p[:3]) + ("-dual" if p[3] == "dual" else "")

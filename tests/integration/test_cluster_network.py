@@ -25,14 +25,15 @@ from .conftest import families, labkit
 # A one-shot TCP server that answers with the address it sees the client connect from, and says
 # "ready" once it listens.
 PEER_ADDRESS_SERVER = """
-import socket, sys
-server = socket.socket()
-server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-server.bind(("", int(sys.argv[1])))
-server.listen()
+import ipaddress, socket, sys
+try:  # both families where the namespace has IPv6 (an IPv4 peer shows as ::ffff:a.b.c.d: unmapped below)
+    server = socket.create_server(("::", int(sys.argv[1])), family=socket.AF_INET6, dualstack_ipv6=True)
+except OSError:
+    server = socket.create_server(("", int(sys.argv[1])))
 print("ready", flush=True)
-conn, (peer, _) = server.accept()
-conn.sendall(peer.encode() + b"\\n")
+conn, (peer, *_) = server.accept()
+peer = ipaddress.ip_address(peer)
+conn.sendall(str(getattr(peer, "ipv4_mapped", None) or peer).encode() + b"\\n")
 conn.close()
 """
 
@@ -123,7 +124,9 @@ def test_deployment_replicas_serve(kube_lab: RunningLab) -> None:
         if name.startswith("default/echo-"):
             for ip, source in zip(pod["ips"], client["ips"], strict=True):
                 answer = kube_lab.exec("default/client", "socat", "-T3", "-", f"TCP:{host_port(ip, 8080)}").stdout
-                assert answer.split() == [name.split("/")[1], source]
+                pod_name, peer = answer.split()
+                seen = ipaddress.ip_address(peer.strip("[]"))  # socat writes IPv6 in full
+                assert pod_name == name.split("/")[1] and seen == ipaddress.ip_address(source), answer
 
 
 def test_exec_into_a_pod_and_status_json(kube_lab: RunningLab) -> None:
