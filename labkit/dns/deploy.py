@@ -23,9 +23,10 @@ from labkit.dns.server import command
 from labkit.errors import LabkitError
 
 
-def start_servers(config: str, replicas: Sequence[tuple[str, str, str]], folder: str,
+def start_servers(config: str, replicas: Sequence[tuple[str, str, str | Sequence[str]]], folder: str,
                   timeout: float = 10.0, workers: int | None = None, port: int = 53) -> list[int]:
-    """Start one server per (name, netns path, address to listen on); wait until all serve.
+    """Start one server per (name, netns path, address or addresses to listen on: a dual-stack pod's
+    both); wait until all serve.
 
     `workers`: processes per server (None: the server's default, one per two CPUs). Pid files and logs go to
     `folder` as <name>.pid and <name>.log. Returns the pids.

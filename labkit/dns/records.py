@@ -2,9 +2,15 @@
 the Kubernetes DNS-Based Service Discovery spec 1.1.0 built from it.
 
 The model is what the orchestrator knows about the cluster's Services (namespace, name,
-type, ClusterIP, ports, endpoints, ExternalName) plus the zone and the upstream
+type, ClusterIPs, ports, endpoints, ExternalName) plus the zone and the upstream
 forwarders. It round-trips through a JSON file (`DnsConfig.load` / `DnsConfig.dump`),
 which is how the orchestrator hands it to `python -m labkit.dns.server`.
+
+Both families: a Service's `cluster_ips` (one per family, the primary first) give its name
+an A and/or an AAAA record and each a PTR (in-addr.arpa, or ip6.arpa nibble by nibble); an
+endpoint's `ips` (its pod's addresses of the Service's families) likewise. A name lacking
+the family asked is NODATA, never NXDOMAIN. The JSON's single `cluster_ip` and endpoint
+`ip` of before dual-stack are still read (alone, or beside the lists they head).
 
 `build_records(config)` turns it into a `RecordSet`, and `RecordSet.lookup(name, type)`
 answers a question the way CoreDNS's kubernetes plugin does: an answer, NODATA (the
@@ -95,44 +101,68 @@ class ServicePort(_Model):
 
 
 class Endpoint(_Model):
-    """One endpoint address of a Service (a pod IP)."""
+    """One endpoint of a Service: a pod and its addresses, at most one per family (`ips`,
+    the pod's preferred family first; `ip` is the first). A dual-stack pod is one
+    Endpoint with both, as the two EndpointSlices of its Service (one per family) name it."""
 
-    __slots__ = ("ip", "hostname", "ready", "pod", "node")
+    __slots__ = ("ips", "hostname", "ready", "pod", "node")
 
-    def __init__(self, ip: str, hostname: str | None = None, ready: bool = True,
-                 pod: str | None = None, node: str | None = None):
-        self.ip = ip
+    def __init__(self, ip: str | None = None, hostname: str | None = None, ready: bool = True,
+                 pod: str | None = None, node: str | None = None, ips: list[str] | None = None):
+        self.ips = _address_list(ip, ips, "ip")
         self.hostname = hostname
         self.ready = ready
         self.pod = pod
         self.node = node
 
+    @property
+    def ip(self) -> str:
+        """The first address (the pod's preferred family's)."""
+        return self.ips[0] if self.ips else ""
+
+
+def _address_list(one: str | None, many: list[str] | None, key: str) -> list[str]:
+    """The addresses given as a single `one` (the old key) and/or the list `many`. Both: they
+    must agree, as a Service's clusterIP is its clusterIPs[0]. "None" (a headless
+    Service's clusterIP) is no address."""
+    if many is None:
+        return [] if one in (None, "None") else [one]
+    many = [ip for ip in many if ip != "None"]
+    if one not in (None, "None") and (not many or many[0] != one):
+        raise ValueError(f"{key} {one!r} is not the first of {key}s {many!r}")
+    return list(many)
+
 
 class Service(_Model):
-    """A Service as DNS sees it. Headless: `type` "Headless", or "ClusterIP" with
-    `cluster_ip` null or "None"."""
+    """A Service as DNS sees it. `cluster_ips`: its ClusterIPs, one per family, the
+    primary first (`cluster_ip` is the first). Headless: `type` "Headless", or
+    "ClusterIP" with no cluster IP (null or "None")."""
 
-    __slots__ = ("namespace", "name", "type", "cluster_ip", "ports", "endpoints",
+    __slots__ = ("namespace", "name", "type", "cluster_ips", "ports", "endpoints",
                  "external_name", "publish_not_ready_addresses")
 
     def __init__(self, namespace: str, name: str, type: str = "ClusterIP",
                  cluster_ip: str | None = None, ports: list[ServicePort] | None = None,
                  endpoints: list[Endpoint] | None = None, external_name: str | None = None,
-                 publish_not_ready_addresses: bool = False):
+                 publish_not_ready_addresses: bool = False, cluster_ips: list[str] | None = None):
         self.namespace = namespace
         self.name = name
         self.type = type
-        self.cluster_ip = cluster_ip
+        self.cluster_ips = _address_list(cluster_ip, cluster_ips, "cluster_ip")
         self.ports = list(ports or [])
         self.endpoints = list(endpoints or [])
         self.external_name = external_name
         self.publish_not_ready_addresses = publish_not_ready_addresses
 
     @property
+    def cluster_ip(self) -> str | None:
+        """The primary ClusterIP; None for headless and ExternalName Services."""
+        return self.cluster_ips[0] if self.cluster_ips else None
+
+    @property
     def headless(self) -> bool:
         """Type Headless, or ClusterIP with no cluster IP (Kubernetes' `clusterIP: None`)."""
-        return self.type == "Headless" or (
-            self.type == "ClusterIP" and self.cluster_ip in (None, "None"))
+        return self.type == "Headless" or (self.type == "ClusterIP" and not self.cluster_ips)
 
 
 class DnsConfig(_Model):
@@ -144,8 +174,9 @@ class DnsConfig(_Model):
     besides those of the services and the built-in ones (their `<ns>.svc.<zone>` is
     NODATA, not NXDOMAIN). `serial`: SOA serial (0: the server uses the config file's
     modification time). `pods`: "insecure" answers `<a>-<b>-<c>-<d>.<ns>.pod.<zone>` with
-    that address for any existing namespace, as the Corefile of kubeadm and kind does
-    (`pods insecure`); "disabled" does not (CoreDNS's plugin default).
+    that address (A), and an IPv6 address with its ':' as '-' (`fd00-10-244-1--5`: AAAA),
+    for any existing namespace, as the Corefile of kubeadm and kind does (`pods insecure`);
+    "disabled" does not (CoreDNS's plugin default).
     """
 
     __slots__ = ("zone", "ttl", "upstreams", "upstream_timeout", "nameservers",
@@ -238,15 +269,15 @@ _FIELDS = {
                "nameservers": list, "namespaces": list, "serial": int, "pods": str,
                "services": list},
     "service": {"namespace": str, "name": str, "type": str, "cluster_ip": (str, type(None)),
-                "ports": list, "endpoints": list, "external_name": (str, type(None)),
+                "cluster_ips": list, "ports": list, "endpoints": list, "external_name": (str, type(None)),
                 "publish_not_ready_addresses": bool},
     "port": {"name": (str, type(None)), "port": int, "protocol": str,
              "target_port": (int, type(None))},
-    "endpoint": {"ip": str, "hostname": (str, type(None)), "ready": bool,
+    "endpoint": {"ip": str, "ips": list, "hostname": (str, type(None)), "ready": bool,
                  "pod": (str, type(None)), "node": (str, type(None))},
 }
 _REQUIRED = {"config": (), "service": ("namespace", "name"), "port": ("port",),
-             "endpoint": ("ip",)}
+             "endpoint": ()}   # an endpoint's `ip` or `ips`: _addresses
 
 
 def _fields(kind: str, data: object, path: str, problems: list[str]) -> dict[str, object] | None:
@@ -282,6 +313,7 @@ def _parse_config(data: object, problems: list[str]) -> DnsConfig | None:
         s = _fields("service", sd, spath, problems)
         if s is None or "namespace" not in s or "name" not in s:
             continue
+        cluster_ips = _addresses(s, "cluster_ip", spath, problems)
         ports = []
         for j, pd in enumerate(s.pop("ports", [])):
             p = _fields("port", pd, f"{spath}.ports[{j}]", problems)
@@ -289,10 +321,16 @@ def _parse_config(data: object, problems: list[str]) -> DnsConfig | None:
                 ports.append(ServicePort(**p))
         eps = []
         for j, ed in enumerate(s.pop("endpoints", [])):
-            e = _fields("endpoint", ed, f"{spath}.endpoints[{j}]", problems)
-            if e is not None and "ip" in e:
-                eps.append(Endpoint(**e))
-        services.append(Service(ports=ports, endpoints=eps, **s))
+            epath = f"{spath}.endpoints[{j}]"
+            e = _fields("endpoint", ed, epath, problems)
+            if e is None:
+                continue
+            ips = _addresses(e, "ip", epath, problems)
+            if ips:
+                eps.append(Endpoint(ips=ips, **e))
+            else:
+                problems.append(f"{epath}.ip: required (or ips: one address per family)")
+        services.append(Service(ports=ports, endpoints=eps, cluster_ips=cluster_ips, **s))
     for key in ("upstreams", "nameservers", "namespaces"):
         for j, v in enumerate(top.get(key, [])):
             if not isinstance(v, str):
@@ -300,13 +338,52 @@ def _parse_config(data: object, problems: list[str]) -> DnsConfig | None:
     return DnsConfig(services=services, **top)
 
 
-def _check_ip(value: str, where: str, problems: list[str]) -> bool:
+def _check_ip(value: str, where: str, problems: list[str]
+              ) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address `value` names, or None (and a problem): not an address, or one no
+    cluster has (an IPv6 zone index, an IPv4-mapped IPv6 address)."""
     try:
-        ipaddress.ip_address(value)
-        return True
+        ip = ipaddress.ip_address(value)
     except ValueError:
         problems.append(f"{where}: {value!r} is not an IP address")
-        return False
+        return None
+    if ip.version == 6 and ip.scope_id:
+        problems.append(f"{where}: {value!r} has a zone index (%{ip.scope_id}); "
+                        "a cluster address has none")
+        return None
+    if ip.version == 6 and ip.ipv4_mapped:
+        problems.append(f"{where}: {value!r} is an IPv4-mapped IPv6 address; "
+                        f"write the IPv4 address {ip.ipv4_mapped}")
+        return None
+    return ip
+
+
+def _addresses(d: dict[str, object], key: str, path: str, problems: list[str]) -> list[str]:
+    """Pop the addresses of `d`: the single `key` (the format before dual-stack) and/or
+    the list `key + "s"` (both: the single one is the list's first, as a Service's
+    clusterIP is its clusterIPs[0]). Each an address, at most one per family; every
+    problem is reported, and what was given returned all the same."""
+    single, listed = d.pop(key, None), d.pop(key + "s", None)
+    if listed is None:
+        given = [] if single in (None, "None") else [(f"{path}.{key}", single)]
+    else:
+        if listed == ["None"]:     # a headless Service's clusterIPs
+            listed = []
+        given = [(f"{path}.{key}s[{k}]", v) for k, v in enumerate(listed)]
+        if single not in (None, "None") and (not listed or listed[0] != single):
+            problems.append(f"{path}.{key}: {single!r} must be the first of {key}s {listed!r}")
+    family: dict[int, str] = {}
+    for where, value in given:
+        if not isinstance(value, str):
+            problems.append(f"{where}: must be a string")
+            continue
+        ip = _check_ip(value, where, problems)
+        if ip is not None and ip.version in family:
+            problems.append(f"{where}: a second IPv{ip.version} address ({family[ip.version]!r}, "
+                            f"{value!r}); at most one per family")
+        elif ip is not None:
+            family[ip.version] = value
+    return [str(v) for _, v in given]
 
 
 def _check_config(cfg: DnsConfig, problems: list[str]) -> None:
@@ -351,13 +428,12 @@ def _check_config(cfg: DnsConfig, problems: list[str]) -> None:
             elif not _HOSTNAME.match(s.external_name):
                 problems.append(f"{path}.external_name: {s.external_name!r} is not a DNS name")
         elif s.type == "Headless":
-            if s.cluster_ip not in (None, "None"):
+            if s.cluster_ips:
                 problems.append(f"{path}.cluster_ip: must be null for type Headless")
         elif s.type in SERVICE_TYPES and not s.headless:
-            if s.cluster_ip in (None, "None"):
-                problems.append(f"{path}.cluster_ip: required for type {s.type}")
-            else:
-                _check_ip(s.cluster_ip, f"{path}.cluster_ip", problems)
+            if not s.cluster_ips:
+                problems.append(f"{path}.cluster_ip: required for type {s.type} "
+                                "(or cluster_ips: one address per family)")
         for j, p in enumerate(s.ports):
             ppath = f"{path}.ports[{j}]"
             # Service port names are DNS labels (container ports: IANA_SVC_NAME).
@@ -372,7 +448,6 @@ def _check_config(cfg: DnsConfig, problems: list[str]) -> None:
                 problems.append(f"{ppath}.target_port: must be 1..65535")
         for j, e in enumerate(s.endpoints):
             epath = f"{path}.endpoints[{j}]"
-            _check_ip(e.ip, f"{epath}.ip", problems)
             if e.hostname is not None and not _LABEL.match(e.hostname):
                 problems.append(f"{epath}.hostname: {e.hostname!r} is not a DNS label")
 
@@ -508,6 +583,8 @@ class RecordSet:
             ip = ipaddress.ip_address(text)
         except ValueError:
             return None
+        if ip.version == 6 and ip.scope_id:   # "fe80--1%eth0": no address of a pod (nor Go's)
+            return None
         rtype = AAAA if ip.version == 6 else A
         return {rtype: [(name, rtype, self.ttl, str(ip))]}
 
@@ -528,20 +605,33 @@ class RecordSet:
         return extra
 
 
-def endpoint_hostname(ep: Endpoint) -> str:
-    """The spec's _hostname_: the endpoint's hostname, else a system-assigned id
-    (CoreDNS's: the IP with '.'/':' replaced by '-')."""
+def endpoint_hostname(ep: Endpoint, ip: str | None = None) -> str:
+    """The spec's _hostname_ of the endpoint's address `ip` (default: its first): the
+    endpoint's hostname, else a system-assigned id. That is CoreDNS's: the address with
+    '.' or ':' replaced by '-' ("10-244-1-5", "fd00-10-244-1--5"), a '0' appended when it
+    would end in '-' ("fd00--0" for fd00::). So without a hostname a dual-stack endpoint
+    has one name per family, each with that family's record (one per EndpointSlice)."""
     if ep.hostname:
         return ep.hostname.lower()
-    return ep.ip.replace(".", "-").replace(":", "-")
+    text = str(ipaddress.ip_address(ip or ep.ip))
+    if ":" not in text:
+        return text.replace(".", "-")
+    dashed = text.replace(":", "-")
+    return dashed + "0" if dashed.endswith("-") else dashed
 
 
 def reverse_name(ip: str) -> str:
+    """in-addr.arpa for IPv4; ip6.arpa, nibble by nibble (RFC 3596), for IPv6."""
     return ipaddress.ip_address(ip).reverse_pointer + "."
 
 
 def _addr_type(ip: str) -> int:
     return AAAA if ":" in ip else A
+
+
+def _canonical(ip: str) -> str:
+    """RFC 5952 text: one spelling per address, so records and names never double."""
+    return str(ipaddress.ip_address(ip))
 
 
 def build_records(cfg: DnsConfig, serial: int | None = None) -> RecordSet:
@@ -571,7 +661,7 @@ def build_records(cfg: DnsConfig, serial: int | None = None) -> RecordSet:
     add(zone, SOA, soa[3])
     add(zone, NS, nsname)
     nodes.setdefault(nsname, {})
-    for ip in cfg.nameservers:
+    for ip in map(_canonical, cfg.nameservers):
         add(nsname, _addr_type(ip), ip)
     add(f"dns-version.{zone}", TXT, (SPEC_VERSION,), VERSION_TTL)
     # CoreDNS answers NODATA for the apex, svc.<zone>, pod.<zone> and every existing
@@ -594,27 +684,31 @@ def build_records(cfg: DnsConfig, serial: int | None = None) -> RecordSet:
             continue
         eps = [e for e in s.endpoints if e.ready or s.publish_not_ready_addresses]
         if not s.headless:
-            ip = s.cluster_ip or ""
-            add(base, _addr_type(ip), ip)
-            add_ptr(ip, base)
+            # One A or AAAA per ClusterIP (a dual-stack Service has both); the SRV
+            # target is the service name, so the additional section carries both.
+            for ip in map(_canonical, s.cluster_ips):
+                add(base, _addr_type(ip), ip)
+                add_ptr(ip, base)
             for p in s.ports:
                 add(base, SRV, (0, 0, p.port, base))
                 if p.name:
                     add(f"_{p.name}._{p.protocol.lower()}.{base}", SRV, (0, 0, p.port, base))
             # CoreDNS also answers endpoint names of non-headless services.
             for e in eps:
-                add(f"{endpoint_hostname(e)}.{base}", _addr_type(e.ip), e.ip)
+                for ip in map(_canonical, e.ips):
+                    add(f"{endpoint_hostname(e, ip)}.{base}", _addr_type(ip), ip)
             continue
         for e in eps:
-            target = f"{endpoint_hostname(e)}.{base}"
-            add(base, _addr_type(e.ip), e.ip)
-            add(target, _addr_type(e.ip), e.ip)
-            add_ptr(e.ip, target)
-            for p in s.ports:
-                port = p.target_port or p.port
-                add(base, SRV, (0, 0, port, target))
-                if p.name:
-                    add(f"_{p.name}._{p.protocol.lower()}.{base}", SRV, (0, 0, port, target))
+            for ip in map(_canonical, e.ips):
+                target = f"{endpoint_hostname(e, ip)}.{base}"
+                add(base, _addr_type(ip), ip)
+                add(target, _addr_type(ip), ip)
+                add_ptr(ip, target)
+                for p in s.ports:
+                    port = p.target_port or p.port
+                    add(base, SRV, (0, 0, port, target))
+                    if p.name:
+                        add(f"_{p.name}._{p.protocol.lower()}.{base}", SRV, (0, 0, port, target))
 
     # SRV weights as CoreDNS gives them: equal shares of 100 within an RRset.
     for node in nodes.values():

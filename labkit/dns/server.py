@@ -1,13 +1,18 @@
 """labkit's cluster DNS server: serves a `records.RecordSet` over UDP and TCP.
 
-    python -m labkit.dns.server --config dns.json --listen 10.96.0.10 [--port 53]
-                                [--workers N] [--pidfile FILE]
+    python -m labkit.dns.server --config dns.json --listen 10.244.1.5 [--listen fd00:10:244:1::5]
+                                [--port 53] [--workers N] [--pidfile FILE]
+
+`--listen` once per address (a dual-stack DNS pod: its IPv4 and its IPv6 address; the
+proxy DNATs the kube-dns Service's ClusterIP of each family to the pod's address of that
+family). Every address is served over UDP and TCP by every worker.
 
 Process model: a supervisor binds the sockets (so a bad address fails at once, with a
 message and exit code 1; a bad config exits 2), then forks N workers (default:
 `default_workers()`, one per two CPUs; when that is one, the process serves alone, with no
-supervisor: one interpreter per DNS pod). Each worker owns one UDP socket (SO_REUSEPORT,
-bound to the same address) and shares the TCP listening socket. SIGHUP: every worker re-reads the config file and
+supervisor: one interpreter per DNS pod). Each worker owns one UDP socket per address (SO_REUSEPORT,
+bound to the same address) and shares the TCP listening sockets; the first address's UDP loop
+runs in the worker's main thread, any other's in a thread of its own. SIGHUP: every worker re-reads the config file and
 swaps its tables (a bad file is logged and the old records kept). SIGTERM/SIGINT: the
 supervisor stops the workers and exits 0; workers also die with the supervisor
 (PR_SET_PDEATHSIG), so none is ever orphaned.
@@ -38,6 +43,7 @@ names are completed through the upstreams, as CoreDNS does.
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import signal
@@ -47,6 +53,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 
 from labkit.dns import records as R
 from labkit.dns import wire as W
@@ -672,6 +679,7 @@ class TcpLimits:
 
 
 def serve_tcp(state: State, lsock: socket.socket, limits: TcpLimits | None = None) -> None:
+    """Accept connections on `lsock` for ever (`limits`: shared by a worker's listening sockets)."""
     limits = limits or TcpLimits()
 
     def connection(conn: socket.socket, client: str) -> None:
@@ -734,9 +742,11 @@ def _die_with_parent() -> None:
         os._exit(0)
 
 
-def worker_main(state: State, udp: socket.socket, tcp: socket.socket, alone: str | None = None) -> None:
-    """A worker's life. `alone`: the server is this one process (no supervisor): SIGTERM/SIGINT remove
-    the pid file named (if any) and exit 0, and no parent's death ends it."""
+def worker_main(state: State, udps: list[socket.socket], tcps: list[socket.socket],
+                alone: str | None = None) -> None:
+    """A worker's life: a UDP socket and a TCP listening socket per address. `alone`: the server is this
+    one process (no supervisor): SIGTERM/SIGINT remove the pid file named (if any) and exit 0, and no
+    parent's death ends it."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -764,9 +774,13 @@ def worker_main(state: State, udp: socket.socket, tcp: socket.socket, alone: str
     signal.signal(signal.SIGHUP, on_hup)
     if alone is None:
         _die_with_parent()
-    _start_thread(serve_tcp, state, tcp)     # signals still blocked: inherited
+    limits = TcpLimits()      # per worker, whichever address a client connects to
+    for tcp in tcps:
+        _start_thread(serve_tcp, state, tcp, limits)     # signals still blocked: inherited
+    for udp in udps[1:]:
+        _start_thread(serve_udp, state, udp)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
-    serve_udp(state, udp)
+    serve_udp(state, udps[0])   # the main thread's: signals interrupt it
 
 
 def _spread_evenly(sock: socket.socket, n: int) -> None:
@@ -787,25 +801,62 @@ def _spread_evenly(sock: socket.socket, n: int) -> None:
         log(f"SO_ATTACH_REUSEPORT_CBPF unavailable ({e}); spreading by address hash")
 
 
-def _bind(listen: str, port: int, workers: int) -> tuple[list[socket.socket], socket.socket]:
-    family = socket.AF_INET6 if ":" in listen else socket.AF_INET
-    udps = []
-    for _ in range(workers):
-        s = socket.socket(family, socket.SOCK_DGRAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+TENTATIVE_WAIT = 3.0  # seconds an IPv6 address may stay tentative (DAD) before binding it fails
+
+
+def _bind_one(s: socket.socket, address: tuple[str, int]) -> None:
+    """Bind; an IPv6 address still tentative (duplicate address detection: EADDRNOTAVAIL
+    for a second or so after it was added without `nodad`) is waited for."""
+    deadline = time.monotonic() + (TENTATIVE_WAIT if s.family == socket.AF_INET6 else 0)
+    while True:
         try:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        except OSError:
-            pass
-        s.bind((listen, port))
-        udps.append(s)
-    if workers > 1:
-        _spread_evenly(udps[0], workers)
-    t = socket.socket(family, socket.SOCK_STREAM)
-    t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    t.bind((listen, port))
-    t.listen(256)
-    return udps, t
+            s.bind(address)
+            return
+        except OSError as e:
+            if e.errno != errno.EADDRNOTAVAIL or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _socket(family: int, kind: int) -> socket.socket:
+    s = socket.socket(family, kind)
+    if family == socket.AF_INET6:   # this address only, never v4-mapped ones
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    return s
+
+
+def _bind(listens: list[str], port: int, workers: int) -> tuple[list[list[socket.socket]], list[socket.socket]]:
+    """Per worker its UDP sockets (one per address, in `listens` order), and the TCP listening sockets
+    (one per address) the workers share."""
+    udps: list[list[socket.socket]] = [[] for _ in range(workers)]
+    tcps = []
+    try:
+        for listen in listens:
+            family = socket.AF_INET6 if ":" in listen else socket.AF_INET
+            group = []
+            for i in range(workers):
+                s = _socket(family, socket.SOCK_DGRAM)
+                udps[i].append(s)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                try:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+                except OSError:
+                    pass
+                _bind_one(s, (listen, port))
+                group.append(s)
+            if workers > 1:
+                _spread_evenly(group[0], workers)
+            t = _socket(family, socket.SOCK_STREAM)
+            tcps.append(t)
+            t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            _bind_one(t, (listen, port))
+            t.listen(256)
+    except OSError as e:
+        for s in [*(s for group in udps for s in group), *tcps]:
+            s.close()
+        e.strerror = f"{listen}: {e.strerror or e}"
+        raise
+    return udps, tcps
 
 
 MAX_AUTO_WORKERS = 4  # `auto` on a big host: each worker holds the tables and rebuilds them on reload
@@ -825,10 +876,11 @@ def default_workers() -> int:
     return max(1, min(MAX_AUTO_WORKERS, len(os.sched_getaffinity(0)) // 2))
 
 
-def run(config: str, listen: str, port: int = 53, workers: int | None = None,
+def run(config: str, listen: str | Sequence[str], port: int = 53, workers: int | None = None,
         pidfile: str | None = None) -> int:
-    """The supervisor. Returns the exit code."""
+    """The supervisor, serving every address of `listen`. Returns the exit code."""
     global _supervisor_pid
+    listens = list(dict.fromkeys([listen] if isinstance(listen, str) else listen))
     _supervisor_pid = os.getpid()
     # One worker by default (a small machine): the process serves itself rather than supervising a
     # fork of itself, which would be a second interpreter per DNS pod doing nothing (a lab's weight).
@@ -841,9 +893,9 @@ def run(config: str, listen: str, port: int = 53, workers: int | None = None,
         log(f"invalid config:\n{e}")
         return 2
     try:
-        udps, tcp = _bind(listen, port, workers)
+        udps, tcps = _bind(listens, port, workers)
     except OSError as e:
-        log(f"cannot listen on {listen} port {port}: {e.strerror or e}")
+        log(f"cannot listen on port {port}: {e.strerror or e}")
         return 1
     signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     children: dict[int, int] = {}
@@ -853,7 +905,7 @@ def run(config: str, listen: str, port: int = 53, workers: int | None = None,
         if pid == 0:
             code = 0
             try:
-                worker_main(state, udps[i], tcp)
+                worker_main(state, udps[i], tcps)
             except BaseException:  # noqa: BLE001
                 code = 1
             os._exit(code)
@@ -869,10 +921,10 @@ def run(config: str, listen: str, port: int = 53, workers: int | None = None,
         with os.fdopen(fd, "w") as f:
             f.write(f"{os.getpid()} {start}\n")
         os.replace(pidfile + ".tmp", pidfile)
-    log(f"serving {state.rs.zone if state.rs else '?'} on {listen} port {port} "
+    log(f"serving {state.rs.zone if state.rs else '?'} on {', '.join(listens)} port {port} "
         f"(udp+tcp, {'one process' if alone else f'{workers} workers'})")
     if alone:
-        worker_main(state, udps[0], tcp, alone=pidfile or "")
+        worker_main(state, udps[0], tcps, alone=pidfile or "")
         return 0
     code = 0
     stopping = False
@@ -943,12 +995,15 @@ def _kill(pid: int, sig: int) -> None:
         pass
 
 
-def command(config: str, listen: str, port: int = 53, workers: int | None = None,
+def command(config: str, listen: str | Sequence[str], port: int = 53, workers: int | None = None,
             pidfile: str | None = None, python: str | None = None) -> list[str]:
-    """The argv that starts the server (for the orchestrator: no shell strings)."""
+    """The argv that starts the server (for the orchestrator: no shell strings); `listen`: one address
+    or several (a dual-stack pod's)."""
     from labkit.lean import module_argv
 
-    argv = module_argv("labkit.dns.server", "--config", config, "--listen", listen, "--port", str(port),
+    listens = [listen] if isinstance(listen, str) else list(listen)
+    argv = module_argv("labkit.dns.server", "--config", config,
+                       *(arg for address in listens for arg in ("--listen", address)), "--port", str(port),
                        python=python)
     if workers:
         argv += ["--workers", str(workers)]
@@ -963,13 +1018,14 @@ def reload(pid: int) -> None:
     os.kill(pid, signal.SIGHUP)
 
 
-_USAGE = ("usage: python -m labkit.dns.server --config FILE --listen IP [--port N] "
+_USAGE = ("usage: python -m labkit.dns.server --config FILE --listen IP [--listen IP ...] [--port N] "
           "[--workers N] [--pidfile FILE]")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     opts: dict[str, str] = {}
+    listens: list[str] = []
     known = ("--config", "--listen", "--port", "--workers", "--pidfile")
     while args:
         a = args.pop(0)
@@ -985,6 +1041,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{_USAGE}\n{a} needs a value", file=sys.stderr)
                 return 2
             val = args.pop(0)
+        if key == "--listen":
+            listens.append(val)
         opts[key] = val
     if "--config" not in opts or "--listen" not in opts:
         print(f"{_USAGE}\n--config and --listen are required", file=sys.stderr)
@@ -992,13 +1050,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         port = int(opts.get("--port", "53"))
         workers = int(opts["--workers"]) if "--workers" in opts else None
-        socket.inet_pton(socket.AF_INET6 if ":" in opts["--listen"] else socket.AF_INET,
-                         opts["--listen"])
+        for listen in listens:
+            socket.inet_pton(socket.AF_INET6 if ":" in listen else socket.AF_INET, listen)
     except (ValueError, OSError):
         print(f"{_USAGE}\n--port/--workers must be numbers, --listen an IP address",
               file=sys.stderr)
         return 2
-    return run(opts["--config"], opts["--listen"], port, workers, opts.get("--pidfile"))
+    return run(opts["--config"], listens, port, workers, opts.get("--pidfile"))
 
 
 if __name__ == "__main__":

@@ -756,9 +756,9 @@ class Service(_Object):
 
 def _cidr(value: str) -> str:
     try:
-        ipaddress.IPv4Network(value, strict=True)
+        ipaddress.ip_network(value, strict=True)
     except ValueError as exc:
-        raise PydanticCustomError("k8s_value", f"{value!r} is not a valid IPv4 CIDR ({exc})") from None
+        raise PydanticCustomError("k8s_value", f"{value!r} is not a valid IPv4 or IPv6 CIDR ({exc})") from None
     return value
 
 
@@ -771,9 +771,12 @@ class IPBlock(K8sModel):
 
     @model_validator(mode="after")
     def _except_inside(self) -> IPBlock:
-        outer = ipaddress.IPv4Network(self.cidr)
+        outer = ipaddress.ip_network(self.cidr)
         for item in self.except_:
-            inner = ipaddress.IPv4Network(item)
+            inner = ipaddress.ip_network(item)
+            if inner.version != outer.version:  # the API's "strict subset of cidr", said plainly
+                raise _fail(f"{item} is IPv{inner.version} but cidr {self.cidr} is IPv{outer.version}: "
+                            "an except must be of cidr's family and strictly inside it", "except")
             if not inner.subnet_of(outer) or inner == outer:
                 raise _fail(f"{item} must be strictly inside cidr {self.cidr}", "except")
         return self

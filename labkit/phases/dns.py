@@ -1,4 +1,10 @@
-"""Phase `dns`: the cluster DNS servers, started from the host into each kube-dns pod's network namespace."""
+"""Phase `dns`: the cluster DNS servers, started from the host into each kube-dns pod's network namespace.
+
+Both families: a Service's records are its `cluster_ips` (A and AAAA for a dual-stack one), an
+endpoint's its pod's addresses of the Service's families; the zone's NS name has the DNS Service's
+address of each cluster family (`ClusterPlan.dns_ips`), and a server listens on every address of its
+pod (the proxy DNATs the kube-dns ClusterIP of each family to the pod's address of that family).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ from labkit.topology.plan import Plan
 
 if TYPE_CHECKING:
     from labkit.k8s import Workloads
-    from labkit.phases.build import Build
+    from labkit.phases.build import Build, PodRecord
 
 
 def dns_config(plan: Plan, services: list, workloads: Workloads):
@@ -32,12 +38,19 @@ def dns_config(plan: Plan, services: list, workloads: Workloads):
                                              target_port=target if isinstance(target, int) else None))
         entries.append(records.Service(
             namespace=view.namespace, name=view.name,
-            type="Headless" if view.headless else view.type, cluster_ip=view.cluster_ip, ports=ports,
-            endpoints=[records.Endpoint(ip=a.ip, hostname=a.hostname, pod=a.pod, node=a.node)
+            type="Headless" if view.headless else view.type,
+            cluster_ips=[] if view.headless else list(view.cluster_ips), ports=ports,
+            endpoints=[records.Endpoint(ips=list(a.ips), hostname=a.hostname, pod=a.pod, node=a.node)
                        for a in view.addresses],
             external_name=view.external_name))
     return records.DnsConfig(zone=cluster.domain, services=entries, upstreams=list(cluster.dns_upstreams),
-                             nameservers=[str(cluster.dns_ip)], namespaces=[n.name for n in workloads.namespaces])
+                             nameservers=[str(ip) for ip in cluster.dns_ips or (cluster.dns_ip,)],
+                             namespaces=[n.name for n in workloads.namespaces])
+
+
+def listen_addresses(pod: PodRecord) -> list[str]:
+    """Every address of a DNS pod (its preferred family's first): the server answers on each."""
+    return list(pod.ips)
 
 
 def start_dns(b: Build) -> None:
@@ -64,5 +77,5 @@ def start_dns(b: Build) -> None:
             processes.stop(processes.find_naming(pidfile))
             if os.path.exists(pidfile):
                 os.unlink(pidfile)
-    start_servers(config, [(p.name, p.netns_path, p.ip) for p in replicas if p not in serving], folder,
+    start_servers(config, [(p.name, p.netns_path, listen_addresses(p)) for p in replicas if p not in serving], folder,
                   workers=plan.cluster.dns_workers)

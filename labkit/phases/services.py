@@ -23,11 +23,6 @@ def cluster_pods(b: Build, addressed: Callable[[PodRecord], bool]
             {f"{p.namespace}/{p.name}": p.node for p in pods})
 
 
-def _primary(pod_ips: dict[str, tuple[str, ...]]) -> dict[str, str]:
-    """Shim until the service views and policy take every family: each pod's preferred-family IP."""
-    return {key: ips[0] for key, ips in pod_ips.items()}
-
-
 def apply_services(b: Build) -> None:
     """Service views from the running pods, then the same kube-proxy tables (one per cluster family) in
     every k8s-node, NodePorts on the node's address of each family.
@@ -51,10 +46,11 @@ def apply_services(b: Build) -> None:
 
 
 def apply_policies(b: Build) -> None:
-    """NetworkPolicies, compiled per node: egress judged where a pod sends, ingress where it receives."""
-    from labkit.policy import apply_node_policies
+    """NetworkPolicies, compiled per node: egress judged where a pod sends, ingress where it receives.
 
-    from labkit.policy import remove_node_policies
+    Every family of the cluster: a pod's addresses (one per family) share its chains, and the
+    node's own addresses (its InternalIPs, one per family) are never judged."""
+    from labkit.policy import apply_node_policies, remove_node_policies
 
     plan, workloads = b.plan, workloads_of(b.plan)
     if workloads is None or not workloads.network_policies:
@@ -64,6 +60,7 @@ def apply_policies(b: Build) -> None:
         return
     # NetworkPolicy does not apply to hostNetwork pods (they share their node's address with it and each other)
     pod_ips, pod_nodes = cluster_pods(b, lambda p: not p.host_network)
+    families = plan.cluster.families if plan.cluster is not None else (4,)
     on_every_node(lambda node: apply_node_policies(
-        b.sandboxes[node.name].netns_path, workloads, _primary(pod_ips), node_name=node.name, pod_nodes=pod_nodes,
-        node_ips=[str(node.mgmt_ipv4.ip)]), k8s_nodes(plan))
+        b.sandboxes[node.name].netns_path, workloads, pod_ips, node_name=node.name, pod_nodes=pod_nodes,
+        node_ips=node.node_ips(families)), k8s_nodes(plan))

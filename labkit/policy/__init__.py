@@ -5,6 +5,8 @@
 
 Egress is enforced on the source pod's node, ingress on the destination pod's node;
 `compile_node_policy` is the pure half, `render_node_policies` writes it as nft text.
+Both address families are covered by the one `inet` table: a dual-stack pod's addresses
+share its chains, and peer sets come per family.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from labkit.policy.ruleset import (
 def apply_node_policies(
     netns_path: str | None,
     workloads: Workloads,
-    pod_ips: Mapping[str, str],
+    pod_ips: Mapping[str, str | Sequence[str]],
     *,
     node_name: str,
     pod_nodes: Mapping[str, str],
@@ -43,9 +45,9 @@ def apply_node_policies(
 ) -> str:
     """Compile the node's policies, replace its table atomically; returns the text applied.
 
-    `pod_ips` and `pod_nodes` map "ns/pod" to the pod's address and node (every
-    pod of the cluster: peers on other nodes are selected by address too);
-    `node_ips` are this node's own addresses.
+    `pod_ips` and `pod_nodes` map "ns/pod" to the pod's address(es: one per family, the
+    preferred first) and node (every pod of the cluster: peers on other nodes are selected
+    by address too); `node_ips` are this node's own addresses, of every family it has.
     """
     model = compile_node_policy(workloads, pod_ips, node_name=node_name, pod_nodes=pod_nodes,
                                 node_ips=node_ips)

@@ -135,7 +135,7 @@ def test_exec_into_a_pod_and_status_json(kube_lab: RunningLab) -> None:
     assert {(p["namespace"], p["name"]) for p in status["pods"]} == {
         (p["namespace"], p["name"]) for p in kube_lab.summary["pods"]}
     assert all({"namespace", "name", "node", "ip"} <= set(p) for p in status["pods"])
-    assert status["dns"] == {"ip": "10.96.0.10", "domain": "cluster.local"}
+    assert (status["dns"]["ip"], status["dns"]["domain"]) == ("10.96.0.10", "cluster.local")
 
 
 def test_pods_attach_as_the_topologys_cni_mode_says(kube_lab: RunningLab) -> None:

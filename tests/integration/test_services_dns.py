@@ -173,7 +173,10 @@ def test_status_json_lists_services(kube_lab: RunningLab) -> None:
     assert by_name[("default", "web-nodeport")]["ports"][0]["node_port"] == 30080
     assert by_name[("team-a", "db")]["cluster_ip"] == "None"
     assert by_name[("kube-system", "kube-dns")]["cluster_ip"] == "10.96.0.10"
-    assert status["dns"] == {"ip": "10.96.0.10", "domain": "cluster.local"}
+    dns = status["dns"]
+    assert (dns["ip"], dns["domain"]) == ("10.96.0.10", "cluster.local")
+    # each family's DNS address where the status lists them: the kube-dns Service's ClusterIPs
+    assert dns.get("ips", [dns["ip"]]) == by_name[("kube-system", "kube-dns")].get("cluster_ips", [dns["ip"]])
 
 
 def test_the_topologys_own_expectations_hold(kube_lab: RunningLab) -> None:

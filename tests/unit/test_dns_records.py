@@ -351,3 +351,181 @@ def test_service_port_names_are_dns_labels():
     ans = rs.lookup("_http-metrics-endpoint._tcp.b.a.svc.cluster.local", SRV)
     assert [rr[3][2] for rr in ans.answer] == [9100]
     assert sorted(rr[3][2] for rr in rs.lookup("b.a.svc.cluster.local", SRV).answer) == [80, 9100]
+
+
+# ---------------------------------------------------------------------------- both families
+
+
+def dualstack() -> DnsConfig:
+    return DnsConfig(
+        nameservers=["10.96.0.10", "fd00:10:96::a"],
+        services=[
+            Service("default", "web", "ClusterIP", cluster_ips=["10.96.0.20", "fd00:10:96::20"],
+                    ports=[ServicePort(80, "http")],
+                    endpoints=[Endpoint(ips=["10.244.1.5", "fd00:10:244:1::5"], pod="web-1")]),
+            Service("default", "six", "NodePort", cluster_ips=["FD00:10:96:0::21", "10.96.0.21"],
+                    ports=[ServicePort(53, "dns", "UDP")]),
+            Service("default", "v4", "ClusterIP", "10.96.0.22"),
+            Service("prod", "db", "Headless", ports=[ServicePort(5432, "pg", target_port=15432)],
+                    endpoints=[Endpoint(ips=["10.244.1.6", "fd00:10:244:1::6"], hostname="db-0"),
+                               Endpoint(ips=["fd00:10:244:2::"]),
+                               Endpoint(ips=["10.244.3.7", "fd00:10:244:3::7"], hostname="db-2",
+                                        ready=False)]),
+        ])
+
+
+@pytest.fixture(scope="module")
+def ds():
+    return build_records(dualstack(), serial=1)
+
+
+def test_dual_stack_service_has_a_and_aaaa(ds):
+    assert rdatas(ds.lookup("web.default.svc.cluster.local", A)) == ["10.96.0.20"]
+    assert rdatas(ds.lookup("web.default.svc.cluster.local", AAAA)) == ["fd00:10:96::20"]
+    # IPv6 primary, written in any spelling: answered in RFC 5952's
+    assert rdatas(ds.lookup("six.default.svc.cluster.local", AAAA)) == ["fd00:10:96::21"]
+    assert rdatas(ds.lookup("six.default.svc.cluster.local", A)) == ["10.96.0.21"]
+    # the endpoint names of a ClusterIP service, per family
+    assert rdatas(ds.lookup("fd00-10-244-1--5.web.default.svc.cluster.local", AAAA)) == ["fd00:10:244:1::5"]
+    assert is_nodata(ds.lookup("fd00-10-244-1--5.web.default.svc.cluster.local", A))
+
+
+def test_the_missing_family_is_nodata_not_nxdomain(ds, rs):
+    assert is_nodata(ds.lookup("v4.default.svc.cluster.local", AAAA))
+    assert is_nodata(rs.lookup("web6.v6.svc.cluster.local", A))   # and the reverse
+    assert is_nxdomain(ds.lookup("v6.default.svc.cluster.local", AAAA))
+
+
+def test_dual_stack_headless_endpoints(ds):
+    base = "db.prod.svc.cluster.local"
+    assert rdatas(ds.lookup(base, A)) == ["10.244.1.6"]
+    assert rdatas(ds.lookup(base, AAAA)) == ["fd00:10:244:1::6", "fd00:10:244:2::"]
+    assert rdatas(ds.lookup(f"db-0.{base}", A)) == ["10.244.1.6"]
+    assert rdatas(ds.lookup(f"db-0.{base}", AAAA)) == ["fd00:10:244:1::6"]
+    # CoreDNS's id of fd00:10:244:2:: ends in '-': a '0' is appended (a label may not end in '-')
+    assert rdatas(ds.lookup(f"fd00-10-244-2--0.{base}", AAAA)) == ["fd00:10:244:2::"]
+    assert is_nodata(ds.lookup(f"fd00-10-244-2--0.{base}", A))
+    assert is_nxdomain(ds.lookup(f"db-2.{base}", AAAA))   # not ready
+
+
+def test_srv_additional_section_has_both_families(ds):
+    ans = ds.lookup("_http._tcp.web.default.svc.cluster.local", SRV)
+    assert [rr[3] for rr in ans.answer] == [(0, 100, 80, f"web.default.svc.{Z}")]
+    assert [(rr[1], rr[3]) for rr in ans.additional] == [(A, "10.96.0.20"), (AAAA, "fd00:10:96::20")]
+    ans = ds.lookup("_pg._tcp.db.prod.svc.cluster.local", SRV)
+    # one target per name: db-0 once for both of its addresses
+    assert sorted(rr[3] for rr in ans.answer) == [(0, 50, 15432, f"db-0.db.prod.svc.{Z}"),
+                                                  (0, 50, 15432, f"fd00-10-244-2--0.db.prod.svc.{Z}")]
+    assert sorted(rdatas_add(ans)) == ["10.244.1.6", "fd00:10:244:1::6", "fd00:10:244:2::"]
+
+
+def test_ip6_arpa_ptr_nibbles(ds):
+    web = "0.2.0.0." + "0.0.0.0." * 3 + "0.0.0.0.6.9.0.0.0.1.0.0.0.0.d.f.ip6.arpa"
+    assert rdatas(ds.lookup(web, PTR)) == [f"web.default.svc.{Z}"]
+    assert rdatas(ds.lookup("20.0.96.10.in-addr.arpa", PTR)) == [f"web.default.svc.{Z}"]
+    six = "1.2.0.0." + "0.0.0.0." * 3 + "0.0.0.0.6.9.0.0.0.1.0.0.0.0.d.f.ip6.arpa."
+    assert rdatas(ds.lookup(six, PTR)) == [f"six.default.svc.{Z}"]
+    db0 = "6.0.0.0." + "0.0.0.0." * 3 + "1.0.0.0.4.4.2.0.0.1.0.0.0.0.d.f.ip6.arpa"
+    assert rdatas(ds.lookup(db0, PTR)) == [f"db-0.db.prod.svc.{Z}"]
+    assert ds.lookup(db0, AAAA).outside     # other types fall through, as for in-addr.arpa
+    # a name one nibble short is not ours
+    assert ds.lookup(db0.split(".", 1)[1], PTR).outside
+
+
+def test_nameserver_of_each_family(ds):
+    ns = ds.lookup("cluster.local", NS)
+    assert rdatas_add(ns) == ["10.96.0.10", "fd00:10:96::a"]
+    assert rdatas(ds.lookup("ns.dns.cluster.local", AAAA)) == ["fd00:10:96::a"]
+
+
+@pytest.mark.parametrize("name, rtype, want", [
+    ("fd00-10-244-1--5", AAAA, "fd00:10:244:1::5"),
+    ("FD00-10-244-1--5", AAAA, "fd00:10:244:1::5"),
+    ("fd00-0-0-0-0-0-0-5", AAAA, "fd00::5"),
+    ("1-2-3-4-5-6-7-8", AAAA, "1:2:3:4:5:6:7:8"),
+    ("10-244-1-5", A, "10.244.1.5"),
+    ("--", AAAA, "::"),     # Go's net.ParseIP("::") too: CoreDNS answers it
+])
+def test_pod_names_of_both_families(ds, name, rtype, want):
+    ans = ds.lookup(f"{name}.default.pod.cluster.local", rtype)
+    assert rdatas(ans) == [want]
+    other = A if rtype == AAAA else AAAA
+    assert is_nodata(ds.lookup(f"{name}.default.pod.cluster.local", other))
+
+
+@pytest.mark.parametrize("label", [
+    "fe80--1%eth0", "fd00--1%25", "fd00---1", "fd00-10-244-1--5-", "-fd00--1", "fd00-10-244-1--5--1",
+    "1-2-3-4-5-6-7-8-9", "10-244-1", "010-244-1-5", "10-244-1-256", "g--1", "fd00--1\\.x", "---",
+])
+def test_garbage_pod_names_are_nxdomain(ds, label):
+    assert is_nxdomain(ds.lookup(f"{label}.default.pod.cluster.local", AAAA))
+    assert is_nxdomain(ds.lookup(f"{label}.default.pod.cluster.local", A))
+
+
+def test_dual_stack_json_round_trip_and_the_old_keys(tmp_path):
+    c = dualstack()
+    path = tmp_path / "dns.json"
+    c.dump(str(path))
+    assert DnsConfig.load(str(path)) == c
+    data = json.loads(path.read_text())
+    assert data["services"][0]["cluster_ips"] == ["10.96.0.20", "fd00:10:96::20"]
+    assert data["services"][0]["endpoints"][0]["ips"] == ["10.244.1.5", "fd00:10:244:1::5"]
+    # the single keys of before are read, alone or beside the lists they head
+    old = DnsConfig.from_dict({"services": [
+        {"namespace": "a", "name": "b", "cluster_ip": "10.96.0.5",
+         "endpoints": [{"ip": "10.244.0.5", "hostname": "x"}]},
+        {"namespace": "a", "name": "c", "cluster_ip": "fd00::5", "cluster_ips": ["fd00::5", "10.96.0.6"]},
+        {"namespace": "a", "name": "h", "cluster_ip": "None", "cluster_ips": ["None"],
+         "endpoints": [{"ip": "10.244.0.7", "ips": ["10.244.0.7", "fd00::7"]}]}]})
+    assert old.services[0].cluster_ips == ["10.96.0.5"] and old.services[0].endpoints[0].ips == ["10.244.0.5"]
+    assert old.services[1].cluster_ip == "fd00::5" and old.services[1].cluster_ips == ["fd00::5", "10.96.0.6"]
+    assert old.services[2].headless and old.services[2].endpoints[0].ip == "10.244.0.7"
+    r = build_records(old)
+    assert rdatas(r.lookup("h.a.svc.cluster.local", AAAA)) == ["fd00::7"]
+    assert rdatas(r.lookup("c.a.svc.cluster.local", A)) == ["10.96.0.6"]
+
+
+def test_the_model_keeps_single_address_accessors():
+    s = Service("a", "b", cluster_ips=["fd00::1", "10.0.0.1"])
+    assert s.cluster_ip == "fd00::1" and not s.headless
+    assert Service("a", "b", cluster_ips=["None"]).headless and Service("a", "b").cluster_ip is None
+    e = Endpoint(ips=["10.0.0.2", "fd00::2"])
+    assert e.ip == "10.0.0.2" and Endpoint("10.0.0.3").ips == ["10.0.0.3"]
+    with pytest.raises(ValueError, match="not the first"):
+        Service("a", "b", "ClusterIP", "10.0.0.9", cluster_ips=["10.0.0.1"])
+
+
+def _svc(**kw):
+    return {"services": [{"namespace": "a", "name": "b", **kw}]}
+
+
+@pytest.mark.parametrize("data, needle", [
+    (_svc(cluster_ips=["10.0.0.1", "10.0.0.2"]),
+     "services[0].cluster_ips[1]: a second IPv4 address ('10.0.0.1', '10.0.0.2'); at most one per family"),
+    (_svc(cluster_ips=["fd00::1", "fd00::2"]), "services[0].cluster_ips[1]: a second IPv6 address"),
+    (_svc(cluster_ips=["10.0.0.1", "fd00::1", "fd00::2"]), "cluster_ips[2]: a second IPv6 address"),
+    (_svc(cluster_ips=["10.0.0.1", "fd00::1::2"]), "services[0].cluster_ips[1]: 'fd00::1::2' is not an IP address"),
+    (_svc(cluster_ips=["fd00:10:96::g"]), "'fd00:10:96::g' is not an IP address"),
+    (_svc(cluster_ips=["fe80::1%eth0"]), "cluster_ips[0]: 'fe80::1%eth0' has a zone index (%eth0)"),
+    (_svc(cluster_ip="::ffff:10.96.0.1"),
+     "services[0].cluster_ip: '::ffff:10.96.0.1' is an IPv4-mapped IPv6 address; write the IPv4 address 10.96.0.1"),
+    (_svc(cluster_ips=[10]), "services[0].cluster_ips[0]: must be a string"),
+    (_svc(cluster_ips="10.0.0.1"), "services[0].cluster_ips: wrong type str"),
+    (_svc(cluster_ip="10.0.0.1", cluster_ips=["fd00::1", "10.0.0.1"]),
+     "services[0].cluster_ip: '10.0.0.1' must be the first of cluster_ips ['fd00::1', '10.0.0.1']"),
+    (_svc(type="NodePort", cluster_ips=[]), "services[0].cluster_ip: required for type NodePort"),
+    (_svc(type="Headless", cluster_ips=["fd00::1"]), "services[0].cluster_ip: must be null for type Headless"),
+    (_svc(type="Headless", endpoints=[{"ips": ["10.244.0.1", "10.244.0.2"]}]),
+     "services[0].endpoints[0].ips[1]: a second IPv4 address"),
+    (_svc(type="Headless", endpoints=[{"ips": []}]), "services[0].endpoints[0].ip: required"),
+    (_svc(type="Headless", endpoints=[{"hostname": "x"}]), "services[0].endpoints[0].ip: required"),
+    (_svc(type="Headless", endpoints=[{"ips": ["fd00::1%2"]}]), "endpoints[0].ips[0]: 'fd00::1%2' has a zone index"),
+    (_svc(type="Headless", endpoints=[{"ip": "10.0.0.1", "ips": ["10.0.0.2"]}]),
+     "endpoints[0].ip: '10.0.0.1' must be the first of ips ['10.0.0.2']"),
+    ({"nameservers": ["fd00::a%lo"]}, "nameservers[0]: 'fd00::a%lo' has a zone index"),
+    ({"nameservers": ["fd00::zz"]}, "nameservers[0]: 'fd00::zz' is not an IP address"),
+])
+def test_bad_addresses_are_named(data, needle):
+    with pytest.raises(ConfigError) as e:
+        DnsConfig.from_dict(data, "dns.json")
+    assert needle in str(e.value), str(e.value)

@@ -23,12 +23,18 @@ def test_command_is_an_argv():
     assert argv[4:] == ["--config", "/run/x/dns.json", "--listen", "10.244.1.9", "--port", "53",
                         "--workers", "1", "--pidfile", "/run/x/p"]
     assert server.command("c", "::1")[-4:] == ["--listen", "::1", "--port", "53"]
+    # a dual-stack pod: one --listen per address, in order
+    assert server.command("c", ["10.244.1.9", "fd00:10:244:1::9"])[-6:] == [
+        "--listen", "10.244.1.9", "--listen", "fd00:10:244:1::9", "--port", "53"]
 
 
 @pytest.mark.parametrize("argv, needle", [
     ([], "--config and --listen are required"),
     (["--config", "x"], "--config and --listen are required"),
     (["--config", "x", "--listen", "not-an-ip"], "--listen an IP address"),
+    (["--config", "x", "--listen", "10.0.0.1", "--listen", "fd00::1::2"], "--listen an IP address"),
+    (["--config", "x", "--listen", "fe80::1%eth0"], "--listen an IP address"),
+    (["--config", "x", "--listen", "10.0.0.1", "--listen"], "needs a value"),
     (["--config", "x", "--listen", "127.0.0.1", "--port", "http"], "must be numbers"),
     (["--config", "x", "--listen", "127.0.0.1", "--colour"], "unknown argument"),
     (["--config"], "needs a value"),
@@ -173,3 +179,35 @@ def test_default_workers_leave_cores_to_the_pods(monkeypatch):
     for cpus, workers in ((1, 1), (2, 1), (3, 1), (8, 4), (64, server.MAX_AUTO_WORKERS)):
         monkeypatch.setattr(server.os, "sched_getaffinity", lambda _pid, n=cpus: set(range(n)))
         assert server.default_workers() == workers
+
+
+def test_every_listen_address_is_served_and_a_bad_one_fails_them_all(tmp_path, monkeypatch):
+    """`main` hands every --listen to `run`, in order; binding stops at the first address that
+    cannot be had, naming it, and leaves no socket of the others open."""
+    seen = []
+    monkeypatch.setattr(server, "run", lambda config, listens, *rest: seen.append(listens) or 0)
+    assert server.main(["--config", "c", "--listen", "127.0.0.1", "--listen", "::1"]) == 0
+    assert seen == [["127.0.0.1", "::1"]]
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        with pytest.raises(OSError) as e:
+            server._bind(["127.0.0.2", "127.0.0.1"], port, 2)
+        assert "127.0.0.1" in e.value.strerror
+    # 127.0.0.2's sockets were closed: it binds again at once
+    udps, tcps = server._bind(["127.0.0.2"], port, 1)
+    for s in (*udps[0], *tcps):
+        s.close()
+
+
+def test_an_ipv6_address_that_never_comes_fails_after_the_wait(monkeypatch):
+    """EADDRNOTAVAIL on an IPv6 address is waited out (duplicate address detection) for TENTATIVE_WAIT,
+    then fails naming the address; on an IPv4 address at once."""
+    monkeypatch.setattr(server, "TENTATIVE_WAIT", 0.3)
+    for address, least in (("fd00:5e::99", 0.3), ("192.0.2.99", 0.0)):
+        start = time.monotonic()
+        with pytest.raises(OSError) as e:
+            server._bind([address], 5399, 1)
+        waited = time.monotonic() - start
+        assert least <= waited < least + 0.25 and address in e.value.strerror, (address, waited)

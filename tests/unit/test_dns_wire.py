@@ -11,6 +11,7 @@ import dns.message
 import dns.opcode
 import dns.rcode
 import dns.rdatatype
+import dns.reversename
 import dns.rrset
 import pytest
 
@@ -36,8 +37,9 @@ from labkit.dns.records import (
 
 def config(upstreams=()) -> DnsConfig:
     many = [Endpoint(f"10.244.7.{i}", hostname=f"member-{i}") for i in range(1, 101)]
+    many6 = [Endpoint(ips=[f"fd00:10:244:9::{i:x}"], hostname=f"member-{i}") for i in range(1, 51)]
     return DnsConfig(
-        nameservers=["10.96.0.10"], upstreams=list(upstreams),
+        nameservers=["10.96.0.10", "fd00:10:96::a"], upstreams=list(upstreams),
         services=[
             Service("default", "web", "ClusterIP", "10.96.0.20",
                     ports=[ServicePort(80, "http")], endpoints=[Endpoint("10.244.1.5")]),
@@ -46,6 +48,13 @@ def config(upstreams=()) -> DnsConfig:
             Service("prod", "ext", "ExternalName", external_name="db.example.com"),
             Service("prod", "big", "Headless", ports=[ServicePort(80, "http")], endpoints=many),
             Service("prod", "mid", "Headless", endpoints=[Endpoint(f"10.244.8.{i}") for i in range(1, 41)]),
+            # both families: a dual-stack ClusterIP, headless endpoints of both, one IPv6-only service
+            Service("dual", "web", "ClusterIP", cluster_ips=["fd00:10:96::20", "10.96.0.30"],
+                    ports=[ServicePort(80, "http")], endpoints=[Endpoint(ips=["10.244.2.5", "fd00:10:244:2::5"])]),
+            Service("dual", "db", "Headless", ports=[ServicePort(5432, "pg")],
+                    endpoints=[Endpoint(ips=["10.244.2.6", "fd00:10:244:2::6"], hostname="db-0"),
+                               Endpoint(ips=["fd00:10:244:3::"])]),
+            Service("dual", "big6", "Headless", ports=[ServicePort(80, "http")], endpoints=many6),
         ])
 
 
@@ -211,6 +220,32 @@ def test_truncation(state):
     assert not r.flags & dns.flags.TC and len(r.answer[0]) == 40
     r = ask(state, name, "A", use_edns=0, payload=600)
     assert r.flags & dns.flags.TC and not r.answer
+
+
+def test_aaaa_answers_are_truncated_like_a_ones(state):
+    name = "big6.dual.svc.cluster.local."    # 50 IPv6 addresses: ~1.4 kB
+    r = ask(state, name, "AAAA", use_edns=False)
+    assert r.flags & dns.flags.TC and not r.answer
+    r = ask(state, name, "AAAA", use_edns=0, payload=4096)
+    assert r.flags & dns.flags.TC and not r.answer
+    r = ask(state, name, "AAAA", use_edns=0, payload=4096, tcp=True)
+    assert not r.flags & dns.flags.TC and len(r.answer[0]) == 50
+    assert {rd.address for rd in r.answer[0]} == {f"fd00:10:244:9::{i:x}" for i in range(1, 51)}
+    # the same name's A: NODATA, small, never truncated
+    r = ask(state, name, "A", use_edns=False)
+    assert not r.flags & dns.flags.TC and not r.answer and r.rcode() == dns.rcode.NOERROR
+
+
+def test_dual_stack_answers_on_the_wire(state):
+    r = ask(state, "WEB.dual.svc.cluster.local.", "AAAA")
+    assert [rd.address for rd in r.answer[0]] == ["fd00:10:96::20"]
+    r = ask(state, "_http._tcp.web.dual.svc.cluster.local.", "SRV", use_edns=0)
+    assert sorted((rrset.rdtype, rd.address) for rrset in r.additional for rd in rrset
+                  if rrset.rdtype != dns.rdatatype.OPT) == [(dns.rdatatype.A, "10.96.0.30"),
+                                                            (dns.rdatatype.AAAA, "fd00:10:96::20")]
+    ptr = dns.message.make_query(dns.reversename.from_address("fd00:10:244:3::"), "PTR")
+    r = dns.message.from_wire(server.answer_query(state, ptr.to_wire(), tcp=False))
+    assert [rd.target.to_text() for rd in r.answer[0]] == ["fd00-10-244-3--0.db.dual.svc.cluster.local."]
 
 
 def test_udp_answers_bounded_whatever_the_query(state):
@@ -414,8 +449,9 @@ def test_every_answer_decodes_to_what_lookup_says(state):
     """Every name of the zone (and some that are not), every type, odd letter case:
     the bytes the server sends decode to exactly the record builder's answer."""
     rs = state.rs
-    names = [n for n in (*rs.nodes, *rs.reverse)   # the 100-member service: a sample
-             if not (n.startswith("member-") or ".7.244.10." in n) or n[7:9] in ("1.", "2.")]
+    names = [n for n in (*rs.nodes, *rs.reverse)   # the 100- and 50-member services: a sample
+             if not (n.startswith("member-") or ".7.244.10." in n or ".9.0.0.0.4.4.2.0." in n)
+             or n[7:9] in ("1.", "2.") or n.startswith("1.0.0.0.0.0.0.0.")]
     names += [
         "nope.default.svc.cluster.local.", "x.dns.cluster.local.", "a.b.c.d.cluster.local."]
     rnd = random.Random(7)

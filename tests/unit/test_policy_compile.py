@@ -300,3 +300,96 @@ def test_addresses_are_checked():
         node_model("", ips={**IPS, "prod/api": IPS["prod/web"]})
     twice = compile_node_policy(w, IPS, node_name="n1", pod_nodes=NODE_OF, node_ips=["10.0.0.1", "10.0.0.1"])
     assert twice.node_ips == ("10.0.0.1",)
+
+
+# ---------------------------------------------------------------- both families
+
+# 10.0.1.2 -> fd00:10:244:1::2
+IPS6 = {key: f"fd00:10:244:{ip.split('.')[2]}::{ip.split('.')[3]}" for key, ip in IPS.items()}
+DUAL = {key: (IPS[key], IPS6[key]) for key in IPS}
+
+
+def dual_model(policies: str, node: str = "n1", ips=None):
+    w = parse_manifests(manifests(policies), "t.yaml")
+    return compile_node_policy(w, DUAL if ips is None else ips, node_name=node, pod_nodes=NODE_OF,
+                               node_ips=["192.168.0.1", "fd00:172:31::1"])
+
+
+def test_a_dual_stack_pod_is_one_guard_under_both_addresses():
+    model = dual_model(ingress_from("[{podSelector: {matchLabels: {app: api}}}]"))
+    web = model.isolated("ingress", IPS["prod/web"])
+    assert web is model.isolated("ingress", IPS6["prod/web"]) and web.ips == DUAL["prod/web"]
+    assert web.ip == IPS["prod/web"]  # the preferred family's, as before
+    assert model.families == (4, 6) and model.node_ips_of(6) == ("fd00:172:31::1",)
+    # a pod peer stands for both of its addresses; each family is judged on its own addresses
+    assert web.allowed(IPS["prod/api"], "tcp", 80) and web.allowed(IPS6["prod/api"], "tcp", 80)
+    assert not web.allowed(IPS6["dev/tool"], "tcp", 80)
+    (allow,) = web.allows
+    assert [str(n) for n in allow.peers] == ["10.0.1.3/32", "fd00:10:244:1::3/128"]  # IPv4 first
+
+
+def test_an_ip_block_admits_its_own_family_only():
+    v4 = dual_model(ingress_from("[{ipBlock: {cidr: 10.0.0.0/16}}]")).isolated("ingress", IPS["prod/web"])
+    assert v4.allowed(IPS["dev/tool"], "tcp", 80) and not v4.allowed(IPS6["dev/tool"], "tcp", 80)
+    assert v4.allows[0].peers_of(6) == ()
+    v6 = dual_model(ingress_from('[{ipBlock: {cidr: "fd00:10:244::/48"}}]')).isolated("ingress", IPS["prod/web"])
+    assert v6.allowed(IPS6["dev/tool"], "tcp", 80) and not v6.allowed(IPS["dev/tool"], "tcp", 80)
+
+
+def test_ipv6_ip_block_with_except():
+    text = ingress_from('[{ipBlock: {cidr: "fd00:10:244::/48", except: ["fd00:10:244:2::/64", '
+                        '"fd00:10:244:1::3/128"]}}, {ipBlock: {cidr: 10.0.2.0/24}}]')
+    guard = dual_model(text).isolated("ingress", IPS["prod/web"])
+    allowed = {pod for pod in IPS if guard.allowed(IPS6[pod], "tcp", 80)}
+    assert allowed == {"prod/web", "dev/tool"}  # not api (excepted), nor node n2's /64
+    assert {pod for pod in IPS if guard.allowed(IPS[pod], "tcp", 80)} == {"prod/db", "dev/web"}
+    (allow,) = guard.allows
+    v6 = allow.peers_of(6)
+    assert sum(n.num_addresses for n in v6) == 2**80 - 2**64 - 1
+    assert ipaddress.IPv6Network("fd00:10:244:1::2/128") in v6 and ipaddress.IPv6Network("fd00:10:244:1::4/126") in v6
+    assert guard.allowed("fd00:10:244:ffff::9", "tcp", 80) and not guard.allowed("fd00:10:245::1", "tcp", 80)
+
+
+def test_named_egress_ports_resolve_on_each_address_of_a_destination():
+    text = policy("dev", "  podSelector: {matchLabels: {app: tool}}\n"
+                         "  egress: [{to: [{podSelector: {}, namespaceSelector: {}}], ports: [{port: http}]},\n"
+                         '           {to: [{ipBlock: {cidr: "fd00:10:244:2::/64"}}], ports: [{port: http}]}]')
+    first, second = dual_model(text).isolated("egress", IPS["dev/tool"]).allows
+    assert {str(d) for d in first.destinations} == {
+        "10.0.1.2 . tcp . 8080", "10.0.1.3 . tcp . 9090", "10.0.2.3 . tcp . 8000",
+        "fd00:10:244:1::2 . tcp . 8080", "fd00:10:244:1::3 . tcp . 9090", "fd00:10:244:2::3 . tcp . 8000"}
+    # through an ipBlock: only the addresses the block holds (dev/web's IPv6, not its IPv4)
+    assert {str(d) for d in second.destinations} == {"fd00:10:244:2::3 . tcp . 8000"}
+    # held by a block and by a selector: both of its addresses
+    both = dual_model(policy("dev", "  podSelector: {matchLabels: {app: tool}}\n  egress: [{to: ["
+                                    '{ipBlock: {cidr: "fd00:10:244:2::/64"}}, {podSelector: {matchLabels: {app: web}}}'
+                                    "], ports: [{port: http}]}]"))
+    (allow,) = both.isolated("egress", IPS["dev/tool"]).allows
+    assert {str(d) for d in allow.destinations} == {"10.0.2.3 . tcp . 8000", "fd00:10:244:2::3 . tcp . 8000"}
+
+
+def test_single_stack_ipv6_pods():
+    model = dual_model(ingress_from("[{namespaceSelector: {matchLabels: {env: dev}}}]"), ips=IPS6)
+    guard = model.isolated("ingress", IPS6["prod/web"])
+    assert guard.ips == (IPS6["prod/web"],) and model.isolated("ingress", IPS["prod/web"]) is None
+    assert guard.allowed(IPS6["dev/web"], "tcp", 80) and not guard.allowed(IPS6["prod/api"], "tcp", 80)
+
+
+def test_dual_stack_addresses_are_checked():
+    with pytest.raises(ValueError, match="prod/web has two addresses of one family"):
+        dual_model("", ips={**DUAL, "prod/web": ("10.0.1.2", "10.0.1.9")})
+    with pytest.raises(ValueError, match="prod/api and prod/web have the same address fd00:10:244:1::2"):
+        dual_model("", ips={**DUAL, "prod/api": ("10.0.1.3", "fd00:10:244:1:0::2")})  # the same, written longer
+    with pytest.raises(ValueError):
+        dual_model("", ips={**DUAL, "prod/web": ("10.0.1.2", "fd00::1/64")})
+
+
+def test_mixed_family_except_is_a_manifest_error_and_refused_below_it():
+    from labkit.errors import InputError
+    from labkit.policy.compile import _ip_block
+
+    with pytest.raises(InputError, match=r"t\.yaml:\d+: .*ipBlock\.except: 10\.0\.0\.0/8 is IPv4 but cidr "
+                                         r"fd00::/48 is IPv6"):
+        dual_model(ingress_from('[{ipBlock: {cidr: "fd00::/48", except: [10.0.0.0/8]}}]'))
+    with pytest.raises(ValueError, match="not of the same address family"):
+        _ip_block("fd00::/48", ["10.0.0.0/8"])

@@ -160,3 +160,102 @@ def test_table_and_node_names_are_checked():
         render_node_policies(model, 'x" drop')
     with pytest.raises(ValueError, match="node name"):
         plan_policy_table(render(node="n1")[0].__class__(node='n1"', node_ips=()))
+
+
+# ---------------------------------------------------------------- both families
+
+DUAL_POLICIES = POLICIES.replace(
+    "except: [172.16.5.0/24]}}]",
+    'except: [172.16.5.0/24]}}, {ipBlock: {cidr: "fd00:172:16::/48", except: ["fd00:172:16:5::/64"]}}]')
+
+
+def render_dual(pod_count: int = 6, policies: str = DUAL_POLICIES, table: str = "labkit-policy", v4: bool = True):
+    """The cluster of `render`, each pod with an IPv6 address too (or only, without `v4`)."""
+    w = parse_manifests(cluster(pod_count, policies), "t.yaml")
+    ips = {f"shop/pod-{i}": (f"10.244.{i % 2}.{10 + i}",) * v4 + (f"fd00:10:244:{i % 2}::{10 + i:x}",)
+           for i in range(pod_count)}
+    placement = {f"shop/pod-{i}": "n1" if i % 3 else "n2" for i in range(pod_count)}
+    model = compile_node_policy(w, ips, node_name="n1", pod_nodes=placement,
+                                node_ips=["192.168.0.1", "fd00:172:31::1"][1 - v4:])
+    return model, render_node_policies(model, table)
+
+
+ND = ("icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-redirect } "
+      "accept comment \"neighbour discovery: never policy's to block\"")
+
+
+def test_ipv4_only_tables_have_no_ipv6_parts():
+    _, text = render()
+    assert "ip6" not in text and "icmpv6" not in text and "ipv6_addr" not in text and "pods6" not in text
+
+
+def test_dual_stack_base_chains_judge_both_families_after_neighbour_discovery():
+    _, text = render_dual()
+    assert chain_body(text, "forward") == [
+        "type filter hook forward priority filter; policy accept;",
+        "ct state established,related accept",
+        ND,
+        "ip saddr vmap @egress-pods",
+        "ip saddr @node-ips accept",
+        "ip daddr vmap @ingress-pods",
+        "ip6 saddr vmap @egress-pods6",
+        "ip6 saddr @node-ips6 accept",
+        "ip6 daddr vmap @ingress-pods6",
+    ]
+    assert chain_body(text, "input")[1:] == ["ct state established,related accept", ND,
+                                             "ip saddr vmap @egress-pods", "ip6 saddr vmap @egress-pods6"]
+    assert "elements = { 192.168.0.1 }" in text and "elements = { fd00:172:31::1 }" in text
+
+
+def test_both_addresses_of_a_pod_jump_to_its_one_chain():
+    model, text = render_dual()
+    for guard in (*model.ingress, *model.egress):
+        v4, v6 = guard.ips
+        for ip in (v4, v6):
+            assert text.count(f"\t\t\t{ip} : jump {guard.direction}-") == 1
+        (chain,) = re.findall(rf"\t\t\t{re.escape(v6)} : jump ({guard.direction}-\S+),", text)
+        assert f"\t\t\t{v4} : jump {chain}," in text
+    maps = text.split("map ingress-pods6 {")[1].split("}")[0]
+    assert "type ipv6_addr : verdict" in maps and "10.244." not in maps
+
+
+def test_peer_and_named_sets_per_family():
+    plan = plan_policy_table(render_dual()[0])
+    assert [(s.name.split("-", 2)[0], s.name.split("-", 2)[2], s.addr_type) for s in plan.peer_sets] == [
+        ("peers", "shop/backends-ingress0", "ipv4_addr"), ("peers6", "shop/backends-ingress0", "ipv6_addr"),
+        ("peers", "shop/backends-egress1", "ipv4_addr"), ("peers6", "shop/backends-egress1", "ipv6_addr")]
+    v6 = plan.peer_sets[1]
+    assert v6.elements[:3] == ("fd00:10:244:1::b/128", "fd00:10:244:1::d/128", "fd00:10:244:1::f/128")
+    assert "fd00:172:16:4::/64" in v6.elements and "fd00:172:16:6::/63" in v6.elements  # :5::/64 excepted
+    assert not any(e.startswith("fd00:172:16:5:") for e in v6.elements)
+    assert [s.addr_type for s in plan.destination_sets] == ["ipv4_addr", "ipv6_addr"]
+    assert "fd00:10:244::a . tcp . 8000" in plan.destination_sets[1].elements
+
+
+def test_a_rule_line_per_family_that_has_peers():
+    _, text = render_dual()
+    back = chain_body(text, "ingress-", "/pod-2")
+    assert back[1].startswith("ip saddr @peers-") and back[2].startswith("ip6 saddr @peers6-")
+    assert back[1].split(" meta ")[1] == back[2].split(" meta ")[1]  # the same ports
+    assert back[3] == 'return comment "shop/backends ingress[1]"'  # everyone: one line for both
+    egress = chain_body(text, "egress-", "/pod-2")
+    assert egress[1].startswith("ip daddr . meta l4proto . th dport @named-")
+    assert egress[2].startswith("ip6 daddr . meta l4proto . th dport @named6-")
+    # an IPv4-only ipBlock in a dual-stack cluster: no IPv6 line, so the rule allows IPv6 nothing
+    _, only4 = render_dual(policies=POLICIES.replace("- from: [{podSelector: {matchLabels: {role: front}}}, ",
+                                                     "- from: ["))
+    back = chain_body(only4, "ingress-", "/pod-2")
+    assert back[1].startswith("ip saddr @peers-") and back[2] == 'return comment "shop/backends ingress[1]"'
+    assert not re.search(r"\tset peers6-\w+-shop/backends-ingress0 ", only4)
+
+
+def test_ipv6_only_cluster():
+    model, text = render_dual(v4=False)
+    assert model.families == (6,)
+    assert ("map ingress-pods {\n\t\ttype ipv4_addr : verdict\n"
+            "\t\tcomment \"local pods isolated for ingress\"\n\t}") in text
+    assert "fd00:10:244::c : jump ingress-" in text
+    # pod peers have IPv6 addresses only; the IPv4 ipBlock keeps its (here useless) IPv4 set
+    assert re.search(r"\tset peers6-\w+-shop/backends-egress1 ", text)
+    assert not re.search(r"\tset peers-\w+-shop/backends-egress1 ", text)
+    assert re.search(r"\tset peers-\w+-shop/backends-ingress0 ", text)
