@@ -30,6 +30,13 @@ and ``ndots``: addresses on one line (exit 0), or NXDOMAIN / NODATA / the error
 
     {"id": 3, "op": "trace", "protocol": "tcp|udp|icmp", "host": "10.96.0.1", "port": 80,
      "sport": 40001, "tos": 12, "timeout": 1}
+    {"id": 4, "op": "ping", "host": "fd00:10:244:1::5", "timeout": 1}
+    {"id": 5, "op": "connect", "host": "web", "port": 80, "families": [6, 4], "dns": {...}}
+
+Every address may be IPv4 or IPv6 (a nameserver too: `fd00:10:96::a`, `[fd00:10:96::a]:53`).
+A name is looked up for the records of `families` (4: A, 6: AAAA; default [4]), in that order,
+and its addresses are tried in that order. `ping` sends ICMP (ICMPv6) echo requests every
+RETRY_EVERY seconds until a reply or the timeout.
 
 `trace` sends ONE packet marked for `labkit trace` (a source port or ICMP id, and an IP TOS)
 and waits for its answer, without retrying.
@@ -64,6 +71,23 @@ def _ipv4(text: str) -> bool:
     except (OSError, ValueError):
         return False
     return True
+
+
+def _ipv6(text: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6, text)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _is_ip(text: str) -> bool:
+    return _ipv4(text) or _ipv6(text)
+
+
+def _af(host: str) -> int:
+    """The socket family for an address: AF_INET6 for an IPv6 address, else AF_INET."""
+    return socket.AF_INET6 if _ipv6(host) else socket.AF_INET
 
 
 def _fmt_seconds(s: float) -> str:
@@ -133,7 +157,7 @@ def probe_udp(host: str, port: int, timeout: float = 1.0) -> dict:
     The datagram is sent again every RETRY_EVERY seconds until the timeout.
     """
     try:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock = socket.socket(_af(host), socket.SOCK_DGRAM)
     except OSError as exc:
         return {"open": False, "reason": _os_reason(exc, timeout), "reply": None}
     deadline = time.monotonic() + timeout
@@ -165,15 +189,108 @@ def probe(protocol: str, host: str, port: int, timeout: float = 1.0) -> dict:
     return (probe_udp if protocol == "udp" else probe_tcp)(host, port, timeout)
 
 
+# ---------------------------------------------------------------- ping (ICMP / ICMPv6 echo)
+
+ECHO_REQUEST = {4: 8, 6: 128}
+ECHO_REPLY = {4: 0, 6: 129}
+# ICMP errors about a packet we sent: destination unreachable, time exceeded (and v6's packet too big)
+ICMP_ERRORS = {4: {3: "unreachable", 11: "time exceeded"},
+               6: {1: "unreachable", 2: "packet too big", 3: "time exceeded"}}
+_ping_ids = iter(range(int.from_bytes(os.urandom(2), "big"), 1 << 30))
+_ping_lock = threading.Lock()
+
+
+def _next_ping_id() -> int:
+    """A fresh echo identifier: probes of one agent run at once, each on its own raw socket that sees
+    every ICMP message; the identifier tells them apart."""
+    with _ping_lock:
+        return next(_ping_ids) & 0xFFFF
+
+
+def _echo(family: int, ident: int, seq: int, body: bytes) -> bytes:
+    header = bytes([ECHO_REQUEST[family], 0, 0, 0]) + ident.to_bytes(2, "big") + seq.to_bytes(2, "big")
+    if family == 6:  # the kernel fills in an ICMPv6 checksum (it covers the IPv6 pseudo-header)
+        return header + body
+    csum = _checksum(header + body).to_bytes(2, "big")
+    return header[:2] + csum + header[4:] + body
+
+
+def _icmp_of(family: int, data: bytes) -> bytes:
+    """The ICMP message in what a raw socket read: IPv4 raw sockets give the IP header too, IPv6 ones do not."""
+    return data[(data[0] & 0x0F) * 4:] if family == 4 and data else data
+
+
+def _echo_id_in_error(family: int, icmp: bytes) -> bytes:
+    """The echo identifier of the packet an ICMP error quotes (b"" if it quotes no echo)."""
+    inner = icmp[8:]
+    if family == 4:
+        echo = inner[(inner[0] & 0x0F) * 4:] if inner else b""
+    else:
+        echo = inner[40:] if len(inner) > 40 and inner[6] == socket.IPPROTO_ICMPV6 else b""
+    return echo[4:6] if echo[:1] == bytes([ECHO_REQUEST[family]]) else b""
+
+
+def ping(host: str, timeout: float = 1.0, tos: int | None = None, ident: int | None = None,
+         retry: bool = True) -> dict:
+    """ICMP echo (ICMPv6 for an IPv6 address): {"open": True} on an echo reply, else why not.
+
+    A request goes out every RETRY_EVERY seconds (`retry`) until a reply or `timeout`; an ICMP error
+    about one of ours (unreachable, time exceeded) ends it at once."""
+    family = 6 if _ipv6(host) else 4
+    ident = _next_ping_id() if ident is None else ident
+    try:
+        sock = socket.socket(_af(host), socket.SOCK_RAW,
+                             socket.IPPROTO_ICMPV6 if family == 6 else socket.IPPROTO_ICMP)
+    except OSError as exc:
+        return {"open": False, "reason": f"cannot open a raw ICMP socket: {_os_reason(exc, timeout)}"}
+    want = ident.to_bytes(2, "big")
+    deadline = time.monotonic() + timeout
+    try:
+        if tos is not None:
+            if family == 6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, tos)
+            else:
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+        seq, resend = 0, 0.0
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                return {"open": False, "reason": f"no echo reply in {_fmt_seconds(timeout)}"}
+            if now >= resend and (seq == 0 or retry):
+                seq += 1
+                sock.sendto(_echo(family, ident, seq, b"labkit ping"), (host, 0))
+                resend = now + RETRY_EVERY
+            sock.settimeout(max(min(resend if retry else deadline, deadline) - now, 0.001))
+            try:
+                data, peer = sock.recvfrom(2048)
+            except (socket.timeout, TimeoutError):
+                continue
+            icmp = _icmp_of(family, data)
+            if icmp[:1] == bytes([ECHO_REPLY[family]]) and icmp[4:6] == want:
+                return {"open": True, "reason": f"echo reply from {peer[0]}"}
+            what = ICMP_ERRORS[family].get(icmp[0]) if icmp else None
+            if what and _echo_id_in_error(family, icmp) == want:
+                return {"open": False, "reason": f"ICMP{'v6' if family == 6 else ''} {what} (type {icmp[0]} "
+                                                 f"code {icmp[1]}) from {peer[0]}"}
+    except OSError as exc:
+        return {"open": False, "reason": _os_reason(exc, timeout)}
+    finally:
+        sock.close()
+
+
 # ---------------------------------------------------------------- one marked probe (labkit trace)
 
 
-def _marked_socket(kind: int, proto: int, sport: int, tos: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, kind, proto)
-    sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+def _marked_socket(kind: int, proto: int, sport: int, tos: int, family: int = socket.AF_INET) -> socket.socket:
+    """A socket whose packets carry IP TOS (IPv6 traffic class) `tos`, bound to source port `sport`."""
+    sock = socket.socket(family, kind, proto)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, tos)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
     if kind != socket.SOCK_RAW:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("0.0.0.0", sport))
+        sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", sport))
     return sock
 
 
@@ -190,6 +307,10 @@ def trace_probe(protocol: str, host: str, port: int, sport: int, tos: int, timeo
     source port `sport`, or an ICMP echo request with identifier `sport`, all with IP TOS `tos`.
     Never retried (a retry would be a second packet to trace); the answer, if any, is waited for."""
     started = time.monotonic()
+    if _ipv6(host):  # ICMPv6 echo with identifier `sport`, or TCP/UDP from `sport`, traffic class `tos`
+        if protocol == "icmp":
+            return ping(host, timeout, tos=tos, ident=sport, retry=False)
+        return _trace_probe_socket(protocol, host, port, sport, tos, timeout, socket.AF_INET6)
     try:
         if protocol == "icmp":
             sock = _marked_socket(socket.SOCK_RAW, socket.IPPROTO_ICMP, sport, tos)
@@ -209,8 +330,17 @@ def trace_probe(protocol: str, host: str, port: int, sport: int, tos: int, timeo
                     echo = inner[(inner[0] & 0x0F) * 4:] if inner else b""
                     if echo[4:6] == sport.to_bytes(2, "big"):
                         return {"open": False, "reason": f"ICMP type {icmp[0]} code {icmp[1]} from {peer[0]}"}
+    except OSError as exc:
+        return {"open": False, "reason": _os_reason(exc, timeout)}
+    return _trace_probe_socket(protocol, host, port, sport, tos, timeout, socket.AF_INET)
+
+
+def _trace_probe_socket(protocol: str, host: str, port: int, sport: int, tos: int, timeout: float,
+                        family: int) -> dict:
+    """trace_probe's TCP SYN or UDP datagram."""
+    try:
         kind = socket.SOCK_STREAM if protocol == "tcp" else socket.SOCK_DGRAM
-        sock = _marked_socket(kind, 0, sport, tos)
+        sock = _marked_socket(kind, 0, sport, tos, family)
         if protocol == "tcp":
             # one SYN: the kernel's own retransmission waits 1 s, past most traces' budget
             sock.settimeout(timeout)
@@ -245,7 +375,12 @@ def candidates(name: str, search: list[str], ndots: int) -> list[str]:
 
 
 def _server(nameserver: str) -> tuple[str, int]:
-    """`IP` or `IP:PORT` (port 53 by default)."""
+    """`IP`, `IP:PORT`, an IPv6 address bare or `[IPv6]:PORT` (port 53 by default)."""
+    if nameserver.startswith("["):
+        host, _, rest = nameserver[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") and rest[1:] else 53
+    if _ipv6(nameserver):
+        return nameserver, 53
     host, _, port = nameserver.partition(":")
     return host, int(port) if port else 53
 
@@ -254,7 +389,7 @@ def _dns_exchange(wire: bytes, nameserver: str, timeout: float) -> bytes:
     """One query over UDP; again over TCP when the answer is truncated."""
     server = _server(nameserver)
     deadline = time.monotonic() + timeout
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    with socket.socket(_af(server[0]), socket.SOCK_DGRAM) as sock:
         sock.connect(server)
         resend = 0.0
         while True:
@@ -284,21 +419,45 @@ def _dns_exchange(wire: bytes, nameserver: str, timeout: float) -> bytes:
     return data
 
 
-def query_a(qname: str, nameserver: str, timeout: float = 1.0) -> tuple[str, list[str]]:
-    """("NOERROR" | "NXDOMAIN" | "SERVFAIL" | ..., IPv4 addresses in the answer)."""
+def query(qname: str, nameserver: str, timeout: float = 1.0, family: int = 4) -> tuple[str, list[str]]:
+    """("NOERROR" | "NXDOMAIN" | "SERVFAIL" | ..., the addresses in the answer): A records (family 4)
+    or AAAA records (family 6)."""
     import dns.message
     import dns.rcode
     import dns.rdatatype
 
-    query = dns.message.make_query(qname, dns.rdatatype.A)
-    data = _dns_exchange(query.to_wire(), nameserver, timeout)
+    rdtype = dns.rdatatype.AAAA if family == 6 else dns.rdatatype.A
+    message = dns.message.make_query(qname, rdtype)
+    data = _dns_exchange(message.to_wire(), nameserver, timeout)
     msg = dns.message.from_wire(data)
-    addresses = [rd.address for rrset in msg.answer if rrset.rdtype == dns.rdatatype.A for rd in rrset]
+    addresses = [rd.address for rrset in msg.answer if rrset.rdtype == rdtype for rd in rrset]
     return dns.rcode.to_text(msg.rcode()), addresses
 
 
+def query_a(qname: str, nameserver: str, timeout: float = 1.0) -> tuple[str, list[str]]:
+    """("NOERROR" | "NXDOMAIN" | "SERVFAIL" | ..., IPv4 addresses in the answer)."""
+    return query(qname, nameserver, timeout, 4)
+
+
+def _query_families(qname: str, nameserver: str, timeout: float, families: list[int]) -> tuple[str, list[str]]:
+    """One candidate name asked for each family's records in order (A, then AAAA, ...), as getaddrinfo
+    asks for both: the addresses of all, in that order. NXDOMAIN means the name is not there at all,
+    so the other types are not asked; the first rcode other than NOERROR is the answer's."""
+    found: list[str] = []
+    rcode = "NOERROR"
+    for family in families:
+        code, addresses = query(qname, nameserver, timeout, family)
+        if code == "NXDOMAIN":
+            return (code, []) if not found else ("NOERROR", found)
+        if code != "NOERROR":
+            rcode = rcode if found else code
+            continue
+        found += addresses
+    return ("NOERROR", found) if found else (rcode, [])
+
+
 def resolve(name: str, nameserver: str, search: list[str] | None = None, ndots: int = 1,
-            timeout: float = 1.0) -> dict:
+            timeout: float = 1.0, families: list[int] | None = None) -> dict:
     """Resolve like glibc: try each candidate; go on after NXDOMAIN, NODATA and SERVFAIL.
 
     One deliberate difference: REFUSED (what the cluster DNS answers for a name outside its
@@ -307,14 +466,20 @@ def resolve(name: str, nameserver: str, search: list[str] | None = None, ndots: 
 
     {"status": NOERROR | NXDOMAIN | NODATA | SERVFAIL | REFUSED | TIMEOUT | ERROR,
      "addresses": [...], "name": the name that answered, "tried": [...], "reason": str}
+
+    `families`: the records asked for each candidate, in order: [4] (A, the default), [6] (AAAA), [4, 6].
     """
+    families = list(families or [4])
     tried: list[str] = []
     nodata = servfail = nxdomain = False
     refused: list[str] = []
     for qname in candidates(name, search or [], ndots):
         tried.append(qname)
         try:
-            rcode, addresses = query_a(qname, nameserver, timeout)
+            if families == [4]:
+                rcode, addresses = query_a(qname, nameserver, timeout)
+            else:
+                rcode, addresses = _query_families(qname, nameserver, timeout, families)
         except (socket.timeout, TimeoutError):
             return {"status": "TIMEOUT", "addresses": [], "name": qname, "tried": tried,
                     "reason": f"no answer from {nameserver} in {_fmt_seconds(timeout)} for {qname}"}
@@ -374,21 +539,23 @@ def run_request(req: dict) -> dict:
     try:
         timeout = float(req.get("timeout", 1.0))
         dns_conf = req.get("dns") or {}
+        families = [int(f) for f in req.get("families") or [4]]
         if req.get("op") == "resolve":
             if not dns_conf.get("nameserver"):
                 return {**out, "status": "ERROR", "addresses": [], "reason": "no nameserver to ask"}
             return {**out, **resolve(str(req["name"]), dns_conf["nameserver"], list(dns_conf.get("search", [])),
-                                     int(dns_conf.get("ndots", 1)), timeout)}
-        host, port = str(req["host"]), int(req["port"])
+                                     int(dns_conf.get("ndots", 1)), timeout, families)}
+        host = str(req["host"])
+        port = 0 if req.get("op") == "ping" else int(req["port"])
         protocol = req.get("protocol", "tcp")
         if req.get("op") == "trace":  # one marked packet to an address (labkit trace)
             return {**out, **trace_probe(protocol, host, port, int(req["sport"]), int(req["tos"]), timeout)}
         addresses = [host]
-        if not _ipv4(host):
+        if not _is_ip(host):
             if not dns_conf.get("nameserver"):
                 return {**out, "open": False, "reason": f"cannot resolve {host}: no nameserver", "addresses": []}
             res = resolve(host, dns_conf["nameserver"], list(dns_conf.get("search", [])),
-                          int(dns_conf.get("ndots", 1)), timeout)
+                          int(dns_conf.get("ndots", 1)), timeout, families)
             out["resolved"] = res
             if res["status"] != "NOERROR":
                 return {**out, "open": False, "reason": f"name not resolved: {res['reason']}", "addresses": []}
@@ -399,7 +566,10 @@ def run_request(req: dict) -> dict:
                 result = http_get(address, port, req.get("http") or {}, timeout)
                 result["address"] = address
                 break
-            result = probe(protocol, address, port, timeout)
+            if req.get("op") == "ping":
+                result = ping(address, timeout)
+            else:
+                result = probe(protocol, address, port, timeout)
             result["address"] = address
             if result["open"]:
                 break
@@ -413,7 +583,7 @@ def http_get(address: str, port: int, spec: dict, timeout: float = 1.0) -> dict:
     the status code and the body's first 4 KiB. Certificates are not verified (a lab's are its own)."""
     import ssl
 
-    host = spec.get("host") or address
+    host = spec.get("host") or (f"[{address}]" if _ipv6(address) else address)
     path = spec.get("path") or "/"
     try:
         sock = socket.create_connection((address, port), timeout=timeout)
@@ -424,7 +594,7 @@ def http_get(address: str, port: int, spec: dict, timeout: float = 1.0) -> dict:
             context = ssl.create_default_context()
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-            sock = context.wrap_socket(sock, server_hostname=host)
+            sock = context.wrap_socket(sock, server_hostname=spec.get("host") or address)
         head = [f"{spec.get('method') or 'GET'} {path} HTTP/1.1", f"Host: {host}", "Connection: close",
                 "User-Agent: labkit-agent"]
         head += [f"{k}: {v}" for k, v in (spec.get("headers") or {}).items()]
@@ -471,7 +641,7 @@ def probe_many(inp=None, out=None) -> int:
                 requests.append(json.loads(line))
             except ValueError as exc:
                 requests.append({"id": None, "op": "invalid", "error": str(exc)})
-    if any(not _ipv4(str(r.get("host", "0.0.0.0"))) or r.get("op") == "resolve" for r in requests):
+    if any(not _is_ip(str(r.get("host", "0.0.0.0"))) or r.get("op") == "resolve" for r in requests):
         try:  # import dnspython once, before the threads race to import it
             import dns.message  # noqa: F401
             import dns.rcode  # noqa: F401
@@ -494,17 +664,33 @@ def serve(tcp: list[int], udp: list[int], reply: str | None = None, bind: str = 
     """Answer every TCP connection and UDP datagram with `reply` + newline, until `stop` (or forever)."""
     text = ((reply if reply is not None else socket.gethostname()) + "\n").encode()
     tcp_socks, udp_socks = [], []
-    try:
-        for port in tcp:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    also_v6 = bind == "0.0.0.0"  # every address: IPv6 too, on the same ports, where the namespace has IPv6
+
+    def bound(kind: int, address: str, port: int, family: int) -> socket.socket:
+        s = socket.socket(family, kind)
+        if family == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if kind == socket.SOCK_STREAM:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((bind, port))
-            s.listen(128)
-            tcp_socks.append(s)
-        for port in udp:
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.bind((bind, port))
-            udp_socks.append(s)
+        try:
+            s.bind((address, port))
+            if kind == socket.SOCK_STREAM:
+                s.listen(128)
+        except OSError:
+            s.close()
+            raise
+        return s
+
+    try:
+        for kind, ports, socks in ((socket.SOCK_STREAM, tcp, tcp_socks), (socket.SOCK_DGRAM, udp, udp_socks)):
+            for port in ports:
+                first = bound(kind, bind, port, _af(bind))
+                socks.append(first)
+                if also_v6:
+                    try:
+                        socks.append(bound(kind, "::", first.getsockname()[1], socket.AF_INET6))
+                    except OSError:  # no IPv6 here (disabled), or the port taken on it: IPv4 alone
+                        pass
     except OSError as exc:
         for s in tcp_socks + udp_socks:
             s.close()
@@ -542,8 +728,8 @@ def serve(tcp: list[int], udp: list[int], reply: str | None = None, bind: str = 
         threading.Thread(target=answer_tcp, args=(s,), daemon=True).start()
     for s in udp_socks:
         threading.Thread(target=answer_udp, args=(s,), daemon=True).start()
-    line = json.dumps({"ready": True, "tcp": [s.getsockname()[1] for s in tcp_socks],
-                       "udp": [s.getsockname()[1] for s in udp_socks]})
+    line = json.dumps({"ready": True, "tcp": [s.getsockname()[1] for s in tcp_socks if s.family == _af(bind)],
+                       "udp": [s.getsockname()[1] for s in udp_socks if s.family == _af(bind)]})
     (ready or (lambda text_: (print(text_, flush=True))))(line)
     stop = stop or threading.Event()
     try:
@@ -583,7 +769,7 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--tcp", default="", help="comma-separated TCP ports")
     p_serve.add_argument("--udp", default="", help="comma-separated UDP ports")
     p_serve.add_argument("--reply", default=None, help="the line to answer with (default: hostname)")
-    p_serve.add_argument("--bind", default="0.0.0.0")
+    p_serve.add_argument("--bind", default="0.0.0.0", help="the address to listen on (default: all, IPv4 and IPv6)")
     p_serve.add_argument("--until-eof", action="store_true",
                          help="stop when stdin closes (so the agent dies with whoever started it)")
     p_probe = sub.add_parser("probe", help="is HOST PORT open? exit 0 open, 1 closed")
@@ -617,7 +803,7 @@ def main(argv: list[str] | None = None) -> int:
         return serve(tcp, udp, args.reply, args.bind, stop=stop)
     if args.cmd == "probe":
         host = args.host
-        if not _ipv4(host):
+        if not _is_ip(host):
             try:
                 host = socket.gethostbyname(host)
             except OSError as exc:

@@ -88,8 +88,12 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("lab")
     tr.add_argument("source", metavar="SRC", help="a node or NS/POD")
     tr.add_argument("destination", metavar="DST[:PORT]",
-                    help="NS/POD, a node, a Service (web, web.ns, web.ns.svc.cluster.local) or an IPv4 address")
+                    help="NS/POD, a node, a Service (web, web.ns, web.ns.svc.cluster.local) or an IP address "
+                         "(IPv6 with a port in brackets: [fd00::1]:80)")
     tr.add_argument("--protocol", choices=["tcp", "udp", "icmp"], help="default: the Service port's, else tcp")
+    tr.add_argument("--family", type=int, choices=[4, 6],
+                    help="the address family where DST has both (a dual-stack pod, node or Service); "
+                         "default: its primary address")
     tr.add_argument("--format", choices=["text", "json", "mermaid", "html"], default="text")
     tr.add_argument("-o", "--output", help="write to this file instead of stdout")
     tr.add_argument("--timeout", type=_seconds, default=1.0, help="seconds to wait for the answer (0 < T <= 30)")
@@ -356,7 +360,7 @@ def _run(args: argparse.Namespace) -> int:
                               "(| wireshark -k -i -, | tcpdump -r -)")
         return lab.capture(args.lab, args.target, args.write, words)
     if args.verb == "trace":
-        report = lab.trace(args.lab, args.source, args.destination, args.protocol, args.timeout)
+        report = lab.trace(args.lab, args.source, args.destination, args.protocol, args.timeout, args.family)
         return _emit(lab.render_trace(report, args.format), args.output)
     if args.verb == "exec":
         command = list(args.argv)

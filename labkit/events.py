@@ -2,18 +2,23 @@
 routes added and removed in every node's and pod's namespace, pods started and stopped.
 
 How: one rtnetlink socket per namespace (labkit.net.netlink, opened after setns into it and joined to the
-link, IPv4 address and IPv4 route multicast groups) and one thread that select()s over all of them. A
+link, address and route multicast groups of both families) and one thread that select()s over all of them. A
 socket stays bound to the namespace it was opened in, so nothing runs inside the namespaces and nothing
 is left there: no `ip monitor` process per namespace (each a fork and exec, a process for `down` to
 find, and text to parse), and a namespace added later is one socket more. Pods come and go with the
 lab's state (`up` and `apply` record them); the watch polls it a few times a second, opens a socket for
 each new pod and closes the socket of a pod that is gone. When the lab's state is gone (`down`), the
 watch ends.
+
+IPv6 is reported as IPv4 is: a global or ULA address or route added or removed. The kernel's own
+link-local addresses and routes (fe80::/10, one per interface that comes up) and multicast routes are
+not news, as the local table's routes are not: an IPv4-only lab's events are what they always were.
 """
 
 from __future__ import annotations
 
 import errno
+import ipaddress
 import select
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -24,9 +29,18 @@ from labkit import paths, state
 from labkit.errors import LabkitError
 from labkit.net import netlink as nl
 
-GROUPS = nl.RTMGRP_LINK | nl.RTMGRP_IPV4_IFADDR | nl.RTMGRP_IPV4_ROUTE
+GROUPS = (nl.RTMGRP_LINK | nl.RTMGRP_IPV4_IFADDR | nl.RTMGRP_IPV4_ROUTE | nl.RTMGRP_IPV6_IFADDR
+          | nl.RTMGRP_IPV6_ROUTE)
 POLL = 0.25  # seconds between looks at the lab's state (pods, down)
 RT_TABLE_LOCAL = 255  # the kernel's own routes for local and broadcast addresses: not news
+
+
+def _kernel_own(address: str | None) -> bool:
+    """An IPv6 link-local or multicast address: the kernel makes these by itself on every interface."""
+    if not address or ":" not in address:
+        return False
+    ip = ipaddress.IPv6Address(address)
+    return ip.is_link_local or ip.is_multicast
 
 
 @dataclass(frozen=True)
@@ -88,7 +102,11 @@ class _Watched:
     def events(self, lab: str) -> Iterator[Event]:
         now = time.time()
         for rtype, payload in self.sock.receive():
-            yield from self._decode(lab, now, rtype, payload)
+            try:
+                decoded = list(self._decode(lab, now, rtype, payload))
+            except (OSError, ValueError, KeyError):  # a message the decoder cannot read: not worth ending the watch
+                continue
+            yield from decoded
 
     def _decode(self, lab: str, now: float, rtype: int, payload: bytes) -> Iterator[Event]:
         if rtype in (nl.RTM_NEWLINK, nl.RTM_DELLINK):
@@ -107,13 +125,13 @@ class _Watched:
                 yield Event(now, lab, self.name, "link", current, {"interface": link["name"]})
         elif rtype in (nl.RTM_NEWADDR, nl.RTM_DELADDR):
             addr = nl.address_info(payload)
-            if addr["address"] is None:
+            if addr["address"] is None or _kernel_own(addr["address"]):
                 return
             yield Event(now, lab, self.name, "address", "added" if rtype == nl.RTM_NEWADDR else "removed",
                         {"address": f"{addr['address']}/{addr['prefixlen']}", "interface": self._name(addr["index"])})
         elif rtype in (nl.RTM_NEWROUTE, nl.RTM_DELROUTE):
             route = nl.route_info(payload)
-            if route["table"] == RT_TABLE_LOCAL:
+            if route["table"] == RT_TABLE_LOCAL or (route["prefixlen"] and _kernel_own(route["dst"])):
                 return
             dst = "default" if route["prefixlen"] == 0 else f"{route['dst']}/{route['prefixlen']}"
             yield Event(now, lab, self.name, "route", "added" if rtype == nl.RTM_NEWROUTE else "removed",

@@ -124,6 +124,12 @@ class Pod:
     ip: str | None
     key: str  # "namespace/name"
     slug: str
+    ips: list[str] = field(default_factory=list)  # both families' addresses of a dual-stack pod, `ip` first
+
+    @property
+    def addresses(self) -> str:
+        """What a label shows: every address of the pod (`10.244.1.5 fd00:10:244:1::5`)."""
+        return " ".join(self.ips) if self.ips else (self.ip or "")
 
 
 @dataclass
@@ -135,6 +141,8 @@ class Node:
     mgmt_ifname: str | None = None
     mgmt_addresses: list[str] = field(default_factory=list)
     pod_cidr: str | None = None
+    mgmt_ipv6: str | None = None
+    pod_cidrs: list[str] = field(default_factory=list)  # one per cluster family, `pod_cidr` first
     running: bool | None = None
     interfaces: dict[str, Interface] = field(default_factory=dict)
     pods: list[Pod] = field(default_factory=list)
@@ -177,12 +185,15 @@ class Service:
     key: str
     slug: str
     external_name: str | None = None
+    cluster_ips: list[str] = field(default_factory=list)  # a dual-stack Service's, primary first
 
     @property
     def address(self) -> str:
-        """What the service's name resolves to: its ClusterIP, a CNAME, or the pods (headless)."""
+        """What the service's name resolves to: its ClusterIP(s), a CNAME, or the pods (headless)."""
         if self.external_name:
             return f"CNAME {self.external_name}"
+        if self.cluster_ip and self.cluster_ips:
+            return " ".join(self.cluster_ips)
         return self.cluster_ip or "no cluster IP"
 
 
@@ -232,25 +243,30 @@ def build_model(summary: dict[str, Any]) -> Model:
                           "(labkit status --format json)")
     slugs = _Slugs()
     mgmt = summary.get("mgmt") or None
+    if isinstance(mgmt, dict):  # the subnets a label shows: IPv4, and IPv6 when the mgmt network has it
+        mgmt = {**mgmt, "subnets": " ".join(_text(mgmt.get(k)) for k in ("subnet", "subnet6") if mgmt.get(k))}
     nodes: dict[str, Node] = {}
     for raw in summary.get("nodes") or []:
         name = _text(raw.get("name"))
+        pod_cidr = raw.get("pod_cidr") or None
         node = Node(name=name, kind=_text(raw.get("kind")) or "?", slug=slugs("node-", name),
-                    mgmt_ipv4=raw.get("mgmt_ipv4") or None, pod_cidr=raw.get("pod_cidr") or None,
-                    running=raw.get("running"))
+                    mgmt_ipv4=raw.get("mgmt_ipv4") or None, pod_cidr=pod_cidr,
+                    running=raw.get("running"), mgmt_ipv6=raw.get("mgmt_ipv6") or None,
+                    pod_cidrs=[_text(c) for c in raw.get("pod_cidrs") or ([pod_cidr] if pod_cidr else [])])
         for iface in raw.get("interfaces") or []:
             ifname = _text(iface.get("name"))
-            node.interfaces[ifname] = Interface(ifname, [_text(a) for a in iface.get("ipv4") or []],
+            node.interfaces[ifname] = Interface(ifname, [_text(a) for a in [*(iface.get("ipv4") or []),
+                                                                              *(iface.get("ipv6") or [])]],
                                                 iface.get("peer") or None)
-        # the mgmt interface: the one without a peer holding the mgmt address (eth0)
+        # the mgmt interface: the one without a peer holding a mgmt address (eth0)
+        mgmt_ips = [ip for ip in (node.mgmt_ipv4, node.mgmt_ipv6) if ip]
         for iface in node.interfaces.values():
-            if iface.peer is None and node.mgmt_ipv4 and any(
-                    a.split("/")[0] == node.mgmt_ipv4 for a in iface.addresses):
+            if iface.peer is None and mgmt_ips and any(a.split("/")[0] in mgmt_ips for a in iface.addresses):
                 node.mgmt_ifname, node.mgmt_addresses = iface.name, iface.addresses
                 break
         else:
-            if node.mgmt_ipv4:
-                node.mgmt_ifname, node.mgmt_addresses = "eth0", [node.mgmt_ipv4]
+            if mgmt_ips:
+                node.mgmt_ifname, node.mgmt_addresses = "eth0", mgmt_ips
         nodes[name] = node
 
     def end(ref: Any) -> End:
@@ -285,15 +301,16 @@ def build_model(summary: dict[str, Any]) -> Model:
     for raw in summary.get("pods") or []:
         ns, name = _text(raw.get("namespace")) or "default", _text(raw.get("name"))
         key = f"{ns}/{name}"
-        pod = Pod(ns, name, raw.get("node") or None, raw.get("ip") or None, key, slugs("pod-", key))
+        pod = Pod(ns, name, raw.get("node") or None, raw.get("ip") or None, key, slugs("pod-", key),
+                  [_text(ip) for ip in raw.get("ips") or []])
         pods.append(pod)
         if pod.node in nodes:
             nodes[pod.node].pods.append(pod)
         else:
             unplaced.append(pod)
         by_key[key] = pod
-        if pod.ip:
-            by_ip.setdefault(pod.ip.split("/")[0], pod)
+        for ip in pod.ips or ([pod.ip] if pod.ip else []):
+            by_ip.setdefault(_canonical(ip.split("/")[0]), pod)
 
     services: list[Service] = []
     for raw in summary.get("services") or []:
@@ -305,13 +322,22 @@ def build_model(summary: dict[str, Any]) -> Model:
         if cluster_ip == "None":
             cluster_ip, kind = None, f"{kind}, headless"
         services.append(Service(ns, name, kind, cluster_ip, [_port(p) for p in raw.get("ports") or []],
-                                endpoints, key, slugs("svc-", key), _text(raw.get("external_name")) or None))
+                                endpoints, key, slugs("svc-", key), _text(raw.get("external_name")) or None,
+                                [_text(ip) for ip in raw.get("cluster_ips") or [] if ip and ip != "None"]))
 
     dns = summary.get("dns") or None
     return Model(name=_text(summary.get("name")) or "lab", runtime=summary.get("runtime"),
                  source=summary.get("source"), phase=summary.get("phase"), nodes=list(nodes.values()),
                  links=links, mgmt=mgmt, pods=pods, unplaced_pods=unplaced, services=services,
                  dns_ip=_text(dns.get("ip")) or None if isinstance(dns, dict) else None)
+
+
+def _canonical(ip: str) -> str:
+    """An address as `ipaddress` writes it (IPv6 compressed, lowercase), so lookups by address match."""
+    try:
+        return str(ipaddress.ip_address(ip))
+    except ValueError:
+        return ip
 
 
 def _port(port: Any) -> str:
@@ -509,10 +535,10 @@ def layout(model: Model) -> Layout:
         box.lines.append(("name", node.name))
         kind = node.kind if node.running is not False else f"{node.kind} (not running)"
         box.lines.append(("kind", kind))
-        if node.pod_cidr:
-            box.lines.append(("info", f"pods {node.pod_cidr}"))
+        if node.pod_cidrs:
+            box.lines.append(("info", f"pods {', '.join(node.pod_cidrs)}"))
     text_w = max([_w(t, NAME_PX if c == "name" else TEXT_PX) for b in boxes.values() for c, t in b.lines]
-                 + [_w(f"{_pod_text(p)}  {p.ip or ''}", POD_PX) + 16 for p in model.pods if p.node in boxes]
+                 + [_w(f"{_pod_text(p)}  {p.addresses}", POD_PX) + 16 for p in model.pods if p.node in boxes]
                  + [0])
     box_w = min(BOX_MAX, max(130.0, text_w + 24))
     pod_h = POD_PX * LINE + 6
@@ -593,7 +619,7 @@ def _fill_pods(box: NodeBox, pod_h: float) -> None:
     box.pods = []
     y = box.y + box.head
     for pod in box.node.pods:
-        box.pods.append(PodBox(pod, box.x + 8, y, box.w - 16, pod_h, _pod_text(pod), pod.ip or ""))
+        box.pods.append(PodBox(pod, box.x + 8, y, box.w - 16, pod_h, _pod_text(pod), pod.addresses))
         y += pod_h + 4
 
 
@@ -816,7 +842,7 @@ def _unit(x: float, y: float) -> tuple[float, float]:
 def _bus(model: Model, boxes: dict[str, NodeBox], row_y: list[float], bus_gap: float,
          left: float) -> dict[str, Any]:
     mgmt = model.mgmt or {}
-    title = f"mgmt {mgmt.get('subnet') or ''}".strip()
+    title = f"mgmt {mgmt.get('subnets') or mgmt.get('subnet') or ''}".strip()
     extra = []
     if mgmt.get("host_access"):
         extra.append("host access")

@@ -18,6 +18,7 @@ from typing import Any
 from labkit import paths, processes, rootless, state, verify
 from labkit.cni import attach
 from labkit.errors import LabkitError
+from labkit.families import family_name
 from labkit.files import umask
 from labkit.lock import lab_lock
 from labkit.net import netns, wiring
@@ -167,7 +168,8 @@ def _apply(path: str, plan: Plan, progress: Progress) -> dict[str, Any]:
 
 def _shape(summary: dict[str, Any]) -> list:
     """What `apply` may not change: nodes (name, kind, interfaces) and links."""
-    return [[(n["name"], n["kind"], [(i["name"], i["ipv4"]) for i in n["interfaces"]]) for n in summary["nodes"]],
+    return [[(n["name"], n["kind"], [(i["name"], i["ipv4"], i.get("ipv6", [])) for i in n["interfaces"]])
+             for n in summary["nodes"]],
             [(link["a"], link["b"]) for link in summary["links"]]]
 
 
@@ -218,9 +220,12 @@ def summarize(plan: Plan, build: Build | None = None) -> dict[str, Any]:
             "name": node.name, "kind": node.kind, "netns": node.netns,
             "netns_path": build.sandboxes[node.name].netns_path if build else None,
             "mgmt_ipv4": str(node.mgmt_ipv4.ip) if node.mgmt_ipv4 else None,
+            "mgmt_ipv6": str(node.mgmt_ipv6.ip) if node.mgmt_ipv6 else None,
             "pod_cidr": str(node.pod_cidr) if node.pod_cidr else None,
+            "pod_cidrs": [str(c) for c in node.pod_cidrs],  # one per cluster family, the preferred first
             **({"hosts": dict(node.hosts)} if node.hosts else {}),  # the node's own /etc/hosts entries
-            "interfaces": [{"name": i.name, "ipv4": [str(a) for a in i.addresses],
+            "interfaces": [{"name": i.name, "ipv4": [str(a) for a in i.addresses if a.version == 4],
+                            "ipv6": [str(a) for a in i.addresses if a.version == 6],
                             "peer": f"{i.peer_node}:{i.peer_ifname}" if i.peer_node else None}
                            for i in node.interfaces],
             **({"bgp": _bgp_status(plan.lab, speakers[node.name])} if node.name in speakers else {}),
@@ -231,10 +236,13 @@ def summarize(plan: Plan, build: Build | None = None) -> dict[str, Any]:
         "links": [{"a": f"{link.a.node}:{link.a.ifname}", "b": f"{link.b.node}:{link.b.ifname}"}
                   for link in plan.links],
         "mgmt": {"netns": plan.mgmt.netns, "subnet": str(plan.mgmt.subnet),
+                 "subnet6": str(plan.mgmt.subnet6) if plan.mgmt.subnet6 else None,
                  "host_access": plan.mgmt.host_access} if plan.mgmt else None,
+        "cluster": _cluster_status(plan),
         "pods": [p.as_status() for p in build.pods] if build else [],
         "services": [s.as_status() for s in build.services] if build else [],
-        "dns": {"ip": str(plan.cluster.dns_ip), "domain": plan.cluster.domain} if plan.cluster else None,
+        "dns": {"ip": str(plan.cluster.dns_ip), "ips": [str(ip) for ip in plan.cluster.dns_ips],
+                "domain": plan.cluster.domain} if plan.cluster else None,
         "cni": {"bin_dir": files.cni_bin_dir, "socket": files.cni_socket, "backend": plan.cluster.backend,
                 "mode": plan.cluster.mode, "masquerade": plan.cluster.masquerade,
                 "conflists": {n.name: files.conflist(n.name) for n in plan.pod_hosts}}
@@ -243,6 +251,15 @@ def summarize(plan: Plan, build: Build | None = None) -> dict[str, Any]:
         "not_acted_on": _not_acted_on(plan),
         "ingress": ingress.ingress_status(build) if build else None,  # the HTTP front door (labkit.ingress)
     }
+
+
+def _cluster_status(plan: Plan) -> dict[str, Any] | None:
+    """The cluster's address families (Kubernetes' names, the preferred first) and its CIDRs per family."""
+    if plan.cluster is None:
+        return None
+    return {"ip_families": [family_name(f) for f in plan.cluster.families],
+            "pod_cidrs": [str(c) for c in plan.cluster.pod_cidrs],
+            "service_cidrs": [str(c) for c in plan.cluster.service_cidrs]}
 
 
 def _bgp_speakers(plan: Plan) -> list:
@@ -664,8 +681,10 @@ def verify_labs(names: Sequence[str], topology: str | None = None, timeout: floa
 # ---------------------------------------------------------------- trace
 
 
-def trace(lab: str, src: str, dst: str, protocol: str | None = None, timeout: float | None = None) -> dict[str, Any]:
-    """`labkit trace`: one probe from `src` to `dst` in a running lab, and its path (labkit.trace)."""
+def trace(lab: str, src: str, dst: str, protocol: str | None = None, timeout: float | None = None,
+          family: int | None = None) -> dict[str, Any]:
+    """`labkit trace`: one probe from `src` to `dst` in a running lab, and its path (labkit.trace);
+    `family` 4 or 6 where `dst` has both."""
     from labkit import trace as tracing
 
     paths.check_lab_name(lab, "lab")
@@ -674,7 +693,7 @@ def trace(lab: str, src: str, dst: str, protocol: str | None = None, timeout: fl
         raise LabkitError(f"lab {lab!r} is not up: nothing to trace")
     with lab_lock(lab, "trace"):  # one trace at a time: they share the trace table's name
         return tracing.trace(found, src, dst, protocol, timeout=timeout or tracing.DEFAULT_TIMEOUT,
-                             journal=paths.lab(lab).path("trace.json"))
+                             journal=paths.lab(lab).path("trace.json"), family=family)
 
 
 def render_trace(report: dict[str, Any], fmt: str) -> str:

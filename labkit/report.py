@@ -27,13 +27,17 @@ def print_status(labs: list[dict[str, Any]], console: Console | None = None) -> 
         nodes = Table(title=f"lab {named} ({lab.get('runtime')}, {lab.get('phase')})", title_justify="left")
         nodes.add_column("node")
         nodes.add_column("kind")
-        nodes.add_column("mgmt ipv4", no_wrap=True)
+        # a lab with IPv6 shows both families' addresses, one a line; an IPv4-only lab's table is as it was
+        v6 = any(n.get("mgmt_ipv6") for n in lab.get("nodes", []))
+        nodes.add_column("mgmt ip" if v6 else "mgmt ipv4", no_wrap=True)
         nodes.add_column("pod cidr", no_wrap=True)
         nodes.add_column("interfaces")
         for node in lab.get("nodes", []):
-            ifaces = "\n".join(f"{i['name']} {' '.join(i['ipv4'])}".strip() for i in node.get("interfaces", []))
-            nodes.add_row(node["name"], node["kind"], node.get("mgmt_ipv4") or "", node.get("pod_cidr") or "",
-                          ifaces)
+            ifaces = "\n".join(f"{i['name']} {' '.join([*i.get('ipv4', []), *i.get('ipv6', [])])}".strip()
+                                for i in node.get("interfaces", []))
+            mgmt = "\n".join(a for a in (node.get("mgmt_ipv4"), node.get("mgmt_ipv6")) if a)
+            cidrs = "\n".join(node.get("pod_cidrs") or ([node["pod_cidr"]] if node.get("pod_cidr") else []))
+            nodes.add_row(node["name"], node["kind"], mgmt, cidrs, ifaces)
         console.print(nodes)
         if any(isinstance(n.get("bgp"), dict) for n in lab.get("nodes", [])):
             console.print(_bgp(lab["nodes"]))
@@ -53,7 +57,7 @@ def print_status(labs: list[dict[str, Any]], console: Console | None = None) -> 
             if stand_ins:
                 pods.add_column("stand-ins (labkit's stand-in runs instead, and why)", overflow="fold")
             for pod in lab["pods"]:
-                row = [pod["namespace"], pod["name"], pod["node"], pod.get("ip") or ""]
+                row = [pod["namespace"], pod["name"], pod["node"], "\n".join(pod.get("ips") or [pod.get("ip") or ""])]
                 if phases:
                     row.append(pod.get("phase", "Running"))
                 if stand_ins:
@@ -64,7 +68,8 @@ def print_status(labs: list[dict[str, Any]], console: Console | None = None) -> 
         if lab.get("services"):
             console.print(_services(lab["services"]))
         if lab.get("dns"):
-            console.print(f"cluster DNS {lab['dns']['ip']} (zone {lab['dns'].get('domain', '')})", highlight=False)
+            dns_ips = ", ".join(lab["dns"].get("ips") or [lab["dns"]["ip"]])
+            console.print(f"cluster DNS {dns_ips} (zone {lab['dns'].get('domain', '')})", highlight=False)
         if lab.get("ingress"):  # the HTTP front door: labkit.ingress
             edge = lab["ingress"]
             ports = ", ".join(f"{f['port']}/{f['protocol']} ({f['routes']} routes)" for f in edge["frontends"])
@@ -96,7 +101,8 @@ def _services(services: list[dict[str, Any]]) -> Table:
 def _addresses(svc: dict[str, Any]) -> str:
     """The ClusterIP, then the external addresses: a LoadBalancer's with its mode and announcing node (L2),
     or why it is pending; externalIPs."""
-    lines = [str(svc.get("cluster_ip") or "")]
+    ips = [ip for ip in svc.get("cluster_ips") or [] if ip and ip != "None"]
+    lines = ips if ips and svc.get("cluster_ip") not in (None, "None") else [str(svc.get("cluster_ip") or "")]
     lb = svc.get("load_balancer")
     if isinstance(lb, dict):
         if lb.get("ip") is None:

@@ -9,12 +9,19 @@
       - {from: default/client, resolve: nope.default, result: NXDOMAIN}
 
 `from` is a pod (`NS/POD`) or a node (`NODE`). `to` is `NS/POD:PORT` (the pod's
-IP), `NODE:PORT` (the node's mgmt IP), `IP:PORT`, or a DNS name with a port. A
+IP), `NODE:PORT` (the node's mgmt IP), `IP:PORT` (`[IPv6]:PORT`), or a DNS name with
+a port; with `protocol: icmp`, the same without a port, pinged. A
 name is resolved inside the source, as the source would: a pod asks the cluster
 DNS with its namespace's search list (`<ns>.svc.<zone> svc.<zone> <zone>`,
 ndots 5), so DNS is part of what is checked; a node asks the same way as a pod
 in `default` would (ClusterFirstWithHostNet). A single label that is the name of
 a node of the lab means that node. A name that does not resolve counts as closed.
+
+Address families: `family: 4|6` on a check picks the pod's address, the node's mgmt
+address and the DNS records (A or AAAA) of that family. Without it a pod is reached at
+its primary address (`ip`), a node at its mgmt IPv4 address (IPv6 when it has none), and
+a name at the addresses of every family of the lab, the cluster's preferred first, tried
+in turn (as getaddrinfo does): an IPv4-only lab asks for A records alone, as always.
 
 Every probe runs in the source's network namespace through `labkit.agent`
 (`nsenter --net=<netns path> <host python> -m labkit.agent probe-many`): one
@@ -32,7 +39,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -42,12 +48,34 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from labkit.errors import LabkitError
+from labkit.families import family_number, family_of
 from labkit.topology.expect import Expect, Target, parse_expects
 
 DEFAULT_TIMEOUT = 1.0
 DEFAULT_DOMAIN = "cluster.local"
 POD_NDOTS = 5
-_IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def lab_families(lab_status: Mapping[str, Any]) -> tuple[int, ...]:
+    """The cluster's address families, preferred first: (4,) for an IPv4-only lab or one without a cluster.
+
+    From `cluster.ip_families` in the status, else from the DNS Service's addresses (`dns.ips`)."""
+    cluster = lab_status.get("cluster") or {}
+    named = [family_number(f) for f in cluster.get("ip_families") or [] if f in ("IPv4", "IPv6")]
+    if named:
+        return tuple(dict.fromkeys(named))
+    dns = lab_status.get("dns") or {}
+    ips = [str(ip) for ip in dns.get("ips") or ([dns["ip"]] if dns.get("ip") else [])]
+    found = tuple(dict.fromkeys(family_of(ip) for ip in ips))
+    return found or (4,)
 
 # ---------------------------------------------------------------- the lab as seen by verify
 
@@ -72,6 +100,7 @@ class LabView:
         dns = lab_status.get("dns") or {}
         self.dns_ip: str | None = dns.get("ip")
         self.domain = (domain or dns.get("domain") or DEFAULT_DOMAIN).strip(".")
+        self.families = lab_families(lab_status)
 
     def source(self, ref: str) -> Endpoint:
         if "/" in ref:
@@ -98,8 +127,9 @@ class LabView:
         return {"nameserver": self.dns_ip, "search": [f"{source.namespace}.svc.{z}", f"svc.{z}", z],
                 "ndots": POD_NDOTS}
 
-    def target_host(self, target: Target) -> str:
-        """The IP to probe, or the name for the agent to resolve."""
+    def target_host(self, target: Target, family: int | None = None) -> str:
+        """The IP to probe, or the name for the agent to resolve; `family` (4, 6) picks a pod's or a
+        node's address of that family."""
         if target.kind == "ip":
             return target.host
         if target.kind == "pod":
@@ -107,15 +137,30 @@ class LabView:
             if pod is None:
                 raise LabkitError(f"lab {self.name!r} has no pod {target.host!r} "
                                   f"(pods: {', '.join(self.pods) or 'none'})")
-            if not pod.get("ip"):
+            ips = [str(ip).split("/")[0] for ip in pod.get("ips") or ([pod["ip"]] if pod.get("ip") else [])]
+            if not ips:
                 raise LabkitError(f"pod {target.host!r} has no IP")
-            return str(pod["ip"]).split("/")[0]
+            if family is None:
+                return str(pod.get("ip") or ips[0]).split("/")[0]
+            chosen = next((ip for ip in ips if family_of(ip) == family), None)
+            if chosen is None:
+                raise LabkitError(f"pod {target.host!r} has no IPv{family} address (it has {', '.join(ips)})")
+            return chosen
         node = self.nodes.get(target.host)
         if node is not None:
-            if not node.get("mgmt_ipv4"):
-                raise LabkitError(f"node {target.host!r} has no mgmt address to connect to")
-            return str(node["mgmt_ipv4"]).split("/")[0]
+            v4, v6 = node.get("mgmt_ipv4"), node.get("mgmt_ipv6")
+            chosen = {4: v4, 6: v6}.get(family) if family is not None else (v4 or v6)
+            if not chosen:
+                what = f"IPv{family} " if family is not None else ""
+                raise LabkitError(f"node {target.host!r} has no {what}mgmt address to connect to")
+            return str(chosen).split("/")[0]
         return target.host
+
+    def name_families(self, check: Expect) -> list[int]:
+        """The records a name of `check` is looked up for, in order: its `family`, else the lab's."""
+        if check.kind == "resolve":
+            return [check.resolve_family or self.families[0]]
+        return [check.family] if check.family is not None else list(self.families)
 
 
 # ---------------------------------------------------------------- results and report
@@ -145,8 +190,8 @@ class CheckResult:
         e = self.expect
         return {"index": self.index, "from": e.source, "kind": e.kind,
                 "to": str(e.to) if e.to else None, "protocol": e.proto if e.to else None,
-                "resolve": e.resolve, "expected": self.expected, "actual": self.actual, "ok": self.ok,
-                "reason": self.reason, "addresses": list(self.addresses), "address": self.address,
+                "resolve": e.resolve, "family": e.family, "expected": self.expected, "actual": self.actual,
+                "ok": self.ok, "reason": self.reason, "addresses": list(self.addresses), "address": self.address,
                 "within": e.within, "attempts": self.attempts, "elapsed": round(self.elapsed, 3)}
 
 
@@ -411,12 +456,16 @@ def _plan_requests(view: LabView, checks: list[Expect], indices: Iterable[int], 
             if check.kind == "connect":
                 assert check.to is not None
                 # a node's own `hosts:` entries first, as its /etc/hosts comes before DNS (nsswitch)
-                host = view.nodes.get(check.source, {}).get("hosts", {}).get(check.to.host) \
-                    or view.target_host(check.to)
-                if dns is None and not _IPV4.match(host):
+                host = _hosts_entry(view.nodes.get(check.source, {}).get("hosts", {}), check.to.host, check.family) \
+                    or view.target_host(check.to, check.family)
+                if dns is None and not _is_ip(host):
                     raise LabkitError(f"cannot resolve {host!r}: lab {view.name!r} has no cluster DNS")
                 req = {"id": i, "op": "connect", "protocol": check.proto, "host": host,
                        "port": check.to.port, "timeout": timeout, "dns": dns}
+                if view.name_families(check) != [4]:  # an IPv4-only lab's requests are as they always were
+                    req["families"] = view.name_families(check)
+                if check.proto == "icmp":  # a ping: ICMP or ICMPv6 echo, by the address's family
+                    req.update(op="ping", port=None)
                 if check.http is not None:  # one HTTP request: status code (and body text) judged
                     spec = check.http.model_dump()
                     if spec["host"] is None and check.to.kind not in ("ip", "pod") and check.to.host != host:
@@ -426,12 +475,21 @@ def _plan_requests(view: LabView, checks: list[Expect], indices: Iterable[int], 
                 if dns is None:
                     raise LabkitError(f"lab {view.name!r} has no cluster DNS to ask")
                 req = {"id": i, "op": "resolve", "name": check.resolve, "timeout": timeout, "dns": dns}
+                if view.name_families(check) != [4]:
+                    req["families"] = view.name_families(check)
         except LabkitError as exc:
             results[i] = CheckResult(i, check, "error", False, str(exc))
             continue
         per_source.setdefault(src.name, []).append(req)
         paths[src.name] = src.netns_path
     return per_source, paths
+
+
+def _hosts_entry(hosts: Mapping[str, Any], name: str, family: int | None) -> str | None:
+    """The address a node's own `hosts:` entries give `name` (of `family`, when given); None if none."""
+    found = hosts.get(name)
+    candidates = [str(a) for a in (found if isinstance(found, list | tuple) else [found] if found else [])]
+    return next((a for a in candidates if family is None or family_of(a) == family), None)
 
 
 def _run_round(view: LabView, checks: list[Expect], indices: list[int], timeout: float) -> dict[int, CheckResult]:

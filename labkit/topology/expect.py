@@ -7,9 +7,21 @@
       - {from: default/client, to: web:80, result: open, within: 10}
       - {from: ext, to: w1:32080, http: {host: shop.example.test, path: /b}, result: 200 app-b}
 
+      - {from: default/client, to: "[fd00:10:96::a]:53", protocol: udp, result: open}
+      - {from: default/client, to: web:80, family: 6, result: open}
+      - {from: default/client, to: fd00:10:244:1::5, protocol: icmp, result: open}
+      - {from: default/client, resolve: web, result: fd00:10:96::/112}
+
 `from` is a pod (`NS/POD`) or a node (`NODE`); `to` is `NS/POD:PORT`, `NODE:PORT`,
-`IP:PORT` or a DNS name with a port; `resolve` is a DNS name whose answer must be
-in `result` (a CIDR, an IP or NXDOMAIN). `within` (seconds, 0-600) lets a check take that long
+`IP:PORT` (an IPv6 address in brackets: `[fd00::1]:80`) or a DNS name with a port;
+with `protocol: icmp` it is a ping (an ICMP or ICMPv6 echo) and names no port: `NS/POD`,
+`NODE`, an address (`fd00::1` bare) or a DNS name. `resolve` is a DNS name whose answer must be
+in `result` (a CIDR, an IP or NXDOMAIN). `family` (4 or 6) says which address family a check
+goes over where a target has both: a pod's address of that family, a node's mgmt address of
+it, a name's A (4) or AAAA (6) records; without it a pod is reached at its primary address,
+a node at its mgmt IPv4 address (IPv6 when it has none), a name at the addresses of the lab's
+families in the cluster's order, and a `resolve` asks for the records of its result's family
+(a CIDR or an IP) or else of the cluster's preferred family. `within` (seconds, 0-600) lets a check take that long
 to become true: `labkit verify` probes it again until it holds or the time is up (after an
 `apply`, a Deployment's pods take a moment). `http` makes a `to` check one HTTP request (`host`:
 the Host header and TLS SNI name, `path`, `scheme` http|https, `method`, `headers`) whose `result`
@@ -22,19 +34,22 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 from pydantic_core import PydanticCustomError
 
 from labkit.errors import InputError, Problem
+from labkit.families import Family, family_of, host_port
 
-KEYS = ("from", "to", "resolve", "result", "protocol", "within", "http")
+KEYS = ("from", "to", "resolve", "result", "protocol", "family", "within", "http")
 MAX_WITHIN = 600.0  # seconds: a check that needs longer is waiting for something else
 _HTTP_RESULT = re.compile(r"^([1-5][0-9][0-9])(?: (.+))?$", re.S)
 EXAMPLE = "{from: default/client, to: web:80, result: open}"
-TARGET_FORMS = "e.g. web.default:80, default/web-0:8080, cp:30080 or 10.96.0.10:53"
+TARGET_FORMS = "e.g. web.default:80, default/web-0:8080, cp:30080, 10.96.0.10:53 or [fd00:10:96::a]:53"
+PING_FORMS = "e.g. web.default, default/web-0, cp, 10.244.1.5 or fd00:10:244:1::5"
 
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _NODE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
@@ -47,14 +62,20 @@ _IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
 
 @dataclass(frozen=True)
 class Target:
-    """Where a connection check goes. kind: pod (namespace/pod), ip, or name (DNS name or node)."""
+    """Where a connection check goes. kind: pod (namespace/pod), ip, or name (DNS name or node);
+    `port` None for a ping."""
 
     kind: Literal["pod", "ip", "name"]
     host: str
-    port: int
+    port: int | None
+
+    @property
+    def family(self) -> Family | None:
+        """An address's own family (4 or 6); None for a pod or a name."""
+        return family_of(self.host) if self.kind == "ip" else None
 
     def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
+        return self.host if self.port is None else host_port(self.host, self.port)
 
 
 def _fail(message: str) -> PydanticCustomError:
@@ -84,28 +105,90 @@ def _check_pod(ref: str) -> str:
     return ref
 
 
-def parse_target(text: str) -> Target:
-    """`ns/pod:port`, `NODE:port`, `IP:port` or `dns.name:port` -> Target; ValueError says what is wrong."""
-    if not isinstance(text, str):
-        raise ValueError(f"expected TARGET:PORT as a string, got {text!r}; {TARGET_FORMS}")
-    host, sep, port = text.strip().rpartition(":")
-    if not sep:
-        raise ValueError(f"{text!r} has no port; write TARGET:PORT, {TARGET_FORMS}")
-    if not host:
-        raise ValueError(f"{text!r} has no host before the port; write TARGET:PORT, {TARGET_FORMS}")
-    if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
-        raise ValueError(f"port {port!r} in {text!r} is not a number 1-65535")
-    if ":" in host or "[" in host:
-        raise ValueError(f"{text!r}: IPv6 targets are not supported; {TARGET_FORMS}")
+def _split(text: str) -> tuple[str, str | None]:
+    """(host, port text or None) of `HOST:PORT`, `[V6]:PORT`, `[V6]`, a bare IPv6 address or `HOST`."""
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep:
+            raise ValueError(f"{text!r}: '[' without its ']'; write [IPv6 address]:PORT, e.g. [fd00::1]:80")
+        if not host:
+            raise ValueError(f"{text!r}: no address in the brackets; write [IPv6 address]:PORT, e.g. [fd00::1]:80")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} in {text!r} is not an IPv6 address (brackets hold one, "
+                             "e.g. [fd00::1]:80)") from None
+        if rest == "":
+            return host, None
+        if not rest.startswith(":"):
+            raise ValueError(f"{text!r}: after ']' comes ':PORT', e.g. [{host}]:80")
+        return host, rest[1:]
+    if text.count(":") > 1:  # an IPv6 address, bare: a ping target, or a port that needs brackets
+        if _is_ipv6(text):
+            return text, None
+        head, _, tail = text.rpartition(":")
+        hint = f"; did you mean [{head}]:{tail}?" if _is_ipv6(head) and tail.isdigit() else ""
+        raise ValueError(f"{text!r} is not an IPv6 address or HOST:PORT: an IPv6 address with a port is "
+                         f"written in brackets, e.g. [fd00::1]:80{hint}")
+    host, sep, port = text.rpartition(":")
+    return (host, port) if sep else (text, None)
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _host(host: str, text: str) -> Target:
+    """The host part of a target: a pod, an IP (either family) or a DNS name / node; port filled in later."""
     if "/" in host:
-        return Target("pod", _check_pod(host), int(port))
+        return Target("pod", _check_pod(host), None)
+    if ":" in host:
+        return Target("ip", str(ipaddress.IPv6Address(host)), None)
     if _IPV4.match(host):
         try:
             ipaddress.IPv4Address(host)
         except ValueError:
             raise ValueError(f"{host!r} in {text!r} is not an IPv4 address") from None
-        return Target("ip", host, int(port))
-    return Target("name", _check_dns_name(host, "host"), int(port))
+        return Target("ip", host, None)
+    return Target("name", _check_dns_name(host, "host"), None)
+
+
+def parse_target(text: str) -> Target:
+    """`ns/pod:port`, `NODE:port`, `IP:port` (`[v6]:port`) or `dns.name:port` -> Target; ValueError
+    says what is wrong."""
+    if not isinstance(text, str):
+        raise ValueError(f"expected TARGET:PORT as a string, got {text!r}; {TARGET_FORMS}")
+    text = text.strip()
+    if text.count(":") > 1 and not text.startswith("[") and _is_ipv6(text):
+        head, _, tail = text.rpartition(":")
+        maybe = f" (or, if :{tail} is the port, [{head}]:{tail})" if _is_ipv6(head) else ""
+        raise ValueError(f"{text!r} is an IPv6 address without a port: write [{text}]:PORT{maybe}, "
+                         f"{TARGET_FORMS}")
+    host, port = _split(text)
+    if port is None:
+        raise ValueError(f"{text!r} has no port; write TARGET:PORT, {TARGET_FORMS}")
+    if not host:
+        raise ValueError(f"{text!r} has no host before the port; write TARGET:PORT, {TARGET_FORMS}")
+    if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
+        raise ValueError(f"port {port!r} in {text!r} is not a number 1-65535")
+    return replace(_host(host, text), port=int(port))
+
+
+def parse_ping_target(text: str) -> Target:
+    """A ping's target: `ns/pod`, `NODE`, an IP (IPv6 bare or in brackets) or a DNS name, no port."""
+    if not isinstance(text, str):
+        raise ValueError(f"expected a host to ping as a string, got {text!r}; {PING_FORMS}")
+    text = text.strip()
+    host, port = _split(text)
+    if port is not None:
+        raise ValueError(f"{text!r}: a ping (protocol: icmp) has no port; write the host alone, {PING_FORMS}")
+    if not host:
+        raise ValueError(f"{text!r} names no host; {PING_FORMS}")
+    return _host(host, text)
 
 
 def parse_source(text: str) -> str:
@@ -160,12 +243,23 @@ class Expect(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     source: str = Field(alias="from")
+    protocol: Literal["tcp", "udp", "icmp"] | None = None  # before `to`: a ping's target has no port
     to: Target | None = None
     resolve: str | None = None
-    protocol: Literal["tcp", "udp"] | None = None
+    family: Literal[4, 6] | None = None
     http: HttpCheck | None = None
     result: str
     within: float = 0.0
+
+    @field_validator("family", mode="before")
+    @classmethod
+    def _family(cls, value: Any) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or value not in (4, 6):
+            raise _fail(f"expected 4 or 6 (the address family the check goes over: IPv4 or IPv6), "
+                        f"got {_describe(value)}")
+        return int(value)
 
     @field_validator("within", mode="before")
     @classmethod
@@ -185,10 +279,12 @@ class Expect(BaseModel):
 
     @field_validator("to", mode="before")
     @classmethod
-    def _to(cls, value: Any) -> Target | None:
+    def _to(cls, value: Any, info: ValidationInfo) -> Target | None:
         if value is None or isinstance(value, Target):
             return value
         try:
+            if info.data.get("protocol") == "icmp":
+                return parse_ping_target(value)
             return parse_target(value)
         except ValueError as exc:
             raise _fail(str(exc)) from None
@@ -220,8 +316,14 @@ class Expect(BaseModel):
         if self.to is None and self.resolve is None:
             raise _field_fail("to", f"missing: give 'to' (a connection check) or 'resolve' (a DNS check), "
                                     f"e.g. {EXAMPLE}")
+        if self.to is not None and self.family is not None and self.to.family not in (None, self.family):
+            raise _field_fail("family", f"{self.family} does not fit {self.to.host}, an IPv{self.to.family} address; "
+                                        f"give family {self.to.family}, or leave it out")
+        if self.protocol == "icmp" and self.to is None:
+            raise _field_fail("protocol", "icmp is a ping: it needs 'to' (a host, no port), e.g. "
+                                          "{from: default/client, to: fd00:10:244:1::5, protocol: icmp, result: open}")
         if self.http is not None:
-            if self.to is None or self.protocol == "udp":
+            if self.to is None or self.protocol in ("udp", "icmp"):
                 raise _field_fail("http", "an http check needs 'to' (a TCP port): {from: ext, to: w1:32080, "
                                           "http: {host: shop.example.test}, result: 200}")
             if not _HTTP_RESULT.match(self.result):
@@ -237,6 +339,11 @@ class Expect(BaseModel):
         canonical = _resolve_result(self.result)
         if canonical != self.result:
             object.__setattr__(self, "result", canonical)
+        own = None if canonical == "NXDOMAIN" else (6 if ":" in canonical else 4)
+        if self.family is not None and own is not None and own != self.family:
+            raise _field_fail("family", f"{self.family} does not fit the result {canonical}, an IPv{own} "
+                                        f"{'network' if '/' in canonical else 'address'}: a family {self.family} "
+                                        f"answer is never in it")
         return self
 
     # ---- derived
@@ -250,18 +357,29 @@ class Expect(BaseModel):
         return self.protocol or "tcp"
 
     @property
+    def resolve_family(self) -> Literal[4, 6] | None:
+        """The records a `resolve` check asks for: `family`, else its result's family (None: NXDOMAIN,
+        the lab's preferred family)."""
+        if self.family is not None or self.resolve is None or self.result == "NXDOMAIN":
+            return self.family
+        return 6 if ":" in self.result else 4
+
+    @property
     def destination(self) -> str:
-        """The matrix column: the target as written (with /udp), or `resolve NAME`."""
+        """The matrix column: the target as written (with /udp; `ping HOST`), or `resolve NAME`;
+        ` (IPv6)` after it when `family` asks for one."""
         if self.to is not None and self.http is not None:
-            return f"{self.http.scheme}://{self.http.host or self.to}{self.http.path} @{self.to}"
-        if self.to is not None:
-            return f"{self.to}/udp" if self.proto == "udp" else str(self.to)
-        return f"resolve {self.resolve}"
+            text = f"{self.http.scheme}://{self.http.host or self.to}{self.http.path} @{self.to}"
+        elif self.to is not None:
+            text = {"udp": f"{self.to}/udp", "icmp": f"ping {self.to}"}.get(self.proto, str(self.to))
+        else:
+            text = f"resolve {self.resolve}"
+        return text + (f" (IPv{self.family})" if self.family is not None else "")
 
     def describe(self) -> str:
         if self.to is not None:
             return f"{self.source} -> {self.destination}"
-        return f"{self.source} resolve {self.resolve}"
+        return f"{self.source} {self.destination}"
 
 
 def _field_fail(field_name: str, message: str) -> PydanticCustomError:
@@ -345,7 +463,7 @@ def _problems_of(index: int, error: ValidationError) -> list[ExpectProblem]:
         elif kind == "extra_forbidden":
             message = f"unknown key; valid keys: {', '.join(KEYS)}"
         elif kind == "literal_error" and name == "protocol":
-            message = f"{err.get('input')!r} is not valid; valid: tcp, udp"
+            message = f"{err.get('input')!r} is not valid; valid: tcp, udp, icmp (a ping)"
         elif kind == "expect":
             message = ctx.get("message", err["msg"])
         else:

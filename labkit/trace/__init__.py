@@ -13,6 +13,7 @@ terms because the rules carry comments naming their Service, endpoint or Network
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 from labkit.errors import LabkitError
 from labkit.trace import path, run
 from labkit.trace.render import FORMATS, render
-from labkit.trace.target import PROTOCOLS, Target, resolve
+from labkit.trace.target import PROTOCOLS, Target, endpoint_address, resolve
 
 DEFAULT_TIMEOUT = 1.0
 
@@ -42,22 +43,33 @@ def _route_text(route: Mapping[str, Any] | None) -> str | None:
     return " ".join(p for p in parts if p)
 
 
+def _same_endpoint(a: str, b: str) -> bool:
+    """`10.244.1.5:80` and `[fd00:10:244:1::5]:80` compared as addresses (any way of writing IPv6)."""
+    (ip_a, port_a), (ip_b, port_b) = endpoint_address(a), endpoint_address(b)
+    try:
+        return port_a == port_b and ipaddress.ip_address(ip_a) == ipaddress.ip_address(ip_b)
+    except ValueError:
+        return a == b
+
+
 def _chosen_endpoint(probe: path.Direction, target: Target) -> str | None:
     """"NS/POD IP:PORT" of the endpoint the DNAT rule picked (by its address among the Service's endpoints)."""
     for hop in probe.hops:
         for rule in hop.rules:
             found = path.DNAT.search(rule.rule)
             if found:
-                return next((e for e in target.endpoints if e.split(" ")[-1] == found.group(1)), found.group(1))
+                return next((e for e in target.endpoints if _same_endpoint(e.split(" ")[-1], found.group(1))),
+                            found.group(1))
     return None
 
 
 def trace(status: Mapping[str, Any], src: str, dst: str, protocol: str | None = None, port: int | None = None,
-          timeout: float = DEFAULT_TIMEOUT, journal: str | None = None) -> dict[str, Any]:
+          timeout: float = DEFAULT_TIMEOUT, journal: str | None = None, family: int | None = None) -> dict[str, Any]:
     """Send one probe from `src` to `dst` in the running lab whose status is given; its report (JSON-able).
+    `family` (4, 6): the address family to probe over where `dst` has both (labkit.trace.target.resolve).
     `journal`: see labkit.trace.run.collect."""
     started = time.perf_counter()
-    target = resolve(status, src, dst, protocol, port)
+    target = resolve(status, src, dst, protocol, port, family)
     if not 0 < timeout <= 30:
         raise LabkitError(f"timeout {timeout:g}s: give 0 < T <= 30 seconds")
     request = {"host": target.address, "port": target.port or 0, "timeout": timeout}
@@ -73,7 +85,8 @@ def trace(status: Mapping[str, Any], src: str, dst: str, protocol: str | None = 
     dropped = probe.dropped or reply.dropped
     return {
         "lab": status.get("name"), "source": target.source, "destination": target.asked,
-        "address": target.address, "port": target.port, "protocol": target.protocol,
+        "address": target.address, "family": 6 if ":" in target.address else 4, "port": target.port,
+        "protocol": target.protocol,
         "service": target.service, "service_endpoints": list(target.endpoints), "endpoint": endpoint,
         "result": {"open": bool(answer.get("open")), "reason": answer.get("reason")},
         "dropped": {"where": dropped.name, "by": dropped.dropped_by} if dropped else None,

@@ -9,16 +9,18 @@ first: what the kernel did, with no model of the lab needed.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from labkit.families import host_port
 from labkit.trace.nftrace import TABLE_PREFIX, Event, Monitored, Packet
 
 PLUMBING = re.compile(r"^(jump|goto) \S+$|^ct state new jump |^meta mark & 0x[0-9a-f]+ == 0x0+ return$|"
                       r"^meta mark set meta mark [|^] 0x[0-9a-f]+$")
-DNAT = re.compile(r"dnat to (\S+)")
+DNAT = re.compile(r"dnat (?:ip6? )?to (\S+)")  # `dnat ip6 to [fd00::5]:80` in an inet table
 _COMMENT = re.compile(r'comment "([^"]*)"')
 
 
@@ -83,7 +85,7 @@ def meaning(table: str, chain: str, rule: str, verdict: str | None) -> str | Non
             return f"allowed by NetworkPolicy {text}"
         if rule.startswith("ct state established,related accept"):
             return "allowed: reply of an allowed connection"
-        if rule.startswith("ip saddr @node-ips accept"):
+        if re.match(r"ip6? saddr @node-ips\S* accept", rule):
             return "allowed: sent by the node itself"
         return None
     if table == "labkit-proxy":
@@ -95,8 +97,8 @@ def meaning(table: str, chain: str, rule: str, verdict: str | None) -> str | Non
             return "service port without endpoints"
         if verdict and verdict.startswith("goto endpoint-"):
             ip, _, port = verdict.rpartition("__")[2].partition("/")
-            return f"{text or 'service'}: picked endpoint {ip}:{port}"
-        if text and text.startswith("endpoint ") and "dnat to" in rule:
+            return f"{text or 'service'}: picked endpoint {host_port(_chain_address(ip), port)}"
+        if text and text.startswith("endpoint ") and DNAT.search(rule):
             return f"DNAT to {text}"
         dnat = DNAT.search(rule)
         if dnat:
@@ -115,6 +117,19 @@ def meaning(table: str, chain: str, rule: str, verdict: str | None) -> str | Non
     if "masquerade" in rule or "snat" in rule or "dnat" in rule:
         return text or rule
     return text
+
+
+def _chain_address(text: str) -> str:
+    """The endpoint's address in a chain name: as it is, or an IPv6 address whose ':' the proxy wrote as '.'
+    (`fd00.10.244.1..3`: chain names keep to letters, digits and a few marks)."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    try:
+        return str(ipaddress.IPv6Address(text.replace(".", ":")))
+    except ValueError:
+        return text
 
 
 def _kind_of(chain: str) -> str | None:
@@ -201,7 +216,7 @@ def encap_text(groups: list[list[Event]]) -> str | None:
 
 def _is_redirect(group: list[Event]) -> bool:
     first = next((e.packet for e in group if e.kind == "packet" and e.packet is not None), None)
-    return first is not None and first.proto == "icmp" and first.flags == "redirect"
+    return first is not None and (first.proto, first.flags) in (("icmp", "redirect"), ("icmpv6", "nd-redirect"))
 
 
 def build(monitored: Mapping[str, Monitored], kinds: Mapping[str, str]) -> tuple[Direction, Direction]:

@@ -11,12 +11,13 @@ from typing import Any
 
 from labkit import templating
 from labkit.errors import LabkitError
+from labkit.families import host_port
 
 FORMATS = ("text", "json", "mermaid", "html")
 
 
 def headline(report: Mapping[str, Any]) -> str:
-    where = f"{report['address']}:{report['port']}" if report.get("port") else report["address"]
+    where = host_port(report["address"], report["port"]) if report.get("port") else report["address"]
     result = report["result"]
     verdict = ("open" if result["open"] else "closed") + (f" ({result['reason']})" if result.get("reason") else "")
     return (f"trace {report['lab']}: {report['source']} -> {report['destination']} ({where}/{report['protocol']}): "

@@ -97,15 +97,15 @@ class Monitor:
         self._lines += [line.decode("utf-8", "replace") for line in lines]
         return True
 
-    def wait_listening(self, table: str, poke: Callable[[int], None]) -> None:
-        """Until the monitor prints a change of `table`: `poke(n)` makes the n-th change (0: the table
-        itself), and another one each time the monitor has printed nothing of it for POLL seconds."""
+    def wait_listening(self, table: str, poke: Callable[[int], None], family: str = "ip") -> None:
+        """Until the monitor prints a change of `table` (of nft `family`): `poke(n)` makes the n-th change
+        (0: the table itself), and another one each time the monitor has printed nothing of it for POLL seconds."""
         deadline = time.monotonic() + STEP_TIMEOUT
         for n in itertools.count():
             poke(n)
             while True:
                 alive = self._read(self.POLL)
-                if any(f" ip {table}" in line for line in self._lines):
+                if any(f" {family} {table}" in line for line in self._lines):
                     self._lines.clear()
                     return
                 if not alive:
@@ -193,7 +193,7 @@ def _clean_after_a_killed_trace(journal: str) -> None:
         return
     stale = [p for p in recorded.get("namespaces", []) if isinstance(p, str) and p.startswith(("/run/netns/", "/proc/"))
              and os.path.exists(p)] if isinstance(recorded, dict) else []
-    parallel(lambda p: _delete(p, Marker.new(), quiet=True), stale)
+    parallel(lambda p: _delete(p, None, quiet=True), stale)  # whichever family's table it left
     os.unlink(journal)
 
 
@@ -201,11 +201,12 @@ def collect(namespaces: Mapping[str, str], source: str, request: dict[str, Any],
             marker: Marker | None = None,
             journal: str | None = None) -> tuple[Marker, dict[str, Any], dict[str, Monitored]]:
     """Trace one probe: `namespaces` maps a name (node or NS/POD) to its netns path; `source` is
-    one of them. Returns the marker, the agent's answer and each namespace's trace events.
+    one of them. Returns the marker, the agent's answer and each namespace's trace events. The probe's
+    address family (the request's host) picks the marker's table: `ip` for IPv4, `inet` for IPv6.
 
     `journal`, a file in the lab's state folder, lists the namespaces given a trace table while the
     trace runs; one left by a trace killed half way has its tables removed first."""
-    marker = marker or Marker.new()
+    marker = marker or Marker.new(6 if ":" in str(request.get("host", "")) else 4)
     if journal is not None:
         if os.path.exists(journal):
             _clean_after_a_killed_trace(journal)
@@ -222,12 +223,13 @@ def collect(namespaces: Mapping[str, str], source: str, request: dict[str, Any],
 
         def install(name: str) -> None:
             def poke(n: int) -> None:
-                argv = ["nft", "-f", "-"] if n == 0 else ["nft", "add", "chain", "ip", marker.table, f"listening-{n}"]
+                argv = ["nft", "-f", "-"] if n == 0 else ["nft", "add", "chain", marker.nft_family, marker.table,
+                                                           f"listening-{n}"]
                 done = _run(namespaces[name], argv, stdin=text if n == 0 else None)
                 if done.returncode != 0:
                     raise LabkitError(f"cannot add the trace table in {name}: {done.stderr.strip()}")
 
-            monitors[name].wait_listening(marker.table, poke)
+            monitors[name].wait_listening(marker.table, poke, marker.nft_family)
 
         parallel(install, names)
         answer = agent.ask({"id": 1, "op": "trace", "protocol": protocol, "sport": marker.sport, "tos": marker.tos,
@@ -247,7 +249,7 @@ def collect(namespaces: Mapping[str, str], source: str, request: dict[str, Any],
     return marker, answer, {name: monitors[name].result for name in names}
 
 
-def _delete(netns_path: str, marker: Marker, quiet: bool = False, text: str | None = None) -> None:
+def _delete(netns_path: str, marker: Marker | None, quiet: bool = False, text: str | None = None) -> None:
     try:
         done = _run(netns_path, ["nft", "-f", "-"], stdin=text or delete_text(marker))
     except LabkitError:
@@ -259,8 +261,9 @@ def _delete(netns_path: str, marker: Marker, quiet: bool = False, text: str | No
 
 
 def route_get(netns_path: str, daddr: str, saddr: str | None = None, iif: str | None = None) -> dict[str, Any] | None:
-    """The route that matched (`ip route get fibmatch`) for a packet as it was in that namespace."""
-    argv = ["ip", "-j", "route", "get", "fibmatch", daddr]
+    """The route that matched (`ip route get fibmatch`; `ip -6` for an IPv6 packet) for a packet as it was
+    in that namespace."""
+    argv = ["ip", "-j", *(["-6"] if ":" in daddr else []), "route", "get", "fibmatch", daddr]
     if saddr and iif:
         argv += ["from", saddr, "iif", iif]
     done = _run(netns_path, argv)

@@ -284,7 +284,7 @@ def test_html_link_labels_show_interfaces_and_addresses(shipped):
     for node in shipped["nodes"]:
         for iface in node["interfaces"]:
             assert iface["name"] in text
-            for address in iface["ipv4"]:
+            for address in iface["ipv4"] + iface.get("ipv6", []):
                 assert address in text
 
 
@@ -300,8 +300,9 @@ def test_dot_has_every_node_and_link(shipped):
         a, b, attrs = ids[key]
         (na, ia), (nb, ib) = link["a"].split(":"), link["b"].split(":")
         assert (a, b) == (na, nb)
-        assert attrs["taillabel"].split("\n") == [ia, *by_name[na][ia]["ipv4"]]
-        assert attrs["headlabel"].split("\n") == [ib, *by_name[nb][ib]["ipv4"]]
+        # both families' addresses, IPv4 first
+        assert attrs["taillabel"].split("\n") == [ia, *by_name[na][ia]["ipv4"], *by_name[na][ia].get("ipv6", [])]
+        assert attrs["headlabel"].split("\n") == [ib, *by_name[nb][ib]["ipv4"], *by_name[nb][ib].get("ipv6", [])]
 
 
 def test_mermaid_has_every_node_and_link(shipped):

@@ -3,6 +3,7 @@ how netlink notifications read (no root, no kernel)."""
 
 from __future__ import annotations
 
+import socket
 import struct
 
 import pytest
@@ -129,3 +130,30 @@ def test_link_notifications_become_up_down_events() -> None:
     event = next(watched._decode("kube3", 3.0, nl.RTM_NEWROUTE, route))
     assert event.as_dict()["dst"] == "10.244.1.5/32" and event.detail["interface"] == "veth1"
     assert "route added 10.244.1.5/32 dev veth1" in event.text()
+
+
+def _addr_payload(family: int, address: bytes, prefixlen: int, index: int) -> bytes:
+    return struct.pack("=BBBBI", family, prefixlen, 0, 0, index) + nl.attr(nl.IFA_LOCAL, address) \
+        + nl.attr(nl.IFA_ADDRESS, address)
+
+
+def _route_payload(family: int, dst: bytes, prefixlen: int, oif: int, table: int = 254) -> bytes:
+    return struct.pack("=BBBBBBBBI", family, prefixlen, 0, 0, table, 4, 0, 1, 0) + nl.attr(nl.RTA_DST, dst) \
+        + nl.attr_u32(nl.RTA_OIF, oif)
+
+
+def test_ipv6_addresses_and_routes_are_events_and_link_local_ones_not() -> None:
+    watched = object.__new__(events._Watched)
+    watched.name, watched.links = "w1", {7: ("veth1", "up")}
+    ula = socket.inet_pton(socket.AF_INET6, "fd00:10:244:1::5")
+    added = list(watched._decode("kube3", 1.0, nl.RTM_NEWADDR, _addr_payload(socket.AF_INET6, ula, 64, 7)))
+    assert [(e.kind, e.action, e.detail) for e in added] == [
+        ("address", "added", {"address": "fd00:10:244:1::5/64", "interface": "veth1"})]
+    net = socket.inet_pton(socket.AF_INET6, "fd00:10:244:2::")
+    route = next(watched._decode("kube3", 1.0, nl.RTM_NEWROUTE, _route_payload(socket.AF_INET6, net, 64, 7)))
+    assert route.as_dict()["dst"] == "fd00:10:244:2::/64" and "route added fd00:10:244:2::/64 dev veth1" in route.text()
+    link_local = socket.inet_pton(socket.AF_INET6, "fe80::1")
+    assert list(watched._decode("kube3", 1.0, nl.RTM_NEWADDR, _addr_payload(socket.AF_INET6, link_local, 64, 7))) == []
+    fe80 = socket.inet_pton(socket.AF_INET6, "fe80::")
+    assert list(watched._decode("kube3", 1.0, nl.RTM_NEWROUTE, _route_payload(socket.AF_INET6, fe80, 64, 7))) == []
+    assert events.GROUPS & nl.RTMGRP_IPV6_IFADDR and events.GROUPS & nl.RTMGRP_IPV6_ROUTE

@@ -56,3 +56,35 @@ def test_the_ingress_controller_is_one_line_with_what_it_leaves_alone():
     assert "ingress: HAProxy behind labkit-ingress/haproxy on 80/HTTP (3 routes); config " \
            "/run/labkit/edge/ingress/haproxy.cfg" in text
     assert "not served: default/x: no IngressClass 'nginx'" in text
+
+
+DUAL = {
+    **LAB,
+    "nodes": [{"name": "w1", "kind": "k8s-node", "mgmt_ipv4": "172.31.0.3", "mgmt_ipv6": "fd00:172:31::3",
+               "pod_cidr": "10.244.1.0/24", "pod_cidrs": ["10.244.1.0/24", "fd00:10:244:1::/64"],
+               "interfaces": [{"name": "eth0", "ipv4": ["172.31.0.3/24"], "ipv6": ["fd00:172:31::3/64"]}]}],
+    "pods": [{"namespace": "default", "name": "web", "node": "w1", "ip": "10.244.1.5",
+              "ips": ["10.244.1.5", "fd00:10:244:1::5"]}],
+    "services": [{"namespace": "default", "name": "web", "type": "ClusterIP", "cluster_ip": "10.96.0.20",
+                  "cluster_ips": ["10.96.0.20", "fd00:10:96::14"], "ports": [{"port": 80, "protocol": "TCP"}],
+                  "endpoints": [{"ip": "10.244.1.5"}, {"ip": "fd00:10:244:1::5"}]}],
+    "dns": {"ip": "10.96.0.10", "ips": ["10.96.0.10", "fd00:10:96::a"], "domain": "cluster.local"},
+}
+
+
+def test_a_dual_stack_lab_shows_both_families_whole():
+    out = io.StringIO()
+    print_status([DUAL], Console(file=out, width=100, force_terminal=False))
+    text = out.getvalue()
+    for address in ("172.31.0.3", "fd00:172:31::3", "10.244.1.0/24", "fd00:10:244:1::/64", "fd00:172:31::3/64",
+                    "10.244.1.5", "fd00:10:244:1::5", "10.96.0.20", "fd00:10:96::14"):
+        assert address in text, address
+    assert "mgmt ip " in text and "mgmt ipv4" not in text
+    assert "cluster DNS 10.96.0.10, fd00:10:96::a (zone cluster.local)" in text
+    assert "…" not in text
+
+
+def test_an_ipv4_lab_keeps_its_columns():
+    out = io.StringIO()
+    print_status([LAB], Console(file=out, width=120, force_terminal=False))
+    assert "mgmt ipv4" in out.getvalue()

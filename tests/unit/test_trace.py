@@ -151,7 +151,7 @@ def test_other_targets_and_their_errors():
     assert resolve(STATUS, "cp", "w1", "icmp").port is None
     for src, dst, protocol, message in [
         ("default/nope", "web", None, "no node or pod 'default/nope'"),
-        ("cp", "nothing", None, "is no pod, node, Service or IPv4 address"),
+        ("cp", "nothing", None, "is no pod, node, Service or IP address"),
         ("cp", "w1", None, "give a port"),
         ("cp", "web:99999", None, "not a port"),
         ("cp", "web", "sctp", "unknown protocol"),

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from labkit import verify
 from labkit.errors import InputError
-from labkit.topology.expect import Expect, Target, expect_problems, parse_expects, parse_target
+from labkit.topology.expect import Expect, Target, expect_problems, parse_expects, parse_ping_target, parse_target
 from labkit.verify import CheckResult, Report
 
 # ---------------------------------------------------------------- targets
@@ -33,9 +33,51 @@ from labkit.verify import CheckResult, Report
 def test_good_targets(text: str, target: Target) -> None:
     assert parse_target(text) == target
     assert str(target) == f"{target.host}:{target.port}"
+    assert target.family == (4 if target.kind == "ip" else None)
 
 
-FORMS = "e.g. web.default:80, default/web-0:8080, cp:30080 or 10.96.0.10:53"
+@pytest.mark.parametrize("text, target, written", [
+    ("[fd00::1]:80", Target("ip", "fd00::1", 80), "[fd00::1]:80"),
+    ("[FD00:0:0::a]:53", Target("ip", "fd00::a", 53), "[fd00::a]:53"),  # kept canonical: one column per address
+    (" [fd00:10:96::a]:53 ", Target("ip", "fd00:10:96::a", 53), "[fd00:10:96::a]:53"),
+    ("[::ffff:10.0.0.1]:80", Target("ip", "::ffff:a00:1", 80), "[::ffff:a00:1]:80"),
+])
+def test_ipv6_targets_in_brackets(text: str, target: Target, written: str) -> None:
+    assert parse_target(text) == target
+    assert str(target) == written and target.family == 6
+
+
+@pytest.mark.parametrize("text, target", [
+    ("fd00:10:244:1::5", Target("ip", "fd00:10:244:1::5", None)),
+    ("[fd00:10:244:1::5]", Target("ip", "fd00:10:244:1::5", None)),
+    ("10.244.1.5", Target("ip", "10.244.1.5", None)),
+    ("default/web-0", Target("pod", "default/web-0", None)),
+    ("cp", Target("name", "cp", None)),
+    ("web.default", Target("name", "web.default", None)),
+])
+def test_ping_targets_have_no_port(text: str, target: Target) -> None:
+    assert parse_ping_target(text) == target
+    assert str(target) == target.host
+
+
+PING_FORMS = "e.g. web.default, default/web-0, cp, 10.244.1.5 or fd00:10:244:1::5"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("web:80", f"'web:80': a ping (protocol: icmp) has no port; write the host alone, {PING_FORMS}"),
+    ("[fd00::1]:80", f"'[fd00::1]:80': a ping (protocol: icmp) has no port; write the host alone, {PING_FORMS}"),
+    ("fd00::zz", "'fd00::zz' is not an IPv6 address or HOST:PORT: an IPv6 address with a port is written in "
+                 "brackets, e.g. [fd00::1]:80"),
+    ("10.0.0.300", "'10.0.0.300' in '10.0.0.300' is not an IPv4 address"),
+    (5, f"expected a host to ping as a string, got 5; {PING_FORMS}"),
+])
+def test_bad_ping_targets(text: object, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        parse_ping_target(text)  # type: ignore[arg-type]
+    assert str(info.value) == message
+
+
+FORMS = "e.g. web.default:80, default/web-0:8080, cp:30080, 10.96.0.10:53 or [fd00:10:96::a]:53"
 
 
 @pytest.mark.parametrize("text, message", [
@@ -46,7 +88,24 @@ FORMS = "e.g. web.default:80, default/web-0:8080, cp:30080 or 10.96.0.10:53"
     ("web:http", "port 'http' in 'web:http' is not a number 1-65535"),
     ("web:\u0661\u0662", "port '\u0661\u0662' in 'web:\u0661\u0662' is not a number 1-65535"),  # Arabic-Indic 12
     ("10.0.0.300:80", "'10.0.0.300' in '10.0.0.300:80' is not an IPv4 address"),
-    ("[::1]:80", f"'[::1]:80': IPv6 targets are not supported; {FORMS}"),
+    ("[::1]", f"'[::1]' has no port; write TARGET:PORT, {FORMS}"),
+    ("fd00::1", f"'fd00::1' is an IPv6 address without a port: write [fd00::1]:PORT, {FORMS}"),
+    ("fd00::1:80", f"'fd00::1:80' is an IPv6 address without a port: write [fd00::1:80]:PORT (or, if :80 is "
+                   f"the port, [fd00::1]:80), {FORMS}"),
+    ("fd00::zz:80", "'fd00::zz:80' is not an IPv6 address or HOST:PORT: an IPv6 address with a port is written "
+                    "in brackets, e.g. [fd00::1]:80"),
+    ("fd00::1:8080:80", "'fd00::1:8080:80' is an IPv6 address without a port: write [fd00::1:8080:80]:PORT (or, "
+                        f"if :80 is the port, [fd00::1:8080]:80), {FORMS}"),
+    ("10.0.0.1:80:80", "'10.0.0.1:80:80' is not an IPv6 address or HOST:PORT: an IPv6 address with a port is "
+                       "written in brackets, e.g. [fd00::1]:80"),
+    ("[fd00::1]80", "'[fd00::1]80': after ']' comes ':PORT', e.g. [fd00::1]:80"),
+    ("[fd00::1]:", "port '' in '[fd00::1]:' is not a number 1-65535"),
+    ("[fd00::1]:99999", "port '99999' in '[fd00::1]:99999' is not a number 1-65535"),
+    ("[fd00::1:80", "'[fd00::1:80': '[' without its ']'; write [IPv6 address]:PORT, e.g. [fd00::1]:80"),
+    ("[]:80", "'[]:80': no address in the brackets; write [IPv6 address]:PORT, e.g. [fd00::1]:80"),
+    ("[10.0.0.1]:80", "'10.0.0.1' in '[10.0.0.1]:80' is not an IPv6 address (brackets hold one, e.g. "
+                      "[fd00::1]:80)"),
+    ("[web]:80", "'web' in '[web]:80' is not an IPv6 address (brackets hold one, e.g. [fd00::1]:80)"),
     ("web_x:80", "host 'web_x' is not a DNS name: label 'web_x' must be 1-63 of a-z, 0-9, '-', "
                  "starting and ending with a letter or digit"),
     ("web..default:80", "host 'web..default' is not a DNS name: label '' must be 1-63 of a-z, 0-9, '-', "
@@ -109,9 +168,9 @@ EXAMPLE = "{from: default/client, to: web:80, result: open}"
     ({"from": "default/client", "to": "web:80", "result": True},
      ["expect[0].result: expected open, closed, a CIDR, an IP or NXDOMAIN, got True"]),
     ({"from": "default/client", "to": "web:80", "result": "open", "protocol": "sctp"},
-     ["expect[0].protocol: 'sctp' is not valid; valid: tcp, udp"]),
+     ["expect[0].protocol: 'sctp' is not valid; valid: tcp, udp, icmp (a ping)"]),
     ({"from": "default/client", "to": "web:80", "result": "open", "timeout": 3},
-     ["expect[0].timeout: unknown key; valid keys: from, to, resolve, result, protocol, within, http"]),
+     ["expect[0].timeout: unknown key; valid keys: from, to, resolve, result, protocol, family, within, http"]),
     ({"from": "default/client", "to": "web", "result": "open"},
      [f"expect[0].to: 'web' has no port; write TARGET:PORT, {FORMS}"]),
     ({"from": "Default/Client", "to": "web:80", "result": "open"},
@@ -139,7 +198,7 @@ EXAMPLE = "{from: default/client, to: web:80, result: open}"
      ["expect[0].from: 'a/b/c' is not NS/POD: a namespace and a pod name of a-z, 0-9, '-' (pod names also '.'), "
       "e.g. default/client",
       f"expect[0].to: 'web' has no port; write TARGET:PORT, {FORMS}",
-      "expect[0].via: unknown key; valid keys: from, to, resolve, result, protocol, within, http"]),
+      "expect[0].via: unknown key; valid keys: from, to, resolve, result, protocol, family, within, http"]),
 ])
 def test_bad_entries_name_the_entry_and_field(entry: object, problems: list[str]) -> None:
     checks, found = expect_problems([entry])
@@ -190,12 +249,19 @@ def test_load_expects_from_a_topology_file(tmp_path) -> None:
         "  - {from: a, to: 10.0.0.1:22, result: open}\n"
         "  - from: a\n"
         "    to: 10.0.0.1:22\n"
+        "    protocol: sctp\n"
+        "    result: open\n"
+        "  - from: a\n"
+        "    to: '[fd00::1]:22'\n"
         "    protocol: icmp\n"
         "    result: open\n"
     )
     with pytest.raises(InputError) as info:
         verify.load_expects(str(topo))
-    assert str(info.value) == f"{topo}:8: expect[1].protocol: 'icmp' is not valid; valid: tcp, udp"
+    assert str(info.value) == (
+        f"{topo}:8: expect[1].protocol: 'sctp' is not valid; valid: tcp, udp, icmp (a ping)\n"
+        f"{topo}:11: expect[2].to: '[fd00::1]:22': a ping (protocol: icmp) has no port; write the host alone, "
+        "e.g. web.default, default/web-0, cp, 10.244.1.5 or fd00:10:244:1::5")
     topo.write_text("name: t\ntopology:\n  nodes: {a: {kind: linux}}\n"
                     "expect:\n  - {from: a, resolve: x, result: NXDOMAIN}\n")
     assert [c.resolve for c in verify.load_expects(str(topo))] == ["x"]
@@ -376,7 +442,8 @@ def test_report_as_json() -> None:
     }
     assert data["checks"][2] == {
         "index": 2, "from": "default/client", "kind": "connect", "to": "10.96.0.10:53", "protocol": "udp",
-        "resolve": None, "expected": "open", "actual": "open", "ok": True, "reason": "reply (26 bytes)",
+        "resolve": None, "family": None, "expected": "open", "actual": "open", "ok": True,
+        "reason": "reply (26 bytes)",
         "addresses": [], "address": None, "within": 0.0, "attempts": 1, "elapsed": 0.0}
     assert data["checks"][6]["kind"] == "resolve" and data["checks"][6]["protocol"] is None
     assert len(data["mismatches"]) == 2

@@ -104,17 +104,23 @@ def test_serve_reports_a_busy_port(capsys) -> None:
 
 
 class FakeDNS:
-    """A DNS server on loopback: answers from `zone`, NXDOMAIN inside `suffix`, REFUSED outside; logs queries."""
+    """A DNS server on loopback: answers from `zone`, NXDOMAIN inside `suffix`, REFUSED outside; logs queries.
 
-    def __init__(self, zone: dict[str, list[str]], suffix: str = "cluster.local.", truncate: bool = False):
-        self.zone, self.suffix, self.truncate = zone, suffix, truncate
+    A zone's addresses are both families': an A query is answered with its IPv4 ones, AAAA with its IPv6
+    ones (NODATA when it has none of that family). `host`: the loopback address to listen on."""
+
+    def __init__(self, zone: dict[str, list[str]], suffix: str = "cluster.local.", truncate: bool = False,
+                 host: str = "127.0.0.1"):
+        self.zone, self.suffix, self.truncate, self.host = zone, suffix, truncate, host
         self.asked: list[str] = []
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind(("127.0.0.1", 0))
+        self.types: list[str] = []
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.udp = socket.socket(family, socket.SOCK_DGRAM)
+        self.udp.bind((host, 0))
         self.port = self.udp.getsockname()[1]
-        self.tcp = socket.socket()
+        self.tcp = socket.socket(family)
         self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.tcp.bind(("127.0.0.1", self.port))
+        self.tcp.bind((host, self.port))
         self.tcp.listen(8)
         self.tcp_queries = 0
         threading.Thread(target=self._serve_udp, daemon=True).start()
@@ -122,19 +128,22 @@ class FakeDNS:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def answer(self, wire: bytes, tcp: bool) -> bytes:
         q = dns.message.from_wire(wire)
         name = q.question[0].name.to_text()
+        rdtype = dns.rdatatype.to_text(q.question[0].rdtype)
         self.asked.append(name)
+        self.types.append(rdtype)
         r = dns.message.make_response(q)
         if name in self.zone:
             if self.truncate and not tcp:
                 r.flags |= dns.flags.TC
                 return r.to_wire()
-            if self.zone[name]:
-                r.answer.append(dns.rrset.from_text_list(name, 5, "IN", "A", self.zone[name]))
+            found = [a for a in self.zone[name] if (":" in a) == (rdtype == "AAAA")]
+            if found:
+                r.answer.append(dns.rrset.from_text_list(name, 5, "IN", rdtype, found))
         elif name.endswith(self.suffix):
             r.set_rcode(dns.rcode.NXDOMAIN)
         else:
