@@ -80,25 +80,46 @@ def mode_variant(topology: Path, mode: str, folder: Path) -> Path:
 DUAL_STACK = {"pod-cidr": "fd00:10:244::/56", "service-cidr": "fd00:10:96::/112", "mgmt": "fd00:172:31::/64"}
 
 
+EMBEDDED = ipaddress.IPv6Network("fd00:ffff::/96")  # a link's IPv4 a.b.c.d/p has the twin fd00:ffff::a.b.c.d/96+p
+
+
 def stack_variant(topology: Path, folder: Path) -> Path:
     """`topology` made dual-stack: an IPv6 range beside each IPv4 one (IPv4 stays preferred), and every
     Service of its workloads PreferDualStack unless it says otherwise, so each gets a ClusterIP per family.
-    Routes to the IPv4 service CIDR get their IPv6 twin through the same node."""
+    Every IPv4 link address gets an IPv6 twin, every static IPv4 route its IPv6 twin: the pod, service and
+    mgmt ranges map to their IPv6 ranges (mgmt .2 is ::2), other addresses embed into EMBEDDED."""
     doc = yaml.safe_load(topology.read_text())
     cluster = doc["cluster"]
-    cluster["pod-cidr"] = f"{cluster.get('pod-cidr', '10.244.0.0/16')},{DUAL_STACK['pod-cidr']}"
-    cluster["service-cidr"] = f"{cluster.get('service-cidr', '10.96.0.0/16')},{DUAL_STACK['service-cidr']}"
+    pod_v4, service_v4 = cluster.get("pod-cidr", "10.244.0.0/16"), cluster.get("service-cidr", "10.96.0.0/16")
+    cluster["pod-cidr"] = f"{pod_v4},{DUAL_STACK['pod-cidr']}"
+    cluster["service-cidr"] = f"{service_v4},{DUAL_STACK['service-cidr']}"
     mgmt = doc.setdefault("mgmt", {})
     mgmt["ipv6-subnet"] = DUAL_STACK["mgmt"]
     v4_mgmt = ipaddress.IPv4Network(mgmt.get("ipv4-subnet", "172.31.0.0/24"))
-    v6_mgmt = ipaddress.IPv6Network(DUAL_STACK["mgmt"])
-    service_v4 = cluster["service-cidr"].split(",")[0]
+    ranges = {ipaddress.IPv4Network(pod_v4): DUAL_STACK["pod-cidr"], ipaddress.IPv4Network(service_v4):
+              DUAL_STACK["service-cidr"]}
+
+    def twin(address: ipaddress.IPv4Address) -> ipaddress.IPv6Address:
+        if address in v4_mgmt:
+            return ipaddress.IPv6Network(DUAL_STACK["mgmt"]).network_address + (int(address) - int(v4_mgmt[0]))
+        return EMBEDDED.network_address + int(address)
+
+    def twin_interface(text: str) -> str:
+        interface = ipaddress.IPv4Interface(text)
+        return f"{twin(interface.ip)}/{96 + interface.network.prefixlen}"
+
     for node in doc["topology"]["nodes"].values():
         for route in list((node or {}).get("routes", [])):
-            via = ipaddress.ip_address(route["via"])
-            if route["dst"] == service_v4 and via in v4_mgmt:  # mgmt addresses mirror: .2 and ::2
-                twin = v6_mgmt.network_address + (int(via) - int(v4_mgmt.network_address))
-                node["routes"].append({"dst": DUAL_STACK["service-cidr"], "via": str(twin)})
+            dst = route["dst"] if route["dst"] == "default" else ipaddress.ip_network(route["dst"])
+            if dst != "default" and dst.version == 4:
+                dst = ranges.get(dst) or f"{twin(dst.network_address)}/{96 + dst.prefixlen}"
+            node["routes"].append({**route, "dst": str(dst), "via": str(twin(ipaddress.IPv4Address(route["via"])))})
+    for link in doc["topology"].get("links", []):
+        if link.get("ipv4") and not link.get("ipv6"):
+            link["ipv6"] = [twin_interface(a) if a else "" for a in link["ipv4"]]
+        for end in link.get("endpoints", []):
+            if isinstance(end, dict) and end.get("ipv4") and not end.get("ipv6"):
+                end["ipv6"] = twin_interface(end["ipv4"])
     docs = []
     for entry in doc.get("workloads", []):
         manifests = yaml.safe_load_all((topology.parent / entry).read_text()) if isinstance(entry, str) else [entry]
