@@ -18,19 +18,22 @@ from labkit import state
 from labkit.pytest_plugin import RunningLab
 from labkit.topology.plan import netns_prefix
 
-from .conftest import labkit
+from labkit.families import host_port
+
+from .conftest import families, labkit
 
 # A one-shot TCP server that answers with the address it sees the client connect from, and says
 # "ready" once it listens.
 PEER_ADDRESS_SERVER = """
-import socket, sys
-server = socket.socket()
-server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-server.bind(("", int(sys.argv[1])))
-server.listen()
+import ipaddress, socket, sys
+try:  # both families where the namespace has IPv6 (an IPv4 peer shows as ::ffff:a.b.c.d: unmapped below)
+    server = socket.create_server(("::", int(sys.argv[1])), family=socket.AF_INET6, dualstack_ipv6=True)
+except OSError:
+    server = socket.create_server(("", int(sys.argv[1])))
 print("ready", flush=True)
-conn, (peer, _) = server.accept()
-conn.sendall(peer.encode() + b"\\n")
+conn, (peer, *_) = server.accept()
+peer = ipaddress.ip_address(peer)
+conn.sendall(str(getattr(peer, "ipv4_mapped", None) or peer).encode() + b"\\n")
 conn.close()
 """
 
@@ -46,23 +49,28 @@ def serve_peer_address(netns_path: str, port: int) -> subprocess.Popen:
 
 
 def test_every_pod_pings_every_other_pod(kube_lab: RunningLab) -> None:
+    """... on every address it has: one per cluster family."""
     everyone = kube_lab.pods()
-    pairs = list(itertools.permutations(everyone, 2))
+    pairs = [(src, dst, ip) for src, dst in itertools.permutations(everyone, 2) for ip in everyone[dst]["ips"]]
 
-    def ping(pair: tuple[str, str]) -> tuple[str, str, bool]:
-        src, dst = pair
-        ok = kube_lab.exec(src, "ping", "-c1", "-W2", everyone[dst]["ip"]).returncode == 0
-        return src, dst, ok
+    def ping(pair: tuple[str, str, str]) -> tuple[str, str, bool]:
+        src, _, ip = pair
+        ok = kube_lab.exec(src, "ping", "-c1", "-W2", ip).returncode == 0
+        return src, ip, ok
 
     with ThreadPoolExecutor(8) as pool:
-        failed = [(s, d) for s, d, ok in pool.map(ping, pairs) if not ok]
+        failed = [(s, ip) for s, ip, ok in pool.map(ping, pairs) if not ok]
     assert len(everyone) >= 5 and failed == []
+    assert all(len(p["ips"]) == len(families(kube_lab)) for p in everyone.values())
 
 
 def test_pods_are_spread_and_addressed_from_their_node_cidr(kube_lab: RunningLab) -> None:
     nodes = {n["name"]: n for n in kube_lab.summary["nodes"]}
     for pod in kube_lab.summary["pods"]:
         assert ipaddress.IPv4Address(pod["ip"]) in ipaddress.IPv4Network(nodes[pod["node"]]["pod_cidr"])
+        pod_cidrs = [ipaddress.ip_network(c) for c in nodes[pod["node"]]["pod_cidrs"]]
+        assert [ipaddress.ip_address(ip).version for ip in pod["ips"]] == list(families(kube_lab))
+        assert all(any(ipaddress.ip_address(ip) in c for c in pod_cidrs) for ip in pod["ips"]), pod
     assert kube_lab.pods()["default/client"]["node"] == "cp" and kube_lab.pods()["team-a/probe"]["node"] == "w2"
     replicas = [p for p in kube_lab.pods() if p.startswith("default/echo-")]
     assert len(replicas) == 3
@@ -72,7 +80,8 @@ def test_pods_are_spread_and_addressed_from_their_node_cidr(kube_lab: RunningLab
 def test_pod_sees_its_own_hostname_hosts_and_resolv_conf(kube_lab: RunningLab) -> None:
     probe = kube_lab.pods()["team-a/probe"]
     assert kube_lab.exec("team-a/probe", "hostname").stdout.strip() == "probe"
-    assert f"{probe['ip']}\tprobe" in kube_lab.exec("team-a/probe", "cat", "/etc/hosts").stdout
+    hosts = kube_lab.exec("team-a/probe", "cat", "/etc/hosts").stdout
+    assert all(f"{ip}\tprobe" in hosts for ip in probe["ips"])  # kubelet writes every pod IP
     resolv = kube_lab.exec("team-a/probe", "cat", "/etc/resolv.conf").stdout
     assert "nameserver 10.96.0.10" in resolv
     assert "search team-a.svc.cluster.local svc.cluster.local cluster.local" in resolv
@@ -82,34 +91,42 @@ def test_pod_sees_its_own_hostname_hosts_and_resolv_conf(kube_lab: RunningLab) -
 def test_pod_to_pod_across_nodes_keeps_the_source_address(kube_lab: RunningLab) -> None:
     client, server_pod = kube_lab.pods()["default/client"], kube_lab.pods()["team-a/probe"]
     assert client["node"] != server_pod["node"]
-    server = serve_peer_address(server_pod["netns_path"], 9000)
-    try:
-        seen = kube_lab.exec("default/client", "socat", "-T3", "-", f"TCP:{server_pod['ip']}:9000").stdout.strip()
-    finally:
-        server.kill()
-        server.wait()
-    assert seen == client["ip"], "pod-to-pod traffic was NATed"
+    for family, (ip, source) in enumerate(zip(server_pod["ips"], client["ips"], strict=True)):
+        server = serve_peer_address(server_pod["netns_path"], 9000 + family)
+        try:
+            seen = kube_lab.exec("default/client", "socat", "-T3", "-", f"TCP:{host_port(ip, 9000 + family)}").stdout
+        finally:
+            server.kill()
+            server.wait()
+        assert seen.strip() == source, f"pod-to-pod traffic to {ip} was NATed"
 
 
 def test_pod_to_outside_is_masqueraded_to_the_node_address(kube_lab: RunningLab) -> None:
     """... unless `cni.masquerade: false` (kube-bgp, Calico's natOutgoing: false): then by its own address."""
     nodes = {n["name"]: n for n in kube_lab.summary["nodes"]}
     probe = kube_lab.pods()["team-a/probe"]
-    server = serve_peer_address(kube_lab.netns_path("ext"), 9001)
-    try:
-        seen = kube_lab.exec("team-a/probe", "socat", "-T3", "-", f"TCP:{nodes['ext']['mgmt_ipv4']}:9001").stdout
-    finally:
-        server.kill()
-        server.wait()
     masquerade = kube_lab.summary["cni"]["masquerade"]
-    assert seen.strip() == (nodes[probe["node"]]["mgmt_ipv4"] if masquerade else probe["ip"])
+    for family, pod_ip in zip(families(kube_lab), probe["ips"], strict=True):
+        key = "mgmt_ipv4" if family == 4 else "mgmt_ipv6"
+        server = serve_peer_address(kube_lab.netns_path("ext"), 9100 + family)
+        try:
+            seen = kube_lab.exec("team-a/probe", "socat", "-T3", "-",
+                                 f"TCP:{host_port(nodes['ext'][key], 9100 + family)}").stdout
+        finally:
+            server.kill()
+            server.wait()
+        assert seen.strip() == (nodes[probe["node"]][key] if masquerade else pod_ip), family
 
 
 def test_deployment_replicas_serve(kube_lab: RunningLab) -> None:
+    client = kube_lab.pods()["default/client"]
     for name, pod in kube_lab.pods().items():
         if name.startswith("default/echo-"):
-            answer = kube_lab.exec("default/client", "socat", "-T3", "-", f"TCP:{pod['ip']}:8080").stdout
-            assert answer.split() == [name.split("/")[1], kube_lab.pods()["default/client"]["ip"]]
+            for ip, source in zip(pod["ips"], client["ips"], strict=True):
+                answer = kube_lab.exec("default/client", "socat", "-T3", "-", f"TCP:{host_port(ip, 8080)}").stdout
+                pod_name, peer = answer.split()
+                seen = ipaddress.ip_address(peer.strip("[]"))  # socat writes IPv6 in full
+                assert pod_name == name.split("/")[1] and seen == ipaddress.ip_address(source), answer
 
 
 def test_exec_into_a_pod_and_status_json(kube_lab: RunningLab) -> None:
@@ -118,7 +135,7 @@ def test_exec_into_a_pod_and_status_json(kube_lab: RunningLab) -> None:
     assert {(p["namespace"], p["name"]) for p in status["pods"]} == {
         (p["namespace"], p["name"]) for p in kube_lab.summary["pods"]}
     assert all({"namespace", "name", "node", "ip"} <= set(p) for p in status["pods"])
-    assert status["dns"] == {"ip": "10.96.0.10", "domain": "cluster.local"}
+    assert (status["dns"]["ip"], status["dns"]["domain"]) == ("10.96.0.10", "cluster.local")
 
 
 def test_pods_attach_as_the_topologys_cni_mode_says(kube_lab: RunningLab) -> None:
@@ -196,18 +213,22 @@ def test_the_labs_cni_bin_dir_attaches_a_namespace_of_ones_own(kube_lab: Running
     try:
         added = plugin("ADD")
         assert added.returncode == 0, added.stdout + added.stderr
-        ip = json.loads(added.stdout)["ips"][0]["address"].split("/")[0]
-        assert ipaddress.IPv4Address(ip) in ipaddress.IPv4Network(nodes["w1"]["pod_cidr"])
+        ips = [entry["address"].split("/")[0] for entry in json.loads(added.stdout)["ips"]]
+        assert [ipaddress.ip_address(ip).version for ip in ips] == list(families(kube_lab))
+        assert all(any(ipaddress.ip_address(ip) in ipaddress.ip_network(c) for c in nodes["w1"]["pod_cidrs"])
+                   for ip in ips), ips
         client = kube_lab.pods()["default/client"]
         assert client["node"] != "w1"
-        assert subprocess.run(["ip", "netns", "exec", extra, "ping", "-c1", "-W2", client["ip"]]).returncode == 0
-        assert kube_lab.exec("default/client", "ping", "-c1", "-W2", ip).returncode == 0
+        for ip, client_ip in zip(ips, client["ips"], strict=True):
+            assert subprocess.run(["ip", "netns", "exec", extra, "ping", "-c1", "-W2", client_ip]).returncode == 0
+            assert kube_lab.exec("default/client", "ping", "-c1", "-W2", ip).returncode == 0
         log = Path(cni["socket"]).with_name("server.log").read_text()
         assert "ADD extra eth0 -> 0" in log, "the call ran in place, not in the lab's CNI server"
         deleted = plugin("DEL")
         assert deleted.returncode == 0 and deleted.stdout == "", deleted.stdout + deleted.stderr
         leases = Path(conflist["plugins"][0]["ipam"]["dataDir"])
-        assert not (leases / ip).exists() and ip not in "".join(p.name for p in leases.iterdir())
+        held = "".join(p.name for p in leases.iterdir())
+        assert all(not (leases / ip).exists() and ip not in held for ip in ips)
     finally:
         plugin("DEL")
         subprocess.run(["ip", "netns", "del", extra], check=False)

@@ -14,7 +14,7 @@ from labkit import lab
 from labkit.topology.plan import host_link_name
 from labkit.pytest_plugin import RunningLab, labkit_fixture
 
-from .conftest import RUNTIMES, TOPOLOGIES
+from .conftest import RUNTIMES, TOPOLOGIES, labkit
 
 ROUTERS_V6 = TOPOLOGIES / "routers-v6.yaml"
 DUALSTACK = "dualstack-hosts.yaml"
@@ -54,6 +54,13 @@ def test_the_router_lab_has_no_ipv4_and_no_address_in_duplicate_address_detectio
     for node in ROUTERS:
         assert _sysctl(routers6, node, "net.ipv6.conf.all.forwarding") == "1"
     assert _sysctl(routers6, "h1", "net.ipv6.conf.all.forwarding") == "0"
+
+
+def test_verify_checks_the_router_lab_over_ipv6(routers6: RunningLab) -> None:
+    """The file's own `expect:`: pings across the routers, an unreachable prefix, a TCP port that refuses."""
+    result = labkit("verify", str(ROUTERS_V6), "--name", routers6.name, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "6/6 checks as expected" in result.stdout
 
 
 def test_the_router_lab_routes_are_its_static_ones(routers6: RunningLab) -> None:

@@ -200,3 +200,15 @@ def test_a_malformed_ipv6_destination_is_one_clear_error(dualstack: RunningLab, 
     done = labkit("trace", dualstack.name, "default/client", dst, check=False)
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert re.search(message, done.stderr), done.stderr
+
+
+def test_the_shipped_files_own_expectations_hold_over_both_families(dualstack: RunningLab) -> None:
+    """`labkit verify` of kube-dualstack.yaml as shipped: its checks name both families (NodePorts on
+    IPv6 node addresses, AAAA, the DNS Service's IPv6 ClusterIP), and every one is as expected."""
+    from labkit.verify import load_expects
+
+    expects = load_expects(dualstack.topology)
+    report = lab.verify_lab(dualstack.name, expects)
+    assert report.ok, report.text()
+    families = {_family(r.address) for r in report.results if r.address}
+    assert families == {4, 6} and len(report.results) == len(expects) >= 12

@@ -244,7 +244,8 @@ def test_a_cluster_labs_pods_and_servers_are_among_its_processes(kube_lab: Runni
 
 def test_kube_resolve_gives_the_cluster_ip(kube_lab: RunningLab) -> None:
     web = kube_lab.service("default/web")
-    assert kube_lab.resolve("default/client", "web") == [web["cluster_ip"]]
+    # getaddrinfo's answer: every ClusterIP of the Service (A and AAAA in a dual-stack lab), in RFC 6724's order
+    assert sorted(kube_lab.resolve("default/client", "web")) == sorted(web["cluster_ips"])
     assert kube_lab.resolve("default/client", "no-such-service") == []
 
 

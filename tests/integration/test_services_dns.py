@@ -10,7 +10,9 @@ import pytest
 
 from labkit.pytest_plugin import RunningLab
 
-from .conftest import labkit
+from labkit.families import host_port
+
+from .conftest import families, labkit
 
 ZONE = "cluster.local"
 
@@ -27,8 +29,10 @@ def web_pods(running: RunningLab) -> set[str]:
 
 def test_cluster_ip_by_address_and_by_name_through_the_search_list(kube_lab: RunningLab) -> None:
     web = kube_lab.service("default/web")
-    for target in (web["cluster_ip"], "web", "web.default", f"web.default.svc.{ZONE}"):
-        assert fetch(kube_lab, "default/client", f"{target}:80") in web_pods(kube_lab), target
+    assert len(web["cluster_ips"]) == len(families(kube_lab)) and web["cluster_ips"][0] == web["cluster_ip"]
+    for target in (*(host_port(ip, 80) for ip in web["cluster_ips"]), "web:80", "web.default:80",
+                   f"web.default.svc.{ZONE}:80"):
+        assert fetch(kube_lab, "default/client", target) in web_pods(kube_lab), target
     # from another namespace the short name is not ours, the namespaced one is
     assert fetch(kube_lab, "team-a/probe", "web.default:80") in web_pods(kube_lab)
 
@@ -43,17 +47,20 @@ def test_connections_spread_over_every_endpoint(kube_lab: RunningLab) -> None:
 def test_client_ip_affinity_pins_each_client(kube_lab: RunningLab) -> None:
     sticky = kube_lab.service("default/web-sticky")
     for client in ("default/client", "team-a/probe"):
-        answers = {fetch(kube_lab, client, f"{sticky['cluster_ip']}:80") for _ in range(12)}
-        assert len(answers) == 1 and answers <= web_pods(kube_lab), answers
+        for ip in sticky["cluster_ips"]:  # affinity per family: each of a client's addresses is pinned
+            answers = {fetch(kube_lab, client, host_port(ip, 80)) for _ in range(12)}
+            assert len(answers) == 1 and answers <= web_pods(kube_lab), (ip, answers)
 
 
 def test_node_port_on_every_node_from_a_pod_and_from_outside(kube_lab: RunningLab) -> None:
     nodes = [n for n in kube_lab.summary["nodes"] if n["kind"] == "k8s-node"]
     ext = next(n for n in kube_lab.summary["nodes"] if n["name"] == "ext")
     for node in nodes:
-        assert fetch(kube_lab, "default/client", f"{node['mgmt_ipv4']}:30080") in web_pods(kube_lab)
-        outside = kube_lab.exec(ext["name"], "socat", "-T3", "-", f"TCP:{node['mgmt_ipv4']}:30080")
-        assert outside.stdout.strip() in web_pods(kube_lab), outside.stdout
+        for family in families(kube_lab):  # a NodePort on every node address of every cluster family
+            address = host_port(node["mgmt_ipv4"] if family == 4 else node["mgmt_ipv6"], 30080)
+            assert fetch(kube_lab, "default/client", address) in web_pods(kube_lab), address
+            outside = kube_lab.exec(ext["name"], "socat", "-T3", "-", f"TCP:{address}")
+            assert outside.stdout.strip() in web_pods(kube_lab), (address, outside.stdout)
 
 
 def test_external_traffic_policy_local_keeps_the_client_address_and_stays_on_the_node(
@@ -86,17 +93,19 @@ def test_external_traffic_policy_local_keeps_the_client_address_and_stays_on_the
 def test_service_without_endpoints_is_refused_at_once(kube_lab: RunningLab) -> None:
     nobody = kube_lab.service("default/nobody")
     assert nobody["endpoints"] == []
-    result = kube_lab.exec("default/client", "socat", "-T5", "-", f"TCP:{nobody['cluster_ip']}:80,connect-timeout=5")
-    # refused by the service's reject rule, not left to the connect timeout
-    assert result.returncode != 0 and "Connection refused" in result.stdout, result.stdout
+    for ip in nobody["cluster_ips"]:
+        result = kube_lab.exec("default/client", "socat", "-T5", "-", f"TCP:{host_port(ip, 80)},connect-timeout=5")
+        # refused by the service's reject rule, not left to the connect timeout
+        assert result.returncode != 0 and "Connection refused" in result.stdout, (ip, result.stdout)
 
 
 def test_hairpin_a_pod_reaches_itself_through_its_service(kube_lab: RunningLab) -> None:
     web = kube_lab.service("default/web")
     me = sorted(web_pods(kube_lab))[0]
-    answers = [fetch(kube_lab, f"default/{me}", f"{web['cluster_ip']}:80") for _ in range(30)]
-    assert all(a in web_pods(kube_lab) for a in answers), answers
-    assert me in answers, "never reached itself through the ClusterIP"
+    for ip in web["cluster_ips"]:
+        answers = [fetch(kube_lab, f"default/{me}", host_port(ip, 80)) for _ in range(30)]
+        assert all(a in web_pods(kube_lab) for a in answers), answers
+        assert me in answers, f"never reached itself through the ClusterIP {ip}"
 
 
 def dig(running: RunningLab, *args: str) -> str:
@@ -128,18 +137,23 @@ def status_of(output: str) -> str:
 @pytest.mark.parametrize("transport", ["+notcp", "+tcp"])
 def test_dns_records_of_the_spec(kube_lab: RunningLab, transport: str) -> None:
     web = kube_lab.service("default/web")
-    db = {p["name"]: p["ip"] for p in kube_lab.summary["pods"] if p["name"].startswith("db-")}
+    db = {p["name"]: p["ips"] for p in kube_lab.summary["pods"] if p["name"].startswith("db-")}
     q = lambda *a: dig(kube_lab, transport, *a)  # noqa: E731 - a short alias reads best here
 
     assert answers(q("TXT", f"dns-version.{ZONE}")) == ['TXT "1.1.0"']
-    assert answers(q("A", f"web.default.svc.{ZONE}")) == [f"A {web['cluster_ip']}"]
-    aaaa = q("AAAA", f"web.default.svc.{ZONE}")
-    web6 = [ip for ip in web.get("cluster_ips") or [web["cluster_ip"]] if ":" in ip]
-    assert status_of(aaaa) == "NOERROR" and answers(aaaa) == [f"AAAA {ip}" for ip in web6]  # NODATA on IPv4 only
+    by_type = {4: "A", 6: "AAAA"}
+    for family in (4, 6):
+        rtype = by_type[family]
+        mine = [ip for ip in web["cluster_ips"] if (":" in ip) == (family == 6)]
+        found = q(rtype, f"web.default.svc.{ZONE}")
+        assert status_of(found) == "NOERROR" and answers(found) == [f"{rtype} {ip}" for ip in mine]  # or NODATA
+        headless = [ip for ips in db.values() for ip in ips if (":" in ip) == (family == 6)]
+        assert sorted(answers(q(rtype, f"db.team-a.svc.{ZONE}"))) == sorted(f"{rtype} {ip}" for ip in headless)
+        assert answers(q(rtype, f"db-0.db.team-a.svc.{ZONE}")) == [
+            f"{rtype} {ip}" for ip in db["db-0"] if (":" in ip) == (family == 6)]
     assert answers(q("SRV", f"_http._tcp.web.default.svc.{ZONE}")) == [f"SRV 0 100 80 web.default.svc.{ZONE}."]
-    assert answers(q("-x", web["cluster_ip"])) == [f"PTR web.default.svc.{ZONE}."]
-    assert sorted(answers(q("A", f"db.team-a.svc.{ZONE}"))) == sorted(f"A {ip}" for ip in db.values())
-    assert answers(q("A", f"db-0.db.team-a.svc.{ZONE}")) == [f"A {db['db-0']}"]
+    for ip in web["cluster_ips"]:
+        assert answers(q("-x", ip)) == [f"PTR web.default.svc.{ZONE}."], ip
     srv = sorted(answers(q("SRV", f"_postgres._tcp.db.team-a.svc.{ZONE}")))
     assert srv == [f"SRV 0 50 5432 db-0.db.team-a.svc.{ZONE}.", f"SRV 0 50 5432 db-1.db.team-a.svc.{ZONE}."]
     assert answers(q("A", f"search.default.svc.{ZONE}"))[0] == "CNAME search.example.org."
@@ -153,6 +167,8 @@ def test_status_json_lists_services(kube_lab: RunningLab) -> None:
     by_name = {(s["namespace"], s["name"]): s for s in status["services"]}
     web = by_name[("default", "web")]
     assert web["type"] == "ClusterIP" and web["cluster_ip"].startswith("10.96.")
+    assert web["ip_families"] == ["IPv4", "IPv6"][:len(families(kube_lab))] and len(web["cluster_ips"]) == len(
+        families(kube_lab))
     assert [p["port"] for p in web["ports"]] == [80] and len(web["endpoints"]) == 3
     assert by_name[("default", "web-nodeport")]["ports"][0]["node_port"] == 30080
     assert by_name[("team-a", "db")]["cluster_ip"] == "None"

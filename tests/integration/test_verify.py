@@ -47,9 +47,11 @@ def test_the_expected_checks_pass(kube3: dict) -> None:
     assert report.ok and report.exit_code == 0 and len(report.results) == len(CHECKS)
     results = by_index(report)
     web_pods = {p["name"] for p in kube3["pods"] if p["name"].startswith("web-")}
-    web_ip = next(s["cluster_ip"] for s in kube3["services"] if (s["namespace"], s["name"]) == ("default", "web"))
-    # the name went through the cluster DNS, the connection to a backend that answered with its hostname
-    assert results[0].addresses == (web_ip,) and results[0].address == web_ip
+    web = next(s for s in kube3["services"] if (s["namespace"], s["name"]) == ("default", "web"))
+    web_ip = web["cluster_ip"]
+    # the name went through the cluster DNS (A, and AAAA in a dual-stack lab: the lab's families in the
+    # cluster's order), the connection to a backend that answered with its hostname, over the first
+    assert results[0].addresses == tuple(web["cluster_ips"]) and results[0].address == web_ip
     assert results[0].reason.removeprefix("connected (").removesuffix(")") in web_pods
     assert results[3].address == next(n["mgmt_ipv4"] for n in kube3["nodes"] if n["name"] == "cp")
     assert results[4].actual == web_ip
