@@ -37,6 +37,15 @@ def family_of(value: Any) -> Family:
     return ipaddress.ip_interface(str(value).strip("[]")).version
 
 
+def is_ip(text: str, family: Family | None = None) -> bool:
+    """Whether `text` is an IP address (of `family`, if given): "10.0.0.1", "fd00::1"; not a name or CIDR."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return family is None or address.version == family
+
+
 def family_name(family: Family) -> str:
     """Kubernetes' name of a family: 4 -> "IPv4"."""
     return _NAMES[family]

@@ -28,7 +28,6 @@ of the file that calls it), then against pytest's rootdir.
 from __future__ import annotations
 
 import inspect
-import ipaddress
 import os
 import re
 import secrets
@@ -41,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from labkit.errors import LabkitError
+from labkit.families import is_ip
 from labkit.runtime import runtime_names  # the registry alone: no runtime module is loaded
 
 if TYPE_CHECKING:
@@ -236,7 +236,7 @@ class RunningLab:
         addresses: list[str] = []
         for line in result.stdout.splitlines():
             field = line.split(maxsplit=1)[0] if line.strip() else ""
-            if _is_ip(field) and field not in addresses:
+            if is_ip(field) and field not in addresses:
                 addresses.append(field)
         return addresses
 
@@ -289,7 +289,7 @@ class RunningLab:
         """Fail if `source` reaches `destination`, or if the name `destination` does not resolve
         in `source` (that would pass without testing the network: give an address instead)."""
         __tracebackhide__ = True  # a failure points at the test's line, not at the plugin
-        if not _is_ip(destination) and not self.resolve(source, destination):
+        if not is_ip(destination) and not self.resolve(source, destination):
             raise AssertionError(
                 f"{source} -> {destination}: the name does not resolve in {source}, so "
                 "unreachability proves nothing; check the name, or pass an IP address")
@@ -307,21 +307,13 @@ class RunningLab:
                  + (f" (retried for {within:g}s)" if within else ""),
                  f"  exit code {result.returncode}" + (": " if result.stdout.strip() else "")
                  + result.stdout.strip().replace("\n", "\n    ")]
-        if not _is_ip(destination):
+        if not is_ip(destination):
             lines.append(f"  {destination} resolves in {source} to: "
                          f"{', '.join(self.resolve(source, destination)) or 'nothing'}")
         cluster_ips = {s["cluster_ip"] for s in self.summary.get("services", [])}
         if port is None and destination in cluster_ips:
             lines.append("  note: a ClusterIP answers only on its service ports; pass port=")
         return "\n".join(lines)
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _check_host(host: str) -> None:

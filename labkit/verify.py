@@ -48,20 +48,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from labkit.errors import LabkitError
-from labkit.families import family_number, family_of
+from labkit.families import family_number, family_of, is_ip
 from labkit.topology.expect import Expect, Target, parse_expects
 
 DEFAULT_TIMEOUT = 1.0
 DEFAULT_DOMAIN = "cluster.local"
 POD_NDOTS = 5
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def lab_families(lab_status: Mapping[str, Any]) -> tuple[int, ...]:
@@ -458,7 +450,7 @@ def _plan_requests(view: LabView, checks: list[Expect], indices: Iterable[int], 
                 # a node's own `hosts:` entries first, as its /etc/hosts comes before DNS (nsswitch)
                 host = _hosts_entry(view.nodes.get(check.source, {}).get("hosts", {}), check.to.host, check.family) \
                     or view.target_host(check.to, check.family)
-                if dns is None and not _is_ip(host):
+                if dns is None and not is_ip(host):
                     raise LabkitError(f"cannot resolve {host!r}: lab {view.name!r} has no cluster DNS")
                 req = {"id": i, "op": "connect", "protocol": check.proto, "host": host,
                        "port": check.to.port, "timeout": timeout, "dns": dns}

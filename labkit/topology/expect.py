@@ -42,7 +42,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationI
 from pydantic_core import PydanticCustomError
 
 from labkit.errors import InputError, Problem
-from labkit.families import Family, family_of, host_port
+from labkit.families import Family, family_of, host_port, is_ip
 
 KEYS = ("from", "to", "resolve", "result", "protocol", "family", "within", "http")
 MAX_WITHIN = 600.0  # seconds: a check that needs longer is waiting for something else
@@ -124,22 +124,14 @@ def _split(text: str) -> tuple[str, str | None]:
             raise ValueError(f"{text!r}: after ']' comes ':PORT', e.g. [{host}]:80")
         return host, rest[1:]
     if text.count(":") > 1:  # an IPv6 address, bare: a ping target, or a port that needs brackets
-        if _is_ipv6(text):
+        if is_ip(text, 6):
             return text, None
         head, _, tail = text.rpartition(":")
-        hint = f"; did you mean [{head}]:{tail}?" if _is_ipv6(head) and tail.isdigit() else ""
+        hint = f"; did you mean [{head}]:{tail}?" if is_ip(head, 6) and tail.isdigit() else ""
         raise ValueError(f"{text!r} is not an IPv6 address or HOST:PORT: an IPv6 address with a port is "
                          f"written in brackets, e.g. [fd00::1]:80{hint}")
     host, sep, port = text.rpartition(":")
     return (host, port) if sep else (text, None)
-
-
-def _is_ipv6(text: str) -> bool:
-    try:
-        ipaddress.IPv6Address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _host(host: str, text: str) -> Target:
@@ -163,9 +155,9 @@ def parse_target(text: str) -> Target:
     if not isinstance(text, str):
         raise ValueError(f"expected TARGET:PORT as a string, got {text!r}; {TARGET_FORMS}")
     text = text.strip()
-    if text.count(":") > 1 and not text.startswith("[") and _is_ipv6(text):
+    if text.count(":") > 1 and not text.startswith("[") and is_ip(text, 6):
         head, _, tail = text.rpartition(":")
-        maybe = f" (or, if :{tail} is the port, [{head}]:{tail})" if _is_ipv6(head) else ""
+        maybe = f" (or, if :{tail} is the port, [{head}]:{tail})" if is_ip(head, 6) else ""
         raise ValueError(f"{text!r} is an IPv6 address without a port: write [{text}]:PORT{maybe}, "
                          f"{TARGET_FORMS}")
     host, port = _split(text)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labkit.errors import LabkitError
-from labkit.families import family_of
+from labkit.families import family_of, is_ip
 
 PROTOCOLS = ("tcp", "udp", "icmp")
 FAMILIES = (4, 6)
@@ -42,14 +42,6 @@ def _ip(value: Any) -> str | None:
     return str(value).split("/")[0] if value else None
 
 
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
 def split_destination(dst: str) -> tuple[str, int | None]:
     """(host, port or None) of `HOST[:PORT]`, `[IPv6]:PORT`, `[IPv6]` or a bare IPv6 address;
     LabkitError naming what is wrong."""
@@ -57,16 +49,16 @@ def split_destination(dst: str) -> tuple[str, int | None]:
     port: str | None = None
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]")
-        if not sep or not _is_ip(host) or family_of(host) != 6:
+        if not sep or not is_ip(host) or family_of(host) != 6:
             raise LabkitError(f"{dst!r} is not [IPv6 address]:PORT (e.g. [fd00:10:96::a]:53)")
         if rest:
             if not rest.startswith(":") or not rest[1:].isdigit():
                 raise LabkitError(f"{dst!r}: after ']' comes ':PORT' (e.g. [{host}]:80)")
             port = rest[1:]
     elif text.count(":") > 1:
-        if not _is_ip(text):
+        if not is_ip(text):
             head, _, tail = text.rpartition(":")
-            hint = f"; did you mean [{head}]:{tail}?" if _is_ip(head) and tail.isdigit() else ""
+            hint = f"; did you mean [{head}]:{tail}?" if is_ip(head) and tail.isdigit() else ""
             raise LabkitError(f"{dst!r} is not an IPv6 address: with a port, write it in brackets "
                               f"([fd00::1]:80){hint}")
         host = text
@@ -75,7 +67,7 @@ def split_destination(dst: str) -> tuple[str, int | None]:
         host, port = (m.group("host"), m.group("port")) if m else (text, None)
     if port is not None and not 0 < int(port) < 65536:
         raise LabkitError(f"port {int(port)} in {dst!r} is not a port: 1-65535")
-    return (str(ipaddress.ip_address(host)) if _is_ip(host) else host), (int(port) if port is not None else None)
+    return (str(ipaddress.ip_address(host)) if is_ip(host) else host), (int(port) if port is not None else None)
 
 
 def _pod_ips(pod: Mapping[str, Any]) -> list[str]:
@@ -129,7 +121,7 @@ def resolve(status: Mapping[str, Any], src: str, dst: str, protocol: str | None 
     elif host in nodes:
         node_ips = _node_ips(nodes[host])
         address = _pick(node_ips, family, f"node {host}")
-    elif _is_ip(host):
+    elif is_ip(host):
         address = host
         if family is not None and family_of(host) != family:
             raise LabkitError(f"{host} is an IPv{family_of(host)} address, not IPv{family}")
@@ -156,7 +148,7 @@ def resolve(status: Mapping[str, Any], src: str, dst: str, protocol: str | None 
     if protocol != "icmp" and given_port is None:
         if ":" in host:  # a bare IPv6 address: its port goes after brackets
             head, _, tail = host.rpartition(":")
-            maybe = f"; if :{tail} is the port, [{head}]:{tail}" if _is_ip(head) and tail.isdigit() else ""
+            maybe = f"; if :{tail} is the port, [{head}]:{tail}" if is_ip(head) and tail.isdigit() else ""
             raise LabkitError(f"give a port to trace {protocol} to: [{host}]:PORT{maybe} (or --protocol icmp)")
         raise LabkitError(f"give a port to trace {protocol} to: {dst}:PORT (or --protocol icmp)")
     endpoints: tuple[str, ...] = ()
@@ -168,7 +160,7 @@ def resolve(status: Mapping[str, Any], src: str, dst: str, protocol: str | None 
         # the endpoints of the probe's family: a dual-stack Service's IPv6 ClusterIP leads to IPv6 ones
         eps = [(e, endpoint_address(e)[0]) for e in svc_port.get("endpoints") or []]
         endpoints = tuple(f"{by_ip.get(ip, '?')} {e}" for e, ip in eps
-                          if not _is_ip(ip) or family_of(ip) == family_of(address))
+                          if not is_ip(ip) or family_of(ip) == family_of(address))
     # Every node (not the L2 switches: their packets are bridged, not routed), the source, and
     # the pods the probe can end in: the pod named, the Service's endpoints, the pod with that IP.
     watch: dict[str, str] = {}
@@ -232,6 +224,6 @@ def endpoint_address(text: str) -> tuple[str, str]:
     ip, sep, port = text.rpartition(":")
     if not sep:
         return text, ""
-    if ":" in ip and not _is_ip(ip):  # an IPv6 address with no port
+    if ":" in ip and not is_ip(ip):  # an IPv6 address with no port
         return text, ""
     return ip, port

@@ -109,3 +109,11 @@ def test_single_stack_ipv4_unchanged(tmp_path: Path) -> None:
     plan = _plan(tmp_path, "pod-cidr: 10.244.0.0/16")
     assert plan.cluster.families == (4,) and not plan.cluster.dual_stack
     assert str(plan.cluster.dns_ip) == "10.96.0.10" and [str(n) for n in plan.node("cp").pod_cidrs] == ["10.244.0.0/24"]
+
+
+@pytest.mark.parametrize(("text", "family", "expected"), [
+    ("10.0.0.1", None, True), ("fd00::1", None, True), ("fd00::1", 6, True), ("fd00::1", 4, False),
+    ("10.0.0.1", 6, False), ("web", None, False), ("10.0.0.0/8", None, False), ("[fd00::1]", None, False),
+])
+def test_is_ip(text, family, expected) -> None:
+    assert families.is_ip(text, family) is expected
