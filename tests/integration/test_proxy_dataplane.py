@@ -151,6 +151,11 @@ def sh(*argv: str) -> None:
 
 
 class Cluster:
+    """Namespaces named `<prefix>-<short>`, pods wired to a node, servers and clients run in them
+    (test_proxy_dualstack's cluster is this one with a second family)."""
+
+    server_code, client_code = SERVER, CLIENT
+
     def __init__(self, prefix: str):
         self.prefix = prefix
         self.namespaces: list[str] = []
@@ -180,7 +185,7 @@ class Cluster:
 
     def start_server(self, short: str) -> None:
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns(short), sys.executable, "-c", SERVER, short],
+            ["ip", "netns", "exec", self.ns(short), sys.executable, "-c", self.server_code, short],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         self.processes.append(proc)
@@ -188,7 +193,7 @@ class Cluster:
 
     def run(self, short: str, proto: str, host: str, port: int, count: int = 1, source_port: int = 0) -> list[dict]:
         result = subprocess.run(
-            ["ip", "netns", "exec", self.ns(short), sys.executable, "-c", CLIENT, proto, host, str(port),
+            ["ip", "netns", "exec", self.ns(short), sys.executable, "-c", self.client_code, proto, host, str(port),
              str(count), str(source_port)],
             capture_output=True, text=True, timeout=60, check=True,
         )

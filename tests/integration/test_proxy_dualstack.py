@@ -10,10 +10,7 @@ tables built from real manifests by `build_service_view` + `apply_node_services`
 
 from __future__ import annotations
 
-import json
 import secrets
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 
@@ -22,6 +19,9 @@ import pytest
 from labkit.k8s import parse_manifests
 from labkit.net import nft
 from labkit.proxy import apply_node_services, build_service_view, remove_node_services
+
+from .test_proxy_dataplane import Cluster as RoutedCluster
+from .test_proxy_dataplane import sh
 
 pytestmark = pytest.mark.integration
 
@@ -145,33 +145,19 @@ print(json.dumps(out))
 """
 
 
-def sh(*argv: str) -> None:
-    subprocess.run(argv, check=True, capture_output=True, text=True, timeout=30)
+class Cluster(RoutedCluster):
+    """test_proxy_dataplane's cluster, each pod with an address of each family."""
 
-
-class Cluster:
-    def __init__(self, prefix: str):
-        self.prefix = prefix
-        self.namespaces: list[str] = []
-        self.processes: list[subprocess.Popen] = []
-
-    def ns(self, short: str) -> str:
-        return f"{self.prefix}-{short}"
-
-    def path(self, short: str) -> str:
-        return f"/run/netns/{self.ns(short)}"
+    server_code, client_code = SERVER, CLIENT_CODE
 
     def add_ns(self, short: str) -> None:
-        sh("ip", "netns", "add", self.ns(short))
-        self.namespaces.append(self.ns(short))
-        ns = self.ns(short)
+        super().add_ns(short)
         # addresses usable at once (no tentative DAD), no router advertisements taken
         for key in ("accept_dad=0", "accept_ra=0"):
             for scope in ("all", "default"):
-                sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{scope}.{key}")
-        sh("ip", "-n", ns, "link", "set", "lo", "up")
+                sh("ip", "netns", "exec", self.ns(short), "sysctl", "-qw", f"net.ipv6.conf.{scope}.{key}")
 
-    def add_pod(self, short: str, ips: tuple[str, str], veth: str) -> None:
+    def add_pod(self, short: str, ips: tuple[str, str], veth: str) -> None:  # type: ignore[override]
         self.add_ns(short)
         node, pod = self.ns("node"), self.ns(short)
         sh("ip", "link", "add", veth, "netns", node, "type", "veth", "peer", "name", "eth0", "netns", pod)
@@ -185,31 +171,6 @@ class Cluster:
         sh("ip", "-n", node, "link", "set", veth, "up")
         sh("ip", "-n", node, "route", "add", f"{ips[0]}/32", "dev", veth)
         sh("ip", "-n", node, "-6", "route", "add", f"{ips[1]}/128", "dev", veth)
-
-    def start_server(self, short: str) -> None:
-        proc = subprocess.Popen(["ip", "netns", "exec", self.ns(short), sys.executable, "-c", SERVER, short],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.processes.append(proc)
-        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
-
-    def run(self, short: str, proto: str, host: str, port: int, count: int = 1, source_port: int = 0) -> list[dict]:
-        result = subprocess.run(
-            ["ip", "netns", "exec", self.ns(short), sys.executable, "-c", CLIENT_CODE, proto, host, str(port),
-             str(count), str(source_port)],
-            capture_output=True, text=True, timeout=60, check=True,
-        )
-        return json.loads(result.stdout)
-
-    def teardown(self) -> None:
-        for proc in self.processes:
-            proc.kill()
-            proc.wait(timeout=10)
-        for name in reversed(self.namespaces):
-            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
-
-    def leftovers(self) -> list[str]:
-        listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-        return [line.split()[0] for line in listing.splitlines() if line.startswith(self.prefix)]
 
 
 def build(cluster: Cluster) -> None:
