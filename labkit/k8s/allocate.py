@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from labkit.errors import InputError, Problem
-from labkit.families import family_name, family_of, parse_cidrs, pick
+from labkit.families import family_name, family_number, family_of, parse_cidrs, pick
 from labkit.k8s.load import Workloads
 from labkit.k8s.metallb import LoadBalancer, allocate_load_balancers
 from labkit.k8s.schedule import schedule_pods
@@ -59,10 +59,21 @@ def allocate(workloads: Workloads, nodes: Sequence[str], *, service_cidr: str | 
     k8s-node's labels) are for MetalLB's advertisements' nodeSelectors."""
     problems: list[Problem] = []
     results: list[Mapping] = []
+    cidrs = parse_cidrs(service_cidr if isinstance(service_cidr, str) else list(service_cidr))
+
+    def load_balancers() -> Mapping:
+        """MetalLB's addresses: of each family a Service's clusterIPs have (the step before), as MetalLB
+        gives a dual-stack Service one of each where its pools allow."""
+        service_ips: Mapping[tuple[str, str], ServiceIPs] = results[1]
+        return allocate_load_balancers(
+            workloads, node_labels or {n: {} for n in nodes}, cluster_families=tuple(c.version for c in cidrs),
+            families={k: tuple(family_number(f) for f in v.families) for k, v in service_ips.items()},
+            policies={k: v.policy for k, v in service_ips.items()})
+
     for step in (lambda: schedule_pods(workloads, nodes, pinned),
                  lambda: allocate_service_ips(workloads, service_cidr=service_cidr, dns_ip=dns_ip),
                  lambda: allocate_node_ports(workloads),
-                 lambda: allocate_load_balancers(workloads, node_labels or {n: {} for n in nodes})):
+                 load_balancers):
         try:
             results.append(step())
         except InputError as exc:

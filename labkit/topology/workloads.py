@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any
 
 from labkit.errors import InputError, Problem
-from labkit.families import family_number
 from labkit.k8s import Pod, Workloads, load_workloads
 from labkit.k8s import edge, metallb, multus
 from labkit.k8s.allocate import Allocation, allocate
@@ -56,27 +53,11 @@ def plan_workloads(plan: Plan, doc: Document) -> Plan:
                           dns_ip=[str(ip) for ip in cluster.dns_ips or (cluster.dns_ip,)],
                           pinned=[n.name for n in plan.pod_hosts if n.kind_info.container_host],
                           node_labels={n.name: n.labels for n in nodes})
-    if cluster.families != (4,):  # LoadBalancer addresses of each family the Services have
-        allocation = dataclasses.replace(allocation, load_balancers=load_balancers_by_family(
-            workloads, allocation, cluster.families, {n.name: n.labels for n in nodes}))
     problems = netns_name_problems(plan, workloads) + capacity_problems(plan, workloads, allocation)
     problems += attachment_problems(plan, workloads, allocation)
     if problems:
         raise InputError(list(dict.fromkeys(problems)))
     return dataclasses.replace(plan, workloads=workloads, allocation=allocation)
-
-
-def load_balancers_by_family(workloads: Workloads, allocation: Allocation, families: tuple[int, ...],
-                             node_labels: dict) -> Any:
-    """MetalLB's addresses for a cluster with IPv6: each Service's families (and policy) as its clusterIPs
-    were allocated (`allocation.service_ips`, labkit.k8s.allocate). (allocate() itself could pass them
-    once it allocates LoadBalancers after the clusterIPs; this second pass would then go.)"""
-    service_ips = allocation.service_ips
-    found = metallb.allocate_load_balancers(
-        workloads, node_labels, cluster_families=families,
-        families={k: tuple(family_number(f) for f in v.families) for k, v in service_ips.items()},
-        policies={k: v.policy for k, v in service_ips.items()})
-    return MappingProxyType(found)
 
 
 def _controller(workloads: Workloads, pod: Pod):

@@ -237,14 +237,15 @@ def test_requested_addresses_of_both_families() -> None:
         dual_lbs(apart, both)
 
 
-def test_without_family_knowledge_only_ipv4_is_acted_on_as_before() -> None:
-    """allocate() of an IPv4 cluster passes no families: an IPv6 address asked for is left alone, as it was."""
+def test_an_ipv4_cluster_refuses_an_ipv6_address_asked_for() -> None:
+    """allocate() passes each Service's families as its clusterIPs have them: on an IPv4-only cluster an
+    IPv6 address in loadBalancerIPs is a mistake MetalLB refuses too, named with its line."""
     text = pool("both", "10.8.0.0/30", "fd00:8::/124") + L2 + lb("a", annotations=(
         "metallb.io/loadBalancerIPs: '10.8.0.2,fd00:8::5'")) + lb("b", annotations=(
         "metallb.io/loadBalancerIPs: 'fd00:8::6'"))
-    found = lbs(text)
-    assert found[("default", "a")].ips == ("10.8.0.2",)
-    assert found[("default", "b")].ips == ("10.8.0.0",)  # no IPv4 asked for: the pool's first free one
+    found = errors(text)
+    assert "10.8.0.2,fd00:8::5 is IPv4 and IPv6, the Service's ipFamilies are IPv4" in found
+    assert "fd00:8::6 is IPv6, the Service's ipFamilies are IPv4" in found
 
 
 def test_ipv6_pools_may_not_overlap_each_other_or_the_cluster_networks_of_their_family() -> None:
