@@ -123,11 +123,13 @@ while True:
     conn.sendall(f"{name} {peer[0]}\n".encode()); conn.close()
 """
 
-# Makes `count` fresh connections (or datagrams from fresh sockets) and reports each as JSON.
+# Makes `count` fresh connections (or datagrams from fresh sockets), over the family of `host`, and
+# reports each as JSON.
 CLIENT = r"""
 import json, socket, sys
 proto, host, port, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 source_port = int(sys.argv[5]) if len(sys.argv) > 5 else 0
+family = socket.AF_INET6 if ":" in host else socket.AF_INET  # test_proxy_dualstack's clients use it too
 out = []
 for _ in range(count):
     try:
@@ -135,8 +137,9 @@ for _ in range(count):
             s = socket.create_connection((host, port), timeout=3)
             reply = s.makefile().readline().strip()
         else:
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", source_port))
+            s = socket.socket(family, socket.SOCK_DGRAM); s.settimeout(3)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", source_port))
             s.connect((host, port)); s.send(b"hi"); reply = s.recv(512).decode()
         s.close()
         out.append({"ok": True, "reply": reply})

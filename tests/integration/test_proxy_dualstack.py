@@ -121,34 +121,10 @@ while True:
     conn.sendall(f"{name} {peer(address[0])}\n".encode()); conn.close()
 """
 
-CLIENT_CODE = r"""
-import json, socket, sys
-proto, host, port, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-source_port = int(sys.argv[5]) if len(sys.argv) > 5 else 0
-family = socket.AF_INET6 if ":" in host else socket.AF_INET
-out = []
-for _ in range(count):
-    try:
-        if proto == "tcp":
-            s = socket.create_connection((host, port), timeout=3)
-            reply = s.makefile().readline().strip()
-        else:
-            s = socket.socket(family, socket.SOCK_DGRAM); s.settimeout(3)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", source_port))
-            s.connect((host, port)); s.send(b"hi"); reply = s.recv(512).decode()
-        s.close()
-        out.append({"ok": True, "reply": reply})
-    except OSError as exc:
-        out.append({"ok": False, "error": type(exc).__name__})
-print(json.dumps(out))
-"""
-
-
 class Cluster(RoutedCluster):
     """test_proxy_dataplane's cluster, each pod with an address of each family."""
 
-    server_code, client_code = SERVER, CLIENT_CODE
+    server_code = SERVER
 
     def add_ns(self, short: str) -> None:
         super().add_ns(short)
