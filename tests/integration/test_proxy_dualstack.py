@@ -121,6 +121,7 @@ while True:
     conn.sendall(f"{name} {peer(address[0])}\n".encode()); conn.close()
 """
 
+
 class Cluster(RoutedCluster):
     """test_proxy_dataplane's cluster, each pod with an address of each family."""
 
