@@ -100,14 +100,6 @@ def families_of(items: Iterable[Any]) -> tuple[Family, ...]:
     return tuple(seen)
 
 
-def by_family(items: Iterable[T]) -> dict[Family, list[T]]:
-    """{4: [...], 6: [...]} with `items` sorted by family, their order kept; absent families absent."""
-    grouped: dict[Family, list[T]] = {}
-    for item in items:
-        grouped.setdefault(family_of(item), []).append(item)
-    return grouped
-
-
 def pick(items: Sequence[T], family: Family) -> T | None:
     """The first of `items` of `family`, or None."""
     return next((item for item in items if family_of(item) == family), None)
@@ -117,26 +109,6 @@ def host_port(ip: Any, port: int | str) -> str:
     """`10.0.0.1:80`, or `[fd00::1]:80` (RFC 3986's brackets, so the port cannot be read as a group)."""
     text = str(ip)
     return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
-
-
-def split_host_port(text: str) -> tuple[str, str]:
-    """(host, port) from `host:port` or `[v6]:port`; ValueError naming what is wrong otherwise.
-    The host is returned without brackets; it may be a name (a DNS name or a node name)."""
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or not rest.startswith(":") or not rest[1:]:
-            raise ValueError(f"{text!r} is not [IPv6 address]:port (e.g. [fd00::1]:80)")
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError as exc:
-            raise ValueError(f"{text!r}: {host!r} is not an IPv6 address ({exc})") from None
-        return host, rest[1:]
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port:
-        raise ValueError(f"{text!r} is not host:port (e.g. 10.0.0.1:80, web:80 or [fd00::1]:80)")
-    if ":" in host:
-        raise ValueError(f"{text!r}: an IPv6 address with a port is written in brackets, e.g. [{host}]:{port}")
-    return host, port
 
 
 def nth_host(network: IPNetwork, n: int) -> IPAddress:

@@ -50,25 +50,13 @@ def test_parse_cidrs_refuses(value, message) -> None:
         families.parse_cidrs(value)
 
 
-def test_host_port_round_trip() -> None:
+def test_host_port() -> None:
     assert families.host_port("10.0.0.1", 80) == "10.0.0.1:80"
     assert families.host_port("fd00::1", 80) == "[fd00::1]:80"
-    assert families.split_host_port("[fd00::1]:80") == ("fd00::1", "80")
-    assert families.split_host_port("web.default:8080") == ("web.default", "8080")
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("fd00::1:80", "in brackets"), ("[fd00::1]80", r"\[IPv6 address\]:port"), ("[nonsense]:80", "IPv6"),
-    ("web", "host:port"), ("[fd00::1]:", r"\[IPv6 address\]:port"),
-])
-def test_split_host_port_refuses(text, message) -> None:
-    with pytest.raises(ValueError, match=message):
-        families.split_host_port(text)
-
-
-def test_by_family_and_pick() -> None:
+def test_pick_and_families_of() -> None:
     items = ["fd00::2", "10.0.0.1", "fd00::1"]
-    assert families.by_family(items) == {6: ["fd00::2", "fd00::1"], 4: ["10.0.0.1"]}
     assert families.pick(items, 4) == "10.0.0.1" and families.pick(["10.0.0.1"], 6) is None
     assert families.families_of(items) == (6, 4)
 
